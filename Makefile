@@ -1,0 +1,39 @@
+# Two entry points (see README): `make demo` and `make test`. Each sets itself up
+# idempotently: a .venv with the project installed, and Chromium for browser tests.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUNDLE ?= cached_features/cifar10_resnet20
+PORT   ?= 8501
+
+.PHONY: setup browser demo test lint bench bundles clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade-strategy only-if-needed -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's Chromium for the Playwright browser tests (no browser download).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing Debian chromium + chromium-driver"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+demo: setup
+	$(VENV)/bin/ash-explore evaluate $(BUNDLE) --method ash-s --p 90
+
+test: setup browser
+	$(PY) -m ruff check ash_core dashboard tests benchmarks
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check ash_core dashboard tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

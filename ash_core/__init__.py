@@ -1,0 +1,38 @@
+"""ash_core: activation shaping (ASH) for OOD detection, replayed on cached features.
+
+Public API::
+
+    from ash_core import ash_p, ash_b, ash_s, ash_rand          # shaping primitives
+    from ash_core import energy_score, ood_metrics              # scores and metrics
+    from ash_core import list_methods, create_method            # the method registry
+    from ash_core import load_bundle, write_bundle, evaluate    # bundles and evaluation
+"""
+
+from .bundle import Bundle, Split, SplitData, load_bundle, write_bundle
+from .errors import AshError, BundleError, FeatureError, ParameterError
+from .evaluate import EvalResult, Evaluator, evaluate
+from .metrics import CONVENTIONS, METRIC_NAMES, OODMetrics, average_metrics, ood_metrics
+from .registry import (
+    THRESHOLD_MODES,
+    MethodSpec,
+    ParamSpec,
+    Shaper,
+    create_method,
+    get_method,
+    list_methods,
+    register_method,
+)
+from .scores import accuracy, energy_score, get_score, list_scores, maxlogit_score, msp_score
+from .shaping import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AshError", "BundleError", "CONVENTIONS", "Bundle", "EvalResult", "Evaluator",
+    "FeatureError", "METRIC_NAMES", "MethodSpec", "OODMetrics", "ParamSpec", "ParameterError",
+    "Shaper", "Split", "SplitData", "THRESHOLD_MODES", "accuracy", "ash_b", "ash_p",
+    "ash_rand", "ash_s", "average_metrics", "create_method", "energy_score", "evaluate",
+    "get_method", "get_score", "kept_count", "list_methods", "list_scores", "load_bundle",
+    "maxlogit_score", "msp_score", "ood_metrics", "react", "register_method", "scale",
+    "write_bundle",
+]

@@ -1,0 +1,65 @@
+"""``ash-explore``: the command line. Each subcommand lives in its own module.
+
+A subcommand module exposes ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed args, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from ..errors import AshError
+
+#: Subcommand modules under ash_core.cli, in --help order.
+SUBCOMMANDS = ("evaluate", "sweep", "methods")
+
+DESCRIPTION = """\
+ASH Explorer: see what activation shaping (ASH) does to out-of-distribution detection.
+
+Typical use:
+  ash-explore evaluate cached_features/cifar10_resnet20 --method ash-s --p 90
+  ash-explore sweep cached_features/cifar10_resnet20 --methods ash-p,ash-b,ash-s --p 60:95:5
+  ash-explore methods            # every shaping method and its parameters
+
+Run `ash-explore COMMAND --help` for the options of each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ash-explore", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"ash-explore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+        try:
+            return int(args.func(args) or 0)
+        except AshError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``ash-explore sweep``: the paper-style table over methods and p."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from ..bundle import load_bundle
+from ..report import render_frame, sweep_columns
+from ..sweep import parse_grid, sweep
+from .common import add_setting_args, split_list
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="paper-style table: FPR95/AUROC per OOD set for each (method, p)",
+        description="Evaluate every (method, p) of a grid on BUNDLE and print FPR95 and AUROC "
+                    "per OOD set and their average, one row per (method, p), plus ID accuracy.",
+    )
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--methods", default="ash-p,ash-b,ash-s",
+                   help="comma-separated methods (default ash-p,ash-b,ash-s)")
+    p.add_argument("--p", default="60:95:5",
+                   help="grid START:STOP:STEP with STOP inclusive, or a comma list "
+                        "(default 60:95:5)")
+    add_setting_args(p)
+    p.add_argument("--format", choices=["table", "csv", "latex", "markdown"], default="table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    methods = split_list(args.methods) or []
+    grid = parse_grid(args.p)
+    bar = tqdm(total=0, desc="sweep", unit="pt", disable=None, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
+                  split_list(args.ood), args.seed, progress=progress)
+    bar.close()
+    ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
+    ood = [n for n in dict.fromkeys(ood) if n != "average"]
+    frame = frame[sweep_columns(ood)]
+    caption = (f"{bundle.name}: threshold={args.threshold}, score={args.score}, FPR convention="
+               f"{args.fpr_convention}; values in %")
+    sys.stdout.write(render_frame(frame, args.format, caption=caption))
+    return 0

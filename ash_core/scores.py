@@ -1,0 +1,58 @@
+"""OOD scores computed from logits; higher always means more in-distribution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .errors import ParameterError
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Negative free energy: ``T * logsumexp(logits / T)`` (Liu et al., 2020)."""
+    if not temperature > 0:
+        raise ParameterError(f"temperature must be > 0, got {temperature!r}.")
+    logits = logits.to(torch.float32)
+    return temperature * torch.logsumexp(logits / temperature, dim=1)
+
+
+def msp_score(logits: torch.Tensor) -> torch.Tensor:
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017)."""
+    return torch.softmax(logits.to(torch.float32), dim=1).amax(dim=1)
+
+
+def maxlogit_score(logits: torch.Tensor) -> torch.Tensor:
+    """Maximum logit (Hendrycks et al., 2022)."""
+    return logits.to(torch.float32).amax(dim=1)
+
+
+SCORES: dict[str, tuple[ScoreFn, str]] = {
+    "energy": (energy_score, "energy score T*logsumexp(logits/T), T=1"),
+    "msp": (msp_score, "maximum softmax probability"),
+    "maxlogit": (maxlogit_score, "maximum logit"),
+}
+
+
+def list_scores() -> list[str]:
+    """Names of every available score."""
+    return list(SCORES)
+
+
+def get_score(name: str) -> ScoreFn:
+    """The score function registered as ``name``."""
+    try:
+        return SCORES[name][0]
+    except KeyError:
+        raise ParameterError(
+            f"unknown score {name!r}; choose one of: {', '.join(SCORES)}."
+        ) from None
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy as a fraction in [0, 1]."""
+    if labels.numel() == 0:
+        raise ParameterError("cannot compute accuracy on an empty split.")
+    return float((logits.argmax(dim=1) == labels.to(torch.long)).to(torch.float64).mean())
