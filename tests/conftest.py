@@ -1,0 +1,56 @@
+"""Shared fixtures: a small synthetic bundle and the path to ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ash_core import SplitData, write_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ASH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data_or_skip() -> Path:
+    """../shared/data, or skip with a reason (it is always present in CI)."""
+    if not (SHARED_DATA / "README.md").is_file():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"CI must have the shared data at {SHARED_DATA}")
+        pytest.skip(f"real data not found at {SHARED_DATA} (set ASH_SHARED_DATA); CI has it")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_data_or_skip()
+
+
+def make_synthetic_bundle(path: Path, n_id: int = 400, n_ood: int = 300, dim: int = 32,
+                          classes: int = 5, seed: int = 0) -> Path:
+    """A small post-ReLU bundle whose OOD sets are shifted, so metrics are non-trivial."""
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(classes, dim)).astype(np.float32)
+    bias = rng.normal(scale=0.1, size=classes).astype(np.float32)
+
+    def feats(n: int, shift: float) -> np.ndarray:
+        return np.maximum(rng.normal(shift, 1.0, size=(n, dim)), 0).astype(np.float32)
+
+    id_feats = feats(n_id, 0.6)
+    labels = (id_feats @ weight.T + bias).argmax(1)
+    labels[: n_id // 10] = (labels[: n_id // 10] + 1) % classes  # some errors
+    splits = [
+        SplitData("id_test", "id", id_feats, labels),
+        SplitData("id_train", "id_fit", feats(n_id, 0.6), rng.integers(0, classes, n_id)),
+        SplitData("far", "ood", feats(n_ood, 0.0)),
+        SplitData("near", "ood", feats(n_ood, 0.4)),
+    ]
+    return write_bundle(path, weight, bias, [f"class{i}" for i in range(classes)], splits,
+                        {"model": {"name": "synthetic"}, "layer": {"name": "penultimate"}})
+
+
+@pytest.fixture(scope="session")
+def synthetic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_bundle(tmp_path_factory.mktemp("bundles") / "synthetic")
