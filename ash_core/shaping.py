@@ -121,8 +121,12 @@ def ash_s(x: torch.Tensor, p: float = 65.0, threshold: float | None = None) -> t
     rows = _as_rows(x)
     mask = survivor_mask(rows, p, threshold)
     pruned = torch.where(mask, rows, torch.zeros((), dtype=rows.dtype))
-    factor = scale_factor(rows.sum(dim=1), pruned.sum(dim=1))
-    return _finish(pruned * factor[:, None], x)
+    s2 = pruned.sum(dim=1)
+    factor = scale_factor(rows.sum(dim=1), s2)
+    # Only survivors of rows with s2 != 0 are scaled; everything else is exactly 0 (a row
+    # with s2 == 0 is a zero row, and pruned units never become 0 * inf = NaN on overflow).
+    keep = mask & (s2 != 0)[:, None]
+    return _finish(torch.where(keep, pruned * factor[:, None], torch.zeros((), dtype=rows.dtype)), x)
 
 
 def ash_rand(
