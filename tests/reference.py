@@ -219,10 +219,8 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray,
     """Scores are "higher = more ID". ``id``: ID positive; ``ood``: OOD positive."""
     ind = np.asarray(id_scores, dtype=np.float64)
     ood = np.asarray(ood_scores, dtype=np.float64)
-    if convention == "id":
-        fpr = fpr_at_tpr(ind, ood)
-    else:
-        fpr = fpr_at_tpr(-ood, -ind)
+    # "ood": OOD positive; negating the scores makes "higher = more OOD".
+    fpr = fpr_at_tpr(ind, ood) if convention == "id" else fpr_at_tpr(-ood, -ind)
     return {
         "fpr95": fpr,
         "auroc": auroc(ind, ood),

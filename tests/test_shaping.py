@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,8 +13,6 @@ from hypothesis.extra.numpy import arrays
 from ash_core import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
 from ash_core.errors import FeatureError, ParameterError
 from ash_core.shaping import percentile_of
-
-import reference as ref
 
 VARIANTS = {"ash-p": (ash_p, ref.ash_p), "ash-b": (ash_b, ref.ash_b), "ash-s": (ash_s, ref.ash_s)}
 
