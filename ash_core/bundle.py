@@ -537,6 +537,15 @@ def write_bundle(
     if len(set(names)) != len(names):
         raise BundleError(f"split names must be unique, got {names}.")
 
+    reserved = {"format", "version", "name", "feature_dim", "num_classes", "classes", "head",
+                "feature_dtype", "splits", "files"}
+    clash = reserved & set(provenance or {})
+    if clash:
+        raise BundleError(
+            f"provenance key(s) {sorted(clash)} would overwrite the manifest's own fields; "
+            "rename them."
+        )
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
