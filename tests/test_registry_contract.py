@@ -1,0 +1,216 @@
+"""The registry and the contract EVERY registered method must meet.
+
+The contract tests are parametrised over ``list_methods()`` and each method's threshold
+modes, so a newly registered method is covered without touching this file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ash_core import (
+    THRESHOLD_MODES,
+    MethodSpec,
+    Shaper,
+    create_method,
+    get_method,
+    list_methods,
+    register_method,
+)
+from ash_core.errors import ParameterError
+
+EXPECTED = ["none", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale"]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+SETTINGS = [(m, mode) for m in list_methods() for mode in get_method(m).thresholds]
+IDS = [f"{m}-{mode}" for m, mode in SETTINGS]
+
+
+def p_values(name: str) -> list[float | None]:
+    spec = get_method(name)
+    return [0.0, spec.default_p, 50.0, 99.9] if spec.has_p else [None]
+
+
+def data(n: int = 8, c: int = 4, h: int = 3, w: int = 3, seed: int = 0) -> torch.Tensor:
+    """[n, c, h, w] post-ReLU-like values with ties, zeros, a constant and an all-zero row."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g).clamp_min(0)
+    x[:, :, 0, :] = torch.round(x[:, :, 0, :] * 2) / 2  # ties
+    x[1] = 0.0         # all-zero row
+    x[2] = 1.5         # constant row
+    x[3, :2] = x[3, 2:]  # duplicated units
+    return x
+
+
+ID_FIT = data(64, seed=123).reshape(64, -1)
+
+
+def make(name: str, mode: str, p: float | None, seed: int = 0) -> Shaper:
+    shaper = create_method(name, p=p, threshold=mode, seed=seed)
+    if shaper.needs_fit:
+        shaper.fit(ID_FIT)
+        assert shaper.fitted_threshold is not None and np.isfinite(shaper.fitted_threshold)
+    return shaper
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_lists_the_issue_methods():
+    names = list_methods()
+    assert names[: len(EXPECTED)] == EXPECTED
+    assert len(set(names)) == len(names)
+    assert set(list_methods("ash")) == {"ash-p", "ash-b", "ash-s", "ash-rand"}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_spec_is_complete(name):
+    spec = get_method(name)
+    assert isinstance(spec, MethodSpec) and spec.name == name and spec.description
+    assert spec.thresholds and set(spec.thresholds) <= set(THRESHOLD_MODES)
+    for param in spec.params:
+        assert param.low <= param.default < param.high
+        assert param.validate(param.default, name) == param.default
+    shaper = create_method(name)
+    assert shaper.p == spec.default_p
+    assert shaper.describe().startswith(name)
+
+
+def test_defaults_of_the_issue():
+    assert get_method("react").default_p == 90.0
+    assert get_method("none").has_p is False and create_method("none", p=None).p is None
+    assert get_method("ash-rand").stochastic
+    for name in ("ash-p", "ash-b", "ash-s", "ash-rand"):
+        assert set(get_method(name).thresholds) == {"local", "global"}
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ParameterError, match=r"unknown method 'ash-x'.*ash-p, ash-b"):
+        get_method("ash-x")
+    with pytest.raises(ParameterError, match="unknown method"):
+        create_method("ash-x")
+
+
+@pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).has_p])
+@pytest.mark.parametrize("p", [-1, 100, 100.5, float("nan"), float("inf"), "x"])
+def test_create_rejects_bad_p(name, p):
+    with pytest.raises(ParameterError, match=rf"{name}: p must be"):
+        create_method(name, p=p)
+
+
+def test_threshold_modes_are_validated():
+    with pytest.raises(ParameterError, match="unknown threshold mode 'median'"):
+        create_method("ash-s", threshold="median")
+    with pytest.raises(ParameterError, match="supports threshold mode"):
+        create_method("scale", threshold="global")
+
+
+@pytest.mark.parametrize(("name", "mode"), [s for s in SETTINGS if create_method(s[0], threshold=s[1]).needs_fit])
+def test_unfitted_shaper_says_fit_first(name, mode):
+    shaper = create_method(name, threshold=mode)
+    with pytest.raises(ParameterError, match=r"id_fit.*\.fit\("):
+        shaper(data())
+
+
+def test_register_rejects_duplicates_and_unknown_modes():
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("ash-p", description="dup")(lambda x, **k: x)
+    with pytest.raises(ValueError, match="unknown threshold mode"):
+        register_method("ash-new", description="x", thresholds=("median",))(lambda x, **k: x)
+    assert "ash-new" not in list_methods()
+
+
+# --------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_contract_shape_dtype_and_no_mutation(name, mode, dtype):
+    for p in p_values(name):
+        shaper = make(name, mode, p)
+        for x in (data().to(dtype), data().reshape(8, -1).to(dtype)):
+            before = x.clone()
+            out = shaper(x)
+            assert out.shape == x.shape and out.dtype == dtype, (name, p)
+            assert torch.equal(x, before), f"{name} modified its input"
+            assert out.data_ptr() != x.data_ptr()
+            assert torch.isfinite(out.float()).all(), (name, p)
+            out.zero_()
+            assert torch.equal(x, before), f"{name} returned a view of its input"
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_contract_low_precision_matches_fp32_maths(name, mode, dtype):
+    x = data().to(dtype)
+    for p in p_values(name):
+        shaper = make(name, mode, p, seed=4)
+        expected = shaper(x.float()).to(dtype)
+        torch.testing.assert_close(shaper(x).float(), expected.float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_deterministic_with_a_seed(name, mode):
+    x = data()
+    for p in p_values(name):
+        a = make(name, mode, p, seed=7)(x)
+        b = make(name, mode, p, seed=7)(x)
+        assert torch.equal(a, b)
+    if get_method(name).stochastic:
+        p = get_method(name).default_p
+        assert not torch.equal(make(name, mode, p, seed=7)(x), make(name, mode, p, seed=8)(x))
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_4d_equals_2d_on_flattened_input(name, mode):
+    x = data()
+    for p in p_values(name):
+        shaper = make(name, mode, p, seed=3)
+        assert torch.equal(shaper(x).reshape(8, -1), shaper(x.reshape(8, -1))), (name, p)
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_ties_constant_and_zero_rows(name, mode):
+    constant = torch.full((4, 36), 1.5)
+    zero = torch.zeros(4, 36)
+    stochastic = get_method(name).stochastic
+    for p in p_values(name):
+        shaper = make(name, mode, p)
+        for x in (constant, zero):
+            out = shaper(x)
+            assert torch.isfinite(out).all()
+            assert torch.equal(out, shaper(x))  # ties are broken deterministically
+            if not stochastic:  # identical rows shape identically
+                assert torch.equal(out, out[:1].expand_as(out)), (name, p)
+        if not stochastic:
+            # a row without activation stays without activation
+            assert torch.equal(shaper(zero), zero), (name, p)
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_rows_are_shaped_independently(name, mode):
+    x = data().reshape(8, -1)
+    for p in p_values(name):
+        shaper = make(name, mode, p)
+        full = shaper(x)
+        for i in (0, 3, 7):
+            row = shaper(x[i : i + 1])
+            if get_method(name).stochastic:  # draws depend on the batch; survivors must not
+                assert torch.equal(row != 0, full[i : i + 1] != 0), (name, p)
+            else:
+                assert torch.equal(row, full[i : i + 1]), (name, p)
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_p_extremes(name, mode):
+    """p = 0 local: ASH-P/none are the identity; p = 99.9 on D=36 keeps no unit."""
+    x = data().reshape(8, -1)
+    spec = get_method(name)
+    if name in ("none", "ash-p") and mode == "local":
+        assert torch.equal(make(name, mode, 0.0 if spec.has_p else None)(x), x)
+    if spec.family == "ash" and mode == "local":
+        assert torch.equal(make(name, mode, 99.9)(x), torch.zeros_like(x))
+    out = make(name, mode, 99.9 if spec.has_p else None)(x)
+    assert torch.isfinite(out).all()
