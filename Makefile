@@ -35,5 +35,10 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/run_all.py --quick
 
+# Rebuild the three demo bundles in cached_features/ from ../shared/data (deterministic;
+# `python scripts/build_demo_bundles.py --check` verifies the committed features instead).
+bundles: setup
+	$(PY) scripts/build_demo_bundles.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

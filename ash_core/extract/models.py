@@ -1,0 +1,404 @@
+"""Model loading for extraction: built-in CIFAR ResNets and MNIST CNN, torchvision models by
+name, user models given as ``module:factory``, and the MobileNetV2 backbone key renaming.
+
+Everything here is free of CLI concerns: ``load_model`` returns a :class:`LoadedModel` that
+says how to preprocess inputs (size, channels, normalisation) and where its weights came from.
+Weights are only ever read with ``torch.load(..., weights_only=True)`` (never unpickled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import AshError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+DIGITS = tuple(str(i) for i in range(10))
+
+
+class ModelError(AshError):
+    """A model name, factory or weights file is unusable."""
+
+
+# --------------------------------------------------------------------------- CIFAR ResNets
+
+
+class PadShortcut(nn.Module):
+    """Option-A identity shortcut: subsample by 2 and zero-pad the new channels (He et al.)."""
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad), "constant", 0.0)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity (option A) shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = PadShortcut(planes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: 3 stages of n basic blocks, 16/32/64 channels.
+
+    The layout (and state-dict keys) matches the public CIFAR-10 checkpoints in
+    ``../shared/data/weights/resnet_cifar10``. Penultimate features are 64-d, post-ReLU,
+    average-pooled: the input of ``linear``.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ModelError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56), got {depth}.")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, n, 1)
+        self.layer2 = self._stage(16, 32, n, 2)
+        self.layer3 = self._stage(32, 64, n, 2)
+        self.linear = nn.Linear(64, num_classes)
+
+    @staticmethod
+    def _stage(in_planes: int, planes: int, n: int, stride: int) -> nn.Sequential:
+        blocks = [BasicBlock(in_planes, planes, stride)]
+        blocks += [BasicBlock(planes, planes, 1) for _ in range(n - 1)]
+        return nn.Sequential(*blocks)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 64-d penultimate features (what ``linear`` sees)."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return F.avg_pool2d(out, out.shape[3]).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------- MNIST CNN
+
+
+class MnistCNN(nn.Module):
+    """The MNIST CNN of ``../shared/data/weights/mnist_cnn``: 3x(conv3x3 pad 1 + ReLU + maxpool 2)
+    with 32/64/128 channels (28 -> 14 -> 7 -> 3), then Linear(1152, 256) + ReLU (the 256-d
+    penultimate features) and Linear(256, 10). Keys ``conv_layers.*`` / ``fc_layers.*``.
+    """
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv_layers = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.fc_layers = nn.Sequential(
+            nn.Linear(128 * 3 * 3, 256), nn.ReLU(), nn.Linear(256, num_classes),
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_layers[1](self.fc_layers[0](self.conv_layers(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_layers[2](self.forward_features(x))
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus what extraction needs to know about it."""
+
+    model: nn.Module
+    name: str
+    input_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    protocol: str  # default preprocessing protocol name (see data.PROTOCOLS)
+    classes: tuple[str, ...] | None = None
+    weights: str | None = None
+    weights_sha256: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "num_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "input": {"size": self.input_size, "channels": self.channels,
+                      "mean": list(self.mean), "std": list(self.std)},
+            **self.notes,
+        }
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict safely (``weights_only=True``), unwrapping ``{'state_dict': ...}``
+    checkpoints and the ``module.`` prefix that DataParallel adds."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist; pass the path of a state dict "
+                         "(.pt/.pth/.th) with --weights.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types here
+        raise ModelError(
+            f"cannot read weights {path} with weights_only=True ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Save a plain state dict "
+            "(torch.save(model.state_dict(), path)); pickled modules are refused."
+        ) from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    elif isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path} does not hold a state dict (name -> tensor mapping).")
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str,
+               allow_missing: Callable[[str], bool] = lambda k: False) -> None:
+    """``load_state_dict`` with an error that names missing/unexpected keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not allow_missing(k)
+               and not k.endswith("num_batches_tracked")]  # absent in old checkpoints
+    unexpected = [k for k in sd if k not in own]
+    bad_shape = [f"{k}: {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
+        if bad_shape:
+            parts.append(f"shape mismatches {bad_shape[:4]}")
+        raise ModelError(
+            f"weights {source} do not fit the model {type(model).__name__}: "
+            + "; ".join(parts) + ". Check --model matches the checkpoint's architecture."
+        )
+    model.load_state_dict(sd, strict=False)
+
+
+_MBV2_BLOCK = re.compile(r"^features\.(\d+)\.conv\.(\d+)\.(.+)$")
+
+
+def rename_mobilenet_v2_backbone(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the flat ``features.B.conv.I.*`` layout to torchvision's ``mobilenet_v2`` keys.
+
+    Expanded blocks: I 0->0.0, 1->0.1, 3->1.0, 4->1.1, 6->2, 7->3; block 1 (no expansion
+    layer): 0->0.0, 1->0.1, 3->1, 4->2 (see ``../shared/data/README.md``).
+    """
+    general = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
+    first = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        m = _MBV2_BLOCK.match(key)
+        if m:
+            block, idx, rest = m.groups()
+            table = first if block == "1" else general
+            if idx not in table:
+                raise ModelError(f"unexpected MobileNetV2 backbone key {key!r}.")
+            key = f"features.{block}.conv.{table[idx]}.{rest}"
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _cifar_resnet(depth: int) -> Callable[[], LoadedModel]:
+    def build() -> LoadedModel:
+        return LoadedModel(CifarResNet(depth), f"cifar_resnet{depth}", 32, 3, IMAGENET_MEAN,
+                           IMAGENET_STD, "cifar", CIFAR10_CLASSES)
+    return build
+
+
+def _mnist_cnn() -> LoadedModel:
+    # Normalisation measured on the MNIST test set: (0.1307, 0.3081) gives 99.06%, raw [0, 1]
+    # inputs 98.53%, (0.5, 0.5) 97.25%; so the standard MNIST statistics are used.
+    return LoadedModel(MnistCNN(), "mnist_cnn", 28, 1, (0.1307,), (0.3081,), "mnist", DIGITS)
+
+
+def _mobilenet_v2_backbone() -> LoadedModel:
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(weights=None)
+    return LoadedModel(model, "mobilenet_v2_backbone", 224, 3, IMAGENET_MEAN, IMAGENET_STD,
+                       "imagenet", None,
+                       notes={"note": "torchvision mobilenet_v2 with a backbone-only state dict "
+                                      "(renamed keys); the head must be fitted (--fit-head)"})
+
+
+BUILTIN: dict[str, Callable[[], LoadedModel]] = {
+    "cifar_resnet20": _cifar_resnet(20),
+    "cifar_resnet32": _cifar_resnet(32),
+    "cifar_resnet44": _cifar_resnet(44),
+    "cifar_resnet56": _cifar_resnet(56),
+    "mnist_cnn": _mnist_cnn,
+    "mobilenet_v2_backbone": _mobilenet_v2_backbone,
+}
+
+
+def builtin_names() -> list[str]:
+    return sorted(BUILTIN)
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _hub_cached(url: str) -> bool:
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file()
+
+
+def _torchvision_model(name: str, weights_enum: str | None, download: bool,
+                       num_classes: int | None) -> LoadedModel:
+    import torchvision
+
+    kwargs: dict[str, Any] = {}
+    classes: tuple[str, ...] | None = None
+    size, mean, std, protocol = 224, IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+    weights_obj = None
+    if weights_enum:
+        try:
+            enum = torchvision.models.get_model_weights(name)
+            weights_obj = enum.DEFAULT if weights_enum == "DEFAULT" else enum[weights_enum]
+        except KeyError:
+            choices = ["DEFAULT", *[w.name for w in torchvision.models.get_model_weights(name)]]
+            raise ModelError(f"{name} has no torchvision weights {weights_enum!r}; choose one of "
+                             f"{', '.join(choices)}.") from None
+        if not download and not _hub_cached(weights_obj.url):
+            raise ModelError(
+                f"torchvision weights {name}:{weights_obj.name} are not in the local cache "
+                f"({torch.hub.get_dir()}); pass --download to fetch them from {weights_obj.url} "
+                "(downloads are never done without asking)."
+            )
+        classes = tuple(weights_obj.meta.get("categories") or ()) or None
+        tf = weights_obj.transforms()
+        crop = getattr(tf, "crop_size", [224])
+        size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        mean, std = tuple(tf.mean), tuple(tf.std)
+    elif num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = torchvision.models.get_model(name, weights=weights_obj, **kwargs)
+    return LoadedModel(model, name, size, 3, mean, std, protocol, classes,
+                       weights=f"torchvision:{weights_obj.name}" if weights_obj else None)
+
+
+def _factory_model(spec: str) -> LoadedModel:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot import module {module_name!r} for --model {spec!r} ({exc}); "
+                         "is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelError(f"{module_name} has no callable {attr!r}; --model MODULE:FACTORY must "
+                         "name a function or class that returns an nn.Module.")
+    made = factory()
+    if isinstance(made, LoadedModel):
+        return made
+    if not isinstance(made, nn.Module):
+        raise ModelError(f"{spec} returned {type(made).__name__}, not an nn.Module.")
+    return LoadedModel(made, spec, 224, 3, IMAGENET_MEAN, IMAGENET_STD, "imagenet")
+
+
+def load_model(name: str, weights: str | Path | None = None, *, download: bool = False,
+               num_classes: int | None = None) -> LoadedModel:
+    """Build a model by name and load its weights (eval mode, CPU).
+
+    ``name`` is a built-in (``cifar_resnet20`` ... ``mnist_cnn``, ``mobilenet_v2_backbone``),
+    a torchvision classification model (``resnet50``, ``vit_b_16`` ...) or ``module:factory``.
+    ``weights`` is a state-dict file, or for torchvision models a weights enum name
+    (``DEFAULT``, ``IMAGENET1K_V2``), fetched only when ``download`` is true or already cached.
+    """
+    weights_file: Path | None = None
+    enum_name: str | None = None
+    if weights is not None:
+        text = str(weights)
+        if re.fullmatch(r"[A-Z0-9_]+", text) and not Path(text).exists():
+            enum_name = text
+        else:
+            weights_file = Path(text)
+            if not weights_file.is_file():
+                raise ModelError(f"weights file {weights_file} does not exist; check the path "
+                                 "(relative paths are resolved from the current directory).")
+    if name in BUILTIN:
+        if enum_name:
+            raise ModelError(f"{name} is a built-in model; --weights must be a file, "
+                             f"not {enum_name!r}.")
+        lm = BUILTIN[name]()
+    elif ":" in name:
+        lm = _factory_model(name)
+    else:
+        tv = _torchvision_names()
+        if name not in tv:
+            raise ModelError(
+                f"unknown model {name!r}. Use a built-in ({', '.join(builtin_names())}), a "
+                f"torchvision classification model (e.g. resnet50, mobilenet_v2, densenet121, "
+                "vit_b_16; see torchvision.models.list_models()) or MODULE:FACTORY for your own."
+            )
+        lm = _torchvision_model(name, enum_name, download,
+                                num_classes if weights_file is None else None)
+    if weights_file is not None:
+        sd = read_state_dict(weights_file)
+        allow: Callable[[str], bool] = lambda k: False  # noqa: E731
+        if lm.name == "mobilenet_v2_backbone" or (
+            name == "mobilenet_v2" and any(_MBV2_BLOCK.match(k) for k in sd)
+            and "features.1.conv.3.weight" in sd
+        ):
+            sd = rename_mobilenet_v2_backbone(sd)
+            allow = lambda k: k.startswith("classifier.")  # noqa: E731
+            lm.notes["renamed_keys"] = "mobilenet_v2 backbone layout -> torchvision"
+            lm.notes["head"] = "absent in the weights (classifier.* left at random init)"
+        load_state(lm.model, sd, str(weights_file), allow)
+        lm.weights = str(weights_file)
+        lm.weights_sha256 = sha256_of(weights_file)
+    elif lm.name in BUILTIN and lm.name != "mobilenet_v2_backbone":
+        lm.notes["warning"] = "random initialisation (no --weights given)"
+    lm.model.eval()
+    return lm
