@@ -1,0 +1,172 @@
+"""Per-sample inspection: what shaping does to one image's activations and prediction.
+
+Pure functions returning plain data (numpy arrays, floats, DataFrames) for the
+dashboard's inspector and reports; no plotting here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import ParameterError
+from .registry import Shaper
+from .scores import energy_score
+from .shaping import kept_count
+
+
+@dataclass(frozen=True)
+class SampleInspection:
+    """One sample before and after shaping.
+
+    Units are ordered by their activation before shaping (largest first):
+    ``units[i]`` is the unit index of bar ``i``; ``before``/``after`` hold the values
+    in that order and ``kept`` says which units are non-zero after shaping.
+    """
+
+    units: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    kept: np.ndarray
+    #: activation value of the method's cut (the k-th largest value for local
+    #: thresholds, the fitted value for global/clip methods); None if it has none.
+    threshold_value: float | None
+    threshold_kind: str
+    top_before: pd.DataFrame
+    top_after: pd.DataFrame
+    energy_before: float
+    energy_after: float
+    #: percentile (0-100) of the sample's energy within the ID split's energies,
+    #: unshaped ("before") and shaped with the same setting ("after").
+    percentile_before: float
+    percentile_after: float
+    predicted_before: str
+    predicted_after: str
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.kept.sum())
+
+
+def _row(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) \
+        else x.to(torch.float32)
+    if t.dim() == 1:
+        t = t[None]
+    if t.dim() != 2 or t.shape[0] != 1:
+        raise ParameterError(f"inspect one sample: expected [D] or [1, D], got {tuple(t.shape)}.")
+    return t
+
+
+def top_classes(logits: torch.Tensor | np.ndarray, classes: Sequence[str],
+                k: int = 5) -> pd.DataFrame:
+    """The k most probable classes of one sample: columns class, index, probability."""
+    lg = _row(logits)[0]
+    probs = torch.softmax(lg, dim=0).numpy().astype(np.float64)
+    k = min(k, probs.size)
+    idx = np.argsort(-probs, kind="stable")[:k]
+    return pd.DataFrame({"class": [str(classes[i]) for i in idx], "index": idx,
+                         "probability": probs[idx]})
+
+
+def percentile_within(value: float, reference: np.ndarray) -> float:
+    """Share (in %) of ``reference`` values <= ``value`` (ties count as half)."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64).reshape(-1))
+    if ref.size == 0:
+        raise ParameterError("cannot compute a percentile within an empty reference set.")
+    lo = np.searchsorted(ref, value, side="left")
+    hi = np.searchsorted(ref, value, side="right")
+    return float(100.0 * (lo + 0.5 * (hi - lo)) / ref.size)
+
+
+def threshold_value(shaper: Shaper, features: torch.Tensor) -> tuple[float | None, str]:
+    """The activation value where the method cuts for this sample, and what it means."""
+    if shaper.fitted_threshold is not None:
+        kind = "clip" if shaper.spec.fit == "always" else "global threshold"
+        return float(shaper.fitted_threshold), kind
+    if shaper.p is None:
+        return None, "none"
+    row = _row(features)[0]
+    k = kept_count(row.numel(), shaper.p)
+    if k <= 0:
+        return float(row.max()), "local threshold (nothing kept)"
+    return float(torch.sort(row, descending=True, stable=True).values[k - 1]), "local threshold"
+
+
+def inspect_sample(
+    features: torch.Tensor | np.ndarray,
+    shaper: Shaper,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    classes: Sequence[str],
+    id_energy_before: np.ndarray,
+    id_energy_after: np.ndarray,
+    k: int = 5,
+) -> SampleInspection:
+    """Everything the inspector shows for one sample (``features`` is one row).
+
+    ``id_energy_before``/``after`` are the energy scores of the ID split unshaped
+    and shaped with the same ``shaper``; the sample's energy is placed within them.
+    """
+    x = _row(features)
+    shaped = shaper(x.clone()).to(torch.float32)
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    b = torch.as_tensor(bias, dtype=torch.float32)
+    logits_before = torch.addmm(b, x, w.T)
+    logits_after = torch.addmm(b, shaped, w.T)
+    before = x[0].numpy().astype(np.float64)
+    after = shaped[0].numpy().astype(np.float64)
+    order = np.argsort(-before, kind="stable")
+    e_before = float(energy_score(logits_before)[0])
+    e_after = float(energy_score(logits_after)[0])
+    thr, kind = threshold_value(shaper, x)
+    tb = top_classes(logits_before, classes, k)
+    ta = top_classes(logits_after, classes, k)
+    return SampleInspection(
+        units=order,
+        before=before[order],
+        after=after[order],
+        kept=after[order] != 0,
+        threshold_value=thr,
+        threshold_kind=kind,
+        top_before=tb,
+        top_after=ta,
+        energy_before=e_before,
+        energy_after=e_after,
+        percentile_before=percentile_within(e_before, id_energy_before),
+        percentile_after=percentile_within(e_after, id_energy_after),
+        predicted_before=str(tb["class"].iloc[0]),
+        predicted_after=str(ta["class"].iloc[0]),
+    )
+
+
+def worst_samples(id_scores: np.ndarray, ood_scores: Mapping[str, np.ndarray], id_name: str,
+                  kind: str = "fp", n: int = 10) -> pd.DataFrame:
+    """The most confidently wrong samples at the operating point of a detector.
+
+    ``kind="fp"``: OOD samples scored most ID-like (highest scores over all OOD sets);
+    ``kind="fn"``: ID samples scored most OOD-like (lowest scores). Columns: set,
+    index, score, id_percentile (the score's percentile within the ID scores).
+    """
+    ids = np.asarray(id_scores, dtype=np.float64).reshape(-1)
+    if kind == "fp":
+        parts = [pd.DataFrame({"set": name, "index": np.arange(len(s)),
+                               "score": np.asarray(s, dtype=np.float64)})
+                 for name, s in ood_scores.items() if len(s)]
+        if not parts:
+            return pd.DataFrame(columns=["set", "index", "score", "id_percentile"])
+        df = pd.concat(parts, ignore_index=True)
+        df = df.nlargest(n, "score", keep="first")
+    elif kind == "fn":
+        df = pd.DataFrame({"set": id_name, "index": np.arange(ids.size), "score": ids})
+        df = df.nsmallest(n, "score", keep="first")
+    else:
+        raise ParameterError(f"kind must be 'fp' or 'fn', got {kind!r}.")
+    ref = np.sort(ids)
+    df = df.reset_index(drop=True)
+    df["id_percentile"] = [percentile_within(v, ref) for v in df["score"]]
+    return df

@@ -1,0 +1,308 @@
+"""Pure figure builders: plain data in, plotly Figure out. No Streamlit, no metrics maths.
+
+Metric fractions are shown in percent. Every OOD set has one colour everywhere
+(``set_colors``); ID is always the same blue; "no shaping" is always dashed/grey.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ash_core.curves import Curve, Histogram
+from ash_core.inspect import SampleInspection
+
+ID_COLOR = "#4C78A8"
+BASE_COLOR = "#9A9A9A"
+KEPT_COLOR = "#E45756"
+OOD_PALETTE = ("#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B",
+               "#9D755D", "#FF9DA6", "#BAB0AC", "#2CA02C", "#8C564B", "#17BECF")
+METHOD_PALETTE = ("#7F7F7F", "#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B",
+                  "#B279A2", "#EECA3B", "#9D755D")
+METRIC_LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In",
+                 "aupr_out": "AUPR-Out", "id_acc": "ID accuracy"}
+#: above this many points scatters use WebGL
+WEBGL_POINTS = 1000
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50),
+               font=dict(size=13), legend=dict(orientation="h", y=-0.15))
+
+
+def set_colors(names: Sequence[str]) -> dict[str, str]:
+    """A stable colour per OOD set (by position in the bundle's OOD list)."""
+    return {n: OOD_PALETTE[i % len(OOD_PALETTE)] for i, n in enumerate(names)}
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    return {m: METHOD_PALETTE[i % len(METHOD_PALETTE)] for i, m in enumerate(methods)}
+
+
+def convention_label(convention: str) -> str:
+    return "ID positive" if convention == "id" else "OOD positive"
+
+
+def _grid(n: int, ncols: int) -> tuple[int, int]:
+    ncols = max(1, min(ncols, n))
+    return max(1, math.ceil(n / ncols)), ncols
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def overview_figure(metrics: pd.DataFrame, colors: Mapping[str, str], setting: str,
+                    convention: str) -> go.Figure:
+    """AUROC and FPR95 per OOD set (and Average): no shaping vs shaped, in %.
+
+    ``metrics`` has columns ood_set, auroc, fpr95 and their ``*_delta`` against no shaping.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (%) - higher is better",
+                                                        "FPR95 (%) - lower is better"))
+    sets = list(metrics["ood_set"])
+    for col, m in enumerate(("auroc", "fpr95"), start=1):
+        shaped = 100 * metrics[m].to_numpy()
+        base = shaped - 100 * metrics[f"{m}_delta"].to_numpy()
+        fig.add_bar(x=sets, y=base, name="no shaping", marker_color=BASE_COLOR,
+                    legendgroup="base", showlegend=col == 1, row=1, col=col,
+                    hovertemplate="%{x}: %{y:.2f}%<extra>no shaping</extra>")
+        fig.add_bar(x=sets, y=shaped, name=setting, legendgroup="shaped", showlegend=col == 1,
+                    marker_color=[colors.get(s, ID_COLOR) for s in sets], row=1, col=col,
+                    hovertemplate="%{x}: %{y:.2f}%<extra>" + setting + "</extra>")
+        fig.update_yaxes(title_text=f"{METRIC_LABELS[m]} (%)", row=1, col=col)
+    fig.update_layout(barmode="group", height=380,
+                      title=f"OOD detection per set: {setting} vs no shaping "
+                            f"(FPR convention: {convention_label(convention)})", **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def distributions_figure(data: Sequence[tuple[str, Histogram, Histogram]], id_name: str,
+                         thr_before: float, thr_after: float, colors: Mapping[str, str],
+                         setting: str, score: str) -> go.Figure:
+    """ID vs each OOD set, density-normalised and overlaid; before (left) and after (right).
+
+    The dashed vertical line is the threshold that keeps 95% of ID samples (TPR 95%).
+    """
+    n = max(1, len(data))
+    titles = []
+    for name, _, _ in data:
+        titles += [f"{name}: no shaping", f"{name}: {setting}"]
+    fig = make_subplots(rows=n, cols=2, subplot_titles=titles or ("", ""),
+                        vertical_spacing=min(0.08, 0.5 / n), horizontal_spacing=0.08)
+    for r, (name, hb, ha) in enumerate(data, start=1):
+        for c, (h, thr) in enumerate(((hb, thr_before), (ha, thr_after)), start=1):
+            first = r == 1 and c == 1
+            fig.add_bar(x=h.centers, y=h.densities["id"], width=h.widths, name=id_name,
+                        marker_color=ID_COLOR, opacity=0.55, legendgroup="id",
+                        showlegend=first, row=r, col=c,
+                        hovertemplate="score %{x:.3g}: density %{y:.3g}<extra>ID</extra>")
+            fig.add_bar(x=h.centers, y=h.densities["ood"], width=h.widths, name=name,
+                        marker_color=colors.get(name, "#F58518"), opacity=0.55,
+                        legendgroup=name, showlegend=c == 1, row=r, col=c,
+                        hovertemplate="score %{x:.3g}: density %{y:.3g}<extra>" + name
+                                      + "</extra>")
+            fig.add_vline(x=thr, line_dash="dash", line_color="black", row=r, col=c)
+            fig.update_xaxes(title_text=f"{score} score" if r == n else None, row=r, col=c)
+            fig.update_yaxes(title_text="density" if c == 1 else None, row=r, col=c)
+    fig.update_layout(barmode="overlay", bargap=0, height=120 + 230 * n,
+                      title=f"Score distributions, ID vs OOD (dashed: threshold keeping 95% of "
+                            f"ID, TPR 95%) - {setting}", **_LAYOUT)
+    fig.update_layout(legend=dict(orientation="h", y=1.0 + 40 / (120 + 230 * n),
+                                  yanchor="bottom"))
+    return fig
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def curves_figure(curves: Mapping[str, tuple[Curve, Curve]], kind: str,
+                  colors: Mapping[str, str], setting: str, convention: str,
+                  ncols: int = 4) -> go.Figure:
+    """ROC (kind="roc") or PR (kind="pr") curves per OOD set: no shaping dashed, shaped solid."""
+    names = list(curves)
+    rows, cols = _grid(len(names), ncols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names or ("",),
+                        vertical_spacing=min(0.12, 0.6 / rows))
+    pos = convention_label(convention)
+    xl, yl = (("FPR (%)", "TPR (%)") if kind == "roc" else ("recall (%)", "precision (%)"))
+    for i, name in enumerate(names):
+        r, c = i // cols + 1, i % cols + 1
+        base, shaped = curves[name]
+        fig.add_scatter(x=100 * base.x, y=100 * base.y, mode="lines", name="no shaping",
+                        line=dict(color=BASE_COLOR, dash="dash"), legendgroup="base",
+                        showlegend=i == 0, row=r, col=c)
+        fig.add_scatter(x=100 * shaped.x, y=100 * shaped.y, mode="lines", name=setting,
+                        line=dict(color=colors.get(name, ID_COLOR), width=2.5),
+                        legendgroup="shaped", showlegend=i == 0, row=r, col=c)
+        if kind == "roc":
+            fig.add_scatter(x=[0, 100], y=[0, 100], mode="lines", showlegend=False,
+                            line=dict(color="#DDDDDD", width=1), hoverinfo="skip", row=r, col=c)
+        fig.update_xaxes(title_text=xl, range=[0, 100], row=r, col=c)
+        fig.update_yaxes(title_text=yl if c == 1 else None, range=[0, 101], row=r, col=c)
+    what = "ROC" if kind == "roc" else "Precision-recall"
+    fig.update_layout(height=80 + 300 * rows,
+                      title=f"{what} curves per OOD set ({pos}): {setting} vs no shaping",
+                      **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- trade-off
+
+
+def tradeoff_figure(df: pd.DataFrame, current_p: float | None, convention: str,
+                    colors: Mapping[str, str] | None = None) -> go.Figure:
+    """ID accuracy, average AUROC and average FPR95 against p, one line per method.
+
+    Methods without p (``none``) are drawn as horizontal dotted lines; the current p
+    is the vertical dashed line.
+    """
+    methods = list(dict.fromkeys(df["method"]))
+    colors = colors or method_colors(methods)
+    panels = (("id_acc", "ID accuracy (%)"), ("average/auroc", "average AUROC (%)"),
+              ("average/fpr95", f"average FPR95 (%, {convention_label(convention)})"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels],
+                        horizontal_spacing=0.07)
+    for c, (col, title) in enumerate(panels, start=1):
+        for m in methods:
+            d = df[df["method"] == m]
+            if d["p"].isna().all():
+                fig.add_hline(y=100 * float(d[col].iloc[0]), line_dash="dot",
+                              line_color=colors[m], row=1, col=c)
+                fig.add_scatter(x=[None], y=[None], mode="lines", name=m,
+                                line=dict(color=colors[m], dash="dot"), legendgroup=m,
+                                showlegend=c == 1, row=1, col=c)
+                continue
+            fig.add_scatter(x=d["p"], y=100 * d[col], mode="lines+markers", name=m,
+                            line=dict(color=colors[m]), marker=dict(size=4),
+                            legendgroup=m, showlegend=c == 1, row=1, col=c,
+                            hovertemplate="p=%{x}: %{y:.2f}%<extra>" + m + "</extra>")
+        if current_p is not None:
+            fig.add_vline(x=current_p, line_dash="dash", line_color="black", row=1, col=c)
+        fig.update_xaxes(title_text="pruning percentile p", range=[0, 100], row=1, col=c)
+        fig.update_yaxes(title_text=title, row=1, col=c)
+    fig.update_layout(height=420, title="Trade-off over p: accuracy vs pruning, OOD vs pruning "
+                                        "(dashed: current p)", **_LAYOUT)
+    return fig
+
+
+def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str,
+                  current: tuple[str, float | None] | None = None,
+                  colors: Mapping[str, str] | None = None) -> go.Figure:
+    """ID accuracy vs an OOD metric for every (method, p); the Pareto front as a line."""
+    methods = list(dict.fromkeys(df["method"]))
+    colors = colors or method_colors(methods)
+    scatter = go.Scattergl if len(df) > WEBGL_POINTS else go.Scatter
+    metric = y.split("/")[-1]
+    fig = go.Figure()
+    for m in methods:
+        d = df[df["method"] == m]
+        fig.add_trace(scatter(
+            x=100 * d["id_acc"], y=100 * d[y], mode="markers", name=m,
+            marker=dict(color=colors[m], size=8, opacity=0.8),
+            text=[f"{m} p={p:g}" if p == p else m for p in d["p"]],
+            hovertemplate="%{text}<br>ID acc %{x:.2f}%<br>" + METRIC_LABELS[metric]
+                          + " %{y:.2f}%<extra></extra>"))
+    if not front.empty:
+        fig.add_trace(scatter(x=100 * front["id_acc"], y=100 * front[y], mode="lines",
+                              name="Pareto front", line=dict(color="black", dash="dash")))
+    if current is not None:
+        m, p = current
+        d = df[(df["method"] == m) & ((df["p"] == p) | (df["p"].isna() & (p is None)))]
+        if not d.empty:
+            fig.add_trace(go.Scatter(x=100 * d["id_acc"], y=100 * d[y], mode="markers",
+                                     name="current setting",
+                                     marker=dict(symbol="star", size=18, color="gold",
+                                                 line=dict(color="black", width=1))))
+    fig.update_layout(height=460, xaxis_title="ID accuracy (%)",
+                      yaxis_title=f"average {METRIC_LABELS[metric]} (%, "
+                                  f"{convention_label(convention)})",
+                      title="Pareto view: ID accuracy vs OOD performance, all methods and p",
+                      **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- inspector
+
+
+def activations_figure(insp: SampleInspection, setting: str, max_units: int = 512) -> go.Figure:
+    """The sample's activations sorted (largest first), before and after shaping.
+
+    Kept units (non-zero after shaping) are highlighted; the dashed line is the
+    method's cut (threshold) in activation units.
+    """
+    n = min(len(insp.before), max_units)
+    x = np.arange(n)
+    units = insp.units[:n]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("before shaping",
+                                                        f"after shaping ({setting})"),
+                        horizontal_spacing=0.08)
+    kept = insp.kept[:n]
+    before_colors = np.where(kept, KEPT_COLOR, BASE_COLOR)
+    fig.add_bar(x=x, y=insp.before[:n], marker_color=before_colors, name="activation",
+                customdata=units, showlegend=False, row=1, col=1,
+                hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
+    fig.add_bar(x=x, y=insp.after[:n], marker_color=np.where(kept, KEPT_COLOR, BASE_COLOR),
+                customdata=units, showlegend=False, row=1, col=2,
+                hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
+    fig.add_scatter(x=[None], y=[None], mode="markers", name=f"kept ({insp.n_kept})",
+                    marker=dict(color=KEPT_COLOR, symbol="square"))
+    fig.add_scatter(x=[None], y=[None], mode="markers",
+                    name=f"pruned ({len(insp.kept) - insp.n_kept})",
+                    marker=dict(color=BASE_COLOR, symbol="square"))
+    if insp.threshold_value is not None:
+        fig.add_hline(y=insp.threshold_value, line_dash="dash", line_color="black",
+                      annotation_text=f"{insp.threshold_kind} = {insp.threshold_value:.3g}",
+                      row=1, col=1)
+    for c in (1, 2):
+        fig.update_xaxes(title_text="units, sorted by activation before shaping", row=1, col=c)
+    fig.update_yaxes(title_text="activation", row=1, col=1)
+    fig.update_layout(height=380, bargap=0.05,
+                      title="Activations of this sample (red: kept units)", **_LAYOUT)
+    return fig
+
+
+def topk_figure(insp: SampleInspection, setting: str) -> go.Figure:
+    """Top-5 class probabilities before and after shaping (in %)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("no shaping", setting),
+                        horizontal_spacing=0.2)
+    for c, (df, color) in enumerate(((insp.top_before, BASE_COLOR),
+                                     (insp.top_after, KEPT_COLOR)), start=1):
+        fig.add_bar(y=df["class"][::-1], x=100 * df["probability"][::-1], orientation="h",
+                    marker_color=color, showlegend=False, row=1, col=c,
+                    hovertemplate="%{y}: %{x:.2f}%<extra></extra>")
+        fig.update_xaxes(title_text="probability (%)", range=[0, 100], row=1, col=c)
+    fig.update_layout(height=300, title="Top-5 class probabilities", **_LAYOUT)
+    return fig
+
+
+def placeholder_image(size: int = 96) -> np.ndarray:
+    """A neutral grey square with a diagonal cross, shown when no image is available."""
+    img = np.full((size, size, 3), 230, dtype=np.uint8)
+    idx = np.arange(size)
+    img[idx, idx] = 150
+    img[idx, size - 1 - idx] = 150
+    return img
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
+                   convention: str) -> go.Figure:
+    """AUROC and FPR95 per OOD set (and Average) for two settings side by side, in %."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (%)", "FPR95 (%)"))
+    for col, m in enumerate(("auroc", "fpr95"), start=1):
+        for df, label, color in ((a, label_a, ID_COLOR), (b, label_b, "#F58518")):
+            fig.add_bar(x=df["ood_set"], y=100 * df[m], name=label, marker_color=color,
+                        legendgroup=label, showlegend=col == 1, row=1, col=col,
+                        hovertemplate="%{x}: %{y:.2f}%<extra>" + label + "</extra>")
+        fig.update_yaxes(title_text=f"{METRIC_LABELS[m]} (%)", row=1, col=col)
+    fig.update_layout(barmode="group", height=380,
+                      title=f"A: {label_a} vs B: {label_b} ({convention_label(convention)})",
+                      **_LAYOUT)
+    return fig

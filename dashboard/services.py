@@ -1,0 +1,350 @@
+"""Cached data access for the dashboard: bundles, evaluators, results, sweeps, images.
+
+Caches are keyed by small values only (a bundle path, its manifest stamp or
+content hash, setting strings and numbers); tensors are never hashed. Cached
+objects (bundles, ``Evaluator`` instances, ``EvalResult`` objects) are shared by
+every session and treated as read-only: nothing here or in the views mutates them.
+Every cache has ``max_entries`` so memory does not grow with each rerun.
+
+All numbers come from ``ash_core``; this module only wires calls and caches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ash_core import Bundle, EvalResult, Evaluator, get_method, list_methods, load_bundle
+from ash_core import curves as ac
+from ash_core import inspect as ai
+from ash_core.errors import AshError, BundleError
+from ash_core.report import evaluation_frame
+from ash_core.sweep import sweep
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_BUNDLE = "cached_features/cifar10_resnet20"
+ENV_BUNDLES = "ASH_DASHBOARD_BUNDLES"
+ENV_DATA_ROOT = "ASH_DATA_ROOT"
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    bundles: tuple[str, ...]
+    data_root: str | None
+
+
+def parse_app_args(argv: Sequence[str] | None = None, env: dict | None = None) -> AppArgs:
+    """Bundles and data root from ``streamlit run app.py -- BUNDLE ... --data-root DIR``.
+
+    Environment variables ``ASH_DASHBOARD_BUNDLES`` (os.pathsep-separated) and
+    ``ASH_DATA_ROOT`` are used when no argument is given. ``argv`` is only read
+    when the script itself is the program (so pytest's argv is never parsed).
+    """
+    env = os.environ if env is None else env
+    if argv is None:
+        argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("app.py") else []
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("bundles", nargs="*")
+    parser.add_argument("--data-root", default=None)
+    args, _ = parser.parse_known_args(list(argv))
+    bundles = list(args.bundles)
+    if not bundles and env.get(ENV_BUNDLES):
+        bundles = [b for b in env[ENV_BUNDLES].split(os.pathsep) if b]
+    data_root = args.data_root or env.get(ENV_DATA_ROOT) or None
+    if data_root is None and (REPO.parent / "shared" / "data").is_dir():
+        data_root = str(REPO.parent / "shared" / "data")
+    return AppArgs(tuple(bundles), data_root)
+
+
+def resolve_path(path: str) -> str:
+    """A bundle path as typed, resolved against the cwd and then the repository."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        p = REPO / p
+    return str(p)
+
+
+def discover_bundles(extra: Sequence[str] = ()) -> list[str]:
+    """Bundle directories: the given ones first, then those under cached_features/."""
+    found: list[str] = list(dict.fromkeys(extra))
+    for root in dict.fromkeys([Path.cwd() / "cached_features", REPO / "cached_features"]):
+        if root.is_dir():
+            for d in sorted(root.iterdir()):
+                if (d / "manifest.json").is_file():
+                    rel = os.path.relpath(d, Path.cwd()) if d.is_relative_to(Path.cwd()) \
+                        else str(d)
+                    if rel not in found and str(d) not in found:
+                        found.append(rel)
+    if not found:
+        found.append(DEMO_BUNDLE)
+    return found
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def _stamp(path: str) -> str:
+    m = Path(path) / "manifest.json"
+    try:
+        st_ = m.stat()
+    except OSError:
+        return "missing"
+    return f"{st_.st_mtime_ns}-{st_.st_size}"
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading bundle...")
+def _load_bundle(path: str, stamp: str) -> Bundle:
+    return load_bundle(path, verify=True)
+
+
+def get_bundle(path: str) -> Bundle:
+    """The bundle at ``path`` (cached by path and manifest stamp); raises AshError."""
+    if not path:
+        raise BundleError("no bundle selected; pick one in the sidebar.")
+    full = resolve_path(path)
+    return _load_bundle(full, _stamp(full))
+
+
+def bundle_key(bundle: Bundle) -> tuple[str, str]:
+    return str(bundle.root), bundle.content_hash
+
+
+def nonempty_ood(bundle: Bundle) -> tuple[list[str], list[str]]:
+    """(OOD splits with samples, OOD splits without any)."""
+    ok = [s.name for s in bundle.ood_splits if len(s) > 0]
+    empty = [s.name for s in bundle.ood_splits if len(s) == 0]
+    return ok, empty
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _base_evaluator(path: str, content_hash: str) -> Evaluator:
+    bundle = _load_bundle(path, _stamp(path))
+    return Evaluator(bundle, nonempty_ood(bundle)[0], warn=False)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _evaluator(path: str, content_hash: str, ood: tuple[str, ...]) -> Evaluator:
+    base = _base_evaluator(path, content_hash)
+    ev = Evaluator(base.bundle, list(ood), warn=False)
+    # Share the read-only fp32 features, base logits and fitted thresholds of the
+    # bundle between OOD selections (all keyed by split name / parameters).
+    ev._features = base._features
+    ev._base_logits = base._base_logits
+    ev._fitted = base._fitted
+    return ev
+
+
+def get_evaluator(bundle: Bundle, ood: Sequence[str]) -> Evaluator:
+    path, chash = bundle_key(bundle)
+    return _evaluator(path, chash, tuple(ood))
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
+              p: float | None, threshold: str, score: str, convention: str) -> EvalResult:
+    return _evaluator(path, content_hash, ood).evaluate(method, p, threshold, score, convention)
+
+
+def evaluate(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
+             threshold: str, score: str, convention: str) -> EvalResult:
+    """``Evaluator.evaluate`` (the CLI's numbers), cached; the result is shared: read only."""
+    path, chash = bundle_key(bundle)
+    if not get_method(method).has_p:
+        p = None
+    if threshold not in get_method(method).thresholds:
+        threshold = get_method(method).thresholds[0]
+    return _evaluate(path, chash, tuple(ood), method, p, threshold, score, convention)
+
+
+def baseline(bundle: Bundle, ood: Sequence[str], score: str, convention: str) -> EvalResult:
+    """No shaping, same score and convention: what every delta is measured against."""
+    return evaluate(bundle, ood, "none", None, "local", score, convention)
+
+
+def metrics_frame(result: EvalResult, base: EvalResult | None = None) -> pd.DataFrame:
+    """The CLI's table (one row per OOD set plus Average), with deltas against ``base``."""
+    df = evaluation_frame(result.to_dict())
+    if base is not None:
+        b = evaluation_frame(base.to_dict()).set_index("ood_set")
+        for m in ("fpr95", "auroc", "aupr_in", "aupr_out"):
+            df[f"{m}_delta"] = df[m].to_numpy() - b.loc[df["ood_set"], m].to_numpy()
+    return df
+
+
+def percent(df: pd.DataFrame, keep: Sequence[str] = ("p",)) -> pd.DataFrame:
+    """A copy with fraction columns (floats) scaled to percent, for display."""
+    out = df.copy()
+    for col in out.columns:
+        if col not in keep and out[col].dtype.kind == "f":
+            out[col] = 100 * out[col]
+    return out
+
+
+# --------------------------------------------------------------------------- plot data
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _distribution_data(path: str, chash: str, ood: tuple[str, ...], method: str,
+                       p: float | None, threshold: str, score: str, convention: str,
+                       bins: int):
+    shaped = _evaluate(path, chash, ood, method, p, threshold, score, convention)
+    base = _evaluate(path, chash, ood, "none", None, "local", score, convention)
+    out = []
+    for name in ood:
+        hb = ac.density_histograms({"id": base.id_scores, "ood": base.ood_scores[name]}, bins)
+        ha = ac.density_histograms({"id": shaped.id_scores, "ood": shaped.ood_scores[name]},
+                                   bins)
+        out.append((name, hb, ha))
+    return out, ac.tpr_threshold(base.id_scores), ac.tpr_threshold(shaped.id_scores)
+
+
+def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
+                      threshold: str, score: str, convention: str, bins: int = 60):
+    """Per OOD set: (name, histogram before, histogram after), and the two TPR-95 thresholds."""
+    spec = get_method(method)
+    p = p if spec.has_p else None
+    threshold = threshold if threshold in spec.thresholds else spec.thresholds[0]
+    path, chash = bundle_key(bundle)
+    return _distribution_data(path, chash, tuple(ood), method, p, threshold, score,
+                              convention, bins)
+
+
+def curve_data(result: EvalResult, base: EvalResult, kind: str = "roc",
+               max_points: int = ac.MAX_CURVE_POINTS) -> dict[str, tuple[ac.Curve, ac.Curve]]:
+    """Per OOD set: (unshaped curve, shaped curve), thinned; positive class = convention."""
+    fn = ac.roc_curve if kind == "roc" else ac.pr_curve
+    pos = result.convention
+    return {
+        name: (fn(base.id_scores, base.ood_scores[name], pos, max_points),
+               fn(result.id_scores, result.ood_scores[name], pos, max_points))
+        for name in result.ood_scores
+    }
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def grid_for(step: int) -> tuple[float, ...]:
+    return tuple(float(p) for p in range(0, 100, int(step)))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sweep(path: str, chash: str, ood: tuple[str, ...], methods: tuple[str, ...],
+           grid: tuple[float, ...], threshold: str, score: str, convention: str,
+           _progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    ev = _evaluator(path, chash, ood)
+    return sweep(ev.bundle, list(methods), list(grid), threshold, score, convention,
+                 list(ood), evaluator=ev, progress=_progress)
+
+
+def sweep_frame(bundle: Bundle, ood: Sequence[str], grid: Sequence[float], threshold: str,
+                score: str, convention: str, methods: Sequence[str] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """``ash_core.sweep.sweep`` over every registered method (cached by small keys)."""
+    path, chash = bundle_key(bundle)
+    methods = tuple(methods or list_methods())
+    return _sweep(path, chash, tuple(ood), methods, tuple(grid), threshold, score,
+                  convention, _progress=progress)
+
+
+def pareto(df: pd.DataFrame, y: str) -> pd.DataFrame:
+    maximize = not y.endswith("fpr95")
+    return ac.pareto_front(df, "id_acc", y, maximize_x=True, maximize_y=maximize)
+
+
+# --------------------------------------------------------------------------- inspector
+
+
+def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
+    return [bundle.id_split.name, *ood]
+
+
+def inspect(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
+            split: str, index: int) -> ai.SampleInspection:
+    """The inspector's data for one sample (energies placed within the ID energies)."""
+    ev = get_evaluator(bundle, ood)
+    n = len(bundle.split(split))
+    if not 0 <= index < n:
+        raise BundleError(f"index {index} is out of range for {split!r} (0..{n - 1}).")
+    shaped = evaluate(bundle, ood, method, p, threshold, "energy", "id")
+    base = baseline(bundle, ood, "energy", "id")
+    spec = get_method(method)
+    shaper = ev.shaper(method, p if spec.has_p else None,
+                       threshold if threshold in spec.thresholds else spec.thresholds[0])
+    row = ev.features(split)[index : index + 1]
+    return ai.inspect_sample(row, shaper, ev.weight, ev.bias, bundle.classes,
+                             base.id_scores, shaped.id_scores)
+
+
+def worst(result: EvalResult, bundle: Bundle, kind: str, n: int = 10) -> pd.DataFrame:
+    return ai.worst_samples(result.id_scores, result.ood_scores, bundle.id_split.name, kind, n)
+
+
+@dataclass(frozen=True)
+class SampleImage:
+    kind: str  # "thumbnail", "file" or "missing"
+    image: np.ndarray | None = None
+    path: str | None = None
+    message: str = ""
+    source: str = ""
+
+
+def sample_image(bundle: Bundle, split: str, index: int, data_root: str | None) -> SampleImage:
+    """The sample's picture: its bundled thumbnail, its file under the data root, or why not."""
+    s = bundle.split(split)
+    try:
+        thumbs = s.thumbnails
+    except AshError as exc:
+        return SampleImage("missing", message=f"thumbnails unreadable: {exc}")
+    if thumbs is not None and 0 <= index < thumbs.shape[0]:
+        return SampleImage("thumbnail", image=np.asarray(thumbs[index]))
+    source = ""
+    try:
+        meta = s.meta
+        if "source" in meta.columns and index < len(meta):
+            source = str(meta["source"].iloc[index] or "")
+    except Exception as exc:  # a broken sidecar must not break the inspector
+        return SampleImage("missing", message=f"sidecar unreadable: {exc}")
+    if not source:
+        return SampleImage("missing", message="no thumbnail and no image path in this bundle")
+    if not data_root:
+        return SampleImage("missing", source=source,
+                           message=f"image {source} not shown: no data root given "
+                                   "(start with --data-root DIR)")
+    root = Path(data_root)
+    if not root.is_dir():
+        return SampleImage("missing", source=source,
+                           message=f"data root {data_root} does not exist; image {source} "
+                                   "cannot be shown")
+    full = (root / source).resolve()
+    if not full.is_relative_to(root.resolve()) or not full.is_file():
+        return SampleImage("missing", source=source,
+                           message=f"image {source} not found under the data root {data_root}")
+    return SampleImage("file", path=str(full), source=source)
+
+
+def provenance(bundle: Bundle) -> dict:
+    """The manifest without per-file hashes: model, layer, data, splits (for reports)."""
+    m = {k: v for k, v in bundle.manifest.items() if k != "files"}
+    m["splits"] = [{k: s.get(k) for k in ("name", "role", "n")} for s in m.get("splits", [])]
+    m["content_hash"] = bundle.content_hash
+    m["path"] = str(bundle.root)
+    return m
+
+
+def error_text(exc: BaseException) -> str:
+    """A user-readable message for an error (AshError messages are already readable)."""
+    if isinstance(exc, AshError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

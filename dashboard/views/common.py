@@ -1,0 +1,84 @@
+"""Shared view plumbing: the session's State store, widget binding, the URL, error boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from ash_core import Bundle
+from dashboard import services
+from dashboard.state import State
+
+STORE = "_ash_state"
+
+
+def store() -> State:
+    return st.session_state[STORE]
+
+
+def bind(key: str, value=None) -> None:
+    """Give widget ``key`` its value from the store (widgets that were not rendered in the
+    previous run lose their session value; the store keeps it)."""
+    if key not in st.session_state:
+        st.session_state[key] = getattr(store(), key) if value is None else value
+
+
+def commit(*keys: str) -> None:
+    """Copy widget values back into the store."""
+    s = store()
+    for key in keys:
+        if key in st.session_state:
+            v = st.session_state[key]
+            setattr(s, key, tuple(v) if key == "ood" else v)
+
+
+def write_url() -> None:
+    """Mirror the store in the URL so that a copied link reopens this exact view."""
+    target = store().to_query()
+    if dict(st.query_params.to_dict()) != target:
+        st.query_params.from_dict(target)
+
+
+@dataclass
+class Context:
+    """What every view needs: the state, the bundle and the OOD selection."""
+
+    state: State
+    args: services.AppArgs
+    bundles: list[str]
+    bundle: Bundle | None = None
+    ood: list[str] = field(default_factory=list)
+    colors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def setting(self) -> str:
+        return self.state.setting_label()
+
+    def result(self):
+        s = self.state
+        return services.evaluate(self.bundle, self.ood, s.method, s.p_value, s.threshold,
+                                 s.score, s.convention)
+
+    def baseline(self):
+        s = self.state
+        return services.baseline(self.bundle, self.ood, s.score, s.convention)
+
+
+def guarded(fn: Callable[[Context], None], ctx: Context) -> None:
+    """Run a view; a bad input becomes a clear error box and the rest keeps working."""
+    try:
+        fn(ctx)
+    except Exception as exc:  # noqa: BLE001 - show every failure in the page
+        st.error(f"Cannot show this view: {services.error_text(exc)}", icon="⚠️")
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def pp(v: float | None) -> str | None:
+    """A delta in percentage points."""
+    return None if v is None else f"{100 * v:+.2f} pp"

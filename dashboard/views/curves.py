@@ -1,0 +1,22 @@
+"""ROC and precision-recall curves per OOD set, no shaping and shaped in one plot."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import figures, services
+from dashboard.views.common import Context
+
+
+def render(ctx: Context) -> None:
+    result, base = ctx.result(), ctx.baseline()
+    conv = figures.convention_label(result.convention)
+    st.subheader(f"ROC and PR curves: {ctx.setting}")
+    st.caption(f"Positive class: {conv}. Curves are thinned server-side to a few hundred "
+               "points; dashed grey: no shaping.")
+    roc = services.curve_data(result, base, "roc")
+    st.plotly_chart(figures.curves_figure(roc, "roc", ctx.colors, ctx.setting,
+                                          result.convention), key="roc_chart")
+    pr = services.curve_data(result, base, "pr")
+    st.plotly_chart(figures.curves_figure(pr, "pr", ctx.colors, ctx.setting,
+                                          result.convention), key="pr_chart")
