@@ -14,7 +14,7 @@ import warnings
 from ..errors import AshError
 
 #: Subcommand modules under ash_core.cli, in --help order.
-SUBCOMMANDS = ("evaluate", "sweep", "methods", "extract")
+SUBCOMMANDS = ("evaluate", "sweep", "methods", "extract", "dashboard")
 
 DESCRIPTION = """\
 ASH Explorer: see what activation shaping (ASH) does to out-of-distribution detection.
