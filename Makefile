@@ -23,7 +23,8 @@ browser:
 	fi
 
 demo: setup
-	$(VENV)/bin/ash-explore evaluate $(BUNDLE) --method ash-s --p 90
+	$(VENV)/bin/ash-explore dashboard $(BUNDLE) --port $(PORT) \
+	  $(if $(wildcard ../shared/data),--data-root ../shared/data,)
 
 test: setup browser
 	$(PY) -m ruff check ash_core dashboard tests benchmarks
