@@ -91,17 +91,21 @@ def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
     header.pop("__metadata__", None)
     data_start = 8 + header_len
     data_len = size - data_start
-    out: dict[str, np.ndarray] = {}
-    covered = 0
-    for name, info in sorted(header.items(), key=lambda kv: kv[1].get("data_offsets", [0])[0]):
+    entries = []
+    for name, info in header.items():
         try:
             dtype = _ST_DTYPES[info["dtype"]]
             shape = tuple(int(s) for s in info["shape"])
             begin, end = (int(v) for v in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise BundleError(
-                f"{path}: tensor {name!r} has an unsupported or corrupt entry {info!r}."
+                f"{path}: tensor {name!r} has an unsupported or corrupt entry {info!r}; the "
+                "file is corrupt or tampered with; re-create the bundle."
             ) from None
+        entries.append((begin, end, name, info, dtype, shape))
+    out: dict[str, np.ndarray] = {}
+    covered = 0
+    for begin, end, name, info, dtype, shape in sorted(entries, key=lambda e: e[:2]):
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if begin != covered or end - begin != expected or end > data_len:
             raise BundleError(
