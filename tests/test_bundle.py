@@ -1,0 +1,553 @@
+"""The bundle format: round trips on real data, and every kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import pickle
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_synthetic_bundle
+from safetensors.numpy import save_file
+
+import ash_core.bundle as bundle_mod
+from ash_core import Bundle, SplitData, evaluate, load_bundle, write_bundle
+from ash_core.errors import BundleError, FeatureError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def read_idx(path: Path, count: int) -> np.ndarray:
+    """The first ``count`` items of a gzipped IDX file (big-endian header, uint8 data)."""
+    with gzip.open(path, "rb") as fh:
+        magic = fh.read(4)
+        assert magic[:2] == b"\x00\x00" and magic[2] == 0x08, "IDX uint8 data expected"
+        ndim = magic[3]
+        dims = struct.unpack(f">{ndim}I", fh.read(4 * ndim))
+        item = int(np.prod(dims[1:], dtype=np.int64)) if ndim > 1 else 1
+        count = min(count, dims[0])
+        data = np.frombuffer(fh.read(count * item), dtype=np.uint8)
+    return data.reshape((count, *dims[1:]))
+
+
+def relu_projection(images: np.ndarray, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """A fixed random ReLU layer on flattened pixels: post-ReLU features like a penultimate."""
+    flat = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
+    w = np.random.default_rng(seed).normal(0, 1 / np.sqrt(flat.shape[1]), (flat.shape[1], dim))
+    return np.maximum(flat @ w.astype(np.float32), 0).astype(np.float32)
+
+
+def small_splits(dim: int = 8, n: int = 20, seed: int = 0) -> list[SplitData]:
+    rng = np.random.default_rng(seed)
+    feats = np.maximum(rng.normal(size=(n, dim)), 0).astype(np.float32)
+    return [
+        SplitData("id_test", "id", feats, rng.integers(0, 3, n)),
+        SplitData("id_train", "id_fit", feats + 0.5),
+        SplitData("ood_a", "ood", feats * 2),
+    ]
+
+
+def small_head(dim: int = 8, classes: int = 3):
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(classes, dim)).astype(np.float32), np.zeros(classes, np.float32)
+
+
+def write_small(path: Path, **kwargs) -> Path:
+    w, b = small_head()
+    return write_bundle(path, w, b, ["a", "b", "c"], kwargs.pop("splits", small_splits()),
+                        {"model": {"name": "tiny"}}, **kwargs)
+
+
+def raw_safetensors(path: Path, header: dict, data: bytes) -> None:
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+
+
+def edit_manifest(root: Path, fn) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    fn(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def rehash(root: Path, rel: str) -> None:
+    digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+    edit_manifest(root, lambda m: m["files"].__setitem__(rel, digest))
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir()) if parent.exists() else []
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Make any attempt to unpickle fail loudly: the loader must never need it."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("ash_core tried to unpickle a file")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data):
+    images = read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz", 300)
+    labels = read_idx(shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz", 300).astype(np.int64)
+    assert images.shape == (300, 28, 28) and labels.shape == (300,)
+    assert labels.max() <= 9 and images.max() > 200  # real digits, not zeros
+    fashion = read_idx(shared_data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", 150)
+    return images, labels, fashion
+
+
+@pytest.mark.parametrize("feature_dtype", ["float32", "float16"])
+def test_round_trip_real_mnist(mnist, tmp_path, feature_dtype, no_unpickling):
+    images, labels, fashion = mnist
+    feats = relu_projection(images)
+    ood = relu_projection(fashion)
+    raw = images.reshape(300, -1).astype(np.float32) / 255.0  # the 784-d pixels too
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(10, 64)).astype(np.float32)
+    bias = rng.normal(size=10).astype(np.float32)
+    meta = pd.DataFrame({"sample_id": [f"mnist-{i}" for i in range(200)],
+                         "label": labels[:200], "source": "mnist/t10k"})
+    splits = [
+        SplitData("mnist_test", "id", feats[:200], labels[:200], meta=meta),
+        SplitData("mnist_fit", "id_fit", feats[200:], labels[200:], info={"note": "held out"}),
+        SplitData("fashion", "ood", ood),
+    ]
+    prov = {"model": {"name": "random-relu-64"}, "layer": {"name": "proj"}}
+    path = write_bundle(tmp_path / "mnist", weight, bias, [str(i) for i in range(10)], splits,
+                        prov, feature_dtype=feature_dtype)
+    assert leftovers(tmp_path) == ["mnist"]  # no temp dir left behind
+    b = load_bundle(path)
+    assert isinstance(b, Bundle) and b.dim == 64 and b.classes == [str(i) for i in range(10)]
+    assert [s.name for s in b.splits] == ["mnist_test", "mnist_fit", "fashion"]
+    assert b.id_split.name == "mnist_test" and b.id_fit.name == "mnist_fit"
+    assert [s.name for s in b.ood_splits] == ["fashion"]
+    expected = {"mnist_test": feats[:200], "mnist_fit": feats[200:], "fashion": ood}
+    for s in b.splits:
+        stored = np.asarray(s.features)
+        assert stored.dtype == np.dtype(feature_dtype)
+        np.testing.assert_array_equal(stored, expected[s.name].astype(feature_dtype))
+        assert len(s) == len(expected[s.name])
+    np.testing.assert_array_equal(b.id_split.labels, labels[:200])
+    np.testing.assert_array_equal(b.split("mnist_fit").labels, labels[200:])
+    assert b.split("fashion").labels is None and b.split("fashion").labels_tensor() is None
+    np.testing.assert_array_equal(b.head_weight.numpy(), weight)
+    np.testing.assert_array_equal(b.head_bias.numpy(), bias)
+    pd.testing.assert_frame_equal(b.id_split.meta, meta)
+    assert list(b.split("fashion").meta.columns) == ["sample_id", "label", "source"]
+    manifest = b.manifest
+    assert manifest["format"] == "ash-bundle" and manifest["version"] == 1
+    assert manifest["feature_dim"] == 64 and manifest["num_classes"] == 10
+    assert manifest["model"] == prov["model"] and manifest["layer"] == prov["layer"]
+    assert manifest["feature_dtype"] == feature_dtype
+    assert manifest["splits"][1]["note"] == "held out"
+    assert b.split("mnist_fit").info.extra == {"note": "held out"}
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((path / rel).read_bytes()).hexdigest() == digest
+    assert b.content_hash == load_bundle(path).content_hash
+
+    # memory-mapped and read-only; features_tensor() is a writable, unshared fp32 copy
+    mm = b.id_split.features
+    assert isinstance(mm, np.memmap) and not mm.flags.writeable
+    with pytest.raises(ValueError):
+        mm[0, 0] = 1.0
+    copy = b.id_split.features_tensor()
+    assert copy.dtype == torch.float32
+    copy[0, 0] = 1e6
+    assert float(mm[0, 0]) != 1e6
+    np.testing.assert_array_equal(b.id_split.features_tensor().numpy(),
+                                  feats[:200].astype(feature_dtype).astype(np.float32))
+
+    # the raw 784-d pixels round-trip too
+    p2 = write_bundle(tmp_path / "pixels", np.ones((10, 784), np.float32), np.zeros(10),
+                      list("0123456789"), [SplitData("px", "id", raw[:50], labels[:50])])
+    np.testing.assert_array_equal(load_bundle(p2).id_split.features, raw[:50])
+
+
+def test_evaluate_on_real_mnist_bundle(mnist, tmp_path):
+    images, labels, fashion = mnist
+    feats, ood = relu_projection(images), relu_projection(fashion)
+    # a nearest-class-mean head: accuracy well above chance on real digits
+    means = np.stack([feats[:200][labels[:200] == c].mean(0) for c in range(10)])
+    weight = (2 * means).astype(np.float32)
+    bias = -(means**2).sum(1).astype(np.float32)
+    path = write_bundle(tmp_path / "m", weight, bias, list("0123456789"), [
+        SplitData("mnist", "id", feats[:200], labels[:200]),
+        SplitData("fit", "id_fit", feats[200:]),
+        SplitData("fashion", "ood", ood),
+    ])
+    r = evaluate(load_bundle(path), "ash-s", 65)
+    assert r.id_accuracy["unshaped"] > 0.5
+    assert 0 <= r.ood["fashion"].auroc <= 1
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_bundle_structure(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    assert b.name == "synthetic" and b.dim == 32 and len(b.classes) == 5
+    assert [(s.name, s.role, len(s)) for s in b.splits] == [
+        ("id_test", "id", 400), ("id_train", "id_fit", 400), ("far", "ood", 300),
+        ("near", "ood", 300)]
+    assert [s.name for s in b.select_ood(["near"])] == ["near"]
+    assert [s.name for s in b.select_ood(None)] == ["far", "near"]
+    assert "dim=32" in repr(b) and "id_test" in repr(b.id_split)
+    assert b.id_split.labels_tensor().dtype == torch.int64
+
+
+def test_unknown_split_names(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    with pytest.raises(BundleError, match=r"no split named 'nope'.*available: id_test"):
+        b.split("nope")
+    with pytest.raises(BundleError, match=r"unknown OOD split\(s\) 'nope'.*available: far, near"):
+        b.select_ood(["far", "nope"])
+    with pytest.raises(BundleError, match="unknown OOD split"):
+        b.select_ood(["id_test"])  # an ID split is not an OOD split
+
+
+def test_fp16_and_bf16_tensors_are_accepted_by_the_writer(tmp_path):
+    w, b = small_head()
+    x = torch.rand(10, 8)
+    path = write_bundle(tmp_path / "b", torch.from_numpy(w), torch.from_numpy(b), "abc",
+                        [SplitData("i", "id", x.to(torch.bfloat16), torch.zeros(10))])
+    np.testing.assert_array_equal(load_bundle(path).id_split.features,
+                                  x.to(torch.bfloat16).float().numpy())
+
+
+# --------------------------------------------------------------------------- writer errors
+
+
+@pytest.mark.parametrize(
+    ("splits", "match"),
+    [
+        ([SplitData("i", "id", np.ones((5, 7), np.float32))], r"features must be \[N, 8\]"),
+        ([SplitData("i", "id", np.ones(8, np.float32))], r"features must be \[N, 8\]"),
+        ([SplitData("i", "id", np.full((5, 8), np.nan, np.float32))], "NaN/Inf"),
+        ([SplitData("i", "id", np.full((5, 8), np.inf, np.float32))], "NaN/Inf"),
+        ([SplitData("i", "id", np.ones((0, 8), np.float32))], "is empty"),
+        ([SplitData("i", "id", np.ones((5, 8)), np.zeros(4))], "labels shape"),
+        ([SplitData("i", "ood", np.ones((5, 8)))], "exactly one 'id' split"),
+        ([SplitData("i", "id", np.ones((5, 8))), SplitData("j", "id", np.ones((5, 8)))],
+         "exactly one 'id' split"),
+        ([SplitData("i", "id", np.ones((5, 8))), SplitData("i", "ood", np.ones((5, 8)))],
+         "unique"),
+        ([SplitData("../escape", "id", np.ones((5, 8)))], "not allowed"),
+        ([SplitData("i", "id", np.ones((5, 8))), SplitData("j", "test", np.ones((5, 8)))],
+         "role must be one of"),
+        ([SplitData("i", "id", np.ones((5, 8)), meta=pd.DataFrame({"a": [1]}))],
+         "sidecar has 1 rows"),
+        ([SplitData("i", "id", np.ones((5, 8)), thumbnails=np.zeros((4, 2, 2, 3)))],
+         "4 thumbnails for 5 samples"),
+        # a later split fails after earlier files were written
+        ([*small_splits()[:2], SplitData("bad", "ood", np.full((3, 8), np.nan))], "NaN/Inf"),
+    ],
+)
+def test_writer_rejects_bad_input_and_leaves_nothing(tmp_path, splits, match):
+    parent = tmp_path / "out"
+    with pytest.raises(BundleError, match=match):
+        write_small(parent / "bundle", splits=splits)
+    assert leftovers(parent) == []
+
+
+def test_writer_rejects_bad_heads(tmp_path):
+    with pytest.raises(BundleError, match=r"head weight must be \[C, D\]"):
+        write_bundle(tmp_path / "x", np.ones(8), np.ones(1), ["a"], small_splits())
+    with pytest.raises(BundleError, match="2 class names for a head with 3 outputs"):
+        write_bundle(tmp_path / "x", *small_head(), ["a", "b"], small_splits())
+    with pytest.raises(BundleError, match="feature_dtype"):
+        write_small(tmp_path / "x", feature_dtype="int8")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
+def test_writer_failing_mid_way_leaves_no_bundle_and_no_temp_dir(tmp_path, monkeypatch, exc):
+    real = bundle_mod._save_arrays
+    calls = []
+
+    def flaky(path, arrays):
+        calls.append(path)
+        if len(calls) == 3:
+            raise exc
+        real(path, arrays)
+
+    monkeypatch.setattr(bundle_mod, "_save_arrays", flaky)
+    with pytest.raises(type(exc)):
+        write_small(tmp_path / "bundle")
+    assert len(calls) == 3
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_is_atomic(tmp_path, monkeypatch):
+    path = write_small(tmp_path / "bundle")
+    with pytest.raises(BundleError, match="already exists.*overwrite=True"):
+        write_small(path)
+    before = (path / "manifest.json").read_text()
+
+    def broken(path, arrays):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bundle_mod, "_save_arrays", broken)
+    with pytest.raises(OSError):
+        write_small(path, overwrite=True)
+    assert (path / "manifest.json").read_text() == before  # old bundle intact
+    assert leftovers(tmp_path) == ["bundle"]
+    monkeypatch.undo()
+    w, b = small_head()
+    write_bundle(path, w * 2, b, "abc", small_splits(), overwrite=True)
+    np.testing.assert_array_equal(load_bundle(path).head_weight.numpy(), w * 2)
+    assert leftovers(tmp_path) == ["bundle"]
+
+
+# --------------------------------------------------------------------------- loader errors
+
+
+def test_missing_and_non_bundle_paths(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(tmp_path / "empty")
+    (tmp_path / "file.txt").write_text("hello")
+    with pytest.raises(BundleError, match="is a file; a bundle is a directory"):
+        load_bundle(tmp_path / "file.txt")
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save", "pickle-protocol-2"])
+def test_pickle_offered_as_a_bundle_is_refused_without_loading(tmp_path, kind, no_unpickling):
+    target = tmp_path / "features.pt"
+    payload = {"features": np.ones((3, 4)), "labels": [0, 1, 2]}
+    if kind == "pickle":
+        target.write_bytes(pickle.dumps(payload))
+    elif kind == "pickle-protocol-2":
+        target.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save({"features": torch.ones(3, 4)}, target)
+    with pytest.raises(BundleError, match=r"pickle/torch\.save file.*never unpickles"):
+        load_bundle(target)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_pickle_inside_a_bundle_is_refused(tmp_path, kind, no_unpickling):
+    path = write_small(tmp_path / "b")
+    target = path / "splits" / "id_test.safetensors"
+    if kind == "pickle":
+        target.write_bytes(pickle.dumps({"features": np.ones((20, 8))}))
+    else:
+        target.unlink()
+        torch.save({"features": torch.ones(20, 8)}, target)
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(path)
+    with pytest.raises(BundleError, match=r"pickle/torch\.save file, not safetensors"):
+        load_bundle(path, verify=False)
+
+
+def test_truncated_safetensors(tmp_path):
+    path = write_small(tmp_path / "b")
+    target = path / "splits" / "ood_a.safetensors"
+    data = target.read_bytes()
+    target.write_bytes(data[:-10])
+    with pytest.raises(BundleError, match="does not match the sha256.*Re-create"):
+        load_bundle(path)
+    with pytest.raises(BundleError, match="truncated"):
+        load_bundle(path, verify=False)
+    target.write_bytes(data[:40])  # inside the header
+    with pytest.raises(BundleError, match="truncated"):
+        load_bundle(path, verify=False)
+    target.write_bytes(data[:5])
+    with pytest.raises(BundleError, match="truncated"):
+        load_bundle(path, verify=False)
+    target.write_bytes(b"")
+    with pytest.raises(BundleError, match="truncated"):
+        load_bundle(path, verify=False)
+
+
+def test_tampered_safetensors(tmp_path):
+    path = write_small(tmp_path / "b")
+    target = path / "splits" / "id_test.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF  # flip bits of one feature value
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match the sha256.*modified or corrupted"):
+        load_bundle(path)
+    # appended bytes
+    target.write_bytes(bytes(data) + b"\x00" * 16)
+    with pytest.raises(BundleError, match="bytes after the last tensor"):
+        load_bundle(path, verify=False)
+    # a header that lies about the shape
+    feats = np.ones((20, 8), np.float32).tobytes()
+    raw_safetensors(target, {"features": {"dtype": "F32", "shape": [20, 9],
+                                          "data_offsets": [0, len(feats)]}}, feats)
+    with pytest.raises(BundleError, match="does not match its declared size"):
+        load_bundle(path, verify=False)
+    # overlapping / out-of-order offsets
+    raw_safetensors(target, {"features": {"dtype": "F32", "shape": [20, 8],
+                                          "data_offsets": [8, len(feats) + 8]}}, feats + bytes(8))
+    with pytest.raises(BundleError, match="does not match its declared size"):
+        load_bundle(path, verify=False)
+    # unknown dtype
+    raw_safetensors(target, {"features": {"dtype": "C64", "shape": [20, 8],
+                                          "data_offsets": [0, len(feats)]}}, feats)
+    with pytest.raises(BundleError, match="unsupported or corrupt entry"):
+        load_bundle(path, verify=False)
+    # a header entry that is not an object
+    raw_safetensors(target, {"features": 5}, feats)
+    with pytest.raises(BundleError, match="corrupt"):
+        load_bundle(path, verify=False)
+    # a header that is not JSON
+    target.write_bytes(struct.pack("<Q", 4) + b"{{{{" + feats)
+    with pytest.raises(BundleError, match="corrupt safetensors header"):
+        load_bundle(path, verify=False)
+
+
+def test_tampered_split_with_a_valid_hash_still_checks_shapes(tmp_path):
+    path = write_small(tmp_path / "b")
+    save_file({"features": np.ones((20, 5), np.float32)}, str(path / "splits/ood_a.safetensors"))
+    rehash(path, "splits/ood_a.safetensors")
+    with pytest.raises(BundleError, match="feature dimension 5 but the head expects 8"):
+        load_bundle(path)
+    save_file({"features": np.ones((7, 8), np.float32)}, str(path / "splits/ood_a.safetensors"))
+    rehash(path, "splits/ood_a.safetensors")
+    with pytest.raises(BundleError, match="declares n=20 but holds 7"):
+        load_bundle(path)
+    save_file({"x": np.ones((20, 8), np.float32)}, str(path / "splits/ood_a.safetensors"))
+    rehash(path, "splits/ood_a.safetensors")
+    with pytest.raises(BundleError, match="must hold 'features'"):
+        load_bundle(path)
+    save_file({"weight": np.ones((3, 8), np.float32), "bias": np.ones(2, np.float32)},
+              str(path / "head.safetensors"))
+    rehash(path, "head.safetensors")
+    with pytest.raises(BundleError, match=r"head weight must be \[C, D\]"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("field", ["file", "meta", "thumbnails", "head"])
+@pytest.mark.parametrize("rel", ["../outside.safetensors", "splits/../../outside.safetensors"])
+def test_manifest_paths_escaping_the_bundle_are_refused(tmp_path, field, rel):
+    path = write_small(tmp_path / "b")
+    shutil.copy(path / "splits" / "ood_a.safetensors", tmp_path / "outside.safetensors")
+
+    def escape(m):
+        if field == "head":
+            m["head"]["file"] = rel
+        else:
+            m["splits"][2][field] = rel
+
+    edit_manifest(path, escape)
+    with pytest.raises(BundleError, match="escapes the bundle directory"):
+        load_bundle(path, verify=False)
+
+
+def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
+    path = write_small(tmp_path / "b")
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(path / "splits" / "ood_a.safetensors", outside)
+    edit_manifest(path, lambda m: m["splits"][2].__setitem__("file", str(outside)))
+    with pytest.raises(BundleError, match="is absolute"):
+        load_bundle(path, verify=False)
+    edit_manifest(path, lambda m: m["splits"][2].__setitem__("file", "splits/link.safetensors"))
+    (path / "splits" / "link.safetensors").symlink_to(outside)
+    with pytest.raises(BundleError, match="escapes the bundle directory"):
+        load_bundle(path, verify=False)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: m.__setitem__("format", "other"), "not an ASH bundle manifest"),
+        (lambda m: m.__setitem__("version", 99), "version 99 is not supported"),
+        (lambda m: m.pop("classes"), "lacks the required key 'classes'"),
+        (lambda m: m.__setitem__("splits", []), "non-empty list"),
+        (lambda m: m["splits"][1].__setitem__("role", "id"), "exactly one split with role 'id'"),
+        (lambda m: m["splits"][1].__setitem__("role", "train"), "has role 'train'"),
+        (lambda m: m["splits"][1].__setitem__("name", "id_test"), "unique names"),
+        (lambda m: m["splits"][1].pop("file"), "lacks the key 'file'"),
+        (lambda m: m["splits"][1].__setitem__("file", "splits/gone.safetensors"), "is missing"),
+        (lambda m: m["splits"][1].__setitem__("meta", "splits/gone.csv"), "is missing"),
+        (lambda m: m.__setitem__("classes", ["a"]), "1 class names but the head has 3"),
+        (lambda m: m["splits"][1].__setitem__("file", ""), "non-empty relative path"),
+    ],
+)
+def test_malformed_manifests(tmp_path, edit, match):
+    path = write_small(tmp_path / "b")
+    edit_manifest(path, edit)
+    with pytest.raises(BundleError, match=match):
+        load_bundle(path)
+
+
+def test_manifest_that_is_not_json(tmp_path):
+    path = write_small(tmp_path / "b")
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="is not valid JSON"):
+        load_bundle(path)
+
+
+def test_tampered_sidecar_is_detected(tmp_path):
+    path = write_small(tmp_path / "b")
+    with open(path / "splits" / "id_test.csv", "a") as fh:
+        fh.write("99,1,evil\n")
+    with pytest.raises(BundleError, match="id_test.csv does not match the sha256"):
+        load_bundle(path)
+
+
+# --------------------------------------------------------------------------- data problems
+
+
+def write_unchecked_split(path: Path, name: str, feats: np.ndarray) -> None:
+    """Replace a split's features behind the writer's back (as a broken extractor might)."""
+    save_file({"features": feats}, str(path / "splits" / f"{name}.safetensors"))
+    rehash(path, f"splits/{name}.safetensors")
+    edit_manifest(path, lambda m: [s.__setitem__("n", len(feats)) for s in m["splits"]
+                                   if s["name"] == name])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_features_in_a_loaded_bundle(tmp_path, bad):
+    path = write_small(tmp_path / "b")
+    feats = np.ones((20, 8), np.float32)
+    feats[3, 4] = bad
+    write_unchecked_split(path, "ood_a", feats)
+    (path / "splits" / "ood_a.csv").unlink()
+    edit_manifest(path, lambda m: m["splits"][2].pop("meta"))
+    with pytest.raises(FeatureError, match=r"split 'ood_a' has 1 NaN/Inf feature values.*re-extract"):
+        evaluate(load_bundle(path), "ash-s", 65)
+
+
+def test_empty_split_in_a_loaded_bundle(tmp_path):
+    path = write_small(tmp_path / "b")
+    write_unchecked_split(path, "ood_a", np.ones((0, 8), np.float32))
+    (path / "splits" / "ood_a.csv").unlink()
+    edit_manifest(path, lambda m: m["splits"][2].pop("meta"))
+    b = load_bundle(path)
+    assert len(b.split("ood_a")) == 0
+    with pytest.raises(FeatureError, match="split 'ood_a' has no samples"):
+        evaluate(b, "ash-p", 65)
+
+
+def test_negative_activations_warn_and_still_compute(tmp_path):
+    splits = small_splits()
+    splits[0] = SplitData("id_test", "id", splits[0].features - 0.25, splits[0].labels)
+    path = write_small(tmp_path / "b", splits=splits)
+    with pytest.warns(UserWarning, match=r"split 'id_test': .*% of activations are negative"):
+        r = evaluate(load_bundle(path), "ash-s", 65)
+    assert np.isfinite(r.ood["ood_a"].auroc)
+
+
+def test_writer_can_regenerate_a_synthetic_bundle(tmp_path):
+    path = make_synthetic_bundle(tmp_path / "s", n_id=50, n_ood=20, dim=6, classes=3)
+    b = load_bundle(path)
+    assert b.dim == 6 and len(b.id_split) == 50 and len(b.split("far")) == 20
