@@ -20,8 +20,13 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
 
 
 def msp_score(logits: torch.Tensor) -> torch.Tensor:
-    """Maximum softmax probability (Hendrycks & Gimpel, 2017)."""
-    return torch.softmax(logits.to(torch.float32), dim=1).amax(dim=1)
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017), computed in float64.
+
+    In float32 the MSP rounds to exactly 1.0 once the top-2 logit gap exceeds ~17, which
+    shaped (e.g. ASH-S-scaled) logits routinely reach; those artificial ties change
+    AUROC/FPR95. float64 postpones the saturation to a gap of ~37.
+    """
+    return torch.softmax(logits.to(torch.float64), dim=1).amax(dim=1)
 
 
 def maxlogit_score(logits: torch.Tensor) -> torch.Tensor:
