@@ -51,12 +51,22 @@ def test_msp_and_maxlogit_match_reference():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_scores_compute_in_fp32(dtype):
+def test_scores_compute_in_at_least_fp32(dtype):
     z = logits(3).to(dtype)
     for name in list_scores():
         out = get_score(name)(z)
-        assert out.dtype == torch.float32
+        assert out.dtype in (torch.float32, torch.float64)
         torch.testing.assert_close(out, get_score(name)(z.float()))
+
+
+def test_msp_does_not_saturate_at_float32_resolution():
+    # top-2 gaps of 18 and 25: float32 softmax rounds both to exactly 1.0 (a tie that
+    # changes AUROC/FPR95); the two samples must still rank correctly.
+    z = torch.tensor([[18.0, 0.0, 0.0], [25.0, 0.0, 0.0]])
+    assert bool((torch.softmax(z, 1).amax(1) == 1.0).all())  # the float32 pitfall
+    out = msp_score(z)
+    assert float(out[1]) > float(out[0])
+    np.testing.assert_allclose(out.numpy(), ref.msp(z.numpy()), rtol=1e-12)
 
 
 def test_higher_score_means_more_in_distribution():

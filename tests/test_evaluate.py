@@ -1,0 +1,280 @@
+"""Evaluate / Evaluator against a manual computation with the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+import torch
+from conftest import make_synthetic_bundle
+
+from ash_core import (
+    METRIC_NAMES,
+    EvalResult,
+    Evaluator,
+    SplitData,
+    evaluate,
+    load_bundle,
+    ood_metrics,
+    write_bundle,
+)
+from ash_core.errors import BundleError, FeatureError, ParameterError
+
+REF_SHAPING = {
+    "ash-p": ref.ash_p,
+    "ash-b": ref.ash_b,
+    "ash-s": ref.ash_s,
+}
+REF_SCORES = {"energy": ref.energy, "msp": ref.msp, "maxlogit": ref.maxlogit}
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    path = make_synthetic_bundle(tmp_path_factory.mktemp("ev") / "small", n_id=120, n_ood=80,
+                                 dim=16, classes=4, seed=5)
+    return load_bundle(path)
+
+
+def manual(bundle, method, p, threshold="local", score="energy", convention="id"):
+    """Reference shaping (numpy loops) + the head in float64 + reference scores."""
+    w = np.asarray(bundle._head["weight"], dtype=np.float64)
+    b = np.asarray(bundle._head["bias"], dtype=np.float64)
+    fit = np.asarray(bundle.id_fit.features, dtype=np.float32) if bundle.id_fit else None
+
+    def shape(x):
+        if method == "none":
+            return x.astype(np.float64)
+        if method == "react":
+            return ref.react(x, fit, p)
+        if method == "scale":
+            return ref.scale(x, p)
+        thr = ref.global_threshold(fit, p) if threshold == "global" else None
+        return REF_SHAPING[method](x, p, threshold=thr)
+
+    def scores(split):
+        x = np.asarray(split.features, dtype=np.float32)
+        return REF_SCORES[score](shape(x) @ w.T + b), shape(x) @ w.T + b
+
+    id_scores, id_logits = scores(bundle.id_split)
+    out = {"id_scores": id_scores, "ood": {}}
+    labels = bundle.id_split.labels
+    out["acc"] = float((id_logits.argmax(1) == labels).mean())
+    for s in bundle.ood_splits:
+        ood_scores, _ = scores(s)
+        out["ood"][s.name] = ref.ood_metrics(id_scores, ood_scores, convention)
+    return out
+
+
+def assert_close_to_manual(r: EvalResult, expected, n_min: int):
+    np.testing.assert_allclose(r.id_scores, expected["id_scores"], rtol=1e-4, atol=1e-4)
+    assert r.id_accuracy["shaped"] == pytest.approx(expected["acc"], abs=1.5 / n_min)
+    for name, metrics in expected["ood"].items():
+        for k in METRIC_NAMES:
+            # float32 vs float64 rounding may swap two near-equal scores: one sample at most
+            assert r.ood[name][k] == pytest.approx(metrics[k], abs=1.5 / n_min), (name, k)
+
+
+@pytest.mark.parametrize(
+    ("method", "p", "threshold"),
+    [
+        ("none", None, "local"),
+        ("ash-p", 65.0, "local"),
+        ("ash-b", 65.0, "local"),
+        ("ash-s", 90.0, "local"),
+        ("ash-s", 62.5, "local"),
+        ("ash-p", 60.0, "global"),
+        ("ash-b", 70.0, "global"),
+        ("ash-s", 80.0, "global"),
+        ("react", 90.0, "local"),
+        ("scale", 85.0, "local"),
+    ],
+)
+@pytest.mark.parametrize(("score", "convention"), [("energy", "id"), ("msp", "ood")])
+def test_evaluate_equals_manual_reference_computation(small_bundle, method, p, threshold,
+                                                      score, convention):
+    r = evaluate(small_bundle, method, p, threshold, score, convention)
+    assert (r.method, r.p, r.threshold, r.score, r.convention) == (method, p, threshold, score,
+                                                                  convention)
+    assert all(m.convention == convention for m in r.ood.values())
+    assert_close_to_manual(r, manual(small_bundle, method, p, threshold, score, convention), 80)
+
+
+def test_maxlogit_matches_manual(small_bundle):
+    r = evaluate(small_bundle, "ash-b", 75, score="maxlogit")
+    assert_close_to_manual(r, manual(small_bundle, "ash-b", 75, score="maxlogit"), 80)
+
+
+def test_none_equals_raw_energy_metrics(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    r = evaluate(b, "none")
+    w, bias = b.head_weight, b.head_bias
+    id_scores = torch.logsumexp(b.id_split.features_tensor() @ w.T + bias, dim=1).numpy()
+    np.testing.assert_allclose(r.id_scores, id_scores, rtol=1e-5)
+    for s in b.ood_splits:
+        raw = torch.logsumexp(s.features_tensor() @ w.T + bias, dim=1).numpy()
+        expected = ood_metrics(id_scores, raw)
+        for k in METRIC_NAMES:
+            assert r.ood[s.name][k] == pytest.approx(expected[k], abs=1 / 300)
+    assert r.id_accuracy["shaped"] == r.id_accuracy["unshaped"]
+    assert r.p is None and r.fitted_threshold is None
+
+
+def test_p_zero_ash_p_equals_unshaped_exactly(synthetic_bundle):
+    ev = Evaluator(load_bundle(synthetic_bundle))
+    none, p0 = ev.evaluate("none"), ev.evaluate("ash-p", 0)
+    assert p0.id_accuracy["shaped"] == p0.id_accuracy["unshaped"] == none.id_accuracy["shaped"]
+    np.testing.assert_array_equal(p0.id_scores, none.id_scores)
+    for name in none.ood:
+        assert p0.ood[name] == none.ood[name]
+
+
+def test_id_accuracy_shaped_and_unshaped(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    labels = b.id_split.labels
+    logits = b.id_split.features_tensor() @ b.head_weight.T + b.head_bias
+    unshaped = float((logits.argmax(1).numpy() == labels).mean())
+    assert unshaped == pytest.approx(0.9, abs=0.1)  # the fixture mislabels 10%
+    r = evaluate(b, "ash-b", 95)
+    assert r.id_accuracy["unshaped"] == pytest.approx(unshaped, abs=1e-12)
+    shaped = torch.from_numpy(ref.ash_b(np.asarray(b.id_split.features), 95)).float()
+    expected = float(((shaped @ b.head_weight.T + b.head_bias).argmax(1).numpy() == labels).mean())
+    assert r.id_accuracy["shaped"] == pytest.approx(expected, abs=1.5 / 400)
+    assert r.id_accuracy["shaped"] != r.id_accuracy["unshaped"]  # heavy pruning costs accuracy
+
+
+def test_global_mode_fits_on_id_fit(synthetic_bundle, tmp_path):
+    b = load_bundle(synthetic_bundle)
+    r = evaluate(b, "ash-s", 70, threshold="global")
+    assert r.fitted_threshold == pytest.approx(
+        np.percentile(np.asarray(b.id_fit.features, np.float64), 70), rel=1e-5)
+    assert r.fitted_threshold == pytest.approx(ref.global_threshold(b.id_fit.features, 70),
+                                               rel=1e-5)
+    # a different id_fit split changes the threshold and the result
+    shifted = [
+        SplitData(s.name, s.role, np.asarray(s.features) * (3.0 if s.role == "id_fit" else 1.0),
+                  s.labels)
+        for s in b.splits
+    ]
+    other = load_bundle(write_bundle(tmp_path / "o", b.head_weight, b.head_bias, b.classes,
+                                     shifted))
+    r2 = evaluate(other, "ash-s", 70, threshold="global")
+    assert r2.fitted_threshold == pytest.approx(3 * r.fitted_threshold, rel=1e-5)
+    assert r2.ood["far"].auroc != r.ood["far"].auroc
+    # local mode ignores id_fit entirely
+    assert evaluate(other, "ash-s", 70).ood["far"] == evaluate(b, "ash-s", 70).ood["far"]
+
+
+def test_react_clip_is_fitted_on_id_fit(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    r = evaluate(b, "react")
+    assert r.p == 90.0
+    assert r.fitted_threshold == pytest.approx(ref.global_threshold(b.id_fit.features, 90),
+                                               rel=1e-5)
+
+
+@pytest.mark.parametrize(("method", "threshold"), [("ash-p", "global"), ("react", "local")])
+def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold):
+    rng = np.random.default_rng(0)
+    feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
+    path = write_bundle(tmp_path / "nofit", rng.normal(size=(3, 6)), np.zeros(3), "abc",
+                        [SplitData("id", "id", feats, rng.integers(0, 3, 30)),
+                         SplitData("ood", "ood", feats * 2)])
+    with pytest.raises(ParameterError, match=r"needs an 'id_fit' split.*has none"):
+        evaluate(load_bundle(path), method, threshold=threshold)
+    assert evaluate(load_bundle(path), "ash-p", threshold="local").ood["ood"].auroc >= 0
+
+
+def test_bad_settings_are_parameter_errors(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    with pytest.raises(ParameterError, match=r"ash-s: p must be in \[0, 100\)"):
+        evaluate(b, "ash-s", 100)
+    with pytest.raises(ParameterError, match="p must be"):
+        evaluate(b, "ash-s", -5)
+    with pytest.raises(ParameterError, match="unknown method 'ash-z'"):
+        evaluate(b, "ash-z")
+    with pytest.raises(ParameterError, match="unknown score 'odin'"):
+        evaluate(b, "ash-s", score="odin")
+    with pytest.raises(ParameterError, match="unknown FPR convention"):
+        evaluate(b, "ash-s", convention="both")
+    with pytest.raises(ParameterError, match="supports threshold mode"):
+        evaluate(b, "scale", threshold="global")
+    with pytest.raises(BundleError, match="unknown OOD split"):
+        evaluate(b, "ash-s", ood=["far", "mars"])
+    with pytest.raises(ParameterError, match="no OOD split selected"):
+        evaluate(b, "ash-s", ood=[])
+
+
+def test_ood_selection_and_average(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    full = evaluate(b, "ash-s", 90)
+    near = evaluate(b, "ash-s", 90, ood=["near"])
+    assert list(full.ood) == ["far", "near"] and list(near.ood) == ["near"]
+    assert near.ood["near"] == full.ood["near"]
+    for k in METRIC_NAMES:
+        assert full.average[k] == pytest.approx((full.ood["far"][k] + full.ood["near"][k]) / 2)
+    # far OOD is easier than near OOD in the fixture
+    assert full.ood["far"].auroc > full.ood["near"].auroc > 0.5
+
+
+def test_to_dict_structure(synthetic_bundle):
+    d = evaluate(load_bundle(synthetic_bundle), "ash-b", 80, convention="ood").to_dict()
+    for key in ("method", "p", "threshold", "score", "id_accuracy", "ood", "average"):
+        assert key in d
+    assert (d["method"], d["p"], d["threshold"], d["score"]) == ("ash-b", 80.0, "local", "energy")
+    assert d["fpr_convention"] == "ood"
+    assert set(d["id_accuracy"]) == {"shaped", "unshaped"}
+    assert set(d["ood"]) == {"far", "near"}
+    for m in [*d["ood"].values(), d["average"]]:
+        assert set(m) == set(METRIC_NAMES) and all(0 <= v <= 1 for v in m.values())
+
+
+def test_ash_rand_is_seeded_through_evaluate(synthetic_bundle):
+    ev = Evaluator(load_bundle(synthetic_bundle))
+    a, b, c = ev.evaluate("ash-rand", 65, seed=1), ev.evaluate("ash-rand", 65, seed=1), \
+        ev.evaluate("ash-rand", 65, seed=2)
+    np.testing.assert_array_equal(a.id_scores, b.id_scores)
+    assert not np.array_equal(a.id_scores, c.id_scores)
+
+
+def test_repeated_evaluation_is_identical_and_never_mutates(synthetic_bundle):
+    b = load_bundle(synthetic_bundle)
+    before = np.array(b.id_split.features)
+    ev = Evaluator(b)
+    cached = ev.features("id_test").clone()
+    first = ev.evaluate("ash-s", 90)
+    ev.evaluate("react")
+    ev.evaluate("ash-b", 50, threshold="global")
+    again = ev.evaluate("ash-s", 90)
+    assert first.ood == again.ood
+    assert torch.equal(ev.features("id_test"), cached)
+    np.testing.assert_array_equal(np.asarray(b.id_split.features), before)
+
+
+def test_fp16_bundle_gives_nearly_the_same_metrics(synthetic_bundle, tmp_path):
+    b = load_bundle(synthetic_bundle)
+    splits = [SplitData(s.name, s.role, np.asarray(s.features), s.labels) for s in b.splits]
+    half = load_bundle(write_bundle(tmp_path / "h", b.head_weight, b.head_bias, b.classes,
+                                    splits, feature_dtype="float16"))
+    r32, r16 = evaluate(b, "ash-s", 90), evaluate(half, "ash-s", 90)
+    for name in r32.ood:
+        assert r16.ood[name].auroc == pytest.approx(r32.ood[name].auroc, abs=0.01)
+
+
+def test_id_split_without_labels_has_no_accuracy(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
+    path = write_bundle(tmp_path / "nolabels", rng.normal(size=(3, 6)), np.zeros(3), "abc",
+                        [SplitData("id", "id", feats), SplitData("ood", "ood", feats + 1)])
+    r = evaluate(load_bundle(path), "ash-s")
+    assert r.id_accuracy == {"shaped": None, "unshaped": None}
+    assert 0 <= r.ood["ood"].auroc <= 1
+
+
+def test_ash_s_overflow_is_reported_clearly(tmp_path):
+    # One survivor out of 1024 units: exp(s1/s2) overflows float32.
+    rng = np.random.default_rng(0)
+    feats = (np.maximum(rng.normal(size=(20, 1024)), 0) + 0.01).astype(np.float32)
+    path = write_bundle(tmp_path / "wide", rng.normal(size=(3, 1024)), np.zeros(3), "abc",
+                        [SplitData("id", "id", feats), SplitData("ood", "ood", feats * 2)])
+    with pytest.raises(FeatureError, match=r"NaN/Inf.*lower p"):
+        evaluate(load_bundle(path), "ash-s", 99.9)
