@@ -1,0 +1,102 @@
+"""ash_core.inspect: one sample before/after shaping, worst false positives/negatives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ash_core import Evaluator, energy_score, kept_count, list_methods, load_bundle
+from ash_core.errors import ParameterError
+from ash_core.inspect import inspect_sample, percentile_within, top_classes, worst_samples
+
+
+@pytest.fixture(scope="module")
+def ev(synthetic_bundle):
+    return Evaluator(load_bundle(synthetic_bundle), warn=False)
+
+
+def _inspect(ev, method, p, threshold="local", split="far", i=3):
+    shaper = ev.shaper(method, p, threshold)
+    base = ev.evaluate("none", score="energy")
+    shaped = ev.evaluate(method, p, threshold, "energy")
+    row = ev.features(split)[i : i + 1]
+    return inspect_sample(row, shaper, ev.weight, ev.bias, ev.bundle.classes,
+                          base.id_scores, shaped.id_scores), row, shaper
+
+
+def test_ash_p_local_keeps_exactly_k_top_units(ev):
+    insp, row, shaper = _inspect(ev, "ash-p", 75)
+    d = row.shape[1]
+    k = kept_count(d, 75)
+    assert insp.n_kept == k
+    assert np.all(np.diff(insp.before) <= 0)  # sorted, largest first
+    assert insp.kept[:k].all() and not insp.kept[k:].any()
+    np.testing.assert_allclose(insp.after[:k], insp.before[:k])
+    assert insp.threshold_value == pytest.approx(insp.before[k - 1])
+    assert insp.threshold_kind == "local threshold"
+    assert sorted(insp.units.tolist()) == list(range(d))
+    assert not row.isnan().any()  # input untouched
+
+
+def test_energy_percentile_and_top5_match_the_evaluator(ev):
+    insp, row, shaper = _inspect(ev, "ash-s", 80, split="id_test", i=5)
+    base = ev.evaluate("none", score="energy")
+    shaped = ev.evaluate("ash-s", 80, score="energy")
+    assert insp.energy_before == pytest.approx(float(base.id_scores[5]), rel=1e-5)
+    assert insp.energy_after == pytest.approx(float(shaped.id_scores[5]), rel=1e-5)
+    assert 0 <= insp.percentile_before <= 100
+    expected = 100 * ((shaped.id_scores < shaped.id_scores[5]).mean()
+                      + 0.5 * (shaped.id_scores == shaped.id_scores[5]).mean())
+    assert insp.percentile_after == pytest.approx(expected)
+    assert len(insp.top_before) == 5
+    probs = insp.top_after["probability"].to_numpy()
+    assert np.all(np.diff(probs) <= 0) and probs.sum() <= 1 + 1e-6
+    assert insp.predicted_after == insp.top_after["class"].iloc[0]
+    e = float(energy_score(ev.logits(shaper(row)))[0])
+    assert insp.energy_after == pytest.approx(e, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_can_be_inspected(ev, method):
+    spec_p = 70 if method != "none" else None
+    insp, row, _ = _inspect(ev, method, spec_p)
+    assert insp.before.shape == insp.after.shape == (row.shape[1],)
+    assert insp.kept.dtype == bool
+    if method == "none":
+        assert insp.threshold_value is None
+        np.testing.assert_allclose(insp.after, insp.before)
+
+
+def test_global_threshold_is_the_fitted_value(ev):
+    insp, _, shaper = _inspect(ev, "ash-p", 60, "global")
+    assert insp.threshold_value == pytest.approx(shaper.fitted_threshold)
+    assert insp.threshold_kind == "global threshold"
+    assert np.all(insp.before[insp.kept] > shaper.fitted_threshold)
+    react, _, rs = _inspect(ev, "react", 90)
+    assert react.threshold_kind == "clip" and react.after.max() <= rs.fitted_threshold + 1e-6
+
+
+def test_worst_samples_lists(ev):
+    r = ev.evaluate("ash-s", 80)
+    fp = worst_samples(r.id_scores, r.ood_scores, "id_test", "fp", 7)
+    assert len(fp) == 7 and set(fp["set"]) <= {"far", "near"}
+    assert np.all(np.diff(fp["score"]) <= 0)
+    best = max(float(s.max()) for s in r.ood_scores.values())
+    assert fp["score"].iloc[0] == pytest.approx(best)
+    fn = worst_samples(r.id_scores, r.ood_scores, "id_test", "fn", 5)
+    assert (fn["set"] == "id_test").all() and np.all(np.diff(fn["score"]) >= 0)
+    assert fn["score"].iloc[0] == pytest.approx(float(r.id_scores.min()))
+    assert fn["id_percentile"].iloc[0] < 1
+    with pytest.raises(ParameterError):
+        worst_samples(r.id_scores, r.ood_scores, "id_test", "xx")
+
+
+def test_helpers_validate():
+    assert percentile_within(2.0, np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(37.5)
+    with pytest.raises(ParameterError):
+        percentile_within(1.0, np.array([]))
+    t = top_classes(torch.tensor([0.0, 5.0, 1.0]), ["a", "b", "c"], k=5)
+    assert list(t["class"]) == ["b", "c", "a"]
+    with pytest.raises(ParameterError):
+        top_classes(torch.zeros(2, 3), ["a", "b", "c"])
