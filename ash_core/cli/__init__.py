@@ -42,15 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # restores filters and showwarning on exit
         warnings.simplefilter("default")
-        warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+        warnings.showwarning = _show_warning
         try:
             return int(args.func(args) or 0)
         except AshError as exc:
