@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
     if acc["shaped"] is not None:
-        print(f"ID accuracy: shaped {100 * acc['shaped']:.2f}%  "
+        # a LaTeX comment in latex output, so that the whole output pastes into a paper
+        print(("% " if args.format == "latex" else "")
+              + f"ID accuracy: shaped {100 * acc['shaped']:.2f}%  "
               f"unshaped {100 * acc['unshaped']:.2f}%")
     return 0
