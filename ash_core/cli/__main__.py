@@ -1,0 +1,7 @@
+"""``python -m ash_core.cli``: the same as the ``ash-explore`` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
