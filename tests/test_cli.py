@@ -1,0 +1,263 @@
+"""``ash-explore``: evaluate/sweep/methods through ``main([...])`` and one real subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ash_core import METRIC_NAMES, SplitData, evaluate, list_methods, load_bundle, write_bundle
+from ash_core.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def expected_dict(bundle, **kw) -> dict:
+    return evaluate(load_bundle(bundle), **kw).to_dict()
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.parametrize(
+    ("args", "kw"),
+    [
+        ([], {"method": "ash-s", "p": 90.0}),
+        (["--threshold", "global"], {"method": "ash-s", "p": 90.0, "threshold": "global"}),
+        (["--score", "msp", "--fpr-convention", "ood"],
+         {"method": "ash-s", "p": 90.0, "score": "msp", "convention": "ood"}),
+        (["--score", "maxlogit", "--ood", "near"],
+         {"method": "ash-s", "p": 90.0, "score": "maxlogit", "ood": ["near"]}),
+    ],
+)
+def test_evaluate_json_equals_evaluate(capsys, synthetic_bundle, args, kw):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-s", "--p", "90",
+                       "--format", "json", *args)
+    assert rc == 0, err
+    got = json.loads(out)
+    for key in ("method", "p", "threshold", "score", "id_accuracy", "ood", "average"):
+        assert key in got
+    assert set(got["id_accuracy"]) == {"shaped", "unshaped"}
+    for metrics in [*got["ood"].values(), got["average"]]:
+        assert set(metrics) == set(METRIC_NAMES)
+    assert got == expected_dict(synthetic_bundle, **kw)  # exact: JSON floats round-trip
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_evaluate_every_method_default_p(capsys, synthetic_bundle, method):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, "--method", method, "--format",
+                       "json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["method"] == method
+    assert got == expected_dict(synthetic_bundle, method=method)
+
+
+def test_evaluate_csv_parses_to_the_same_fractions(capsys, synthetic_bundle):
+    rc, out, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-b", "--p", "70",
+                     "--format", "csv")
+    assert rc == 0
+    frame = pd.read_csv(io.StringIO(out))
+    assert list(frame.columns) == ["ood_set", *METRIC_NAMES]
+    assert list(frame["ood_set"]) == ["far", "near", "Average"]
+    exp = expected_dict(synthetic_bundle, method="ash-b", p=70.0)
+    rows = {r["ood_set"]: r for r in frame.to_dict("records")}
+    for name in ("far", "near"):
+        for k in METRIC_NAMES:
+            assert rows[name][k] == pytest.approx(exp["ood"][name][k], abs=1e-15)
+    for k in METRIC_NAMES:
+        assert rows["Average"][k] == pytest.approx(exp["average"][k], abs=1e-15)
+
+
+def test_evaluate_table_shows_percentages_and_accuracy(capsys, synthetic_bundle):
+    rc, out, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-s", "--p", "90")
+    assert rc == 0
+    exp = expected_dict(synthetic_bundle, method="ash-s", p=90.0)
+    assert "ash-s p=90" in out and "threshold=local" in out and "values in %" in out
+    lines = out.splitlines()
+    far = next(line for line in lines if line.split()[:1] == ["far"]).split()
+    assert far[1:] == [f"{100 * exp['ood']['far'][k]:.2f}" for k in METRIC_NAMES]
+    avg = next(line for line in lines if line.split()[:1] == ["Average"]).split()
+    assert avg[1:] == [f"{100 * exp['average'][k]:.2f}" for k in METRIC_NAMES]
+    acc = exp["id_accuracy"]
+    assert (f"ID accuracy: shaped {100 * acc['shaped']:.2f}%  "
+            f"unshaped {100 * acc['unshaped']:.2f}%") in out
+
+
+def test_evaluate_markdown_and_latex_parse(capsys, synthetic_bundle):
+    exp = expected_dict(synthetic_bundle, method="ash-p", p=65.0)
+    rc, out, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-p", "--p", "65",
+                     "--format", "markdown")
+    assert rc == 0
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    assert cells[0] == ["ood_set", *METRIC_NAMES]
+    assert set(cells[1]) == {"---"}
+    assert [row[0] for row in cells[2:]] == ["far", "near", "Average"]
+    assert cells[2][1:] == [f"{100 * exp['ood']['far'][k]:.2f}" for k in METRIC_NAMES]
+
+    rc, out, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-p", "--p", "65",
+                     "--format", "latex")
+    assert rc == 0
+    assert "\\begin{tabular}{lrrrr}" in out
+    # everything after the table is a LaTeX comment: the output pastes into a paper as is
+    tail = out.split("\\end{table}\n", 1)[1]
+    assert all(line.startswith("%") for line in tail.splitlines())
+    assert "% ID accuracy: shaped" in tail
+    rows = [line for line in out.splitlines() if line.endswith("\\\\")]
+    assert rows[0] == "ood\\_set & fpr95 & auroc & aupr\\_in & aupr\\_out \\\\"
+    near = rows[2].removesuffix(" \\\\").split(" & ")
+    assert near == ["near", *[f"{100 * exp['ood']['near'][k]:.2f}" for k in METRIC_NAMES]]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--p", "150"], "p must be in [0, 100)"),
+        (["--p", "-1"], "p must be in [0, 100)"),
+        (["--p", "100"], "p must be in [0, 100)"),
+        (["--p", "nan"], "p must be in [0, 100)"),
+        (["--ood", "mars"], "unknown OOD split(s) 'mars'"),
+    ],
+)
+def test_evaluate_errors_exit_2_with_a_message(capsys, synthetic_bundle, args, match):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, *args)
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("error: ") and match in err
+
+
+def test_bundle_errors_exit_2(capsys, tmp_path):
+    rc, _, err = run(capsys, "evaluate", tmp_path / "missing")
+    assert rc == 2 and err.startswith("error: ") and "does not exist" in err
+    pkl = tmp_path / "features.pkl"
+    pkl.write_bytes(pickle.dumps({"features": [1, 2, 3]}))
+    rc, _, err = run(capsys, "evaluate", pkl)
+    assert rc == 2 and "never unpickles" in err
+
+
+def test_global_without_id_fit_exits_2(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
+    path = write_bundle(tmp_path / "nofit", rng.normal(size=(3, 6)), np.zeros(3), "abc",
+                        [SplitData("id", "id", feats, rng.integers(0, 3, 30)),
+                         SplitData("ood", "ood", feats * 2)])
+    rc, _, err = run(capsys, "evaluate", path, "--threshold", "global", "--method", "ash-p")
+    assert rc == 2 and "needs an 'id_fit' split" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--method", "ash-x"], "invalid choice: 'ash-x'"),
+        (["--p", "abc"], "invalid float value: 'abc'"),
+        (["--threshold", "median"], "invalid choice: 'median'"),
+        (["--score", "odin"], "invalid choice: 'odin'"),
+        (["--fpr-convention", "both"], "invalid choice: 'both'"),
+        (["--format", "xml"], "invalid choice: 'xml'"),
+    ],
+)
+def test_argument_errors_exit_2(capsys, synthetic_bundle, args, match):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(synthetic_bundle), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and match in err
+
+
+def test_negative_features_warn_on_stderr_and_still_compute(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 6)).astype(np.float32)  # not post-ReLU
+    path = write_bundle(tmp_path / "neg", rng.normal(size=(3, 6)), np.zeros(3), "abc",
+                        [SplitData("id", "id", feats, rng.integers(0, 3, 40)),
+                         SplitData("ood", "ood", feats + 1)])
+    before = warnings.formatwarning
+    rc, out, err = run(capsys, "evaluate", path, "--format", "json")
+    assert rc == 0 and "warning: " in err and "negative" in err
+    assert json.loads(out)["ood"]["ood"]["auroc"] >= 0
+    assert warnings.formatwarning is before  # the CLI does not leak global state
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    rc, out, _ = run(capsys)
+    assert rc == 2 and "evaluate" in out and "sweep" in out and "methods" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and "ash-explore" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- methods, sweep
+
+
+def test_methods_lists_the_registry(capsys):
+    rc, out, _ = run(capsys, "methods")
+    assert rc == 0
+    listed = [line.split()[0] for line in out.splitlines() if line and not line[0].isspace()]
+    assert listed == list_methods()
+    assert "p=90 in [0, 100)" in out  # react's default clip percentile
+    assert "no parameters" in out  # none
+    assert "local/global" in out
+
+
+def test_sweep_csv_matches_evaluate(capsys, synthetic_bundle):
+    rc, out, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-p,ash-s,none",
+                       "--p", "60,90", "--format", "csv")
+    assert rc == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert list(zip(frame["method"], frame["p"].fillna(-1), strict=True)) == [
+        ("ash-p", 60), ("ash-p", 90), ("ash-s", 60), ("ash-s", 90), ("none", -1)]
+    row = frame[(frame["method"] == "ash-s") & (frame["p"] == 90)].iloc[0]
+    exp = expected_dict(synthetic_bundle, method="ash-s", p=90.0)
+    assert row["far/auroc"] == pytest.approx(exp["ood"]["far"]["auroc"], abs=1e-12)
+    assert row["average/fpr95"] == pytest.approx(exp["average"]["fpr95"], abs=1e-12)
+    assert row["id_acc"] == pytest.approx(exp["id_accuracy"]["shaped"], abs=1e-12)
+
+
+def test_sweep_bad_grid_exits_2(capsys, synthetic_bundle):
+    rc, _, err = run(capsys, "sweep", synthetic_bundle, "--p", "60:120:20")
+    assert rc == 2 and err.startswith("error: ") and "outside [0, 100)" in err
+
+
+# --------------------------------------------------------------------------- real process
+
+
+def _console_script() -> list[str]:
+    script = Path(sys.executable).parent / "ash-explore"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ash_core.cli"]
+
+
+def test_console_script_subprocess(synthetic_bundle):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [*_console_script(), "evaluate", str(synthetic_bundle), "--method", "ash-s", "--p", "90",
+         "--format", "json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == expected_dict(synthetic_bundle, method="ash-s", p=90.0)
+    bad = subprocess.run([*_console_script(), "evaluate", str(synthetic_bundle), "--p", "100"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stdout == ""
+
+
+def test_python_dash_m(synthetic_bundle):
+    proc = subprocess.run([sys.executable, "-m", "ash_core.cli", "methods"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "none"
