@@ -57,11 +57,11 @@ def live(ctx: common.Context) -> None:
               help="percentage of units pruned per sample" if has_p
               else f"{s.method} has no percentile parameter")
     common.commit("p")
-    common.write_url()
     if not ctx.ood:
         st.error("No OOD set selected: pick at least one in the sidebar.", icon="⚠️")
-        return
-    common.guarded(PAGES[s.view], ctx)
+    else:
+        common.guarded(PAGES[s.view], ctx)
+    common.write_url()  # after the view: it may have changed view-specific state
 
 
 if ctx.bundle is None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,23 +241,53 @@ def grid_for(step: int) -> tuple[float, ...]:
     return tuple(float(p) for p in range(0, 100, int(step)))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _sweep(path: str, chash: str, ood: tuple[str, ...], methods: tuple[str, ...],
-           grid: tuple[float, ...], threshold: str, score: str, convention: str,
-           _progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    ev = _evaluator(path, chash, ood)
-    return sweep(ev.bundle, list(methods), list(grid), threshold, score, convention,
-                 list(ood), evaluator=ev, progress=_progress)
+class _LRU:
+    """A small thread-safe LRU map shared by all sessions (values are read-only)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _sweep_cache() -> _LRU:
+    return _LRU(16)
 
 
 def sweep_frame(bundle: Bundle, ood: Sequence[str], grid: Sequence[float], threshold: str,
                 score: str, convention: str, methods: Sequence[str] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """``ash_core.sweep.sweep`` over every registered method (cached by small keys)."""
+    """``ash_core.sweep.sweep`` over every registered method, cached by small keys.
+
+    Computed outside Streamlit's function caches so that ``progress`` (which draws a
+    progress bar) can run; the result is shared between sessions: treat it as read-only.
+    """
     path, chash = bundle_key(bundle)
     methods = tuple(methods or list_methods())
-    return _sweep(path, chash, tuple(ood), methods, tuple(grid), threshold, score,
-                  convention, _progress=progress)
+    key = (path, chash, tuple(ood), methods, tuple(grid), threshold, score, convention)
+    cache = _sweep_cache()
+    df = cache.get(key)
+    if df is None:
+        ev = _evaluator(path, chash, tuple(ood))
+        df = sweep(ev.bundle, list(methods), list(grid), threshold, score, convention,
+                   list(ood), evaluator=ev, progress=progress)
+        cache.put(key, df)
+    return df
 
 
 def pareto(df: pd.DataFrame, y: str) -> pd.DataFrame:

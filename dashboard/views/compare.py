@@ -43,12 +43,15 @@ def render(ctx: Context) -> None:
                                   s.score, s.convention)
         label_b = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
     else:
-        others = [b for b in ctx.bundles if b != s.bundle] or ctx.bundles
-        if s.bbundle not in ctx.bundles:
+        options = list(ctx.bundles)
+        if s.bbundle and s.bbundle not in options:
+            options.append(s.bbundle)  # any directory, e.g. from a shared link
+        others = [b for b in options if b != s.bundle] or options
+        if s.bbundle not in options:
             s.bbundle = others[0]
             st.session_state.pop("bbundle", None)
         bind("bbundle")
-        st.selectbox("B: bundle", ctx.bundles, key="bbundle")
+        st.selectbox("B: bundle", options, key="bbundle")
         commit("bbundle")
         bundle_b = services.get_bundle(s.bbundle)
         if bundle_b.dim != ctx.bundle.dim:
