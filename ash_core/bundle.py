@@ -577,7 +577,15 @@ def write_bundle(
                 raise BundleError(
                     f"split {s.name!r} contains NaN/Inf features; fix the extraction first."
                 )
-            arrays: dict[str, np.ndarray] = {"features": feats.astype(feature_dtype)}
+            with np.errstate(over="ignore"):
+                stored = feats.astype(feature_dtype)
+            if not np.isfinite(stored).all():
+                raise BundleError(
+                    f"split {s.name!r}: {int((~np.isfinite(stored)).sum())} feature values "
+                    f"exceed the {feature_dtype} range (max |x| = {np.abs(feats).max():g}); "
+                    "store them with feature_dtype='float32'."
+                )
+            arrays: dict[str, np.ndarray] = {"features": stored}
             if s.labels is not None:
                 labels = _to_numpy(s.labels).astype(np.int64)
                 if labels.shape != (feats.shape[0],):
