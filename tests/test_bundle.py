@@ -264,6 +264,17 @@ def test_writer_rejects_bad_input_and_leaves_nothing(tmp_path, splits, match):
     assert leftovers(parent) == []
 
 
+@pytest.mark.parametrize(("feats", "dtype"), [
+    (np.full((5, 8), 1e5, np.float32), "float16"),
+    (np.full((5, 8), 1e39, np.float64), "float32"),
+])
+def test_writer_refuses_features_that_overflow_the_storage_dtype(tmp_path, feats, dtype):
+    splits = [SplitData("i", "id", feats)]
+    with pytest.raises(BundleError, match=rf"40 feature values exceed the {dtype} range"):
+        write_small(tmp_path / "out" / "b", splits=splits, feature_dtype=dtype)
+    assert leftovers(tmp_path / "out") == []
+
+
 def test_writer_rejects_bad_heads(tmp_path):
     with pytest.raises(BundleError, match=r"head weight must be \[C, D\]"):
         write_bundle(tmp_path / "x", np.ones(8), np.ones(1), ["a"], small_splits())
