@@ -73,7 +73,7 @@ def check_convention(convention: str) -> str:
 
 def _as_scores(scores: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
     if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
+        scores = scores.detach().cpu().to(torch.float64).numpy()  # numpy has no bfloat16
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)
     if arr.size == 0:
         raise FeatureError(f"{what} scores are empty; every split needs at least one sample.")

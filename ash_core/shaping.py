@@ -179,7 +179,10 @@ def percentile_of(features: torch.Tensor | np.ndarray, p: float) -> float:
     Used to fit global ASH thresholds and ReAct's clip value on the ``id_fit`` split.
     """
     check_percentile(p)
-    arr = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
+    if isinstance(features, torch.Tensor):  # via fp32: numpy has no bfloat16
+        arr = features.detach().cpu().to(torch.float32).numpy()
+    else:
+        arr = features
     flat = np.asarray(arr, dtype=np.float32).reshape(-1)
     if flat.size == 0:
         raise FeatureError("cannot fit a threshold on an empty set of activations.")
