@@ -115,6 +115,15 @@ def test_conventions_differ_as_defined():
     assert (a.auroc, a.aupr_in, a.aupr_out) == (b.auroc, b.aupr_in, b.aupr_out)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_accepts_torch_scores_of_every_float_dtype(dtype):
+    ind, ood = tied_scores(3, 50, 40)
+    ti, to = torch.tensor(ind).to(dtype), torch.tensor(ood).to(dtype)
+    got = ood_metrics(ti, to)
+    expected = ood_metrics(ti.double().numpy(), to.double().numpy())
+    assert got == expected
+
+
 def test_result_is_a_labelled_mapping_of_fractions():
     m = ood_metrics([3.0, 2.0, 1.0], [0.0, 2.0], "ood")
     assert isinstance(m, OODMetrics)

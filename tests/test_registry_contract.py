@@ -152,6 +152,20 @@ def test_contract_low_precision_matches_fp32_maths(name, mode, dtype):
 
 
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_contract_fit_accepts_every_dtype(name, mode, dtype):
+    for p in p_values(name):
+        shaper = create_method(name, p=p, threshold=mode)
+        if shaper.needs_fit:
+            fitted = shaper.fit(ID_FIT.to(dtype)).fitted_threshold
+            expected = make(name, mode, p).fitted_threshold
+            assert fitted == pytest.approx(expected, rel=1e-2, abs=1e-2)
+            assert shaper(data().to(dtype)).dtype == dtype
+        else:
+            assert shaper.fit(ID_FIT.to(dtype)).fitted_threshold is None
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
 def test_contract_deterministic_with_a_seed(name, mode):
     x = data()
     for p in p_values(name):
