@@ -300,7 +300,7 @@ class Bundle:
         """OOD splits by name (all when ``names`` is None), with a clear error for unknown names."""
         if names is None:
             return self.ood_splits
-        names = list(names)
+        names = [names] if isinstance(names, str) else list(names)  # not list("near")
         known = {s.name: s for s in self.ood_splits}
         unknown = [n for n in names if n not in known]
         if unknown:
