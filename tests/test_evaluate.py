@@ -210,6 +210,7 @@ def test_ood_selection_and_average(synthetic_bundle):
     near = evaluate(b, "ash-s", 90, ood=["near"])
     assert list(full.ood) == ["far", "near"] and list(near.ood) == ["near"]
     assert near.ood["near"] == full.ood["near"]
+    assert list(evaluate(b, "ash-s", 90, ood="near").ood) == ["near"]  # a name, not letters
     for k in METRIC_NAMES:
         assert full.average[k] == pytest.approx((full.ood["far"][k] + full.ood["near"][k]) / 2)
     # far OOD is easier than near OOD in the fixture
