@@ -654,7 +654,11 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
             raise BundleError(f"{path} appeared while writing; not overwriting it.")
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)  # put the previous bundle back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
