@@ -318,6 +318,21 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     assert (path / "manifest.json").read_text() == before  # old bundle intact
     assert leftovers(tmp_path) == ["bundle"]
     monkeypatch.undo()
+
+    # failing at the final swap also keeps the old bundle in place
+    real_replace = bundle_mod.os.replace
+
+    def replace(src, dst):
+        if Path(src).name.startswith(".bundle.tmp-"):
+            raise OSError("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bundle_mod.os, "replace", replace)
+    with pytest.raises(OSError, match="rename failed"):
+        write_small(path, overwrite=True)
+    monkeypatch.undo()
+    assert (path / "manifest.json").read_text() == before
+    assert leftovers(tmp_path) == ["bundle"]
     w, b = small_head()
     write_bundle(path, w * 2, b, "abc", small_splits(), overwrite=True)
     np.testing.assert_array_equal(load_bundle(path).head_weight.numpy(), w * 2)
