@@ -324,6 +324,13 @@ def _check_manifest(manifest: Any, where: Path) -> None:
     for key in ("head", "classes", "splits"):
         if key not in manifest:
             raise BundleError(f"{where}: manifest lacks the required key {key!r}.")
+    if not isinstance(manifest["head"], dict) or "file" not in manifest["head"]:
+        raise BundleError(
+            f"{where}: manifest \"head\" must be an object with a \"file\" entry, got "
+            f"{manifest['head']!r}."
+        )
+    if not isinstance(manifest["classes"], list):
+        raise BundleError(f"{where}: manifest \"classes\" must be a list of class names.")
     splits = manifest["splits"]
     if not isinstance(splits, list) or not splits:
         raise BundleError(f"{where}: manifest \"splits\" must be a non-empty list.")
@@ -334,6 +341,11 @@ def _check_manifest(manifest: Any, where: Path) -> None:
         for key in ("name", "role", "file", "n"):
             if key not in s:
                 raise BundleError(f"{where}: split {s.get('name')!r} lacks the key {key!r}.")
+        n = s["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise BundleError(
+                f"{where}: split {s['name']!r}: 'n' must be a non-negative integer, got {n!r}."
+            )
         if s["role"] not in ROLES:
             raise BundleError(
                 f"{where}: split {s['name']!r} has role {s['role']!r}; roles are "
