@@ -506,6 +506,14 @@ def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
         (lambda m: m["splits"][1].__setitem__("meta", "splits/gone.csv"), "is missing"),
         (lambda m: m.__setitem__("classes", ["a"]), "1 class names but the head has 3"),
         (lambda m: m["splits"][1].__setitem__("file", ""), "non-empty relative path"),
+        (lambda m: m["splits"][1].__setitem__("n", "many"), "'n' must be a non-negative integer"),
+        (lambda m: m["splits"][1].__setitem__("n", None), "'n' must be a non-negative integer"),
+        (lambda m: m["splits"][1].__setitem__("n", -3), "'n' must be a non-negative integer"),
+        (lambda m: m["splits"][1].__setitem__("file", 7), "non-empty relative path"),
+        (lambda m: m.__setitem__("head", "head.safetensors"), "\"head\" must be an object"),
+        (lambda m: m.__setitem__("head", {}), "\"head\" must be an object"),
+        (lambda m: m.__setitem__("classes", "abc"), "\"classes\" must be a list"),
+        (lambda m: m["splits"].append("oops"), "objects with unique names"),
     ],
 )
 def test_malformed_manifests(tmp_path, edit, match):
