@@ -229,6 +229,20 @@ def test_fp16_and_bf16_tensors_are_accepted_by_the_writer(tmp_path):
                                   x.to(torch.bfloat16).float().numpy())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_loader_reads_safetensors_from_torch_in_other_dtypes(tmp_path, dtype):
+    from safetensors.torch import save_file as save_torch
+
+    path = write_small(tmp_path / "b")
+    x = (torch.rand(20, 8) * 4 - 1).to(dtype)
+    labels = torch.arange(20, dtype=torch.int32)
+    save_torch({"features": x, "labels": labels}, str(path / "splits" / "id_test.safetensors"))
+    rehash(path, "splits/id_test.safetensors")
+    split = load_bundle(path).id_split
+    assert torch.equal(split.features_tensor(), x.float())
+    assert torch.equal(split.labels_tensor(), labels.long())
+
+
 # --------------------------------------------------------------------------- writer errors
 
 
