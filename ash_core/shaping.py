@@ -79,7 +79,7 @@ def local_mask(rows: torch.Tensor, p: float) -> torch.Tensor:
     """Boolean mask of the exactly-k top units of each row (stable tie-break)."""
     n, d = rows.shape
     k = kept_count(d, p)
-    mask = torch.zeros((n, d), dtype=torch.bool)
+    mask = torch.zeros((n, d), dtype=torch.bool, device=rows.device)
     if k > 0:
         _, order = sorted_rows(rows)
         mask.scatter_(1, order[:, :k], True)
@@ -143,7 +143,9 @@ def ash_rand(
     mask = survivor_mask(rows, p, threshold)
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    draws = torch.rand(rows.shape, generator=generator, dtype=torch.float32)
+    # drawn where the generator lives, then moved: the same draws on every device
+    draws = torch.rand(rows.shape, generator=generator, dtype=torch.float32,
+                       device=generator.device).to(rows.device)
     draws = low + (high - low) * draws
     return _finish(torch.where(mask, draws, torch.zeros((), dtype=rows.dtype)), x)
 
