@@ -302,6 +302,15 @@ def test_input_never_modified_and_output_is_new(fn):
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("fn", [ash_p, ash_b, ash_s, ash_rand, scale])
+def test_output_stays_on_the_input_device(fn):
+    # the "meta" device checks the device plumbing (masks, draws) without a GPU
+    x = torch.empty(3, 2, 2, 2, device="meta")
+    out = fn(x, 50)
+    assert out.device == x.device and out.shape == x.shape
+    assert react(x, 1.0).device == x.device
+
+
 def test_p_zero_ash_p_is_identity_copy():
     x = t(relu_normals(5, 16, 0))
     out = ash_p(x, 0)
