@@ -58,14 +58,14 @@ def live(ctx: common.Context) -> None:
               else f"{s.method} has no percentile parameter")
     common.commit("p")
     if not ctx.ood:
-        st.error("No OOD set selected: pick at least one in the sidebar.", icon="⚠️")
+        st.error("No OOD set selected: pick at least one in the sidebar.", icon=":material/warning:")
     else:
         common.guarded(PAGES[s.view], ctx)
     common.write_url()  # after the view: it may have changed view-specific state
 
 
 if ctx.bundle is None:
-    st.error(ctx.error or "No bundle.", icon="⚠️")
+    st.error(ctx.error or "No bundle.", icon=":material/warning:")
     st.info("Pick another bundle in the sidebar, or open one with `ash-explore dashboard "
             "PATH` (the demo bundle is cached_features/cifar10_resnet20).")
 else:

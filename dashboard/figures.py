@@ -29,7 +29,7 @@ METRIC_LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In",
 #: above this many points scatters use WebGL
 WEBGL_POINTS = 1000
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50),
-               font=dict(size=13), legend=dict(orientation="h", y=-0.15))
+               font=dict(size=13), legend=dict(orientation="h", y=-0.22))
 
 
 def set_colors(names: Sequence[str]) -> dict[str, str]:

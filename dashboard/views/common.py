@@ -72,7 +72,7 @@ def guarded(fn: Callable[[Context], None], ctx: Context) -> None:
     try:
         fn(ctx)
     except Exception as exc:  # noqa: BLE001 - show every failure in the page
-        st.error(f"Cannot show this view: {services.error_text(exc)}", icon="⚠️")
+        st.error(f"Cannot show this view: {services.error_text(exc)}", icon=":material/warning:")
 
 
 def pct(v: float | None) -> str:

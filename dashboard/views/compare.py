@@ -58,7 +58,7 @@ def render(ctx: Context) -> None:
             st.error(f"Bundles have different feature dimensions ({ctx.bundle.name}: "
                      f"D={ctx.bundle.dim}, {bundle_b.name}: D={bundle_b.dim}): their units "
                      "cannot be compared one to one. The metrics below are computed "
-                     "separately per bundle, each with its own head.", icon="⚠️")
+                     "separately per bundle, each with its own head.", icon=":material/warning:")
         avail = services.nonempty_ood(bundle_b)[0]
         ood_b = [n for n in ctx.ood if n in avail]
         if not ood_b:

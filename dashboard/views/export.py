@@ -69,7 +69,7 @@ def render(ctx: Context) -> None:
     else:
         fmt = "html"
         st.info("No static image renderer (kaleido) is installed, so figures download as "
-                "interactive HTML; `pip install kaleido` enables PNG/SVG.", icon="ℹ️")
+                "interactive HTML; `pip install kaleido` enables PNG/SVG.", icon=":material/info:")
     cols = st.columns(len(figs))
     for i, (col, (name, fig)) in enumerate(zip(cols, figs.items(), strict=True)):
         data, mime, ext = export.figure_bytes(fig, fmt)

@@ -60,7 +60,7 @@ def render(ctx: Context) -> None:
             st.image(img.path, width=160, caption=f"{split} #{index} ({img.source})")
         else:
             st.image(figures.placeholder_image(), width=160, caption=f"{split} #{index}")
-            st.info(f"No image: {img.message}", icon="🖼️")
+            st.info(f"No image: {img.message}", icon=":material/image:")
         st.metric("energy before", f"{insp.energy_before:.3f}",
                   help="energy score of this sample without shaping")
         st.metric("energy after", f"{insp.energy_after:.3f}",

@@ -59,7 +59,7 @@ def render(args: services.AppArgs) -> Context:
             ctx.bundle = services.get_bundle(s.bundle)
         except Exception as exc:  # noqa: BLE001
             ctx.error = f"Cannot open bundle {s.bundle!r}: {services.error_text(exc)}"
-            st.error(ctx.error, icon="⚠️")
+            st.error(ctx.error, icon=":material/warning:")
         if ctx.bundle is not None:
             _setting_controls(ctx)
         else:
@@ -79,7 +79,7 @@ def _setting_controls(ctx: Context) -> None:
                       f"{bundle.id_fit.name if bundle.id_fit else 'none'}")
     options, empty = services.nonempty_ood(bundle)
     if empty:
-        st.warning(f"OOD set(s) with no samples, left out: {', '.join(empty)}", icon="⚠️")
+        st.warning(f"OOD set(s) with no samples, left out: {', '.join(empty)}", icon=":material/warning:")
     chosen = list(options) if s.ood is None else [n for n in s.ood if n in options]
     if "ood" in st.session_state:
         st.session_state["ood"] = [n for n in st.session_state["ood"] if n in options]
