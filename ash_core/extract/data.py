@@ -79,15 +79,21 @@ class Protocol:
 
     def to_uint8(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """[H, W, C] uint8 at input size."""
-        arr = np.asarray(self.to_pil(img), dtype=np.uint8)
+        arr = np.array(self.to_pil(img), dtype=np.uint8)  # a writable copy
         return arr[:, :, None] if arr.ndim == 2 else arr
 
-    def normalise(self, arr: np.ndarray) -> torch.Tensor:
-        """[H, W, C] uint8 -> normalised float [C, H, W]."""
-        x = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return (x - mean) / std
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, C] (or [H, W, C]) -> normalised float [N, C, H, W].
+
+        Done per batch (after the DataLoader), which is much cheaper than per image and
+        keeps the worker-to-main traffic in uint8.
+        """
+        if batch.ndim == 3:
+            batch = batch.unsqueeze(0)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std)
 
 
 #: name -> (resize shorter side, center crop); None means "the model's input size".
@@ -428,7 +434,8 @@ def parse_spec(spec: str, data_root: Path | None, input_shape: tuple[int, int, i
 
 
 class PreparedDataset(torch.utils.data.Dataset):
-    """Positions ``order`` of a source, preprocessed: yields (input tensor, thumbnail)."""
+    """Positions ``order`` of a source, resized/cropped: yields (uint8 [H, W, C] input,
+    thumbnail). Normalisation happens per batch (``Protocol.normalise``)."""
 
     def __init__(self, source: Source, protocol: Protocol, order: Sequence[int],
                  thumbnails: bool):
@@ -449,4 +456,8 @@ class PreparedDataset(torch.utils.data.Dataset):
             if raw.ndim == 3 and raw.shape[2] == 1:
                 raw = raw[:, :, 0]
             thumb = torch.from_numpy(np.array(raw, dtype=np.uint8))
-        return self.protocol.normalise(arr), thumb
+        return torch.from_numpy(arr), thumb
+
+    def input(self, k: int) -> torch.Tensor:
+        """The normalised model input [C, H, W] of item ``k`` (for checks and tests)."""
+        return self.protocol.normalise(self[k][0])[0]

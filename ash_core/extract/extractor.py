@@ -195,6 +195,10 @@ class FeatureHook:
         self.module = modules[self.name]
         self.pooled = False
         self._value: torch.Tensor | None = None
+        self.attach()
+
+    def attach(self) -> None:
+        """Register the hook (done on construction; see ``remove``)."""
         if self.mode == "input":
             self._handle = self.module.register_forward_pre_hook(self._pre)
         else:
@@ -228,6 +232,7 @@ class FeatureHook:
                 "global_avg_pool": self.pooled, "hook": f"forward {'pre-' if self.mode == 'input' else ''}hook"}
 
     def remove(self) -> None:
+        """Unregister the hook: the model runs as without extraction."""
         self._handle.remove()
 
 
@@ -295,7 +300,11 @@ def fit_linear_head(features: np.ndarray, labels: np.ndarray, num_classes: int,
         raise ExtractError(f"id_fit labels cover classes {list(clf.classes_)}; expected all of "
                            f"0..{num_classes - 1}.")
     acc = float((clf.predict(x) == labels).mean())
-    return clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), acc
+    weight, bias = clf.coef_, clf.intercept_
+    if num_classes == 2:  # sklearn keeps one row for binary problems; softmax-equivalent split
+        weight = np.concatenate([-weight / 2, weight / 2])
+        bias = np.concatenate([-bias / 2, bias / 2])
+    return weight.astype(np.float32), bias.astype(np.float32), acc
 
 
 def head_accuracy(weight: np.ndarray, bias: np.ndarray, feats: np.ndarray,
@@ -326,6 +335,11 @@ class Extractor:
         size = self.protocol.crop
         example = torch.zeros(1, self.lm.channels, size, size, device=self.device)
         self.hook = FeatureHook(self.lm.model, cfg.layer, example)
+        if self.hook.head is None and not cfg.fit_head:
+            raise ExtractError(
+                f"layer {self.hook.name!r} does not feed a Linear head, so there is no head "
+                "to save; capture the input of the final Linear (default) or pass --fit-head."
+            )
         self.shape = (size, size, self.lm.channels)
         self.sources: dict[str, Source] = {}
         self._written = 0
@@ -338,8 +352,9 @@ class Extractor:
     # ---- core loop (also used by the benchmark)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of one batch on the model's device (AMP when asked and on CUDA)."""
-        x = x.to(self.device, non_blocking=True)
+        """Features of one batch of uint8 [N, H, W, C] images (from ``PreparedDataset``), on
+        the model's device (AMP when asked and on CUDA)."""
+        x = self.protocol.normalise(x.to(self.device, non_blocking=True))
         with torch.inference_mode():
             if self.cfg.amp and self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):

@@ -1,0 +1,185 @@
+"""Extraction on the real data in ../shared/data: accuracy, hook correctness, resume,
+torchrun sharding, the MobileNetV2 backbone with a fitted head, and the demo bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ash_core import load_bundle
+from ash_core.extract import (
+    ExtractConfig,
+    SplitSpec,
+    extract,
+    load_model,
+    make_protocol,
+    parse_spec,
+    read_state_dict,
+    rename_mobilenet_v2_backbone,
+)
+from ash_core.extract.data import PreparedDataset
+from ash_core.extract.extractor import STOP_ENV
+
+from .extract_helpers import (
+    MBV2,
+    MNIST_CNN,
+    R20,
+    REPO,
+    assert_same_bundle,
+    run_cli,
+    small_r20_args,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_resnet20_reproduces_cifar10_accuracy(shared_data: Path, tmp_path: Path) -> None:
+    cfg = ExtractConfig(out=str(tmp_path / "r20"), model="cifar_resnet20",
+                        weights=str(shared_data / R20), data_root=str(shared_data),
+                        splits=[SplitSpec("cifar10_test", "id", "folder:cifar10/test")],
+                        batch_size=500, workers=1, feature_dtype="float32", progress=False)
+    bundle = load_bundle(extract(cfg))
+    split = bundle.id_split
+    assert len(split) == 10_000
+    logits = split.features_tensor() @ bundle.head_weight.T + bundle.head_bias
+    acc = float((logits.argmax(1) == split.labels_tensor()).float().mean())
+    print(f"ResNet-20 on the 10,000 CIFAR-10 test JPEGs: {100 * acc:.2f}% top-1")
+    assert 0.79 < acc < 0.83  # about 81% on these JPEG re-encodings (91.7% on the originals)
+    assert bundle.manifest["classifier"]["id_accuracy"] == pytest.approx(acc, abs=1e-4)
+    assert (split.features >= 0).all()  # post-ReLU average-pooled features
+    assert split.meta["source"][0] == "cifar10/test/airplane/0000.jpg"
+    prov = bundle.manifest
+    assert prov["model"]["weights_sha256"].startswith("12fca82f")
+    assert prov["layer"]["name"] == "linear" and prov["layer"]["capture"] == "input"
+    assert prov["extraction"]["torch"] == torch.__version__
+
+
+def test_stored_features_equal_a_direct_forward_pass(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    cfg = ExtractConfig(out=str(out), model="cifar_resnet20", weights=str(shared_data / R20),
+                        data_root=str(shared_data), batch_size=64, workers=0,
+                        splits=[SplitSpec("id", "id", "folder:cifar10/test?every=50"),
+                                SplitSpec("tin", "ood", "folder:tinyimagenet/val/images?limit=64"),
+                                SplitSpec("fm", "ood", "idx:fashion-mnist/t10k-images-idx3-ubyte.gz"
+                                          "?limit=64", thumbnails=True)],
+                        feature_dtype="float32", progress=False)
+    bundle = load_bundle(extract(cfg))
+    lm = load_model("cifar_resnet20", shared_data / R20)
+    proto = make_protocol("cifar", 32, 3, lm.mean, lm.std)
+    for split in bundle.splits:
+        spec = next(s for s in cfg.splits if s.name == split.name)
+        src = parse_spec(spec.data, shared_data, (32, 32, 3))
+        ds = PreparedDataset(src, proto, range(len(src)), False)
+        x = torch.stack([ds.input(k) for k in range(len(src))])
+        assert x.shape[1:] == (3, 32, 32)  # grayscale and 64x64 images both become 3x32x32
+        with torch.no_grad():
+            direct = lm.model.forward_features(x)
+            logits = lm.model(x)
+        np.testing.assert_allclose(split.features, direct.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(split.features_tensor() @ bundle.head_weight.T
+                                   + bundle.head_bias, logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(bundle.head_weight, lm.model.linear.weight.detach())
+    thumbs = bundle.split("fm").thumbnails
+    assert thumbs is not None and thumbs.shape == (64, 28, 28) and thumbs.dtype == np.uint8
+    assert bundle.split("tin").thumbnails is None  # not redistributable: path only
+    assert bundle.split("tin").meta["source"][0] == "tinyimagenet/val/images/val_0.JPEG"
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    ok = run_cli(small_r20_args(shared_data, full))
+    assert ok.returncode == 0, ok.stderr
+    # 400 + 100 + 64 images in chunks of 4 x 40: the process dies after writing 2 chunks
+    killed = run_cli(small_r20_args(shared_data, resumed), env={STOP_ENV: "2"})
+    assert killed.returncode == 75, killed.stderr
+    assert not resumed.exists(), "a bundle must not be visible before it is complete"
+    partial = resumed.with_name("resumed.partial")
+    assert len(list((partial / "cifar").glob("c*.safetensors"))) == 2
+    again = run_cli(small_r20_args(shared_data, resumed))
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout and "320 already done" in again.stdout, again.stdout
+    assert not partial.exists()
+    assert_same_bundle(full, resumed)
+    # settings changed after a kill: refuse to mix partial results
+    run_cli(small_r20_args(shared_data, tmp_path / "other"), env={STOP_ENV: "1"})
+    mixed = run_cli(small_r20_args(shared_data, tmp_path / "other", batch=20))
+    assert mixed.returncode == 2 and "different settings" in mixed.stderr
+
+
+def test_torchrun_two_processes_equal_one(shared_data: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = run_cli(small_r20_args(shared_data, one, every=40))
+    assert r1.returncode == 0, r1.stderr
+    r2 = run_cli(small_r20_args(shared_data, two, every=40),
+                 launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+                 env={"OMP_NUM_THREADS": "1"})
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["extraction"]["world_size"] == 2
+    assert_same_bundle(one, two, atol=1e-6)
+
+
+def test_mnist_cnn_accuracy(shared_data: Path, tmp_path: Path) -> None:
+    cfg = ExtractConfig(out=str(tmp_path / "m"), model="mnist_cnn",
+                        weights=str(shared_data / MNIST_CNN), data_root=str(shared_data),
+                        splits=[SplitSpec("mnist", "id", "idx:mnist/t10k-images-idx3-ubyte.gz")],
+                        batch_size=1000, workers=0, progress=False)
+    bundle = load_bundle(extract(cfg))
+    acc = bundle.manifest["classifier"]["id_accuracy"]
+    print(f"MNIST CNN on the MNIST test set (normalised with 0.1307/0.3081): {100 * acc:.2f}%")
+    assert acc > 0.985
+    assert bundle.dim == 256 and bundle.manifest["layer"]["name"] == "fc_layers.2"
+
+
+def test_mobilenet_v2_backbone_loads_and_gets_a_fitted_head(shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    import torchvision
+
+    sd = rename_mobilenet_v2_backbone(read_state_dict(shared_data / MBV2))
+    model = torchvision.models.mobilenet_v2(weights=None)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert unexpected == [] and sorted(missing) == ["classifier.1.bias", "classifier.1.weight"]
+    cfg = ExtractConfig(out=str(tmp_path / "mbv2"), model="mobilenet_v2_backbone",
+                        weights=str(shared_data / MBV2), data_root=str(shared_data),
+                        resize=64, crop=64, fit_head=True, workers=1, batch_size=200,
+                        splits=[SplitSpec("test", "id", "folder:cifar10/test?every=10"),
+                                SplitSpec("train", "id_fit", "folder:cifar10/train?every=5")],
+                        progress=False)
+    bundle = load_bundle(extract(cfg))
+    head = bundle.manifest["classifier"]
+    print(f"MobileNetV2 backbone (ImageNet) + logistic head fitted on 2,000 CIFAR-10 train "
+          f"images at 64 px: train {100 * head['train_accuracy']:.1f}%, "
+          f"test {100 * head['id_accuracy']:.1f}% (1,000 test images)")
+    assert bundle.dim == 1280 and bundle.classes[0] == "airplane"
+    assert head["source"] == "fitted" and head["id_accuracy"] > 0.5  # chance is 10%
+    assert bundle.manifest["model"]["renamed_keys"]
+
+
+@pytest.mark.parametrize("name,n_ood", [("cifar10_resnet20", 8), ("cifar10_resnet56", 8),
+                                        ("mnist_cnn", 5)])
+def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path: Path,
+                                                    name: str, n_ood: int) -> None:
+    path = REPO / "cached_features" / name
+    bundle = load_bundle(path)
+    assert len(bundle.ood_splits) == n_ood
+    assert bundle.manifest["feature_dtype"] == "float16"
+    for split in bundle.splits:
+        redistributable = not split.name.startswith(("cifar10", "tinyimagenet", "dtd"))
+        assert (split.thumbnails is not None) == redistributable, split.name
+        if not redistributable:  # the image stays out of the repo; its path is kept
+            assert (shared_data / split.meta["source"][0]).is_file()
+    assert min(len(s) for s in bundle.ood_splits) == 1000  # generated noise sets
+    # re-extract the first 250 ID samples with the recipe: identical to the committed ones
+    cfg = ExtractConfig.from_json(REPO / "configs" / f"{name}.json",
+                                  out=str(tmp_path / name), data_root=str(shared_data),
+                                  workers=0, progress=False)
+    id_spec = next(s for s in cfg.splits if s.role == "id")
+    cfg.splits = [SplitSpec(id_spec.name, "id", id_spec.data + "?limit=250")]
+    cfg.__post_init__()
+    again = load_bundle(extract(cfg))
+    np.testing.assert_array_equal(again.id_split.features, bundle.id_split.features[:250])
