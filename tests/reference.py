@@ -227,3 +227,44 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray,
         "aupr_in": average_precision(ind, ood),
         "aupr_out": average_precision(-ood, -ind),
     }
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",
+          id_fit: np.ndarray | None = None) -> np.ndarray:
+    """Shape ``x`` with a deterministic method (none, ash-p/b/s, react, scale)."""
+    if method == "none":
+        return np.asarray(x, dtype=np.float64)
+    if method == "react":
+        return react(x, id_fit, p)
+    if method == "scale":
+        return scale(x, p)
+    variants = {"ash-p": ash_p, "ash-b": ash_b, "ash-s": ash_s}
+    thr = global_threshold(id_fit, p) if threshold == "global" else None
+    return variants[method](x, p, threshold=thr)
+
+
+def evaluate(id_features: np.ndarray, ood_features: dict[str, np.ndarray],
+             weight: np.ndarray, bias: np.ndarray, method: str, p: float | None,
+             threshold: str = "local", id_fit: np.ndarray | None = None,
+             score: str = "energy", convention: str = "id",
+             labels: np.ndarray | None = None) -> dict:
+    """Shape, apply the linear head in float64, score, and compute the metrics per OOD set."""
+    score_fn = {"energy": energy, "msp": msp, "maxlogit": maxlogit}[score]
+    w = np.asarray(weight, dtype=np.float64)
+    b = np.asarray(bias, dtype=np.float64)
+
+    def logits(x):
+        return shape(method, np.asarray(x, dtype=np.float32), p, threshold, id_fit) @ w.T + b
+
+    id_logits = logits(id_features)
+    id_scores = score_fn(id_logits)
+    out = {"id_scores": id_scores, "ood": {}, "acc": None}
+    if labels is not None:
+        out["acc"] = float(np.mean([int(np.argmax(row)) == int(y)
+                                    for row, y in zip(id_logits, labels, strict=True)]))
+    for name, x in ood_features.items():
+        out["ood"][name] = ood_metrics(id_scores, score_fn(logits(x)), convention)
+    return out

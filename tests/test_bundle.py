@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import reference as ref
 import torch
 from conftest import make_synthetic_bundle
 from safetensors.numpy import save_file
@@ -190,9 +191,18 @@ def test_evaluate_on_real_mnist_bundle(mnist, tmp_path):
         SplitData("fit", "id_fit", feats[200:]),
         SplitData("fashion", "ood", ood),
     ])
-    r = evaluate(load_bundle(path), "ash-s", 65)
-    assert r.id_accuracy["unshaped"] > 0.5
-    assert 0 <= r.ood["fashion"].auroc <= 1
+    b = load_bundle(path)
+    for method, p, threshold in [("ash-s", 65.0, "local"), ("ash-b", 80.0, "global"),
+                                 ("react", 90.0, "local")]:
+        r = evaluate(b, method, p, threshold)
+        assert r.id_accuracy["unshaped"] > 0.5
+        # pinned against the independent reference on real features
+        expected = ref.evaluate(feats[:200], {"fashion": ood}, weight, bias, method, p,
+                                threshold, feats[200:], labels=labels[:200])
+        np.testing.assert_allclose(r.id_scores, expected["id_scores"], rtol=1e-4, atol=1e-4)
+        assert r.id_accuracy["shaped"] == pytest.approx(expected["acc"], abs=1 / 200)
+        for k, v in expected["ood"]["fashion"].items():
+            assert r.ood["fashion"][k] == pytest.approx(v, abs=1.5 / 150), (method, k)
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -20,13 +20,6 @@ from ash_core import (
 )
 from ash_core.errors import BundleError, FeatureError, ParameterError
 
-REF_SHAPING = {
-    "ash-p": ref.ash_p,
-    "ash-b": ref.ash_b,
-    "ash-s": ref.ash_s,
-}
-REF_SCORES = {"energy": ref.energy, "msp": ref.msp, "maxlogit": ref.maxlogit}
-
 
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory):
@@ -36,33 +29,14 @@ def small_bundle(tmp_path_factory):
 
 
 def manual(bundle, method, p, threshold="local", score="energy", convention="id"):
-    """Reference shaping (numpy loops) + the head in float64 + reference scores."""
-    w = np.asarray(bundle._head["weight"], dtype=np.float64)
-    b = np.asarray(bundle._head["bias"], dtype=np.float64)
-    fit = np.asarray(bundle.id_fit.features, dtype=np.float32) if bundle.id_fit else None
-
-    def shape(x):
-        if method == "none":
-            return x.astype(np.float64)
-        if method == "react":
-            return ref.react(x, fit, p)
-        if method == "scale":
-            return ref.scale(x, p)
-        thr = ref.global_threshold(fit, p) if threshold == "global" else None
-        return REF_SHAPING[method](x, p, threshold=thr)
-
-    def scores(split):
-        x = np.asarray(split.features, dtype=np.float32)
-        return REF_SCORES[score](shape(x) @ w.T + b), shape(x) @ w.T + b
-
-    id_scores, id_logits = scores(bundle.id_split)
-    out = {"id_scores": id_scores, "ood": {}}
-    labels = bundle.id_split.labels
-    out["acc"] = float((id_logits.argmax(1) == labels).mean())
-    for s in bundle.ood_splits:
-        ood_scores, _ = scores(s)
-        out["ood"][s.name] = ref.ood_metrics(id_scores, ood_scores, convention)
-    return out
+    """The reference pipeline (numpy loops, float64 head) on the bundle's raw arrays."""
+    fit = np.asarray(bundle.id_fit.features) if bundle.id_fit else None
+    return ref.evaluate(
+        np.asarray(bundle.id_split.features),
+        {s.name: np.asarray(s.features) for s in bundle.ood_splits},
+        bundle.head_weight.numpy(), bundle.head_bias.numpy(), method, p, threshold, fit, score,
+        convention, bundle.id_split.labels,
+    )
 
 
 def assert_close_to_manual(r: EvalResult, expected, n_min: int):
