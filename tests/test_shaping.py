@@ -371,3 +371,18 @@ def test_property_invariants(x, p):
     s = ash_s(xt, p)
     assert torch.equal(s == 0, (pruned == 0) | (pruned.sum(dim=1, keepdim=True) == 0))
     assert bool((s >= pruned).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    x=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 10)),
+             elements=st.sampled_from([0.0, 0.0, 1.0, 2.0, 2.0, 3.0])),
+    threshold=st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0]),
+)
+def test_property_global_variants_match_reference(x, threshold):
+    for variant, (fn, ref_fn) in VARIANTS.items():
+        out = fn(t(x), 50.0, threshold=threshold).numpy()
+        np.testing.assert_allclose(out, ref_fn(x, 50.0, threshold=threshold), rtol=1e-6,
+                                   atol=1e-6, err_msg=variant)
+    survivors = ash_rand(t(x), 50.0, threshold=threshold, seed=0).numpy() != 0
+    np.testing.assert_array_equal(survivors, x > threshold)
