@@ -1,22 +1,55 @@
 """Sweeps over (method, p): the paper-style table and the dashboard's trade-off views.
 
-``sweep`` returns one row per (method, p). This first version evaluates each point
-with ``Evaluator`` (exact, one shaping pass per p); the score-cube engine replaces
-the inner loop without changing the signature.
+``sweep`` returns one row per (method, p). ASH methods (ash-p, ash-s, ash-b,
+ash-rand) come from score cubes (``ash_core.engine``): every grid p of every ASH
+variant is computed in one pass over each split and cached beside the bundle, so a
+sweep afterwards, or a slider move, is a lookup plus metrics. Other registered
+methods (none, react, scale) are evaluated per point with ``Evaluator`` (one pass each).
+
+Public cube API (for the dashboard's trade-off and slider views)::
+
+    cube = get_cube(bundle_or_evaluator, "ash-s", grid, threshold="local", seed=0,
+                    cache_dir=None)             # ScoreCube, cached / reused / rebuilt
+    cube.grid                                   # sorted unique p values [P]
+    cube.index(p)                               # row of p in the grid
+    cube.splits[name].energy / .msp / .maxlogit # [P, N] float32; .pred [P, N] int32
+    cube.unshaped[name]                         # the plain head, [1, N]
+    cube.scores(split, p, score), cube.preds(split, p), cube.accuracy_curve()
+    point_metrics(cube, p, score="energy", convention="id", ood=None)
+        # -> {"id_accuracy": {"shaped", "unshaped"}, "ood": {name: {fpr95, auroc,
+        #     aupr_in, aupr_out}}, "average": {...}, ...} like EvalResult.to_dict()
+    get_cubes(source, methods, grid, ...)       # several methods, built in one pass
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .bundle import Bundle
+from .engine.cube import (
+    CUBE_METHODS,
+    ScoreCube,
+    SplitCube,
+    build_cubes,
+    get_cube,
+    get_cubes,
+    is_cube_method,
+    point_metrics,
+)
 from .errors import ParameterError
 from .evaluate import Evaluator
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, check_convention
 from .registry import get_method
+from .scores import get_score
+
+__all__ = [
+    "CUBE_METHODS", "ScoreCube", "SplitCube", "build_cubes", "get_cube", "get_cubes",
+    "is_cube_method", "parse_grid", "point_metrics", "sweep",
+]
 
 
 def parse_grid(text: str) -> list[float]:
@@ -48,6 +81,18 @@ def parse_grid(text: str) -> list[float]:
     return values
 
 
+def _row(method: str, p: float | None, result: dict) -> dict:
+    row = {"method": method, "p": np.nan if p is None else p,
+           "id_acc": result["id_accuracy"]["shaped"],
+           "id_acc_unshaped": result["id_accuracy"]["unshaped"]}
+    for name, metrics in result["ood"].items():
+        for k in METRIC_NAMES:
+            row[f"{name}/{k}"] = metrics[k]
+    for k, v in result["average"].items():
+        row[f"average/{k}"] = v
+    return row
+
+
 def sweep(
     bundle: Bundle,
     methods: Sequence[str],
@@ -59,30 +104,47 @@ def sweep(
     seed: int = 0,
     evaluator: Evaluator | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    engine: str = "auto",
 ) -> pd.DataFrame:
     """One row per (method, p): per-OOD-set and average metrics, ID accuracy shaped/unshaped.
 
     Columns: ``method``, ``p``, ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
     each OOD set and metric, and ``average/{metric}``. Methods without a percentile
-    (``none``) contribute a single row with ``p`` NaN.
+    (``none``) contribute a single row with ``p`` NaN. ASH methods come from cached
+    score cubes (``cache_dir``, ``use_cache``, ``engine``: see ``get_cube``); a method
+    that does not support ``threshold`` is evaluated with local thresholds.
+    ``progress(done, total)`` counts rows of features for the cube build, then points.
     """
+    check_convention(convention)
+    get_score(score)
     ev = evaluator or Evaluator(bundle, ood)
+    methods = list(dict.fromkeys(methods))
+    specs = {m: get_method(m) for m in methods}
+    if not ev.ood_names:
+        raise ParameterError(
+            f"bundle {ev.bundle.name} has no OOD split selected; select at least one."
+        )
+    values = [float(p) for p in grid]
+    modes = {m: threshold if threshold in specs[m].thresholds else "local" for m in methods}
+    cubes: dict[str, ScoreCube] = {}
+    for mode in dict.fromkeys(modes.values()):
+        batch = [m for m in methods if is_cube_method(m) and modes[m] == mode]
+        if batch:
+            cubes.update(get_cubes(ev, batch, values, mode, seed, cache_dir=cache_dir,
+                                   use_cache=use_cache, engine=engine, progress=progress))
     points: list[tuple[str, float | None]] = []
     for m in methods:
-        spec = get_method(m)
-        points += [(m, float(p)) for p in grid] if spec.has_p else [(m, None)]
+        points += [(m, p) for p in values] if specs[m].has_p else [(m, None)]
     rows = []
     for i, (m, p) in enumerate(points):
-        r = ev.evaluate(m, p, threshold if threshold in get_method(m).thresholds else "local",
-                        score, convention, seed)
-        row = {"method": m, "p": np.nan if p is None else p,
-               "id_acc": r.id_accuracy["shaped"], "id_acc_unshaped": r.id_accuracy["unshaped"]}
-        for name, metrics in r.ood.items():
-            for k in METRIC_NAMES:
-                row[f"{name}/{k}"] = metrics[k]
-        for k, v in r.average.items():
-            row[f"average/{k}"] = v
-        rows.append(row)
+        if m in cubes:
+            result = point_metrics(cubes[m], p, score, convention, ev.ood_names)
+        else:
+            result = ev.evaluate(m, p, modes[m], score, convention, seed).to_dict()
+        rows.append(_row(m, p, result))
         if progress:
             progress(i + 1, len(points))
     return pd.DataFrame(rows)
