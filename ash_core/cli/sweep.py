@@ -28,6 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 60:95:5)")
     add_setting_args(p)
     p.add_argument("--format", choices=["table", "csv", "latex", "markdown"], default="table")
+    p.add_argument("--cache-dir", default=None,
+                   help="where score cubes are cached (default: BUNDLE/.cube_cache, or "
+                        "~/.cache/ash-explorer/cubes when the bundle is read-only)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write cached score cubes (always recompute)")
+    p.add_argument("--engine", choices=["auto", "native", "torch"], default="auto",
+                   help="score-cube engine: native C kernel (built at first use), pure torch, "
+                        "or auto (native when a C compiler is available)")
     p.set_defaults(func=run)
 
 
@@ -38,12 +46,15 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=0, desc="sweep", unit="pt", disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
+        # The cube build reports feature rows, then the lookups report points.
+        bar.unit = "pt" if total <= len(methods) * len(grid) else "row"
         bar.total = total
         bar.n = done
         bar.refresh()
 
     frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
-                  split_list(args.ood), args.seed, progress=progress)
+                  split_list(args.ood), args.seed, progress=progress,
+                  cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     ood = [n for n in dict.fromkeys(ood) if n != "average"]

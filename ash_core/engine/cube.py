@@ -53,6 +53,9 @@ ENGINE_VERSION = 1
 CUBE_METHODS: dict[str, int] = {"ash-p": 0, "ash-s": 1, "ash-b": 2, "ash-rand": 3}
 FIELDS: tuple[str, ...] = ("energy", "msp", "maxlogit", "pred")
 RAND_LOW, RAND_HIGH = 0.0, 10.0
+#: Rows per native block (draws for ASH-RAND are made block by block) and per torch chunk.
+BLOCK_ROWS = 4096
+TORCH_CHUNK = 1024
 
 Progress = Callable[[int, int], None]
 
@@ -230,10 +233,11 @@ def _run_split(
             None if counts is None else counts[order],
             None if thresholds is None else thresholds[order].astype(np.float32),
             order, slots, outs, full, threads=max(1, torch.get_num_threads()),
-            progress=progress,
+            block=BLOCK_ROWS, progress=progress,
         )
     else:
-        _run_torch(x, draws, weight, bias, counts, thresholds, variants, outs, full, progress)
+        _run_torch(x, draws, weight, bias, counts, thresholds, variants, outs, full, progress,
+                   chunk=TORCH_CHUNK)
     cubes = {v: SplitCube(*(o[i] for o in outs)) for i, v in enumerate(variants)}
     return cubes, SplitCube(*full)
 
@@ -282,7 +286,9 @@ def _run_torch(x, draws, weight, bias, counts, thresholds, variants, outs, full,
                 cols = order[band]
 
                 def spmm(values: torch.Tensor, crow=crow, cols=cols, m=m) -> torch.Tensor:
-                    return torch.sparse_csr_tensor(crow, cols, values, (m, d)) @ wt
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)  # "beta" / invariants
+                        return torch.sparse_csr_tensor(crow, cols, values, (m, d)) @ wt
 
                 a += spmm(vals[band])
                 if "ash-b" in idx_of:
