@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ash_core.curves import Curve, Histogram
 from ash_core.inspect import SampleInspection
@@ -50,6 +49,64 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
     return max(1, math.ceil(n / ncols)), ncols
 
 
+def _ref(i: int) -> tuple[str, str]:
+    """Axis references ("x3", "y3") of the i-th panel (0-based)."""
+    return (f"x{i + 1}", f"y{i + 1}") if i else ("x", "y")
+
+
+def _subplots(rows: int, cols: int, titles: Sequence[str] = (), hspace: float = 0.08,
+              vspace: float = 0.1, **layout) -> go.Figure:
+    """An empty figure with a rows x cols grid of panels (row-major), built directly.
+
+    plotly's ``make_subplots``/``add_vline`` are slow for many panels; this lays the
+    axes out in one go so that a slider rerun stays fast.
+    """
+    lay: dict = {**_LAYOUT, **layout}
+    w = (1 - hspace * (cols - 1)) / cols
+    h = (1 - vspace * (rows - 1)) / rows
+    notes = []
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        x0 = c * (w + hspace)
+        y1 = 1 - r * (h + vspace)
+        xr, yr = _ref(i)
+        lay["xaxis" + xr[1:]] = dict(domain=[x0, x0 + w], anchor=yr)
+        lay["yaxis" + yr[1:]] = dict(domain=[y1 - h, y1], anchor=xr)
+        if i < len(titles) and titles[i]:
+            notes.append(dict(text=titles[i], x=x0 + w / 2, y=y1, xref="paper", yref="paper",
+                              xanchor="center", yanchor="bottom", showarrow=False,
+                              font=dict(size=14)))
+    lay["annotations"] = notes
+    lay["shapes"] = []
+    return go.Figure(layout=lay)
+
+
+def _vline(i: int, x: float, **line) -> dict:
+    xr, yr = _ref(i)
+    return dict(type="line", xref=xr, yref=f"{yr} domain", x0=x, x1=x, y0=0, y1=1,
+                line={"dash": "dash", "color": "black", "width": 1.5, **line})
+
+
+def _hline(i: int, y: float, **line) -> dict:
+    xr, yr = _ref(i)
+    return dict(type="line", xref=f"{xr} domain", yref=yr, x0=0, x1=1, y0=y, y1=y,
+                line={"dash": "dash", "color": "black", "width": 1.5, **line})
+
+
+def _rc(c: int) -> dict:
+    """Trace keyword arguments placing it in panel ``c`` (1-based, row-major)."""
+    xr, yr = _ref(c - 1)
+    return dict(xaxis=xr, yaxis=yr)
+
+
+def _axes(fig: go.Figure, i: int, x: dict | None = None, y: dict | None = None) -> None:
+    xr, yr = _ref(i)
+    if x:
+        fig.layout["xaxis" + xr[1:]].update(x)
+    if y:
+        fig.layout["yaxis" + yr[1:]].update(y)
+
+
 # --------------------------------------------------------------------------- overview
 
 
@@ -59,19 +116,18 @@ def overview_figure(metrics: pd.DataFrame, colors: Mapping[str, str], setting: s
 
     ``metrics`` has columns ood_set, auroc, fpr95 and their ``*_delta`` against no shaping.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (%) - higher is better",
-                                                        "FPR95 (%) - lower is better"))
+    fig = _subplots(1, 2, ("AUROC (%) - higher is better", "FPR95 (%) - lower is better"))
     sets = list(metrics["ood_set"])
     for col, m in enumerate(("auroc", "fpr95"), start=1):
         shaped = 100 * metrics[m].to_numpy()
         base = shaped - 100 * metrics[f"{m}_delta"].to_numpy()
         fig.add_bar(x=sets, y=base, name="no shaping", marker_color=BASE_COLOR,
-                    legendgroup="base", showlegend=col == 1, row=1, col=col,
+                    legendgroup="base", showlegend=col == 1, **_rc(col),
                     hovertemplate="%{x}: %{y:.2f}%<extra>no shaping</extra>")
         fig.add_bar(x=sets, y=shaped, name=setting, legendgroup="shaped", showlegend=col == 1,
-                    marker_color=[colors.get(s, ID_COLOR) for s in sets], row=1, col=col,
+                    marker_color=[colors.get(s, ID_COLOR) for s in sets], **_rc(col),
                     hovertemplate="%{x}: %{y:.2f}%<extra>" + setting + "</extra>")
-        fig.update_yaxes(title_text=f"{METRIC_LABELS[m]} (%)", row=1, col=col)
+        _axes(fig, col - 1, y=dict(title_text=f"{METRIC_LABELS[m]} (%)"))
     fig.update_layout(barmode="group", height=380,
                       title=f"OOD detection per set: {setting} vs no shaping "
                             f"(FPR convention: {convention_label(convention)})", **_LAYOUT)
@@ -81,39 +137,33 @@ def overview_figure(metrics: pd.DataFrame, colors: Mapping[str, str], setting: s
 # --------------------------------------------------------------------------- distributions
 
 
-def distributions_figure(data: Sequence[tuple[str, Histogram, Histogram]], id_name: str,
+def distributions_figure(before: Histogram, after: Histogram, id_name: str,
                          thr_before: float, thr_after: float, colors: Mapping[str, str],
                          setting: str, score: str) -> go.Figure:
-    """ID vs each OOD set, density-normalised and overlaid; before (left) and after (right).
+    """ID vs each OOD set, density-normalised and overlaid: no shaping (left) vs shaped.
 
+    ``before``/``after`` hold one density per set on shared edges (key ``id_name`` is ID).
     The dashed vertical line is the threshold that keeps 95% of ID samples (TPR 95%).
     """
-    n = max(1, len(data))
-    titles = []
-    for name, _, _ in data:
-        titles += [f"{name}: no shaping", f"{name}: {setting}"]
-    fig = make_subplots(rows=n, cols=2, subplot_titles=titles or ("", ""),
-                        vertical_spacing=min(0.08, 0.5 / n), horizontal_spacing=0.08)
-    for r, (name, hb, ha) in enumerate(data, start=1):
-        for c, (h, thr) in enumerate(((hb, thr_before), (ha, thr_after)), start=1):
-            first = r == 1 and c == 1
-            fig.add_bar(x=h.centers, y=h.densities["id"], width=h.widths, name=id_name,
-                        marker_color=ID_COLOR, opacity=0.55, legendgroup="id",
-                        showlegend=first, row=r, col=c,
-                        hovertemplate="score %{x:.3g}: density %{y:.3g}<extra>ID</extra>")
-            fig.add_bar(x=h.centers, y=h.densities["ood"], width=h.widths, name=name,
-                        marker_color=colors.get(name, "#F58518"), opacity=0.55,
-                        legendgroup=name, showlegend=c == 1, row=r, col=c,
-                        hovertemplate="score %{x:.3g}: density %{y:.3g}<extra>" + name
-                                      + "</extra>")
-            fig.add_vline(x=thr, line_dash="dash", line_color="black", row=r, col=c)
-            fig.update_xaxes(title_text=f"{score} score" if r == n else None, row=r, col=c)
-            fig.update_yaxes(title_text="density" if c == 1 else None, row=r, col=c)
-    fig.update_layout(barmode="overlay", bargap=0, height=120 + 230 * n,
-                      title=f"Score distributions, ID vs OOD (dashed: threshold keeping 95% of "
-                            f"ID, TPR 95%) - {setting}", **_LAYOUT)
-    fig.update_layout(legend=dict(orientation="h", y=1.0 + 40 / (120 + 230 * n),
-                                  yanchor="bottom"))
+    fig = _subplots(1, 2, ("no shaping", setting), height=460,
+                    title=f"Score distributions, ID vs each OOD set (dashed: threshold keeping "
+                          f"95% of ID, TPR 95%) - {setting}")
+    shapes = []
+    for i, (h, thr) in enumerate(((before, thr_before), (after, thr_after))):
+        xr, yr = _ref(i)
+        for name, dens in h.densities.items():
+            is_id = name == id_name
+            fig.add_scatter(
+                x=h.centers, y=dens, xaxis=xr, yaxis=yr, mode="lines", line_shape="hvh",
+                name=f"{name} (ID)" if is_id else name, legendgroup=name, showlegend=i == 0,
+                line=dict(color=ID_COLOR if is_id else colors.get(name, "#F58518"),
+                          width=1.5 if is_id else 2),
+                fill="tozeroy" if is_id else None, opacity=1.0,
+                hovertemplate="score %{x:.3g}: density %{y:.3g}<extra>" + name + "</extra>")
+        shapes.append(_vline(i, thr))
+        _axes(fig, i, x=dict(title_text=f"{score} score"),
+              y=dict(title_text="density" if i == 0 else None))
+    fig.update_layout(shapes=shapes)
     return fig
 
 
@@ -126,28 +176,27 @@ def curves_figure(curves: Mapping[str, tuple[Curve, Curve]], kind: str,
     """ROC (kind="roc") or PR (kind="pr") curves per OOD set: no shaping dashed, shaped solid."""
     names = list(curves)
     rows, cols = _grid(len(names), ncols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names or ("",),
-                        vertical_spacing=min(0.12, 0.6 / rows))
     pos = convention_label(convention)
     xl, yl = (("FPR (%)", "TPR (%)") if kind == "roc" else ("recall (%)", "precision (%)"))
+    what = "ROC" if kind == "roc" else "Precision-recall"
+    fig = _subplots(rows, cols, names, hspace=0.06, vspace=min(0.15, 0.6 / rows),
+                    height=80 + 300 * rows,
+                    title=f"{what} curves per OOD set ({pos}): {setting} vs no shaping")
     for i, name in enumerate(names):
-        r, c = i // cols + 1, i % cols + 1
+        xr, yr = _ref(i)
         base, shaped = curves[name]
-        fig.add_scatter(x=100 * base.x, y=100 * base.y, mode="lines", name="no shaping",
-                        line=dict(color=BASE_COLOR, dash="dash"), legendgroup="base",
-                        showlegend=i == 0, row=r, col=c)
-        fig.add_scatter(x=100 * shaped.x, y=100 * shaped.y, mode="lines", name=setting,
-                        line=dict(color=colors.get(name, ID_COLOR), width=2.5),
-                        legendgroup="shaped", showlegend=i == 0, row=r, col=c)
         if kind == "roc":
             fig.add_scatter(x=[0, 100], y=[0, 100], mode="lines", showlegend=False,
-                            line=dict(color="#DDDDDD", width=1), hoverinfo="skip", row=r, col=c)
-        fig.update_xaxes(title_text=xl, range=[0, 100], row=r, col=c)
-        fig.update_yaxes(title_text=yl if c == 1 else None, range=[0, 101], row=r, col=c)
-    what = "ROC" if kind == "roc" else "Precision-recall"
-    fig.update_layout(height=80 + 300 * rows,
-                      title=f"{what} curves per OOD set ({pos}): {setting} vs no shaping",
-                      **_LAYOUT)
+                            line=dict(color="#DDDDDD", width=1), hoverinfo="skip",
+                            xaxis=xr, yaxis=yr)
+        fig.add_scatter(x=100 * base.x, y=100 * base.y, mode="lines", name="no shaping",
+                        line=dict(color=BASE_COLOR, dash="dash"), legendgroup="base",
+                        showlegend=i == 0, xaxis=xr, yaxis=yr)
+        fig.add_scatter(x=100 * shaped.x, y=100 * shaped.y, mode="lines", name=setting,
+                        line=dict(color=colors.get(name, ID_COLOR), width=2.5),
+                        legendgroup="shaped", showlegend=i == 0, xaxis=xr, yaxis=yr)
+        _axes(fig, i, x=dict(title_text=xl, range=[0, 100]),
+              y=dict(title_text=yl if i % cols == 0 else None, range=[0, 101]))
     return fig
 
 
@@ -165,26 +214,27 @@ def tradeoff_figure(df: pd.DataFrame, current_p: float | None, convention: str,
     colors = colors or method_colors(methods)
     panels = (("id_acc", "ID accuracy (%)"), ("average/auroc", "average AUROC (%)"),
               ("average/fpr95", f"average FPR95 (%, {convention_label(convention)})"))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels],
-                        horizontal_spacing=0.07)
+    fig = _subplots(1, 3, [t for _, t in panels], hspace=0.07)
+    shapes = []
     for c, (col, title) in enumerate(panels, start=1):
         for m in methods:
             d = df[df["method"] == m]
             if d["p"].isna().all():
-                fig.add_hline(y=100 * float(d[col].iloc[0]), line_dash="dot",
-                              line_color=colors[m], row=1, col=c)
+                shapes.append(_hline(c - 1, 100 * float(d[col].iloc[0]), color=colors[m],
+                                     dash="dot"))
                 fig.add_scatter(x=[None], y=[None], mode="lines", name=m,
                                 line=dict(color=colors[m], dash="dot"), legendgroup=m,
-                                showlegend=c == 1, row=1, col=c)
+                                showlegend=c == 1, **_rc(c))
                 continue
             fig.add_scatter(x=d["p"], y=100 * d[col], mode="lines+markers", name=m,
                             line=dict(color=colors[m]), marker=dict(size=4),
-                            legendgroup=m, showlegend=c == 1, row=1, col=c,
+                            legendgroup=m, showlegend=c == 1, **_rc(c),
                             hovertemplate="p=%{x}: %{y:.2f}%<extra>" + m + "</extra>")
         if current_p is not None:
-            fig.add_vline(x=current_p, line_dash="dash", line_color="black", row=1, col=c)
-        fig.update_xaxes(title_text="pruning percentile p", range=[0, 100], row=1, col=c)
-        fig.update_yaxes(title_text=title, row=1, col=c)
+            shapes.append(_vline(c - 1, current_p))
+        _axes(fig, c - 1, x=dict(title_text="pruning percentile p", range=[0, 100]))
+        _axes(fig, c - 1, y=dict(title_text=title))
+    fig.update_layout(shapes=shapes)
     fig.update_layout(height=420, title="Trade-off over p: accuracy vs pruning, OOD vs pruning "
                                         "(dashed: current p)", **_LAYOUT)
     return fig
@@ -238,16 +288,14 @@ def activations_figure(insp: SampleInspection, setting: str, max_units: int = 51
     n = min(len(insp.before), max_units)
     x = np.arange(n)
     units = insp.units[:n]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("before shaping",
-                                                        f"after shaping ({setting})"),
-                        horizontal_spacing=0.08)
+    fig = _subplots(1, 2, ("before shaping", f"after shaping ({setting})"))
     kept = insp.kept[:n]
     before_colors = np.where(kept, KEPT_COLOR, BASE_COLOR)
     fig.add_bar(x=x, y=insp.before[:n], marker_color=before_colors, name="activation",
-                customdata=units, showlegend=False, row=1, col=1,
+                customdata=units, showlegend=False, **_rc(1),
                 hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
     fig.add_bar(x=x, y=insp.after[:n], marker_color=np.where(kept, KEPT_COLOR, BASE_COLOR),
-                customdata=units, showlegend=False, row=1, col=2,
+                customdata=units, showlegend=False, **_rc(2),
                 hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
     fig.add_scatter(x=[None], y=[None], mode="markers", name=f"kept ({insp.n_kept})",
                     marker=dict(color=KEPT_COLOR, symbol="square"))
@@ -255,12 +303,13 @@ def activations_figure(insp: SampleInspection, setting: str, max_units: int = 51
                     name=f"pruned ({len(insp.kept) - insp.n_kept})",
                     marker=dict(color=BASE_COLOR, symbol="square"))
     if insp.threshold_value is not None:
-        fig.add_hline(y=insp.threshold_value, line_dash="dash", line_color="black",
-                      annotation_text=f"{insp.threshold_kind} = {insp.threshold_value:.3g}",
-                      row=1, col=1)
+        fig.update_layout(shapes=[_hline(0, insp.threshold_value)])
+        fig.add_annotation(x=1, xref="x domain", y=insp.threshold_value, yref="y",
+                           text=f"{insp.threshold_kind} = {insp.threshold_value:.3g}",
+                           showarrow=False, xanchor="right", yanchor="bottom")
     for c in (1, 2):
-        fig.update_xaxes(title_text="units, sorted by activation before shaping", row=1, col=c)
-    fig.update_yaxes(title_text="activation", row=1, col=1)
+        _axes(fig, c - 1, x=dict(title_text="units, sorted by activation before shaping"))
+    _axes(fig, 1 - 1, y=dict(title_text="activation"))
     fig.update_layout(height=380, bargap=0.05,
                       title="Activations of this sample (red: kept units)", **_LAYOUT)
     return fig
@@ -268,14 +317,13 @@ def activations_figure(insp: SampleInspection, setting: str, max_units: int = 51
 
 def topk_figure(insp: SampleInspection, setting: str) -> go.Figure:
     """Top-5 class probabilities before and after shaping (in %)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("no shaping", setting),
-                        horizontal_spacing=0.2)
+    fig = _subplots(1, 2, ("no shaping", setting), hspace=0.2)
     for c, (df, color) in enumerate(((insp.top_before, BASE_COLOR),
                                      (insp.top_after, KEPT_COLOR)), start=1):
         fig.add_bar(y=df["class"][::-1], x=100 * df["probability"][::-1], orientation="h",
-                    marker_color=color, showlegend=False, row=1, col=c,
+                    marker_color=color, showlegend=False, **_rc(c),
                     hovertemplate="%{y}: %{x:.2f}%<extra></extra>")
-        fig.update_xaxes(title_text="probability (%)", range=[0, 100], row=1, col=c)
+        _axes(fig, c - 1, x=dict(title_text="probability (%)", range=[0, 100]))
     fig.update_layout(height=300, title="Top-5 class probabilities", **_LAYOUT)
     return fig
 
@@ -295,13 +343,13 @@ def placeholder_image(size: int = 96) -> np.ndarray:
 def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
                    convention: str) -> go.Figure:
     """AUROC and FPR95 per OOD set (and Average) for two settings side by side, in %."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (%)", "FPR95 (%)"))
+    fig = _subplots(1, 2, ("AUROC (%)", "FPR95 (%)"))
     for col, m in enumerate(("auroc", "fpr95"), start=1):
         for df, label, color in ((a, label_a, ID_COLOR), (b, label_b, "#F58518")):
             fig.add_bar(x=df["ood_set"], y=100 * df[m], name=label, marker_color=color,
-                        legendgroup=label, showlegend=col == 1, row=1, col=col,
+                        legendgroup=label, showlegend=col == 1, **_rc(col),
                         hovertemplate="%{x}: %{y:.2f}%<extra>" + label + "</extra>")
-        fig.update_yaxes(title_text=f"{METRIC_LABELS[m]} (%)", row=1, col=col)
+        _axes(fig, col - 1, y=dict(title_text=f"{METRIC_LABELS[m]} (%)"))
     fig.update_layout(barmode="group", height=380,
                       title=f"A: {label_a} vs B: {label_b} ({convention_label(convention)})",
                       **_LAYOUT)

@@ -49,14 +49,19 @@ def test_overview_figure_shows_percent_for_both_settings(results):
 
 def test_distributions_figure_marks_the_thresholds(results):
     r, b = results
-    data = [(n, ac.density_histograms({"id": b.id_scores, "ood": b.ood_scores[n]}, 30),
-             ac.density_histograms({"id": r.id_scores, "ood": r.ood_scores[n]}, 30))
-            for n in r.ood_scores]
-    fig = figures.distributions_figure(data, "id_test", 1.0, 2.0, {}, "ash-s p=80", "energy")
-    assert len(fig.data) == 4 * len(data)
+    hb = ac.density_histograms({"id_test": b.id_scores, **b.ood_scores}, 30)
+    ha = ac.density_histograms({"id_test": r.id_scores, **r.ood_scores}, 30)
+    colors = figures.set_colors(list(r.ood_scores))
+    fig = figures.distributions_figure(hb, ha, "id_test", 1.0, 2.0, colors, "ash-s p=80",
+                                       "energy")
+    assert len(fig.data) == 2 * (1 + len(r.ood_scores))
     vlines = [s for s in fig.layout.shapes if s.x0 == s.x1]
-    assert sorted({s.x0 for s in vlines}) == [1.0, 2.0] and len(vlines) == 2 * len(data)
+    assert sorted(s.x0 for s in vlines) == [1.0, 2.0]
     assert all(len(t.x) == 30 for t in fig.data)
+    shaped_far = next(t for t in fig.data if t.name == "far" and t.xaxis == "x2")
+    np.testing.assert_allclose(shaped_far.y, ha.densities["far"])
+    assert shaped_far.line.color == colors["far"]
+    assert next(t for t in fig.data if t.name == "id_test (ID)").fill == "tozeroy"
 
 
 @pytest.mark.parametrize("kind", ["roc", "pr"])

@@ -11,11 +11,11 @@ from dashboard.views.common import Context
 def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Score distributions: {ctx.setting}")
-    data, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
+    hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
                                                     s.threshold, s.score, s.convention)
     st.caption("Density-normalised histograms (binned server-side). Dashed line: the score "
                f"threshold that keeps 95% of ID samples (no shaping: {thr_b:.3g}; "
                f"shaped: {thr_a:.3g}).")
-    fig = figures.distributions_figure(data, ctx.bundle.id_split.name, thr_b, thr_a,
+    fig = figures.distributions_figure(hb, ha, ctx.bundle.id_split.name, thr_b, thr_a,
                                        ctx.colors, ctx.setting, s.score)
     st.plotly_chart(fig, key="distributions_chart")

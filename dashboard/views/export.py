@@ -25,12 +25,12 @@ def report_parts(ctx: Context):
         "ID accuracy unshaped": "-" if acc["unshaped"] is None
         else f"{100 * acc['unshaped']:.2f}%",
     }
-    data, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
+    hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
                                                     s.threshold, s.score, s.convention)
     figs = {
         "Overview": figures.overview_figure(frame, ctx.colors, ctx.setting, s.convention),
         "Score distributions": figures.distributions_figure(
-            data, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score),
+            hb, ha, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score),
         "ROC curves": figures.curves_figure(services.curve_data(result, base, "roc"), "roc",
                                             ctx.colors, ctx.setting, s.convention),
         "PR curves": figures.curves_figure(services.curve_data(result, base, "pr"), "pr",

@@ -1,0 +1,177 @@
+"""Server-side latency of a p change in the dashboard (target: < 300 ms on the demo bundles).
+
+Two measurements per view, each for p values not seen before (so caches miss):
+
+* ``direct``: the functions a slider rerun calls (cached services -> ash_core, the
+  figure builders) plus the figure's JSON serialisation, i.e. the fragment's work
+  without Streamlit's own overhead;
+* ``apptest``: a whole AppTest rerun after moving the slider (an upper bound: AppTest
+  reruns the full script, the browser only the fragment).
+
+It also reports the resident memory before and after many reruns (it must not grow
+with each rerun).
+
+    python benchmarks/bench_dashboard.py [--quick] [--bundle DIR ...] [--large N]
+
+Without --bundle it uses the demo bundles under cached_features/ (or, when they are
+missing, a synthetic bundle of the demo's shape, and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEMOS = ["cifar10_resnet20", "cifar10_resnet56", "mnist_cnn"]
+VIEWS = ["overview", "distributions", "curves", "inspector"]
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def synthetic(path: Path, n_id: int, n_ood: int, n_sets: int, dim: int = 64) -> Path:
+    from ash_core import SplitData, write_bundle
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(10, dim)).astype(np.float32)
+
+    def f(n, s):
+        return np.maximum(rng.normal(s, 1, (n, dim)), 0).astype(np.float16)
+
+    idf = f(n_id, 0.6)
+    splits = [SplitData("id_test", "id", idf, (idf.astype(np.float32) @ w.T).argmax(1)),
+              SplitData("id_fit", "id_fit", f(n_id, 0.6))]
+    splits += [SplitData(f"ood{i}", "ood", f(n_ood, 0.1 * i)) for i in range(n_sets)]
+    return write_bundle(path, w, np.zeros(10, np.float32), [f"c{i}" for i in range(10)],
+                        splits, feature_dtype="float16")
+
+
+def direct(bundle_path: str, ps: list[int], method: str = "ash-s") -> dict[str, list[float]]:
+    from dashboard import figures, services
+    from dashboard.views.export import report_parts  # noqa: F401  (import cost excluded)
+
+    bundle = services.get_bundle(bundle_path)
+    ood = services.nonempty_ood(bundle)[0]
+    colors = figures.set_colors(ood)
+    services.baseline(bundle, ood, "energy", "id")  # first load (features, base logits)
+    services.evaluate(bundle, ood, method, 50.0, "local", "energy", "id")
+    times: dict[str, list[float]] = {v: [] for v in VIEWS}
+    fresh = iter(range(99, 0, -1))  # every timed p is new: its evaluation is not cached
+    for _ in ps:
+        for view in VIEWS:
+            p = next(fresh)
+            t = time.perf_counter()
+            r = services.evaluate(bundle, ood, method, float(p), "local", "energy", "id")
+            b = services.baseline(bundle, ood, "energy", "id")
+            if view == "overview":
+                frame = services.metrics_frame(r, b)
+                figs = [figures.overview_figure(frame, colors, "x", "id")]
+            elif view == "distributions":
+                hb, ha, tb, ta = services.distribution_data(bundle, ood, method, float(p),
+                                                            "local", "energy", "id")
+                figs = [figures.distributions_figure(hb, ha, bundle.id_split.name, tb, ta,
+                                                     colors, "x", "energy")]
+            elif view == "curves":
+                figs = [figures.curves_figure(services.curve_data(r, b, k), k, colors, "x", "id")
+                        for k in ("roc", "pr")]
+            else:
+                insp = services.inspect(bundle, ood, method, float(p), "local", ood[0], 3)
+                figs = [figures.activations_figure(insp, "x"), figures.topk_figure(insp, "x")]
+            for fig in figs:
+                fig.to_json()
+            times[view].append(1000 * (time.perf_counter() - t))
+    return times
+
+
+def apptest(bundle_path: str, ps: list[int]) -> tuple[dict[str, list[float]], float, float]:
+    from streamlit.testing.v1 import AppTest
+
+    times: dict[str, list[float]] = {}
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300)
+    at.query_params["bundle"] = bundle_path
+    at.run()
+    mem0 = rss_mb()
+    fresh = iter(range(1, 99))  # new p values (the direct run used the top of the range)
+    for view in VIEWS:
+        at.radio(key="view").set_value(view).run()
+        times[view] = []
+        for _ in ps:
+            at.slider(key="p").set_value(next(fresh))
+            t = time.perf_counter()
+            at.run()
+            times[view].append(1000 * (time.perf_counter() - t))
+            if at.exception:
+                raise RuntimeError(at.exception[0].value)
+    # memory: many reruns over already-seen settings must not grow the process
+    for _ in range(3):
+        for p in ps:
+            at.slider(key="p").set_value(p).run()
+    return times, mem0, rss_mb()
+
+
+def fmt(ts: list[float]) -> str:
+    return f"median {statistics.median(ts):7.1f} ms  max {max(ts):7.1f} ms  (n={len(ts)})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer p values (CI smoke run)")
+    ap.add_argument("--bundle", action="append", help="bundle directory (repeatable)")
+    ap.add_argument("--large", type=int, default=0,
+                    help="also time a synthetic bundle with this many samples per split")
+    ap.add_argument("--no-apptest", action="store_true", help="skip the AppTest timing")
+    args = ap.parse_args()
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+    tmp = Path(tempfile.mkdtemp(prefix="ash_bench_"))
+    bundles = args.bundle or [str(REPO / "cached_features" / d) for d in DEMOS
+                              if (REPO / "cached_features" / d / "manifest.json").is_file()]
+    if not bundles:
+        print("demo bundles not found: timing a synthetic bundle of the demo's shape "
+              "(D=64, ID 10k, id_fit 10k, 8 OOD sets x 5k)")
+        bundles = [str(synthetic(tmp / "demo_shape", 10_000, 5_000, 8))]
+    if args.large:
+        bundles.append(str(synthetic(tmp / "large", args.large, args.large // 4, 8)))
+    ps = [61, 83] if args.quick else [55, 61, 72, 83, 91, 97]
+    worst = 0.0
+    for b in bundles:
+        print(f"\n== {b}")
+        t = time.perf_counter()
+        d = direct(b, ps)
+        print(f"   first load + warm-up: {time.perf_counter() - t:.1f} s")
+        for view, ts in d.items():
+            print(f"   direct   {view:14s} {fmt(ts)}")
+            worst = max(worst, statistics.median(ts))
+        if not args.no_apptest:
+            a, m0, m1 = apptest(b, ps)
+            for view, ts in a.items():
+                print(f"   apptest  {view:14s} {fmt(ts)}")
+            print(f"   memory: {m0:.0f} MB after first load, {m1:.0f} MB after "
+                  f"{len(VIEWS) * len(ps) + 3 * len(ps)} more reruns")
+    print(f"\nworst median server-side p-change time (direct): {worst:.1f} ms "
+          f"({'OK' if worst < 300 else 'ABOVE'} the 300 ms target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
