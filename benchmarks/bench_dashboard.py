@@ -90,8 +90,8 @@ def direct(bundle_path: str, ps: list[int], method: str = "ash-s") -> dict[str, 
                 figs = [figures.distributions_figure(hb, ha, bundle.id_split.name, tb, ta,
                                                      colors, "x", "energy")]
             elif view == "curves":
-                figs = [figures.curves_figure(services.curve_data(r, b, k), k, colors, "x", "id")
-                        for k in ("roc", "pr")]
+                figs = [figures.curves_figure(services.curve_data(r, b, bundle, ood, k), k,
+                                              colors, "x", "id") for k in ("roc", "pr")]
             else:
                 insp = services.inspect(bundle, ood, method, float(p), "local", ood[0], 3)
                 figs = [figures.activations_figure(insp, "x"), figures.topk_figure(insp, "x")]

@@ -29,8 +29,14 @@ from ash_core import Bundle, EvalResult, Evaluator, get_method, list_methods, lo
 from ash_core import curves as ac
 from ash_core import inspect as ai
 from ash_core.errors import AshError, BundleError
+from ash_core.metrics import OODMetrics
 from ash_core.report import evaluation_frame
 from ash_core.sweep import sweep
+
+try:  # the score-cube engine: every p of an ASH method at once (optional fast path)
+    from ash_core import engine as _engine
+except ImportError:  # pragma: no cover - older ash_core
+    _engine = None
 
 # The server runs one session per thread and the per-rerun tensors are small: intra-op
 # threads only add contention (10x slower on a busy 2-core machine), so use one by default.
@@ -157,10 +163,56 @@ def get_evaluator(bundle: Bundle, ood: Sequence[str]) -> Evaluator:
     return _evaluator(path, chash, tuple(ood))
 
 
+#: the slider's grid; a cube holds every one of these p for one method and threshold mode
+CUBE_GRID = tuple(float(p) for p in range(100))
+#: cubes larger than this (rows x grid x 16 bytes) are not built: large bundles use the
+#: Evaluator per p instead, so memory stays bounded
+CUBE_MAX_BYTES = int(os.environ.get("ASH_CUBE_MAX_MB", "512")) * 2**20
+
+
+def cube_enabled(bundle: Bundle, method: str, p: float | None) -> bool:
+    """Whether a slider move for this setting is a cube lookup (ASH methods, integer p)."""
+    if _engine is None or os.environ.get("ASH_NO_CUBE") or p is None:
+        return False
+    if not _engine.is_cube_method(method) or float(p) not in CUBE_GRID:
+        return False
+    rows = sum(len(s) for s in bundle.splits if s.role != "id_fit")
+    return rows * len(CUBE_GRID) * 16 <= CUBE_MAX_BYTES
+
+
+@st.cache_resource(max_entries=4, show_spinner="Preparing the slider: scoring every p at once...")
+def _cube(path: str, content_hash: str, method: str, threshold: str):
+    return _engine.get_cube(_base_evaluator(path, content_hash), method, CUBE_GRID, threshold)
+
+
+def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: float,
+                 threshold: str, score: str, convention: str) -> EvalResult:
+    """An ``EvalResult`` from the score cube: the same scores and metrics as
+    ``Evaluator.evaluate`` (to float rounding), in milliseconds instead of a shaping pass."""
+    cube = _cube(path, chash, method, threshold)
+    d = _engine.point_metrics(cube, p, score, convention, list(ood))
+    return EvalResult(
+        bundle=d["bundle"] or _load_bundle(path, _stamp(path)).name,
+        method=method, p=d["p"], threshold=threshold, score=score, convention=convention,
+        id_accuracy=d["id_accuracy"],
+        ood={n: OODMetrics(**m, convention=convention) for n, m in d["ood"].items()},
+        fitted_threshold=d["fitted_threshold"],
+        id_scores=np.asarray(cube.scores(cube.id_name, p, score)),
+        ood_scores={n: np.asarray(cube.scores(n, p, score)) for n in ood},
+    )
+
+
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
               p: float | None, threshold: str, score: str, convention: str) -> EvalResult:
-    return _evaluator(path, content_hash, ood).evaluate(method, p, threshold, score, convention)
+    ev = _evaluator(path, content_hash, ood)
+    if cube_enabled(ev.bundle, method, p):
+        try:
+            return _cube_result(path, content_hash, ood, method, float(p), threshold, score,
+                                convention)
+        except Exception:  # noqa: BLE001 - any cube problem: the exact path below
+            pass
+    return ev.evaluate(method, p, threshold, score, convention)
 
 
 def evaluate(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
@@ -225,16 +277,29 @@ def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float 
                               convention, bins)
 
 
-def curve_data(result: EvalResult, base: EvalResult, kind: str = "roc",
-               max_points: int = ac.MAX_CURVE_POINTS) -> dict[str, tuple[ac.Curve, ac.Curve]]:
-    """Per OOD set: (unshaped curve, shaped curve), thinned; positive class = convention."""
+@st.cache_data(max_entries=64, show_spinner=False)
+def _curves(path: str, chash: str, ood: tuple[str, ...], method: str, p: float | None,
+            threshold: str, score: str, convention: str, kind: str,
+            max_points: int) -> dict[str, ac.Curve]:
+    r = _evaluate(path, chash, ood, method, p, threshold, score, convention)
     fn = ac.roc_curve if kind == "roc" else ac.pr_curve
-    pos = result.convention
-    return {
-        name: (fn(base.id_scores, base.ood_scores[name], pos, max_points),
-               fn(result.id_scores, result.ood_scores[name], pos, max_points))
-        for name in result.ood_scores
-    }
+    return {n: fn(r.id_scores, r.ood_scores[n], convention, max_points) for n in ood}
+
+
+def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequence[str],
+               kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS
+               ) -> dict[str, tuple[ac.Curve, ac.Curve]]:
+    """Per OOD set: (unshaped curve, shaped curve), thinned; positive class = convention.
+
+    Cached per result, so the unshaped curves are computed once, not on every p move.
+    """
+    path, chash = bundle_key(bundle)
+    key = (path, chash, tuple(ood))
+    shaped = _curves(*key, result.method, result.p, result.threshold, result.score,
+                     result.convention, kind, max_points)
+    unshaped = _curves(*key, "none", None, "local", base.score, base.convention, kind,
+                       max_points)
+    return {n: (unshaped[n], shaped[n]) for n in ood}
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -14,9 +14,9 @@ def render(ctx: Context) -> None:
     st.subheader(f"ROC and PR curves: {ctx.setting}")
     st.caption(f"Positive class: {conv}. Curves are thinned server-side to a few hundred "
                "points; dashed grey: no shaping.")
-    roc = services.curve_data(result, base, "roc")
+    roc = services.curve_data(result, base, ctx.bundle, ctx.ood, "roc")
     st.plotly_chart(figures.curves_figure(roc, "roc", ctx.colors, ctx.setting,
                                           result.convention), key="roc_chart")
-    pr = services.curve_data(result, base, "pr")
+    pr = services.curve_data(result, base, ctx.bundle, ctx.ood, "pr")
     st.plotly_chart(figures.curves_figure(pr, "pr", ctx.colors, ctx.setting,
                                           result.convention), key="pr_chart")

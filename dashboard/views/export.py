@@ -31,10 +31,9 @@ def report_parts(ctx: Context):
         "Overview": figures.overview_figure(frame, ctx.colors, ctx.setting, s.convention),
         "Score distributions": figures.distributions_figure(
             hb, ha, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score),
-        "ROC curves": figures.curves_figure(services.curve_data(result, base, "roc"), "roc",
-                                            ctx.colors, ctx.setting, s.convention),
-        "PR curves": figures.curves_figure(services.curve_data(result, base, "pr"), "pr",
-                                           ctx.colors, ctx.setting, s.convention),
+        **{f"{k.upper()} curves": figures.curves_figure(
+            services.curve_data(result, base, ctx.bundle, ctx.ood, k), k, ctx.colors,
+            ctx.setting, s.convention) for k in ("roc", "pr")},
     }
     return settings, frame, figs
 
