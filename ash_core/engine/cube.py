@@ -43,15 +43,17 @@ from ..errors import BundleError, FeatureError, ParameterError
 from ..evaluate import Evaluator
 from ..metrics import average_metrics, check_convention
 from ..registry import check_threshold_mode, get_method
-from ..scores import energy_score, get_score, list_scores, maxlogit_score, msp_score
+from ..scores import energy_score, get_score, list_scores, maxlogit_score
 from ..shaping import check_percentile, kept_count
 from . import kernel as _kernel
 from .fastmetrics import IdScores
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 #: ASH variants the cube engine computes, with their kernel slot.
 CUBE_METHODS: dict[str, int] = {"ash-p": 0, "ash-s": 1, "ash-b": 2, "ash-rand": 3}
-FIELDS: tuple[str, ...] = ("energy", "msp", "maxlogit", "pred")
+#: Stored per split and grid point. ``gap`` = logsumexp - max logit, so that
+#: MSP = exp(-gap) keeps float64 resolution near 1 (as ``scores.msp_score``).
+FIELDS: tuple[str, ...] = ("energy", "gap", "maxlogit", "pred")
 RAND_LOW, RAND_HIGH = 0.0, 10.0
 #: Rows per native block (draws for ASH-RAND are made block by block) and per torch chunk.
 BLOCK_ROWS = 4096
@@ -67,17 +69,32 @@ def is_cube_method(method: str) -> bool:
 
 @dataclass
 class SplitCube:
-    """Scores of one split at every grid point: arrays ``[P, N]`` (pred int32)."""
+    """Scores of one split at every grid point: float32 arrays ``[P, N]``, pred int32.
+
+    ``gap`` is logsumexp - max logit; ``msp`` (= exp(-gap), float64) is derived from it.
+    """
 
     energy: np.ndarray
-    msp: np.ndarray
+    gap: np.ndarray
     maxlogit: np.ndarray
     pred: np.ndarray
 
-    def score(self, name: str) -> np.ndarray:
+    @property
+    def msp(self) -> np.ndarray:
+        """Maximum softmax probability ``[P, N]`` (float64, like ``scores.msp_score``)."""
+        return np.exp(-np.asarray(self.gap, dtype=np.float64))
+
+    def score(self, name: str, j: int | None = None) -> np.ndarray:
+        """Scores ``[P, N]``, or ``[N]`` at grid row ``j``."""
         if name not in ("energy", "msp", "maxlogit"):
-            raise ParameterError(f"unknown score {name!r}; choose one of: {', '.join(list_scores())}.")
-        return getattr(self, name)
+            raise ParameterError(
+                f"unknown score {name!r}; choose one of: {', '.join(list_scores())}."
+            )
+        if name == "msp":
+            gap = self.gap if j is None else self.gap[j]
+            return np.exp(-np.asarray(gap, dtype=np.float64))
+        arr = getattr(self, name)
+        return arr if j is None else arr[j]
 
     @property
     def nbytes(self) -> int:
@@ -122,7 +139,7 @@ class ScoreCube:
 
     def scores(self, split: str, p: float, score: str = "energy") -> np.ndarray:
         """Scores ``[N]`` of one split at grid point ``p``."""
-        return self._split(split).score(score)[self.index(p)]
+        return self._split(split).score(score, self.index(p))
 
     def preds(self, split: str, p: float) -> np.ndarray:
         """Argmax predictions ``[N]`` of one split at grid point ``p``."""
@@ -170,18 +187,44 @@ def normalize_grid(grid: Iterable[float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
+def percentiles(values: np.ndarray, grid: Iterable[float]) -> np.ndarray:
+    """``[shaping.percentile_of(values, p) for p in grid]``, bit for bit, with one partition.
+
+    ``np.percentile`` with a Python-float ``q`` interpolates in the array's dtype
+    (float32 here), while an array of q interpolates in float64; the global
+    thresholds must equal the per-p ones exactly, so the float32 linear
+    interpolation is replicated from the order statistics of a single partition.
+    """
+    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+    n = flat.size
+    if n == 0:
+        raise FeatureError("cannot fit a threshold on an empty set of activations.")
+    qs = [float(check_percentile(p)) / 100.0 for p in grid]
+    vis = [n * q + (1.0 - q) - 1.0 for q in qs]
+    lows = [n - 1 if vi >= n - 1 else int(np.floor(vi)) for vi in vis]
+    highs = [n - 1 if vi >= n - 1 else lo + 1 for vi, lo in zip(vis, lows, strict=True)]
+    part = np.partition(flat, np.unique(np.asarray(lows + highs, dtype=np.intp)))
+    out = np.empty(len(qs), dtype=np.float64)
+    for i, (vi, lo, hi) in enumerate(zip(vis, lows, highs, strict=True)):
+        a, b = part[lo], part[hi]
+        gamma = float(vi - np.floor(vi)) if vi < n - 1 else 0.0
+        diff = b - a
+        res = a + diff * np.float32(gamma)
+        if gamma >= 0.5:
+            res = b - diff * np.float32(1.0 - gamma)
+        out[i] = float(res)
+    return out
+
+
 def fit_global_thresholds(ev: Evaluator, grid: np.ndarray) -> np.ndarray:
-    """Global thresholds for every grid p (the p-th percentiles of id_fit), float64."""
+    """Global thresholds for every grid p: the p-th percentiles of id_fit (as the shaper)."""
     fit = ev.bundle.id_fit
     if fit is None:
         raise ParameterError(
             f"threshold='global' needs an 'id_fit' split (ID training features) and bundle "
             f"{ev.bundle.name} has none; use threshold='local' or re-extract with id_fit."
         )
-    flat = ev.features(fit.name).numpy().reshape(-1)
-    if flat.size == 0:
-        raise FeatureError("cannot fit a threshold on an empty set of activations.")
-    return np.asarray(np.percentile(flat, grid), dtype=np.float64).reshape(-1)
+    return percentiles(ev.features(fit.name).numpy(), grid)
 
 
 def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
@@ -255,7 +298,7 @@ def _run_torch(x, draws, weight, bias, counts, thresholds, variants, outs, full,
     order_j = np.arange(p_count)[::-1]
     thr32 = None if thresholds is None else torch.from_numpy(thresholds.astype(np.float32))
     idx_of = {v: i for i, v in enumerate(variants)}
-    score_fns = (energy_score, msp_score, maxlogit_score)
+    score_fns = (energy_score, _gap, maxlogit_score)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         rows = torch.from_numpy(np.ascontiguousarray(x[lo:hi]))
@@ -323,6 +366,12 @@ def _run_torch(x, draws, weight, bias, counts, thresholds, variants, outs, full,
             progress(m)
 
 
+def _gap(logits: torch.Tensor) -> torch.Tensor:
+    """logsumexp - max logit, in float64 (stored as float32; MSP = exp(-gap))."""
+    lg = logits.to(torch.float64)
+    return (torch.logsumexp(lg, dim=1) - lg.amax(dim=1)).to(torch.float32)
+
+
 def choose_engine(num_classes: int, engine: str = "auto") -> str:
     """'native' or 'torch' (``auto``: native when the C kernel builds, else torch)."""
     if engine not in ("auto", "native", "torch"):
@@ -350,12 +399,13 @@ def build_cubes(
     """Compute the cubes of several ASH methods in one pass per split (no cache)."""
     methods = list(dict.fromkeys(methods))
     for m in methods:
+        spec = get_method(m)  # unknown names: a clear "unknown method" error
         if not is_cube_method(m):
             raise ParameterError(
                 f"{m!r} is not computed by the cube engine (it covers "
                 f"{', '.join(CUBE_METHODS)}); evaluate it with Evaluator."
             )
-        check_threshold_mode(get_method(m), threshold)
+        check_threshold_mode(spec, threshold)
     if not methods:
         raise ParameterError("no methods to build a cube for.")
     if not ev.ood_names:
@@ -655,8 +705,8 @@ def point_metrics(
     if not names:
         raise ParameterError("no OOD sets to evaluate; select at least one OOD split.")
     j = cube.index(p)
-    ids = IdScores(cube.splits[cube.id_name].score(score)[j])
-    per_set = {n: ids.metrics(cube.splits[n].score(score)[j], convention) for n in names}
+    ids = IdScores(cube.splits[cube.id_name].score(score, j))
+    per_set = {n: ids.metrics(cube.splits[n].score(score, j), convention) for n in names}
     return {
         "bundle": cube.bundle_name,
         "method": cube.method,

@@ -24,7 +24,7 @@
 #define RB 8
 #endif
 #ifndef SKIP
-#define SKIP 24.0f
+#define SKIP 40.0f
 #endif
 #ifndef PF
 #define PF 8
@@ -70,7 +70,6 @@ static inline vf vexp(vf x) {
 #if defined(__AVX512F__)
 #include <immintrin.h>
 static inline float vmax_lanes(vf v) { return _mm512_reduce_max_ps((__m512)v); }
-static inline float vsum_lanes(vf v) { return _mm512_reduce_add_ps((__m512)v); }
 /* first lane of v equal to x, or -1 */
 static inline int vfind(vf v, float x) {
     const __mmask16 k = _mm512_cmp_ps_mask((__m512)v, _mm512_set1_ps(x), _CMP_EQ_OQ);
@@ -82,11 +81,6 @@ static inline float vmax_lanes(vf v) {
     for (int i = 1; i < VW; i++) m = v[i] > m ? v[i] : m;
     return m;
 }
-static inline float vsum_lanes(vf v) {
-    float s = 0.0f;
-    for (int i = 0; i < VW; i++) s += v[i];
-    return s;
-}
 static inline int vfind(vf v, float x) {
     for (int i = 0; i < VW; i++)
         if (v[i] == x) return i;
@@ -94,11 +88,27 @@ static inline int vfind(vf v, float x) {
 }
 #endif
 
-static inline float fexp1(float x) { return vexp(vsplat(x))[0]; }
+typedef float vf8 __attribute__((vector_size(32)));
+typedef double vd __attribute__((vector_size(64)));
+
+/* exp terms summed in fp64: next to the max term (1.0) fp32 would drop the others,
+ * and the MSP (1 / s) is compared in fp64. */
+static inline vd vsum_pd(vf v) {
+    vf8 lo, hi;
+    memcpy(&lo, &v, sizeof lo);
+    memcpy(&hi, (const char*)&v + sizeof lo, sizeof hi);
+    return __builtin_convertvector(lo, vd) + __builtin_convertvector(hi, vd);
+}
+
+static inline double hsum_pd(vd v) {
+    double s = 0.0;
+    for (int i = 0; i < 8; i++) s += v[i];
+    return s;
+}
 
 typedef struct {
     float m;   /* running max logit */
-    float s;   /* running sum of exp(logit - m) */
+    double s;  /* running sum of exp(logit - m); fp64 so tiny terms are not lost next to 1 */
     int32_t a; /* argmax (first occurrence) */
 } State;
 
@@ -108,12 +118,12 @@ static inline void fold(State* st, const vf* lg, int32_t off) {
     for (int q = 1; q < NVEC; q++) mv = vmaxv(lg[q], mv);
     const float mx = vmax_lanes(mv);
     if (!(mx > st->m)) {
-        /* every term below exp(-SKIP) of the running max: under fp32 resolution of s >= 1 */
+        /* every term below exp(-SKIP) of the running max: under fp64 resolution of s >= 1 */
         if (mx < st->m - SKIP) return;
         const vf m = vsplat(st->m);
-        vf acc = vexp(lg[0] - m);
-        for (int q = 1; q < NVEC; q++) acc += vexp(lg[q] - m);
-        st->s += vsum_lanes(acc);
+        vd acc = vsum_pd(vexp(lg[0] - m));
+        for (int q = 1; q < NVEC; q++) acc += vsum_pd(vexp(lg[q] - m));
+        st->s += hsum_pd(acc);
         return;
     }
     int32_t am = 0;
@@ -122,9 +132,10 @@ static inline void fold(State* st, const vf* lg, int32_t off) {
         if (i >= 0) { am = q * VW + i; break; }
     }
     const vf m = vsplat(mx);
-    vf acc = vexp(lg[0] - m);
-    for (int q = 1; q < NVEC; q++) acc += vexp(lg[q] - m);
-    st->s = (st->m == -INFINITY ? 0.0f : st->s * fexp1(st->m - mx)) + vsum_lanes(acc);
+    vd acc = vsum_pd(vexp(lg[0] - m));
+    for (int q = 1; q < NVEC; q++) acc += vsum_pd(vexp(lg[q] - m));
+    st->s = (st->m == -INFINITY ? 0.0 : st->s * exp((double)st->m - (double)mx)) +
+            hsum_pd(acc);
     st->m = mx;
     st->a = off + am;
 }
@@ -217,13 +228,15 @@ static inline void accumulate(const float* restrict Wt, const int32_t* restrict 
  * (nonincreasing), survivors are units > thr; slot[4]: output slot of P, S, B, RAND or -1;
  * outputs [nslot][J][N], checkpoint j written at row jmap[j]; X and draws are indexed
  * from row n0 (pass pointers to row n0 of a block), outputs by absolute row.
- * full_out (4 pointers: energy, msp, maxlogit, pred [N]) or NULL: the unshaped head.
+ * Outputs per (checkpoint, row): energy = logsumexp, gap = logsumexp - max (so that
+ * MSP = exp(-gap) keeps fp64 resolution near 1), max logit, argmax.
+ * full_out (4 pointers: energy, gap, maxlogit, pred [N]) or NULL: the unshaped head.
  * Returns 0, or -1 on allocation failure. */
 int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                   const float* X, const float* draws, const float* Wt, const float* bias,
                   int64_t J, int mode, const int32_t* kloc, const float* thr,
                   const int32_t* slot, const int32_t* jmap, float* out_energy,
-                  float* out_msp, float* out_maxlogit, int32_t* out_pred,
+                  float* out_gap, float* out_maxlogit, int32_t* out_pred,
                   void* const* full_out) {
     const int doP = slot[V_P] >= 0, doS = slot[V_S] >= 0, doB = slot[V_B] >= 0,
               doR = slot[V_R] >= 0 && draws != NULL;
@@ -283,7 +296,7 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
             }
             for (int64_t q = 0; q < J * NV + 1; q++) {
                 st[i * (J * NV + 1) + q].m = -INFINITY;
-                st[i * (J * NV + 1) + q].s = 0.0f;
+                st[i * (J * NV + 1) + q].s = 0.0;
                 st[i * (J * NV + 1) + q].a = 0;
             }
         }
@@ -343,16 +356,16 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                     if (sl < 0 || (v == V_R && !doR)) continue;
                     const State* s = st + i * (J * NV + 1) + j * NV + v;
                     const int64_t o = ((int64_t)sl * J + jmap[j]) * N + n;
-                    out_energy[o] = (float)((double)s->m + log((double)s->s));
-                    out_msp[o] = 1.0f / s->s;
+                    out_energy[o] = (float)((double)s->m + log(s->s));
+                    out_gap[o] = (float)log(s->s);
                     out_maxlogit[o] = s->m;
                     out_pred[o] = s->a;
                 }
             }
             if (full_out) {
                 const State* s = st + i * (J * NV + 1) + J * NV;
-                ((float*)full_out[0])[n] = (float)((double)s->m + log((double)s->s));
-                ((float*)full_out[1])[n] = 1.0f / s->s;
+                ((float*)full_out[0])[n] = (float)((double)s->m + log(s->s));
+                ((float*)full_out[1])[n] = (float)log(s->s);
                 ((float*)full_out[2])[n] = s->m;
                 ((int32_t*)full_out[3])[n] = s->a;
             }
