@@ -140,7 +140,7 @@ def nonempty_ood(bundle: Bundle) -> tuple[list[str], list[str]]:
     return ok, empty
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner="Loading features...")
 def _base_evaluator(path: str, content_hash: str) -> Evaluator:
     bundle = _load_bundle(path, _stamp(path))
     return Evaluator(bundle, nonempty_ood(bundle)[0], warn=False)
@@ -202,7 +202,7 @@ def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: fl
     )
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
 def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
               p: float | None, threshold: str, score: str, convention: str) -> EvalResult:
     ev = _evaluator(path, content_hash, ood)
