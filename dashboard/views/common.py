@@ -82,3 +82,25 @@ def pct(v: float | None) -> str:
 def pp(v: float | None) -> str | None:
     """A delta in percentage points."""
     return None if v is None else f"{100 * v:+.2f} pp"
+
+
+METRICS = (("fpr95", "FPR95"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"),
+           ("aupr_out", "AUPR-Out"))
+
+
+def metrics_table(frame, key: str, deltas: bool = False) -> None:
+    """The per-OOD-set metrics table in %, optionally with deltas in percentage points."""
+    from dashboard import services
+
+    cols = ["ood_set", *[c for m, _ in METRICS for c in ((m, f"{m}_delta") if deltas else (m,))]]
+    st.dataframe(
+        services.percent(frame), hide_index=True, key=key, width="stretch",
+        column_order=cols,
+        column_config={
+            "ood_set": "OOD set",
+            **{m: st.column_config.NumberColumn(f"{label} (%)", format="%.2f")
+               for m, label in METRICS},
+            **{f"{m}_delta": st.column_config.NumberColumn(f"Δ {label} (pp)", format="%+.2f")
+               for m, label in METRICS},
+        },
+    )

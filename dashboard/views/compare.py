@@ -7,7 +7,7 @@ import streamlit as st
 from ash_core import THRESHOLD_MODES, get_method, list_methods
 from dashboard import figures, services
 from dashboard.state import COMPARE_MODES, P_MAX, P_MIN
-from dashboard.views.common import Context, bind, commit, pct, store
+from dashboard.views.common import Context, bind, commit, metrics_table, pct, store
 
 
 def _setting_b(ctx: Context) -> None:
@@ -81,8 +81,6 @@ def render(ctx: Context) -> None:
             m1.metric("avg AUROC", pct(avg["auroc"]), border=True)
             m2.metric("avg FPR95", pct(avg["fpr95"]), border=True)
             m3.metric("ID accuracy", pct(res.id_accuracy["shaped"]), border=True)
-            st.dataframe(services.percent(frame)[["ood_set", "fpr95", "auroc", "aupr_in",
-                                                  "aupr_out"]],
-                         hide_index=True, key=key, width="stretch")
+            metrics_table(frame, key)
     st.plotly_chart(figures.compare_figure(fa, fb, label_a, label_b, s.convention),
                     key="compare_chart")

@@ -5,10 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, services
-from dashboard.views.common import Context, pct, pp
-
-METRICS = (("fpr95", "FPR95"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"),
-           ("aupr_out", "AUPR-Out"))
+from dashboard.views.common import METRICS, Context, metrics_table, pct, pp
 
 
 def render(ctx: Context) -> None:
@@ -30,17 +27,6 @@ def render(ctx: Context) -> None:
         cols[5].metric("ID accuracy (no shaping)", pct(acc["unshaped"]), border=True)
     else:
         cols[4].metric("ID accuracy", "n/a (no labels)", border=True)
-    shown = services.percent(frame)
-    st.dataframe(
-        shown, hide_index=True, key="overview_table", width="stretch",
-        column_config={
-            "ood_set": "OOD set",
-            **{m: st.column_config.NumberColumn(f"{label} (%)", format="%.2f")
-               for m, label in METRICS},
-            **{f"{m}_delta": st.column_config.NumberColumn(f"Δ {label} (pp)", format="%+.2f")
-               for m, label in METRICS},
-        },
-        column_order=["ood_set", *[c for m, _ in METRICS for c in (m, f"{m}_delta")]],
-    )
+    metrics_table(frame, "overview_table", deltas=True)
     st.plotly_chart(figures.overview_figure(frame, ctx.colors, ctx.setting, result.convention),
                     key="overview_chart")
