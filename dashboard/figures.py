@@ -179,7 +179,7 @@ def curves_figure(curves: Mapping[str, tuple[Curve, Curve]], kind: str,
     pos = convention_label(convention)
     xl, yl = (("FPR (%)", "TPR (%)") if kind == "roc" else ("recall (%)", "precision (%)"))
     what = "ROC" if kind == "roc" else "Precision-recall"
-    fig = _subplots(rows, cols, names, hspace=0.06, vspace=min(0.15, 0.6 / rows),
+    fig = _subplots(rows, cols, names, hspace=0.06, vspace=min(0.22, 0.7 / rows),
                     height=80 + 300 * rows,
                     title=f"{what} curves per OOD set ({pos}): {setting} vs no shaping")
     for i, name in enumerate(names):

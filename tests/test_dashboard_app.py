@@ -316,3 +316,20 @@ def test_demo_bundle_matches_the_cli(capsys):
     at.slider(key="p").set_value(60).run()
     ok(at)
     assert metrics(at)["avg AUROC"] != expected_metrics(expected)["avg AUROC"]
+
+
+def test_bundles_from_the_command_line_are_listed_and_selectable(bundles, monkeypatch):
+    monkeypatch.setenv("ASH_DASHBOARD_BUNDLES", os.pathsep.join(
+        [str(bundles["main"]), str(bundles["d48"])]))
+    at = AppTest.from_file(APP, default_timeout=120)
+    ok(at.run())
+    box = at.selectbox(key="bundle")
+    assert box.value == str(bundles["main"])  # the first one given opens
+    assert str(bundles["d48"]) in box.options
+    before = metrics(at)["avg AUROC"]
+    box.set_value(str(bundles["d48"])).run()
+    ok(at)
+    assert at.query_params["bundle"] == str(bundles["d48"])
+    assert metrics(at)["avg AUROC"] != before
+    assert at.selectbox(key="id_split").value == "id_test"
+    assert at.multiselect(key="ood").value == ["far", "near"]
