@@ -9,6 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from extract_helpers import (
+    MBV2,
+    MNIST_CNN,
+    R20,
+    REPO,
+    assert_same_bundle,
+    run_cli,
+    small_r20_args,
+)
 
 from ash_core import load_bundle
 from ash_core.extract import (
@@ -23,16 +32,6 @@ from ash_core.extract import (
 )
 from ash_core.extract.data import PreparedDataset
 from ash_core.extract.extractor import STOP_ENV
-
-from .extract_helpers import (
-    MBV2,
-    MNIST_CNN,
-    R20,
-    REPO,
-    assert_same_bundle,
-    run_cli,
-    small_r20_args,
-)
 
 pytestmark = pytest.mark.slow
 

@@ -546,9 +546,13 @@ class Extractor:
             src = self._source(spec)
             feats, thumbs = arrays[spec.name]
             labels = src.labels()
+            in_dist = spec.role in ("id", "id_fit")
+            # OOD sets' own labels are not classes of the model: label -1, kept as source_label
             meta = pd.DataFrame({"sample_id": np.arange(len(src)),
-                                 "label": labels if labels is not None else -1,
+                                 "label": labels if labels is not None and in_dist else -1,
                                  "source": src.sources()})
+            if labels is not None and not in_dist:
+                meta["source_label"] = labels
             splits.append(SplitData(
                 spec.name, spec.role, feats,
                 labels if spec.role in ("id", "id_fit") else None,
