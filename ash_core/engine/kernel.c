@@ -100,32 +100,57 @@ static inline vd vsum_pd(vf v) {
     return __builtin_convertvector(lo, vd) + __builtin_convertvector(hi, vd);
 }
 
+#if defined(__AVX512F__)
+static inline double hsum_pd(vd v) { return _mm512_reduce_add_pd((__m512d)v); }
+#else
 static inline double hsum_pd(vd v) {
     double s = 0.0;
     for (int i = 0; i < 8; i++) s += v[i];
     return s;
 }
+#endif
+
+#if defined(__AVX512F__)
+/* any lane of v greater than x */
+static inline int vany_gt(vf v, float x) {
+    return _mm512_cmp_ps_mask((__m512)v, _mm512_set1_ps(x), _CMP_GT_OQ) != 0;
+}
+#else
+static inline int vany_gt(vf v, float x) {
+    for (int i = 0; i < VW; i++)
+        if (v[i] > x) return 1;
+    return 0;
+}
+#endif
 
 typedef struct {
+    double s;  /* running sum of exp(logit - m), fp64 (tiny terms kept next to 1) */
     float m;   /* running max logit */
-    double s;  /* running sum of exp(logit - m); fp64 so tiny terms are not lost next to 1 */
     int32_t a; /* argmax (first occurrence) */
 } State;
 
-/* Fold one tile of logits lg[NVEC] (classes off..off+TILE) into a running state. */
+static inline void state_init(State* st) {
+    st->s = 0.0;
+    st->m = -INFINITY;
+    st->a = 0;
+}
+
+/* Fold one tile of logits lg[NVEC] (classes off..off+TILE) into a running state.
+ * Fast path (no lane above the running max): exps against the running max, summed
+ * lane-wise, no horizontal reduction. Slow path (a new max, ~log(tiles) times): find
+ * it, rescale the sum. Tiles entirely below max - SKIP are under fp64 resolution. */
 static inline void fold(State* st, const vf* lg, int32_t off) {
     vf mv = lg[0];
     for (int q = 1; q < NVEC; q++) mv = vmaxv(lg[q], mv);
-    const float mx = vmax_lanes(mv);
-    if (!(mx > st->m)) {
-        /* every term below exp(-SKIP) of the running max: under fp64 resolution of s >= 1 */
-        if (mx < st->m - SKIP) return;
+    if (!vany_gt(mv, st->m)) {
+        if (!vany_gt(mv, st->m - SKIP)) return;
         const vf m = vsplat(st->m);
-        vd acc = vsum_pd(vexp(lg[0] - m));
-        for (int q = 1; q < NVEC; q++) acc += vsum_pd(vexp(lg[q] - m));
-        st->s += hsum_pd(acc);
+        vf acc = vexp(lg[0] - m);
+        for (int q = 1; q < NVEC; q++) acc += vexp(lg[q] - m);
+        st->s += hsum_pd(vsum_pd(acc));
         return;
     }
+    const float mx = vmax_lanes(mv);
     int32_t am = 0;
     for (int q = 0; q < NVEC; q++) {
         const int i = vfind(lg[q], mx);
@@ -134,11 +159,16 @@ static inline void fold(State* st, const vf* lg, int32_t off) {
     const vf m = vsplat(mx);
     vd acc = vsum_pd(vexp(lg[0] - m));
     for (int q = 1; q < NVEC; q++) acc += vsum_pd(vexp(lg[q] - m));
-    st->s = (st->m == -INFINITY ? 0.0 : st->s * exp((double)st->m - (double)mx)) +
-            hsum_pd(acc);
+    if (st->m == -INFINITY) {
+        st->s = hsum_pd(acc);
+    } else {
+        st->s = st->s * exp((double)st->m - (double)mx) + hsum_pd(acc);
+    }
     st->m = mx;
     st->a = off + am;
 }
+
+static inline double state_sum(const State* st) { return st->s; }
 
 /* Stable descending sort of one row: idx gets unit indices, val the values. */
 static void sort_row(const float* x, int64_t D, uint32_t* key, uint32_t* key2,
@@ -294,11 +324,7 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                 fS[i * J + j] = (float)exp(s2 != 0.0 ? s1 / s2 : 0.0);
                 fB[i * J + j] = k > 0 ? (float)(s1 / (double)k) : 0.0f;
             }
-            for (int64_t q = 0; q < J * NV + 1; q++) {
-                st[i * (J * NV + 1) + q].m = -INFINITY;
-                st[i * (J * NV + 1) + q].s = 0.0;
-                st[i * (J * NV + 1) + q].a = 0;
-            }
+            for (int64_t q = 0; q < J * NV + 1; q++) state_init(st + i * (J * NV + 1) + q);
         }
         for (int64_t t = 0; t < T; t++) {
             const float* Wtile = Wt + t * D * TILE;
@@ -356,16 +382,18 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                     if (sl < 0 || (v == V_R && !doR)) continue;
                     const State* s = st + i * (J * NV + 1) + j * NV + v;
                     const int64_t o = ((int64_t)sl * J + jmap[j]) * N + n;
-                    out_energy[o] = (float)((double)s->m + log(s->s));
-                    out_gap[o] = (float)log(s->s);
+                    const double sum = state_sum(s);
+                    out_energy[o] = (float)((double)s->m + log(sum));
+                    out_gap[o] = (float)log(sum);
                     out_maxlogit[o] = s->m;
                     out_pred[o] = s->a;
                 }
             }
             if (full_out) {
                 const State* s = st + i * (J * NV + 1) + J * NV;
-                ((float*)full_out[0])[n] = (float)((double)s->m + log(s->s));
-                ((float*)full_out[1])[n] = (float)log(s->s);
+                const double sum = state_sum(s);
+                ((float*)full_out[0])[n] = (float)((double)s->m + log(sum));
+                ((float*)full_out[1])[n] = (float)log(sum);
                 ((float*)full_out[2])[n] = s->m;
                 ((int32_t*)full_out[3])[n] = s->a;
             }

@@ -47,7 +47,7 @@ def _build_dir() -> Path:
 
 
 def _flags(tile: int) -> list[str]:
-    flags = ["-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", f"-DTILE={tile}",
+    flags = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp-simd", f"-DTILE={tile}",
              "-fno-math-errno"]
     if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
         flags.append("-march=native")
