@@ -117,6 +117,21 @@ def pr_curve(id_scores, ood_scores, positive: str = "id",
     return Curve(recall[keep], precision[keep], int(recall.size))
 
 
+def roc_pr_curves(id_scores, ood_scores, positive: str = "id",
+                  max_points: int = MAX_CURVE_POINTS) -> tuple[Curve, Curve]:
+    """(ROC, PR) curves from one sort: the same points as ``roc_curve`` and ``pr_curve``."""
+    scores, pos = _labels(id_scores, ood_scores, _check_positive(positive))
+    tps, fps = _descending_curve(scores, pos)
+    tpr = np.concatenate([[0.0], tps / tps[-1]])
+    fpr = np.concatenate([[0.0], fps / fps[-1]])
+    keep = thin_curve(fpr, tpr, max_points)
+    roc = Curve(fpr[keep], tpr[keep], int(fpr.size))
+    precision = tps / (tps + fps)
+    precision = np.concatenate([[precision[0]], precision])
+    keep = thin_curve(tpr, precision, max_points)
+    return roc, Curve(tpr[keep], precision[keep], int(tpr.size))
+
+
 def tpr_threshold(id_scores, tpr: float = 0.95) -> float:
     """The score threshold that keeps ``tpr`` of the ID samples (score >= threshold).
 

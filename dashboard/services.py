@@ -279,11 +279,10 @@ def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _curves(path: str, chash: str, ood: tuple[str, ...], method: str, p: float | None,
-            threshold: str, score: str, convention: str, kind: str,
-            max_points: int) -> dict[str, ac.Curve]:
+            threshold: str, score: str, convention: str, max_points: int) -> dict[str, tuple[ac.Curve, ac.Curve]]:
     r = _evaluate(path, chash, ood, method, p, threshold, score, convention)
-    fn = ac.roc_curve if kind == "roc" else ac.pr_curve
-    return {n: fn(r.id_scores, r.ood_scores[n], convention, max_points) for n in ood}
+    return {n: ac.roc_pr_curves(r.id_scores, r.ood_scores[n], convention, max_points)
+            for n in ood}
 
 
 def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequence[str],
@@ -296,10 +295,10 @@ def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequen
     path, chash = bundle_key(bundle)
     key = (path, chash, tuple(ood))
     shaped = _curves(*key, result.method, result.p, result.threshold, result.score,
-                     result.convention, kind, max_points)
-    unshaped = _curves(*key, "none", None, "local", base.score, base.convention, kind,
-                       max_points)
-    return {n: (unshaped[n], shaped[n]) for n in ood}
+                     result.convention, max_points)
+    unshaped = _curves(*key, "none", None, "local", base.score, base.convention, max_points)
+    i = 0 if kind == "roc" else 1
+    return {n: (unshaped[n][i], shaped[n][i]) for n in ood}
 
 
 # --------------------------------------------------------------------------- sweeps

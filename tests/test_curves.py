@@ -12,6 +12,7 @@ from ash_core.curves import (
     pareto_front,
     pr_curve,
     roc_curve,
+    roc_pr_curves,
     thin_curve,
     tpr_threshold,
 )
@@ -99,3 +100,14 @@ def test_pareto_front_drops_dominated_points():
     low = pareto_front(df, "id_acc", "fpr95", maximize_y=False)
     assert list(low.index) == [3, 1, 0]
     assert pareto_front(df.iloc[:0], "id_acc", "auroc").empty
+
+
+def test_roc_pr_curves_from_one_sort_equal_the_separate_ones(scores):
+    ind, ood = scores
+    for pos in ("id", "ood"):
+        roc, pr = roc_pr_curves(ind, ood, pos, 300)
+        r, p = roc_curve(ind, ood, pos, 300), pr_curve(ind, ood, pos, 300)
+        np.testing.assert_array_equal(roc.x, r.x)
+        np.testing.assert_array_equal(roc.y, r.y)
+        np.testing.assert_array_equal(pr.x, p.x)
+        np.testing.assert_array_equal(pr.y, p.y)
