@@ -170,6 +170,18 @@ CUBE_GRID = tuple(float(p) for p in range(100))
 CUBE_MAX_BYTES = int(os.environ.get("ASH_CUBE_MAX_MB", "512")) * 2**20
 
 
+def engine_for(bundle: Bundle, method: str, p: float | None, engine: str) -> str:
+    """The engine that will really serve this setting ("exact" unless the cube applies)."""
+    return "cube" if engine == "cube" and cube_enabled(bundle, method, p) else "exact"
+
+
+def engine_label(bundle: Bundle, state) -> str:
+    """How the shown numbers were computed, for captions."""
+    if engine_for(bundle, state.method, state.p_value, state.engine) == "cube":
+        return "score cube (float32; equal to `ash-explore evaluate` up to rounding)"
+    return "exact, as `ash-explore evaluate`"
+
+
 def cube_enabled(bundle: Bundle, method: str, p: float | None) -> bool:
     """Whether a slider move for this setting is a cube lookup (ASH methods, integer p)."""
     if _engine is None or os.environ.get("ASH_NO_CUBE") or p is None:
@@ -204,9 +216,10 @@ def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: fl
 
 @st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
 def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
-              p: float | None, threshold: str, score: str, convention: str) -> EvalResult:
+              p: float | None, threshold: str, score: str, convention: str,
+              engine: str = "cube") -> EvalResult:
     ev = _evaluator(path, content_hash, ood)
-    if cube_enabled(ev.bundle, method, p):
+    if engine == "cube" and cube_enabled(ev.bundle, method, p):
         try:
             return _cube_result(path, content_hash, ood, method, float(p), threshold, score,
                                 convention)
@@ -216,14 +229,15 @@ def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
 
 
 def evaluate(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
-             threshold: str, score: str, convention: str) -> EvalResult:
+             threshold: str, score: str, convention: str, engine: str = "cube") -> EvalResult:
     """``Evaluator.evaluate`` (the CLI's numbers), cached; the result is shared: read only."""
     path, chash = bundle_key(bundle)
     if not get_method(method).has_p:
         p = None
     if threshold not in get_method(method).thresholds:
         threshold = get_method(method).thresholds[0]
-    return _evaluate(path, chash, tuple(ood), method, p, threshold, score, convention)
+    engine = engine_for(bundle, method, p, engine)
+    return _evaluate(path, chash, tuple(ood), method, p, threshold, score, convention, engine)
 
 
 def baseline(bundle: Bundle, ood: Sequence[str], score: str, convention: str) -> EvalResult:
@@ -256,9 +270,9 @@ def percent(df: pd.DataFrame, keep: Sequence[str] = ("p",)) -> pd.DataFrame:
 @st.cache_data(max_entries=32, show_spinner=False)
 def _distribution_data(path: str, chash: str, ood: tuple[str, ...], method: str,
                        p: float | None, threshold: str, score: str, convention: str,
-                       bins: int):
-    shaped = _evaluate(path, chash, ood, method, p, threshold, score, convention)
-    base = _evaluate(path, chash, ood, "none", None, "local", score, convention)
+                       bins: int, engine: str):
+    shaped = _evaluate(path, chash, ood, method, p, threshold, score, convention, engine)
+    base = _evaluate(path, chash, ood, "none", None, "local", score, convention, "exact")
     id_name = _load_bundle(path, _stamp(path)).id_split.name
     hb = ac.density_histograms({id_name: base.id_scores, **base.ood_scores}, bins)
     ha = ac.density_histograms({id_name: shaped.id_scores, **shaped.ood_scores}, bins)
@@ -266,7 +280,8 @@ def _distribution_data(path: str, chash: str, ood: tuple[str, ...], method: str,
 
 
 def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
-                      threshold: str, score: str, convention: str, bins: int = 80):
+                      threshold: str, score: str, convention: str, bins: int = 80,
+                      engine: str = "cube"):
     """Density histograms of ID and every OOD set on shared edges, no shaping and shaped,
     and the two TPR-95 thresholds: (hist_before, hist_after, thr_before, thr_after)."""
     spec = get_method(method)
@@ -274,20 +289,21 @@ def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float 
     threshold = threshold if threshold in spec.thresholds else spec.thresholds[0]
     path, chash = bundle_key(bundle)
     return _distribution_data(path, chash, tuple(ood), method, p, threshold, score,
-                              convention, bins)
+                              convention, bins, engine_for(bundle, method, p, engine))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _curves(path: str, chash: str, ood: tuple[str, ...], method: str, p: float | None,
-            threshold: str, score: str, convention: str, max_points: int) -> dict[str, tuple[ac.Curve, ac.Curve]]:
-    r = _evaluate(path, chash, ood, method, p, threshold, score, convention)
+            threshold: str, score: str, convention: str, max_points: int,
+            engine: str) -> dict[str, tuple[ac.Curve, ac.Curve]]:
+    r = _evaluate(path, chash, ood, method, p, threshold, score, convention, engine)
     return {n: ac.roc_pr_curves(r.id_scores, r.ood_scores[n], convention, max_points)
             for n in ood}
 
 
 def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequence[str],
-               kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS
-               ) -> dict[str, tuple[ac.Curve, ac.Curve]]:
+               kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS,
+               engine: str = "cube") -> dict[str, tuple[ac.Curve, ac.Curve]]:
     """Per OOD set: (unshaped curve, shaped curve), thinned; positive class = convention.
 
     Cached per result, so the unshaped curves are computed once, not on every p move.
@@ -295,8 +311,10 @@ def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequen
     path, chash = bundle_key(bundle)
     key = (path, chash, tuple(ood))
     shaped = _curves(*key, result.method, result.p, result.threshold, result.score,
-                     result.convention, max_points)
-    unshaped = _curves(*key, "none", None, "local", base.score, base.convention, max_points)
+                     result.convention, max_points,
+                     engine_for(bundle, result.method, result.p, engine))
+    unshaped = _curves(*key, "none", None, "local", base.score, base.convention, max_points,
+                       "exact")
     i = 0 if kind == "roc" else 1
     return {n: (unshaped[n][i], shaped[n][i]) for n in ood}
 
@@ -370,13 +388,13 @@ def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
 
 
 def inspect(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
-            split: str, index: int) -> ai.SampleInspection:
+            split: str, index: int, engine: str = "cube") -> ai.SampleInspection:
     """The inspector's data for one sample (energies placed within the ID energies)."""
     ev = get_evaluator(bundle, ood)
     n = len(bundle.split(split))
     if not 0 <= index < n:
         raise BundleError(f"index {index} is out of range for {split!r} (0..{n - 1}).")
-    shaped = evaluate(bundle, ood, method, p, threshold, "energy", "id")
+    shaped = evaluate(bundle, ood, method, p, threshold, "energy", "id", engine)
     base = baseline(bundle, ood, "energy", "id")
     spec = get_method(method)
     shaper = ev.shaper(method, p if spec.has_p else None,

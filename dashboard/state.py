@@ -32,6 +32,10 @@ COMPARE_MODES: dict[str, str] = {
     "setting": "two settings, same bundle",
     "bundle": "two bundles, same setting",
 }
+ENGINES: dict[str, str] = {
+    "cube": "fast: score-cube lookup (ASH methods; equal to the CLI up to float32 rounding)",
+    "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
+}
 GRID_STEPS = (1, 2, 5, 10)
 P_MIN, P_MAX = 0, 99
 DEFAULT_METHOD = "ash-s"
@@ -59,6 +63,7 @@ class State:
     score: str = "energy"
     convention: str = "id"
     view: str = "overview"
+    engine: str = "cube"
     # inspector
     iset: str = ""
     idx: int = 0
@@ -128,6 +133,7 @@ class State:
         s.score = choose("score", list_scores(), "energy")
         s.convention = choose("convention", list(CONVENTIONS), "id")
         s.view = choose("view", list(VIEWS), "overview")
+        s.engine = choose("engine", list(ENGINES), "cube")
         if "ood" in q:
             names = tuple(n for n in str(q["ood"]).split(",") if n)
             if ood_options is not None:

@@ -101,22 +101,30 @@ def cli_json(bundle: Path, capsys, *args: str) -> dict:
 # --------------------------------------------------------------------------- overview
 
 
-def test_overview_equals_the_cli(bundles, capsys):
-    at = ok(run_app(bundles["main"], method="ash-b", p=70, score="msp", convention="ood"))
+@pytest.mark.parametrize("engine", ["exact", "cube"])
+def test_overview_equals_the_cli(bundles, capsys, engine):
+    """exact: the CLI's numbers to the last bit; cube: equal up to float32 rounding."""
+    at = ok(run_app(bundles["main"], method="ash-b", p=70, score="msp", convention="ood",
+                    engine=engine))
     expected = cli_json(bundles["main"], capsys, "--method", "ash-b", "--p", "70", "--score",
                         "msp", "--fpr-convention", "ood")
+    tol = 1e-9 if engine == "exact" else 0.1  # in percent
     shown = metrics(at)
     for label, value in expected_metrics(expected).items():
-        assert shown[label] == value, label
+        assert float(shown[label].rstrip("%")) == pytest.approx(float(value.rstrip("%")),
+                                                                abs=max(tol, 0.005)), label
     table = at.dataframe[0].value.set_index("ood_set")
     for name, m in expected["ood"].items():
         for k, v in m.items():
-            assert table.loc[name, k] == pytest.approx(100 * v, abs=1e-5)
+            assert table.loc[name, k] == pytest.approx(100 * v, abs=tol)
     assert charts(at) == 1
+    caption = " ".join(c.value for c in at.caption)
+    assert ("score cube" in caption) == (engine == "cube")
+    assert at.radio(key="engine").value == engine
 
 
 def test_moving_p_changes_the_numbers_and_the_url(bundles, ev):
-    at = ok(run_app(bundles["main"]))
+    at = ok(run_app(bundles["main"], engine="exact"))
     before = metrics(at)
     at.slider(key="p").set_value(95).run()
     ok(at)
@@ -154,7 +162,7 @@ def test_bad_url_values_fall_back_with_a_note(bundles):
 
 
 def test_every_sidebar_control_changes_state(bundles, ev):
-    at = ok(run_app(bundles["main"]))
+    at = ok(run_app(bundles["main"], engine="exact"))
     seen = {metrics(at)["avg AUROC"]}
     for method in list_methods():
         at.selectbox(key="method").set_value(method).run()
@@ -212,7 +220,7 @@ def test_tradeoff_uses_the_sweep_and_marks_p(bundles):
 
 def test_inspector_shows_a_sample(bundles, ev):
     at = ok(run_app(bundles["main"], view="inspector", method="ash-p", p=75, iset="far",
-                    idx=7))
+                    idx=7, engine="exact"))
     assert at.selectbox(key="iset").value == "far" and at.number_input(key="idx").value == 7
     shaper = ev.shaper("ash-p", 75.0)
     insp = inspect_sample(ev.features("far")[7:8], shaper, ev.weight, ev.bias,
@@ -246,7 +254,7 @@ def test_inspector_images_and_missing_data_root(bundles, monkeypatch):
 
 def test_compare_two_settings(bundles, ev):
     at = ok(run_app(bundles["main"], view="compare", method="ash-s", p=90, bmethod="ash-p",
-                    bp=60))
+                    bp=60, engine="exact"))
     a = ev.evaluate("ash-s", 90).to_dict()
     b = ev.evaluate("ash-p", 60).to_dict()
     aurocs = [m.value for m in at.metric if m.label == "avg AUROC"]
@@ -307,7 +315,7 @@ def test_demo_bundle_matches_the_cli(capsys):
         "in the repository)")
     os.environ.pop("ASH_DASHBOARD_BUNDLES", None)
     at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params.update(method="ash-s", p="90")
+    at.query_params.update(method="ash-s", p="90", engine="exact")
     ok(at.run())
     assert Path(at.query_params["bundle"]).name == "cifar10_resnet20"
     expected = cli_json(DEMO, capsys, "--method", "ash-s", "--p", "90")
@@ -333,3 +341,22 @@ def test_bundles_from_the_command_line_are_listed_and_selectable(bundles, monkey
     assert metrics(at)["avg AUROC"] != before
     assert at.selectbox(key="id_split").value == "id_test"
     assert at.multiselect(key="ood").value == ["far", "near"]
+
+
+def test_cube_engine_slider_tracks_the_exact_numbers(bundles, ev):
+    at = ok(run_app(bundles["main"], method="ash-s", p=60))
+    assert at.radio(key="engine").value == "cube"  # the fast path is the default
+    seen = []
+    for p in (60, 75, 95):
+        at.slider(key="p").set_value(p).run()
+        ok(at)
+        shown = float(metrics(at)["avg AUROC"].rstrip("%"))
+        exact = 100 * ev.evaluate("ash-s", float(p)).average["auroc"]
+        assert shown == pytest.approx(exact, abs=0.01)
+        seen.append(shown)
+    assert len(set(seen)) == 3
+    at.radio(key="engine").set_value("exact").run()
+    ok(at)
+    assert at.query_params["engine"] == "exact"
+    exact = ev.evaluate("ash-s", 95.0).to_dict()
+    assert metrics(at)["avg AUROC"] == expected_metrics(exact)["avg AUROC"]

@@ -60,7 +60,7 @@ class Context:
     def result(self):
         s = self.state
         return services.evaluate(self.bundle, self.ood, s.method, s.p_value, s.threshold,
-                                 s.score, s.convention)
+                                 s.score, s.convention, s.engine)
 
     def baseline(self):
         s = self.state

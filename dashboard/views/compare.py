@@ -40,7 +40,7 @@ def render(ctx: Context) -> None:
         _setting_b(ctx)
         bundle_b, ood_b = ctx.bundle, ctx.ood
         res_b = services.evaluate(bundle_b, ood_b, s.bmethod, s.bp_value, s.bthreshold,
-                                  s.score, s.convention)
+                                  s.score, s.convention, s.engine)
         label_b = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
     else:
         options = list(ctx.bundles)
@@ -66,7 +66,7 @@ def render(ctx: Context) -> None:
             st.warning(f"{bundle_b.name} has none of the selected OOD sets; using all of its "
                        f"own: {', '.join(avail)}")
         res_b = services.evaluate(bundle_b, ood_b, s.method, s.p_value, s.threshold, s.score,
-                                  s.convention)
+                                  s.convention, s.engine)
         label_b = f"{bundle_b.name}: {ctx.setting}"
     fa = services.metrics_frame(res_a, ctx.baseline())
     fb = services.metrics_frame(res_b, services.baseline(bundle_b, ood_b, s.score,

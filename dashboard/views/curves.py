@@ -14,9 +14,10 @@ def render(ctx: Context) -> None:
     st.subheader(f"ROC and PR curves: {ctx.setting}")
     st.caption(f"Positive class: {conv}. Curves are thinned server-side to a few hundred "
                "points; dashed grey: no shaping.")
-    roc = services.curve_data(result, base, ctx.bundle, ctx.ood, "roc")
+    engine = ctx.state.engine
+    roc = services.curve_data(result, base, ctx.bundle, ctx.ood, "roc", engine=engine)
     st.plotly_chart(figures.curves_figure(roc, "roc", ctx.colors, ctx.setting,
                                           result.convention), key="roc_chart")
-    pr = services.curve_data(result, base, ctx.bundle, ctx.ood, "pr")
+    pr = services.curve_data(result, base, ctx.bundle, ctx.ood, "pr", engine=engine)
     st.plotly_chart(figures.curves_figure(pr, "pr", ctx.colors, ctx.setting,
                                           result.convention), key="pr_chart")

@@ -19,21 +19,22 @@ def report_parts(ctx: Context):
         "content hash": ctx.bundle.content_hash, "ID split": ctx.bundle.id_split.name,
         "OOD sets": ", ".join(ctx.ood), "method": s.method,
         "p": "-" if s.p_value is None else f"{s.p_value:g}", "threshold": result.threshold,
-        "score": s.score,
+        "score": s.score, "numbers": s.engine,
         "FPR convention": f"{s.convention} ({figures.convention_label(s.convention)})",
         "ID accuracy shaped": "-" if acc["shaped"] is None else f"{100 * acc['shaped']:.2f}%",
         "ID accuracy unshaped": "-" if acc["unshaped"] is None
         else f"{100 * acc['unshaped']:.2f}%",
     }
     hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
-                                                    s.threshold, s.score, s.convention)
+                                                    s.threshold, s.score, s.convention,
+                                                    engine=s.engine)
     figs = {
         "Overview": figures.overview_figure(frame, ctx.colors, ctx.setting, s.convention),
         "Score distributions": figures.distributions_figure(
             hb, ha, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score),
         **{f"{k.upper()} curves": figures.curves_figure(
-            services.curve_data(result, base, ctx.bundle, ctx.ood, k), k, ctx.colors,
-            ctx.setting, s.convention) for k in ("roc", "pr")},
+            services.curve_data(result, base, ctx.bundle, ctx.ood, k, engine=s.engine), k,
+            ctx.colors, ctx.setting, s.convention) for k in ("roc", "pr")},
     }
     return settings, frame, figs
 

@@ -50,7 +50,8 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Inspector: {ctx.setting}")
     split, index = _pick(ctx)
-    insp = services.inspect(ctx.bundle, ctx.ood, s.method, s.p_value, s.threshold, split, index)
+    insp = services.inspect(ctx.bundle, ctx.ood, s.method, s.p_value, s.threshold, split, index,
+                            s.engine)
     left, right = st.columns([1, 3])
     with left:
         img = services.sample_image(ctx.bundle, split, index, ctx.args.data_root)

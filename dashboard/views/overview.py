@@ -16,7 +16,8 @@ def render(ctx: Context) -> None:
     st.subheader(f"Overview: {ctx.setting} on {ctx.bundle.name}")
     st.caption(f"score: {result.score} - FPR convention: "
                f"{figures.convention_label(result.convention)} - averages over "
-               f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)")
+               f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)"
+               f" - numbers: {services.engine_label(ctx.bundle, ctx.state)}")
     cols = st.columns(6)
     for col, (m, label) in zip(cols, METRICS, strict=False):
         col.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]),

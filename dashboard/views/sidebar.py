@@ -7,7 +7,7 @@ import streamlit as st
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.scores import SCORES
 from dashboard import figures, services
-from dashboard.state import VIEWS, State
+from dashboard.state import ENGINES, VIEWS, State
 from dashboard.views.common import STORE, Context, bind, commit, store
 
 SCORE_LABELS = {"energy": "energy", "msp": "MSP", "maxlogit": "max logit"}
@@ -64,6 +64,12 @@ def render(args: services.AppArgs) -> Context:
             _setting_controls(ctx)
         else:
             _method_controls()
+        with st.expander("Numbers"):
+            bind("engine")
+            st.radio("Slider engine", list(ENGINES), key="engine",
+                     format_func=lambda k: ENGINES[k].split(":")[0],
+                     help="\n".join(f"- **{k}**: {v}" for k, v in ENGINES.items()))
+            commit("engine")
         st.divider()
         bind("view")
         st.radio("View", list(VIEWS), format_func=VIEWS.get, key="view")
