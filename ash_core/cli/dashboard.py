@@ -58,8 +58,9 @@ def command(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise AshError(f"--port must be in 1..65535, got {args.port}.")
+    repo = app_path().parents[1]
     for b in args.bundles:
-        if not Path(b).exists():
+        if not Path(b).exists() and not (repo / b).exists():
             print(f"warning: bundle {b} does not exist; the dashboard will say so.",
                   file=sys.stderr)
     cmd = command(args)
