@@ -21,7 +21,7 @@
 #define TILE 64
 #endif
 #ifndef RB
-#define RB 8
+#define RB 64
 #endif
 #ifndef SKIP
 #define SKIP 40.0f
@@ -50,6 +50,26 @@ static inline vf vmaxv(vf a, vf b) {
     return (vf)((m & (vi)a) | (~m & (vi)b));
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* exp for x <= 0 with AVX-512: 2^n * 2^f, f in [-1/2, 1/2] (degree-6 Taylor, ~1e-7 rel),
+ * 2^n applied with vscalefps (no integer tricks, graceful underflow). */
+static inline vf vexp(vf xv) {
+    const __m512 x = _mm512_max_ps((__m512)xv, _mm512_set1_ps(-100.0f));
+    const __m512 l2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, l2e),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_fmsub_ps(x, l2e, n);
+    __m512 p = _mm512_set1_ps(1.5403530393381609954e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443423e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284771620e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821579953e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071233e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994530942e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return (vf)_mm512_scalef_ps(p, n);
+}
+#else
 static inline vf vexp(vf x) {
     /* exp for x <= 0 (cephes expf polynomial, ~1 ulp), all lanes at once. */
     const vf lo = vsplat(-87.0f), magic = vsplat(12582912.0f);
@@ -66,6 +86,8 @@ static inline vf vexp(vf x) {
     vi e = (__builtin_convertvector(t, vi) + 127) << 23;
     return p * (vf)e;
 }
+
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
