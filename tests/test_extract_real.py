@@ -20,6 +20,7 @@ from extract_helpers import (
 )
 
 from ash_core import load_bundle
+from ash_core.cli import main
 from ash_core.extract import (
     ExtractConfig,
     SplitSpec,
@@ -88,8 +89,8 @@ def test_stored_features_equal_a_direct_forward_pass(shared_data: Path, tmp_path
     assert bundle.split("tin").meta["source"][0] == "tinyimagenet/val/images/val_0.JPEG"
 
 
-def test_killed_and_resumed_run_equals_an_uninterrupted_one(shared_data: Path,
-                                                            tmp_path: Path) -> None:
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(
+        shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     ok = run_cli(small_r20_args(shared_data, full))
     assert ok.returncode == 0, ok.stderr
@@ -99,15 +100,14 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(shared_data: Path,
     assert not resumed.exists(), "a bundle must not be visible before it is complete"
     partial = resumed.with_name("resumed.partial")
     assert len(list((partial / "cifar").glob("c*.safetensors"))) == 2
+    # other settings must not be mixed into the partial results
+    assert main(["extract", *small_r20_args(shared_data, resumed, batch=20)]) == 2
+    assert "different settings" in capsys.readouterr().err
     again = run_cli(small_r20_args(shared_data, resumed))
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout and "320 already done" in again.stdout, again.stdout
     assert not partial.exists()
     assert_same_bundle(full, resumed)
-    # settings changed after a kill: refuse to mix partial results
-    run_cli(small_r20_args(shared_data, tmp_path / "other"), env={STOP_ENV: "1"})
-    mixed = run_cli(small_r20_args(shared_data, tmp_path / "other", batch=20))
-    assert mixed.returncode == 2 and "different settings" in mixed.stderr
 
 
 def test_torchrun_two_processes_equal_one(shared_data: Path, tmp_path: Path) -> None:
@@ -146,16 +146,16 @@ def test_mobilenet_v2_backbone_loads_and_gets_a_fitted_head(shared_data: Path,
     cfg = ExtractConfig(out=str(tmp_path / "mbv2"), model="mobilenet_v2_backbone",
                         weights=str(shared_data / MBV2), data_root=str(shared_data),
                         resize=64, crop=64, fit_head=True, workers=1, batch_size=200,
-                        splits=[SplitSpec("test", "id", "folder:cifar10/test?every=10"),
-                                SplitSpec("train", "id_fit", "folder:cifar10/train?every=5")],
+                        splits=[SplitSpec("test", "id", "folder:cifar10/test?every=20"),
+                                SplitSpec("train", "id_fit", "folder:cifar10/train?every=10")],
                         progress=False)
     bundle = load_bundle(extract(cfg))
     head = bundle.manifest["classifier"]
-    print(f"MobileNetV2 backbone (ImageNet) + logistic head fitted on 2,000 CIFAR-10 train "
+    print(f"MobileNetV2 backbone (ImageNet) + logistic head fitted on 1,000 CIFAR-10 train "
           f"images at 64 px: train {100 * head['train_accuracy']:.1f}%, "
-          f"test {100 * head['id_accuracy']:.1f}% (1,000 test images)")
+          f"test {100 * head['id_accuracy']:.1f}% (500 test images)")
     assert bundle.dim == 1280 and bundle.classes[0] == "airplane"
-    assert head["source"] == "fitted" and head["id_accuracy"] > 0.5  # chance is 10%
+    assert head["source"] == "fitted" and head["id_accuracy"] > 0.4  # chance is 10%
     assert bundle.manifest["model"]["renamed_keys"]
 
 
@@ -180,5 +180,8 @@ def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path:
     id_spec = next(s for s in cfg.splits if s.role == "id")
     cfg.splits = [SplitSpec(id_spec.name, "id", id_spec.data + "?limit=250")]
     cfg.__post_init__()
-    again = load_bundle(extract(cfg))
-    np.testing.assert_array_equal(again.id_split.features, bundle.id_split.features[:250])
+    again = np.asarray(load_bundle(extract(cfg)).id_split.features, dtype=np.float32)
+    committed = np.asarray(bundle.id_split.features[:250], dtype=np.float32)
+    # bit-identical on the machine that built it; other CPUs may round an fp16 value differently
+    np.testing.assert_allclose(again, committed, rtol=2e-3, atol=1e-3)
+    assert (again == committed).mean() > 0.99

@@ -474,12 +474,17 @@ class Extractor:
         if self.out.exists() and not cfg.overwrite:
             raise ExtractError(f"{self.out} already exists; pass --overwrite to replace it.")
         torch.manual_seed(0)
+        previous = (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled())
         torch.use_deterministic_algorithms(True, warn_only=True)
         start = time.perf_counter()
-        self._prepare_work()
-        timings = {}
-        for spec in cfg.splits:
-            timings[spec.name] = self._extract_split(spec)
+        try:
+            self._prepare_work()
+            timings = {}
+            for spec in cfg.splits:
+                timings[spec.name] = self._extract_split(spec)
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         _barrier(self.world)
         if self.rank != 0:
             _barrier(self.world)
