@@ -20,6 +20,7 @@ from ash_core.report import render_frame
 
 TABLE_FORMATS = {"csv": ("text/csv", "csv"), "latex": ("text/x-tex", "tex"),
                  "markdown": ("text/markdown", "md")}
+TABLE_LABELS = {"csv": "CSV", "latex": "LaTeX", "markdown": "Markdown"}
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;

@@ -250,6 +250,20 @@ def test_inspector_images_and_missing_data_root(bundles, monkeypatch):
     monkeypatch.setenv("ASH_DATA_ROOT", "/nonexistent/data")
     at = ok(run_app(bundles["pics"], view="inspector", iset="id_test", idx=3))
     assert any("data root /nonexistent/data does not exist" in i.value for i in at.info)
+    assert len(at.get("image")) == 1  # the placeholder
+    assert metrics(at)["energy before"]  # the rest of the inspector still works
+
+
+def test_inspector_reads_images_under_the_data_root(bundles, monkeypatch, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "cifar10" / "test").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "cifar10" / "test" / "3.png")
+    monkeypatch.setenv("ASH_DATA_ROOT", str(tmp_path))
+    at = ok(run_app(bundles["pics"], view="inspector", iset="id_test", idx=3))
+    assert len(at.get("image")) == 1 and not at.info
+    at.number_input(key="idx").set_value(4).run()  # not on disk: a clear placeholder
+    assert any("not found under the data root" in i.value for i in at.info)
 
 
 def test_compare_two_settings(bundles, ev):

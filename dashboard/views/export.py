@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import streamlit as st
 
 from dashboard import export, figures, services
@@ -43,8 +45,13 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader("Export the current view")
     settings, frame, figs = report_parts(ctx)
-    link = "?" + "&".join(f"{k}={v}" for k, v in s.to_query().items())
-    st.markdown("**Link to this view** (append to the app's address):")
+    query = urlencode(s.to_query(), safe=",/")
+    try:
+        base = (st.context.url or "").split("?")[0]
+    except Exception:  # noqa: BLE001 - no browser context (tests, bare mode)
+        base = ""
+    link = f"{base}?{query}"
+    st.markdown("**Link to this view** (opens exactly this state):")
     st.code(link, language=None)
     caption = (f"{ctx.bundle.name}: {ctx.setting}, score={s.score}, FPR convention="
                f"{s.convention}; values in %")
@@ -57,11 +64,11 @@ def render(ctx: Context) -> None:
     st.markdown("**Tables** (CSV keeps fractions; LaTeX and Markdown show %)")
     cols = st.columns(len(export.TABLE_FORMATS))
     for col, (fmt, (mime, ext)) in zip(cols, export.TABLE_FORMATS.items(), strict=True):
-        col.download_button(f"{fmt.upper() if fmt == 'csv' else fmt.capitalize()}",
+        col.download_button(export.TABLE_LABELS[fmt],
                             export.table_text(frame, fmt, caption), file_name=f"ash_metrics.{ext}",
                             mime=mime, key=f"dl_{fmt}")
     tab_fmt = st.radio("Preview", list(export.TABLE_FORMATS), key="export_preview",
-                       horizontal=True)
+                       horizontal=True, index=2, format_func=export.TABLE_LABELS.get)
     st.code(export.table_text(frame, tab_fmt, caption), language=None)
     st.markdown("**Figures**")
     if export.renderer_available():
