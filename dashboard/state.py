@@ -37,6 +37,7 @@ ENGINES: dict[str, str] = {
     "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
 }
 GRID_STEPS = (1, 2, 5, 10)
+PARETO_METRICS = {"average/auroc": "average AUROC", "average/fpr95": "average FPR95"}
 P_MIN, P_MAX = 0, 99
 DEFAULT_METHOD = "ash-s"
 
@@ -70,6 +71,7 @@ class State:
     imode: str = "index"
     # trade-off
     step: int = 5
+    pareto: str = "average/auroc"
     # compare
     cmode: str = "setting"
     bmethod: str = "none"
@@ -146,6 +148,7 @@ class State:
         s.idx = integer("idx", 0, 10**9, 0)
         s.imode = choose("imode", list(INSPECT_MODES), "index")
         s.step = int(choose("step", [str(g) for g in GRID_STEPS], "5"))
+        s.pareto = choose("pareto", list(PARETO_METRICS), "average/auroc")
         s.cmode = choose("cmode", list(COMPARE_MODES), "setting")
         s.bmethod = choose("bmethod", methods, "none")
         s.bp = integer("bp", P_MIN, P_MAX, 90)

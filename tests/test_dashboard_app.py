@@ -211,8 +211,9 @@ def test_tradeoff_uses_the_sweep_and_marks_p(bundles):
     at.selectbox(key="step").set_value(5).run()
     ok(at)
     assert at.query_params["step"] == "5"
-    at.radio(key="pareto_metric").set_value("average/fpr95").run()
+    at.radio(key="pareto").set_value("average/fpr95").run()
     ok(at)
+    assert at.query_params["pareto"] == "average/fpr95"
     at.slider(key="p").set_value(60).run()
     ok(at)
     assert charts(at) == 2
@@ -242,6 +243,13 @@ def test_inspector_shows_a_sample(bundles, ev):
         at.selectbox(key="ipick").set_value(2).run()
         ok(at)
         assert charts(at) == 2
+        row = at.dataframe[0].value.iloc[2]
+        assert (at.query_params["iset"], at.query_params["idx"]) == (row["set"],
+                                                                     str(row["index"]))
+        # the link reopens the same sample in the same list
+        again = ok(run_app(bundles["main"], **{k: v for k, v in at.query_params.items()
+                                               if k != "bundle"}))
+        assert again.selectbox(key="ipick").value == 2
 
 
 def test_inspector_images_and_missing_data_root(bundles, monkeypatch):

@@ -39,6 +39,10 @@ def _pick(ctx: Context) -> tuple[str, int]:
     labels = [f"{r.set} #{r.index} (score {r.score:.3g}, ID percentile {r.id_percentile:.1f})"
               for r in table.itertuples()]
     st.dataframe(table, hide_index=True, key="worst_table", width="stretch")
+    if "ipick" not in st.session_state or st.session_state["ipick"] >= len(labels):
+        # a shared link names the sample (iset, idx): select its row when it is listed
+        match = table.index[(table["set"] == s.iset) & (table["index"] == s.idx)]
+        st.session_state["ipick"] = int(match[0]) if len(match) else 0
     choice = st.selectbox("Inspect", range(len(labels)), format_func=labels.__getitem__,
                           key="ipick")
     row = table.iloc[int(choice or 0)]

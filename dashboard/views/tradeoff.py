@@ -5,10 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, services
-from dashboard.state import GRID_STEPS
+from dashboard.state import GRID_STEPS, PARETO_METRICS
 from dashboard.views.common import Context, bind, commit
-
-PARETO_METRICS = {"average/auroc": "average AUROC", "average/fpr95": "average FPR95"}
 
 
 def render(ctx: Context) -> None:
@@ -19,8 +17,10 @@ def render(ctx: Context) -> None:
     c1.selectbox("p grid step", GRID_STEPS, key="step",
                  help="the sweep evaluates every method at p = 0, step, 2*step, ... < 100")
     commit("step")
+    bind("pareto")
     c2.radio("Pareto OOD metric", list(PARETO_METRICS), format_func=PARETO_METRICS.get,
-             key="pareto_metric", horizontal=True)
+             key="pareto", horizontal=True)
+    commit("pareto")
     grid = services.grid_for(s.step)
     bar = st.progress(0.0, text="sweeping methods over p ...")
 
@@ -34,7 +34,7 @@ def render(ctx: Context) -> None:
                f"{figures.convention_label(s.convention)}. Values from ash_core.sweep.")
     current = s.p_value
     st.plotly_chart(figures.tradeoff_figure(df, current, s.convention), key="tradeoff_chart")
-    y = st.session_state.get("pareto_metric", "average/auroc")
+    y = s.pareto
     front = services.pareto(df, y)
     st.plotly_chart(figures.pareto_figure(df, front, y, s.convention,
                                           current=(s.method, current)), key="pareto_chart")
