@@ -169,5 +169,12 @@ def test_dashboard_in_chromium(server, shots):
                 _assert_clean(page, view, charts)
                 page.screenshot(path=str(shots / f"{view}.png"), full_page=True)
                 assert (shots / f"{view}.png").stat().st_size > 10_000
+                if view == "compare":  # and two bundles (ResNet-20 vs ResNet-56 in the demo)
+                    page.locator("label").filter(has_text="two bundles, same setting").click()
+                    page.wait_for_function("() => location.search.includes('cmode=bundle')",
+                                           timeout=30_000)
+                    _wait_idle(page, timeout=180_000)
+                    _assert_clean(page, "compare bundles", 1)
+                    page.screenshot(path=str(shots / "compare_bundles.png"), full_page=True)
         finally:
             browser.close()
