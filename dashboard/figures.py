@@ -241,9 +241,13 @@ def tradeoff_figure(df: pd.DataFrame, current_p: float | None, convention: str,
 
 
 def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str,
-                  current: tuple[str, float | None] | None = None,
+                  current: tuple[str, float, float] | None = None,
                   colors: Mapping[str, str] | None = None) -> go.Figure:
-    """ID accuracy vs an OOD metric for every (method, p); the Pareto front as a line."""
+    """ID accuracy vs an OOD metric for every (method, p); the Pareto front as a line.
+
+    ``current`` = (label, ID accuracy, metric value), fractions: the setting on screen,
+    starred (it need not lie on the sweep's grid).
+    """
     methods = list(dict.fromkeys(df["method"]))
     colors = colors or method_colors(methods)
     scatter = go.Scattergl if len(df) > WEBGL_POINTS else go.Scatter
@@ -260,14 +264,15 @@ def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str
     if not front.empty:
         fig.add_trace(scatter(x=100 * front["id_acc"], y=100 * front[y], mode="lines",
                               name="Pareto front", line=dict(color="black", dash="dash")))
-    if current is not None:
-        m, p = current
-        d = df[(df["method"] == m) & ((df["p"] == p) | (df["p"].isna() & (p is None)))]
-        if not d.empty:
-            fig.add_trace(go.Scatter(x=100 * d["id_acc"], y=100 * d[y], mode="markers",
-                                     name="current setting",
-                                     marker=dict(symbol="star", size=18, color="gold",
-                                                 line=dict(color="black", width=1))))
+    if current is not None and current[1] is not None:
+        label, acc, value = current
+        fig.add_trace(go.Scatter(x=[100 * acc], y=[100 * value], mode="markers",
+                                 name=f"current: {label}", text=[label],
+                                 hovertemplate="%{text}<br>ID acc %{x:.2f}%<br>"
+                                               + METRIC_LABELS[metric] + " %{y:.2f}%"
+                                               "<extra></extra>",
+                                 marker=dict(symbol="star", size=18, color="gold",
+                                             line=dict(color="black", width=1))))
     fig.update_layout(height=460, xaxis_title="ID accuracy (%)",
                       yaxis_title=f"average {METRIC_LABELS[metric]} (%, "
                                   f"{convention_label(convention)})",

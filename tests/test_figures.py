@@ -84,9 +84,11 @@ def test_tradeoff_and_pareto(ev):
     assert set(list_methods()) <= names
     assert any(s.x0 == 50 for s in fig.layout.shapes)
     front = ac.pareto_front(df, "id_acc", "average/auroc")
-    pf = figures.pareto_figure(df, front, "average/auroc", "id", current=("ash-s", 50.0))
+    pf = figures.pareto_figure(df, front, "average/auroc", "id",
+                               current=("ash-s p=53", 0.8, 0.7))
     assert any(t.name == "Pareto front" for t in pf.data)
-    assert any(t.name == "current setting" for t in pf.data)
+    star = next(t for t in pf.data if t.name == "current: ash-s p=53")
+    assert (star.x[0], star.y[0]) == pytest.approx((80.0, 70.0))
     assert all(t.type == "scatter" for t in pf.data)
     big = pd.concat([df] * 100, ignore_index=True)
     assert any(t.type == "scattergl" for t in figures.pareto_figure(big, front, "average/auroc",

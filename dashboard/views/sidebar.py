@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
@@ -21,6 +23,11 @@ def init_store(args: services.AppArgs) -> None:
     state, notes = State.from_query(st.query_params.to_dict(), default_bundle=default)
     st.session_state[STORE] = state
     st.session_state["_url_notes"] = notes
+
+
+def _bundle_label(path: str) -> str:
+    p = Path(path)
+    return p.name if p.parent.name == "cached_features" else str(path)
 
 
 def _open_path() -> None:
@@ -50,6 +57,7 @@ def render(args: services.AppArgs) -> Context:
             st.warning(f"Link: {note}")
         bind("bundle")
         st.selectbox("Bundle", bundles, key="bundle", on_change=_bundle_changed,
+                     format_func=_bundle_label,
                      help="Bundles under cached_features/ and those given on the command line")
         with st.expander("Open another bundle directory"):
             st.text_input("Bundle directory", key="bundle_path", on_change=_open_path,

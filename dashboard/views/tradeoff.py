@@ -36,5 +36,7 @@ def render(ctx: Context) -> None:
     st.plotly_chart(figures.tradeoff_figure(df, current, s.convention), key="tradeoff_chart")
     y = s.pareto
     front = services.pareto(df, y)
-    st.plotly_chart(figures.pareto_figure(df, front, y, s.convention,
-                                          current=(s.method, current)), key="pareto_chart")
+    r = ctx.result()
+    here = (ctx.setting, r.id_accuracy["shaped"], r.average[y.split("/")[-1]])
+    st.plotly_chart(figures.pareto_figure(df, front, y, s.convention, current=here),
+                    key="pareto_chart")
