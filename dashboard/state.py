@@ -37,6 +37,7 @@ ENGINES: dict[str, str] = {
     "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
 }
 GRID_STEPS = (1, 2, 5, 10)
+ALWAYS_IN_URL = ("bundle", "method", "p", "view")
 PARETO_METRICS = {"average/auroc": "average AUROC", "average/fpr95": "average FPR95"}
 P_MIN, P_MAX = 0, 99
 DEFAULT_METHOD = "ash-s"
@@ -81,14 +82,21 @@ class State:
 
     # ------------------------------------------------------------------ url
 
-    def to_query(self) -> dict[str, str]:
-        """Query parameters (strings only); the OOD selection is comma-separated."""
+    def to_query(self, compact: bool = True) -> dict[str, str]:
+        """Query parameters (strings only); the OOD selection is comma-separated.
+
+        ``compact`` leaves out fields at their default value (a missing key means the
+        default when the link is opened), except the bundle, method, p and view.
+        """
+        default = State()
         out: dict[str, str] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "ood":
                 if v is not None:
                     out["ood"] = ",".join(v)
+                continue
+            if compact and f.name not in ALWAYS_IN_URL and v == getattr(default, f.name):
                 continue
             out[f.name] = str(v)
         return out

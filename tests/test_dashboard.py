@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,10 @@ def test_state_round_trips_through_the_url():
     assert all(isinstance(v, str) for v in q.values())
     back, notes = State.from_query(q)
     assert back == s and notes == []
+    short = State(bundle="b", p=80).to_query()
+    assert set(short) == {"bundle", "method", "p", "view"}
+    assert State.from_query(short)[0] == State(bundle="b", p=80)
+    assert len(State(bundle="b").to_query(compact=False)) == len(fields(State)) - 1  # no ood
 
 
 def test_state_rejects_bad_values_with_notes():
