@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("ASH_TORCH_THREADS", "1")  # as `ash-explore dashboard` runs the server
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 

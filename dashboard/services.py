@@ -39,8 +39,10 @@ except ImportError:  # pragma: no cover - older ash_core
     _engine = None
 
 # The server runs one session per thread and the per-rerun tensors are small: intra-op
-# threads only add contention (10x slower on a busy 2-core machine), so use one by default.
-torch.set_num_threads(int(os.environ.get("ASH_TORCH_THREADS", "1")))
+# threads only add contention (10x slower on a busy 2-core machine). `ash-explore
+# dashboard` sets ASH_TORCH_THREADS=1; importing this module elsewhere changes nothing.
+if os.environ.get("ASH_TORCH_THREADS"):
+    torch.set_num_threads(max(1, int(os.environ["ASH_TORCH_THREADS"])))
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = "cached_features/cifar10_resnet20"

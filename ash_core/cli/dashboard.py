@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cmd = command(args)
     print(f"ASH Explorer dashboard: http://{args.address}:{args.port}", flush=True)
     env = dict(os.environ)
+    env.setdefault("ASH_TORCH_THREADS", "1")  # one intra-op thread per session (see app)
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
