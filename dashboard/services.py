@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,14 +226,19 @@ def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
         try:
             return _cube_result(path, content_hash, ood, method, float(p), threshold, score,
                                 convention)
-        except Exception:  # noqa: BLE001 - any cube problem: the exact path below
-            pass
+        except Exception as exc:  # noqa: BLE001 - any cube problem: the exact path below
+            warnings.warn(f"score cube unavailable ({exc}); evaluating exactly", stacklevel=2)
     return ev.evaluate(method, p, threshold, score, convention)
 
 
 def evaluate(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
              threshold: str, score: str, convention: str, engine: str = "cube") -> EvalResult:
-    """``Evaluator.evaluate`` (the CLI's numbers), cached; the result is shared: read only."""
+    """One setting's ``EvalResult``, cached (shared between sessions: read only).
+
+    ``engine="exact"`` is ``Evaluator.evaluate`` (the CLI's numbers bit for bit);
+    ``"cube"`` serves ASH methods from the score cube (equal up to float32 rounding)
+    and falls back to the exact path for everything else.
+    """
     path, chash = bundle_key(bundle)
     if not get_method(method).has_p:
         p = None
