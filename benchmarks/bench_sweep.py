@@ -59,7 +59,7 @@ from ash_core.shaping import ash_b, ash_p, ash_s, kept_count  # noqa: E402
 
 GRID = [float(p) for p in range(100)]
 FULL = {"id": 50_000, "ood": [10_000, 10_000, 10_000, 5_000], "fit": 10_000}
-QUICK = {"id": 2_000, "ood": [800, 800, 600, 300], "fit": 1_000}
+QUICK = {"id": 1_500, "ood": [600, 500, 400, 200], "fit": 1_000}
 DIM, CLASSES = 2048, 1000
 
 
