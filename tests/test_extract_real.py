@@ -153,7 +153,7 @@ def test_mobilenet_v2_backbone_loads_and_gets_a_fitted_head(shared_data: Path,
     head = bundle.manifest["classifier"]
     print(f"MobileNetV2 backbone (ImageNet) + logistic head fitted on 1,000 CIFAR-10 train "
           f"images at 64 px: train {100 * head['train_accuracy']:.1f}%, "
-          f"test {100 * head['id_accuracy']:.1f}% (500 test images)")
+          f"test {100 * head['id_accuracy']:.1f}% (500 test images), fit {head['fit_seconds']}s")
     assert bundle.dim == 1280 and bundle.classes[0] == "airplane"
     assert head["source"] == "fitted" and head["id_accuracy"] > 0.4  # chance is 10%
     assert bundle.manifest["model"]["renamed_keys"]

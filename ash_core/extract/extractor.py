@@ -287,14 +287,14 @@ class ChunkPlan:
 
 
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, num_classes: int,
-                    c: float = 1.0, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+                    c: float = 1.0, max_iter: int = 500) -> tuple[np.ndarray, np.ndarray, float]:
     """Multinomial logistic regression on raw (non-standardised) features, so the head
     applies directly to the features, as ASH needs. Returns weight [C, D], bias [C] and the
     training accuracy. Deterministic (lbfgs)."""
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(features, dtype=np.float64)
-    clf = LogisticRegression(C=c, max_iter=max_iter, tol=1e-6)
+    clf = LogisticRegression(C=c, max_iter=max_iter, tol=1e-4)
     clf.fit(x, labels)
     if list(clf.classes_) != list(range(num_classes)):
         raise ExtractError(f"id_fit labels cover classes {list(clf.classes_)}; expected all of "
