@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   MISMATCH with the committed bundle: {diff}")
             else:
                 print(f"   identical to cached_features/{name} ({len(new)} files)")
+            shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failures else 0
 
 
