@@ -356,7 +356,9 @@ class TorchvisionSource(Source):
         except (RuntimeError, OSError) as exc:
             raise DataError(f"torchvision dataset {name} not found under {root} ({exc}); add "
                             "download=1 to the spec to allow downloading it.") from None
-        targets = getattr(self.ds, "targets", None) or getattr(self.ds, "labels", None)
+        targets = getattr(self.ds, "targets", None)
+        if targets is None:
+            targets = getattr(self.ds, "labels", None)
         labels = np.asarray(targets, dtype=np.int64) if targets is not None else None
         self.name = name
         super().__init__(len(self.ds), labels, list(getattr(self.ds, "classes", []) or []) or None,

@@ -425,8 +425,9 @@ class Extractor:
     def _extract_split(self, spec: SplitSpec) -> dict[str, Any]:
         source = self._source(spec)
         plan = ChunkPlan(len(source), self.cfg.batch_size * self.cfg.chunk_batches)
-        mine = [c for c in range(plan.count) if c % self.world == self.rank
-                and not chunk_path(self.work, spec.name, c).is_file()]
+        assigned = [c for c in range(plan.count) if c % self.world == self.rank]
+        mine = [c for c in assigned if not chunk_path(self.work, spec.name, c).is_file()]
+        done = sum(len(plan.span(c)) for c in assigned if c not in mine)
         order = [i for c in mine for i in plan.span(c)]
         thumbs = self._thumbs(spec, source)
         t0 = time.perf_counter()
@@ -445,11 +446,10 @@ class Extractor:
             finally:
                 bar.close()
         dt = time.perf_counter() - t0
-        done = len(source) - len(order)
         self.log(f"{spec.name}: {len(order)} images in {dt:.1f}s"
                  f"{f' ({len(order) / dt:.0f} img/s)' if order and dt > 0 else ''}"
                  f"{f', {done} already done' if done else ''}"
-                 f"{' on this rank' if self.world > 1 else ''}")
+                 f"{f' on rank 0 of {self.world} ({len(source)} in all)' if self.world > 1 else ''}")
         return {"images": len(order), "seconds": round(dt, 3)}
 
     def _assemble(self, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray | None]:
