@@ -86,7 +86,13 @@ def _compile_and_load(tile: int) -> ctypes.CDLL:
     flags = _flags(tile)
     tag = hashlib.sha256(src + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
     out_dir = _build_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise OSError(f"{out_dir} is not writable")
+    except OSError:
+        out_dir = Path(tempfile.gettempdir()) / f"ash-explorer-kernels-{os.getuid()}"
+        out_dir.mkdir(parents=True, exist_ok=True)
     lib_path = out_dir / f"ash_cube_t{tile}_{tag}.so"
     if not lib_path.is_file():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
