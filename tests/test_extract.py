@@ -289,3 +289,11 @@ def test_config_file_errors(tmp_path: Path) -> None:
         ExtractConfig.from_json(p)
     with pytest.raises(ExtractError, match="role must be"):
         SplitSpec("a", "test", "noise:uniform")
+
+
+def test_torchvision_datasets_are_never_downloaded_unasked(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="download=1"):
+        parse_spec(f"torchvision:CIFAR10?root={tmp_path}&train=0", None, (32, 32, 3))
+    assert not any(tmp_path.iterdir())  # nothing fetched
+    with pytest.raises(DataError, match="no dataset 'NotADataset'"):
+        parse_spec("torchvision:NotADataset", None, (32, 32, 3))
