@@ -157,6 +157,23 @@ def test_rand_draws_continue_across_blocks(tricky: Path, monkeypatch: pytest.Mon
         assert assert_matches(cube, ev, "ash-rand", "local", 9) == 9
 
 
+def test_thread_count_does_not_change_the_cube(tricky: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    ev = Evaluator(load_bundle(tricky), warn=False)
+    monkeypatch.setattr(cube_mod, "BLOCK_ROWS", 16)
+    monkeypatch.setenv("ASH_CUBE_THREADS", "1")
+    one = build_cubes(ev, ["ash-s", "ash-rand"], GRID, seed=2)
+    monkeypatch.setenv("ASH_CUBE_THREADS", "3")
+    three = build_cubes(ev, ["ash-s", "ash-rand"], GRID, seed=2)
+    for m in one:
+        for split in ev.split_names:
+            assert np.array_equal(one[m].splits[split].energy, three[m].splits[split].energy)
+            assert np.array_equal(one[m].splits[split].pred, three[m].splits[split].pred)
+    monkeypatch.setenv("ASH_CUBE_THREADS", "many")
+    with pytest.raises(ParameterError, match="ASH_CUBE_THREADS"):
+        build_cubes(ev, ["ash-p"], [50.0])
+
+
 def test_rand_depends_on_the_seed(tricky: Path) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
     a = build_cubes(ev, ["ash-rand"], [50.0], seed=1)["ash-rand"]

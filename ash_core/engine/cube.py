@@ -227,6 +227,17 @@ def fit_global_thresholds(ev: Evaluator, grid: np.ndarray) -> np.ndarray:
     return percentiles(ev.features(fit.name).numpy(), grid)
 
 
+def cube_threads() -> int:
+    """Threads for the native kernel: ``ASH_CUBE_THREADS``, else torch's intra-op count."""
+    env = os.environ.get("ASH_CUBE_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ParameterError(f"ASH_CUBE_THREADS must be an integer, got {env!r}.") from None
+    return max(1, torch.get_num_threads())
+
+
 def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
     """Successive row blocks of ``torch.rand((N, D), generator=seed)`` scaled to [0, 10).
 
@@ -275,7 +286,7 @@ def _run_split(
             lib, x, draws, _kernel.tiled_head(weight, bias, tile),
             None if counts is None else counts[order],
             None if thresholds is None else thresholds[order].astype(np.float32),
-            order, slots, outs, full, threads=max(1, torch.get_num_threads()),
+            order, slots, outs, full, threads=cube_threads(),
             block=BLOCK_ROWS, progress=progress,
         )
     else:
