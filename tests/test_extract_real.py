@@ -23,6 +23,7 @@ from ash_core import load_bundle
 from ash_core.cli import main
 from ash_core.extract import (
     ExtractConfig,
+    ExtractError,
     SplitSpec,
     extract,
     load_model,
@@ -149,6 +150,10 @@ def test_mobilenet_v2_backbone_loads_and_gets_a_fitted_head(shared_data: Path,
                         splits=[SplitSpec("test", "id", "folder:cifar10/test?every=20"),
                                 SplitSpec("train", "id_fit", "folder:cifar10/train?every=10")],
                         progress=False)
+    with pytest.raises(ExtractError, match="no classifier.*--fit-head"):
+        extract(ExtractConfig(out=str(tmp_path / "nohead"), model="mobilenet_v2_backbone",
+                              weights=str(shared_data / MBV2), data_root=str(shared_data),
+                              splits=[SplitSpec("test", "id", "folder:cifar10/test")]))
     bundle = load_bundle(extract(cfg))
     head = bundle.manifest["classifier"]
     print(f"MobileNetV2 backbone (ImageNet) + logistic head fitted on 1,000 CIFAR-10 train "

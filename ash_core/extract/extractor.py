@@ -335,6 +335,11 @@ class Extractor:
         size = self.protocol.crop
         example = torch.zeros(1, self.lm.channels, size, size, device=self.device)
         self.hook = FeatureHook(self.lm.model, cfg.layer, example)
+        if "head" in self.lm.notes and not cfg.fit_head:
+            raise ExtractError(
+                f"the weights {cfg.weights} have no classifier ({self.lm.notes['head']}); pass "
+                "--fit-head (with an --id-fit split) to fit a linear head on the features."
+            )
         if self.hook.head is None and not cfg.fit_head:
             raise ExtractError(
                 f"layer {self.hook.name!r} does not feed a Linear head, so there is no head "
