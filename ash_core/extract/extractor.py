@@ -398,8 +398,9 @@ class Extractor:
     # ---- orchestration
 
     def _prepare_work(self) -> None:
+        fingerprint = {**self.cfg.fingerprint(), "weights_sha256": self.lm.weights_sha256}
         record = {"format": "ash-extract-work", "version": WORK_VERSION,
-                  "fingerprint": self.cfg.fingerprint()}
+                  "fingerprint": fingerprint}
         progress = self.work / "progress.json"
         if self.rank == 0:
             if progress.is_file():
