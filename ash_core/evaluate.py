@@ -17,7 +17,7 @@ import torch
 
 from .bundle import Bundle, Split, negative_fraction
 from .errors import FeatureError, ParameterError
-from .metrics import OODMetrics, average_metrics, check_convention, ood_metrics
+from .metrics import OODMetrics, average_metrics, check_convention, ood_metrics_many
 from .registry import Shaper, create_method
 from .scores import accuracy, get_score
 
@@ -174,7 +174,7 @@ class Evaluator:
         id_logits = self.shaped_logits(shaper, self.id_name)
         id_scores = score_fn(id_logits).numpy()
         ood_scores = {n: score_fn(self.shaped_logits(shaper, n)).numpy() for n in self.ood_names}
-        metrics = {n: ood_metrics(id_scores, s, convention) for n, s in ood_scores.items()}
+        metrics = ood_metrics_many(id_scores, ood_scores, convention)
         return EvalResult(
             bundle=self.bundle.name,
             method=shaper.name,

@@ -98,35 +98,80 @@ def _descending_curve(scores: np.ndarray, positive: np.ndarray):
     return tps.astype(np.float64), fps.astype(np.float64)
 
 
-def _average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    tps, fps = _descending_curve(scores, positive)
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    recall_steps = np.diff(np.concatenate([[0.0], recall]))
-    return float(np.sum(recall_steps * precision))
+def _distinct(sorted_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct values of an ascending array, their first positions and counts."""
+    n = sorted_scores.size
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_scores)) + 1])
+    counts = np.diff(np.concatenate([starts, [n]]))
+    return sorted_scores[starts], starts, counts
 
 
-def _fpr_at_tpr(scores: np.ndarray, positive: np.ndarray, tpr_target: float) -> float:
-    tps, fps = _descending_curve(scores, positive)
-    tpr = tps / tps[-1]
-    fpr = fps / fps[-1]
-    idx = int(np.searchsorted(tpr, tpr_target, side="left"))
-    return float(fpr[min(idx, tpr.size - 1)])
+class _Positive:
+    """One positive class (ascending scores) with what FPR95 and AP need, computed once."""
+
+    def __init__(self, ascending: np.ndarray, tpr: float = 0.95):
+        self.scores = ascending
+        n = ascending.size
+        self.values, starts, counts = _distinct(ascending)
+        self.count_ge = (n - starts).astype(np.float64)
+        self.counts = counts.astype(np.float64)
+        self.n = n
+        ok = self.count_ge / float(n) >= tpr
+        # the largest positive score whose TPR is still >= tpr (sklearn's roc_curve point)
+        self.threshold = self.values[np.flatnonzero(ok)[-1]]
+
+    def fpr(self, neg_ascending: np.ndarray) -> float:
+        m = neg_ascending.size
+        return float((m - np.searchsorted(neg_ascending, self.threshold, "left")) / m)
+
+    def average_precision(self, neg_ascending: np.ndarray) -> float:
+        # AP is a sum over distinct positive scores only: recall does not move elsewhere.
+        fps = neg_ascending.size - np.searchsorted(neg_ascending, self.values, "left")
+        terms = self.counts * (self.count_ge / (self.count_ge + fps))
+        return float(np.sum(terms[::-1]) / self.n)
 
 
-def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + 0.5 P(pos == neg), via average ranks (Mann-Whitney U)."""
-    both = np.concatenate([pos, neg])
-    order = np.argsort(both, kind="mergesort")
-    sorted_vals = both[order]
-    ranks = np.empty(both.size, dtype=np.float64)
-    # average ranks of tied groups
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_vals)) + 1])
-    ends = np.concatenate([starts[1:], [both.size]])
-    avg = (starts + ends - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
-    return float(u / (pos.size * neg.size))
+class IdScores:
+    """ID scores sorted once and reused for every OOD set (one sort per set, not per metric).
+
+    Every metric comes from ``searchsorted`` counts on sorted arrays, so ties are exact:
+    AUROC counts ties as 1/2, FPR95 and AP match scikit-learn's ``roc_curve`` and
+    ``average_precision_score``.
+    """
+
+    def __init__(self, scores: torch.Tensor | np.ndarray, tpr: float = 0.95):
+        if not 0.0 < tpr <= 1.0:
+            raise ParameterError(f"tpr must be in (0, 1], got {tpr!r}.")
+        arr = _as_scores(scores, "ID")
+        self.tpr = tpr
+        self.asc = np.sort(arr, kind="stable")
+        self.neg_asc = -self.asc[::-1]
+        self._pos: _Positive | None = None
+
+    @property
+    def positive(self) -> _Positive:
+        if self._pos is None:
+            self._pos = _Positive(self.asc, self.tpr)
+        return self._pos
+
+    def metrics(self, ood_scores: torch.Tensor | np.ndarray, convention: str = "id"
+                ) -> OODMetrics:
+        """The four metrics of one OOD set against these ID scores."""
+        check_convention(convention)
+        ood = np.sort(_as_scores(ood_scores, "OOD"), kind="stable")
+        ood_pos = _Positive(-ood[::-1], self.tpr)
+        fpr95 = self.positive.fpr(ood) if convention == "id" else ood_pos.fpr(self.neg_asc)
+        n, m = self.asc.size, ood.size
+        below = np.searchsorted(self.asc, ood, "left")
+        upto = np.searchsorted(self.asc, ood, "right")
+        wins = float(np.sum(n - upto)) + 0.5 * float(np.sum(upto - below))
+        return OODMetrics(
+            fpr95=fpr95,
+            auroc=wins / (n * m),
+            aupr_in=self.positive.average_precision(ood),
+            aupr_out=ood_pos.average_precision(self.neg_asc),
+            convention=convention,
+        )
 
 
 def ood_metrics(
@@ -137,21 +182,19 @@ def ood_metrics(
 ) -> OODMetrics:
     """FPR@95TPR, AUROC, AUPR-In and AUPR-Out for one ID/OOD pair of score arrays."""
     check_convention(convention)
-    ind = _as_scores(id_scores, "ID")
-    ood = _as_scores(ood_scores, "OOD")
-    scores = np.concatenate([ind, ood])
-    is_id = np.concatenate([np.ones(ind.size, dtype=bool), np.zeros(ood.size, dtype=bool)])
-    if convention == "id":
-        fpr95 = _fpr_at_tpr(scores, is_id, tpr)
-    else:
-        fpr95 = _fpr_at_tpr(-scores, ~is_id, tpr)
-    return OODMetrics(
-        fpr95=fpr95,
-        auroc=_auroc(ind, ood),
-        aupr_in=_average_precision(scores, is_id),
-        aupr_out=_average_precision(-scores, ~is_id),
-        convention=convention,
-    )
+    return IdScores(id_scores, tpr).metrics(ood_scores, convention)
+
+
+def ood_metrics_many(
+    id_scores: torch.Tensor | np.ndarray,
+    ood_scores: Mapping[str, torch.Tensor | np.ndarray],
+    convention: str = "id",
+    tpr: float = 0.95,
+) -> dict[str, OODMetrics]:
+    """``ood_metrics`` for several OOD sets against one ID set, sorting the ID scores once."""
+    check_convention(convention)
+    ids = IdScores(id_scores, tpr)
+    return {name: ids.metrics(s, convention) for name, s in ood_scores.items()}
 
 
 def average_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -370,15 +370,15 @@ def test_bad_grid_and_methods(tricky: Path) -> None:
         build_cubes(ev, ["ash-p"], [50.0], engine="gpu")
 
 
-# --------------------------------------------------------------------------- fast metrics
+# --------------------------------------------------------------------------- shared metrics
 
 
 @pytest.mark.parametrize("convention", ["id", "ood"])
-def test_fast_metrics_equal_ood_metrics_and_sklearn(convention: str) -> None:
+def test_prepared_id_scores_reused_across_sets_equal_sklearn(convention: str) -> None:
+    """The lookup path sorts ID scores once (IdScores) and reuses them for every OOD set."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from ash_core.engine.fastmetrics import IdScores, fast_ood_metrics
-    from ash_core.metrics import ood_metrics
+    from ash_core.metrics import IdScores, ood_metrics, ood_metrics_many
 
     rng = np.random.default_rng(11)
     for trial in range(40):
@@ -389,29 +389,14 @@ def test_fast_metrics_equal_ood_metrics_and_sklearn(convention: str) -> None:
             ident, ood = np.round(ident, 1), np.round(ood, 1)
         if trial % 7 == 0:
             ood[: m // 2] = ident[0]
-        want = ood_metrics(ident, ood, convention)
-        got = fast_ood_metrics(ident, ood, convention)
-        for k in want:
-            assert got[k] == pytest.approx(want[k], rel=1e-12, abs=1e-12), (trial, k)
+        ids = IdScores(ident)
+        got = ids.metrics(ood, convention)
+        assert ids.metrics(ood[::-1].copy(), convention) == got
+        many = ood_metrics_many(ident, {"a": ood, "b": ood[::-1].copy()}, convention)
+        assert many["a"] == got == many["b"] == ood_metrics(ident, ood, convention)
         labels = np.r_[np.ones(n), np.zeros(m)]
         scores = np.r_[ident, ood]
-        if n and m:
-            assert got.auroc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-            assert got.aupr_in == pytest.approx(average_precision_score(labels, scores),
-                                                abs=1e-12)
-            assert got.aupr_out == pytest.approx(
-                average_precision_score(1 - labels, -scores), abs=1e-12)
-        # one IdScores reused for several OOD sets gives the same numbers
-        ids = IdScores(ident)
-        assert ids.metrics(ood, convention) == got
-        assert ids.metrics(ood[::-1].copy(), convention) == got
-
-
-def test_fast_metrics_reject_non_finite_scores() -> None:
-    from ash_core.engine.fastmetrics import fast_ood_metrics
-    from ash_core.errors import FeatureError
-
-    with pytest.raises(FeatureError, match="NaN/Inf"):
-        fast_ood_metrics(np.array([1.0, np.nan]), np.array([0.0]))
-    with pytest.raises(FeatureError, match="NaN/Inf"):
-        fast_ood_metrics(np.array([1.0]), np.array([np.inf]))
+        assert got.auroc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        assert got.aupr_in == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+        assert got.aupr_out == pytest.approx(
+            average_precision_score(1 - labels, -scores), abs=1e-12)

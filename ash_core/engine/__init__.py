@@ -1,5 +1,6 @@
 """The score-cube engine: every grid p of every ASH variant at once (see ``cube``)."""
 
+from ..metrics import IdScores
 from .cube import (
     CUBE_METHODS,
     ScoreCube,
@@ -10,10 +11,9 @@ from .cube import (
     is_cube_method,
     point_metrics,
 )
-from .fastmetrics import IdScores, fast_ood_metrics
 from .kernel import kernel_status
 
 __all__ = [
-    "CUBE_METHODS", "IdScores", "ScoreCube", "SplitCube", "build_cubes", "fast_ood_metrics",
+    "CUBE_METHODS", "IdScores", "ScoreCube", "SplitCube", "build_cubes",
     "get_cube", "get_cubes", "is_cube_method", "kernel_status", "point_metrics",
 ]

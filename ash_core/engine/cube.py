@@ -41,12 +41,11 @@ import torch
 from ..bundle import Bundle, read_safetensors
 from ..errors import BundleError, FeatureError, ParameterError
 from ..evaluate import Evaluator
-from ..metrics import average_metrics, check_convention
+from ..metrics import IdScores, average_metrics, check_convention
 from ..registry import check_threshold_mode, get_method
 from ..scores import energy_score, get_score, list_scores, maxlogit_score
 from ..shaping import check_percentile, kept_count
 from . import kernel as _kernel
-from .fastmetrics import IdScores
 
 ENGINE_VERSION = 2
 #: ASH variants the cube engine computes, with their kernel slot.
