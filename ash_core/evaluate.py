@@ -20,8 +20,11 @@ from .errors import FeatureError, ParameterError
 from .metrics import OODMetrics, average_metrics, check_convention, ood_metrics_many
 from .registry import Shaper, create_method
 from .scores import accuracy, get_score
+from .shaping import rank_order
 
 CHUNK_ROWS = 16384
+#: Rank orders (int16 per unit) are cached per split up to this many units in total.
+ORDER_CACHE_UNITS = 64 * 2**20
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Evaluator:
         self.bias = bundle.head_bias
         self._features: dict[str, torch.Tensor] = {}
         self._base_logits: dict[str, torch.Tensor] = {}
+        self._orders: dict[str, torch.Tensor] = {}
         self._fitted: dict[tuple[str, float | None], float | None] = {}
         self._warn = warn
 
@@ -117,6 +121,20 @@ class Evaluator:
         ]
         return torch.cat(outs) if outs else torch.empty(0, self.weight.shape[0])
 
+    def rank_order(self, name: str) -> torch.Tensor | None:
+        """The p-independent per-row unit ranking of a split, cached within a memory budget.
+
+        Shaping at a new p then costs a scatter instead of a sort. None when caching it
+        would exceed ``ORDER_CACHE_UNITS`` (the shaper then sorts per call).
+        """
+        if name not in self._orders:
+            x = self.features(name)
+            cached = sum(o.numel() for o in self._orders.values())
+            if cached + x.numel() > ORDER_CACHE_UNITS:
+                return None
+            self._orders[name] = rank_order(x)
+        return self._orders[name]
+
     def base_logits(self, name: str) -> torch.Tensor:
         if name not in self._base_logits:
             self._base_logits[name] = self.logits(self.features(name))
@@ -143,7 +161,8 @@ class Evaluator:
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         if shaper.name == "none":
             return self.base_logits(name)
-        return self.logits(shaper(self.features(name)))
+        order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
+        return self.logits(shaper(self.features(name), order=order))
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
         labels = self.bundle.id_split.labels_tensor()

@@ -4,13 +4,15 @@ The CLI, the dashboard, the tests and the benchmarks all enumerate it. Adding a
 method is one function plus one ``@register_method(...)`` line::
 
     @register_method("my-method", params=(P_PARAM,), description="...")
-    def _my_method(x, *, p, threshold, seed):
+    def _my_method(x, *, p, threshold, seed, order=None):
         return ...
 
 A registered function receives fp32-or-lower features ``[N, D]``/``[N, C, H, W]`` and
 keyword arguments ``p`` (its percentile parameter, or None for methods without
-one), ``threshold`` (a fitted global value, or None for local thresholds) and
-``seed``; it must return a new tensor of the same shape and dtype.
+one), ``threshold`` (a fitted global value, or None for local thresholds), ``seed``
+and ``order`` (``shaping.rank_order(x)`` when the caller has it, else None: a
+method that ranks units may use it to skip its sort); it must return a new tensor
+of the same shape and dtype.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class MethodSpec:
     stochastic: bool = False
     family: str = "baseline"
     reference: str = ""
+    #: ranks units per sample under local thresholds, so it can reuse ``order=``.
+    ranks: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,6 +87,10 @@ class MethodSpec:
     @property
     def default_p(self) -> float | None:
         return next((p.default for p in self.params if p.name == "p"), None)
+
+    def uses_order(self, threshold: str) -> bool:
+        """Whether a precomputed ``rank_order`` speeds this method up in this mode."""
+        return self.ranks and threshold == "local"
 
     def needs_fit(self, threshold: str) -> bool:
         """Whether this method needs the id_fit split under this threshold mode."""
@@ -104,6 +112,7 @@ def register_method(
     stochastic: bool = False,
     family: str = "baseline",
     reference: str = "",
+    ranks: bool = False,
 ) -> Callable[[ShapeFn], ShapeFn]:
     """Decorator that registers a shaping function under ``name``."""
 
@@ -116,7 +125,7 @@ def register_method(
         _REGISTRY[name] = MethodSpec(
             name=name, fn=fn, description=description, params=params,
             thresholds=thresholds, fit=fit, stochastic=stochastic, family=family,
-            reference=reference,
+            reference=reference, ranks=ranks,
         )
         return fn
 
@@ -179,14 +188,16 @@ class Shaper:
             self.fitted_threshold = shaping.percentile_of(id_fit_features, self.p)
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
         if self.needs_fit and self.fitted_threshold is None:
             raise ParameterError(
                 f"{self.name} with threshold={self.threshold_mode!r} needs statistics of the "
                 "id_fit split; call .fit(id_fit_features) first (the bundle needs an 'id_fit' "
                 "split)."
             )
-        return self.spec.fn(x, p=self.p, threshold=self.fitted_threshold, seed=self.seed)
+        return self.spec.fn(x, p=self.p, threshold=self.fitted_threshold, seed=self.seed,
+                            order=order)
 
     def describe(self) -> str:
         parts = [self.name]
@@ -218,45 +229,46 @@ def create_method(
 
 
 @register_method("none", description="no shaping: the plain energy/MSP/max-logit baseline")
-def _none(x: torch.Tensor, *, p: float | None, threshold: float | None, seed: int) -> torch.Tensor:
+def _none(x: torch.Tensor, *, p: float | None, threshold: float | None, seed: int,
+          order: torch.Tensor | None = None) -> torch.Tensor:
     return x.clone()
 
 
 @register_method(
-    "ash-p", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash",
+    "ash-p", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
     description="ASH-P: prune units below the p-th percentile, keep survivors' values",
     reference="Djurisic et al., ICLR 2023",
 )
-def _ash_p(x, *, p, threshold, seed):
-    return shaping.ash_p(x, p, threshold)
+def _ash_p(x, *, p, threshold, seed, order=None):
+    return shaping.ash_p(x, p, threshold, order=order)
 
 
 @register_method(
-    "ash-b", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash",
+    "ash-b", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
     description="ASH-B: prune, then set every survivor to s1/k (binarise)",
     reference="Djurisic et al., ICLR 2023",
 )
-def _ash_b(x, *, p, threshold, seed):
-    return shaping.ash_b(x, p, threshold)
+def _ash_b(x, *, p, threshold, seed, order=None):
+    return shaping.ash_b(x, p, threshold, order=order)
 
 
 @register_method(
-    "ash-s", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash",
+    "ash-s", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
     description="ASH-S: prune, then scale survivors by exp(s1/s2)",
     reference="Djurisic et al., ICLR 2023",
 )
-def _ash_s(x, *, p, threshold, seed):
-    return shaping.ash_s(x, p, threshold)
+def _ash_s(x, *, p, threshold, seed, order=None):
+    return shaping.ash_s(x, p, threshold, order=order)
 
 
 @register_method(
-    "ash-rand", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash",
+    "ash-rand", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
     stochastic=True,
     description="ASH-RAND: prune, then set survivors to uniform(0, 10) draws (seeded)",
     reference="Djurisic et al., ICLR 2023",
 )
-def _ash_rand(x, *, p, threshold, seed):
-    return shaping.ash_rand(x, p, threshold, seed=seed)
+def _ash_rand(x, *, p, threshold, seed, order=None):
+    return shaping.ash_rand(x, p, threshold, seed=seed, order=order)
 
 
 @register_method(
@@ -265,14 +277,14 @@ def _ash_rand(x, *, p, threshold, seed):
     description="ReAct: clip activations at the p-th percentile of id_fit activations",
     reference="Sun et al., NeurIPS 2021",
 )
-def _react(x, *, p, threshold, seed):
+def _react(x, *, p, threshold, seed, order=None):
     return shaping.react(x, threshold)
 
 
 @register_method(
-    "scale", params=(ParamSpec("p", 85.0, 0.0, 100.0, "percentile defining s2"),),
+    "scale", params=(ParamSpec("p", 85.0, 0.0, 100.0, "percentile defining s2"),), ranks=True,
     description="SCALE: multiply unpruned features by the ASH-S factor exp(s1/s2(p))",
     reference="Xu et al., ICLR 2024",
 )
-def _scale(x, *, p, threshold, seed):
-    return shaping.scale(x, p)
+def _scale(x, *, p, threshold, seed, order=None):
+    return shaping.scale(x, p, order=order)

@@ -8,6 +8,8 @@ Semantics follow the official ASH implementation (Djurisic et al., ICLR 2023):
   are deterministic.
 * global thresholds (the paper's ablation): a single threshold ``t`` fitted on ID
   training activations; the survivors of a row are its units ``> t``.
+* ``order=rank_order(x)`` may be passed to skip the per-call sort when the same
+  features are shaped at many p; results are identical.
 * every function returns a new tensor and never modifies its input. Inputs may be
   ``[N, D]`` or ``[N, C, H, W]`` (shaped per sample over all ``C*H*W`` units), in
   fp16, bf16 or fp32; the maths runs in fp32 and the result has the input dtype.
@@ -75,14 +77,33 @@ def sorted_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, order
 
 
-def local_mask(rows: torch.Tensor, p: float) -> torch.Tensor:
-    """Boolean mask of the exactly-k top units of each row (stable tie-break)."""
+def rank_order(x: torch.Tensor) -> torch.Tensor:
+    """Each row's units by decreasing activation (stable), as the smallest integer dtype.
+
+    It does not depend on p, so a caller shaping the same features at many p (the
+    Evaluator, the dashboard) computes it once and passes it as ``order=``.
+    """
+    order = sorted_rows(_as_rows(x))[1]
+    return order.to(torch.int16 if order.shape[1] <= 2**15 else torch.int32)
+
+
+def local_mask(rows: torch.Tensor, p: float, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask of the exactly-k top units of each row (stable tie-break).
+
+    ``order`` is ``rank_order(rows)`` when the caller has it already.
+    """
     n, d = rows.shape
     k = kept_count(d, p)
     mask = torch.zeros((n, d), dtype=torch.bool, device=rows.device)
     if k > 0:
-        _, order = sorted_rows(rows)
-        mask.scatter_(1, order[:, :k], True)
+        if order is None:
+            order = sorted_rows(rows)[1]
+        elif order.shape != rows.shape:
+            raise FeatureError(
+                f"order has shape {tuple(order.shape)} but the rows are {tuple(rows.shape)}; "
+                "pass rank_order() of these same features."
+            )
+        mask.scatter_(1, order[:, :k].to(device=rows.device, dtype=torch.int64), True)
     return mask
 
 
@@ -93,33 +114,37 @@ def global_mask(rows: torch.Tensor, threshold: float) -> torch.Tensor:
     return rows > float(threshold)
 
 
-def survivor_mask(rows: torch.Tensor, p: float, threshold: float | None) -> torch.Tensor:
+def survivor_mask(rows: torch.Tensor, p: float, threshold: float | None,
+                  order: torch.Tensor | None = None) -> torch.Tensor:
     """Survivors under a local (threshold None) or global threshold."""
     check_percentile(p)
-    return local_mask(rows, p) if threshold is None else global_mask(rows, threshold)
+    return local_mask(rows, p, order) if threshold is None else global_mask(rows, threshold)
 
 
-def ash_p(x: torch.Tensor, p: float = 65.0, threshold: float | None = None) -> torch.Tensor:
+def ash_p(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
+         order: torch.Tensor | None = None) -> torch.Tensor:
     """ASH-P: zero every unit below the sample's p-th percentile; survivors keep their value."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold)
+    mask = survivor_mask(rows, p, threshold, order)
     return _finish(torch.where(mask, rows, torch.zeros((), dtype=rows.dtype)), x)
 
 
-def ash_b(x: torch.Tensor, p: float = 65.0, threshold: float | None = None) -> torch.Tensor:
+def ash_b(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
+         order: torch.Tensor | None = None) -> torch.Tensor:
     """ASH-B: survivors become ``s1 / k`` (s1 = the row's sum before pruning)."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold)
+    mask = survivor_mask(rows, p, threshold, order)
     s1 = rows.sum(dim=1, keepdim=True)
     k = mask.sum(dim=1, keepdim=True).to(torch.float32)
     fill = torch.where(k > 0, s1 / k.clamp_min(1.0), torch.zeros_like(s1))
     return _finish(torch.where(mask, fill, torch.zeros((), dtype=rows.dtype)), x)
 
 
-def ash_s(x: torch.Tensor, p: float = 65.0, threshold: float | None = None) -> torch.Tensor:
+def ash_s(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
+         order: torch.Tensor | None = None) -> torch.Tensor:
     """ASH-S: prune as ASH-P, then scale survivors by ``exp(s1 / s2)`` (s2 = pruned sum)."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold)
+    mask = survivor_mask(rows, p, threshold, order)
     pruned = torch.where(mask, rows, torch.zeros((), dtype=rows.dtype))
     s2 = pruned.sum(dim=1)
     factor = scale_factor(rows.sum(dim=1), s2)
@@ -137,10 +162,11 @@ def ash_rand(
     generator: torch.Generator | None = None,
     low: float = 0.0,
     high: float = 10.0,
+    order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """ASH-RAND: survivors become uniform(low, high) draws (reproducible from seed/generator)."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold)
+    mask = survivor_mask(rows, p, threshold, order)
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     # drawn where the generator lives, then moved: the same draws on every device
@@ -157,10 +183,10 @@ def scale_factor(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
     return torch.exp(ratio)
 
 
-def scale(x: torch.Tensor, p: float = 85.0) -> torch.Tensor:
+def scale(x: torch.Tensor, p: float = 85.0, order: torch.Tensor | None = None) -> torch.Tensor:
     """SCALE (Xu et al., ICLR 2024): the ASH-S factor ``exp(s1/s2(p))`` on unpruned features."""
     rows = _as_rows(x)
-    mask = local_mask(rows, check_percentile(p))
+    mask = local_mask(rows, check_percentile(p), order)
     s2 = torch.where(mask, rows, torch.zeros((), dtype=rows.dtype)).sum(dim=1)
     factor = scale_factor(rows.sum(dim=1), s2)
     # A row with no survivors has s2 == 0; SCALE then leaves it unchanged (factor 1).

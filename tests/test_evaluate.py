@@ -253,3 +253,23 @@ def test_ash_s_overflow_is_reported_clearly(tmp_path):
                         [SplitData("id", "id", feats), SplitData("ood", "ood", feats * 2)])
     with pytest.raises(FeatureError, match=r"NaN/Inf.*lower p"):
         evaluate(load_bundle(path), "ash-s", 99.9)
+
+
+def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypatch):
+    """The Evaluator's p-independent sort cache is an optimisation only."""
+    import importlib
+
+    from ash_core import Evaluator, load_bundle
+
+    evaluate_module = importlib.import_module("ash_core.evaluate")  # the name is shadowed
+
+    bundle = load_bundle(synthetic_bundle)
+    cached = Evaluator(bundle)
+    results = {(m, p): cached.evaluate(m, p).to_dict()
+               for m in ("ash-p", "ash-b", "ash-s", "ash-rand", "scale") for p in (10, 65, 95)}
+    assert cached._orders  # the cache was used
+    monkeypatch.setattr(evaluate_module, "ORDER_CACHE_UNITS", 0)
+    uncached = Evaluator(bundle)
+    for (m, p), want in results.items():
+        assert uncached.evaluate(m, p).to_dict() == want
+    assert not uncached._orders

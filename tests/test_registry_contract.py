@@ -228,3 +228,26 @@ def test_contract_p_extremes(name, mode):
         assert torch.equal(make(name, mode, 99.9)(x), torch.zeros_like(x))
     out = make(name, mode, 99.9 if spec.has_p else None)(x)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_precomputed_rank_order_changes_nothing(name, mode):
+    """Every method accepts order=rank_order(x) and gives bit-identical results with it."""
+    from ash_core.shaping import rank_order
+
+    x = data()
+    order = rank_order(x)
+    for p in p_values(name):
+        shaper = make(name, mode, p, seed=3)
+        assert torch.equal(shaper(x, order=order), shaper(x))
+    assert torch.equal(order.long(), torch.sort(x.reshape(len(x), -1), dim=1, descending=True,
+                                                stable=True).indices)
+
+
+def test_rank_order_of_other_features_is_refused():
+    from ash_core.errors import FeatureError
+    from ash_core.shaping import ash_p, rank_order
+
+    x = data()
+    with pytest.raises(FeatureError, match="rank_order"):
+        ash_p(x, 50, order=rank_order(x[:3]))
