@@ -220,7 +220,7 @@ def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: fl
 @st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
 def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
               p: float | None, threshold: str, score: str, convention: str,
-              engine: str = "cube") -> EvalResult:
+              engine: str = "exact") -> EvalResult:
     ev = _evaluator(path, content_hash, ood)
     if engine == "cube" and cube_enabled(ev.bundle, method, p):
         try:
@@ -232,7 +232,7 @@ def _evaluate(path: str, content_hash: str, ood: tuple[str, ...], method: str,
 
 
 def evaluate(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
-             threshold: str, score: str, convention: str, engine: str = "cube") -> EvalResult:
+             threshold: str, score: str, convention: str, engine: str = "exact") -> EvalResult:
     """One setting's ``EvalResult``, cached (shared between sessions: read only).
 
     ``engine="exact"`` is ``Evaluator.evaluate`` (the CLI's numbers bit for bit);
@@ -289,7 +289,7 @@ def _distribution_data(path: str, chash: str, ood: tuple[str, ...], method: str,
 
 def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
                       threshold: str, score: str, convention: str, bins: int = 80,
-                      engine: str = "cube"):
+                      engine: str = "exact"):
     """Density histograms of ID and every OOD set on shared edges, no shaping and shaped,
     and the two TPR-95 thresholds: (hist_before, hist_after, thr_before, thr_after)."""
     spec = get_method(method)
@@ -311,7 +311,7 @@ def _curves(path: str, chash: str, ood: tuple[str, ...], method: str, p: float |
 
 def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequence[str],
                kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS,
-               engine: str = "cube") -> dict[str, tuple[ac.Curve, ac.Curve]]:
+               engine: str = "exact") -> dict[str, tuple[ac.Curve, ac.Curve]]:
     """Per OOD set: (unshaped curve, shaped curve), thinned; positive class = convention.
 
     Cached per result, so the unshaped curves are computed once, not on every p move.
@@ -396,7 +396,7 @@ def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
 
 
 def inspect(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
-            split: str, index: int, engine: str = "cube") -> ai.SampleInspection:
+            split: str, index: int, engine: str = "exact") -> ai.SampleInspection:
     """The inspector's data for one sample (energies placed within the ID energies)."""
     ev = get_evaluator(bundle, ood)
     n = len(bundle.split(split))

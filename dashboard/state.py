@@ -33,8 +33,9 @@ COMPARE_MODES: dict[str, str] = {
     "bundle": "two bundles, same setting",
 }
 ENGINES: dict[str, str] = {
-    "cube": "fast: score-cube lookup (ASH methods; equal to the CLI up to float32 rounding)",
     "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
+    "cube": "score cube: precomputed lookup (ASH methods; equal to the CLI up to float32 "
+            "rounding; for very large bundles)",
 }
 GRID_STEPS = (1, 2, 5, 10)
 ALWAYS_IN_URL = ("bundle", "method", "p", "view")
@@ -65,7 +66,7 @@ class State:
     score: str = "energy"
     convention: str = "id"
     view: str = "overview"
-    engine: str = "cube"
+    engine: str = "exact"
     # inspector
     iset: str = ""
     idx: int = 0
@@ -143,7 +144,7 @@ class State:
         s.score = choose("score", list_scores(), "energy")
         s.convention = choose("convention", list(CONVENTIONS), "id")
         s.view = choose("view", list(VIEWS), "overview")
-        s.engine = choose("engine", list(ENGINES), "cube")
+        s.engine = choose("engine", list(ENGINES), "exact")
         if "ood" in q:
             names = tuple(n for n in str(q["ood"]).split(",") if n)
             if ood_options is not None:
