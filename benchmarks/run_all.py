@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_sweep.py", "bench_dashboard.py", "bench_extract.py")
+BENCHMARKS = ("bench_methods.py", "bench_sweep.py", "bench_dashboard.py", "bench_extract.py")
 
 
 def main(argv: list[str] | None = None) -> int:
