@@ -122,6 +122,11 @@ def sweep(
     get_score(score)
     ev = evaluator or Evaluator(bundle, ood)
     methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ParameterError(
+            "no methods to sweep; pass at least one, e.g. --methods ash-p,ash-b,ash-s "
+            "(`ash-explore methods` lists them)."
+        )
     specs = {m: get_method(m) for m in methods}
     if not ev.ood_names:
         raise ParameterError(

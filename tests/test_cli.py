@@ -234,6 +234,14 @@ def test_sweep_bad_grid_exits_2(capsys, synthetic_bundle):
     assert rc == 2 and err.startswith("error: ") and "outside [0, 100)" in err
 
 
+@pytest.mark.parametrize("methods", ["", ",", " , "])
+def test_sweep_without_methods_exits_2(capsys, synthetic_bundle, methods):
+    # regression: an empty --methods list crashed with a pandas KeyError traceback
+    rc, out, err = run(capsys, "sweep", synthetic_bundle, "--methods", methods)
+    assert rc == 2 and err.startswith("error: ") and "no methods to sweep" in err
+    assert out == ""
+
+
 # --------------------------------------------------------------------------- real process
 
 
