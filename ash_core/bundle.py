@@ -331,6 +331,15 @@ def _check_manifest(manifest: Any, where: Path) -> None:
         )
     if not isinstance(manifest["classes"], list):
         raise BundleError(f"{where}: manifest \"classes\" must be a list of class names.")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise BundleError(
+            f"{where}: manifest \"files\" must be an object mapping each relative path to "
+            "its sha256 hex digest; the manifest is corrupt or was edited by hand. Re-create "
+            "the bundle."
+        )
     splits = manifest["splits"]
     if not isinstance(splits, list) or not splits:
         raise BundleError(f"{where}: manifest \"splits\" must be a non-empty list.")

@@ -538,6 +538,11 @@ def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
         (lambda m: m.__setitem__("head", {}), "\"head\" must be an object"),
         (lambda m: m.__setitem__("classes", "abc"), "\"classes\" must be a list"),
         (lambda m: m["splits"].append("oops"), "objects with unique names"),
+        # regression: a list crashed verification with a TypeError, and a string made
+        # `rel in hashes` a substring test that silently skipped every sha256 check
+        (lambda m: m.__setitem__("files", list(m["files"])), "\"files\" must be an object"),
+        (lambda m: m.__setitem__("files", "abc"), "\"files\" must be an object"),
+        (lambda m: m["files"].__setitem__("head.safetensors", 1), "\"files\" must be an object"),
     ],
 )
 def test_malformed_manifests(tmp_path, edit, match):
