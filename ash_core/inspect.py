@@ -97,6 +97,21 @@ def threshold_value(shaper: Shaper, features: torch.Tensor) -> tuple[float | Non
     return float(torch.sort(row, descending=True, stable=True).values[k - 1]), "local threshold"
 
 
+def shape_sample(shaper: Shaper, split_features: torch.Tensor, index: int) -> torch.Tensor:
+    """Row ``index`` of a split shaped exactly as when the whole split is shaped: ``[1, D]``.
+
+    Deterministic methods shape the row alone. A stochastic method (ASH-RAND) draws
+    row i's values at position i of its seeded stream, so shaping the row alone would
+    give it row 0's draws; rows ``0..index`` are shaped and the last one is returned.
+    """
+    n = split_features.shape[0]
+    if not 0 <= index < n:
+        raise ParameterError(f"sample index {index} is out of range (0..{n - 1}).")
+    if shaper.spec.stochastic:
+        return shaper(split_features[: index + 1])[index : index + 1]
+    return shaper(split_features[index : index + 1])
+
+
 def inspect_sample(
     features: torch.Tensor | np.ndarray,
     shaper: Shaper,
@@ -106,14 +121,23 @@ def inspect_sample(
     id_energy_before: np.ndarray,
     id_energy_after: np.ndarray,
     k: int = 5,
+    shaped: torch.Tensor | None = None,
 ) -> SampleInspection:
     """Everything the inspector shows for one sample (``features`` is one row).
 
     ``id_energy_before``/``after`` are the energy scores of the ID split unshaped
     and shaped with the same ``shaper``; the sample's energy is placed within them.
+    ``shaped`` is the row already shaped in its split's context (``shape_sample``);
+    without it the row is shaped alone, which for ASH-RAND gives other draws than
+    the split's evaluation.
     """
     x = _row(features)
-    shaped = shaper(x.clone()).to(torch.float32)
+    shaped = shaper(x.clone()) if shaped is None else _row(shaped)
+    shaped = shaped.to(torch.float32)
+    if shaped.shape != x.shape:
+        raise ParameterError(
+            f"shaped row has shape {tuple(shaped.shape)} but the sample is {tuple(x.shape)}."
+        )
     w = torch.as_tensor(weight, dtype=torch.float32)
     b = torch.as_tensor(bias, dtype=torch.float32)
     logits_before = torch.addmm(b, x, w.T)

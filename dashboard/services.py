@@ -407,9 +407,10 @@ def inspect(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, th
     spec = get_method(method)
     shaper = ev.shaper(method, p if spec.has_p else None,
                        threshold if threshold in spec.thresholds else spec.thresholds[0])
-    row = ev.features(split)[index : index + 1]
-    return ai.inspect_sample(row, shaper, ev.weight, ev.bias, bundle.classes,
-                             base.id_scores, shaped.id_scores)
+    feats = ev.features(split)
+    return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
+                             bundle.classes, base.id_scores, shaped.id_scores,
+                             shaped=ai.shape_sample(shaper, feats, index))
 
 
 def worst(result: EvalResult, bundle: Bundle, kind: str, n: int = 10) -> pd.DataFrame:

@@ -253,6 +253,14 @@ def test_inspector_shows_a_sample(bundles, ev):
         assert again.selectbox(key="ipick").value == 2
 
 
+def test_inspector_ash_rand_shows_the_evaluated_row(bundles, ev):
+    # regression: ASH-RAND rows were shaped alone (row 0's draws), not as in the split
+    at = ok(run_app(bundles["main"], view="inspector", method="ash-rand", p=70, iset="id_test",
+                    idx=9, engine="exact"))
+    expected = ev.evaluate("ash-rand", 70.0).id_scores[9]
+    assert metrics(at)["energy after"] == f"{expected:.3f}"
+
+
 def test_inspector_images_and_missing_data_root(bundles, monkeypatch):
     at = ok(run_app(bundles["pics"], view="inspector", iset="digits", idx=3))
     assert len(at.get("image")) == 1 and not at.info

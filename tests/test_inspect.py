@@ -8,7 +8,13 @@ import torch
 
 from ash_core import Evaluator, energy_score, kept_count, list_methods, load_bundle
 from ash_core.errors import ParameterError
-from ash_core.inspect import inspect_sample, percentile_within, top_classes, worst_samples
+from ash_core.inspect import (
+    inspect_sample,
+    percentile_within,
+    shape_sample,
+    top_classes,
+    worst_samples,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +61,36 @@ def test_energy_percentile_and_top5_match_the_evaluator(ev):
     assert insp.predicted_after == insp.top_after["class"].iloc[0]
     e = float(energy_score(ev.logits(shaper(row)))[0])
     assert insp.energy_after == pytest.approx(e, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", list_methods())
+@pytest.mark.parametrize("split", ["id_test", "far"])
+def test_shape_sample_is_the_row_of_the_shaped_split(ev, method, split):
+    # regression: the inspector shaped ASH-RAND rows alone, i.e. with row 0's draws, so
+    # its activations and energy differed from the evaluation's for every index > 0
+    shaper = ev.shaper(method, None)
+    feats = ev.features(split)
+    whole = shaper(feats)
+    for i in (0, 1, 7, feats.shape[0] - 1):
+        torch.testing.assert_close(shape_sample(shaper, feats, i), whole[i : i + 1],
+                                   rtol=0, atol=0)
+    with pytest.raises(ParameterError, match="out of range"):
+        shape_sample(shaper, feats, feats.shape[0])
+
+
+def test_ash_rand_inspection_matches_the_evaluation(ev):
+    shaper = ev.shaper("ash-rand", 70)
+    base = ev.evaluate("none", score="energy")
+    shaped = ev.evaluate("ash-rand", 70, score="energy")
+    feats = ev.features("id_test")
+    for i in (3, 11):
+        insp = inspect_sample(feats[i : i + 1], shaper, ev.weight, ev.bias, ev.bundle.classes,
+                              base.id_scores, shaped.id_scores,
+                              shaped=shape_sample(shaper, feats, i))
+        assert insp.energy_after == pytest.approx(float(shaped.id_scores[i]), rel=1e-6)
+        alone = inspect_sample(feats[i : i + 1], shaper, ev.weight, ev.bias, ev.bundle.classes,
+                               base.id_scores, shaped.id_scores)
+        assert alone.energy_after != pytest.approx(insp.energy_after, rel=1e-6)
 
 
 @pytest.mark.parametrize("method", list_methods())
