@@ -90,6 +90,18 @@ class Evaluator:
         self._fitted: dict[tuple[str, float | None], float | None] = {}
         self._warn = warn
 
+    def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
+        """An Evaluator of the same bundle for another OOD selection, sharing this one's
+        caches (fp32 features, unshaped logits, rank orders, fitted thresholds), which
+        depend on the split or the parameters only, never on the selection."""
+        ev = Evaluator(self.bundle, ood, warn=self._warn)
+        ev.weight, ev.bias = self.weight, self.bias
+        ev._features = self._features
+        ev._base_logits = self._base_logits
+        ev._orders = self._orders
+        ev._fitted = self._fitted
+        return ev
+
     @property
     def id_name(self) -> str:
         return self.bundle.id_split.name
@@ -129,7 +141,9 @@ class Evaluator:
         """
         if name not in self._orders:
             x = self.features(name)
-            cached = sum(o.numel() for o in self._orders.values())
+            # a snapshot: the cache may be shared with other threads (the dashboard), and
+            # iterating the live dict while one of them inserts raises RuntimeError
+            cached = sum(o.numel() for o in tuple(self._orders.values()))
             if cached + x.numel() > ORDER_CACHE_UNITS:
                 return None
             self._orders[name] = rank_order(x)

@@ -151,14 +151,9 @@ def _base_evaluator(path: str, content_hash: str) -> Evaluator:
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _evaluator(path: str, content_hash: str, ood: tuple[str, ...]) -> Evaluator:
-    base = _base_evaluator(path, content_hash)
-    ev = Evaluator(base.bundle, list(ood), warn=False)
-    # Share the read-only fp32 features, base logits and fitted thresholds of the
-    # bundle between OOD selections (all keyed by split name / parameters).
-    ev._features = base._features
-    ev._base_logits = base._base_logits
-    ev._fitted = base._fitted
-    return ev
+    # shares the bundle's read-only features, base logits, rank orders and fitted
+    # thresholds between OOD selections (all keyed by split name / parameters)
+    return _base_evaluator(path, content_hash).with_ood(list(ood))
 
 
 def get_evaluator(bundle: Bundle, ood: Sequence[str]) -> Evaluator:

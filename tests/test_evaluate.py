@@ -273,3 +273,35 @@ def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypa
     for (m, p), want in results.items():
         assert uncached.evaluate(m, p).to_dict() == want
     assert not uncached._orders
+
+
+def test_with_ood_shares_the_caches_and_gives_the_same_numbers(synthetic_bundle):
+    from ash_core import Evaluator, load_bundle
+
+    bundle = load_bundle(synthetic_bundle)
+    base = Evaluator(bundle, warn=False)
+    full = base.evaluate("ash-s", 80, "global").to_dict()
+    far = base.with_ood(["far"])
+    assert far.ood_names == ["far"] and base.ood_names == ["far", "near"]
+    assert far.features("id_test") is base.features("id_test")  # not copied again
+    got = far.evaluate("ash-s", 80, "global").to_dict()
+    assert got["ood"]["far"] == full["ood"]["far"] and list(got["ood"]) == ["far"]
+    assert got["fitted_threshold"] == full["fitted_threshold"]
+    far.rank_order("near")  # computed once, seen by every selection
+    assert "near" in base._orders
+
+
+def test_rank_order_budget_survives_a_concurrent_insert(synthetic_bundle):
+    """Regression: the budget check iterated the live (shared) order cache, so another
+    dashboard session inserting meanwhile raised 'dictionary changed size'."""
+    from ash_core import Evaluator, load_bundle
+
+    ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
+
+    class Racing:  # an order whose numel() lets "another thread" insert into the cache
+        def numel(self) -> int:
+            ev._orders.setdefault("late", torch.zeros((1, 1), dtype=torch.int16))
+            return 1
+
+    ev._orders["early"] = Racing()
+    assert ev.rank_order("far") is not None
