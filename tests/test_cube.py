@@ -348,6 +348,14 @@ def test_load_cube_rejects_a_different_key(tricky: Path, tmp_path: Path) -> None
                    ev.split_names)
     path = cube_path(tmp_path, key)
     assert load_cube(path, key).method == "ash-p"
+    # regression: the checksum's sort key re-read and re-parsed the file header once per
+    # comparison (per array and more); the tensor order is read once per load
+    calls = []
+    real = cube_mod._offset_order
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cube_mod, "_offset_order", lambda p: calls.append(p) or real(p))
+        assert load_cube(path, key).method == "ash-p"
+    assert len(calls) == 1
     other = dict(key, bundle="0" * 16)
     with pytest.raises(cube_mod.CubeCacheError, match="stale"):
         load_cube(path, other)

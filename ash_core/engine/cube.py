@@ -328,7 +328,6 @@ def _run_torch(x, draws, weight, bias, counts, thresholds, variants, outs, full,
         g = torch.zeros_like(a)
         r = torch.zeros_like(a)
         prev = torch.zeros(m, dtype=torch.int64)
-        torch.arange(m + 1)
         for j in order_j:
             k = kk[:, j]
             band = (ranks[None, :] >= prev[:, None]) & (ranks[None, :] < k[:, None])
@@ -591,8 +590,7 @@ def load_cube(path: Path, key: dict[str, Any], verify: bool = True) -> ScoreCube
         raise CubeCacheError(str(exc)) from None
     if verify:
         digest = hashlib.sha256()
-        names = sorted(arrays, key=lambda k: _offset_order(path).index(k))
-        for name in names:
+        for name in _offset_order(path):  # the order save_cube hashed them in
             digest.update(_bytes(arrays[name]))
         if digest.hexdigest() != meta.get("sha256"):
             raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
