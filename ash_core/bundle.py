@@ -19,7 +19,6 @@ import os
 import shutil
 import struct
 import tempfile
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -690,13 +689,3 @@ def negative_fraction(features: np.ndarray) -> float:
     arr = np.asarray(features)
     return float((arr < 0).mean()) if arr.size else 0.0
 
-
-def warn_if_negative(split: Split) -> None:
-    frac = negative_fraction(split.features)
-    if frac > 0:
-        warnings.warn(
-            f"split {split.name!r}: {frac:.1%} of activations are negative. ASH assumes "
-            "post-ReLU (non-negative) features; results are computed but may not match the "
-            "paper. Extract features after the final ReLU/average pool.",
-            stacklevel=2,
-        )

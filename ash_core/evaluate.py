@@ -116,10 +116,11 @@ class Evaluator:
             split = self.bundle.split(name)
             x = split.features_tensor()
             _check_features(split, x)
-            if self._warn and negative_fraction(split.features) > 0:
+            frac = negative_fraction(x.numpy()) if self._warn else 0.0
+            if frac > 0:
                 warnings.warn(
-                    f"split {name!r}: {negative_fraction(split.features):.1%} of activations "
-                    "are negative; ASH assumes post-ReLU features (computed anyway).",
+                    f"split {name!r}: {frac:.1%} of activations are negative; ASH assumes "
+                    "post-ReLU features (computed anyway).",
                     stacklevel=3,
                 )
             self._features[name] = x
