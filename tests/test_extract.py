@@ -4,6 +4,7 @@ on small generated images and randomly initialised models (nothing is downloaded
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 import sys
 from pathlib import Path
@@ -289,6 +290,16 @@ def test_config_file_errors(tmp_path: Path) -> None:
         ExtractConfig.from_json(p)
     with pytest.raises(ExtractError, match="role must be"):
         SplitSpec("a", "test", "noise:uniform")
+    # regressions: these crashed with a TypeError / torch's ValueError traceback
+    p.write_text("[1, 2]")
+    with pytest.raises(ExtractError, match="must be a JSON object"):
+        ExtractConfig.from_json(p)
+    split = {"name": "id", "role": "id", "data": "noise:uniform"}
+    for key, bad in (("workers", -1), ("batch_size", 0), ("batch_size", "256"),
+                     ("chunk_batches", 1.5), ("crop", -32), ("resize", True)):
+        p.write_text(json.dumps({"out": "x", "model": "mnist_cnn", "splits": [split], key: bad}))
+        with pytest.raises(ExtractError, match=f"{key} must be an integer >= "):
+            ExtractConfig.from_json(p)
 
 
 def test_torchvision_datasets_are_never_downloaded_unasked(tmp_path: Path) -> None:

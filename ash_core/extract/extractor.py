@@ -99,8 +99,16 @@ class ExtractConfig:
             raise ExtractError(f"split names must be unique, got {names}.")
         if self.fit_head and "id_fit" not in roles:
             raise ExtractError("--fit-head needs an id_fit split with labels (--id-fit SPEC).")
-        if self.batch_size <= 0 or self.chunk_batches <= 0:
-            raise ExtractError("batch size and chunk batches must be positive.")
+        for key, low in (("batch_size", 1), ("chunk_batches", 1), ("workers", 0),
+                         ("resize", 1), ("crop", 1)):
+            value = getattr(self, key)
+            if value is None and key in ("resize", "crop"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ExtractError(
+                    f"{key} must be an integer >= {low} (--{key.replace('_', '-')}), got "
+                    f"{value!r}."
+                )
 
     def fingerprint(self) -> dict[str, Any]:
         """The fields that determine the features (a resumed run must match them)."""
@@ -120,6 +128,11 @@ class ExtractConfig:
             raise ExtractError(f"config {path} does not exist.") from None
         except json.JSONDecodeError as exc:
             raise ExtractError(f"config {path} is not valid JSON ({exc}).") from None
+        if not isinstance(raw, dict):
+            raise ExtractError(
+                f"config {path} must be a JSON object of recipe fields (see configs/), got "
+                f"a {type(raw).__name__}."
+            )
         raw.pop("description", None)
         raw.pop("$comment", None)
         raw.update({k: v for k, v in overrides.items() if v is not None})
