@@ -132,6 +132,7 @@ def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -186,6 +187,7 @@ class Split:
         return torch.from_numpy(np.array(self.features, dtype=np.float32)).to(dtype)
 
     def labels_tensor(self) -> torch.Tensor | None:
+        """A fresh int64 tensor copy of the labels, or None when the split has none."""
         labels = self.labels
         return None if labels is None else torch.from_numpy(np.array(labels, dtype=np.int64))
 
@@ -271,6 +273,7 @@ class Bundle:
         return h.hexdigest()[:16]
 
     def split(self, name: str) -> Split:
+        """The split called ``name``; BundleError listing the available ones otherwise."""
         for s in self.splits:
             if s.name == name:
                 return s
@@ -280,6 +283,7 @@ class Bundle:
         )
 
     def by_role(self, role: str) -> list[Split]:
+        """Every split with this role (``id``, ``id_fit`` or ``ood``), in manifest order."""
         return [s for s in self.splits if s.role == role]
 
     @property
@@ -516,6 +520,7 @@ _SAFE_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 
 
 def check_split_name(name: str) -> str:
+    """``name`` if it is a safe split/file name (letters, digits, ``-_.``), else BundleError."""
     if not name or not set(name) <= _SAFE_NAME or name.startswith("."):
         raise BundleError(
             f"split name {name!r} is not allowed; use letters, digits, '-', '_' and '.'."

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .errors import ParameterError
 from .metrics import _as_scores, _descending_curve
@@ -80,7 +81,11 @@ def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS)
     return keep
 
 
-def _labels(id_scores, ood_scores, positive: str):
+Scores = np.ndarray | torch.Tensor | Sequence[float]
+
+
+def _labels(id_scores: Scores, ood_scores: Scores,
+            positive: str) -> tuple[np.ndarray, np.ndarray]:
     ind = _as_scores(id_scores, "ID")
     ood = _as_scores(ood_scores, "OOD")
     scores = np.concatenate([ind, ood])
@@ -90,7 +95,7 @@ def _labels(id_scores, ood_scores, positive: str):
     return -scores, ~is_id
 
 
-def roc_curve(id_scores, ood_scores, positive: str = "id",
+def roc_curve(id_scores: Scores, ood_scores: Scores, positive: str = "id",
               max_points: int = MAX_CURVE_POINTS) -> Curve:
     """ROC points (x = FPR, y = TPR, fractions), starting at (0, 0), thinned."""
     scores, pos = _labels(id_scores, ood_scores, _check_positive(positive))
@@ -101,7 +106,7 @@ def roc_curve(id_scores, ood_scores, positive: str = "id",
     return Curve(fpr[keep], tpr[keep], int(fpr.size))
 
 
-def pr_curve(id_scores, ood_scores, positive: str = "id",
+def pr_curve(id_scores: Scores, ood_scores: Scores, positive: str = "id",
              max_points: int = MAX_CURVE_POINTS) -> Curve:
     """Precision-recall points (x = recall, y = precision, fractions), thinned.
 
@@ -117,7 +122,7 @@ def pr_curve(id_scores, ood_scores, positive: str = "id",
     return Curve(recall[keep], precision[keep], int(recall.size))
 
 
-def roc_pr_curves(id_scores, ood_scores, positive: str = "id",
+def roc_pr_curves(id_scores: Scores, ood_scores: Scores, positive: str = "id",
                   max_points: int = MAX_CURVE_POINTS) -> tuple[Curve, Curve]:
     """(ROC, PR) curves from one sort: the same points as ``roc_curve`` and ``pr_curve``."""
     scores, pos = _labels(id_scores, ood_scores, _check_positive(positive))
@@ -132,7 +137,7 @@ def roc_pr_curves(id_scores, ood_scores, positive: str = "id",
     return roc, Curve(tpr[keep], precision[keep], int(tpr.size))
 
 
-def tpr_threshold(id_scores, tpr: float = 0.95) -> float:
+def tpr_threshold(id_scores: Scores, tpr: float = 0.95) -> float:
     """The score threshold that keeps ``tpr`` of the ID samples (score >= threshold).
 
     This is the operating point of FPR95 under the ID-positive convention: the

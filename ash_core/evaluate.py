@@ -48,6 +48,7 @@ class EvalResult:
         return average_metrics(self.ood)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""
         return {
             "bundle": self.bundle,
             "method": self.method,
@@ -151,6 +152,7 @@ class Evaluator:
         return self._orders[name]
 
     def base_logits(self, name: str) -> torch.Tensor:
+        """Unshaped logits of a split (cached; treat as read-only)."""
         if name not in self._base_logits:
             self._base_logits[name] = self.logits(self.features(name))
         return self._base_logits[name]
@@ -174,12 +176,15 @@ class Evaluator:
         return shaper
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
+        """Logits of a split shaped by ``shaper`` (the cached base logits for ``none``:
+        treat as read-only)."""
         if shaper.name == "none":
             return self.base_logits(name)
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
         return self.logits(shaper(self.features(name), order=order))
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
+        """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""
         labels = self.bundle.id_split.labels_tensor()
         if labels is None:
             return {"shaped": None, "unshaped": None}

@@ -59,10 +59,12 @@ class OODMetrics(Mapping[str, float]):
         return len(METRIC_NAMES)
 
     def as_dict(self) -> dict[str, float]:
+        """The four metrics as plain floats (without the convention)."""
         return {name: float(getattr(self, name)) for name in METRIC_NAMES}
 
 
 def check_convention(convention: str) -> str:
+    """``convention`` if it is ``"id"`` or ``"ood"``, else a ParameterError saying which to use."""
     if convention not in CONVENTIONS:
         raise ParameterError(
             f"unknown FPR convention {convention!r}; use 'id' (ID positive, the ASH paper's) "

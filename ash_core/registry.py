@@ -44,6 +44,7 @@ class ParamSpec:
     help: str = ""
 
     def validate(self, value: Any, method: str) -> float:
+        """``value`` as a float in [low, high), else a ParameterError naming ``method``."""
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -148,6 +149,7 @@ def get_method(name: str) -> MethodSpec:
 
 
 def check_threshold_mode(spec: MethodSpec, threshold: str) -> str:
+    """``threshold`` if it is a known mode that ``spec`` supports, else ParameterError."""
     if threshold not in THRESHOLD_MODES:
         raise ParameterError(
             f"unknown threshold mode {threshold!r}; use 'local' or 'global'."
@@ -184,6 +186,7 @@ class Shaper:
         return self.spec.needs_fit(self.threshold_mode)
 
     def fit(self, id_fit_features: torch.Tensor | np.ndarray) -> Shaper:
+        """Fit what the method needs on id_fit features (a no-op when it needs nothing)."""
         if self.needs_fit:
             self.fitted_threshold = shaping.percentile_of(id_fit_features, self.p)
         return self
@@ -200,6 +203,7 @@ class Shaper:
                             order=order)
 
     def describe(self) -> str:
+        """A short label such as ``ash-s p=90 local``."""
         parts = [self.name]
         if self.p is not None:
             parts.append(f"p={self.p:g}")

@@ -89,10 +89,13 @@ def evaluation_frame(result_dict: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def dumps_json(obj: Any) -> str:
+    """``obj`` as indented JSON, keys in their given order."""
     return json.dumps(obj, indent=2, sort_keys=False)
 
 
 def sweep_columns(ood_names: Sequence[str]) -> list[str]:
+    """Columns of the paper-style sweep table: FPR95/AUROC per OOD set and average, then
+    ID accuracy shaped and unshaped."""
     cols = ["method", "p"]
     for name in [*ood_names, "average"]:
         cols += [f"{name}/fpr95", f"{name}/auroc"]

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from ash_core.errors import AshError, BundleError
 from ash_core.metrics import OODMetrics
 from ash_core.report import evaluation_frame
 from ash_core.sweep import sweep
+
+if TYPE_CHECKING:
+    from dashboard.state import State
 
 try:  # the score-cube engine: every p of an ASH method at once (optional fast path)
     from ash_core import engine as _engine
@@ -173,7 +177,7 @@ def engine_for(bundle: Bundle, method: str, p: float | None, engine: str) -> str
     return "cube" if engine == "cube" and cube_enabled(bundle, method, p) else "exact"
 
 
-def engine_label(bundle: Bundle, state) -> str:
+def engine_label(bundle: Bundle, state: State) -> str:
     """How the shown numbers were computed, for captions."""
     if engine_for(bundle, state.method, state.p_value, state.engine) == "cube":
         return "score cube (float32; equal to `ash-explore evaluate` up to rounding)"
@@ -284,7 +288,8 @@ def _distribution_data(path: str, chash: str, ood: tuple[str, ...], method: str,
 
 def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float | None,
                       threshold: str, score: str, convention: str, bins: int = 80,
-                      engine: str = "exact"):
+                      engine: str = "exact"
+                      ) -> tuple[ac.Histogram, ac.Histogram, float, float]:
     """Density histograms of ID and every OOD set on shared edges, no shaping and shaped,
     and the two TPR-95 thresholds: (hist_before, hist_after, thr_before, thr_after)."""
     spec = get_method(method)

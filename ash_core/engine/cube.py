@@ -488,6 +488,7 @@ def cube_key(bundle_hash: str, method: str, threshold: str, grid: np.ndarray, se
 
 
 def cube_path(cache_dir: Path, key: dict[str, Any]) -> Path:
+    """Where the cube of ``key`` is cached: ``<cache_dir>/<bundle hash>/<method>-<mode>-<digest>``."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / key["bundle"] / f"{key['method']}-{key['threshold']}-{digest}.safetensors"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from ash_core import Bundle
+from ash_core import Bundle, EvalResult
 from dashboard import services
 from dashboard.state import State
 
@@ -57,12 +57,14 @@ class Context:
     def setting(self) -> str:
         return self.state.setting_label()
 
-    def result(self):
+    def result(self) -> EvalResult:
+        """The current setting's result (cached, shared between sessions: read only)."""
         s = self.state
         return services.evaluate(self.bundle, self.ood, s.method, s.p_value, s.threshold,
                                  s.score, s.convention, s.engine)
 
-    def baseline(self):
+    def baseline(self) -> EvalResult:
+        """No shaping, same score and convention: what deltas are measured against."""
         s = self.state
         return services.baseline(self.bundle, self.ood, s.score, s.convention)
 
