@@ -226,7 +226,21 @@ def create_method(
     for param in spec.params:
         if param.name == "p":
             value = param.validate(param.default if p is None else p, name)
-    return Shaper(spec=spec, p=value, threshold_mode=threshold, seed=int(seed))
+    return Shaper(spec=spec, p=value, threshold_mode=threshold, seed=check_seed(seed))
+
+
+#: the seeds a torch.Generator accepts (a signed or unsigned 64-bit integer)
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int if it is an integer a torch generator accepts, else ParameterError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not SEED_RANGE[0] <= int(seed) <= SEED_RANGE[1]:
+        raise ParameterError(
+            f"seed must be an integer in [-2**63, 2**64 - 1], got {seed!r}; e.g. --seed 0."
+        )
+    return int(seed)
 
 
 # --------------------------------------------------------------------------- methods

@@ -234,6 +234,14 @@ def test_sweep_bad_grid_exits_2(capsys, synthetic_bundle):
     assert rc == 2 and err.startswith("error: ") and "outside [0, 100)" in err
 
 
+@pytest.mark.parametrize("command", ["evaluate", "sweep"])
+def test_out_of_range_seed_exits_2(capsys, synthetic_bundle, command):
+    # regression: torch's "Overflow when unpacking long long" traceback
+    extra = ["--method", "ash-rand"] if command == "evaluate" else ["--methods", "ash-rand"]
+    rc, _, err = run(capsys, command, synthetic_bundle, *extra, "--seed", str(2**64))
+    assert rc == 2 and err.startswith("error: seed must be an integer")
+
+
 @pytest.mark.parametrize("methods", ["", ",", " , "])
 def test_sweep_without_methods_exits_2(capsys, synthetic_bundle, methods):
     # regression: an empty --methods list crashed with a pandas KeyError traceback

@@ -251,3 +251,16 @@ def test_rank_order_of_other_features_is_refused():
     x = data()
     with pytest.raises(FeatureError, match="rank_order"):
         ash_p(x, 50, order=rank_order(x[:3]))
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 1.5, "7", True, None])
+def test_bad_seed_is_a_parameter_error(seed):
+    # regression: a seed beyond 64 bits crashed `evaluate --seed` with torch's ValueError
+    with pytest.raises(ParameterError, match="seed must be an integer"):
+        create_method("ash-rand", 65, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, -5, 2**63, 2**64 - 1, np.int64(3)])
+def test_every_64_bit_seed_is_accepted(seed):
+    shaper = create_method("ash-rand", 65, seed=seed)
+    assert shaper.seed == int(seed) and shaper(data()).shape == data().shape

@@ -42,7 +42,7 @@ from ..bundle import Bundle, read_safetensors
 from ..errors import BundleError, FeatureError, ParameterError
 from ..evaluate import Evaluator
 from ..metrics import IdScores, average_metrics, check_convention
-from ..registry import check_threshold_mode, get_method
+from ..registry import check_seed, check_threshold_mode, get_method
 from ..scores import energy_score, get_score, list_scores, maxlogit_score
 from ..shaping import check_percentile, kept_count
 from . import kernel as _kernel
@@ -406,6 +406,7 @@ def build_cubes(
     progress: Progress | None = None,
 ) -> dict[str, ScoreCube]:
     """Compute the cubes of several ASH methods in one pass per split (no cache)."""
+    seed = check_seed(seed)
     methods = list(dict.fromkeys(methods))
     for m in methods:
         spec = get_method(m)  # unknown names: a clear "unknown method" error
@@ -646,6 +647,7 @@ def get_cubes(
 ) -> dict[str, ScoreCube]:
     """Cubes of several ASH methods: loaded from the cache, or built together and cached."""
     ev = source if isinstance(source, Evaluator) else Evaluator(source)
+    seed = check_seed(seed)
     g = normalize_grid(grid)
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir(ev.bundle)
     out: dict[str, ScoreCube] = {}
