@@ -75,12 +75,17 @@ def top_classes(logits: torch.Tensor | np.ndarray, classes: Sequence[str],
 
 def percentile_within(value: float, reference: np.ndarray) -> float:
     """Share (in %) of ``reference`` values <= ``value`` (ties count as half)."""
+    return float(_percentiles_within(np.asarray([value], dtype=np.float64), reference)[0])
+
+
+def _percentiles_within(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``percentile_within`` of several values, sorting the reference once."""
     ref = np.sort(np.asarray(reference, dtype=np.float64).reshape(-1))
     if ref.size == 0:
         raise ParameterError("cannot compute a percentile within an empty reference set.")
-    lo = np.searchsorted(ref, value, side="left")
-    hi = np.searchsorted(ref, value, side="right")
-    return float(100.0 * (lo + 0.5 * (hi - lo)) / ref.size)
+    lo = np.searchsorted(ref, values, side="left")
+    hi = np.searchsorted(ref, values, side="right")
+    return 100.0 * (lo + 0.5 * (hi - lo)) / ref.size
 
 
 def threshold_value(shaper: Shaper, features: torch.Tensor) -> tuple[float | None, str]:
@@ -190,7 +195,7 @@ def worst_samples(id_scores: np.ndarray, ood_scores: Mapping[str, np.ndarray], i
         df = df.nsmallest(n, "score", keep="first")
     else:
         raise ParameterError(f"kind must be 'fp' or 'fn', got {kind!r}.")
-    ref = np.sort(ids)
     df = df.reset_index(drop=True)
-    df["id_percentile"] = [percentile_within(v, ref) for v in df["score"]]
+    scores = df["score"].to_numpy(dtype=np.float64)
+    df["id_percentile"] = _percentiles_within(scores, ids) if scores.size else scores
     return df

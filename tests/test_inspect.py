@@ -136,3 +136,14 @@ def test_helpers_validate():
     assert list(t["class"]) == ["b", "c", "a"]
     with pytest.raises(ParameterError):
         top_classes(torch.zeros(2, 3), ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("kind", ["fp", "fn"])
+def test_worst_samples_id_percentiles_are_each_scores_percentile(ev, kind):
+    r = ev.evaluate("ash-s", 80, score="energy")
+    table = worst_samples(r.id_scores, r.ood_scores, "id_test", kind, 7)
+    assert len(table) == 7
+    for score, pct in zip(table["score"], table["id_percentile"], strict=True):
+        assert pct == percentile_within(score, r.id_scores)
+    empty = worst_samples(np.array([]), {}, "id_test", "fn", 3)
+    assert empty.empty and list(empty.columns) == ["set", "index", "score", "id_percentile"]
