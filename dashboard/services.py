@@ -46,8 +46,21 @@ except ImportError:  # pragma: no cover - older ash_core
 # The server runs one session per thread and the per-rerun tensors are small: intra-op
 # threads only add contention (10x slower on a busy 2-core machine). `ash-explore
 # dashboard` sets ASH_TORCH_THREADS=1; importing this module elsewhere changes nothing.
-if os.environ.get("ASH_TORCH_THREADS"):
-    torch.set_num_threads(max(1, int(os.environ["ASH_TORCH_THREADS"])))
+def torch_threads_from_env(env: dict | None = None) -> int | None:
+    """``ASH_TORCH_THREADS`` as a thread count (>= 1), None when unset; a value that is not
+    an integer is ignored with a warning (it must not stop the dashboard from starting)."""
+    text = ((os.environ if env is None else env).get("ASH_TORCH_THREADS") or "").strip()
+    if not text:
+        return None
+    try:
+        return max(1, int(text))
+    except ValueError:
+        warnings.warn(f"ignoring ASH_TORCH_THREADS={text!r}: not an integer", stacklevel=2)
+        return None
+
+
+if (_threads := torch_threads_from_env()) is not None:
+    torch.set_num_threads(_threads)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = "cached_features/cifar10_resnet20"

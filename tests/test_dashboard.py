@@ -130,3 +130,12 @@ def test_cli_dashboard_builds_the_streamlit_command():
 def test_ash_core_does_not_import_the_dashboard():
     src = Path(cli_dashboard.__file__).read_text()
     assert not re.search(r"^\s*(from|import) dashboard", src, re.M)
+
+
+def test_torch_threads_env_is_parsed_and_a_bad_value_ignored():
+    # regression: a non-integer ASH_TORCH_THREADS crashed the dashboard at import
+    assert services.torch_threads_from_env({}) is None
+    assert services.torch_threads_from_env({"ASH_TORCH_THREADS": " 3 "}) == 3
+    assert services.torch_threads_from_env({"ASH_TORCH_THREADS": "0"}) == 1
+    with pytest.warns(UserWarning, match="ignoring ASH_TORCH_THREADS='four'"):
+        assert services.torch_threads_from_env({"ASH_TORCH_THREADS": "four"}) is None
