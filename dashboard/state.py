@@ -130,7 +130,7 @@ class State:
                 v = int(float(q[key]))
                 if low <= v <= high:
                     return v
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e999"
                 pass
             notes.append(f"ignored {key}={q[key]!r} (an integer in [{low}, {high}])")
             return default

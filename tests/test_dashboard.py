@@ -42,6 +42,14 @@ def test_state_rejects_bad_values_with_notes():
     assert len(notes) == 5 and any("zz" in n for n in notes)
 
 
+@pytest.mark.parametrize("bad", ["inf", "-inf", "1e999", "nan", "x"])
+def test_state_ignores_non_finite_integers_in_the_url(bad):
+    # regression: int(float("inf")) raised OverflowError, so ?p=inf crashed the page
+    s, notes = State.from_query({"p": bad, "idx": bad, "bp": bad, "method": "ash-b"})
+    assert (s.p, s.idx, s.bp) == (65, 0, 90)
+    assert len(notes) == 3 and all(bad in n for n in notes)
+
+
 def test_state_threshold_follows_the_method():
     s, _ = State.from_query({"method": "react", "threshold": "global"})
     assert s.threshold == "local"  # react has no global mode
