@@ -7,6 +7,7 @@ table copied from any of them is the same table.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,11 +75,16 @@ def _fmt_raw(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+_LATEX_SPECIAL = {"\\": "\\textbackslash{}", "_": "\\_", "%": "\\%", "&": "\\&", "#": "\\#",
+                  "$": "\\$", "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}",
+                  "^": "\\textasciicircum{}"}
+_LATEX_RE = re.compile("|".join(map(re.escape, _LATEX_SPECIAL)))
+
+
 def _latex_escape(text: str) -> str:
-    for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"),
-                 ("#", "\\#"), ("$", "\\$")):
-        text = text.replace(a, b)
-    return text
+    """``text`` with LaTeX's special characters escaped (one pass, so the braces of
+    ``\\textbackslash{}`` are not escaped again)."""
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], text)
 
 
 def evaluation_frame(result_dict: Mapping[str, Any]) -> pd.DataFrame:

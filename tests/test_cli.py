@@ -277,3 +277,16 @@ def test_python_dash_m(synthetic_bundle):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "none"
+
+
+def test_latex_escapes_every_special_character_once():
+    # regression: braces, ~ and ^ (e.g. in a bundle name in the caption) went through raw
+    # and broke the table; a backslash must become \textbackslash{} with its braces intact
+    from ash_core.report import render_frame
+
+    frame = pd.DataFrame({"ood_set": ["a_{b}~c^d\\e&f#g$h%"], "auroc": [0.5]})
+    tex = render_frame(frame, "latex", caption="my~bundle{x}")
+    row = next(line for line in tex.splitlines() if "50.00" in line)
+    assert row == ("a\\_\\{b\\}\\textasciitilde{}c\\textasciicircum{}d\\textbackslash{}e\\&f"
+                   "\\#g\\$h\\% & 50.00 \\\\")
+    assert "\\caption{my\\textasciitilde{}bundle\\{x\\}}" in tex
