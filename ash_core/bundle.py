@@ -156,10 +156,13 @@ class SplitInfo:
 class Split:
     """A loaded split. ``features`` is a read-only memory map; ``features_tensor()`` copies."""
 
-    def __init__(self, info: SplitInfo, root: Path, arrays: dict[str, np.ndarray]):
+    def __init__(self, info: SplitInfo, root: Path, arrays: dict[str, np.ndarray],
+                 thumbnails_sha256: str | None = None):
         self.info = info
         self.root = root
         self._arrays = arrays
+        #: checked when the thumbnails are first read (they are loaded lazily)
+        self._thumbnails_sha256 = thumbnails_sha256
 
     name = property(lambda self: self.info.name)
     role = property(lambda self: self.info.role)
@@ -210,8 +213,19 @@ class Split:
         """uint8 images [N, H, W, 3] (or [N, H, W]) if the bundle ships them."""
         if not self.info.thumbnails:
             return None
-        arrays = read_safetensors(_inside(self.root, self.info.thumbnails))
-        return arrays.get("images")
+        path = _inside(self.root, self.info.thumbnails)
+        if self._thumbnails_sha256 is not None and sha256_file(path) != self._thumbnails_sha256:
+            raise BundleError(
+                f"bundle {self.root}: {self.info.thumbnails} does not match the sha256 in the "
+                "manifest: it was modified or corrupted after writing. Re-create the bundle."
+            )
+        images = read_safetensors(path).get("images")
+        if images is not None and (images.ndim not in (3, 4) or images.shape[0] != len(self)):
+            raise BundleError(
+                f"bundle {self.root}: {self.info.thumbnails} holds images of shape "
+                f"{images.shape}; expected [{len(self)}, H, W] or [{len(self)}, H, W, 3]."
+            )
+        return images
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -481,7 +495,8 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
                 f"bundle {root}: split {info.name!r} labels have shape {labels.shape}, "
                 f"expected ({info.n},)."
             )
-        splits.append(Split(info, root, arrays))
+        thumbs_sha = hashes.get(info.thumbnails) if verify and info.thumbnails else None
+        splits.append(Split(info, root, arrays, thumbs_sha))
     return Bundle(root, manifest, head, splits)
 
 

@@ -618,3 +618,22 @@ def test_writer_can_regenerate_a_synthetic_bundle(tmp_path):
     path = make_synthetic_bundle(tmp_path / "s", n_id=50, n_ood=20, dim=6, classes=3)
     b = load_bundle(path)
     assert b.dim == 6 and len(b.id_split) == 50 and len(b.split("far")) == 20
+
+
+def test_tampered_or_misshapen_thumbnails_are_refused_when_read(tmp_path):
+    """Regression: thumbnails are read lazily and were never checked against their sha256
+    (nor their count against the split's), unlike every other file of the bundle."""
+    from safetensors.numpy import save_file
+
+    splits = small_splits()
+    splits[2] = SplitData("ood_a", "ood", splits[2].features,
+                          thumbnails=np.zeros((20, 4, 4), np.uint8))
+    path = write_small(tmp_path / "b", splits=splits)
+    assert load_bundle(path).split("ood_a").thumbnails.shape == (20, 4, 4)
+    save_file({"images": np.full((20, 4, 4), 7, np.uint8)}, str(path / "thumbs/ood_a.safetensors"))
+    with pytest.raises(BundleError, match="thumbs/ood_a.safetensors does not match the sha256"):
+        _ = load_bundle(path).split("ood_a").thumbnails
+    assert load_bundle(path, verify=False).split("ood_a").thumbnails[0, 0, 0] == 7
+    save_file({"images": np.zeros((3, 4, 4), np.uint8)}, str(path / "thumbs/ood_a.safetensors"))
+    with pytest.raises(BundleError, match=r"expected \[20, H, W\]"):
+        _ = load_bundle(path, verify=False).split("ood_a").thumbnails
