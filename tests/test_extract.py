@@ -193,6 +193,11 @@ def test_arrays_noise_and_spec_errors(image_root: Path, tmp_path: Path) -> None:
         parse_spec("noise:uniform?size=3", None, (32, 32, 3))
     with pytest.raises(DataError, match="gaussian' or 'uniform"):
         parse_spec("noise:pink", None, (32, 32, 3))
+    # regressions: every=0 crashed with "slice step cannot be zero", limit=0 much later
+    # with numpy's "need at least one array to concatenate"; negatives sliced silently
+    for opt in ("limit=0", "every=0", "limit=-1", "every=-2"):
+        with pytest.raises(DataError, match=f"option {opt.split('=')[0]} .* must be >= 1"):
+            parse_spec(f"noise:uniform?n=5&{opt}", None, (32, 32, 3))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="cannot read image"):

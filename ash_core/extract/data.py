@@ -400,6 +400,9 @@ def parse_spec(spec: str, data_root: Path | None, input_shape: tuple[int, int, i
             raise DataError(f"option {key} in {spec!r} must be an integer.") from None
 
     limit, every = pop_int("limit"), pop_int("every")
+    for key, value in (("limit", limit), ("every", every)):
+        if value is not None and value < 1:  # not Python slicing: ?limit=-1 is no "all but one"
+            raise DataError(f"option {key} in {spec!r} must be >= 1, got {value}.")
     if kind == "auto":
         p = path_of(arg)
         if p.is_dir():
