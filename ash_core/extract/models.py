@@ -8,7 +8,6 @@ Weights are only ever read with ``torch.load(..., weights_only=True)`` (never un
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..bundle import sha256_file
 from ..errors import AshError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -159,14 +159,6 @@ class LoadedModel:
                       "mean": list(self.mean), "std": list(self.std)},
             **self.notes,
         }
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -397,7 +389,7 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
             lm.notes["head"] = "absent in the weights (classifier.* left at random init)"
         load_state(lm.model, sd, str(weights_file), allow)
         lm.weights = str(weights_file)
-        lm.weights_sha256 = sha256_of(weights_file)
+        lm.weights_sha256 = sha256_file(weights_file)
     elif lm.name in BUILTIN and lm.name != "mobilenet_v2_backbone":
         lm.notes["warning"] = "random initialisation (no --weights given)"
     lm.model.eval()
