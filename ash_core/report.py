@@ -13,6 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import ParameterError
+from .metrics import METRIC_NAMES
+
 FORMATS = ("table", "csv", "latex", "markdown", "json")
 
 
@@ -87,11 +90,27 @@ def _latex_escape(text: str) -> str:
     return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], text)
 
 
-def evaluation_frame(result_dict: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per OOD set plus an "Average" row, from ``EvalResult.to_dict()``."""
+def evaluation_frame(result_dict: Mapping[str, Any],
+                     base_dict: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per OOD set plus an "Average" row, from ``EvalResult.to_dict()``.
+
+    With ``base_dict`` (another result's ``to_dict()``, e.g. no shaping) the frame also
+    has ``{metric}_delta`` columns: this result minus the base, per row.
+    """
     rows = [{"ood_set": name, **m} for name, m in result_dict["ood"].items()]
     rows.append({"ood_set": "Average", **result_dict["average"]})
-    return pd.DataFrame(rows, columns=["ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"])
+    df = pd.DataFrame(rows, columns=["ood_set", *METRIC_NAMES])
+    if base_dict is not None:
+        base = evaluation_frame(base_dict).set_index("ood_set")
+        missing = [n for n in df["ood_set"] if n not in base.index]
+        if missing:
+            raise ParameterError(
+                f"the base result lacks OOD set(s) {', '.join(missing)}; compare results "
+                "evaluated on the same OOD sets."
+            )
+        for m in METRIC_NAMES:
+            df[f"{m}_delta"] = df[m].to_numpy() - base.loc[df["ood_set"], m].to_numpy()
+    return df
 
 
 def dumps_json(obj: Any) -> str:

@@ -290,3 +290,21 @@ def test_latex_escapes_every_special_character_once():
     assert row == ("a\\_\\{b\\}\\textasciitilde{}c\\textasciicircum{}d\\textbackslash{}e\\&f"
                    "\\#g\\$h\\% & 50.00 \\\\")
     assert "\\caption{my\\textasciitilde{}bundle\\{x\\}}" in tex
+
+
+def test_evaluation_frame_deltas_are_result_minus_base(synthetic_bundle):
+    from ash_core.errors import ParameterError
+    from ash_core.report import evaluation_frame
+
+    r = evaluate(load_bundle(synthetic_bundle), "ash-s", 80).to_dict()
+    b = evaluate(load_bundle(synthetic_bundle), "none").to_dict()
+    frame = evaluation_frame(r, b)
+    assert frame["ood_set"].tolist() == [*r["ood"], "Average"]
+    for m in METRIC_NAMES:
+        want = [r["ood"][n][m] - b["ood"][n][m] for n in r["ood"]]
+        want.append(r["average"][m] - b["average"][m])
+        assert frame[f"{m}_delta"].tolist() == pytest.approx(want, abs=1e-15)
+    assert "auroc_delta" not in evaluation_frame(r).columns
+    one = evaluate(load_bundle(synthetic_bundle), "none", ood=["far"]).to_dict()
+    with pytest.raises(ParameterError, match="base result lacks OOD set"):
+        evaluation_frame(r, one)

@@ -82,10 +82,7 @@ def test_discover_bundles_lists_cached_features(tmp_path, monkeypatch, synthetic
 def test_report_is_self_contained(synthetic_bundle):
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     r = ev.evaluate("ash-s", 80)
-    frame = evaluation_frame(r.to_dict())
-    b = ev.evaluate("none")
-    for m in ("auroc", "fpr95"):
-        frame[f"{m}_delta"] = frame[m] - evaluation_frame(b.to_dict())[m]
+    frame = evaluation_frame(r.to_dict(), ev.evaluate("none").to_dict())
     fig = figures.overview_figure(frame, {}, "ash-s p=80", "id")
     html = export.build_report("Report <x>", {"method": "ash-s", "p": 80},
                                {"model": {"name": "synthetic"}}, {"Metrics": frame},
