@@ -408,3 +408,17 @@ def test_prepared_id_scores_reused_across_sets_equal_sklearn(convention: str) ->
         assert got.aupr_in == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
         assert got.aupr_out == pytest.approx(
             average_precision_score(1 - labels, -scores), abs=1e-12)
+
+
+def test_cubes_handed_out_are_read_only(synthetic_bundle, tmp_path):
+    """A cube is shared (dashboard sessions, sweep): nobody may write into its arrays."""
+    from ash_core.sweep import get_cube
+
+    for use_cache in (False, True, True):  # built, built+cached, loaded from the cache
+        cube = get_cube(load_bundle(synthetic_bundle), "ash-s", [50.0, 90.0],
+                        cache_dir=tmp_path, use_cache=use_cache)
+        scores = cube.scores(cube.id_name, 90.0)
+        with pytest.raises(ValueError, match="read-only"):
+            scores[0] = 0.0
+        with pytest.raises(ValueError, match="read-only"):
+            cube.splits[cube.id_name].pred[0, 0] = 1

@@ -123,6 +123,17 @@ class ScoreCube:
     engine: str = "native"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def freeze(self) -> ScoreCube:
+        """Make every array read-only: cubes are shared between callers (dashboard sessions)."""
+        for group in (self.splits, self.unshaped):
+            for sc in group.values():
+                for name in FIELDS:
+                    getattr(sc, name).flags.writeable = False
+        for arr in (self.grid, self.labels, self.fitted_thresholds):
+            if arr is not None:
+                arr.flags.writeable = False
+        return self
+
     def index(self, p: float) -> int:
         """Row of the grid point ``p`` (exact up to 1e-9); clear error if not in the grid."""
         check_percentile(p)
@@ -674,7 +685,7 @@ def get_cubes(
                     warnings.warn(f"could not cache the score cube in {cdir}: {exc}",
                                   stacklevel=2)
             out[m] = cube
-    return {m: out[m] for m in keys}
+    return {m: out[m].freeze() for m in keys}
 
 
 def get_cube(
