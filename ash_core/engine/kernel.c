@@ -12,6 +12,11 @@
  * Built at run time by ash_core/engine/kernel.py (gcc -O3 -march=native); loaded
  * with ctypes; one call handles a row range, Python threads run ranges in parallel.
  */
+/* FMAs for the running sums and the logits (GCC's ISO mode keeps a * b + c as two
+ * roundings and two ops; the reference head, MKL, fuses too). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,48 +50,59 @@ static inline vf vload(const float* p) {
     return v;
 }
 
+/* Keep a loaded value in a register: otherwise GCC folds the load into both the FMA and
+ * the add that use it, and doubles the loads of the running sums (the load port is
+ * their bottleneck, one 512-bit load per cycle on Zen 4). */
+#if defined(__GNUC__) && defined(__AVX512F__) /* a 64-byte vector fits one zmm */
+#define IN_REG(x) __asm__("" : "+v"(x))
+#else
+#define IN_REG(x) ((void)0)
+#endif
+
 static inline vf vmaxv(vf a, vf b) {
     const vi m = a > b;
     return (vf)((m & (vi)a) | (~m & (vi)b));
 }
 
+/* Logits are handled in base-2 units (logit * log2(e), folded into the FMA that adds the
+ * bias), so each exponential is 2^x = 2^n * 2^f with n = round(x) and f = x - n exact:
+ * no multiply and no fused residual per lane, and no clamp (f in [-1/2, 1/2] for every
+ * finite x). */
+#define L2E 1.44269504088896341f
+#define LN2 0.69314718055994530942
 #if defined(__AVX512F__)
 #include <immintrin.h>
-/* exp for x <= 0 with AVX-512: 2^n * 2^f, f in [-1/2, 1/2] (degree-6 Taylor, ~1e-7 rel),
- * 2^n applied with vscalefps (no integer tricks, graceful underflow). */
-static inline vf vexp(vf xv) {
-    const __m512 x = _mm512_max_ps((__m512)xv, _mm512_set1_ps(-100.0f));
-    const __m512 l2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, l2e),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_fmsub_ps(x, l2e, n);
-    __m512 p = _mm512_set1_ps(1.5403530393381609954e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443423e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284771620e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821579953e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071233e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994530942e-1f));
+/* 2^x for x <= 0 with AVX-512: minimax degree 5 for 2^f on [-1/2, 1/2] (1.9e-7 relative
+ * evaluated in fp32), 2^n applied with vscalefps (graceful underflow). */
+static inline vf vexp2(vf xv) {
+    const __m512 x = (__m512)xv;
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(0.001326472731307149f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009671512991189957f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05550733581185341f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242426872253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return (vf)_mm512_scalef_ps(p, n);
 }
 #else
-static inline vf vexp(vf x) {
-    /* exp for x <= 0 (cephes expf polynomial, ~1 ulp), all lanes at once. */
-    const vf lo = vsplat(-87.0f), magic = vsplat(12582912.0f);
-    x = vmaxv(x, lo);
-    vf t = (x * vsplat(1.44269504088896341f) + magic) - magic; /* round to nearest */
-    vf f = x - t * vsplat(0.693359375f) + t * vsplat(2.12194440e-4f);
-    vf p = vsplat(1.9875691500E-4f);
-    p = p * f + vsplat(1.3981999507E-3f);
-    p = p * f + vsplat(8.3334519073E-3f);
-    p = p * f + vsplat(4.1665795894E-2f);
-    p = p * f + vsplat(1.6666665459E-1f);
-    p = p * f + vsplat(5.0000001201E-1f);
-    p = p * f * f + f + vsplat(1.0f);
-    vi e = (__builtin_convertvector(t, vi) + 127) << 23;
+/* 2^x for x <= 0, all lanes at once: same polynomial, 2^n built in the exponent bits
+ * (x clamped at -126, the smallest normal exponent; 2^-126 is far below resolution). */
+static inline vf vexp2(vf x) {
+    const vf magic = vsplat(12582912.0f);
+    x = vmaxv(x, vsplat(-126.0f));
+    const vf t = (x + magic) - magic; /* round to nearest */
+    const vf f = x - t;
+    vf p = vsplat(0.001326472731307149f);
+    p = p * f + vsplat(0.009671512991189957f);
+    p = p * f + vsplat(0.05550733581185341f);
+    p = p * f + vsplat(0.24022242426872253f);
+    p = p * f + vsplat(0.6931470036506653f);
+    p = p * f + vsplat(1.0f);
+    const vi e = (__builtin_convertvector(t, vi) + 127) << 23;
     return p * (vf)e;
 }
-
 #endif
 
 #if defined(__AVX512F__)
@@ -110,28 +126,6 @@ static inline int vfind(vf v, float x) {
 }
 #endif
 
-typedef float vf8 __attribute__((vector_size(32)));
-typedef double vd __attribute__((vector_size(64)));
-
-/* exp terms summed in fp64: next to the max term (1.0) fp32 would drop the others,
- * and the MSP (1 / s) is compared in fp64. */
-static inline vd vsum_pd(vf v) {
-    vf8 lo, hi;
-    memcpy(&lo, &v, sizeof lo);
-    memcpy(&hi, (const char*)&v + sizeof lo, sizeof hi);
-    return __builtin_convertvector(lo, vd) + __builtin_convertvector(hi, vd);
-}
-
-#if defined(__AVX512F__)
-static inline double hsum_pd(vd v) { return _mm512_reduce_add_pd((__m512d)v); }
-#else
-static inline double hsum_pd(vd v) {
-    double s = 0.0;
-    for (int i = 0; i < 8; i++) s += v[i];
-    return s;
-}
-#endif
-
 #if defined(__AVX512F__)
 /* any lane of v greater than x */
 static inline int vany_gt(vf v, float x) {
@@ -146,8 +140,8 @@ static inline int vany_gt(vf v, float x) {
 #endif
 
 typedef struct {
-    double s;  /* running sum of exp(logit - m), fp64 (tiny terms kept next to 1) */
-    float m;   /* running max logit */
+    double s;  /* running sum of 2^(l - m), fp64 (tiny terms kept next to 1) */
+    float m;   /* running max of l = logit * log2(e) (base-2 units) */
     int32_t a; /* argmax (first occurrence) */
 } State;
 
@@ -157,37 +151,93 @@ static inline void state_init(State* st) {
     st->a = 0;
 }
 
-/* Fold one tile of logits lg[NVEC] (classes off..off+TILE) into a running state.
- * Fast path (no lane above the running max): exps against the running max, summed
- * lane-wise, no horizontal reduction. Slow path (a new max, ~log(tiles) times): find
- * it, rescale the sum. Tiles entirely below max - SKIP are under fp64 resolution. */
-static inline void fold(State* st, const vf* lg, int32_t off) {
+/* Reductions of tile sums. The exp terms of a tile (each <= 1 against the running max,
+ * at most TILE of them) are summed in fp32 lane-wise: relative error <= TILE * 2^-24
+ * (4e-6 worst case, ~1e-7 typical) of that tile's sum, far inside the 1e-4 contract. The
+ * max term itself is kept out of them (fold_newmax) and the sum across tiles is fp64. */
+#if defined(__AVX512F__)
+static inline float hsum_ps(vf v) { return _mm512_reduce_add_ps((__m512)v); }
+/* four horizontal sums at once: out[v] = sum of the lanes of a[v] */
+static inline void hsum4_ps(vf a0, vf a1, vf a2, vf a3, float* out) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)a0, (__m512)a1, 0x44),
+                                    _mm512_shuffle_f32x4((__m512)a0, (__m512)a1, 0xEE));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)a2, (__m512)a3, 0x44),
+                                    _mm512_shuffle_f32x4((__m512)a2, (__m512)a3, 0xEE));
+    __m512 x = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88),
+                             _mm512_shuffle_f32x4(ab, cd, 0xDD)); /* 128-bit block v: a[v] */
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, 0x4E));
+    x = _mm512_add_ps(x, _mm512_permute_ps(x, 0xB1));
+    float t[VW];
+    _mm512_storeu_ps(t, x);
+    out[0] = t[0]; out[1] = t[4]; out[2] = t[8]; out[3] = t[12];
+}
+#else
+static inline float hsum_ps(vf v) {
+    float s = 0.0f;
+    for (int i = 0; i < VW; i++) s += v[i];
+    return s;
+}
+static inline void hsum4_ps(vf a0, vf a1, vf a2, vf a3, float* out) {
+    out[0] = hsum_ps(a0); out[1] = hsum_ps(a1); out[2] = hsum_ps(a2); out[3] = hsum_ps(a3);
+}
+#endif
+
+static inline vf tile_max(const vf* lg) {
     vf mv = lg[0];
     for (int q = 1; q < NVEC; q++) mv = vmaxv(lg[q], mv);
-    if (!vany_gt(mv, st->m)) {
-        if (!vany_gt(mv, st->m - SKIP)) return;
-        const vf m = vsplat(st->m);
-        vf acc = vexp(lg[0] - m);
-        for (int q = 1; q < NVEC; q++) acc += vexp(lg[q] - m);
-        st->s += hsum_pd(vsum_pd(acc));
-        return;
-    }
+    return mv;
+}
+
+/* A tile with a lane above the running max (~log(tiles) times per state): find the new
+ * max and its first class, rescale the running sum. The max term is exactly 1 (2^0); it
+ * is added apart, in fp64, and the other terms of the tile are summed in fp32 without
+ * it, so that s - 1, which MSP near 1 resolves, keeps the relative precision of fp32
+ * (summed together with the 1 in fp32, the small terms would be lost). */
+static inline void fold_newmax(State* st, const vf* lg, vf mv, int32_t off) {
     const float mx = vmax_lanes(mv);
-    int32_t am = 0;
+    int32_t am = 0, qa = -1;
     for (int q = 0; q < NVEC; q++) {
         const int i = vfind(lg[q], mx);
-        if (i >= 0) { am = q * VW + i; break; }
+        if (i >= 0) { am = q * VW + i; qa = q; break; }
     }
     const vf m = vsplat(mx);
-    vd acc = vsum_pd(vexp(lg[0] - m));
-    for (int q = 1; q < NVEC; q++) acc += vsum_pd(vexp(lg[q] - m));
+    vf acc = vsplat(0.0f);
+    for (int q = 0; q < NVEC; q++) {
+        vf e = vexp2(lg[q] - m);
+        if (q == qa) e[am % VW] = 0.0f; /* 2^0 = 1 exactly, added below */
+        acc += e;
+    }
+    const double tile = (qa >= 0 ? 1.0 : 0.0) + (double)hsum_ps(acc);
     if (st->m == -INFINITY) {
-        st->s = hsum_pd(acc);
+        st->s = tile;
     } else {
-        st->s = st->s * exp((double)st->m - (double)mx) + hsum_pd(acc);
+        st->s = st->s * exp2((double)st->m - (double)mx) + tile;
     }
     st->m = mx;
     st->a = off + am;
+}
+
+/* Fold one tile of logits lg[NVEC] (classes off..off+TILE) into a running state.
+ * Returns the tile's sum of exps against the running max (to be added to st->s by the
+ * caller), 0 when the state was updated in place (new max) or the tile skipped. Fast
+ * path (no lane above the running max): exps against the running max, summed lane-wise.
+ * Tiles entirely below max - SKIP are under fp64 resolution of the sum. */
+static inline vf fold_acc(State* st, const vf* lg, int32_t off) {
+    const vf mv = tile_max(lg);
+    if (vany_gt(mv, st->m)) {
+        fold_newmax(st, lg, mv, off);
+        return vsplat(0.0f);
+    }
+    if (!vany_gt(mv, st->m - SKIP * L2E)) return vsplat(0.0f);
+    const vf m = vsplat(st->m);
+    vf acc = vexp2(lg[0] - m);
+    for (int q = 1; q < NVEC; q++) acc += vexp2(lg[q] - m);
+    return acc;
+}
+
+static inline void fold(State* st, const vf* lg, int32_t off) {
+    const vf acc = fold_acc(st, lg, off);
+    st->s += (double)hsum_ps(acc);
 }
 
 static inline double state_sum(const State* st) { return st->s; }
@@ -203,17 +253,26 @@ static void sort_row(const float* x, int64_t D, uint32_t* key, uint32_t* key2,
         key[d] = ~u;                                     /* descending */
         idx[d] = (int32_t)d;
     }
+    /* the four digit histograms in one pass (they do not depend on the order) */
+    int32_t cnt[4][256];
+    memset(cnt, 0, sizeof cnt);
+    for (int64_t d = 0; d < D; d++) {
+        const uint32_t k = key[d];
+        cnt[0][k & 255u]++;
+        cnt[1][(k >> 8) & 255u]++;
+        cnt[2][(k >> 16) & 255u]++;
+        cnt[3][k >> 24]++;
+    }
     uint32_t *ks = key, *kd = key2;
     int32_t *is = idx, *id = idx2;
-    for (int shift = 0; shift < 32; shift += 8) {
-        int64_t cnt[256];
-        memset(cnt, 0, sizeof cnt);
-        for (int64_t d = 0; d < D; d++) cnt[(ks[d] >> shift) & 255u]++;
-        if (cnt[(ks[0] >> shift) & 255u] == D) continue; /* digit constant: skip pass */
-        int64_t sum = 0;
-        for (int b = 0; b < 256; b++) { int64_t c = cnt[b]; cnt[b] = sum; sum += c; }
+    for (int pass = 0; pass < 4; pass++) {
+        const int shift = 8 * pass;
+        int32_t* c = cnt[pass];
+        if (c[(ks[0] >> shift) & 255u] == D) continue; /* digit constant: skip pass */
+        int32_t sum = 0;
+        for (int b = 0; b < 256; b++) { int32_t n = c[b]; c[b] = sum; sum += n; }
         for (int64_t d = 0; d < D; d++) {
-            int64_t pos = cnt[(ks[d] >> shift) & 255u]++;
+            const int32_t pos = c[(ks[d] >> shift) & 255u]++;
             kd[pos] = ks[d];
             id[pos] = is[d];
         }
@@ -250,7 +309,9 @@ static inline void accumulate(const float* restrict Wt, const int32_t* restrict 
         const vf v0 = vsplat(val[r]), v1 = vsplat(val[r + 1]);
         const vf u0 = vsplat(doR ? drw[r] : 0.0f), u1 = vsplat(doR ? drw[r + 1] : 0.0f);
         for (int q = 0; q < NVEC; q++) {
-            const vf x0 = vload(w0 + q * VW), x1 = vload(w1 + q * VW);
+            vf x0 = vload(w0 + q * VW), x1 = vload(w1 + q * VW);
+            IN_REG(x0);
+            IN_REG(x1);
             a[q] += v0 * x0;
             a2[q] += v1 * x1;
             if (doG) { g[q] += x0; g2[q] += x1; }
@@ -262,7 +323,8 @@ static inline void accumulate(const float* restrict Wt, const int32_t* restrict 
         const vf v = vsplat(val[r]);
         const vf u = vsplat(doR ? drw[r] : 0.0f);
         for (int q = 0; q < NVEC; q++) {
-            const vf wq = vload(w + q * VW);
+            vf wq = vload(w + q * VW);
+            IN_REG(wq);
             a[q] += v * wq;
             if (doG) g[q] += wq;
             if (doR) rr[q] += u * wq;
@@ -302,12 +364,18 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
     float* fS = malloc((size_t)RB * J * sizeof(float));
     float* fB = malloc((size_t)RB * J * sizeof(float));
     State* st = malloc((size_t)RB * (J * NV + 1) * sizeof(State));
-    if (!key || !tmpi || !idx || !val || !drw || !kk || !fS || !fB || !st) {
+    float* bias2 = malloc((size_t)Cp * sizeof(float));
+    if (!bias2 || !key || !tmpi || !idx || !val || !drw || !kk || !fS || !fB || !st) {
         free(key); free(tmpi); free(idx); free(val); free(drw); free(kk); free(fS); free(fB);
-        free(st);
+        free(st); free(bias2);
         return -1;
     }
+    /* bias in base-2 units; -inf (class padding) becomes a finite -1e30 so that 2^x
+     * never sees inf - inf */
+    for (int64_t c = 0; c < Cp; c++)
+        bias2[c] = bias[c] == -INFINITY ? -1e30f : (float)((double)bias[c] * (double)L2E);
     vf A[NVEC], G[NVEC], R[NVEC], lg[NVEC];
+    const vf l2e = vsplat(L2E);
 
     for (int64_t b0 = n0; b0 < n1; b0 += RB) {
         const int64_t nb = (n1 - b0) < RB ? (n1 - b0) : RB;
@@ -343,14 +411,14 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                 if (k < r) k = r; /* guard: counts must be nondecreasing */
                 for (; r < k; r++) s2 += vl[r];
                 kk[i * J + j] = (int32_t)k;
-                fS[i * J + j] = (float)exp(s2 != 0.0 ? s1 / s2 : 0.0);
-                fB[i * J + j] = k > 0 ? (float)(s1 / (double)k) : 0.0f;
+                fS[i * J + j] = (float)(exp(s2 != 0.0 ? s1 / s2 : 0.0) * (double)L2E);
+                fB[i * J + j] = k > 0 ? (float)(s1 / (double)k * (double)L2E) : 0.0f;
             }
             for (int64_t q = 0; q < J * NV + 1; q++) state_init(st + i * (J * NV + 1) + q);
         }
         for (int64_t t = 0; t < T; t++) {
             const float* Wtile = Wt + t * D * TILE;
-            const float* bt = bias + t * TILE;
+            const float* bt = bias2 + t * TILE;
             const int32_t off = (int32_t)(t * TILE);
             for (int64_t i = 0; i < nb; i++) {
                 memset(A, 0, sizeof A);
@@ -370,28 +438,36 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                         r = k;
                     }
                     State* s = st + i * (J * NV + 1) + j * NV;
+                    const vf z = vsplat(0.0f);
+                    vf aP = z, aS = z, aB = z, aR = z;
                     if (doP) {
-                        for (int q = 0; q < NVEC; q++) lg[q] = A[q] + vload(bt + q * VW);
-                        fold(s + V_P, lg, off);
+                        for (int q = 0; q < NVEC; q++) lg[q] = l2e * A[q] + vload(bt + q * VW);
+                        aP = fold_acc(s + V_P, lg, off);
                     }
                     if (doS) {
                         const float f = fS[i * J + j];
                         for (int q = 0; q < NVEC; q++) lg[q] = vsplat(f) * A[q] + vload(bt + q * VW);
-                        fold(s + V_S, lg, off);
+                        aS = fold_acc(s + V_S, lg, off);
                     }
                     if (doB) {
                         const float f = fB[i * J + j];
                         for (int q = 0; q < NVEC; q++) lg[q] = vsplat(f) * G[q] + vload(bt + q * VW);
-                        fold(s + V_B, lg, off);
+                        aB = fold_acc(s + V_B, lg, off);
                     }
                     if (doR) {
-                        for (int q = 0; q < NVEC; q++) lg[q] = R[q] + vload(bt + q * VW);
-                        fold(s + V_R, lg, off);
+                        for (int q = 0; q < NVEC; q++) lg[q] = l2e * R[q] + vload(bt + q * VW);
+                        aR = fold_acc(s + V_R, lg, off);
                     }
+                    float sums[4];
+                    hsum4_ps(aP, aS, aB, aR, sums);
+                    s[V_P].s += (double)sums[0];
+                    s[V_S].s += (double)sums[1];
+                    s[V_B].s += (double)sums[2];
+                    s[V_R].s += (double)sums[3];
                 }
                 if (full_out) { /* the unshaped head: every unit, ASH-P's running sum */
                     if (D > r) accumulate(Wtile, ix, vl, dr, r, D, A, G, R, 0, 0);
-                    for (int q = 0; q < NVEC; q++) lg[q] = A[q] + vload(bt + q * VW);
+                    for (int q = 0; q < NVEC; q++) lg[q] = l2e * A[q] + vload(bt + q * VW);
                     fold(st + i * (J * NV + 1) + J * NV, lg, off);
                 }
             }
@@ -405,23 +481,23 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                     const State* s = st + i * (J * NV + 1) + j * NV + v;
                     const int64_t o = ((int64_t)sl * J + jmap[j]) * N + n;
                     const double sum = state_sum(s);
-                    out_energy[o] = (float)((double)s->m + log(sum));
+                    out_energy[o] = (float)((double)s->m * LN2 + log(sum));
                     out_gap[o] = (float)log(sum);
-                    out_maxlogit[o] = s->m;
+                    out_maxlogit[o] = (float)((double)s->m * LN2);
                     out_pred[o] = s->a;
                 }
             }
             if (full_out) {
                 const State* s = st + i * (J * NV + 1) + J * NV;
                 const double sum = state_sum(s);
-                ((float*)full_out[0])[n] = (float)((double)s->m + log(sum));
+                ((float*)full_out[0])[n] = (float)((double)s->m * LN2 + log(sum));
                 ((float*)full_out[1])[n] = (float)log(sum);
-                ((float*)full_out[2])[n] = s->m;
+                ((float*)full_out[2])[n] = (float)((double)s->m * LN2);
                 ((int32_t*)full_out[3])[n] = s->a;
             }
         }
     }
     free(key); free(tmpi); free(idx); free(val); free(drw); free(kk); free(fS); free(fB);
-    free(st);
+    free(st); free(bias2);
     return 0;
 }
