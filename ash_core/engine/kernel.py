@@ -84,7 +84,9 @@ def _compile_and_load(tile: int) -> ctypes.CDLL:
         raise RuntimeError("no C compiler (cc/gcc) found")
     src = SOURCE.read_bytes()
     flags = _flags(tile)
-    tag = hashlib.sha256(src + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
+    # the compiler is part of the key: another CC must not load this one's build
+    key = src + " ".join([cc, *flags]).encode() + _cpu_id().encode()
+    tag = hashlib.sha256(key).hexdigest()[:16]
     out_dir = _build_dir()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
