@@ -8,7 +8,7 @@ the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,16 +241,3 @@ def evaluate(
 ) -> EvalResult:
     """One-shot evaluation of a setting on a bundle (see ``Evaluator.evaluate``)."""
     return Evaluator(bundle, ood).evaluate(method, p, threshold, score, convention, seed)
-
-
-def metrics_table(results: Mapping[str, EvalResult]) -> list[dict[str, Any]]:
-    """Flatten results into rows (one per setting) for tables and exports."""
-    rows = []
-    for label, r in results.items():
-        row: dict[str, Any] = {"setting": label, "id_acc": r.id_accuracy["shaped"]}
-        for name, m in r.ood.items():
-            row[f"{name}/fpr95"] = m.fpr95
-            row[f"{name}/auroc"] = m.auroc
-        row.update({f"average/{k}": v for k, v in r.average.items()})
-        rows.append(row)
-    return rows
