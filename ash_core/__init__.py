@@ -9,7 +9,16 @@ Public API::
 """
 
 from .bundle import Bundle, Split, SplitData, load_bundle, write_bundle
-from .errors import AshError, BundleError, FeatureError, ParameterError
+from .errors import (
+    AshError,
+    BundleError,
+    CubeCacheError,
+    DataError,
+    ExtractError,
+    FeatureError,
+    ModelError,
+    ParameterError,
+)
 from .evaluate import EvalResult, Evaluator, evaluate
 from .metrics import CONVENTIONS, METRIC_NAMES, OODMetrics, average_metrics, ood_metrics
 from .registry import (
@@ -28,8 +37,8 @@ from .shaping import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
 __version__ = "0.1.0"
 
 __all__ = [
-    "AshError", "BundleError", "CONVENTIONS", "Bundle", "EvalResult", "Evaluator",
-    "FeatureError", "METRIC_NAMES", "MethodSpec", "OODMetrics", "ParamSpec", "ParameterError",
+    "AshError", "BundleError", "CONVENTIONS", "CubeCacheError", "DataError", "ExtractError", "Bundle", "EvalResult", "Evaluator",
+    "FeatureError", "METRIC_NAMES", "ModelError", "MethodSpec", "OODMetrics", "ParamSpec", "ParameterError",
     "Shaper", "Split", "SplitData", "THRESHOLD_MODES", "accuracy", "ash_b", "ash_p",
     "ash_rand", "ash_s", "average_metrics", "create_method", "energy_score", "evaluate",
     "get_method", "get_score", "kept_count", "list_methods", "list_scores", "load_bundle",

@@ -21,3 +21,19 @@ class ParameterError(AshError, ValueError):
 
 class FeatureError(AshError, ValueError):
     """Features are unusable (NaN/Inf, wrong shape, empty)."""
+
+
+class CubeCacheError(BundleError):
+    """A cached score cube is stale or corrupt (it is then rebuilt)."""
+
+
+class ExtractError(AshError):
+    """Extraction cannot proceed (bad layer, head mismatch, stale work directory ...)."""
+
+
+class DataError(AshError):
+    """A data spec, folder or file is unusable."""
+
+
+class ModelError(AshError):
+    """A model name, factory or weights file is unusable."""

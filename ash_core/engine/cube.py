@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..bundle import Bundle, read_safetensors
-from ..errors import BundleError, FeatureError, ParameterError
+from ..errors import BundleError, CubeCacheError, FeatureError, ParameterError
 from ..evaluate import Evaluator
 from ..metrics import IdScores, average_metrics, check_convention
 from ..registry import check_seed, check_threshold_mode, get_method
@@ -565,9 +565,6 @@ def save_cube(cube: ScoreCube, path: Path, key: dict[str, Any]) -> Path:
         raise
     return path
 
-
-class CubeCacheError(BundleError):
-    """A cached cube is stale or corrupt (it is then rebuilt)."""
 
 
 def _read_metadata(path: Path) -> dict[str, str]:

@@ -28,13 +28,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import AshError
+from ..errors import DataError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
-
-class DataError(AshError):
-    """A data spec, folder or file is unusable."""
 
 
 # --------------------------------------------------------------------------- preprocessing

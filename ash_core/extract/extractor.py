@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..bundle import SplitData, check_split_name, read_safetensors, write_bundle
-from ..errors import AshError
+from ..errors import ExtractError
 from .data import PreparedDataset, Protocol, Source, make_protocol, parse_spec
 from .models import LoadedModel, load_model
 
@@ -38,9 +38,6 @@ from .models import LoadedModel, load_model
 STOP_ENV = "ASH_EXTRACT_STOP_AFTER_CHUNKS"
 WORK_VERSION = 1
 
-
-class ExtractError(AshError):
-    """Extraction cannot proceed (bad layer, head mismatch, stale work directory ...)."""
 
 
 # --------------------------------------------------------------------------- config

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..bundle import sha256_file
-from ..errors import AshError
+from ..errors import ModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,9 +28,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 DIGITS = tuple(str(i) for i in range(10))
 
-
-class ModelError(AshError):
-    """A model name, factory or weights file is unusable."""
 
 
 # --------------------------------------------------------------------------- CIFAR ResNets
