@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,105 +29,17 @@ import pandas as pd
 import torch
 
 from .errors import BundleError
+from .safetensors_io import looks_pickled as _looks_pickled
+from .safetensors_io import read_tensors, write_tensors
 
 FORMAT = "ash-bundle"
 VERSION = 1
 ROLES = ("id", "id_fit", "ood")
 MANIFEST = "manifest.json"
 
-_ST_DTYPES: dict[str, np.dtype] = {
-    "F16": np.dtype("<f2"),
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "U8": np.dtype("u1"),
-    "BF16": np.dtype("<u2"),  # raw bits; converted on access
-}
-
-
-def _looks_pickled(head: bytes) -> bool:
-    """Pickle protocol 2-5 (b"\\x80" + protocol byte) or a torch.save zip archive."""
-    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or \
-        head[:4] == b"PK\x03\x04"
-
-
-# --------------------------------------------------------------------------- reading
-
-
 def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
-    """Parse a safetensors file into numpy arrays (memory-mapped by default).
-
-    Validates the header strictly so that truncated or tampered files fail with a
-    clear message instead of returning garbage.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-        if head[8:9] != b"{" and _looks_pickled(head):
-            raise BundleError(
-                f"{path} is a pickle/torch.save file, not safetensors. ASH Explorer never "
-                "unpickles files (that can run arbitrary code); re-export the tensors with "
-                "safetensors (`ash-explore extract` writes bundles in the right format)."
-            )
-        if len(head) < 9:
-            raise BundleError(f"{path} is truncated ({size} bytes); re-create the bundle.")
-        (header_len,) = struct.unpack("<Q", head[:8])
-        fh.seek(8)
-        if header_len <= 0 or 8 + header_len > size:
-            raise BundleError(
-                f"{path} is not a valid safetensors file (header length {header_len} does not "
-                f"fit in {size} bytes): it is truncated or not safetensors; re-create the bundle."
-            )
-        try:
-            header = json.loads(fh.read(header_len).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{path} has a corrupt safetensors header ({exc}).") from None
-    if not isinstance(header, dict):
-        raise BundleError(f"{path} has a corrupt safetensors header (not a JSON object).")
-    header.pop("__metadata__", None)
-    data_start = 8 + header_len
-    data_len = size - data_start
-    entries = []
-    for name, info in header.items():
-        try:
-            dtype = _ST_DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise BundleError(
-                f"{path}: tensor {name!r} has an unsupported or corrupt entry {info!r}; the "
-                "file is corrupt or tampered with; re-create the bundle."
-            ) from None
-        entries.append((begin, end, name, info, dtype, shape))
-    out: dict[str, np.ndarray] = {}
-    covered = 0
-    for begin, end, name, info, dtype, shape in sorted(entries, key=lambda e: e[:2]):
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if begin != covered or end - begin != expected or end > data_len:
-            raise BundleError(
-                f"{path}: tensor {name!r} does not match its declared size or lies outside the "
-                "file: the file is truncated or tampered with; re-create the bundle."
-            )
-        covered = end
-        if expected == 0:
-            arr = np.zeros(shape, dtype=dtype)
-        elif mmap:
-            arr = np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
-        else:
-            with open(path, "rb") as fh:
-                fh.seek(data_start + begin)
-                arr = np.frombuffer(fh.read(expected), dtype=dtype).reshape(shape)
-        if info["dtype"] == "BF16":
-            arr = (np.asarray(arr, dtype=np.uint32) << 16).view(np.float32)
-        out[name] = arr
-    if covered != data_len:
-        raise BundleError(
-            f"{path}: {data_len - covered} bytes after the last tensor; the file was tampered "
-            "with or concatenated; re-create the bundle."
-        )
-    return out
+    """Compatibility name for ``safetensors_io.read_tensors`` (strictly validated)."""
+    return read_tensors(path, mmap=mmap)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -526,9 +437,7 @@ def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    from safetensors.numpy import save_file
-
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+    write_tensors(path, arrays)
 
 
 _SAFE_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
