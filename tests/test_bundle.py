@@ -18,7 +18,8 @@ import torch
 from conftest import make_synthetic_bundle
 from safetensors.numpy import save_file
 
-import ash_core.bundle as bundle_mod
+import ash_core.bundle.publish as publish_mod
+import ash_core.bundle.write as write_mod
 from ash_core import Bundle, SplitData, evaluate, load_bundle, write_bundle
 from ash_core.errors import BundleError, FeatureError
 
@@ -239,18 +240,31 @@ def test_fp16_and_bf16_tensors_are_accepted_by_the_writer(tmp_path):
                                   x.to(torch.bfloat16).float().numpy())
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
-def test_loader_reads_safetensors_from_torch_in_other_dtypes(tmp_path, dtype):
+@pytest.mark.parametrize(("dtype", "match"), [
+    (torch.bfloat16, "'features' is stored as BF16; allowed: F16, F32"),
+    (torch.float64, "'features' is stored as F64; allowed: F16, F32"),
+    (torch.float16, "stores features as float16 but the manifest says feature_dtype 'float32'"),
+])
+def test_features_in_another_dtype_than_declared_are_refused(tmp_path, dtype, match):
+    """Regression: a BF16 file was read as fp16 bits (AUROC 1.0 from garbage), F64 and a
+    dtype other than the manifest's feature_dtype were accepted silently."""
     from safetensors.torch import save_file as save_torch
 
     path = write_small(tmp_path / "b")
-    x = (torch.rand(20, 8) * 4 - 1).to(dtype)
-    labels = torch.arange(20, dtype=torch.int32)
-    save_torch({"features": x, "labels": labels}, str(path / "splits" / "id_test.safetensors"))
+    x = (torch.rand(20, 8) * 4).to(dtype)
+    save_torch({"features": x, "labels": torch.zeros(20, dtype=torch.int64)},
+               str(path / "splits" / "id_test.safetensors"))
     rehash(path, "splits/id_test.safetensors")
-    split = load_bundle(path).id_split
-    assert torch.equal(split.features_tensor(), x.float())
-    assert torch.equal(split.labels_tensor(), labels.long())
+    with pytest.raises(BundleError, match=match):
+        load_bundle(path)
+
+
+def test_float16_bundles_load_as_float16(tmp_path):
+    path = write_small(tmp_path / "b", feature_dtype="float16")
+    assert load_bundle(path).id_split.features.dtype == np.float16
+    edit_manifest(path, lambda m: m.__setitem__("feature_dtype", "float32"))
+    with pytest.raises(BundleError, match="stores features as float16 but the manifest says"):
+        load_bundle(path)
 
 
 # --------------------------------------------------------------------------- writer errors
@@ -265,17 +279,17 @@ def test_loader_reads_safetensors_from_torch_in_other_dtypes(tmp_path, dtype):
         ([SplitData("i", "id", np.full((5, 8), np.inf, np.float32))], "NaN/Inf"),
         ([SplitData("i", "id", np.ones((0, 8), np.float32))], "is empty"),
         ([SplitData("i", "id", np.ones((5, 8)), np.zeros(4))], "labels shape"),
-        ([SplitData("i", "ood", np.ones((5, 8)))], "exactly one 'id' split"),
+        ([SplitData("i", "ood", np.ones((5, 8)))], "exactly one split with role 'id'"),
         ([SplitData("i", "id", np.ones((5, 8))), SplitData("j", "id", np.ones((5, 8)))],
-         "exactly one 'id' split"),
+         "exactly one split with role 'id'"),
         ([SplitData("i", "id", np.ones((5, 8))), SplitData("i", "ood", np.ones((5, 8)))],
          "unique"),
         ([SplitData("../escape", "id", np.ones((5, 8)))], "not allowed"),
         ([SplitData("i", "id", np.ones((5, 8))), SplitData("j", "test", np.ones((5, 8)))],
          "role must be one of"),
-        ([SplitData("i", "id", np.ones((5, 8)), meta=pd.DataFrame({"a": [1]}))],
+        ([SplitData("i", "id", np.ones((5, 8)), np.zeros(5), meta=pd.DataFrame({"a": [1]}))],
          "sidecar has 1 rows"),
-        ([SplitData("i", "id", np.ones((5, 8)), thumbnails=np.zeros((4, 2, 2, 3)))],
+        ([SplitData("i", "id", np.ones((5, 8)), np.zeros(5), thumbnails=np.zeros((4, 2, 2, 3)))],
          "4 thumbnails for 5 samples"),
         # a later split fails after earlier files were written
         ([*small_splits()[:2], SplitData("bad", "ood", np.full((3, 8), np.nan))], "NaN/Inf"),
@@ -311,7 +325,7 @@ def test_writer_rejects_bad_heads(tmp_path):
 
 @pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
 def test_writer_failing_mid_way_leaves_no_bundle_and_no_temp_dir(tmp_path, monkeypatch, exc):
-    real = bundle_mod._save_arrays
+    real = write_mod._save_arrays
     calls = []
 
     def flaky(path, arrays):
@@ -320,7 +334,7 @@ def test_writer_failing_mid_way_leaves_no_bundle_and_no_temp_dir(tmp_path, monke
             raise exc
         real(path, arrays)
 
-    monkeypatch.setattr(bundle_mod, "_save_arrays", flaky)
+    monkeypatch.setattr(write_mod, "_save_arrays", flaky)
     with pytest.raises(type(exc)):
         write_small(tmp_path / "bundle")
     assert len(calls) == 3
@@ -336,7 +350,7 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     def broken(path, arrays):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_mod, "_save_arrays", broken)
+    monkeypatch.setattr(write_mod, "_save_arrays", broken)
     with pytest.raises(OSError):
         write_small(path, overwrite=True)
     assert (path / "manifest.json").read_text() == before  # old bundle intact
@@ -344,14 +358,14 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # failing at the final swap also keeps the old bundle in place
-    real_replace = bundle_mod.os.replace
+    real_replace = publish_mod.os.replace
 
     def replace(src, dst):
         if Path(src).name.startswith(".bundle.tmp-"):
             raise OSError("rename failed")
         real_replace(src, dst)
 
-    monkeypatch.setattr(bundle_mod.os, "replace", replace)
+    monkeypatch.setattr(publish_mod.os, "replace", replace)
     with pytest.raises(OSError, match="rename failed"):
         write_small(path, overwrite=True)
     monkeypatch.undo()
@@ -400,10 +414,9 @@ def test_pickle_inside_a_bundle_is_refused(tmp_path, kind, no_unpickling):
     else:
         target.unlink()
         torch.save({"features": torch.ones(20, 8)}, target)
-    with pytest.raises(BundleError, match="sha256"):
-        load_bundle(path)
-    with pytest.raises(BundleError, match=r"pickle/torch\.save file, not safetensors"):
-        load_bundle(path, verify=False)
+    for verify in (True, False):  # refused by its magic, before anyone hashes it
+        with pytest.raises(BundleError, match=r"pickle/torch\.save file, not safetensors"):
+            load_bundle(path, verify=verify)
 
 
 def test_truncated_safetensors(tmp_path):
@@ -411,8 +424,8 @@ def test_truncated_safetensors(tmp_path):
     target = path / "splits" / "ood_a.safetensors"
     data = target.read_bytes()
     target.write_bytes(data[:-10])
-    with pytest.raises(BundleError, match="does not match the sha256.*Re-create"):
-        load_bundle(path)
+    with pytest.raises(BundleError, match="truncated: its header describes 640 data bytes"):
+        load_bundle(path)  # the size is checked before the sha256
     with pytest.raises(BundleError, match="truncated"):
         load_bundle(path, verify=False)
     target.write_bytes(data[:40])  # inside the header
@@ -476,6 +489,10 @@ def test_tampered_split_with_a_valid_hash_still_checks_shapes(tmp_path):
         load_bundle(path)
     save_file({"x": np.ones((20, 8), np.float32)}, str(path / "splits/ood_a.safetensors"))
     rehash(path, "splits/ood_a.safetensors")
+    with pytest.raises(BundleError, match="holds a tensor named 'x'; expected only 'features'"):
+        load_bundle(path)
+    save_file({"labels": np.zeros(20, np.int64)}, str(path / "splits/ood_a.safetensors"))
+    rehash(path, "splits/ood_a.safetensors")
     with pytest.raises(BundleError, match="must hold 'features'"):
         load_bundle(path)
     save_file({"weight": np.ones((3, 8), np.float32), "bias": np.ones(2, np.float32)},
@@ -523,11 +540,13 @@ def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
         (lambda m: m.pop("classes"), "lacks the required key 'classes'"),
         (lambda m: m.__setitem__("splits", []), "non-empty list"),
         (lambda m: m["splits"][1].__setitem__("role", "id"), "exactly one split with role 'id'"),
-        (lambda m: m["splits"][1].__setitem__("role", "train"), "has role 'train'"),
-        (lambda m: m["splits"][1].__setitem__("name", "id_test"), "unique names"),
+        (lambda m: m["splits"][1].__setitem__("role", "train"), "role must be one of .* 'train'"),
+        (lambda m: m["splits"][1].__setitem__("name", "id_test"), "unique; repeated: id_test"),
         (lambda m: m["splits"][1].pop("file"), "lacks the key 'file'"),
-        (lambda m: m["splits"][1].__setitem__("file", "splits/gone.safetensors"), "is missing"),
-        (lambda m: m["splits"][1].__setitem__("meta", "splits/gone.csv"), "is missing"),
+        (lambda m: (m["splits"][1].__setitem__("file", "splits/gone.safetensors"),
+                    m["files"].__setitem__("splits/gone.safetensors", "0" * 64)), "is missing"),
+        (lambda m: (m["splits"][1].__setitem__("meta", "splits/gone.csv"),
+                    m["files"].__setitem__("splits/gone.csv", "0" * 64)), "is missing"),
         (lambda m: m.__setitem__("classes", ["a"]), "1 class names but the head has 3"),
         (lambda m: m["splits"][1].__setitem__("file", ""), "non-empty relative path"),
         (lambda m: m["splits"][1].__setitem__("n", "many"), "'n' must be a non-negative integer"),
@@ -537,7 +556,7 @@ def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
         (lambda m: m.__setitem__("head", "head.safetensors"), "\"head\" must be an object"),
         (lambda m: m.__setitem__("head", {}), "\"head\" must be an object"),
         (lambda m: m.__setitem__("classes", "abc"), "\"classes\" must be a list"),
-        (lambda m: m["splits"].append("oops"), "objects with unique names"),
+        (lambda m: m["splits"].append("oops"), "every split entry must be an object"),
         # regression: a list crashed verification with a TypeError, and a string made
         # `rel in hashes` a substring test that silently skipped every sha256 check
         (lambda m: m.__setitem__("files", list(m["files"])), "\"files\" must be an object"),
@@ -555,7 +574,7 @@ def test_malformed_manifests(tmp_path, edit, match):
 def test_manifest_that_is_not_json(tmp_path):
     path = write_small(tmp_path / "b")
     (path / "manifest.json").write_text("{not json")
-    with pytest.raises(BundleError, match="is not valid JSON"):
+    with pytest.raises(BundleError, match="corrupt manifest: not valid UTF-8 JSON"):
         load_bundle(path)
 
 
