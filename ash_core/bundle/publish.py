@@ -11,10 +11,11 @@ then the old copy is deleted. A kill (SIGKILL, power loss) can leave:
 * an old copy beside a published bundle (killed before the delete): deleted by the next
   ``write_bundle``.
 
-Crash points for kill tests (``ash_core.faults``): ``write_bundle:split_written`` (after
-each split's files), ``write_bundle:files_written`` (temp directory complete),
-``write_bundle:old_moved`` (old bundle moved aside, new one not yet in place),
-``write_bundle:published`` (new bundle in place, old copy not yet deleted).
+Crash points for kill tests (``ash_core.faults``; ``.`` not ``:`` in the tags, because
+``ASH_FAULT_AT=tag:N`` splits at the first colon): ``write_bundle.split_written`` (after
+each split's files), ``write_bundle.files_written`` (temp directory complete),
+``write_bundle.old_moved`` (old bundle moved aside, new one not yet in place),
+``write_bundle.published`` (new bundle in place, old copy not yet deleted).
 """
 
 from __future__ import annotations
@@ -129,21 +130,21 @@ def _fsync_tree(root: Path) -> None:
 def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     """Rename the complete ``tmp`` to ``path``; an existing bundle is swapped, never mixed."""
     _fsync_tree(tmp)
-    faults.checkpoint("write_bundle:files_written")
+    faults.checkpoint("write_bundle.files_written")
     check_replaceable(path, overwrite)
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
         os.replace(path, old)
-        faults.checkpoint("write_bundle:old_moved")
+        faults.checkpoint("write_bundle.old_moved")
         try:
             os.replace(tmp, path)
         except BaseException:
             os.replace(old, path)  # put the previous bundle back
             raise
         fsync_dir(path.parent)
-        faults.checkpoint("write_bundle:published")
+        faults.checkpoint("write_bundle.published")
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
         fsync_dir(path.parent)
-        faults.checkpoint("write_bundle:published")
+        faults.checkpoint("write_bundle.published")

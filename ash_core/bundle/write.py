@@ -222,5 +222,5 @@ def _write_split(tmp: Path, s: SplitData, head_shape: tuple[int, int], feature_d
         raise BundleError(f"split {s.name!r}: info key(s) {sorted(clash)} would overwrite the "
                           "split's own manifest fields; rename them.")
     entry.update(s.info)
-    faults.checkpoint("write_bundle:split_written")
+    faults.checkpoint("write_bundle.split_written")
     return entry
