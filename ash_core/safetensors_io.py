@@ -110,14 +110,14 @@ def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def parse_json(blob: bytes, where: str, limit: int = MAX_JSON_DEPTH) -> Any:
-    """UTF-8 JSON with bounded nesting, or BundleError (never RecursionError)."""
+    """UTF-8 JSON with bounded nesting, or BundleError ("not valid JSON", never RecursionError)."""
     try:
         value = json.loads(blob.decode("utf-8"))
     except RecursionError:
         value = None
         deep = True
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleError(f"{where}: not valid UTF-8 JSON ({exc}).") from None
+        raise BundleError(f"{where}: not valid JSON ({exc}).") from None
     else:
         deep = not json_depth_ok(value, limit)
     if deep:
