@@ -14,6 +14,7 @@ from ash_core import SplitData, write_bundle
 from ash_core.bundle import load_bundle
 from ash_core.cube import (
     CUBE_METHODS,
+    GRID_STRATEGIES,
     build_cubes,
     get_cube,
     get_cubes,
@@ -171,6 +172,20 @@ def test_thread_count_does_not_change_the_cube(tricky: Path,
         build_cubes(ev, ["ash-p"], [50.0])
 
 
+@pytest.mark.parametrize("method", ["react", "scale"])
+def test_react_and_scale_cubes_equal_per_p_evaluation(tricky: Path, wide: Path,
+                                                      method: str) -> None:
+    """The "clip" and "row-scale" grids (strategies.py) against the shaper at every p."""
+    for path, grid in ((tricky, GRID), (wide, [0.0, 12.0, 50.0, 77.0, 99.0])):
+        ev = Evaluator(load_bundle(path), warn=False)
+        cube = build_cubes(ev, [method, "ash-s"], grid)[method]
+        assert cube.backend == "torch" and cube.method == method
+        assert assert_matches(cube, ev, method, "local", 0) == len(grid) * 3
+        fitted = [ev.shaper(method, p).fitted_threshold for p in cube.grid]
+        assert (cube.fitted_thresholds is None and fitted == [None] * len(grid)) or \
+            cube.fitted_thresholds.tolist() == fitted
+
+
 def test_rand_depends_on_the_seed(tricky: Path) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
     a = build_cubes(ev, ["ash-rand"], [50.0], seed=1)["ash-rand"]
@@ -277,7 +292,7 @@ def test_point_result_selects_ood_sets(synthetic_bundle: Path) -> None:
 
 def test_non_cube_methods_are_refused(tricky: Path) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
-    others = [m for m in list_methods() if m not in CUBE_METHODS]
+    others = [m for m in list_methods() if m not in GRID_STRATEGIES]
     assert others, "the registry should also hold non-ASH methods"
     for m in others:
         with pytest.raises(ParameterError, match="not computed by the score cube"):

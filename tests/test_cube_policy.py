@@ -35,7 +35,9 @@ def test_auto_is_the_cube_where_exact_is_expensive(ev: Evaluator,
     monkeypatch.setattr(policy_mod, "EXACT_MAX_WORK", 0)
     choice = choose_engine(ev, "ash-s", "global", p=90.0)
     assert choice.engine == "cube" and "MB" in choice.reason
-    for method, p, why in (("react", 90.0, "has no score cube"), ("none", None, "no score cube"),
+    assert choose_engine(ev, "react", p=90.0).engine == "cube"   # the "clip" grid
+    assert choose_engine(ev, "scale", p=85.0).engine == "cube"   # the "row-scale" grid
+    for method, p, why in (("none", None, "none has no score cube"),
                            ("ash-s", 12.5, "not a point of the cube grid")):
         choice = choose_engine(ev, method, p=p)
         assert choice.engine == "exact" and why in choice.reason, choice
@@ -47,8 +49,8 @@ def test_auto_is_the_cube_where_exact_is_expensive(ev: Evaluator,
 def test_requested_engines(ev: Evaluator) -> None:
     assert choose_engine(ev, "ash-s", requested="exact", p=90.0).engine == "exact"
     assert choose_engine(ev, "ash-s", requested="cube", p=90.0).engine == "cube"
-    with pytest.raises(ParameterError, match="cannot serve this setting: react has no"):
-        choose_engine(ev, "react", requested="cube", p=90.0)
+    with pytest.raises(ParameterError, match="cannot serve this setting: none has no"):
+        choose_engine(ev, "none", requested="cube")
     with pytest.raises(ParameterError, match="unknown engine"):
         choose_engine(ev, "ash-s", requested="fast", p=90.0)
     with pytest.raises(ParameterError, match="unknown method"):
@@ -62,7 +64,7 @@ def test_memory_estimate_is_the_real_cube_layout(ev: Evaluator, tmp_path: Path) 
         cube = get_cube(ev, "ash-b", GRID, threshold, cache_dir=tmp_path)
         tensors, _ = read_header(cube.meta["path"])
         on_disk = sum(t.nbytes for t in tensors.values())
-        assert policy_mod.cube_nbytes(ev, threshold, GRID) == on_disk
+        assert policy_mod.cube_nbytes(ev, "ash-b", threshold, GRID) == on_disk
         rows = sum(len(ev.bundle.split(n)) for n in ev.split_names)
         assert on_disk != rows * len(GRID) * 16
 
@@ -79,7 +81,7 @@ def test_evaluate_setting_serves_both_engines_and_says_which(ev: Evaluator, scor
     assert_metrics_close(cube.to_dict()["ood"], exact.to_dict()["ood"],
                          len(ev.bundle.id_split), n_ood, "id")
     assert evaluate_setting(ev, "ash-s", 90.0, score=score).engine == "exact"  # auto, cheap
-    assert evaluate_setting(ev, "react", 90.0, engine="auto").engine == "exact"
+    assert evaluate_setting(ev, "none", engine="auto").engine == "exact"
 
 
 def test_evaluate_setting_never_falls_back_silently(ev: Evaluator) -> None:

@@ -22,7 +22,15 @@ from ..registry import check_seed, check_threshold_mode, get_method
 from ..shaping import kept_count
 from . import kernel as _kernel
 from . import native as _native
-from .model import CUBE_METHODS, ScoreCube, SplitCube, empty_fields, is_cube_method
+from .model import (
+    CUBE_METHODS,
+    GRID_STRATEGIES,
+    ScoreCube,
+    SplitCube,
+    empty_fields,
+    is_cube_method,
+)
+from .strategies import build_strategy
 from .thresholds import fit_global_thresholds, normalize_grid
 from .torch_backend import run_torch
 
@@ -122,7 +130,7 @@ def check_request(ev: Evaluator, methods: Sequence[str], threshold: str) -> list
         if not is_cube_method(m):
             raise ParameterError(
                 f"{m!r} is not computed by the score cube (it covers "
-                f"{', '.join(CUBE_METHODS)}); evaluate it with Evaluator."
+                f"{', '.join(GRID_STRATEGIES)}); evaluate it with Evaluator."
             )
         check_threshold_mode(spec, threshold)
     if not methods:
@@ -134,9 +142,10 @@ def check_request(ev: Evaluator, methods: Sequence[str], threshold: str) -> list
     return methods
 
 
-def _row_counter(ev: Evaluator, progress: Progress | None) -> Callable[[int], None]:
-    """``tick(rows)`` reporting ``progress(done, total)`` over every split's rows."""
-    total = sum(len(ev.bundle.split(nm)) for nm in ev.split_names)
+def _row_counter(ev: Evaluator, passes: int, progress: Progress | None
+                 ) -> Callable[[int], None]:
+    """``tick(rows)`` reporting ``progress(done, total)`` over every split's rows, per pass."""
+    total = passes * sum(len(ev.bundle.split(nm)) for nm in ev.split_names)
     done = 0
 
     def tick(rows: int) -> None:
@@ -148,6 +157,38 @@ def _row_counter(ev: Evaluator, progress: Progress | None) -> Callable[[int], No
     return tick
 
 
+def _build_prefix(ev: Evaluator, methods: list[str], g: np.ndarray, threshold: str, seed: int,
+                  backend: str, tick: Callable[[int], None]) -> dict[str, ScoreCube]:
+    """The ASH variants ("prefix" strategy): one pass per split through the backend."""
+    chosen = choose_backend(ev.weight.shape[0], backend)
+    counts = thresholds = None
+    if threshold == "local":
+        counts = np.asarray([kept_count(ev.bundle.dim, p) for p in g], dtype=np.int32)
+    else:
+        thresholds = fit_global_thresholds(ev, g)
+    per_split, unshaped = {}, {}
+    for nm in ev.split_names:
+        per_split[nm], unshaped[nm] = _run_split(
+            ev.features(nm).numpy(), ev, g, counts, thresholds, methods, seed, chosen, tick)
+    return {m: _cube(ev, m, threshold, g, seed if m == "ash-rand" else 0,
+                     {nm: per_split[nm][m] for nm in ev.split_names}, unshaped, thresholds,
+                     chosen)
+            for m in methods}
+
+
+def _cube(ev: Evaluator, method: str, threshold: str, g: np.ndarray, seed: int,
+          splits: dict[str, SplitCube], unshaped: dict[str, SplitCube],
+          fitted: np.ndarray | None, backend: str) -> ScoreCube:
+    labels = ev.bundle.id_split.labels
+    return ScoreCube(
+        method=method, threshold=threshold, grid=g, seed=int(seed),
+        bundle_hash=ev.bundle.content_hash, bundle_name=ev.bundle.name, id_name=ev.id_name,
+        ood_names=list(ev.ood_names), splits=splits, unshaped=unshaped,
+        labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+        fitted_thresholds=fitted, backend=backend,
+    )
+
+
 def build_cubes(
     ev: Evaluator,
     methods: Sequence[str],
@@ -157,30 +198,16 @@ def build_cubes(
     backend: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, ScoreCube]:
-    """Compute the cubes of several ASH methods in one pass per split (no cache)."""
+    """Compute the cubes of several methods (no cache): the ASH variants together in one
+    pass per split (``backend``), ReAct and SCALE in one torch pass each (``strategies``)."""
     seed = check_seed(seed)
     methods = check_request(ev, methods, threshold)
     g = normalize_grid(grid)
-    chosen = choose_backend(ev.weight.shape[0], backend)
-    counts = thresholds = None
-    if threshold == "local":
-        counts = np.asarray([kept_count(ev.bundle.dim, p) for p in g], dtype=np.int32)
-    else:
-        thresholds = fit_global_thresholds(ev, g)
-    tick = _row_counter(ev, progress)
-    per_split, unshaped = {}, {}
-    for nm in ev.split_names:
-        per_split[nm], unshaped[nm] = _run_split(
-            ev.features(nm).numpy(), ev, g, counts, thresholds, methods, seed, chosen, tick)
-    labels = ev.bundle.id_split.labels
-    labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-    return {
-        m: ScoreCube(
-            method=m, threshold=threshold, grid=g, seed=int(seed) if m == "ash-rand" else 0,
-            bundle_hash=ev.bundle.content_hash, bundle_name=ev.bundle.name,
-            id_name=ev.id_name, ood_names=list(ev.ood_names),
-            splits={nm: per_split[nm][m] for nm in ev.split_names}, unshaped=unshaped,
-            labels=labels, fitted_thresholds=thresholds, backend=chosen,
-        )
-        for m in methods
-    }
+    prefix = [m for m in methods if GRID_STRATEGIES[m] == "prefix"]
+    others = [m for m in methods if GRID_STRATEGIES[m] != "prefix"]
+    tick = _row_counter(ev, bool(prefix) + len(others), progress)
+    out = _build_prefix(ev, prefix, g, threshold, seed, backend, tick) if prefix else {}
+    for m in others:
+        splits, unshaped, fitted = build_strategy(GRID_STRATEGIES[m], ev, g, TORCH_CHUNK, tick)
+        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, "torch")
+    return {m: out[m] for m in methods}

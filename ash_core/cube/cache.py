@@ -36,7 +36,7 @@ from ..errors import BundleError
 from ..evaluate import Evaluator
 from ..registry import check_seed
 from .build import Progress, build_cubes, check_request
-from .model import ScoreCube
+from .model import ScoreCube, fits_on_id_fit
 from .store import load_cube, save_cube
 from .thresholds import normalize_grid
 
@@ -87,7 +87,7 @@ def cube_key(ev: Evaluator, method: str, threshold: str, grid: np.ndarray,
     """Everything a cached cube depends on (compared exactly when loading)."""
     names = ev.split_names
     fit = ev.bundle.id_fit
-    used = names + ([fit.name] if threshold == "global" and fit is not None else [])
+    used = names + ([fit.name] if fits_on_id_fit(method, threshold) and fit is not None else [])
     return {
         "cube_version": CUBE_VERSION,
         "bundle": ev.bundle.content_hash,

@@ -27,13 +27,26 @@ FIELD_DTYPES: dict[str, np.dtype] = {
     "pred": np.dtype(np.int32),
 }
 FIELDS: tuple[str, ...] = tuple(FIELD_DTYPES)
-#: ASH variants the cube computes, with their native-kernel slot.
+#: ASH variants of the "prefix" strategy, with their native-kernel slot.
 CUBE_METHODS: dict[str, int] = {"ash-p": 0, "ash-s": 1, "ash-b": 2, "ash-rand": 3}
+#: How each method's grid is computed (kept here, not in the registry, which belongs to
+#: the method definitions): "prefix" = survivors are a prefix of each row's sorted order
+#: (native kernel or torch), "clip" = ReAct (units above the clip are a prefix: clipped
+#: logits from the same running sums), "row-scale" = SCALE (a per-row factor on the
+#: unshaped logits). See ``strategies``.
+GRID_STRATEGIES: dict[str, str] = {
+    **dict.fromkeys(CUBE_METHODS, "prefix"), "react": "clip", "scale": "row-scale",
+}
 
 
 def is_cube_method(method: str) -> bool:
-    """Whether ``method`` is computed by the score cube (the ASH family)."""
-    return method in CUBE_METHODS
+    """Whether ``method`` has a score cube (the ASH family, ReAct, SCALE)."""
+    return method in GRID_STRATEGIES
+
+
+def fits_on_id_fit(method: str, threshold: str) -> bool:
+    """Whether the cube of ``method`` depends on id_fit (global thresholds, ReAct's clip)."""
+    return threshold == "global" or GRID_STRATEGIES.get(method) == "clip"
 
 
 def bytes_per_point() -> int:
@@ -46,11 +59,18 @@ def empty_fields(*shape: int) -> tuple[np.ndarray, ...]:
     return tuple(np.empty(shape, dt) for dt in FIELD_DTYPES.values())
 
 
+def msp_from_gap(gap: np.ndarray) -> np.ndarray:
+    """MSP = exp(-gap), computed as ``1 / (1 + expm1(gap))`` in float64: the way
+    ``scores.msp_score``'s softmax rounds it (1 / the float64 sum of exp(x - max)), so the
+    ties at exactly 1.0 of saturated rows are the same as on the exact path."""
+    return 1.0 / (1.0 + np.expm1(np.asarray(gap, dtype=np.float64)))
+
+
 @dataclass
 class SplitCube:
     """Scores of one split at every grid point: float32 arrays ``[P, N]``, pred int32.
 
-    ``gap`` is logsumexp - max logit; ``msp`` (= exp(-gap), float64) is derived from it.
+    ``gap`` is logsumexp - max logit; ``msp`` (float64) is derived from it.
     """
 
     energy: np.ndarray
@@ -61,7 +81,7 @@ class SplitCube:
     @property
     def msp(self) -> np.ndarray:
         """Maximum softmax probability ``[P, N]`` (float64, like ``scores.msp_score``)."""
-        return np.exp(-np.asarray(self.gap, dtype=np.float64))
+        return msp_from_gap(self.gap)
 
     def score(self, name: str, j: int | None = None) -> np.ndarray:
         """Scores ``[P, N]``, or ``[N]`` at grid row ``j``."""
@@ -70,8 +90,7 @@ class SplitCube:
                 f"unknown score {name!r}; choose one of: {', '.join(list_scores())}."
             )
         if name == "msp":
-            gap = self.gap if j is None else self.gap[j]
-            return np.exp(-np.asarray(gap, dtype=np.float64))
+            return msp_from_gap(self.gap if j is None else self.gap[j])
         arr = getattr(self, name)
         return arr if j is None else arr[j]
 

@@ -34,7 +34,7 @@ from ..evaluate import EvalResult, Evaluator
 from ..registry import check_threshold_mode, get_method
 from .cache import get_cube
 from .lookup import point_result
-from .model import ScoreCube, is_cube_method
+from .model import ScoreCube, fits_on_id_fit, is_cube_method
 from .store import tensor_layout
 from .thresholds import normalize_grid
 
@@ -71,11 +71,11 @@ def cube_budget_bytes() -> int:
         raise ParameterError(f"{ENV_MAX_MB} must be a number of megabytes, got {raw!r}.") from None
 
 
-def cube_nbytes(ev: Evaluator, threshold: str, grid: Sequence[float]) -> int:
-    """Bytes of the cube of one method over ``grid``, from the real file layout."""
+def cube_nbytes(ev: Evaluator, method: str, threshold: str, grid: Sequence[float]) -> int:
+    """Bytes of the cube of ``method`` over ``grid``, from the real file layout."""
     names = ev.split_names
     layout = tensor_layout({
-        "grid": list(grid), "splits": names, "threshold": threshold,
+        "grid": list(grid), "splits": names, "threshold": threshold, "method": method,
         "rows": {nm: len(ev.bundle.split(nm)) for nm in names},
         "labels": ev.bundle.id_split.labels is not None,
     })
@@ -97,9 +97,9 @@ def _why_no_cube(ev: Evaluator, method: str, threshold: str, p: float | None,
         return f"p={p} is not a point of the cube grid"
     if not ev.ood_names:
         return "no OOD split is selected"
-    if threshold == "global" and ev.bundle.id_fit is None:
-        return "global thresholds need an id_fit split"
-    size, budget = cube_nbytes(ev, threshold, grid), cube_budget_bytes()
+    if fits_on_id_fit(method, threshold) and ev.bundle.id_fit is None:
+        return "it needs an id_fit split"
+    size, budget = cube_nbytes(ev, method, threshold, grid), cube_budget_bytes()
     if size > budget:
         return (f"its cube would take {size / 2**20:.0f} MB, over {ENV_MAX_MB}="
                 f"{budget / 2**20:.0f}")
@@ -135,7 +135,7 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold: str = "loc
         return EngineChoice("exact", f"exact evaluation: one pass is cheap ({work:.2g} "
                                      f"multiply-adds <= {EXACT_MAX_WORK:.0e})")
     return EngineChoice("cube", f"score cube: one exact pass costs {work:.2g} multiply-adds; "
-                                f"the cube ({cube_nbytes(ev, threshold, grid) / 2**20:.0f} MB) "
+                                f"the cube ({cube_nbytes(ev, method, threshold, grid) / 2**20:.0f} MB) "
                                 "answers every grid p by lookup")
 
 

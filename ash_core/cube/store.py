@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import BundleError, CubeCacheError
 from ..safetensors_io import DTYPES, read_header, read_tensors, write_tensors
-from .model import FIELD_DTYPES, FIELDS, ScoreCube, SplitCube
+from .model import FIELD_DTYPES, FIELDS, ScoreCube, SplitCube, fits_on_id_fit
 
 DIGEST_FIELD = "sha256"
 _DTYPE_NAME = {dt: name for name, dt in DTYPES.items() if name != "BF16"}
@@ -43,7 +43,7 @@ def tensor_layout(key: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, .
             out[f"{nm}/unshaped_{f}"] = (dt, (1, n))
     if key["labels"]:
         out["labels"] = (np.dtype(np.int64), (int(key["rows"][key["splits"][0]]),))
-    if key["threshold"] == "global":
+    if fits_on_id_fit(key["method"], key["threshold"]):
         out["thresholds"] = (np.dtype(np.float64), (p,))
     return out
 

@@ -48,12 +48,14 @@ def percentiles(values: np.ndarray, grid: Iterable[float]) -> np.ndarray:
     return out
 
 
-def fit_global_thresholds(ev: Evaluator, grid: np.ndarray) -> np.ndarray:
-    """Global thresholds for every grid p: the p-th percentiles of id_fit (as the shaper)."""
+def fit_global_thresholds(ev: Evaluator, grid: np.ndarray,
+                          purpose: str = "threshold='global'") -> np.ndarray:
+    """Global thresholds (or ReAct clips) for every grid p: the p-th percentiles of id_fit
+    activations, as the shaper fits them."""
     fit = ev.bundle.id_fit
     if fit is None:
         raise ParameterError(
-            f"threshold='global' needs an 'id_fit' split (ID training features) and bundle "
-            f"{ev.bundle.name} has none; use threshold='local' or re-extract with id_fit."
+            f"{purpose} needs an 'id_fit' split (ID training features) and bundle "
+            f"{ev.bundle.name} has none; use threshold='local' (ASH) or re-extract with id_fit."
         )
     return percentiles(ev.features(fit.name).numpy(), grid)

@@ -20,9 +20,17 @@ from ..scores import energy_score, maxlogit_score
 
 
 def gap_score(logits: torch.Tensor) -> torch.Tensor:
-    """logsumexp - max logit, in float64 (stored as float32; MSP = exp(-gap))."""
+    """logsumexp - max logit = log1p(sum of exp(x - max) over all but one argmax), in
+    float64 (stored as float32; MSP = exp(-gap)).
+
+    Not ``logsumexp - max``: that difference keeps only the absolute resolution of the
+    max (5.7e-14 at a logit of 400), so large shaped logits (SCALE, ASH-S) turned MSPs that
+    ``scores.msp_score`` still tells apart into ties at exactly 1.0.
+    """
     lg = logits.to(torch.float64)
-    return (torch.logsumexp(lg, dim=1) - lg.amax(dim=1)).to(torch.float32)
+    e = torch.exp(lg - lg.amax(dim=1, keepdim=True))
+    e.scatter_(1, lg.argmax(dim=1, keepdim=True), 0.0)
+    return torch.log1p(e.sum(dim=1)).to(torch.float32)
 
 
 #: The score fields in ``model.FIELDS`` order (pred, the last field, is the argmax).
@@ -30,7 +38,7 @@ SCORE_FNS = (energy_score, gap_score, maxlogit_score)
 
 
 @dataclass
-class _Chunk:
+class Chunk:
     """One chunk of rows, sorted: values, unit order, draws at the ranks, s1, counts."""
 
     vals: torch.Tensor
@@ -40,8 +48,8 @@ class _Chunk:
     kept: torch.Tensor  # [m, P] survivor count of every grid point
 
 
-def _prepare(rows: torch.Tensor, draws: Callable[[int], np.ndarray] | None,
-             counts: np.ndarray | None, thr32: torch.Tensor | None) -> _Chunk:
+def prepare_chunk(rows: torch.Tensor, draws: Callable[[int], np.ndarray] | None,
+             counts: np.ndarray | None, thr32: torch.Tensor | None) -> Chunk:
     """Sort the rows once and count the survivors of every grid point."""
     m = rows.shape[0]
     vals, order = torch.sort(rows, dim=1, descending=True, stable=True)
@@ -51,10 +59,10 @@ def _prepare(rows: torch.Tensor, draws: Callable[[int], np.ndarray] | None,
     else:  # survivors: values > t, i.e. -values < -t in the ascending -values
         kept = torch.searchsorted((-vals).contiguous(),
                                   (-thr32)[None, :].expand(m, -1).contiguous(), side="left")
-    return _Chunk(vals, order, u, rows.sum(dim=1), kept)
+    return Chunk(vals, order, u, rows.sum(dim=1), kept)
 
 
-def _band_product(ch: _Chunk, band: torch.Tensor, values: torch.Tensor,
+def band_product(ch: Chunk, band: torch.Tensor, values: torch.Tensor,
                   wt: torch.Tensor) -> torch.Tensor:
     """``sum over the band's ranks of value x W[:, unit]`` per row, as one CSR product."""
     m, d = ch.vals.shape
@@ -64,7 +72,7 @@ def _band_product(ch: _Chunk, band: torch.Tensor, values: torch.Tensor,
         return torch.sparse_csr_tensor(crow, ch.order[band], values, (m, d)) @ wt
 
 
-def _shaped_logits(variants: list[str], ch: _Chunk, k: torch.Tensor,
+def _shaped_logits(variants: list[str], ch: Chunk, k: torch.Tensor,
                    sums: dict[str, torch.Tensor], bias: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logits of every variant at prefix lengths ``k`` from the running sums."""
     ranks = torch.arange(ch.vals.shape[1])
@@ -85,7 +93,7 @@ def _shaped_logits(variants: list[str], ch: _Chunk, k: torch.Tensor,
     return out
 
 
-def _store(outs: tuple[np.ndarray, ...], i: int, j: int, lo: int, hi: int,
+def store_scores(outs: tuple[np.ndarray, ...], i: int, j: int, lo: int, hi: int,
            logits: torch.Tensor) -> None:
     """Scores and argmax of ``logits`` into ``outs[field][i, j, lo:hi]``."""
     for f_i, fn in enumerate(SCORE_FNS):
@@ -93,7 +101,7 @@ def _store(outs: tuple[np.ndarray, ...], i: int, j: int, lo: int, hi: int,
     outs[3][i, j, lo:hi] = logits.argmax(dim=1).numpy()
 
 
-def _walk_grid(ch: _Chunk, wt: torch.Tensor, bias: torch.Tensor, variants: list[str],
+def _walk_grid(ch: Chunk, wt: torch.Tensor, bias: torch.Tensor, variants: list[str],
                outs: tuple[np.ndarray, ...], lo: int) -> None:
     """From the largest p to the smallest: add each band to the running sums, score."""
     m, d = ch.vals.shape
@@ -105,14 +113,14 @@ def _walk_grid(ch: _Chunk, wt: torch.Tensor, bias: torch.Tensor, variants: list[
         band = (ranks[None, :] >= prev[:, None]) & (ranks[None, :] < k[:, None])
         nnz = int(band.sum())
         if nnz:
-            sums["a"] += _band_product(ch, band, ch.vals[band], wt)
+            sums["a"] += band_product(ch, band, ch.vals[band], wt)
             if "ash-b" in variants:
-                sums["g"] += _band_product(ch, band, torch.ones(nnz), wt)
+                sums["g"] += band_product(ch, band, torch.ones(nnz), wt)
             if ch.draws is not None:
-                sums["r"] += _band_product(ch, band, ch.draws[band], wt)
+                sums["r"] += band_product(ch, band, ch.draws[band], wt)
         prev = k
         for v, lg in _shaped_logits(variants, ch, k, sums, bias).items():
-            _store(outs, variants.index(v), j, lo, lo + m, lg)
+            store_scores(outs, variants.index(v), j, lo, lo + m, lg)
 
 
 def run_torch(x: np.ndarray, draws: Callable[[int], np.ndarray] | None, weight: torch.Tensor,
@@ -124,8 +132,8 @@ def run_torch(x: np.ndarray, draws: Callable[[int], np.ndarray] | None, weight: 
     thr32 = None if thresholds is None else torch.from_numpy(thresholds.astype(np.float32))
     for lo in range(0, x.shape[0], chunk):
         rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk]))
-        _walk_grid(_prepare(rows, draws, counts, thr32), wt, bias, variants, outs, lo)
-        _store(tuple(a[None] for a in full), 0, 0, lo, lo + rows.shape[0],
+        _walk_grid(prepare_chunk(rows, draws, counts, thr32), wt, bias, variants, outs, lo)
+        store_scores(tuple(a[None] for a in full), 0, 0, lo, lo + rows.shape[0],
                torch.addmm(bias, rows, weight.T))
         if progress:
             progress(rows.shape[0])
