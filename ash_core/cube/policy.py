@@ -14,7 +14,8 @@ every grid p; equal to exact up to float32 rounding). ``"auto"`` chooses:
    on one core with BLAS; shaping adds a sort of the same rows, so the whole evaluation
    stays well under a second). The demo bundles (about 63k rows x 64 x 10 = 4e7) are
    evaluated exactly;
-3. the cube otherwise (ImageNet scale: 85k x 2048 x 1000 = 1.7e11 per p).
+3. the cube otherwise (ImageNet scale: 85k x 2048 x 1000 = 1.7e11 per p). Methods with
+   a cube: ``model.GRID_STRATEGIES`` (the ASH family, ReAct, SCALE).
 
 ``evaluate_setting`` serves a setting through the chosen engine and raises on any
 failure: it never falls back silently, so a result labelled "cube" came from the cube.
