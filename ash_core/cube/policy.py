@@ -5,7 +5,7 @@ the features, run the head, score) and ``"cube"`` (a lookup in a score cube hold
 every grid p; equal to exact up to float32 rounding). ``"auto"`` chooses:
 
 1. exact when the cube cannot serve the setting (a method without a cube path, a p not
-   in the grid, no OOD set selected, global thresholds without id_fit), or when the cube
+   in the grid, no OOD set selected, a fitted setting without id_fit), or when the cube
    would exceed ``ASH_CUBE_MAX_MB`` (default 512 MB), its size computed from the real
    file layout (every field's dtype x grid points x rows, plus the unshaped scores,
    labels, grid and thresholds);
