@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from dashboard.state import State
 
 try:  # the score-cube engine: every p of an ASH method at once (optional fast path)
-    from ash_core import engine as _engine
+    from ash_core import cube as _engine
 except ImportError:  # pragma: no cover - older ash_core
     _engine = None
 
