@@ -39,7 +39,7 @@ def sibling(out: Path, kind: str) -> Path:
 def remove_tree(path: Path, tombstone: Path) -> None:
     """Delete directory ``path``: rename it to ``tombstone``, then delete that."""
     os.replace(path, tombstone)
-    checkpoint("extract:tombstone")
+    checkpoint("extract.tombstone")
     shutil.rmtree(tombstone)
 
 

@@ -61,16 +61,16 @@ def publish(new: Path, out: Path, overwrite: bool) -> None:
     """Move the finished bundle ``new`` to ``out``, swapping out a replaceable old one."""
     if not (out.exists() or out.is_symlink()):
         os.replace(new, out)
-        checkpoint("extract:published")
+        checkpoint("extract.published")
         return
     check_target(out, overwrite)
     old = sibling(out, "old")
     os.replace(out, old)
-    checkpoint("extract:swap")
+    checkpoint("extract.swap")
     try:
         os.replace(new, out)
     except BaseException:
         os.replace(old, out)  # put the previous bundle back
         raise
-    checkpoint("extract:published")
+    checkpoint("extract.published")
     shutil.rmtree(old)  # already a tombstone: a kill here leaves only .NAME.old-PID

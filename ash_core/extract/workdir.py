@@ -145,7 +145,7 @@ class WorkDir:
         record = {"format": WORK_FORMAT, "version": WORK_VERSION, "fingerprint": fps.work,
                   "recipe": fps.recipe}
         (new / MARKER).write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-        checkpoint("extract:work-new")
+        checkpoint("extract.work-new")
         os.replace(new, self.path)
 
     def discard(self) -> None:
@@ -170,7 +170,7 @@ class WorkDir:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
                   metadata={CHUNK_KEY: fingerprint, "seconds": f"{seconds:.6f}"})
         os.replace(tmp, path)
-        checkpoint("extract:chunk")
+        checkpoint("extract.chunk")
 
     def chunk_done(self, split: str, c: int, fingerprint: str) -> bool:
         """Whether chunk ``c`` exists and was computed for ``fingerprint``."""

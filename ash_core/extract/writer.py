@@ -36,11 +36,11 @@ def write_and_publish(ex: Extractor, start: float) -> Path:
     report_accuracy(ex, head, arrays)
     splits = [split_data(ex, spec, arrays[spec.name], totals[spec.name]) for spec in cfg.splits]
     ex.workdir.clear_attempts()
-    checkpoint("extract:write")
+    checkpoint("extract.write")
     write_bundle(ex.workdir.bundle_path, head.weight, head.bias, head.classes, splits,
                  provenance(ex, head, dim, start), feature_dtype=cfg.feature_dtype,
                  name=cfg.name or ex.out.name)
-    checkpoint("extract:written")
+    checkpoint("extract.written")
     publish(ex.workdir.bundle_path, ex.out, cfg.overwrite)
     ex.workdir.discard()
     ex.log(f"wrote {ex.out} ({sum(len(s.features) for s in splits)} samples, {dim}-d)")
