@@ -25,9 +25,13 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         check_split_name(self.name)
-        if self.role not in ROLES:
-            raise ExtractError(f"split {self.name!r}: role must be id, id_fit or ood, "
-                               f"got {self.role!r}.")
+        _check_role(self)
+
+
+def _check_role(spec: SplitSpec) -> None:
+    if spec.role not in ROLES:
+        raise ExtractError(f"split {spec.name!r}: role must be id, id_fit or ood, got "
+                           f"{spec.role!r}.")
 
 
 def check_split_roles(splits: Sequence[SplitSpec]) -> None:
@@ -37,9 +41,8 @@ def check_split_roles(splits: Sequence[SplitSpec]) -> None:
     so a recipe fails before any model runs rather than after; the one place to swap for the
     bundle module's own rule function.
     """
-    bad = [s.name for s in splits if s.role not in ROLES]
-    if bad:
-        raise ExtractError(f"split(s) {bad}: role must be one of {', '.join(ROLES)}.")
+    for spec in splits:
+        _check_role(spec)
     n_id = [s.role for s in splits].count("id")
     if n_id != 1:
         raise ExtractError(f"a bundle needs exactly one split with role 'id' (the ID test "
