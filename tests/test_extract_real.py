@@ -16,6 +16,7 @@ from extract_helpers import (
     REPO,
     assert_same_bundle,
     run_cli,
+    run_forked,
     small_r20_args,
 )
 
@@ -33,7 +34,6 @@ from ash_core.extract import (
     rename_mobilenet_v2_backbone,
 )
 from ash_core.extract.data import PreparedDataset
-from ash_core.faults import FAULT_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -97,20 +97,19 @@ def test_stored_features_equal_a_direct_forward_pass(shared_data: Path, tmp_path
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(
         shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    ok = run_cli(small_r20_args(shared_data, full))
-    assert ok.returncode == 0, ok.stderr
+    rc, log = run_forked(small_r20_args(shared_data, full))
+    assert rc == 0, log
     # 400 + 100 + 64 images in chunks of 4 x 40: the process is killed after writing 2 chunks
-    killed = run_cli(small_r20_args(shared_data, resumed), env={FAULT_ENV: "extract.chunk:2"})
-    assert killed.returncode == -9, killed.stderr
+    rc, log = run_forked(small_r20_args(shared_data, resumed), fault="extract.chunk:2")
+    assert rc == -9, log
     assert not resumed.exists(), "a bundle must not be visible before it is complete"
     partial = resumed.with_name("resumed.partial")
     assert len(list((partial / "cifar").glob("c*.safetensors"))) == 2
     # other settings must not be mixed into the partial results
     assert main(["extract", *small_r20_args(shared_data, resumed, batch=20)]) == 2
     assert "different recipe" in capsys.readouterr().err
-    again = run_cli(small_r20_args(shared_data, resumed))
-    assert again.returncode == 0, again.stderr
-    assert "resuming" in again.stdout and "320 already done" in again.stdout, again.stdout
+    rc, log = run_forked(small_r20_args(shared_data, resumed))
+    assert rc == 0 and "resuming" in log and "320 already done" in log, log
     assert not partial.exists()
     assert_same_bundle(full, resumed)
 
