@@ -362,3 +362,25 @@ def test_a_work_dir_that_is_not_ours_is_never_touched(image_root: Path, tmp_path
         assert main([*_pets_args(image_root, tmp_path, out), *args]) == 2
         assert "not an extraction work directory" in capsys.readouterr().err
         assert _tree(work) == [("notes.md", b"mine")] and not out.exists()
+
+
+def test_leftover_cleanup_removes_only_our_temporary_siblings(tmp_path: Path) -> None:
+    from ash_core.extract.leftovers import clean_leftovers
+
+    def make(name: str, *files: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            (d / f).parent.mkdir(parents=True, exist_ok=True)
+            (d / f).write_text("x")
+        return d
+
+    ours = [make(".b.partial.dead-1", "whatever.txt"), make(".b.partial.new-2"),
+            make(".b.old-3", "manifest.json", "splits/id.csv", ".cube_cache/k"),
+            make(".b.tmp-abc", "head.safetensors")]
+    theirs = [make(".b.old-4", "thesis.txt"), make(".b.tmp-def", "head.safetensors", "notes"),
+              make(".bb.old-5", "manifest.json"), make("b.old-6", "manifest.json")]
+    (tmp_path / ".b.old-7").write_text("a file")
+    assert sorted(clean_leftovers(tmp_path / "b")) == sorted(ours)
+    assert all(p.exists() for p in theirs) and (tmp_path / ".b.old-7").is_file()
+    assert not any(p.exists() for p in ours)
