@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle import check_split_name
-from ..errors import ExtractError
-
-ROLES = ("id", "id_fit", "ood")
+from ..bundle import ROLES, check_split_name
+from ..bundle import check_split_roles as _bundle_split_rules
+from ..errors import BundleError, ExtractError
 
 
 @dataclass
@@ -30,26 +29,18 @@ class SplitSpec:
 
 def _check_role(spec: SplitSpec) -> None:
     if spec.role not in ROLES:
-        raise ExtractError(f"split {spec.name!r}: role must be id, id_fit or ood, got "
-                           f"{spec.role!r}.")
+        raise ExtractError(f"split {spec.name!r}: role must be one of {', '.join(ROLES)}, "
+                           f"got {spec.role!r}.")
 
 
 def check_split_roles(splits: Sequence[SplitSpec]) -> None:
-    """Exactly one ``id`` split, unique names, valid roles: ExtractError otherwise.
-
-    Mirrors the bundle schema check of ``write_bundle`` / ``load_bundle`` (same three rules),
-    so a recipe fails before any model runs rather than after; the one place to swap for the
-    bundle module's own rule function.
-    """
-    for spec in splits:
-        _check_role(spec)
-    n_id = [s.role for s in splits].count("id")
-    if n_id != 1:
-        raise ExtractError(f"a bundle needs exactly one split with role 'id' (the ID test "
-                           f"set, --id), got {n_id}.")
-    names = [s.name for s in splits]
-    if len(set(names)) != len(names):
-        raise ExtractError(f"split names must be unique, got {names}.")
+    """The bundle's split-set rules (``ash_core.bundle.check_split_roles``: exactly one
+    ``id``, at most one ``id_fit``/``id_val``, unique safe names, valid roles), checked on
+    the recipe so that it fails before any model runs; ExtractError otherwise."""
+    try:
+        _bundle_split_rules((s.name, s.role) for s in splits)
+    except BundleError as exc:
+        raise ExtractError(str(exc)) from None
 
 
 #: integer settings and their lower bounds; None is allowed where marked

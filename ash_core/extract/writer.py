@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..bundle import SplitData, write_bundle
+from ..bundle import ID_ROLES, SplitData, write_bundle
 from ..faults import checkpoint
 from .config import SplitSpec
 from .head import Head, fitted_head, head_accuracy, model_head
@@ -101,7 +101,7 @@ def split_data(ex: Extractor, spec: SplitSpec, arrays: Arrays,
     src = ex.source(spec)
     feats, thumbs = arrays
     labels = src.labels()
-    in_dist = spec.role in ("id", "id_fit")
+    in_dist = spec.role in ID_ROLES
     # OOD sets' own labels are not classes of the model: label -1, kept as source_label
     meta = pd.DataFrame({"sample_id": np.arange(len(src)),
                          "label": labels if labels is not None and in_dist else -1,
