@@ -1,0 +1,85 @@
+"""The built-in shaping methods, registered in ``ash_core.registry``'s catalogue.
+
+Recommended values are the papers' per benchmark family; search grids are OpenOOD's
+(``configs/postprocessors/{ash,react,scale}.yml``: ``percentile_list``).
+"""
+
+from __future__ import annotations
+
+from . import shaping
+from .params import ParamSpec, percent_grid
+from .registry import FIT_FEATURES, register_method
+
+#: OpenOOD's ASH/SCALE search grid: p = 65, 70, ..., 95
+OPENOOD_P_GRID = percent_grid(65, 95, 5)
+
+P_HELP = "pruning percentile: units below the sample's p-th percentile are dropped"
+
+
+def ash_param(recommended: dict[str, float]) -> ParamSpec:
+    """ASH's ``p`` with one variant's recommended values (Djurisic et al., Table 1/5)."""
+    return ParamSpec("p", 65.0, 0.0, 100.0, P_HELP, recommended=recommended,
+                     search_grid=OPENOOD_P_GRID)
+
+
+#: the generic ASH percentile (ASH-P and ASH-RAND have no per-benchmark recommendation)
+P_ASH = ParamSpec("p", 65.0, 0.0, 100.0, P_HELP, search_grid=OPENOOD_P_GRID)
+P_ASH_S = ash_param({"imagenet": 90.0, "cifar10": 95.0, "cifar100": 90.0})
+P_ASH_B = ash_param({"imagenet": 65.0, "cifar10": 95.0, "cifar100": 85.0})
+
+ASH_OPTIONS = dict(thresholds=("local", "global"), fit="global", fit_on=frozenset({FIT_FEATURES}),
+                   family="ash", ranks=True, grid="cube", reference="Djurisic et al., ICLR 2023")
+
+
+@register_method("none", description="no shaping: the plain energy/MSP/max-logit baseline")
+def _none(x, *, cutoff, seed, order=None):
+    return x.clone()
+
+
+@register_method("ash-p", params=(P_ASH,), **ASH_OPTIONS,
+                 description="ASH-P: prune units below the p-th percentile, keep survivors' values")
+def _ash_p(x, *, p, cutoff, seed, order=None):
+    return shaping.ash_p(x, p, cutoff, order=order)
+
+
+@register_method("ash-b", params=(P_ASH_B,), **ASH_OPTIONS,
+                 description="ASH-B: prune, then set every survivor to s1/k (binarise)")
+def _ash_b(x, *, p, cutoff, seed, order=None):
+    return shaping.ash_b(x, p, cutoff, order=order)
+
+
+@register_method("ash-s", params=(P_ASH_S,), **ASH_OPTIONS,
+                 description="ASH-S: prune, then scale survivors by exp(s1/s2)")
+def _ash_s(x, *, p, cutoff, seed, order=None):
+    return shaping.ash_s(x, p, cutoff, order=order)
+
+
+@register_method("ash-rand", params=(P_ASH,), **ASH_OPTIONS, stochastic=True,
+                 description="ASH-RAND: prune, then set survivors to uniform(0, 10) draws "
+                             "(seeded)")
+def _ash_rand(x, *, p, cutoff, seed, order=None):
+    return shaping.ash_rand(x, p, cutoff, seed=seed, order=order)
+
+
+@register_method(
+    "react",
+    params=(ParamSpec("p", 90.0, 0.0, 100.0, "clip at this percentile of id_fit activations",
+                      recommended={"imagenet": 90.0}, search_grid=(85.0, 90.0, 95.0, 99.0)),),
+    fit="always", fit_on=frozenset({FIT_FEATURES}),
+    description="ReAct: clip activations at the p-th percentile of id_fit activations",
+    reference="Sun et al., NeurIPS 2021",
+)
+def _react(x, *, p, cutoff, seed, order=None):
+    return shaping.react(x, cutoff)
+
+
+@register_method(
+    "scale",
+    params=(ParamSpec("p", 85.0, 0.0, 100.0, "percentile defining s2",
+                      recommended={"imagenet": 85.0}, search_grid=OPENOOD_P_GRID),),
+    ranks=True,
+    description="SCALE: multiply unpruned features by the ASH-S factor exp(s1/s2(p))",
+    reference="Xu et al., ICLR 2024",
+)
+def _scale(x, *, p, cutoff, seed, order=None):
+    return shaping.scale(x, p, order=order)
