@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ash_core import METRIC_NAMES, SplitData, evaluate, list_methods, load_bundle, write_bundle
+from ash_core import (
+    METRIC_NAMES,
+    SplitData,
+    evaluate,
+    get_method,
+    list_methods,
+    load_bundle,
+    write_bundle,
+)
 from ash_core.cli import main
 
 
@@ -210,9 +218,73 @@ def test_methods_lists_the_registry(capsys):
     assert rc == 0
     listed = [line.split()[0] for line in out.splitlines() if line and not line[0].isspace()]
     assert listed == list_methods()
-    assert "p=90 in [0, 100)" in out  # react's default clip percentile
-    assert "no parameters" in out  # none
-    assert "local/global" in out
+    blocks = {}  # method -> its lines
+    for line in out.splitlines():
+        if line and not line[0].isspace():
+            name = line.split()[0]
+        blocks.setdefault(name, []).append(line)
+    for name in list_methods():
+        text = "\n".join(blocks[name])
+        for q in get_method(name).params:
+            assert f"{q.name} in [{q.low:g}, {q.high:g}), default {q.default:g}" in text
+            for family, value in q.recommended.items():
+                assert f"{family} {value:g}" in text
+            assert ",".join(f"{v:g}" for v in q.search_grid) in text
+    assert "no parameters" in "\n".join(blocks["none"])
+    assert "recommended imagenet 90, cifar10 95, cifar100 90" in "\n".join(blocks["ash-s"])
+    assert "recommended imagenet 65, cifar10 95, cifar100 85" in "\n".join(blocks["ash-b"])
+    assert "search grid 85,90,95,99" in "\n".join(blocks["react"])
+    assert "local/global" in "\n".join(blocks["ash-p"])
+
+
+def test_evaluate_param_equals_p_shorthand_and_json_lists_params(capsys, synthetic_bundle):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-b",
+                       "--param", "p=80", "--format", "json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["params"] == {"p": 80.0} and got["p"] == 80.0
+    assert got == expected_dict(synthetic_bundle, method="ash-b", p=80.0)
+    rc, out2, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-b", "--p", "80",
+                      "--format", "json")
+    assert rc == 0 and json.loads(out2) == got
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--method", "ash-s", "--param", "q=3"], "ash-s: unknown parameter 'q'; its parameters are: p"),
+        (["--method", "none", "--param", "p=50"], "none: unknown parameter 'p'; it takes no parameters"),
+        (["--method", "ash-s", "--param", "p=100"], r"ash-s: p must be in [0, 100)"),
+        (["--method", "ash-s", "--param", "p"], "cannot parse --param 'p'; use NAME=VALUE"),
+        (["--method", "ash-s", "--param", "p=x"], "cannot parse --param 'p=x'"),
+        (["--method", "ash-s", "--param", "p=60", "--param", "p=70"], "--param p is given twice"),
+        (["--method", "ash-s", "--p", "60", "--param", "p=70"], "p is given twice"),
+    ],
+)
+def test_bad_params_are_one_line_errors(capsys, synthetic_bundle, argv, match):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, *argv)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+
+
+def test_sweep_param_errors(capsys, synthetic_bundle):
+    rc, _, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s", "--param", "p=3")
+    assert rc == 2 and "p is the swept parameter" in err
+    rc, _, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s,react",
+                     "--param", "gamma=3")
+    assert rc == 2 and "none of ash-s, react has a parameter 'gamma'" in err
+
+
+def test_dashboard_without_its_extra_names_the_pip_extra(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "streamlit" else real(name, *a))
+    rc, out, err = run(capsys, "dashboard", "--port", "1")
+    assert rc == 2 and out == ""
+    assert err == "error: `ash-explore dashboard` needs streamlit, which is not installed; " \
+                  "install the extra: pip install 'ash-explorer[dashboard]'.\n"
 
 
 def test_sweep_csv_matches_evaluate(capsys, synthetic_bundle):

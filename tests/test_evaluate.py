@@ -257,18 +257,14 @@ def test_ash_s_overflow_is_reported_clearly(tmp_path):
 
 def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypatch):
     """The Evaluator's p-independent sort cache is an optimisation only."""
-    import importlib
-
-    from ash_core import Evaluator, load_bundle
-
-    evaluate_module = importlib.import_module("ash_core.evaluate")  # the name is shadowed
+    from ash_core import Evaluator, evaluation, load_bundle
 
     bundle = load_bundle(synthetic_bundle)
     cached = Evaluator(bundle)
     results = {(m, p): cached.evaluate(m, p).to_dict()
                for m in ("ash-p", "ash-b", "ash-s", "ash-rand", "scale") for p in (10, 65, 95)}
     assert cached._orders  # the cache was used
-    monkeypatch.setattr(evaluate_module, "ORDER_CACHE_UNITS", 0)
+    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", 0)
     uncached = Evaluator(bundle)
     for (m, p), want in results.items():
         assert uncached.evaluate(m, p).to_dict() == want

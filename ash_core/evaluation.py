@@ -1,4 +1,7 @@
-"""Evaluate one (method, p, threshold, score) setting on a bundle.
+"""Evaluate one ``Setting`` (method, parameters, threshold mode, score, convention) on a bundle.
+
+(The module is ``evaluation``, the one-shot function ``evaluate``: the package exports
+the function, so a module of the same name would be shadowed by it.)
 
 ``Evaluator`` holds a bundle's features as fp32 tensors (loaded once, never
 mutated) and the unshaped logits, so repeated evaluations only pay for shaping,
@@ -8,7 +11,7 @@ the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +20,10 @@ import torch
 
 from .bundle import Bundle, Split, negative_fraction
 from .errors import FeatureError, ParameterError
-from .metrics import OODMetrics, average_metrics, check_convention, ood_metrics_many
-from .registry import Shaper, create_method
+from .metrics import OODMetrics, average_metrics, ood_metrics_many
+from .registry import Shaper
 from .scores import accuracy, get_score
+from .setting import Setting, as_setting
 from .shaping import rank_order
 
 CHUNK_ROWS = 16384
@@ -40,6 +44,8 @@ class EvalResult:
     id_accuracy: dict[str, float | None]
     ood: dict[str, OODMetrics]
     fitted_threshold: float | None = None
+    params: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -47,15 +53,19 @@ class EvalResult:
     def average(self) -> dict[str, float]:
         return average_metrics(self.ood)
 
+    @property
+    def setting(self) -> Setting:
+        """The setting these numbers are of."""
+        return Setting(self.method, self.params or ({} if self.p is None else {"p": self.p}),
+                       self.threshold, self.score, self.convention, self.seed)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""
         return {
             "bundle": self.bundle,
-            "method": self.method,
+            **self.setting.to_dict(),
             "p": self.p,
-            "threshold": self.threshold,
-            "score": self.score,
-            "fpr_convention": self.convention,
+            "label": self.setting.label(),
             "fitted_threshold": self.fitted_threshold,
             "id_accuracy": dict(self.id_accuracy),
             "ood": {name: m.as_dict() for name, m in self.ood.items()},
@@ -88,7 +98,7 @@ class Evaluator:
         self._features: dict[str, torch.Tensor] = {}
         self._base_logits: dict[str, torch.Tensor] = {}
         self._orders: dict[str, torch.Tensor] = {}
-        self._fitted: dict[tuple[str, float | None], float | None] = {}
+        self._fitted: dict[tuple, float | None] = {}
         self._warn = warn
 
     def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
@@ -157,12 +167,16 @@ class Evaluator:
             self._base_logits[name] = self.logits(self.features(name))
         return self._base_logits[name]
 
-    def shaper(self, method: str, p: float | None = None, threshold: str = "local",
-               seed: int = 0) -> Shaper:
-        """A validated shaper, fitted on id_fit when the method/threshold needs it."""
-        shaper = create_method(method, p=p, threshold=threshold, seed=seed)
+    def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
+               seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
+        """A validated shaper, fitted on id_fit when the method/threshold needs it.
+
+        Takes a ``Setting`` or the historical ``(method, p, threshold, seed)``."""
+        setting = as_setting(method, p, threshold, seed=seed, params=params)
+        shaper = setting.shaper()
         if shaper.needs_fit:
-            key = (method if shaper.spec.fit == "always" else "global", shaper.p)
+            fit_key = setting.method if shaper.spec.fit == "always" else "global"
+            key = (fit_key, tuple(sorted(shaper.params.items())))
             if key not in self._fitted:
                 fit_split = self.bundle.id_fit
                 if fit_split is None:
@@ -195,35 +209,41 @@ class Evaluator:
 
     def evaluate(
         self,
-        method: str = "ash-s",
+        method: str | Setting = "ash-s",
         p: float | None = None,
         threshold: str = "local",
         score: str = "energy",
         convention: str = "id",
         seed: int = 0,
+        *,
+        params: Mapping[str, float] | None = None,
     ) -> EvalResult:
-        """Metrics per OOD set, their average and ID accuracy (shaped and unshaped)."""
-        check_convention(convention)
-        score_fn = get_score(score)
-        shaper = self.shaper(method, p, threshold, seed)
+        """Metrics per OOD set, their average and ID accuracy (shaped and unshaped).
+
+        Takes a ``Setting`` or the historical ``(method, p, threshold, score, convention,
+        seed)`` argument list (``params=`` for parameters other than ``p``)."""
+        setting = as_setting(method, p, threshold, score, convention, seed, params)
+        shaper = self.shaper(setting)
         if not self.ood_names:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
+        score_fn = get_score(setting.score)
         id_logits = self.shaped_logits(shaper, self.id_name)
         id_scores = score_fn(id_logits).numpy()
         ood_scores = {n: score_fn(self.shaped_logits(shaper, n)).numpy() for n in self.ood_names}
-        metrics = ood_metrics_many(id_scores, ood_scores, convention)
         return EvalResult(
             bundle=self.bundle.name,
-            method=shaper.name,
-            p=shaper.p,
-            threshold=shaper.threshold_mode,
-            score=score,
-            convention=convention,
+            method=setting.method,
+            p=setting.p,
+            threshold=setting.threshold,
+            score=setting.score,
+            convention=setting.convention,
             id_accuracy=self.id_accuracy(id_logits),
-            ood=metrics,
+            ood=ood_metrics_many(id_scores, ood_scores, setting.convention),
             fitted_threshold=shaper.fitted_threshold,
+            params=dict(setting.params),
+            seed=setting.seed,
             id_scores=id_scores,
             ood_scores=ood_scores,
         )
@@ -231,13 +251,16 @@ class Evaluator:
 
 def evaluate(
     bundle: Bundle,
-    method: str = "ash-s",
+    method: str | Setting = "ash-s",
     p: float | None = None,
     threshold: str = "local",
     score: str = "energy",
     convention: str = "id",
     ood: Iterable[str] | None = None,
     seed: int = 0,
+    *,
+    params: Mapping[str, float] | None = None,
 ) -> EvalResult:
     """One-shot evaluation of a setting on a bundle (see ``Evaluator.evaluate``)."""
-    return Evaluator(bundle, ood).evaluate(method, p, threshold, score, convention, seed)
+    setting = as_setting(method, p, threshold, score, convention, seed, params)
+    return Evaluator(bundle, ood).evaluate(setting)

@@ -1,4 +1,4 @@
-"""ash_core.inspect: one sample before/after shaping, worst false positives/negatives."""
+"""ash_core.samples: one sample before/after shaping, worst false positives/negatives."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from ash_core import Evaluator, energy_score, kept_count, list_methods, load_bundle
 from ash_core.errors import ParameterError
-from ash_core.inspect import (
+from ash_core.samples import (
     inspect_sample,
     percentile_within,
     shape_sample,

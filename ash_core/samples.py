@@ -1,7 +1,8 @@
 """Per-sample inspection: what shaping does to one image's activations and prediction.
 
 Pure functions returning plain data (numpy arrays, floats, DataFrames) for the
-dashboard's inspector and reports; no plotting here.
+dashboard's inspector and reports; no plotting here. (Formerly ``ash_core.inspect``,
+renamed so that it does not shadow the standard library's ``inspect``.)
 """
 
 from __future__ import annotations
