@@ -281,7 +281,10 @@ def test_dashboard_without_its_extra_names_the_pip_extra(capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "streamlit" else real(name, *a))
+    started = []  # never start a server, whatever happens
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
     rc, out, err = run(capsys, "dashboard", "--port", "1")
+    assert not started
     assert rc == 2 and out == ""
     assert err == "error: `ash-explore dashboard` needs streamlit, which is not installed; " \
                   "install the extra: pip install 'ash-explorer[dashboard]'.\n"
