@@ -209,8 +209,12 @@ def test_ash_rand_survivors_and_reproducibility():
     assert not torch.equal(a, c)
     np.testing.assert_array_equal(a.numpy() != 0, mask)
     assert float(a.min()) >= 0 and float(a.max()) < 10
-    # survivors take the draws, so the reference with those draws reproduces the output
-    np.testing.assert_array_equal(a.numpy(), ref.ash_rand(x, 65, draws=a.numpy()))
+    # the draws: an independent generator with the same seed, one uniform(0, 10) value per
+    # unit of the whole [N, D] batch in row-major order; survivors take theirs
+    g = torch.Generator().manual_seed(11)
+    draws = 10.0 * torch.rand(x.shape, generator=g, dtype=torch.float32)
+    np.testing.assert_allclose(a.numpy(), ref.ash_rand(x, 65, draws=draws.numpy()),
+                               rtol=1e-6, atol=0)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(ash_rand(t(x), 65, generator=g1), ash_rand(t(x), 65, generator=g2))
 
