@@ -6,6 +6,8 @@ modes, so a newly registered method is covered without touching this file.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import reference as ref
@@ -14,6 +16,7 @@ import torch
 from ash_core import (
     THRESHOLD_MODES,
     MethodSpec,
+    ParamSpec,
     Shaper,
     create_method,
     get_method,
@@ -293,3 +296,99 @@ def test_bad_seed_is_a_parameter_error(seed):
 def test_every_64_bit_seed_is_accepted(seed):
     shaper = create_method("ash-rand", 65, seed=seed)
     assert shaper.seed == int(seed) and shaper(data()).shape == data().shape
+
+
+# --------------------------------------------------------------------------- parameters
+
+PARAMS = [(m, q) for m in list_methods() for q in get_method(m).params]
+PARAM_IDS = [f"{m}-{q.name}" for m, q in PARAMS]
+
+
+def bad_values(q: ParamSpec) -> list:
+    """Values every declaration must refuse: below low (at low when open), at high, NaN,
+    Inf, and wrong kinds."""
+    values = [q.low if q.low_open else q.low - 1, q.high, float("nan"), float("inf"),
+              "50", None, True, [q.default]]
+    if q.kind == "int":
+        values.append(q.default + 0.5)
+    return values
+
+
+@pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
+def test_param_declaration_is_sound(name, q):
+    assert q.kind in ("float", "int") and q.low < q.high and q.help
+    for value in (q.default, *q.recommended.values(), *q.search_grid):
+        assert q.validate(value, name) == value, value  # in range and of the right kind
+    assert list(q.search_grid) == sorted(set(q.search_grid))
+    assert create_method(name, params={q.name: q.default}).params[q.name] == q.default
+    assert get_method(name).main_param in get_method(name).param_names
+
+
+@pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
+def test_param_range_and_kind_are_enforced(name, q):
+    for value in bad_values(q):
+        with pytest.raises(ParameterError, match=rf"^{name}: {q.name} must .*{re.escape(q.range_text)}"):
+            create_method(name, params={q.name: value})
+
+
+@pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
+def test_every_grid_value_shapes_without_mutation_and_deterministically(name, q):
+    spec = get_method(name)
+    for mode in spec.thresholds:
+        for value in q.search_grid or (q.default,):
+            given = {q.name: value}
+            shaper = create_method(name, params=given, threshold=mode, seed=3)
+            assert given == {q.name: value}  # the caller's mapping is not touched
+            if shaper.needs_fit:
+                shaper.fit(ID_FIT)
+            x = data()
+            before = x.clone()
+            out = shaper(x)
+            assert torch.equal(x, before), (name, value)
+            if not spec.stochastic:
+                again = create_method(name, params=given, threshold=mode, seed=4)
+                again.fit(ID_FIT)
+                assert torch.equal(out, again(x)), (name, value)
+
+
+def test_unknown_parameters_name_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"^ash-s: unknown parameter 'q'; its parameters are: p\."):
+        create_method("ash-s", params={"q": 1})
+    with pytest.raises(ParameterError, match=r"^none: unknown parameter 'p'; it takes no parameters"):
+        create_method("none", p=50)
+    with pytest.raises(ParameterError, match="p is given twice"):
+        create_method("ash-s", p=50, params={"p": 60})
+    assert create_method("ash-s", p=50, params={"p": 50}).p == 50
+
+
+def test_shaper_params_are_read_only():
+    shaper = create_method("ash-b", p=80)
+    with pytest.raises(TypeError):
+        shaper.params["p"] = 10  # type: ignore[index]
+    assert shaper.params == {"p": 80.0} and shaper.describe() == "ash-b p=80 local"
+
+
+def test_int_and_open_ranges_of_a_declaration():
+    m = ParamSpec("M", 100, 1, 10001, "top classes", kind="int", search_grid=(10, 50))
+    assert m.validate(50, "gen") == 50 and m.validate(np.int64(7), "gen") == 7
+    assert m.validate(20.0, "gen") == 20  # an integral float is an integer
+    for bad in (2.5, 0, 10001, "7"):
+        with pytest.raises(ParameterError, match=r"gen: M must .*\[1, 10001\) \(an integer\)"):
+            m.validate(bad, "gen")
+    t = ParamSpec("T", 1.0, 0.0, 1000.0, "temperature", low_open=True)
+    assert t.range_text == "(0, 1000)" and t.validate(1e-3, "temp") == 1e-3
+    with pytest.raises(ParameterError, match=r"temp: T must be in \(0, 1000\)"):
+        t.validate(0.0, "temp")
+    with pytest.raises(ValueError, match="kind"):
+        ParamSpec("x", 1.0, kind="complex")
+
+
+def test_spec_validate_params_fills_defaults_and_checks_every_value():
+    spec = MethodSpec("two", lambda x, **k: x, "test", params=(
+        ParamSpec("a", 1.0, 0.0, 2.0, "a"), ParamSpec("b", 3, 1, 10, "b", kind="int")))
+    assert spec.validate_params({}) == {"a": 1.0, "b": 3.0}
+    assert spec.validate_params({"b": 9}) == {"a": 1.0, "b": 9.0}
+    with pytest.raises(ParameterError, match=r"two: b must be in \[1, 10\)"):
+        spec.validate_params({"a": 1.5, "b": 10})
+    with pytest.raises(ParameterError, match=r"two: unknown parameter 'c'; its parameters are: a, b"):
+        spec.validate_params({"c": 1})
