@@ -10,8 +10,9 @@ the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,15 @@ def _check_features(split: Split, x: torch.Tensor) -> None:
             f"split {split.name!r} has {bad} NaN/Inf feature values; the extraction is broken "
             "(check the model's numerics, e.g. disable AMP) and re-extract."
         )
+
+
+def score_function(shaper: Shaper, score: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score of a setting: a method on logits brings its own (bound to its
+    parameters), every other method uses the named score."""
+    scorer = shaper.spec.scorer
+    if scorer is None:
+        return get_score(score)
+    return functools.partial(scorer, **shaper.params)
 
 
 class Evaluator:
@@ -190,9 +200,9 @@ class Evaluator:
         return shaper
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
-        """Logits of a split shaped by ``shaper`` (the cached base logits for ``none``:
-        treat as read-only)."""
-        if shaper.name == "none":
+        """Logits of a split shaped by ``shaper`` (the cached base logits for a method that
+        leaves features unchanged, e.g. ``none``: treat as read-only)."""
+        if shaper.spec.identity:
             return self.base_logits(name)
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
         return self.logits(shaper(self.features(name), order=order))
@@ -228,7 +238,7 @@ class Evaluator:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
-        score_fn = get_score(setting.score)
+        score_fn = score_function(shaper, setting.score)
         id_logits = self.shaped_logits(shaper, self.id_name)
         id_scores = score_fn(id_logits).numpy()
         ood_scores = {n: score_fn(self.shaped_logits(shaper, n)).numpy() for n in self.ood_names}

@@ -1,12 +1,13 @@
 """The built-in shaping methods, registered in ``ash_core.registry``'s catalogue.
 
 Recommended values are the papers' per benchmark family; search grids are OpenOOD's
-(``configs/postprocessors/{ash,react,scale}.yml``: ``percentile_list``).
+(``configs/postprocessors/{ash,react,scale}.yml``: ``percentile_list``; ``gen.yml``:
+``gamma_list``, ``M_list``).
 """
 
 from __future__ import annotations
 
-from . import shaping
+from . import scores, shaping
 from .params import ParamSpec, percent_grid
 from .registry import FIT_FEATURES, register_method
 
@@ -83,3 +84,35 @@ def _react(x, *, p, cutoff, seed, order=None):
 )
 def _scale(x, *, p, cutoff, seed, order=None):
     return shaping.scale(x, p, order=order)
+
+
+# --------------------------------------------------------------------- methods on logits
+
+def _unchanged(x, *, cutoff, seed, order=None, **params):
+    return x.clone()
+
+
+LOGIT_OPTIONS = dict(identity=True, family="logits")
+
+
+register_method(
+    "temp-scaling",
+    params=(ParamSpec("T", 1.0, 0.0, 10000.0, "softmax temperature", low_open=True),),
+    scorer=lambda logits, T: scores.temperature_msp_score(logits, T), **LOGIT_OPTIONS,
+    description="temperature scaling: MSP of softmax(logits / T) (OpenOOD fits T on ID "
+                "validation data; here T is set)",
+    reference="Guo et al., ICML 2017",
+)(_unchanged)
+
+register_method(
+    "gen",
+    params=(ParamSpec("gamma", 0.1, 0.0, 100.0, "generalized-entropy exponent", low_open=True,
+                      recommended={"imagenet": 0.1},
+                      search_grid=(0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0)),
+            ParamSpec("M", 100, 1, 100001, "number of top softmax probabilities used",
+                      kind="int", recommended={"imagenet": 100},
+                      search_grid=(10, 50, 100, 200, 500, 1000))),
+    scorer=lambda logits, gamma, M: scores.gen_score(logits, gamma, int(M)), **LOGIT_OPTIONS,
+    description="GEN: -sum over the top-M softmax probabilities of p^gamma (1-p)^gamma",
+    reference="Liu et al., CVPR 2023",
+)(_unchanged)

@@ -15,7 +15,9 @@ A registered function receives fp32-or-lower features ``[N, D]``/``[N, C, H, W]`
 every declared parameter by name (validated floats), ``cutoff`` (the fitted
 activation value: a global threshold or ReAct's clip; None when nothing is fitted),
 ``seed`` and ``order`` (``shaping.rank_order(x)`` when the caller has it, else None).
-It returns a new tensor of the same shape and dtype. The built-in methods live in
+It returns a new tensor of the same shape and dtype. A method on logits (temperature
+scaling, GEN) declares ``identity=True`` and a ``scorer(logits, **params)`` that replaces
+the setting's score. The built-in methods live in
 ``ash_core.methods`` and are registered on import of this module.
 """
 
@@ -75,6 +77,10 @@ class MethodSpec:
     main_param: str | None = None
     #: how a grid over ``main_param`` is computed fast: "cube" or "exact"
     grid: str = "exact"
+    #: the features pass through unchanged (callers may reuse the unshaped logits)
+    identity: bool = False
+    #: a method on logits: ``scorer(logits, **params)`` replaces the setting's score
+    scorer: Callable[..., torch.Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:
@@ -111,6 +117,11 @@ class MethodSpec:
     def needs_fit(self, threshold: str) -> bool:
         """Whether this method needs the id_fit split under this threshold mode."""
         return self.fit == "always" or (threshold == "global" and self.fit == "global")
+
+    def check_score(self, score: str) -> str:
+        """The score this method is evaluated with: a method on logits always uses its own
+        (results then name it, e.g. score "gen"), every other method ``score``."""
+        return score if self.scorer is None else self.name
 
     def validate_params(self, values: Mapping[str, Any] | None) -> dict[str, float]:
         """Every declared parameter as a validated float (defaults for those not given).

@@ -64,12 +64,15 @@ class Setting:
     def validated(self) -> Setting:
         """This setting checked through the registry: every parameter in range and of the
         right kind (missing ones take their defaults), a threshold mode the method
-        supports, a known score and convention, a valid seed."""
+        supports, a known score and convention, a valid seed. A method on logits (e.g.
+        "gen") is its own score: ``score`` becomes the method's name."""
         spec = get_method(self.method)
         check_threshold_mode(spec, self.threshold)
-        get_score(self.score)
+        score = spec.check_score(self.score)
+        if spec.scorer is None:
+            get_score(score)
         check_convention(self.convention)
-        return replace(self, params=spec.validate_params(self.params),
+        return replace(self, params=spec.validate_params(self.params), score=score,
                        seed=check_seed(self.seed))
 
     @property

@@ -229,13 +229,35 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray,
     }
 
 
+def softmax_row(row: np.ndarray) -> list[float]:
+    m = max(float(v) for v in row)
+    e = [math.exp(float(v) - m) for v in row]
+    total = sum(e)
+    return [v / total for v in e]
+
+
+def temperature_msp(logits: np.ndarray, t: float) -> np.ndarray:
+    """max softmax(logits / T) per row (Guo et al., 2017)."""
+    return np.array([max(softmax_row(np.asarray(row, dtype=np.float64) / t)) for row in logits])
+
+
+def gen(logits: np.ndarray, gamma: float, m: int) -> np.ndarray:
+    """GEN (Liu et al., CVPR 2023, Eq. 6-7): minus the sum over the M largest softmax
+    probabilities of p^gamma (1 - p)^gamma; all of them when M exceeds the classes."""
+    out = []
+    for row in logits:
+        probs = sorted(softmax_row(row), reverse=True)[:m]
+        out.append(-sum(p**gamma * (1.0 - p) ** gamma for p in probs))
+    return np.array(out)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
 def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",
           id_fit: np.ndarray | None = None) -> np.ndarray:
     """Shape ``x`` with a deterministic method (none, ash-p/b/s, react, scale)."""
-    if method == "none":
+    if method in ("none", "temp-scaling", "gen"):  # scores on logits: features unchanged
         return np.asarray(x, dtype=np.float64)
     if method == "react":
         return react(x, id_fit, p)

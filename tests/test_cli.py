@@ -233,7 +233,7 @@ def test_methods_lists_the_registry(capsys):
     for name in list_methods():
         text = "\n".join(blocks[name])
         for q in get_method(name).params:
-            assert f"{q.name} in [{q.low:g}, {q.high:g}), default {q.default:g}" in text
+            assert f"{q.name} in {q.range_text}, default {q.default:g}" in text
             for family, value in q.recommended.items():
                 assert f"{family} {value:g}" in text
             assert ",".join(f"{v:g}" for v in q.search_grid) in text

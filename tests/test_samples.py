@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, energy_score, kept_count, list_methods, load_bundle
+from ash_core import Evaluator, energy_score, get_method, kept_count, list_methods, load_bundle
 from ash_core.errors import ParameterError
 from ash_core.samples import (
     inspect_sample,
@@ -100,11 +100,11 @@ def test_ash_rand_inspection_matches_the_evaluation(ev):
 
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_can_be_inspected(ev, method):
-    spec_p = 70 if method != "none" else None
-    insp, row, _ = _inspect(ev, method, spec_p)
+    spec = get_method(method)
+    insp, row, _ = _inspect(ev, method, 70 if spec.has_p else None)
     assert insp.before.shape == insp.after.shape == (row.shape[1],)
     assert insp.kept.dtype == bool
-    if method == "none":
+    if spec.identity:  # none and the scores on logits leave the features alone
         assert insp.threshold_value is None
         np.testing.assert_allclose(insp.after, insp.before)
 
