@@ -361,6 +361,15 @@ def test_python_dash_m(synthetic_bundle):
     assert proc.stdout.split()[0] == "none"
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    # regression: `ash-explore methods | head -1` printed a BrokenPipeError traceback
+    proc = subprocess.Popen([sys.executable, "-m", "ash_core.cli", "methods"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
 def test_latex_escapes_every_special_character_once():
     # regression: braces, ~ and ^ (e.g. in a bundle name in the caption) went through raw
     # and broke the table; a backslash must become \textbackslash{} with its braces intact
