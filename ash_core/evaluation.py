@@ -147,13 +147,16 @@ class Evaluator:
             self._features[name] = x
         return self._features[name]
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the bundle's linear head, in row chunks to bound memory."""
+    def logits(self, x: torch.Tensor,
+               head: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Apply the bundle's linear head (or ``head``: weight, bias), in row chunks to
+        bound memory."""
+        weight, bias = head or (self.weight, self.bias)
         outs = [
-            torch.addmm(self.bias, x[i : i + CHUNK_ROWS], self.weight.T)
+            torch.addmm(bias, x[i : i + CHUNK_ROWS], weight.T)
             for i in range(0, x.shape[0], CHUNK_ROWS)
         ]
-        return torch.cat(outs) if outs else torch.empty(0, self.weight.shape[0])
+        return torch.cat(outs) if outs else torch.empty(0, weight.shape[0])
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The p-independent per-row unit ranking of a split, cached within a memory budget.
@@ -195,17 +198,21 @@ class Evaluator:
                         f"and bundle {self.bundle.name} has none; use threshold='local' or "
                         "re-extract with an id_fit split."
                     )
-                self._fitted[key] = shaper.fit(self.features(fit_split.name)).fitted_threshold
-            shaper.fitted_threshold = self._fitted[key]
+                shaper.fit(self.features(fit_split.name), head=(self.weight, self.bias))
+                self._fitted[key] = (shaper.fitted_threshold, shaper.fitted_state)
+            shaper.fitted_threshold, shaper.fitted_state = self._fitted[key]
         return shaper
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         """Logits of a split shaped by ``shaper`` (the cached base logits for a method that
         leaves features unchanged, e.g. ``none``: treat as read-only)."""
+        head = shaper.head(self.weight, self.bias)
         if shaper.spec.identity:
-            return self.base_logits(name)
+            if shaper.spec.head_fn is None:
+                return self.base_logits(name)
+            return self.logits(self.features(name), head)
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
-        return self.logits(shaper(self.features(name), order=order))
+        return self.logits(shaper(self.features(name), order=order), head)
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
         """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""

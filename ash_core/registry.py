@@ -45,13 +45,17 @@ FIT_FEATURES, FIT_LABELS, FIT_HEAD = "id_fit features", "id_fit labels", "head"
 GRID_STRATEGIES = ("cube", "exact")
 
 ShapeFn = Callable[..., torch.Tensor]
-#: ``fitter(id_fit_features, params) -> cutoff``: what a fitted method computes once
-FitFn = Callable[[torch.Tensor, Mapping[str, float]], float]
+#: ``fitter(id_fit_features, params, head) -> (cutoff, state)``: what a fitted method
+#: computes once; ``head`` is the (weight, bias) pair for methods fitted on it, else None
+FitFn = Callable[[torch.Tensor, Mapping[str, float], Any], tuple[float, Any]]
+#: ``head_fn(weight, bias, state) -> (weight, bias)``: a method that rewrites the head
+HeadFn = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
 
 
-def fit_percentile(features: torch.Tensor, params: Mapping[str, float]) -> float:
-    """The default fit: the ``p``-th percentile of every id_fit activation."""
-    return shaping.percentile_of(features, params["p"])
+def fit_percentile(features: torch.Tensor, params: Mapping[str, float],
+                   head: Any = None) -> tuple[float, None]:
+    """The default fit: the ``p``-th percentile of every id_fit activation (no state)."""
+    return shaping.percentile_of(features, params["p"]), None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class MethodSpec:
     identity: bool = False
     #: a method on logits: ``scorer(logits, **params)`` replaces the setting's score
     scorer: Callable[..., torch.Tensor] | None = None
+    #: a method on the head (e.g. DICE): ``head_fn(weight, bias, fitted_state)``
+    head_fn: HeadFn | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:
@@ -246,6 +252,8 @@ class Shaper:
     threshold_mode: str = "local"
     seed: int = 0
     fitted_threshold: float | None = None
+    #: what else the fit produced (e.g. DICE's masked weight); None for most methods
+    fitted_state: Any = None
 
     def __post_init__(self) -> None:
         self.params = MappingProxyType(dict(self.params))
@@ -263,19 +271,38 @@ class Shaper:
     def needs_fit(self) -> bool:
         return self.spec.needs_fit(self.threshold_mode)
 
-    def fit(self, id_fit_features: torch.Tensor | np.ndarray) -> Shaper:
-        """Fit what the method needs on id_fit features (a no-op when it needs nothing)."""
-        if self.needs_fit:
-            self.fitted_threshold = float(self.spec.fitter(id_fit_features, self.params))
+    def fit(self, id_fit_features: torch.Tensor | np.ndarray,
+            head: tuple[torch.Tensor, torch.Tensor] | None = None) -> Shaper:
+        """Fit what the method needs on id_fit features, and on the ``head`` (weight, bias)
+        for methods fitted on it (a no-op when the method needs nothing)."""
+        if not self.needs_fit:
+            return self
+        if FIT_HEAD in self.spec.fit_on and head is None:
+            raise ParameterError(f"{self.describe()} is fitted on the linear head too; call "
+                                 ".fit(id_fit_features, head=(weight, bias)).")
+        cutoff, state = self.spec.fitter(id_fit_features, self.params, head)
+        self.fitted_threshold, self.fitted_state = float(cutoff), state
         return self
 
-    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
+    def head(self, weight: torch.Tensor, bias: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linear head this method scores with: ``(weight, bias)`` unchanged, or the
+        head rewritten by a method on the head (fitted first)."""
+        if self.spec.head_fn is None:
+            return weight, bias
+        self._check_fitted()
+        return self.spec.head_fn(weight, bias, self.fitted_state)
+
+    def _check_fitted(self) -> None:
         if self.needs_fit and self.fitted_threshold is None:
             raise ParameterError(
                 f"{self.describe()} needs statistics of the id_fit split; call "
                 ".fit(id_fit_features) first (the bundle needs an 'id_fit' split)."
             )
+
+    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
+        self._check_fitted()
         return self.spec.fn(x, cutoff=self.fitted_threshold, seed=self.seed, order=order,
                             **self.params)
 

@@ -251,13 +251,29 @@ def gen(logits: np.ndarray, gamma: float, m: int) -> np.ndarray:
     return np.array(out)
 
 
+def dice_weight(id_fit: np.ndarray, weight: np.ndarray, p: float) -> np.ndarray:
+    """DICE (Sun & Li, ECCV 2022): keep W[c, d] where mean_d * W[c, d] (mean over id_fit
+    rows) is above the p-th percentile (linear interpolation) of all those products."""
+    rows = np.asarray(id_fit, dtype=np.float64).reshape(len(id_fit), -1)
+    n, d = rows.shape
+    mean = [sum(float(rows[i, j]) for i in range(n)) / n for j in range(d)]
+    contrib = [[mean[j] * float(weight[c, j]) for j in range(d)] for c in range(len(weight))]
+    values = sorted(v for row in contrib for v in row)
+    pos = (len(values) - 1) * p / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(values) - 1)
+    cut = values[lo] + (values[hi] - values[lo]) * (pos - lo)
+    return np.array([[float(weight[c, j]) if contrib[c][j] > cut else 0.0 for j in range(d)]
+                     for c in range(len(weight))], dtype=np.float32)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
 def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",
           id_fit: np.ndarray | None = None) -> np.ndarray:
     """Shape ``x`` with a deterministic method (none, ash-p/b/s, react, scale)."""
-    if method in ("none", "temp-scaling", "gen"):  # scores on logits: features unchanged
+    if method in ("none", "temp-scaling", "gen", "dice"):  # features unchanged
         return np.asarray(x, dtype=np.float64)
     if method == "react":
         return react(x, id_fit, p)

@@ -311,3 +311,26 @@ def test_rank_order_budget_survives_a_concurrent_insert(synthetic_bundle):
 
     ev._orders["early"] = Racing()
     assert ev.rank_order("far") is not None
+
+
+@pytest.mark.parametrize("p", [50.0, 90.0])
+def test_dice_evaluates_like_the_reference(small_bundle, p):
+    """DICE: energy of the features through the head sparsified on id_fit (reference loops)."""
+    b = small_bundle
+    masked = ref.dice_weight(np.asarray(b.id_fit.features), b.head_weight.numpy(), p)
+    assert (masked == 0).mean() == pytest.approx(p / 100, abs=0.02)
+    bias = b.head_bias.numpy().astype(np.float64)
+
+    def scores(split):
+        return ref.energy(np.asarray(split.features, dtype=np.float64) @ masked.T + bias)
+
+    r = evaluate(b, "dice", p)
+    id_scores = scores(b.id_split)
+    np.testing.assert_allclose(r.id_scores, id_scores, rtol=1e-4, atol=1e-4)
+    for s in b.ood_splits:
+        want = ref.ood_metrics(id_scores, scores(s))
+        for k in METRIC_NAMES:
+            assert r.ood[s.name][k] == pytest.approx(want[k], abs=1.5 / len(id_scores)), k
+    logits = np.asarray(b.id_split.features, dtype=np.float64) @ masked.T + bias
+    acc = float(np.mean(logits.argmax(1) == b.id_split.labels))
+    assert r.id_accuracy["shaped"] == pytest.approx(acc, abs=1.5 / len(id_scores))

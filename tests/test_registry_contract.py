@@ -49,12 +49,14 @@ def data(n: int = 8, c: int = 4, h: int = 3, w: int = 3, seed: int = 0) -> torch
 
 
 ID_FIT = data(64, seed=123).reshape(64, -1)
+#: a linear head over the 36 units, for methods fitted on it (DICE)
+HEAD = (torch.randn(5, 36, generator=torch.Generator().manual_seed(1)), torch.zeros(5))
 
 
 def make(name: str, mode: str, p: float | None, seed: int = 0) -> Shaper:
     shaper = create_method(name, p=p, threshold=mode, seed=seed)
     if shaper.needs_fit:
-        shaper.fit(ID_FIT)
+        shaper.fit(ID_FIT, head=HEAD)
         assert shaper.fitted_threshold is not None and np.isfinite(shaper.fitted_threshold)
     return shaper
 
@@ -161,12 +163,12 @@ def test_contract_fit_accepts_every_dtype(name, mode, dtype):
     for p in p_values(name):
         shaper = create_method(name, p=p, threshold=mode)
         if shaper.needs_fit:
-            fitted = shaper.fit(ID_FIT.to(dtype)).fitted_threshold
+            fitted = shaper.fit(ID_FIT.to(dtype), head=HEAD).fitted_threshold
             expected = make(name, mode, p).fitted_threshold
             assert fitted == pytest.approx(expected, rel=1e-2, abs=1e-2)
             assert shaper(data().to(dtype)).dtype == dtype
         else:
-            assert shaper.fit(ID_FIT.to(dtype)).fitted_threshold is None
+            assert shaper.fit(ID_FIT.to(dtype), head=HEAD).fitted_threshold is None
 
 
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
@@ -340,14 +342,14 @@ def test_every_grid_value_shapes_without_mutation_and_deterministically(name, q)
             shaper = create_method(name, params=given, threshold=mode, seed=3)
             assert given == {q.name: value}  # the caller's mapping is not touched
             if shaper.needs_fit:
-                shaper.fit(ID_FIT)
+                shaper.fit(ID_FIT, head=HEAD)
             x = data()
             before = x.clone()
             out = shaper(x)
             assert torch.equal(x, before), (name, value)
             if not spec.stochastic:
                 again = create_method(name, params=given, threshold=mode, seed=4)
-                again.fit(ID_FIT)
+                again.fit(ID_FIT, head=HEAD)
                 assert torch.equal(out, again(x)), (name, value)
 
 
@@ -392,3 +394,16 @@ def test_spec_validate_params_fills_defaults_and_checks_every_value():
         spec.validate_params({"a": 1.5, "b": 10})
     with pytest.raises(ParameterError, match=r"two: unknown parameter 'c'; its parameters are: a, b"):
         spec.validate_params({"c": 1})
+
+
+def test_a_method_fitted_on_the_head_needs_it():
+    shaper = create_method("dice", p=50)
+    with pytest.raises(ParameterError, match=r"dice p=50 is fitted on the linear head too"):
+        shaper.fit(ID_FIT)
+    with pytest.raises(ParameterError, match=r"id_fit.*\.fit\("):
+        shaper.head(*HEAD)
+    weight, bias = shaper.fit(ID_FIT, head=HEAD).head(*HEAD)
+    assert weight is not HEAD[0] and bias is HEAD[1] and torch.equal(HEAD[0], HEAD[0].clone())
+    np.testing.assert_allclose(weight.numpy(), ref.dice_weight(ID_FIT.numpy(), HEAD[0].numpy(), 50),
+                               rtol=0, atol=0)
+    assert create_method("ash-s").head(*HEAD) == HEAD  # every other method keeps the head

@@ -48,10 +48,11 @@ def test_ash_p_local_keeps_exactly_k_top_units(ev):
     np.testing.assert_array_equal(insp.before, np.sort(row[0].numpy())[::-1])
 
 
-def test_energy_percentile_and_top5_match_the_evaluator(ev):
-    insp, row, shaper = _inspect(ev, "ash-s", 80, split="id_test", i=5)
+@pytest.mark.parametrize("method", ["ash-s", "dice"])  # dice: the shaped head, not the base
+def test_energy_percentile_and_top5_match_the_evaluator(ev, method):
+    insp, row, shaper = _inspect(ev, method, 80, split="id_test", i=5)
     base = ev.evaluate("none", score="energy")
-    shaped = ev.evaluate("ash-s", 80, score="energy")
+    shaped = ev.evaluate(method, 80, score="energy")
     assert insp.energy_before == pytest.approx(float(base.id_scores[5]), rel=1e-5)
     assert insp.energy_after == pytest.approx(float(shaped.id_scores[5]), rel=1e-5)
     # each energy is placed within the ID energies of its own setting (ties count half)
@@ -64,7 +65,7 @@ def test_energy_percentile_and_top5_match_the_evaluator(ev):
     probs = insp.top_after["probability"].to_numpy()
     assert np.all(np.diff(probs) <= 0) and probs.sum() <= 1 + 1e-6
     assert insp.predicted_after == insp.top_after["class"].iloc[0]
-    e = float(energy_score(ev.logits(shaper(row)))[0])
+    e = float(energy_score(ev.logits(shaper(row), shaper.head(ev.weight, ev.bias)))[0])
     assert insp.energy_after == pytest.approx(e, rel=1e-6)
 
 
