@@ -193,10 +193,12 @@ class Evaluator:
             if key not in self._fitted:
                 fit_split = self.bundle.id_fit
                 if fit_split is None:
+                    way_out = ("use threshold='local' or" if shaper.spec.fit == "global"
+                               else "choose a method that is not fitted, or")
                     raise ParameterError(
                         f"{shaper.describe()} needs an 'id_fit' split (ID training features) "
-                        f"and bundle {self.bundle.name} has none; use threshold='local' or "
-                        "re-extract with an id_fit split."
+                        f"and bundle {self.bundle.name} has none; {way_out} re-extract with "
+                        "an id_fit split."
                     )
                 shaper.fit(self.features(fit_split.name), head=(self.weight, self.bias))
                 self._fitted[key] = (shaper.fitted_threshold, shaper.fitted_state)

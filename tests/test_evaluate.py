@@ -151,15 +151,20 @@ def test_react_clip_is_fitted_on_id_fit(synthetic_bundle):
                                                rel=1e-5)
 
 
-@pytest.mark.parametrize(("method", "threshold"), [("ash-p", "global"), ("react", "local")])
-def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold):
+@pytest.mark.parametrize(("method", "threshold", "advice"), [
+    ("ash-p", "global", "use threshold='local' or re-extract"),
+    ("react", "local", "choose a method that is not fitted, or re-extract"),
+    ("dice", "local", "choose a method that is not fitted, or re-extract"),
+])
+def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold, advice):
     rng = np.random.default_rng(0)
     feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
     path = write_bundle(tmp_path / "nofit", rng.normal(size=(3, 6)), np.zeros(3), "abc",
                         [SplitData("id", "id", feats, rng.integers(0, 3, 30)),
                          SplitData("ood", "ood", feats * 2)])
-    with pytest.raises(ParameterError, match=r"needs an 'id_fit' split.*has none"):
+    with pytest.raises(ParameterError, match=r"needs an 'id_fit' split.*has none") as err:
         evaluate(load_bundle(path), method, threshold=threshold)
+    assert advice in str(err.value)
     # local thresholds need no id_fit: the numbers are the reference pipeline's
     got = evaluate(load_bundle(path), "ash-p", threshold="local")
     want = ref.evaluate(feats, {"ood": feats * 2}, *head_of(path), "ash-p", 65.0)
