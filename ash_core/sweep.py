@@ -83,6 +83,7 @@ def parse_grid(text: str) -> list[float]:
 
 def _row(setting: Setting, result: dict) -> dict:
     row = {"method": setting.method, "p": np.nan if setting.p is None else setting.p,
+           "setting": setting.label(),
            "id_acc": result["id_accuracy"]["shaped"],
            "id_acc_unshaped": result["id_accuracy"]["unshaped"]}
     for name, metrics in result["ood"].items():
@@ -139,12 +140,14 @@ def sweep(
 ) -> pd.DataFrame:
     """One row per (method, p): per-OOD-set and average metrics, ID accuracy shaped/unshaped.
 
-    Columns: ``method``, ``p``, ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
+    Columns: ``method``, ``p``, ``setting`` (``Setting.label()``, which also names the
+    parameters other than p), ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
     each OOD set and metric, and ``average/{metric}``. Methods without a percentile
     (``none``) contribute a single row with ``p`` NaN. Methods whose grid strategy is
     "cube" come from cached score cubes (``cache_dir``, ``use_cache``, ``engine``: see
     ``get_cube``); a method that does not support ``threshold`` is evaluated with local
-    thresholds. ``params`` fixes other parameters per method (see ``sweep_settings``).
+    thresholds. ``params`` fixes other parameters per method (see ``sweep_settings``). A
+    score on logits (gen, temp-scaling) is its own score whatever ``score`` says.
     ``progress(done, total)`` counts rows of features for the cube build, then points.
     """
     check_convention(convention)

@@ -399,3 +399,16 @@ def test_evaluation_frame_deltas_are_result_minus_base(synthetic_bundle):
     one = evaluate(load_bundle(synthetic_bundle), "none", ood=["far"]).to_dict()
     with pytest.raises(ParameterError, match="base result lacks OOD set"):
         evaluation_frame(r, one)
+
+
+def test_sweep_names_parameters_other_than_p(capsys, synthetic_bundle):
+    rc, out, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s,gen",
+                       "--param", "gamma=0.5", "--p", "80", "--format", "csv", "--no-cache")
+    assert rc == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert frame["setting"].tolist() == ["ash-s p=80 local", "gen gamma=0.5 M=100"]
+    want = evaluate(load_bundle(synthetic_bundle), "gen", params={"gamma": 0.5})
+    assert frame["average/auroc"].iloc[1] == pytest.approx(want.average["auroc"], abs=1e-12)
+    rc, out, _ = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s", "--p", "80",
+                     "--format", "csv", "--no-cache")
+    assert "setting" not in pd.read_csv(io.StringIO(out)).columns  # p says it all

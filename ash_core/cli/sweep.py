@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     ood = [n for n in dict.fromkeys(ood) if n != "average"]
-    frame = frame[sweep_columns(ood)]
+    columns = sweep_columns(ood)
+    if any(get_method(m).param_names not in ((), ("p",)) for m in methods):
+        columns.insert(columns.index("p") + 1, "setting")  # name the other parameters
+    frame = frame[columns]
     caption = (f"{bundle.name}: threshold={args.threshold}, score={args.score}, FPR convention="
                f"{args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
