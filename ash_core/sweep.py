@@ -83,7 +83,6 @@ def parse_grid(text: str) -> list[float]:
 
 def _row(setting: Setting, result: dict) -> dict:
     row = {"method": setting.method, "p": np.nan if setting.p is None else setting.p,
-           "setting": setting.label(),
            "id_acc": result["id_accuracy"]["shaped"],
            "id_acc_unshaped": result["id_accuracy"]["unshaped"]}
     for name, metrics in result["ood"].items():
@@ -140,9 +139,9 @@ def sweep(
 ) -> pd.DataFrame:
     """One row per (method, p): per-OOD-set and average metrics, ID accuracy shaped/unshaped.
 
-    Columns: ``method``, ``p``, ``setting`` (``Setting.label()``, which also names the
-    parameters other than p), ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
-    each OOD set and metric, and ``average/{metric}``. Methods without a percentile
+    Columns: ``method``, ``p``, ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
+    each OOD set and metric, and ``average/{metric}`` (rows in ``sweep_settings`` order:
+    its ``label()`` names each row's parameters). Methods without a percentile
     (``none``) contribute a single row with ``p`` NaN. Methods whose grid strategy is
     "cube" come from cached score cubes (``cache_dir``, ``use_cache``, ``engine``: see
     ``get_cube``); a method that does not support ``threshold`` is evaluated with local

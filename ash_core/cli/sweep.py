@@ -11,7 +11,7 @@ from ..bundle import load_bundle
 from ..errors import ParameterError
 from ..registry import get_method
 from ..report import render_frame, sweep_columns
-from ..sweep import parse_grid, sweep
+from ..sweep import parse_grid, sweep, sweep_settings
 from .common import add_param_arg, add_setting_args, parse_params, split_list
 
 
@@ -77,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     ood = [n for n in dict.fromkeys(ood) if n != "average"]
-    columns = sweep_columns(ood)
+    frame = frame[sweep_columns(ood)]
     if any(get_method(m).param_names not in ((), ("p",)) for m in methods):
-        columns.insert(columns.index("p") + 1, "setting")  # name the other parameters
-    frame = frame[columns]
+        # name the parameters other than p, with the one label of each row's setting
+        settings = sweep_settings(methods, grid, args.threshold, args.score,
+                                  args.fpr_convention, args.seed, fixed)
+        frame.insert(2, "setting", [s.label() for s in settings])
     caption = (f"{bundle.name}: threshold={args.threshold}, score={args.score}, FPR convention="
                f"{args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
