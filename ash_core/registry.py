@@ -17,7 +17,8 @@ activation value: a global threshold or ReAct's clip; None when nothing is fitte
 ``seed`` and ``order`` (``shaping.rank_order(x)`` when the caller has it, else None).
 It returns a new tensor of the same shape and dtype. A method on logits (temperature
 scaling, GEN) declares ``identity=True`` and a ``scorer(logits, **params)`` that replaces
-the setting's score. The built-in methods live in
+the setting's score; a method on the head (DICE) declares a ``fitter`` returning
+``(cutoff, state)`` and a ``head_fn(weight, bias, state)``. The built-in methods live in
 ``ash_core.methods`` and are registered on import of this module.
 """
 
