@@ -35,7 +35,7 @@ P_ASH_S = ash_param({"imagenet": 90.0, "cifar10": 95.0, "cifar100": 90.0})
 P_ASH_B = ash_param({"imagenet": 65.0, "cifar10": 95.0, "cifar100": 85.0})
 
 ASH_OPTIONS = dict(thresholds=("local", "global"), fit="global", fit_on=frozenset({FIT_FEATURES}),
-                   family="ash", ranks=True, grid="cube", reference="Djurisic et al., ICLR 2023")
+                   family="ash", ranks=True, grid="prefix", reference="Djurisic et al., ICLR 2023")
 
 
 @register_method("none", description="no shaping: the plain energy/MSP/max-logit baseline")
@@ -72,7 +72,7 @@ def _ash_rand(x, *, p, cutoff, seed, order=None):
     "react",
     params=(ParamSpec("p", 90.0, 0.0, 100.0, "clip at this percentile of id_fit activations",
                       recommended={"imagenet": 90.0}, search_grid=(85.0, 90.0, 95.0, 99.0)),),
-    fit="always", fit_on=frozenset({FIT_FEATURES}),
+    fit="always", fit_on=frozenset({FIT_FEATURES}), grid="clip",
     description="ReAct: clip activations at the p-th percentile of id_fit activations",
     reference="Sun et al., NeurIPS 2021",
 )
@@ -84,7 +84,7 @@ def _react(x, *, p, cutoff, seed, order=None):
     "scale",
     params=(ParamSpec("p", 85.0, 0.0, 100.0, "percentile defining s2",
                       recommended={"imagenet": 85.0}, search_grid=OPENOOD_P_GRID),),
-    ranks=True,
+    ranks=True, grid="row-scale",
     description="SCALE: multiply unpruned features by the ASH-S factor exp(s1/s2(p))",
     reference="Xu et al., ICLR 2024",
 )

@@ -4,7 +4,7 @@ The CLI, the dashboard, the tests and the benchmarks all enumerate it. A method
 declares every parameter it takes (``ParamSpec``: range, kind, default, the paper's
 recommended values, OpenOOD's search grid), what it is fitted on, whether it is
 stochastic, its main parameter (the dashboard's slider) and how a grid of it is
-computed fast (``grid``: ``"cube"`` for the score-cube engine, ``"exact"`` for one
+computed fast (``grid``: a score-cube strategy such as ``"prefix"``, or ``"exact"`` for one
 evaluation per point). Adding a method is one function plus one decorator::
 
     @register_method("my-method", params=(P_ASH,), description="...")
@@ -42,8 +42,12 @@ THRESHOLD_MODES: dict[str, str] = {
 }
 #: what a method may be fitted on (``MethodSpec.fit_on``)
 FIT_FEATURES, FIT_LABELS, FIT_HEAD = "id_fit features", "id_fit labels", "head"
-#: how a grid over the main parameter is computed fast (the engine maps names to code)
-GRID_STRATEGIES = ("cube", "exact")
+#: how a grid over the main parameter is computed fast; ``ash_core.cube`` maps each name
+#: but "exact" to code: "prefix" = survivors are a prefix of each row's sorted order (the
+#: ASH family), "clip" = ReAct-style clipping at a fitted percentile (running sums of the
+#: same order), "row-scale" = a per-row factor on the unshaped logits (SCALE), "exact" =
+#: one evaluation per grid point
+GRID_STRATEGIES = ("prefix", "clip", "row-scale", "exact")
 
 ShapeFn = Callable[..., torch.Tensor]
 #: ``fitter(id_fit_features, params, head) -> (cutoff, state)``: what a fitted method
@@ -80,7 +84,7 @@ class MethodSpec:
     ranks: bool = False
     #: the parameter a slider or a sweep moves (None: the method has none)
     main_param: str | None = None
-    #: how a grid over ``main_param`` is computed fast: "cube" or "exact"
+    #: how a grid over ``main_param`` is computed fast: one of ``GRID_STRATEGIES``
     grid: str = "exact"
     #: the features pass through unchanged (callers may reuse the unshaped logits)
     identity: bool = False

@@ -1,7 +1,7 @@
 """Sweeps over (method, p): the paper-style table and the dashboard's trade-off views.
 
 ``sweep`` returns one row per (method, p). ASH methods (ash-p, ash-s, ash-b,
-ash-rand) come from score cubes (``ash_core.engine``): every grid p of every ASH
+ash-rand) come from score cubes (``ash_core.cube``): every grid p of every ASH
 variant is computed in one pass over each split and cached beside the bundle, so a
 sweep afterwards, or a slider move, is a lookup plus metrics. Other registered
 methods (none, react, scale) are evaluated per point with ``Evaluator`` (one pass each).
@@ -174,7 +174,7 @@ def _cubes(ev: Evaluator, settings: Sequence[Setting], grid: list[float],
            **options) -> dict[str, ScoreCube]:
     """Score cubes of every cube-computed method of a sweep, one batch per threshold mode."""
     modes = {s.method: s.threshold for s in settings
-             if get_method(s.method).grid == "cube" and is_cube_method(s.method)}
+             if is_cube_method(s.method)}
     seed = settings[0].seed if settings else 0
     cubes: dict[str, ScoreCube] = {}
     for mode in dict.fromkeys(modes.values()):

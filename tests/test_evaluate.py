@@ -248,16 +248,15 @@ def test_fp16_bundle_gives_nearly_the_same_metrics(synthetic_bundle, tmp_path):
         assert r16.ood[name].auroc == pytest.approx(r32.ood[name].auroc, abs=0.01)
 
 
-def test_id_split_without_labels_has_no_accuracy(tmp_path):
+def test_id_split_without_labels_is_refused_not_scored_without_accuracy(tmp_path):
+    # ID accuracy (shaped and unshaped) is a pinned output: an unlabelled ID split used to be
+    # scored with id_accuracy None; it is now refused when written (and when loaded).
     rng = np.random.default_rng(0)
     feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
-    path = write_bundle(tmp_path / "nolabels", rng.normal(size=(3, 6)), np.zeros(3), "abc",
-                        [SplitData("id", "id", feats), SplitData("ood", "ood", feats + 1)])
-    r = evaluate(load_bundle(path), "ash-s")
-    assert r.id_accuracy == {"shaped": None, "unshaped": None}
-    want = ref.evaluate(feats, {"ood": feats + 1}, *head_of(path), "ash-s", 65.0)
-    for k in METRIC_NAMES:  # the metrics are still computed, and right
-        assert r.ood["ood"][k] == pytest.approx(want["ood"]["ood"][k], abs=1e-9), k
+    with pytest.raises(BundleError, match="labels"):
+        write_bundle(tmp_path / "nolabels", rng.normal(size=(3, 6)), np.zeros(3), "abc",
+                     [SplitData("id", "id", feats), SplitData("ood", "ood", feats + 1)])
+    assert not (tmp_path / "nolabels").exists()
 
 
 def test_ash_s_overflow_is_reported_clearly(tmp_path):
@@ -265,7 +264,8 @@ def test_ash_s_overflow_is_reported_clearly(tmp_path):
     rng = np.random.default_rng(0)
     feats = (np.maximum(rng.normal(size=(20, 1024)), 0) + 0.01).astype(np.float32)
     path = write_bundle(tmp_path / "wide", rng.normal(size=(3, 1024)), np.zeros(3), "abc",
-                        [SplitData("id", "id", feats), SplitData("ood", "ood", feats * 2)])
+                        [SplitData("id", "id", feats, np.zeros(20, np.int64)),
+                         SplitData("ood", "ood", feats * 2)])
     with pytest.raises(FeatureError, match=r"NaN/Inf.*lower p"):
         evaluate(load_bundle(path), "ash-s", 99.9)
 
