@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..device import DEVICES
 from ..errors import ParameterError
 from ..metrics import CONVENTIONS
 from ..params import parse_assignment
@@ -52,3 +53,10 @@ def method_help() -> str:
 
 def split_list(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda (resolved by ``ash_core.device.resolve_device``)."""
+    parser.add_argument("--device", choices=list(DEVICES), default="auto",
+                        help="where shaping and the head run: auto (CUDA when a GPU is "
+                             "present, default), cpu, or cuda (an error without CUDA)")

@@ -6,11 +6,19 @@ import argparse
 import sys
 
 from ..bundle import load_bundle
+from ..device import resolve_device
 from ..evaluation import Evaluator
 from ..registry import list_methods
 from ..report import dumps_json, evaluation_frame, render_frame
 from ..setting import Setting
-from .common import add_param_arg, add_setting_args, method_help, parse_params, split_list
+from .common import (
+    add_device_arg,
+    add_param_arg,
+    add_setting_args,
+    method_help,
+    parse_params,
+    split_list,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: the method's default)")
     add_param_arg(p)
     add_setting_args(p)
+    add_device_arg(p)
     p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"],
                    default="table")
     p.set_defaults(func=run)
@@ -42,8 +51,9 @@ def setting_of(args: argparse.Namespace) -> Setting:
 
 def run(args: argparse.Namespace) -> int:
     setting = setting_of(args)  # bad parameters are reported before the bundle is read
+    device = resolve_device(args.device)  # --device cuda without CUDA: before the bundle
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
-    result = Evaluator(bundle, split_list(args.ood)).evaluate(setting).to_dict()
+    result = Evaluator(bundle, split_list(args.ood), device=device).evaluate(setting).to_dict()
     if args.format == "json":
         print(dumps_json(result))
         return 0

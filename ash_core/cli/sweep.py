@@ -8,11 +8,13 @@ import sys
 from tqdm import tqdm
 
 from ..bundle import load_bundle
+from ..device import resolve_device
 from ..errors import ParameterError
+from ..evaluation import Evaluator
 from ..registry import get_method
 from ..report import render_frame, sweep_columns
 from ..sweep import parse_grid, sweep, sweep_settings
-from .common import add_param_arg, add_setting_args, parse_params, split_list
+from .common import add_device_arg, add_param_arg, add_setting_args, parse_params, split_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 60:95:5)")
     add_param_arg(p)
     add_setting_args(p)
+    add_device_arg(p)
     p.add_argument("--format", choices=["table", "csv", "latex", "markdown"], default="table")
     p.add_argument("--cache-dir", default=None,
                    help="where score cubes are cached (default: BUNDLE/.cube_cache, or "
@@ -57,7 +60,9 @@ def fixed_params(methods: list[str], fixed: dict[str, float]) -> dict[str, dict[
 
 
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    evaluator = Evaluator(bundle, split_list(args.ood), device=device)
     methods = split_list(args.methods) or []
     grid = parse_grid(args.p)
     fixed = fixed_params(methods, parse_params(args.param))
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         bar.refresh()
 
     frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
-                  split_list(args.ood), args.seed, progress=progress,
+                  split_list(args.ood), args.seed, evaluator=evaluator, progress=progress,
                   params=fixed,
                   cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
