@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, services
-from dashboard.views.common import METRICS, Context, metrics_table, pct, pp
+from dashboard import cache, figures
+from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
 
 
 def render(ctx: Context) -> None:
     result, base = ctx.result(), ctx.baseline()
-    frame = services.metrics_frame(result, base)
+    frame = cache.metrics_frame(result, base)
     avg = frame[frame["ood_set"] == "Average"].iloc[0]
     acc = result.id_accuracy
-    st.subheader(f"Overview: {ctx.setting} on {ctx.bundle.name}")
+    st.subheader(f"Overview: {ctx.setting} on {plain(ctx.bundle.name)}")
     st.caption(f"score: {result.score} - FPR convention: "
                f"{figures.convention_label(result.convention)} - averages over "
-               f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)"
-               f" - numbers: {services.engine_label(ctx.bundle, ctx.state)}")
+               f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)")
     cols = st.columns(6)
     for col, (m, label) in zip(cols, METRICS, strict=False):
         col.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]),
