@@ -385,3 +385,32 @@ def test_sigterm_stops_the_streamlit_child(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
+
+
+def test_engine_choice_is_automatic_with_an_override(synthetic_bundle, monkeypatch):
+    from dashboard import replay
+
+    b = load_bundle(synthetic_bundle)
+    assert replay.choose(b, "ash-s", 60.0) == "exact"  # small: one exact pass is cheap
+    assert replay.choose(b, "ash-s", 60.0, "cube") == "cube"
+    monkeypatch.setattr(replay, "EXACT_MAX_VALUES", 0)  # as if the bundle were large
+    assert replay.choose(b, "ash-s", 60.0) == "cube"
+    assert replay.choose(b, "ash-s", 60.0, "exact") == "exact"
+    for method, p in (("react", 90.0), ("scale", 85.0), ("none", None), ("ash-s", 60.5)):
+        assert replay.choose(b, method, p, "cube") == "exact"  # the cube cannot serve these
+
+
+def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    from dashboard import replay
+
+    monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / "cubes"))
+    b = load_bundle(shutil.copytree(synthetic_bundle, tmp_path / "b"))
+    calls: list[tuple[int, int]] = []
+    rep = replay.replay(b, ["far", "near"], "ash-p", 50, "local", "energy", "id", "cube",
+                        progress=lambda done, total: calls.append((done, total)))
+    assert rep.engine == "cube" and rep.note == ""
+    assert calls and calls[-1][0] == calls[-1][1] == 400 + 300 + 300  # every scored row
+    exact = Evaluator(b, ["far", "near"], warn=False).evaluate("ash-p", 50.0).to_dict()
+    assert max_abs_difference(rep.result.to_dict(), exact)[0] < 1e-4
