@@ -340,6 +340,7 @@ def test_compare_two_settings(bundles, ev):
     assert at.query_params["bp"] == "80"
     at.selectbox(key="bmethod").set_value("react").run()
     assert at.radio(key="bthreshold").disabled
+    assert at.slider(key="bp").value == 90  # B's method starts at its own default p too
     assert charts(at) == 1
 
 

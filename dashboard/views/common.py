@@ -15,7 +15,7 @@ from dashboard import cache
 from dashboard import replay as engines
 from dashboard.config import AppArgs
 from dashboard.paths import BundlePolicy
-from dashboard.state import State
+from dashboard.state import State, default_p
 
 STORE = "_ash_state"
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")
@@ -46,6 +46,16 @@ def commit(*keys: str) -> None:
         if key in st.session_state:
             v = st.session_state[key]
             setattr(s, key, tuple(v) if key == "ood" else v)
+
+
+def start_at_default_p(method_key: str, p_key: str) -> None:
+    """``on_change`` of a method box: the newly chosen method starts at its own declared
+    default p (``method``/``p`` in the sidebar, ``bmethod``/``bp`` in Compare)."""
+    s = store()
+    commit(method_key)
+    value = default_p(getattr(s, method_key))
+    setattr(s, p_key, value)
+    st.session_state[p_key] = value
 
 
 def write_url() -> None:

@@ -17,7 +17,7 @@ from ash_core import EvalResult, get_method
 from ash_core.errors import BundleError
 from dashboard import cache, figures, offer
 from dashboard import replay as engines
-from dashboard.state import COMPARE_MODES, default_p, p_range
+from dashboard.state import COMPARE_MODES, p_range
 from dashboard.views.common import (
     Context,
     bind,
@@ -25,6 +25,7 @@ from dashboard.views.common import (
     metrics_table,
     pct,
     plain,
+    start_at_default_p,
     store,
 )
 
@@ -37,19 +38,12 @@ class Side:
     compute: Callable[[], tuple[EvalResult, pd.DataFrame]]
 
 
-def _bmethod_changed() -> None:
-    s = store()
-    commit("bmethod")
-    s.bp = default_p(s.bmethod)
-    st.session_state["bp"] = s.bp
-
-
 def _setting_b(ctx: Context) -> Side:
     s = store()
     c1, c2, c3 = st.columns(3)
     bind("bmethod")
     c1.selectbox("B: method", offer.methods_for(ctx.bundle), key="bmethod",
-                 on_change=_bmethod_changed)
+                 on_change=start_at_default_p, args=("bmethod", "bp"))
     commit("bmethod")
     spec = get_method(s.bmethod)
     modes = offer.thresholds_for(ctx.bundle, s.bmethod)

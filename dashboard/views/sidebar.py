@@ -13,7 +13,15 @@ from dashboard import cache, figures, offer
 from dashboard.config import DEMO_BUNDLE, AppArgs
 from dashboard.paths import BundlePolicy
 from dashboard.state import DEFAULT_METHOD, ENGINES, VIEWS, State, default_p
-from dashboard.views.common import STORE, Context, bind, commit, plain, store
+from dashboard.views.common import (
+    STORE,
+    Context,
+    bind,
+    commit,
+    plain,
+    start_at_default_p,
+    store,
+)
 
 SCORE_LABELS = {"energy": "energy", "msp": "MSP", "maxlogit": "max logit"}
 NOTES = "_url_notes"
@@ -53,14 +61,6 @@ def _open_path() -> None:
 
 def _bundle_changed() -> None:
     _switch_bundle(st.session_state["bundle"])
-
-
-def _method_changed() -> None:
-    """A newly chosen method starts at its own declared default p."""
-    s = store()
-    commit("method")
-    s.p = default_p(s.method)
-    st.session_state["p"] = s.p
 
 
 def render(args: AppArgs) -> Context:
@@ -168,7 +168,8 @@ def _method_controls(methods: list[str], modes_for: Callable[[str], list[str]]) 
     """Method, threshold mode (those ``modes_for(method)`` allows), score, convention."""
     s = store()
     bind("method")
-    st.selectbox("Method", methods, key="method", on_change=_method_changed,
+    st.selectbox("Method", methods, key="method", on_change=start_at_default_p,
+                 args=("method", "p"),
                  help="\n".join(f"- **{m}**: {get_method(m).description}" for m in methods))
     commit("method")
     modes = modes_for(s.method)
