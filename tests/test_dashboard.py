@@ -414,3 +414,19 @@ def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):
     assert calls and calls[-1][0] == calls[-1][1] == 400 + 300 + 300  # every scored row
     exact = Evaluator(b, ["far", "near"], warn=False).evaluate("ash-p", 50.0).to_dict()
     assert max_abs_difference(rep.result.to_dict(), exact)[0] < 1e-4
+
+
+def test_context_result_follows_p_across_fragment_reruns(synthetic_bundle, monkeypatch):
+    # regression: the result was memoised on the Context, which a fragment rerun (p moved)
+    # reuses, so the numbers stayed at the old p in the browser
+    from dashboard.views import common
+
+    calls = []
+    monkeypatch.setattr(common.engines, "replay", lambda *a: calls.append(a[3]) or object())
+    ctx = common.Context(state=State(method="ash-s", p=60), args=config.AppArgs((), None),
+                         bundles=[], policy=_policy(), bundle=load_bundle(synthetic_bundle),
+                         ood=["far"])
+    first = ctx.replay()
+    assert ctx.replay() is first and calls == [60.0]  # once per setting
+    ctx.state.p = 70
+    assert ctx.replay() is not first and calls == [60.0, 70.0]

@@ -91,21 +91,26 @@ class Context:
     ood: list[str] = field(default_factory=list)
     colors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
-    _replay: engines.Replay | None = None
+    _replay: tuple[tuple, engines.Replay] | None = None
 
     @property
     def setting(self) -> str:
         return self.state.setting_label()
 
     def replay(self) -> engines.Replay:
-        """The current setting's result and the engine that computed it (once per run)."""
-        if self._replay is None:
-            s = self.state
+        """The current setting's result and the engine that computed it.
+
+        Memoised for this run only: a fragment rerun (p moved) calls the views with the
+        same Context, so the memo is keyed by the setting, never reused for another p."""
+        s = self.state
+        key = (s.method, s.p_value, s.threshold, s.score, s.convention, s.engine,
+               tuple(self.ood))
+        if self._replay is None or self._replay[0] != key:
             with progress_bar("Preparing the slider: scoring every p at once") as progress:
-                self._replay = engines.replay(self.bundle, self.ood, s.method, s.p_value,
-                                             s.threshold, s.score, s.convention, s.engine,
-                                             progress)
-        return self._replay
+                rep = engines.replay(self.bundle, self.ood, s.method, s.p_value, s.threshold,
+                                     s.score, s.convention, s.engine, progress)
+            self._replay = (key, rep)
+        return self._replay[1]
 
     def result(self) -> EvalResult:
         """The current setting's result (cached, shared between sessions: read only)."""
