@@ -338,6 +338,7 @@ def test_compare_two_settings(bundles, ev):
     at.slider(key="bp").set_value(80).run()
     ok(at)
     assert at.query_params["bp"] == "80"
+    assert "B: p = 80 keeps k = 6 of D = 32 units" in texts(at, "caption")  # k beside B's p
     at.selectbox(key="bmethod").set_value("react").run()
     assert at.radio(key="bthreshold").disabled
     assert at.slider(key="bp").value == 90  # B's method starts at its own default p too

@@ -57,6 +57,8 @@ def _setting_b(ctx: Context) -> Side:
     bind("bthreshold")
     c3.radio("B: threshold", modes, key="bthreshold", horizontal=True, disabled=len(modes) < 2)
     commit("bp", "bthreshold")
+    st.caption(plain("B: " + offer.p_caption(ctx.bundle, s.bmethod, s.bp, s.bthreshold,
+                                              cache.id_zero_counts(ctx.bundle))))
     label = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
     return Side(label, lambda: _result(ctx.bundle, ctx.ood, s.bmethod, s.bp_value,
                                        s.bthreshold))

@@ -26,5 +26,5 @@ def render(ctx: Context) -> None:
                                              help="compute the exact value of every shown "
                                                   "number at this p and compare"):
         diff, n = engines.verify(ctx.bundle, ctx.ood, rep)
-        st.info(f"Exact check at p = {s.p}: max |Δ| = {100 * diff:.4f} pp over {n} numbers "
+        st.info(f"Exact check at p = {s.p}: max |Δ| = {100 * diff:.2g} pp over {n} numbers "
                 "(metrics per OOD set, averages and ID accuracy).", icon=":material/check:")
