@@ -150,6 +150,9 @@ def main() -> int:
                     help="numbers engine to time, forced as ?engine= does (default both)")
     args = ap.parse_args()
     logging.getLogger("streamlit").setLevel(logging.ERROR)
+    from dashboard import config
+
+    config.apply_torch_threads()  # as the app does at start (ASH_TORCH_THREADS=1 above)
     warnings.filterwarnings("ignore")
 
     tmp = Path(tempfile.mkdtemp(prefix="ash_bench_"))
