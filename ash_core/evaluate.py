@@ -42,6 +42,7 @@ class EvalResult:
     fitted_threshold: float | None = None
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
 
     @property
     def average(self) -> dict[str, float]:

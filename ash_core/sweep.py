@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .bundle import Bundle
-from .engine.cube import (
+from .cube import (
     CUBE_METHODS,
     ScoreCube,
     SplitCube,

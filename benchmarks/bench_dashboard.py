@@ -89,11 +89,11 @@ def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
                 frame = cache.metrics_frame(r.result, b)
                 figs = [figures.overview_figure(frame, colors, "x", "id")]
             elif view == "distributions":
-                hb, ha, tb, ta = plotdata.histograms(bundle, r.result, b, r.engine)
+                hb, ha, tb, ta = plotdata.histograms(bundle, r.result, b)
                 figs = [figures.distributions_figure(hb, ha, bundle.id_split.name, tb, ta,
                                                      colors, "x", "energy")]
             elif view == "curves":
-                figs = [figures.curves_figure(plotdata.curves(bundle, r.result, b, r.engine, k),
+                figs = [figures.curves_figure(plotdata.curves(bundle, r.result, b, k),
                                               k, colors, "x", "id") for k in ("roc", "pr")]
             else:
                 insp = inspection.inspect(bundle, ood, r.result, b, ood[0], 3)

@@ -19,10 +19,10 @@ from ash_core.sweep import sweep
 from dashboard import cache
 
 
-def result_key(bundle: Bundle, result: EvalResult, engine: str) -> tuple:
+def result_key(bundle: Bundle, result: EvalResult) -> tuple:
     """What identifies a result: bundle, OOD selection, setting and the engine used."""
     return (*cache.bundle_key(bundle), tuple(result.ood_scores), result.method, result.p,
-            result.threshold, result.score, result.convention, engine)
+            result.threshold, result.score, result.convention, result.engine)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -33,11 +33,10 @@ def _histograms(key: tuple, base_key: tuple, id_name: str, bins: int, _shaped: E
     return hb, ha, ac.tpr_threshold(_base.id_scores), ac.tpr_threshold(_shaped.id_scores)
 
 
-def histograms(bundle: Bundle, shaped: EvalResult, base: EvalResult, engine: str,
-               bins: int = 80) -> tuple[ac.Histogram, ac.Histogram, float, float]:
+def histograms(bundle: Bundle, shaped: EvalResult, base: EvalResult, bins: int = 80) -> tuple[ac.Histogram, ac.Histogram, float, float]:
     """Density histograms of ID and every OOD set on shared edges, no shaping and shaped,
     and the two TPR-95 thresholds: (hist_before, hist_after, thr_before, thr_after)."""
-    return _histograms(result_key(bundle, shaped, engine), result_key(bundle, base, "exact"),
+    return _histograms(result_key(bundle, shaped), result_key(bundle, base),
                        bundle.id_split.name, bins, shaped, base)
 
 
@@ -48,14 +47,13 @@ def _curves(key: tuple, max_points: int, _result: EvalResult) -> dict[str, tuple
             for n, s in r.ood_scores.items()}
 
 
-def curves(bundle: Bundle, shaped: EvalResult, base: EvalResult, engine: str,
-           kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS
+def curves(bundle: Bundle, shaped: EvalResult, base: EvalResult, kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS
            ) -> dict[str, tuple[ac.Curve, ac.Curve]]:
     """Per OOD set: (unshaped curve, shaped curve), thinned; positive class = convention.
 
     Cached per result, so the unshaped curves are computed once, not on every p move."""
-    after = _curves(result_key(bundle, shaped, engine), max_points, shaped)
-    before = _curves(result_key(bundle, base, "exact"), max_points, base)
+    after = _curves(result_key(bundle, shaped), max_points, shaped)
+    before = _curves(result_key(bundle, base), max_points, base)
     i = 0 if kind == "roc" else 1
     return {n: (before[n][i], after[n][i]) for n in shaped.ood_scores}
 

@@ -25,12 +25,12 @@ def distribution_data(bundle: Bundle, ood: Sequence[str], method: str, p: float 
     """``plotdata.histograms`` of this setting (``engine``: an override, as in the URL)."""
     rep = replay.replay(bundle, ood, method, p, threshold, score, convention, engine)
     base = baseline(bundle, ood, score, convention)
-    return plotdata.histograms(bundle, rep.result, base, rep.engine, bins)
+    return plotdata.histograms(bundle, rep.result, base, bins)
 
 
 def curve_data(result: EvalResult, base: EvalResult, bundle: Bundle, ood: Sequence[str],
                kind: str = "roc", max_points: int = ac.MAX_CURVE_POINTS,
                engine: str = "auto") -> dict[str, tuple[ac.Curve, ac.Curve]]:
-    """``plotdata.curves`` of ``result`` (computed by the engine ``engine`` resolves to)."""
-    used = replay.choose(bundle, result.method, result.p, engine)
-    return plotdata.curves(bundle, result, base, used, kind, max_points)
+    """``plotdata.curves`` of ``result`` (``ood`` and ``engine``: the old signature; the
+    result itself says which sets and which engine)."""
+    return plotdata.curves(bundle, result, base, kind, max_points)

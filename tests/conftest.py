@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ash_core import SplitData, write_bundle
 
@@ -54,3 +56,16 @@ def make_synthetic_bundle(path: Path, n_id: int = 400, n_ood: int = 300, dim: in
 @pytest.fixture(scope="session")
 def synthetic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_bundle(tmp_path_factory.mktemp("bundles") / "synthetic")
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Make any attempt to unpickle fail loudly: the loader must never need it."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("ash_core tried to unpickle a file")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import pickle
-import shutil
 import struct
 from pathlib import Path
 
@@ -15,12 +12,19 @@ import pandas as pd
 import pytest
 import reference as ref
 import torch
-from conftest import make_synthetic_bundle
-from safetensors.numpy import save_file
+from bundle_helpers import (
+    edit_manifest,
+    leftovers,
+    rehash,
+    small_head,
+    small_splits,
+    write_small,
+)
 
-import ash_core.bundle as bundle_mod
+import ash_core.bundle.publish as publish_mod
+import ash_core.bundle.write as write_mod
 from ash_core import Bundle, SplitData, evaluate, load_bundle, write_bundle
-from ash_core.errors import BundleError, FeatureError
+from ash_core.errors import BundleError
 
 # --------------------------------------------------------------------------- helpers
 
@@ -43,60 +47,6 @@ def relu_projection(images: np.ndarray, dim: int = 64, seed: int = 0) -> np.ndar
     flat = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
     w = np.random.default_rng(seed).normal(0, 1 / np.sqrt(flat.shape[1]), (flat.shape[1], dim))
     return np.maximum(flat @ w.astype(np.float32), 0).astype(np.float32)
-
-
-def small_splits(dim: int = 8, n: int = 20, seed: int = 0) -> list[SplitData]:
-    rng = np.random.default_rng(seed)
-    feats = np.maximum(rng.normal(size=(n, dim)), 0).astype(np.float32)
-    return [
-        SplitData("id_test", "id", feats, rng.integers(0, 3, n)),
-        SplitData("id_train", "id_fit", feats + 0.5),
-        SplitData("ood_a", "ood", feats * 2),
-    ]
-
-
-def small_head(dim: int = 8, classes: int = 3):
-    rng = np.random.default_rng(1)
-    return rng.normal(size=(classes, dim)).astype(np.float32), np.zeros(classes, np.float32)
-
-
-def write_small(path: Path, **kwargs) -> Path:
-    w, b = small_head()
-    return write_bundle(path, w, b, ["a", "b", "c"], kwargs.pop("splits", small_splits()),
-                        {"model": {"name": "tiny"}}, **kwargs)
-
-
-def raw_safetensors(path: Path, header: dict, data: bytes) -> None:
-    blob = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
-
-
-def edit_manifest(root: Path, fn) -> None:
-    manifest = json.loads((root / "manifest.json").read_text())
-    fn(manifest)
-    (root / "manifest.json").write_text(json.dumps(manifest))
-
-
-def rehash(root: Path, rel: str) -> None:
-    digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
-    edit_manifest(root, lambda m: m["files"].__setitem__(rel, digest))
-
-
-def leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir()) if parent.exists() else []
-
-
-@pytest.fixture
-def no_unpickling(monkeypatch):
-    """Make any attempt to unpickle fail loudly: the loader must never need it."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("ash_core tried to unpickle a file")
-
-    monkeypatch.setattr(pickle, "load", forbidden)
-    monkeypatch.setattr(pickle, "loads", forbidden)
-    monkeypatch.setattr(pickle, "Unpickler", forbidden)
-    monkeypatch.setattr(torch, "load", forbidden)
 
 
 # --------------------------------------------------------------------------- real data
@@ -159,7 +109,6 @@ def test_round_trip_real_mnist(mnist, tmp_path, feature_dtype, no_unpickling):
     assert b.split("mnist_fit").info.extra == {"note": "held out"}
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((path / rel).read_bytes()).hexdigest() == digest
-    assert b.content_hash == load_bundle(path).content_hash
 
     # memory-mapped and read-only; features_tensor() is a writable, unshared fp32 copy
     mm = b.id_split.features
@@ -220,6 +169,89 @@ def test_synthetic_bundle_structure(synthetic_bundle):
     assert b.id_split.labels_tensor().dtype == torch.int64
 
 
+def round_trip_inputs() -> tuple:
+    """Head, features, labels, sidecar, thumbnails and splits with every role and option."""
+    rng = np.random.default_rng(7)
+    weight, bias = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=4)
+    feats = {n: np.maximum(rng.normal(size=(k, 6)), 0) for n, k in
+             [("t", 12), ("f", 9), ("v", 5), ("o", 7), ("ov", 3)]}
+    labels = {"t": rng.integers(0, 4, 12), "f": rng.integers(0, 4, 9),
+              "v": rng.integers(0, 4, 5), "o": np.full(7, -1)}
+    meta = pd.DataFrame({"sample_id": [f"s{i}" for i in range(12)], "label": labels["t"],
+                         "source": [f"img/{i}.png" for i in range(12)], "extra": 1.5})
+    thumbs = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    splits = [SplitData("t", "id", feats["t"], labels["t"], meta=meta),
+              SplitData("f", "id_fit", feats["f"], labels["f"], info={"note": "fit"}),
+              SplitData("v", "id_val", feats["v"], labels["v"]),
+              SplitData("o", "ood", feats["o"], labels["o"], thumbnails=thumbs),
+              SplitData("ov", "ood_val", feats["ov"])]
+    return weight, bias, feats, labels, meta, thumbs, splits
+
+
+PROV = {"model": {"name": "m", "layer": [1, 2]}, "extraction": {"seed": 3}}
+
+
+@pytest.mark.parametrize("feature_dtype", ["float32", "float16"])
+def test_round_trip_synthetic(tmp_path, feature_dtype, no_unpickling):
+    """write -> load gives back every array, label, sidecar and manifest field (no real
+    data needed, so this always runs)."""
+    weight, bias, feats, labels, meta, thumbs, splits = round_trip_inputs()
+    prov = PROV
+    path = write_bundle(tmp_path / "rt", weight, bias, ["w", "x", "y", "z"], splits, prov,
+                        feature_dtype=feature_dtype, name="round-trip")
+    b = load_bundle(path)
+
+    np.testing.assert_array_equal(b.head_weight.numpy(), weight)
+    np.testing.assert_array_equal(b.head_bias.numpy(), bias.astype(np.float32))
+    assert [(s.name, s.role, len(s)) for s in b.splits] == [
+        (n, r, len(feats[n])) for n, r in [("t", "id"), ("f", "id_fit"), ("v", "id_val"),
+                                            ("o", "ood"), ("ov", "ood_val")]]
+    for s in b.splits:
+        assert s.features.dtype == np.dtype(feature_dtype)
+        np.testing.assert_array_equal(s.features, feats[s.name].astype(feature_dtype))
+        if s.name in labels:
+            assert s.labels.dtype == np.int64
+            np.testing.assert_array_equal(s.labels, labels[s.name])
+        else:
+            assert s.labels is None
+    pd.testing.assert_frame_equal(b.split("t").meta, meta)
+    pd.testing.assert_frame_equal(b.split("v").meta, pd.DataFrame(
+        {"sample_id": np.arange(5), "label": labels["v"], "source": ""}))
+    assert list(b.split("ov").meta["label"]) == [-1] * 3
+    np.testing.assert_array_equal(b.split("o").thumbnails, thumbs)
+    assert b.split("t").thumbnails is None
+    assert b.split("f").info.extra == {"note": "fit"}
+    assert b.id_val.name == "v" and [s.name for s in b.ood_val_splits] == ["ov"]
+
+    m = b.manifest
+    assert {k: v for k, v in m.items() if k not in ("splits", "files")} == {
+        "format": "ash-bundle", "version": 1, "name": "round-trip", "feature_dim": 6,
+        "num_classes": 4, "classes": ["w", "x", "y", "z"], "head": {"file": "head.safetensors"},
+        "feature_dtype": feature_dtype, **prov}
+    assert m["splits"][1] == {"name": "f", "role": "id_fit", "file": "splits/f.safetensors",
+                              "n": 9, "meta": "splits/f.csv", "note": "fit"}
+    assert m["splits"][3]["thumbnails"] == "thumbs/o.safetensors"
+    on_disk = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert sorted(m["files"]) == sorted(set(on_disk) - {"manifest.json"})
+    for rel, digest in m["files"].items():
+        assert hashlib.sha256((path / rel).read_bytes()).hexdigest() == digest
+
+
+def test_content_hash_identifies_the_content(tmp_path):
+    """The same bundle at another path has the same hash; one changed value another."""
+    weight, bias, feats, labels, _, thumbs, splits = round_trip_inputs()
+
+    def write(name):
+        return load_bundle(write_bundle(tmp_path / name, weight, bias, "wxyz", splits, PROV,
+                                        name="round-trip")).content_hash
+
+    first = write("a")
+    assert write("b") == first
+    feats["o"][0, 0] += 1.0
+    splits[3] = SplitData("o", "ood", feats["o"], labels["o"], thumbnails=thumbs)
+    assert write("c") != first
+
+
 def test_unknown_split_names(synthetic_bundle):
     b = load_bundle(synthetic_bundle)
     with pytest.raises(BundleError, match=r"no split named 'nope'.*available: id_test"):
@@ -239,18 +271,31 @@ def test_fp16_and_bf16_tensors_are_accepted_by_the_writer(tmp_path):
                                   x.to(torch.bfloat16).float().numpy())
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
-def test_loader_reads_safetensors_from_torch_in_other_dtypes(tmp_path, dtype):
+@pytest.mark.parametrize(("dtype", "match"), [
+    (torch.bfloat16, "'features' is stored as BF16; allowed: F16, F32"),
+    (torch.float64, "'features' is stored as F64; allowed: F16, F32"),
+    (torch.float16, "stores features as float16 but the manifest says feature_dtype 'float32'"),
+])
+def test_features_in_another_dtype_than_declared_are_refused(tmp_path, dtype, match):
+    """Regression: a BF16 file was read as fp16 bits (AUROC 1.0 from garbage), F64 and a
+    dtype other than the manifest's feature_dtype were accepted silently."""
     from safetensors.torch import save_file as save_torch
 
     path = write_small(tmp_path / "b")
-    x = (torch.rand(20, 8) * 4 - 1).to(dtype)
-    labels = torch.arange(20, dtype=torch.int32)
-    save_torch({"features": x, "labels": labels}, str(path / "splits" / "id_test.safetensors"))
+    x = (torch.rand(20, 8) * 4).to(dtype)
+    save_torch({"features": x, "labels": torch.zeros(20, dtype=torch.int64)},
+               str(path / "splits" / "id_test.safetensors"))
     rehash(path, "splits/id_test.safetensors")
-    split = load_bundle(path).id_split
-    assert torch.equal(split.features_tensor(), x.float())
-    assert torch.equal(split.labels_tensor(), labels.long())
+    with pytest.raises(BundleError, match=match):
+        load_bundle(path)
+
+
+def test_float16_bundles_load_as_float16(tmp_path):
+    path = write_small(tmp_path / "b", feature_dtype="float16")
+    assert load_bundle(path).id_split.features.dtype == np.float16
+    edit_manifest(path, lambda m: m.__setitem__("feature_dtype", "float32"))
+    with pytest.raises(BundleError, match="stores features as float16 but the manifest says"):
+        load_bundle(path)
 
 
 # --------------------------------------------------------------------------- writer errors
@@ -265,17 +310,17 @@ def test_loader_reads_safetensors_from_torch_in_other_dtypes(tmp_path, dtype):
         ([SplitData("i", "id", np.full((5, 8), np.inf, np.float32))], "NaN/Inf"),
         ([SplitData("i", "id", np.ones((0, 8), np.float32))], "is empty"),
         ([SplitData("i", "id", np.ones((5, 8)), np.zeros(4))], "labels shape"),
-        ([SplitData("i", "ood", np.ones((5, 8)))], "exactly one 'id' split"),
+        ([SplitData("i", "ood", np.ones((5, 8)))], "exactly one split with role 'id'"),
         ([SplitData("i", "id", np.ones((5, 8))), SplitData("j", "id", np.ones((5, 8)))],
-         "exactly one 'id' split"),
+         "exactly one split with role 'id'"),
         ([SplitData("i", "id", np.ones((5, 8))), SplitData("i", "ood", np.ones((5, 8)))],
          "unique"),
         ([SplitData("../escape", "id", np.ones((5, 8)))], "not allowed"),
         ([SplitData("i", "id", np.ones((5, 8))), SplitData("j", "test", np.ones((5, 8)))],
          "role must be one of"),
-        ([SplitData("i", "id", np.ones((5, 8)), meta=pd.DataFrame({"a": [1]}))],
+        ([SplitData("i", "id", np.ones((5, 8)), np.zeros(5), meta=pd.DataFrame({"a": [1]}))],
          "sidecar has 1 rows"),
-        ([SplitData("i", "id", np.ones((5, 8)), thumbnails=np.zeros((4, 2, 2, 3)))],
+        ([SplitData("i", "id", np.ones((5, 8)), np.zeros(5), thumbnails=np.zeros((4, 2, 2, 3)))],
          "4 thumbnails for 5 samples"),
         # a later split fails after earlier files were written
         ([*small_splits()[:2], SplitData("bad", "ood", np.full((3, 8), np.nan))], "NaN/Inf"),
@@ -311,7 +356,7 @@ def test_writer_rejects_bad_heads(tmp_path):
 
 @pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
 def test_writer_failing_mid_way_leaves_no_bundle_and_no_temp_dir(tmp_path, monkeypatch, exc):
-    real = bundle_mod._save_arrays
+    real = write_mod._save_arrays
     calls = []
 
     def flaky(path, arrays):
@@ -320,7 +365,7 @@ def test_writer_failing_mid_way_leaves_no_bundle_and_no_temp_dir(tmp_path, monke
             raise exc
         real(path, arrays)
 
-    monkeypatch.setattr(bundle_mod, "_save_arrays", flaky)
+    monkeypatch.setattr(write_mod, "_save_arrays", flaky)
     with pytest.raises(type(exc)):
         write_small(tmp_path / "bundle")
     assert len(calls) == 3
@@ -336,7 +381,7 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     def broken(path, arrays):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_mod, "_save_arrays", broken)
+    monkeypatch.setattr(write_mod, "_save_arrays", broken)
     with pytest.raises(OSError):
         write_small(path, overwrite=True)
     assert (path / "manifest.json").read_text() == before  # old bundle intact
@@ -344,14 +389,14 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # failing at the final swap also keeps the old bundle in place
-    real_replace = bundle_mod.os.replace
+    real_replace = publish_mod.os.replace
 
     def replace(src, dst):
         if Path(src).name.startswith(".bundle.tmp-"):
             raise OSError("rename failed")
         real_replace(src, dst)
 
-    monkeypatch.setattr(bundle_mod.os, "replace", replace)
+    monkeypatch.setattr(publish_mod.os, "replace", replace)
     with pytest.raises(OSError, match="rename failed"):
         write_small(path, overwrite=True)
     monkeypatch.undo()
@@ -361,279 +406,3 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     write_bundle(path, w * 2, b, "abc", small_splits(), overwrite=True)
     np.testing.assert_array_equal(load_bundle(path).head_weight.numpy(), w * 2)
     assert leftovers(tmp_path) == ["bundle"]
-
-
-# --------------------------------------------------------------------------- loader errors
-
-
-def test_missing_and_non_bundle_paths(tmp_path):
-    with pytest.raises(BundleError, match="does not exist"):
-        load_bundle(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BundleError, match="no manifest.json"):
-        load_bundle(tmp_path / "empty")
-    (tmp_path / "file.txt").write_text("hello")
-    with pytest.raises(BundleError, match="is a file; a bundle is a directory"):
-        load_bundle(tmp_path / "file.txt")
-
-
-@pytest.mark.parametrize("kind", ["pickle", "torch.save", "pickle-protocol-2"])
-def test_pickle_offered_as_a_bundle_is_refused_without_loading(tmp_path, kind, no_unpickling):
-    target = tmp_path / "features.pt"
-    payload = {"features": np.ones((3, 4)), "labels": [0, 1, 2]}
-    if kind == "pickle":
-        target.write_bytes(pickle.dumps(payload))
-    elif kind == "pickle-protocol-2":
-        target.write_bytes(pickle.dumps(payload, protocol=2))
-    else:
-        torch.save({"features": torch.ones(3, 4)}, target)
-    with pytest.raises(BundleError, match=r"pickle/torch\.save file.*never unpickles"):
-        load_bundle(target)
-
-
-@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
-def test_pickle_inside_a_bundle_is_refused(tmp_path, kind, no_unpickling):
-    path = write_small(tmp_path / "b")
-    target = path / "splits" / "id_test.safetensors"
-    if kind == "pickle":
-        target.write_bytes(pickle.dumps({"features": np.ones((20, 8))}))
-    else:
-        target.unlink()
-        torch.save({"features": torch.ones(20, 8)}, target)
-    with pytest.raises(BundleError, match="sha256"):
-        load_bundle(path)
-    with pytest.raises(BundleError, match=r"pickle/torch\.save file, not safetensors"):
-        load_bundle(path, verify=False)
-
-
-def test_truncated_safetensors(tmp_path):
-    path = write_small(tmp_path / "b")
-    target = path / "splits" / "ood_a.safetensors"
-    data = target.read_bytes()
-    target.write_bytes(data[:-10])
-    with pytest.raises(BundleError, match="does not match the sha256.*Re-create"):
-        load_bundle(path)
-    with pytest.raises(BundleError, match="truncated"):
-        load_bundle(path, verify=False)
-    target.write_bytes(data[:40])  # inside the header
-    with pytest.raises(BundleError, match="truncated"):
-        load_bundle(path, verify=False)
-    target.write_bytes(data[:5])
-    with pytest.raises(BundleError, match="truncated"):
-        load_bundle(path, verify=False)
-    target.write_bytes(b"")
-    with pytest.raises(BundleError, match="truncated"):
-        load_bundle(path, verify=False)
-
-
-def test_tampered_safetensors(tmp_path):
-    path = write_small(tmp_path / "b")
-    target = path / "splits" / "id_test.safetensors"
-    data = bytearray(target.read_bytes())
-    data[-1] ^= 0xFF  # flip bits of one feature value
-    target.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="does not match the sha256.*modified or corrupted"):
-        load_bundle(path)
-    # appended bytes
-    target.write_bytes(bytes(data) + b"\x00" * 16)
-    with pytest.raises(BundleError, match="bytes after the last tensor"):
-        load_bundle(path, verify=False)
-    # a header that lies about the shape
-    feats = np.ones((20, 8), np.float32).tobytes()
-    raw_safetensors(target, {"features": {"dtype": "F32", "shape": [20, 9],
-                                          "data_offsets": [0, len(feats)]}}, feats)
-    with pytest.raises(BundleError, match="does not match its declared size"):
-        load_bundle(path, verify=False)
-    # overlapping / out-of-order offsets
-    raw_safetensors(target, {"features": {"dtype": "F32", "shape": [20, 8],
-                                          "data_offsets": [8, len(feats) + 8]}}, feats + bytes(8))
-    with pytest.raises(BundleError, match="does not match its declared size"):
-        load_bundle(path, verify=False)
-    # unknown dtype
-    raw_safetensors(target, {"features": {"dtype": "C64", "shape": [20, 8],
-                                          "data_offsets": [0, len(feats)]}}, feats)
-    with pytest.raises(BundleError, match="unsupported or corrupt entry"):
-        load_bundle(path, verify=False)
-    # a header entry that is not an object
-    raw_safetensors(target, {"features": 5}, feats)
-    with pytest.raises(BundleError, match="corrupt"):
-        load_bundle(path, verify=False)
-    # a header that is not JSON
-    target.write_bytes(struct.pack("<Q", 4) + b"{{{{" + feats)
-    with pytest.raises(BundleError, match="corrupt safetensors header"):
-        load_bundle(path, verify=False)
-
-
-def test_tampered_split_with_a_valid_hash_still_checks_shapes(tmp_path):
-    path = write_small(tmp_path / "b")
-    save_file({"features": np.ones((20, 5), np.float32)}, str(path / "splits/ood_a.safetensors"))
-    rehash(path, "splits/ood_a.safetensors")
-    with pytest.raises(BundleError, match="feature dimension 5 but the head expects 8"):
-        load_bundle(path)
-    save_file({"features": np.ones((7, 8), np.float32)}, str(path / "splits/ood_a.safetensors"))
-    rehash(path, "splits/ood_a.safetensors")
-    with pytest.raises(BundleError, match="declares n=20 but holds 7"):
-        load_bundle(path)
-    save_file({"x": np.ones((20, 8), np.float32)}, str(path / "splits/ood_a.safetensors"))
-    rehash(path, "splits/ood_a.safetensors")
-    with pytest.raises(BundleError, match="must hold 'features'"):
-        load_bundle(path)
-    save_file({"weight": np.ones((3, 8), np.float32), "bias": np.ones(2, np.float32)},
-              str(path / "head.safetensors"))
-    rehash(path, "head.safetensors")
-    with pytest.raises(BundleError, match=r"head weight must be \[C, D\]"):
-        load_bundle(path)
-
-
-@pytest.mark.parametrize("field", ["file", "meta", "thumbnails", "head"])
-@pytest.mark.parametrize("rel", ["../outside.safetensors", "splits/../../outside.safetensors"])
-def test_manifest_paths_escaping_the_bundle_are_refused(tmp_path, field, rel):
-    path = write_small(tmp_path / "b")
-    shutil.copy(path / "splits" / "ood_a.safetensors", tmp_path / "outside.safetensors")
-
-    def escape(m):
-        if field == "head":
-            m["head"]["file"] = rel
-        else:
-            m["splits"][2][field] = rel
-
-    edit_manifest(path, escape)
-    with pytest.raises(BundleError, match="escapes the bundle directory"):
-        load_bundle(path, verify=False)
-
-
-def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
-    path = write_small(tmp_path / "b")
-    outside = tmp_path / "outside.safetensors"
-    shutil.copy(path / "splits" / "ood_a.safetensors", outside)
-    edit_manifest(path, lambda m: m["splits"][2].__setitem__("file", str(outside)))
-    with pytest.raises(BundleError, match="is absolute"):
-        load_bundle(path, verify=False)
-    edit_manifest(path, lambda m: m["splits"][2].__setitem__("file", "splits/link.safetensors"))
-    (path / "splits" / "link.safetensors").symlink_to(outside)
-    with pytest.raises(BundleError, match="escapes the bundle directory"):
-        load_bundle(path, verify=False)
-
-
-@pytest.mark.parametrize(
-    ("edit", "match"),
-    [
-        (lambda m: m.__setitem__("format", "other"), "not an ASH bundle manifest"),
-        (lambda m: m.__setitem__("version", 99), "version 99 is not supported"),
-        (lambda m: m.pop("classes"), "lacks the required key 'classes'"),
-        (lambda m: m.__setitem__("splits", []), "non-empty list"),
-        (lambda m: m["splits"][1].__setitem__("role", "id"), "exactly one split with role 'id'"),
-        (lambda m: m["splits"][1].__setitem__("role", "train"), "has role 'train'"),
-        (lambda m: m["splits"][1].__setitem__("name", "id_test"), "unique names"),
-        (lambda m: m["splits"][1].pop("file"), "lacks the key 'file'"),
-        (lambda m: m["splits"][1].__setitem__("file", "splits/gone.safetensors"), "is missing"),
-        (lambda m: m["splits"][1].__setitem__("meta", "splits/gone.csv"), "is missing"),
-        (lambda m: m.__setitem__("classes", ["a"]), "1 class names but the head has 3"),
-        (lambda m: m["splits"][1].__setitem__("file", ""), "non-empty relative path"),
-        (lambda m: m["splits"][1].__setitem__("n", "many"), "'n' must be a non-negative integer"),
-        (lambda m: m["splits"][1].__setitem__("n", None), "'n' must be a non-negative integer"),
-        (lambda m: m["splits"][1].__setitem__("n", -3), "'n' must be a non-negative integer"),
-        (lambda m: m["splits"][1].__setitem__("file", 7), "non-empty relative path"),
-        (lambda m: m.__setitem__("head", "head.safetensors"), "\"head\" must be an object"),
-        (lambda m: m.__setitem__("head", {}), "\"head\" must be an object"),
-        (lambda m: m.__setitem__("classes", "abc"), "\"classes\" must be a list"),
-        (lambda m: m["splits"].append("oops"), "objects with unique names"),
-        # regression: a list crashed verification with a TypeError, and a string made
-        # `rel in hashes` a substring test that silently skipped every sha256 check
-        (lambda m: m.__setitem__("files", list(m["files"])), "\"files\" must be an object"),
-        (lambda m: m.__setitem__("files", "abc"), "\"files\" must be an object"),
-        (lambda m: m["files"].__setitem__("head.safetensors", 1), "\"files\" must be an object"),
-    ],
-)
-def test_malformed_manifests(tmp_path, edit, match):
-    path = write_small(tmp_path / "b")
-    edit_manifest(path, edit)
-    with pytest.raises(BundleError, match=match):
-        load_bundle(path)
-
-
-def test_manifest_that_is_not_json(tmp_path):
-    path = write_small(tmp_path / "b")
-    (path / "manifest.json").write_text("{not json")
-    with pytest.raises(BundleError, match="is not valid JSON"):
-        load_bundle(path)
-
-
-def test_tampered_sidecar_is_detected(tmp_path):
-    path = write_small(tmp_path / "b")
-    with open(path / "splits" / "id_test.csv", "a") as fh:
-        fh.write("99,1,evil\n")
-    with pytest.raises(BundleError, match="id_test.csv does not match the sha256"):
-        load_bundle(path)
-
-
-# --------------------------------------------------------------------------- data problems
-
-
-def write_unchecked_split(path: Path, name: str, feats: np.ndarray) -> None:
-    """Replace a split's features behind the writer's back (as a broken extractor might)."""
-    save_file({"features": feats}, str(path / "splits" / f"{name}.safetensors"))
-    rehash(path, f"splits/{name}.safetensors")
-    edit_manifest(path, lambda m: [s.__setitem__("n", len(feats)) for s in m["splits"]
-                                   if s["name"] == name])
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_or_inf_features_in_a_loaded_bundle(tmp_path, bad):
-    path = write_small(tmp_path / "b")
-    feats = np.ones((20, 8), np.float32)
-    feats[3, 4] = bad
-    write_unchecked_split(path, "ood_a", feats)
-    (path / "splits" / "ood_a.csv").unlink()
-    edit_manifest(path, lambda m: m["splits"][2].pop("meta"))
-    with pytest.raises(FeatureError, match=r"split 'ood_a' has 1 NaN/Inf feature values.*re-extract"):
-        evaluate(load_bundle(path), "ash-s", 65)
-
-
-def test_empty_split_in_a_loaded_bundle(tmp_path):
-    path = write_small(tmp_path / "b")
-    write_unchecked_split(path, "ood_a", np.ones((0, 8), np.float32))
-    (path / "splits" / "ood_a.csv").unlink()
-    edit_manifest(path, lambda m: m["splits"][2].pop("meta"))
-    b = load_bundle(path)
-    assert len(b.split("ood_a")) == 0
-    with pytest.raises(FeatureError, match="split 'ood_a' has no samples"):
-        evaluate(b, "ash-p", 65)
-
-
-def test_negative_activations_warn_and_still_compute(tmp_path):
-    splits = small_splits()
-    splits[0] = SplitData("id_test", "id", splits[0].features - 0.25, splits[0].labels)
-    path = write_small(tmp_path / "b", splits=splits)
-    frac = float((np.asarray(splits[0].features, dtype=np.float32) < 0).mean())
-    assert 0 < frac < 1
-    with pytest.warns(UserWarning, match=rf"split 'id_test': {100 * frac:.1f}% of activations "
-                                         "are negative") as record:
-        r = evaluate(load_bundle(path), "ash-s", 65)
-    assert np.isfinite(r.ood["ood_a"].auroc)
-    assert sum("negative" in str(w.message) for w in record) == 1  # only the split that is
-
-
-def test_writer_can_regenerate_a_synthetic_bundle(tmp_path):
-    path = make_synthetic_bundle(tmp_path / "s", n_id=50, n_ood=20, dim=6, classes=3)
-    b = load_bundle(path)
-    assert b.dim == 6 and len(b.id_split) == 50 and len(b.split("far")) == 20
-
-
-def test_tampered_or_misshapen_thumbnails_are_refused_when_read(tmp_path):
-    """Regression: thumbnails are read lazily and were never checked against their sha256
-    (nor their count against the split's), unlike every other file of the bundle."""
-    from safetensors.numpy import save_file
-
-    splits = small_splits()
-    splits[2] = SplitData("ood_a", "ood", splits[2].features,
-                          thumbnails=np.zeros((20, 4, 4), np.uint8))
-    path = write_small(tmp_path / "b", splits=splits)
-    assert load_bundle(path).split("ood_a").thumbnails.shape == (20, 4, 4)
-    save_file({"images": np.full((20, 4, 4), 7, np.uint8)}, str(path / "thumbs/ood_a.safetensors"))
-    with pytest.raises(BundleError, match="thumbs/ood_a.safetensors does not match the sha256"):
-        _ = load_bundle(path).split("ood_a").thumbnails
-    assert load_bundle(path, verify=False).split("ood_a").thumbnails[0, 0, 0] == 7
-    save_file({"images": np.zeros((3, 4, 4), np.uint8)}, str(path / "thumbs/ood_a.safetensors"))
-    with pytest.raises(BundleError, match=r"expected \[20, H, W\]"):
-        _ = load_bundle(path, verify=False).split("ood_a").thumbnails

@@ -1,38 +1,36 @@
 """The score cube against per-p evaluation, for every ASH method, both threshold modes,
-both engines, with ties and all-zero rows; plus its cache (reuse, stale, corrupt)."""
+both backends, with ties and all-zero rows; lookups as EvalResult. The cache: test_cube_cache.py."""
 
 from __future__ import annotations
 
-import json
-import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cube_helpers import assert_metrics_close, assert_scores_close
 
 from ash_core import SplitData, write_bundle
 from ash_core.bundle import load_bundle
-from ash_core.engine import cube as cube_mod
-from ash_core.engine import kernel_status
-from ash_core.engine.cube import (
+from ash_core.cube import (
     CUBE_METHODS,
+    GRID_STRATEGIES,
     build_cubes,
-    cube_key,
-    cube_path,
     get_cube,
     get_cubes,
-    load_cube,
-    point_metrics,
+    kernel_status,
+    point_result,
 )
+from ash_core.cube import build as build_mod
+from ash_core.cube import kernel as kernel_mod
+from ash_core.cube.thresholds import percentiles
 from ash_core.errors import ParameterError
 from ash_core.evaluate import Evaluator
 from ash_core.registry import list_methods
 from ash_core.scores import energy_score, maxlogit_score, msp_score
 from ash_core.shaping import percentile_of
 
-ENGINES = ["native", "torch"]
+BACKENDS = ["native", "torch"]
 GRID = [0.0, 7.5, 20.0, 33.0, 50.0, 64.0, 65.0, 80.0, 90.0, 97.0, 99.0]
 
 
@@ -104,24 +102,24 @@ def assert_matches(cube, ev: Evaluator, method: str, threshold: str, seed: int) 
     return checked
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("threshold", ["local", "global"])
-def test_cube_equals_per_p_evaluation(tricky: Path, threshold: str, engine: str) -> None:
+def test_cube_equals_per_p_evaluation(tricky: Path, threshold: str, backend: str) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
-    cubes = build_cubes(ev, list(CUBE_METHODS), GRID, threshold, seed=5, engine=engine)
+    cubes = build_cubes(ev, list(CUBE_METHODS), GRID, threshold, seed=5, backend=backend)
     assert set(cubes) == set(CUBE_METHODS)
     for method, cube in cubes.items():
-        assert cube.engine == engine
+        assert cube.backend == backend
         assert cube.grid.tolist() == sorted(GRID)
         assert assert_matches(cube, ev, method, threshold, 5) == len(GRID) * 3
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_cube_wide_head_with_padding(wide: Path, engine: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cube_wide_head_with_padding(wide: Path, backend: str) -> None:
     ev = Evaluator(load_bundle(wide), warn=False)
     grid = [0.0, 12.0, 50.0, 77.0, 99.0]
     for threshold in ("local", "global"):
-        cubes = build_cubes(ev, ["ash-s", "ash-b"], grid, threshold, engine=engine)
+        cubes = build_cubes(ev, ["ash-s", "ash-b"], grid, threshold, backend=backend)
         for method, cube in cubes.items():
             assert assert_matches(cube, ev, method, threshold, 0) == len(grid) * 3
 
@@ -148,19 +146,19 @@ def test_unshaped_scores_match_the_plain_head(tricky: Path) -> None:
 
 def test_rand_draws_continue_across_blocks(tricky: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ASH-RAND's draws come block by block; they must equal one draw of the whole split."""
-    monkeypatch.setattr(cube_mod, "BLOCK_ROWS", 7)
-    monkeypatch.setattr(cube_mod, "TORCH_CHUNK", 11)
+    monkeypatch.setattr(build_mod, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(build_mod, "TORCH_CHUNK", 11)
     ev = Evaluator(load_bundle(tricky), warn=False)
-    for engine in ENGINES:
+    for backend in BACKENDS:
         cube = build_cubes(ev, ["ash-rand"], [10.0, 60.0, 95.0], "local", seed=9,
-                           engine=engine)["ash-rand"]
+                           backend=backend)["ash-rand"]
         assert assert_matches(cube, ev, "ash-rand", "local", 9) == 9
 
 
 def test_thread_count_does_not_change_the_cube(tricky: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
-    monkeypatch.setattr(cube_mod, "BLOCK_ROWS", 16)
+    monkeypatch.setattr(build_mod, "BLOCK_ROWS", 16)
     monkeypatch.setenv("ASH_CUBE_THREADS", "1")
     one = build_cubes(ev, ["ash-s", "ash-rand"], GRID, seed=2)
     monkeypatch.setenv("ASH_CUBE_THREADS", "3")
@@ -172,6 +170,20 @@ def test_thread_count_does_not_change_the_cube(tricky: Path,
     monkeypatch.setenv("ASH_CUBE_THREADS", "many")
     with pytest.raises(ParameterError, match="ASH_CUBE_THREADS"):
         build_cubes(ev, ["ash-p"], [50.0])
+
+
+@pytest.mark.parametrize("method", ["react", "scale"])
+def test_react_and_scale_cubes_equal_per_p_evaluation(tricky: Path, wide: Path,
+                                                      method: str) -> None:
+    """The "clip" and "row-scale" grids (strategies.py) against the shaper at every p."""
+    for path, grid in ((tricky, GRID), (wide, [0.0, 12.0, 50.0, 77.0, 99.0])):
+        ev = Evaluator(load_bundle(path), warn=False)
+        cube = build_cubes(ev, [method, "ash-s"], grid)[method]
+        assert cube.backend == "torch" and cube.method == method
+        assert assert_matches(cube, ev, method, "local", 0) == len(grid) * 3
+        fitted = [ev.shaper(method, p).fitted_threshold for p in cube.grid]
+        assert (cube.fitted_thresholds is None and fitted == [None] * len(grid)) or \
+            cube.fitted_thresholds.tolist() == fitted
 
 
 def test_rand_depends_on_the_seed(tricky: Path) -> None:
@@ -196,26 +208,54 @@ def test_percentiles_equal_percentile_of_bit_for_bit() -> None:
         if trial % 3 == 0:
             x = np.round(x, 1).astype(np.float32)
         grid = [0.0, 12.5, 50.0, 65.0, 99.0, 99.9999, *rng.uniform(0, 100, 10).tolist()]
-        got = cube_mod.percentiles(x, grid)
+        got = percentiles(x, grid)
         assert got.tolist() == [percentile_of(x, p) for p in grid]
 
 
-def test_engines_agree(wide: Path) -> None:
+def test_backends_agree(wide: Path) -> None:
     ev = Evaluator(load_bundle(wide), warn=False)
-    a = build_cubes(ev, ["ash-s"], GRID, engine="native")["ash-s"]
-    b = build_cubes(ev, ["ash-s"], GRID, engine="torch")["ash-s"]
+    a = build_cubes(ev, ["ash-s"], GRID, backend="native")["ash-s"]
+    b = build_cubes(ev, ["ash-s"], GRID, backend="torch")["ash-s"]
     for split in ev.split_names:
         np.testing.assert_allclose(a.splits[split].energy, b.splits[split].energy, rtol=1e-4,
                                    atol=1e-4)
 
 
-def test_native_kernel_is_available_here() -> None:
-    """CI machines have a C compiler: the fast engine must not silently fall back."""
-    assert kernel_status() == "native"
+def test_native_kernel_is_used_where_a_compiler_exists() -> None:
+    """Where a C compiler exists the fast backend must not silently fall back; where none
+    exists the status names the reason (the torch fallback is pinned below)."""
+    try:
+        kernel_mod.find_compiler()
+    except RuntimeError:
+        assert "no C compiler" in kernel_status()
+    else:
+        assert kernel_status() == "native"
 
 
-def test_point_metrics_matches_evaluate(synthetic_bundle: Path) -> None:
+def test_without_a_compiler_the_torch_backend_serves_exact_cubes(
+        tricky: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented fallback: CC names no program, so auto picks torch, which is exact."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(kernel_mod, "_cache", {})
+    monkeypatch.setattr(kernel_mod, "_why", {})
+    ev = Evaluator(load_bundle(tricky), warn=False)
+    assert kernel_mod.load_kernel(16) is None
+    assert "unavailable" in kernel_status(16)
+    cubes = build_cubes(ev, list(CUBE_METHODS), GRID, "global", seed=5)
+    for method, cube in cubes.items():
+        assert cube.backend == "torch"
+        assert assert_matches(cube, ev, method, "global", 5) == len(GRID) * 3
+    with pytest.raises(ParameterError, match="native cube kernel is unavailable"):
+        build_cubes(ev, ["ash-p"], GRID, backend="native")
+
+
+def test_point_result_equals_evaluate_up_to_float32_rounding(synthetic_bundle: Path) -> None:
+    """Every value, not only the keys: scores to 1e-5 relative, metrics within a swapped
+    near-tied pair (cube_helpers), accuracies and fitted thresholds exactly."""
     ev = Evaluator(load_bundle(synthetic_bundle))
+    n_id = len(ev.bundle.id_split)
+    n_ood = {n: len(ev.bundle.split(n)) for n in ev.ood_names}
     for threshold in ("local", "global"):
         cubes = get_cubes(ev, ["ash-p", "ash-s", "ash-b", "ash-rand"], [60.0, 85.0],
                           threshold, seed=4, use_cache=False)
@@ -223,34 +263,39 @@ def test_point_metrics_matches_evaluate(synthetic_bundle: Path) -> None:
             for p in (60.0, 85.0):
                 for score in ("energy", "msp", "maxlogit"):
                     for conv in ("id", "ood"):
-                        want = ev.evaluate(method, p, threshold, score, conv, 4).to_dict()
-                        got = point_metrics(cube, p, score, conv)
-                        assert got["id_accuracy"] == want["id_accuracy"]
-                        assert got["fitted_threshold"] == want["fitted_threshold"]
-                        assert set(got["ood"]) == set(want["ood"])
-                        for name in want["ood"]:
-                            for k, v in want["ood"][name].items():
-                                assert got["ood"][name][k] == pytest.approx(v, abs=5e-3)
-                        assert got["average"].keys() == want["average"].keys()
+                        what = (threshold, method, p, score, conv)
+                        want = ev.evaluate(method, p, threshold, score, conv, 4)
+                        got = point_result(cube, p, score, conv)
+                        assert (got.engine, want.engine) == ("cube", "exact")
+                        assert got.id_accuracy == want.id_accuracy, what
+                        assert got.fitted_threshold == want.fitted_threshold, what
+                        assert_scores_close(got.id_scores, want.id_scores, what)
+                        for name in want.ood_scores:
+                            assert_scores_close(got.ood_scores[name], want.ood_scores[name],
+                                                what)
+                        assert_metrics_close(got.to_dict()["ood"], want.to_dict()["ood"],
+                                             n_id, n_ood, conv, what)
+                        assert_metrics_close({"avg": got.average}, {"avg": want.average},
+                                             n_id, {"avg": min(n_ood.values())}, conv, what)
 
 
-def test_point_metrics_selects_ood_sets(synthetic_bundle: Path) -> None:
+def test_point_result_selects_ood_sets(synthetic_bundle: Path) -> None:
     cube = get_cube(load_bundle(synthetic_bundle), "ash-s", [90.0], use_cache=False)
-    one = point_metrics(cube, 90.0, ood=["near"])
-    assert list(one["ood"]) == ["near"]
-    assert one["average"] == one["ood"]["near"]
+    one = point_result(cube, 90.0, ood=["near"])
+    assert list(one.ood) == ["near"] and list(one.ood_scores) == ["near"]
+    assert one.average == one.ood["near"].as_dict()
     with pytest.raises(ParameterError, match="unknown OOD"):
-        point_metrics(cube, 90.0, ood=["nope"])
+        point_result(cube, 90.0, ood=["nope"])
     with pytest.raises(ParameterError, match="not in the cube grid"):
-        point_metrics(cube, 80.0)
+        point_result(cube, 80.0)
 
 
 def test_non_cube_methods_are_refused(tricky: Path) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
-    others = [m for m in list_methods() if m not in CUBE_METHODS]
+    others = [m for m in list_methods() if m not in GRID_STRATEGIES]
     assert others, "the registry should also hold non-ASH methods"
     for m in others:
-        with pytest.raises(ParameterError, match="not computed by the cube engine"):
+        with pytest.raises(ParameterError, match="not computed by the score cube"):
             build_cubes(ev, [m], [50.0])
 
 
@@ -261,121 +306,6 @@ def test_accuracy_curve(tricky: Path) -> None:
     assert curve.shape == (len(GRID),)
     for j, p in enumerate(cube.grid):
         assert curve[j] == cube.id_accuracy(p)["shaped"]
-
-
-# --------------------------------------------------------------------------- cache
-
-
-def _only_file(root: Path) -> Path:
-    files = list(root.rglob("*.safetensors"))
-    assert len(files) == 1, files
-    return files[0]
-
-
-def test_cache_is_written_reused_and_keyed(tricky: Path, tmp_path: Path) -> None:
-    bundle = load_bundle(tricky)
-    first = get_cube(bundle, "ash-s", GRID, cache_dir=tmp_path)
-    path = _only_file(tmp_path)
-    assert path.parent.name == bundle.content_hash
-    assert not first.meta.get("cached")
-    second = get_cube(bundle, "ash-s", GRID, cache_dir=tmp_path)
-    assert second.meta.get("cached") is True
-    for split in first.splits:
-        assert np.array_equal(first.splits[split].energy, second.splits[split].energy)
-        assert np.array_equal(first.splits[split].pred, second.splits[split].pred)
-    assert np.array_equal(first.labels, second.labels)
-    # another grid, method, mode or seed is another file
-    get_cube(bundle, "ash-s", [50.0], cache_dir=tmp_path)
-    get_cube(bundle, "ash-s", GRID, threshold="global", cache_dir=tmp_path)
-    get_cube(bundle, "ash-rand", GRID, seed=1, cache_dir=tmp_path)
-    get_cube(bundle, "ash-rand", GRID, seed=2, cache_dir=tmp_path)
-    assert len(list(tmp_path.rglob("*.safetensors"))) == 5
-    assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_default_cache_lives_beside_the_bundle(tmp_path: Path) -> None:
-    root = make_tricky_bundle(tmp_path / "b")
-    bundle = load_bundle(root)
-    get_cube(bundle, "ash-p", [90.0])
-    assert list((root / ".cube_cache" / bundle.content_hash).glob("*.safetensors"))
-    assert load_bundle(root).content_hash == bundle.content_hash  # the cache is not content
-
-
-def _rewrite_header(path: Path, edit) -> None:
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    edit(header)
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate", "stale", "garbage"])
-def test_stale_or_corrupt_cube_is_rebuilt(tricky: Path, tmp_path: Path, damage: str) -> None:
-    bundle = load_bundle(tricky)
-    good = get_cube(bundle, "ash-b", GRID, cache_dir=tmp_path)
-    path = _only_file(tmp_path)
-    raw = bytearray(path.read_bytes())
-    if damage == "flip":
-        raw[-5] ^= 0xFF
-        path.write_bytes(bytes(raw))
-    elif damage == "truncate":
-        path.write_bytes(bytes(raw[: len(raw) - 100]))
-    elif damage == "garbage":
-        path.write_bytes(b"not a cube at all")
-    else:
-        def edit(h: dict) -> None:
-            key = json.loads(h["__metadata__"]["ash_cube"])
-            key["grid"] = [1.0]
-            h["__metadata__"]["ash_cube"] = json.dumps(key, sort_keys=True)
-        _rewrite_header(path, edit)
-    with pytest.warns(UserWarning, match="rebuilding the score cube"):
-        again = get_cube(bundle, "ash-b", GRID, cache_dir=tmp_path)
-    assert not again.meta.get("cached")
-    assert np.array_equal(again.splits["far"].energy, good.splits["far"].energy)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        third = get_cube(bundle, "ash-b", GRID, cache_dir=tmp_path)  # repaired on disk
-    assert third.meta.get("cached") is True
-
-
-def test_load_cube_rejects_a_different_key(tricky: Path, tmp_path: Path) -> None:
-    bundle = load_bundle(tricky)
-    ev = Evaluator(bundle, warn=False)
-    get_cube(ev, "ash-p", GRID, cache_dir=tmp_path)
-    key = cube_key(bundle.content_hash, "ash-p", "local", np.asarray(sorted(GRID)), 0,
-                   ev.split_names)
-    path = cube_path(tmp_path, key)
-    assert load_cube(path, key).method == "ash-p"
-    # regression: the checksum's sort key re-read and re-parsed the file header once per
-    # comparison (per array and more); the tensor order is read once per load
-    calls = []
-    real = cube_mod._offset_order
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cube_mod, "_offset_order", lambda p: calls.append(p) or real(p))
-        assert load_cube(path, key).method == "ash-p"
-    assert len(calls) == 1
-    other = dict(key, bundle="0" * 16)
-    with pytest.raises(cube_mod.CubeCacheError, match="stale"):
-        load_cube(path, other)
-
-
-def test_no_cache_writes_nothing(tricky: Path, tmp_path: Path) -> None:
-    get_cube(load_bundle(tricky), "ash-p", GRID, cache_dir=tmp_path, use_cache=False)
-    assert not list(tmp_path.rglob("*"))
-
-
-def test_bad_grid_and_methods(tricky: Path) -> None:
-    ev = Evaluator(load_bundle(tricky), warn=False)
-    with pytest.raises(ParameterError):
-        build_cubes(ev, ["ash-p"], [100.0])
-    with pytest.raises(ParameterError):
-        build_cubes(ev, ["ash-p"], [])
-    with pytest.raises(ParameterError, match="unknown method"):
-        build_cubes(ev, ["ash-x"], [50.0])
-    with pytest.raises(ParameterError, match="engine"):
-        build_cubes(ev, ["ash-p"], [50.0], engine="gpu")
 
 
 # --------------------------------------------------------------------------- shared metrics

@@ -387,17 +387,28 @@ def test_sigterm_stops_the_streamlit_child(tmp_path):
         parent.wait(timeout=10)
 
 
-def test_engine_choice_is_automatic_with_an_override(synthetic_bundle, monkeypatch):
+def test_engine_choice_is_automatic_with_an_override(synthetic_bundle, monkeypatch,
+                                                     tmp_path):
+    import shutil
+
+    from ash_core.cube import policy
     from dashboard import replay
 
-    b = load_bundle(synthetic_bundle)
-    assert replay.choose(b, "ash-s", 60.0) == "exact"  # small: one exact pass is cheap
-    assert replay.choose(b, "ash-s", 60.0, "cube") == "cube"
-    monkeypatch.setattr(replay, "EXACT_MAX_VALUES", 0)  # as if the bundle were large
-    assert replay.choose(b, "ash-s", 60.0) == "cube"
-    assert replay.choose(b, "ash-s", 60.0, "exact") == "exact"
-    for method, p in (("react", 90.0), ("scale", 85.0), ("none", None), ("ash-s", 60.5)):
-        assert replay.choose(b, method, p, "cube") == "exact"  # the cube cannot serve these
+    monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / "cubes"))
+    b = load_bundle(shutil.copytree(synthetic_bundle, tmp_path / "b"))
+
+    def engine(method, p, override="auto"):
+        rep = replay.replay(b, ["far", "near"], method, p, "local", "energy", "id", override)
+        return rep.engine, rep.note
+
+    assert engine("ash-s", 60) == ("exact", "")  # small: one exact pass is cheap
+    assert engine("ash-s", 60, "cube") == ("cube", "")
+    monkeypatch.setattr(policy, "EXACT_MAX_WORK", 0)  # as if the bundle were large
+    assert engine("ash-s", 61) == ("cube", "")
+    assert engine("ash-s", 62, "exact") == ("exact", "")
+    for method, p in (("none", None), ("ash-s", 60.5)):  # the cube cannot serve these
+        used, note = engine(method, p, "cube")
+        assert used == "exact" and "the score cube cannot serve this setting" in note
 
 
 def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):

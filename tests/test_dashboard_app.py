@@ -6,6 +6,7 @@ real demo bundle ``cached_features/cifar10_resnet20``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -115,6 +116,8 @@ def _make_bundles(root: Path) -> dict[str, Path]:
     manifest = json.loads((empty / "manifest.json").read_text())
     manifest["splits"].append({"name": "void", "role": "ood", "file": "splits/void.safetensors",
                                "n": 0})
+    manifest["files"]["splits/void.safetensors"] = hashlib.sha256(
+        (empty / "splits/void.safetensors").read_bytes()).hexdigest()  # verified on load
     (empty / "manifest.json").write_text(json.dumps(manifest))
     return {"main": main, "d48": other, "pics": pics, "empty": empty,
             "nofit": _variant(main, root / "nofit", drop_role="id_fit"),
@@ -462,8 +465,8 @@ def test_a_cube_failure_is_shown_and_the_numbers_labelled_exact(bundles, ev, mon
         raise OSError("disk full")
 
     # both the build and the lookup fail (another test may have built this cube already)
-    monkeypatch.setattr(replay._engine, "get_cube", broken)
-    monkeypatch.setattr(replay._engine, "point_metrics", broken)
+    monkeypatch.setattr(replay, "get_cube", broken)
+    monkeypatch.setattr(replay, "evaluate_setting", broken)
     at = run_app(bundles["main"], method="ash-p", p=43, engine="cube")
     assert not at.exception and not at.error
     assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cube_helpers import assert_sweep_frames_close
 
 from ash_core.bundle import load_bundle
 from ash_core.cli import main
@@ -17,6 +18,10 @@ from ash_core.evaluate import Evaluator
 from ash_core.metrics import METRIC_NAMES
 from ash_core.registry import get_method, list_methods
 from ash_core.sweep import parse_grid, sweep
+
+
+def _sizes(bundle) -> tuple[int, dict[str, int]]:
+    return len(bundle.id_split), {s.name: len(s) for s in bundle.ood_splits}
 
 
 def per_point(bundle, methods, grid, threshold="local", score="energy", convention="id",
@@ -50,11 +55,7 @@ def test_sweep_equals_per_point_evaluation(synthetic_bundle: Path, tmp_path: Pat
     assert list(got.columns) == list(want.columns)
     assert got["method"].tolist() == want["method"].tolist()
     np.testing.assert_array_equal(got["p"].to_numpy(), want["p"].to_numpy())
-    assert got["id_acc"].tolist() == want["id_acc"].tolist()
-    assert got["id_acc_unshaped"].tolist() == want["id_acc_unshaped"].tolist()
-    metric_cols = [c for c in want.columns if "/" in c]
-    np.testing.assert_allclose(got[metric_cols].to_numpy(float), want[metric_cols].to_numpy(float),
-                               atol=5e-3)
+    assert_sweep_frames_close(got, want, *_sizes(bundle))
 
 
 def test_sweep_reuses_cached_cubes_and_reports_progress(synthetic_bundle: Path,
@@ -86,12 +87,12 @@ def test_sweep_selected_ood_and_errors(synthetic_bundle: Path, tmp_path: Path) -
         sweep(bundle, ["ash-q"], [80.0], cache_dir=tmp_path)
 
 
-def test_sweep_torch_engine_matches_native(synthetic_bundle: Path) -> None:
+def test_sweep_torch_backend_matches_native(synthetic_bundle: Path) -> None:
     bundle = load_bundle(synthetic_bundle)
+    # sweep() still names the cube backend ``engine`` (ash_core.sweep is not this branch's)
     a = sweep(bundle, ["ash-s", "ash-rand"], [50.0, 95.0], use_cache=False, engine="native")
     b = sweep(bundle, ["ash-s", "ash-rand"], [50.0, 95.0], use_cache=False, engine="torch")
-    cols = [c for c in a.columns if "/" in c]
-    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=5e-3)
+    assert_sweep_frames_close(a, b, *_sizes(bundle))
 
 
 def test_cli_sweep_with_cache_options(synthetic_bundle: Path, tmp_path: Path) -> None:
@@ -103,11 +104,11 @@ def test_cli_sweep_with_cache_options(synthetic_bundle: Path, tmp_path: Path) ->
     assert rc == 0
     frame = pd.read_csv(io.StringIO(out.getvalue()))
     assert frame["method"].tolist() == ["ash-p"] * 3 + ["ash-s"] * 3 + ["react"] * 3
-    assert len(list(cache.rglob("*.safetensors"))) == 2
+    assert len(list(cache.rglob("*.safetensors"))) == 3  # react has a cube too
     out2 = io.StringIO()
     with redirect_stdout(out2):
         rc = main(["sweep", str(synthetic_bundle), "--methods", "ash-b", "--p", "70",
                    "--no-cache", "--engine", "torch", "--threshold", "global"])
     assert rc == 0
     assert "ash-b" in out2.getvalue()
-    assert len(list(cache.rglob("*.safetensors"))) == 2
+    assert len(list(cache.rglob("*.safetensors"))) == 3  # react has a cube too

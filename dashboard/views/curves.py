@@ -16,6 +16,6 @@ def render(ctx: Context) -> None:
     st.caption(f"Positive class: {conv}. Curves are thinned server-side to a few hundred "
                "points; dashed grey: no shaping.")
     for kind in ("roc", "pr"):
-        data = plotdata.curves(ctx.bundle, result, base, rep.engine, kind)
+        data = plotdata.curves(ctx.bundle, result, base, kind)
         st.plotly_chart(figures.curves_figure(data, kind, ctx.colors, ctx.setting,
                                               result.convention), key=f"{kind}_chart")

@@ -12,8 +12,7 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Score distributions: {ctx.setting}")
     rep = ctx.replay()
-    hb, ha, thr_b, thr_a = plotdata.histograms(ctx.bundle, rep.result, ctx.baseline(),
-                                               rep.engine)
+    hb, ha, thr_b, thr_a = plotdata.histograms(ctx.bundle, rep.result, ctx.baseline())
     st.caption("Density-normalised histograms (binned server-side). Dashed line: the score "
                f"threshold that keeps 95% of ID samples (no shaping: {thr_b:.3g}; "
                f"shaped: {thr_a:.3g}).")

@@ -1,0 +1,53 @@
+"""The feature-bundle format: read (memory-mapped, never pickle) and write (atomic).
+
+A bundle is a directory::
+
+    manifest.json                 format, version, classes, provenance, splits, file hashes
+    head.safetensors              weight [C, D] float32, bias [C] float32
+    splits/<name>.safetensors     features [N, D] (fp16/fp32), labels [N] int64 (optional)
+    splits/<name>.csv             sidecar: sample_id, label, source (one row per sample)
+    thumbs/<name>.safetensors     optional: images [N, H, W(, 3)] uint8 (redistributable sets)
+
+Modules, one job each: ``manifest`` (the schema and the split/label rules), ``files``
+(confined paths, bounded reads, hashes), ``model`` (``Bundle``, ``Split``), ``load``
+(``load_bundle``), ``write`` (``write_bundle``), ``publish`` (atomic rename, recovery of a
+killed writer's leftovers). Every safetensors byte goes through ``ash_core.safetensors_io``.
+See the README section "Feature bundle format" for the full specification.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..safetensors_io import read_tensors
+from .files import inside, is_bundle_dir, sha256_file
+from .load import load_bundle
+from .manifest import (
+    FEATURE_DTYPES,
+    FORMAT,
+    ID_ROLES,
+    MANIFEST,
+    ROLES,
+    VERSION,
+    check_labels,
+    check_manifest,
+    check_split_name,
+    check_split_roles,
+)
+from .model import Bundle, Split, SplitInfo, negative_fraction
+from .write import SplitData, write_bundle
+
+
+def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
+    """Compatibility name for ``ash_core.safetensors_io.read_tensors`` (strictly validated)."""
+    return read_tensors(path, mmap=mmap)
+
+
+__all__ = [
+    "FEATURE_DTYPES", "FORMAT", "ID_ROLES", "MANIFEST", "ROLES", "VERSION", "Bundle", "Split",
+    "SplitData", "SplitInfo", "check_labels", "check_manifest", "check_split_name",
+    "check_split_roles", "inside", "is_bundle_dir", "load_bundle", "negative_fraction",
+    "read_safetensors", "sha256_file", "write_bundle",
+]

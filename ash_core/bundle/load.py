@@ -1,0 +1,159 @@
+"""``load_bundle``: open a bundle directory, checking everything before trusting it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BundleError
+from ..safetensors_io import looks_pickled
+from .files import check_sidecar, inside, open_tensors, read_manifest
+from .manifest import (
+    HEAD_TENSORS,
+    MANIFEST,
+    SPLIT_TENSORS,
+    check_labels,
+    referenced_files,
+)
+from .model import Bundle, Split, SplitInfo
+from .publish import restore_interrupted
+
+_KNOWN_SPLIT_KEYS = {"name", "role", "file", "n", "meta", "thumbnails"}
+
+
+def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Open a bundle directory (memory-mapped; nothing is unpickled).
+
+    ``verify`` checks every file against the sha256 recorded in the manifest (which
+    detects tampering); a manifest that lacks the sha256 of a file it names is refused.
+    ``verify=False`` skips hashing and, where hashes are missing, warns naming those
+    files. Shapes, dtypes, sizes and label ranges are always checked.
+    """
+    root = _bundle_dir(Path(path))
+    try:
+        manifest = read_manifest(root)
+        hashes = _expected_hashes(root, manifest, verify)
+        head = _load_head(root, manifest, hashes)
+        dim = int(head["weight"].shape[1])
+        splits = [_load_split(root, entry, manifest, hashes, dim)
+                  for entry in manifest["splits"]]
+    except OSError as exc:  # unreadable file, permissions, a directory where a file belongs
+        raise BundleError(f"cannot read bundle {root} ({exc}).") from None
+    return Bundle(root, manifest, head, splits)
+
+
+def _bundle_dir(root: Path) -> Path:
+    """``root`` if it is a directory (restoring an interrupted overwrite first)."""
+    restore_interrupted(root)
+    if not root.exists():
+        raise BundleError(f"bundle {root} does not exist; pass a bundle directory.")
+    if root.is_file():
+        with open(root, "rb") as fh:
+            magic = fh.read(9)
+        if looks_pickled(magic):
+            raise BundleError(
+                f"{root} is a pickle/torch.save file, not an ASH bundle. ASH Explorer never "
+                "unpickles files (that can run arbitrary code). Create a bundle directory with "
+                "`ash-explore extract` or `ash_core.write_bundle`."
+            )
+    if not root.is_dir():
+        raise BundleError(f"{root} is a file; a bundle is a directory containing {MANIFEST}.")
+    return root
+
+
+def _expected_hashes(root: Path, manifest: dict[str, Any], verify: bool) -> dict[str, str]:
+    """The sha256 to check per relative path ({} without ``verify``)."""
+    referenced = referenced_files(manifest)
+    for rel in referenced:  # every path confined to the bundle before anything is read
+        inside(root, rel)
+    files = manifest.get("files", {})
+    missing = [rel for rel in referenced if rel not in files]
+    if missing and verify:
+        raise BundleError(
+            f"bundle {root}: the manifest records no sha256 for {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}, so it cannot be verified. Re-create the "
+            "bundle, or load it with verify=False (--no-verify) to skip verification."
+        )
+    if missing:
+        warnings.warn(
+            f"bundle {root}: loaded without verification; no sha256 recorded for "
+            f"{', '.join(missing)}.", stacklevel=3,
+        )
+    return dict(files) if verify else {}
+
+
+def _load_head(root: Path, manifest: dict[str, Any], hashes: dict[str, str]) -> dict:
+    rel = manifest["head"]["file"]
+    head = open_tensors(root, rel, hashes.get(rel), HEAD_TENSORS)
+    for key in ("weight", "bias"):
+        if key not in head:
+            raise BundleError(f"bundle {root}: head file lacks the tensor {key!r}.")
+    weight, bias = head["weight"], head["bias"]
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],):
+        raise BundleError(
+            f"bundle {root}: head weight must be [C, D] and bias [C]; got {weight.shape} "
+            f"and {bias.shape}."
+        )
+    if len(manifest["classes"]) != weight.shape[0]:
+        raise BundleError(
+            f"bundle {root}: {len(manifest['classes'])} class names but the head has "
+            f"{weight.shape[0]} outputs."
+        )
+    for key, actual in (("num_classes", weight.shape[0]), ("feature_dim", weight.shape[1])):
+        if key in manifest and manifest[key] != actual:
+            raise BundleError(
+                f"bundle {root}: manifest {key} = {manifest[key]} but the head says {actual}."
+            )
+    return head
+
+
+def _split_info(entry: dict[str, Any]) -> SplitInfo:
+    return SplitInfo(
+        name=entry["name"], role=entry["role"], file=entry["file"], n=entry["n"],
+        meta=entry.get("meta"), thumbnails=entry.get("thumbnails"),
+        extra={k: v for k, v in entry.items() if k not in _KNOWN_SPLIT_KEYS},
+    )
+
+
+def _load_split(root: Path, entry: dict[str, Any], manifest: dict[str, Any],
+                hashes: dict[str, str], dim: int) -> Split:
+    info = _split_info(entry)
+    if info.meta:
+        check_sidecar(root, info.meta, hashes.get(info.meta), info.n)
+    arrays = open_tensors(root, info.file, hashes.get(info.file), SPLIT_TENSORS)
+    _check_split_arrays(root, info, arrays, manifest, dim)
+    return Split(info, root, arrays, hashes.get(info.thumbnails) if info.thumbnails else None)
+
+
+def _check_split_arrays(root: Path, info: SplitInfo, arrays: dict[str, np.ndarray],
+                        manifest: dict[str, Any], dim: int) -> None:
+    feats = arrays.get("features")
+    if feats is None or feats.ndim != 2:
+        raise BundleError(
+            f"bundle {root}: split {info.name!r} must hold 'features' of shape [N, D]."
+        )
+    if feats.dtype != np.dtype(manifest["feature_dtype"]):
+        raise BundleError(
+            f"bundle {root}: split {info.name!r} stores features as {feats.dtype} but the "
+            f"manifest says feature_dtype {manifest['feature_dtype']!r}; the file was "
+            "replaced or the manifest edited. Re-create the bundle."
+        )
+    if feats.shape[1] != dim:
+        raise BundleError(
+            f"bundle {root}: split {info.name!r} has feature dimension {feats.shape[1]} but "
+            f"the head expects {dim}; the features and head come from different models or "
+            "layers. Re-extract the bundle."
+        )
+    if feats.shape[0] != info.n:
+        raise BundleError(
+            f"bundle {root}: split {info.name!r} declares n={info.n} but holds "
+            f"{feats.shape[0]} samples."
+        )
+    try:
+        check_labels(info.name, info.role, arrays.get("labels"), info.n, len(manifest["classes"]))
+    except BundleError as exc:
+        raise BundleError(f"bundle {root}: {exc}") from None

@@ -1,0 +1,213 @@
+"""Building score cubes (no cache): every grid p of several ASH variants in one pass per split.
+
+Each row is sorted once (stable, descending); the survivors of every p, local or global
+thresholds, are a prefix of that order. The shaped logits of ASH-P are running sums of
+value x weight column along the order, ASH-S the same times exp(s1/s2(k)), ASH-B running
+sums of the weight columns times s1/k, ASH-RAND running sums of draw x weight column.
+The *backend* computes them: the native C kernel (``kernel.c``, all variants in one pass,
+tile by tile of classes, scores reduced on the fly) or the pure-torch fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from ..evaluate import Evaluator
+from ..registry import check_seed, check_threshold_mode, get_method
+from ..shaping import kept_count
+from . import kernel as _kernel
+from . import native as _native
+from .model import (
+    CUBE_METHODS,
+    GRID_STRATEGIES,
+    ScoreCube,
+    SplitCube,
+    empty_fields,
+    is_cube_method,
+)
+from .strategies import build_strategy
+from .thresholds import fit_global_thresholds, normalize_grid
+from .torch_backend import run_torch
+
+RAND_LOW, RAND_HIGH = 0.0, 10.0
+#: Rows per native block (draws for ASH-RAND are made block by block) and per torch chunk.
+BLOCK_ROWS = 4096
+TORCH_CHUNK = 1024
+BACKENDS = ("auto", "native", "torch")
+
+Progress = Callable[[int, int], None]
+
+
+def cube_threads() -> int:
+    """Threads for the native kernel: ``ASH_CUBE_THREADS``, else torch's intra-op count."""
+    env = os.environ.get("ASH_CUBE_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ParameterError(f"ASH_CUBE_THREADS must be an integer, got {env!r}.") from None
+    return max(1, torch.get_num_threads())
+
+
+def choose_backend(num_classes: int, backend: str = "auto") -> str:
+    """'native' or 'torch' (``auto``: native when the C kernel builds, else torch)."""
+    if backend not in BACKENDS:
+        raise ParameterError(f"unknown cube backend {backend!r}; use auto, native or torch.")
+    if backend == "torch":
+        return "torch"
+    ok = _kernel.load_kernel(_native.choose_tile(num_classes)) is not None
+    if backend == "native" and not ok:
+        raise ParameterError(
+            f"the native cube kernel is unavailable: {_kernel.kernel_status()}; use "
+            "backend='torch' or 'auto'."
+        )
+    return "native" if ok else "torch"
+
+
+def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
+    """Successive row blocks of ``torch.rand((N, D), generator=seed)`` scaled to [0, 10).
+
+    Equal to the draws ``shaping.ash_rand`` makes for a whole split: torch's CPU
+    generator fills a tensor sequentially, so blocks continue the same stream.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def take(rows: int) -> np.ndarray:
+        u = torch.rand((rows, dim), generator=gen, dtype=torch.float32)
+        return (RAND_LOW + (RAND_HIGH - RAND_LOW) * u).numpy()
+
+    return take
+
+
+def _run_native(x, draws, weight, bias, grid, counts, thresholds, variants, outs, full,
+                progress) -> None:
+    tile = _native.choose_tile(weight.shape[0])
+    lib = _kernel.load_kernel(tile)
+    if lib is None:
+        raise ParameterError(f"the native cube kernel is unavailable: {_kernel.kernel_status()}.")
+    slots = np.full(len(CUBE_METHODS), -1, np.int32)
+    for i, v in enumerate(variants):
+        slots[CUBE_METHODS[v]] = i
+    # checkpoints go from the largest p (fewest survivors) to the smallest
+    order = np.arange(grid.size)[::-1].copy()
+    _native.run_native(
+        lib, x, draws, _native.tiled_head(weight, bias, tile),
+        None if counts is None else counts[order],
+        None if thresholds is None else thresholds[order].astype(np.float32),
+        order, slots, outs, full, threads=cube_threads(), block=BLOCK_ROWS, progress=progress,
+    )
+
+
+def _run_split(x: np.ndarray, ev: Evaluator, grid: np.ndarray, counts: np.ndarray | None,
+               thresholds: np.ndarray | None, variants: list[str], seed: int, backend: str,
+               progress: Callable[[int], None] | None,
+               ) -> tuple[dict[str, SplitCube], SplitCube]:
+    """Cube of one split for several variants, plus its unshaped scores."""
+    n = x.shape[0]
+    outs = empty_fields(len(variants), grid.size, n)
+    full = empty_fields(1, n)
+    draws = _draw_stream(seed, x.shape[1]) if "ash-rand" in variants else None
+    if backend == "native":
+        _run_native(x, draws, ev.weight, ev.bias, grid, counts, thresholds, variants, outs,
+                    full, progress)
+    else:
+        run_torch(x, draws, ev.weight, ev.bias, counts, thresholds, variants, outs, full,
+                  progress, chunk=TORCH_CHUNK)
+    cubes = {v: SplitCube(*(o[i] for o in outs)) for i, v in enumerate(variants)}
+    return cubes, SplitCube(*full)
+
+
+def check_request(ev: Evaluator, methods: Sequence[str], threshold: str) -> list[str]:
+    """The de-duplicated methods, each a cube method supporting ``threshold``."""
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        spec = get_method(m)  # unknown names: a clear "unknown method" error
+        if not is_cube_method(m):
+            raise ParameterError(
+                f"{m!r} is not computed by the score cube (it covers "
+                f"{', '.join(GRID_STRATEGIES)}); evaluate it with Evaluator."
+            )
+        check_threshold_mode(spec, threshold)
+    if not methods:
+        raise ParameterError("no methods to build a cube for.")
+    if not ev.ood_names:
+        raise ParameterError(
+            f"bundle {ev.bundle.name} has no OOD split selected; select at least one."
+        )
+    return methods
+
+
+def _row_counter(ev: Evaluator, passes: int, progress: Progress | None
+                 ) -> Callable[[int], None]:
+    """``tick(rows)`` reporting ``progress(done, total)`` over every split's rows, per pass."""
+    total = passes * sum(len(ev.bundle.split(nm)) for nm in ev.split_names)
+    done = 0
+
+    def tick(rows: int) -> None:
+        nonlocal done
+        done += rows
+        if progress:
+            progress(done, total)
+
+    return tick
+
+
+def _build_prefix(ev: Evaluator, methods: list[str], g: np.ndarray, threshold: str, seed: int,
+                  backend: str, tick: Callable[[int], None]) -> dict[str, ScoreCube]:
+    """The ASH variants ("prefix" strategy): one pass per split through the backend."""
+    chosen = choose_backend(ev.weight.shape[0], backend)
+    counts = thresholds = None
+    if threshold == "local":
+        counts = np.asarray([kept_count(ev.bundle.dim, p) for p in g], dtype=np.int32)
+    else:
+        thresholds = fit_global_thresholds(ev, g)
+    per_split, unshaped = {}, {}
+    for nm in ev.split_names:
+        per_split[nm], unshaped[nm] = _run_split(
+            ev.features(nm).numpy(), ev, g, counts, thresholds, methods, seed, chosen, tick)
+    return {m: _cube(ev, m, threshold, g, seed if m == "ash-rand" else 0,
+                     {nm: per_split[nm][m] for nm in ev.split_names}, unshaped, thresholds,
+                     chosen)
+            for m in methods}
+
+
+def _cube(ev: Evaluator, method: str, threshold: str, g: np.ndarray, seed: int,
+          splits: dict[str, SplitCube], unshaped: dict[str, SplitCube],
+          fitted: np.ndarray | None, backend: str) -> ScoreCube:
+    labels = ev.bundle.id_split.labels
+    return ScoreCube(
+        method=method, threshold=threshold, grid=g, seed=int(seed),
+        bundle_hash=ev.bundle.content_hash, bundle_name=ev.bundle.name, id_name=ev.id_name,
+        ood_names=list(ev.ood_names), splits=splits, unshaped=unshaped,
+        labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+        fitted_thresholds=fitted, backend=backend,
+    )
+
+
+def build_cubes(
+    ev: Evaluator,
+    methods: Sequence[str],
+    grid: Iterable[float],
+    threshold: str = "local",
+    seed: int = 0,
+    backend: str = "auto",
+    progress: Progress | None = None,
+) -> dict[str, ScoreCube]:
+    """Compute the cubes of several methods (no cache): the ASH variants together in one
+    pass per split (``backend``), ReAct and SCALE in one torch pass each (``strategies``)."""
+    seed = check_seed(seed)
+    methods = check_request(ev, methods, threshold)
+    g = normalize_grid(grid)
+    prefix = [m for m in methods if GRID_STRATEGIES[m] == "prefix"]
+    others = [m for m in methods if GRID_STRATEGIES[m] != "prefix"]
+    tick = _row_counter(ev, bool(prefix) + len(others), progress)
+    out = _build_prefix(ev, prefix, g, threshold, seed, backend, tick) if prefix else {}
+    for m in others:
+        splits, unshaped, fitted = build_strategy(GRID_STRATEGIES[m], ev, g, TORCH_CHUNK, tick)
+        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, "torch")
+    return {m: out[m] for m in methods}

@@ -1,0 +1,66 @@
+"""One grid point of a cube as an ``EvalResult``: a lookup plus metrics, no pass over features."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..evaluate import EvalResult
+from ..metrics import IdScores, check_convention
+from ..scores import get_score
+from .model import ScoreCube
+
+
+def _ood_names(cube: ScoreCube, ood: Iterable[str] | None) -> list[str]:
+    names = cube.ood_names if ood is None else list(ood)
+    unknown = [n for n in names if n not in cube.splits or n == cube.id_name]
+    if unknown:
+        raise ParameterError(
+            f"unknown OOD split(s) {', '.join(map(repr, unknown))} in this cube; available: "
+            f"{', '.join(cube.ood_names)}."
+        )
+    if not names:
+        raise ParameterError("no OOD sets to evaluate; select at least one OOD split.")
+    return names
+
+
+def point_result(
+    cube: ScoreCube,
+    p: float,
+    score: str = "energy",
+    convention: str = "id",
+    ood: Iterable[str] | None = None,
+) -> EvalResult:
+    """The ``EvalResult`` of one grid point (the type ``Evaluator.evaluate`` returns, with
+    ``id_scores`` / ``ood_scores`` and ``engine="cube"``)."""
+    check_convention(convention)
+    get_score(score)
+    names = _ood_names(cube, ood)
+    j = cube.index(p)
+    id_scores = np.asarray(cube.splits[cube.id_name].score(score, j))
+    ood_scores = {n: np.asarray(cube.splits[n].score(score, j)) for n in names}
+    ids = IdScores(id_scores)
+    return EvalResult(
+        bundle=cube.bundle_name,
+        method=cube.method,
+        p=float(cube.grid[j]),
+        threshold=cube.threshold,
+        score=score,
+        convention=convention,
+        id_accuracy=cube.id_accuracy(p),
+        ood={n: ids.metrics(s, convention) for n, s in ood_scores.items()},
+        fitted_threshold=None if cube.fitted_thresholds is None
+        else float(cube.fitted_thresholds[j]),
+        id_scores=id_scores,
+        ood_scores=ood_scores,
+        engine="cube",
+    )
+
+
+def point_metrics(cube: ScoreCube, p: float, score: str = "energy", convention: str = "id",
+                  ood: Iterable[str] | None = None) -> dict[str, Any]:
+    """``point_result(...).to_dict()`` (kept for callers of the older dict API)."""
+    return point_result(cube, p, score, convention, ood).to_dict()

@@ -1,0 +1,95 @@
+"""Cube grids of the methods outside the ASH prefix family: ReAct ("clip"), SCALE ("row-scale").
+
+Both run on torch (no native kernel), one pass over each split, every grid p at once:
+
+* **clip** (ReAct at p): clip ``c_p`` = the p-th percentile of id_fit activations (bit for
+  bit as the shaper fits it). With each row sorted once (descending), the units above
+  ``c_p`` are a prefix of length ``k_p = #(x > c_p)``, so the clipped logits are
+  ``c_p * G_k + (z - A_k) + b`` with the running sums ``A_k = sum_{r<k} v_r W[:, o_r]``,
+  ``G_k = sum_{r<k} W[:, o_r]`` (the ASH-P and ASH-B accumulators) and ``z = x W^T``
+  (the rest ``z - A_k`` is set to exactly 0 where no non-zero unit is left, so a clip at
+  0 gives the bias exactly, with the exact path's ties).
+* **row-scale** (SCALE at p): a per-row scalar on the unshaped logits,
+  ``exp(s1 / s2(p)) * z + b`` with ``s2(p)`` the sum of the row's ``k = kept_count(D, p)``
+  largest values (a prefix sum of the sorted row; ratio 0, factor 1, where ``s2 = 0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..evaluate import Evaluator
+from ..shaping import kept_count, scale_factor
+from .model import SplitCube, empty_fields
+from .thresholds import fit_global_thresholds
+from .torch_backend import Chunk, band_product, prepare_chunk, store_scores
+
+Tick = Callable[[int], None]
+
+
+def _clip_walk(ch: Chunk, z: torch.Tensor, clips: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor,
+               outs: tuple[np.ndarray, ...], lo: int) -> None:
+    """ReAct logits at every grid point of one chunk, from the largest clip to the smallest."""
+    m, d = ch.vals.shape
+    ranks = torch.arange(d)
+    a = torch.zeros(m, wt.shape[1])
+    g = torch.zeros_like(a)
+    prev = torch.zeros(m, dtype=torch.int64)
+    # 1 + the last rank holding a non-zero value: from there on the unclipped rest is
+    # exactly 0, and so must be z - A_k (its rounding would break the exact path's ties)
+    nz_end = ((ch.vals != 0) * (ranks + 1)).amax(dim=1)
+    for j in range(ch.kept.shape[1] - 1, -1, -1):  # larger p: larger clip, fewer above it
+        k = ch.kept[:, j]
+        band = (ranks[None, :] >= prev[:, None]) & (ranks[None, :] < k[:, None])
+        nnz = int(band.sum())
+        if nnz:
+            a += band_product(ch, band, ch.vals[band], wt)
+            g += band_product(ch, band, torch.ones(nnz), wt)
+        prev = k
+        rest = torch.where((k >= nz_end)[:, None], torch.zeros(()), z - a)
+        store_scores(outs, 0, j, lo, lo + m, clips[j] * g + rest + bias)
+
+
+def _row_scale_walk(ch: Chunk, z: torch.Tensor, counts: np.ndarray, bias: torch.Tensor,
+                    outs: tuple[np.ndarray, ...], lo: int) -> None:
+    """SCALE logits at every grid point of one chunk: factor(p) x unshaped logits + b."""
+    m = ch.vals.shape[0]
+    prefix = torch.cumsum(ch.vals.to(torch.float64), dim=1).to(torch.float32)
+    for j, k in enumerate(counts):
+        s2 = prefix[:, k - 1] if k > 0 else torch.zeros(m)
+        store_scores(outs, 0, j, lo, lo + m, scale_factor(ch.s1, s2)[:, None] * z + bias)
+
+
+def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
+                clips: np.ndarray | None, chunk: int, tick: Tick) -> tuple[SplitCube, SplitCube]:
+    """One split's cube under ``strategy`` and its unshaped scores."""
+    outs = empty_fields(1, grid.size, x.shape[0])
+    full = empty_fields(1, x.shape[0])
+    wt = ev.weight.T.contiguous()
+    counts = np.asarray([kept_count(x.shape[1], p) for p in grid])
+    clips32 = None if clips is None else torch.from_numpy(clips.astype(np.float32))
+    for lo in range(0, x.shape[0], chunk):
+        rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk]))
+        ch = prepare_chunk(rows, None, None if clips is not None else counts, clips32)
+        z = rows @ wt
+        if strategy == "clip":
+            _clip_walk(ch, z, clips32, wt, ev.bias, outs, lo)
+        else:
+            _row_scale_walk(ch, z, counts, ev.bias, outs, lo)
+        store_scores(tuple(a[None] for a in full), 0, 0, lo, lo + rows.shape[0], z + ev.bias)
+        tick(rows.shape[0])
+    return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
+
+
+def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int, tick: Tick,
+                   ) -> tuple[dict[str, SplitCube], dict[str, SplitCube], np.ndarray | None]:
+    """(cube per split, unshaped per split, fitted clips or None) for "clip" / "row-scale"."""
+    clips = fit_global_thresholds(ev, grid, "ReAct's clip") if strategy == "clip" else None
+    cubes, unshaped = {}, {}
+    for nm in ev.split_names:
+        cubes[nm], unshaped[nm] = _split_cube(strategy, ev.features(nm).numpy(), ev, grid,
+                                              clips, chunk, tick)
+    return cubes, unshaped, clips
