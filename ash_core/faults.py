@@ -23,9 +23,11 @@ def checkpoint(tag: str) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
-    name, _, nth = spec.partition(":")
+    name, sep, nth = spec.rpartition(":")
+    if not (sep and nth.isdigit()):  # no occurrence count: the whole spec is the tag
+        name, nth = spec, "1"
     if name != tag:
         return
     _seen[tag] += 1
-    if _seen[tag] == (int(nth) if nth.isdigit() else 1):
+    if _seen[tag] == int(nth):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from ash_core.extract import ExtractConfig, Extractor, SplitSpec
     from ash_core.extract.data import PreparedDataset, parse_spec
-    from ash_core.extract.extractor import ChunkPlan
+    from ash_core.extract.workdir import ChunkPlan
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

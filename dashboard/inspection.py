@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ash_core import Bundle, EvalResult
-from ash_core import inspect as ai
+from ash_core import samples as ai
 from ash_core.errors import BundleError
 from dashboard import cache
 from dashboard.images import SampleImage, sample_image

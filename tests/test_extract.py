@@ -313,3 +313,74 @@ def test_torchvision_datasets_are_never_downloaded_unasked(tmp_path: Path) -> No
     assert not any(tmp_path.iterdir())  # nothing fetched
     with pytest.raises(DataError, match="no dataset 'NotADataset'"):
         parse_spec("torchvision:NotADataset", None, (32, 32, 3))
+
+
+def _pets_args(image_root: Path, tmp_path: Path, out: Path) -> list[str]:
+    return ["extract", "--model", "cifar_resnet20", "--weights", str(_tiny_weights(tmp_path)),
+            "--data-root", str(image_root), "--id", "pets=folder:pets", "--batch-size", "4",
+            "--workers", "0", "--no-progress", "--device", "cpu", "-o", str(out)]
+
+
+def _tree(path: Path) -> list[tuple[str, bytes]]:
+    return sorted((p.relative_to(path).as_posix(), p.read_bytes() if p.is_file() else b"")
+                  for p in path.rglob("*"))
+
+
+def test_overwrite_replaces_only_bundles_and_empty_dirs(image_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    # regression: `extract -o DIR --overwrite` deleted a folder with thesis.txt and sub/
+    out = tmp_path / "thesis"
+    (out / "sub").mkdir(parents=True)
+    (out / "thesis.txt").write_text("four years of work")
+    (out / "sub" / "data.csv").write_text("a,b\n")
+    before = _tree(out)
+    assert main([*_pets_args(image_root, tmp_path, out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an ASH bundle" in err and "nothing was deleted" in err, err
+    assert _tree(out) == before and not out.with_name("thesis.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "r20.th", "thesis"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    assert main([*_pets_args(image_root, tmp_path, a_file), "--overwrite"]) == 2
+    assert "not a directory" in capsys.readouterr().err and a_file.read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*_pets_args(image_root, tmp_path, empty), "--overwrite"]) == 0
+    assert main([*_pets_args(image_root, tmp_path, empty), "--overwrite"]) == 0  # a bundle now
+    assert len(load_bundle(empty).id_split) == 10
+
+
+def test_a_work_dir_that_is_not_ours_is_never_touched(image_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # regression: a user folder named OUT.partial was filled with chunks, then deleted
+    out = tmp_path / "b"
+    work = tmp_path / "b.partial"
+    work.mkdir()
+    (work / "notes.md").write_text("mine")
+    for args in ([], ["--overwrite"]):
+        assert main([*_pets_args(image_root, tmp_path, out), *args]) == 2
+        assert "not an extraction work directory" in capsys.readouterr().err
+        assert _tree(work) == [("notes.md", b"mine")] and not out.exists()
+
+
+def test_leftover_cleanup_removes_only_our_temporary_siblings(tmp_path: Path) -> None:
+    from ash_core.extract.leftovers import clean_leftovers
+
+    def make(name: str, *files: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            (d / f).parent.mkdir(parents=True, exist_ok=True)
+            (d / f).write_text("x")
+        return d
+
+    ours = [make(".b.partial.dead-1", "whatever.txt"), make(".b.partial.new-2"),
+            make(".b.old-3", "manifest.json", "splits/id.csv", ".cube_cache/k"),
+            make(".b.tmp-abc", "head.safetensors")]
+    theirs = [make(".b.old-4", "thesis.txt"), make(".b.tmp-def", "head.safetensors", "notes"),
+              make(".bb.old-5", "manifest.json"), make("b.old-6", "manifest.json")]
+    (tmp_path / ".b.old-7").write_text("a file")
+    assert sorted(clean_leftovers(tmp_path / "b")) == sorted(ours)
+    assert all(p.exists() for p in theirs) and (tmp_path / ".b.old-7").is_file()
+    assert not any(p.exists() for p in ours)

@@ -16,6 +16,7 @@ from extract_helpers import (
     REPO,
     assert_same_bundle,
     run_cli,
+    run_forked,
     small_r20_args,
 )
 
@@ -33,7 +34,6 @@ from ash_core.extract import (
     rename_mobilenet_v2_backbone,
 )
 from ash_core.extract.data import PreparedDataset
-from ash_core.extract.extractor import STOP_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,11 @@ def test_resnet20_reproduces_cifar10_accuracy(shared_data: Path, tmp_path: Path)
     logits = split.features_tensor() @ bundle.head_weight.T + bundle.head_bias
     acc = float((logits.argmax(1) == split.labels_tensor()).float().mean())
     print(f"ResNet-20 on the 10,000 CIFAR-10 test JPEGs: {100 * acc:.2f}% top-1")
-    assert 0.79 < acc < 0.83  # about 81% on these JPEG re-encodings (91.7% on the originals)
+    # The independently known value: ../shared/data/README.md states "ResNet-20: about 81% here
+    # vs 91.7% on the original" data (these JPEG re-encodings, quality ~75). A whole percent,
+    # so the honest tolerance is its rounding interval, +-0.5 points (a regression that costs
+    # more than 1 image in 200 fails).
+    assert acc == pytest.approx(0.81, abs=0.005)
     assert bundle.manifest["classifier"]["id_accuracy"] == pytest.approx(acc, abs=1e-4)
     assert (split.features >= 0).all()  # post-ReLU average-pooled features
     assert split.meta["source"][0] == "cifar10/test/airplane/0000.jpg"
@@ -93,20 +97,19 @@ def test_stored_features_equal_a_direct_forward_pass(shared_data: Path, tmp_path
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(
         shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    ok = run_cli(small_r20_args(shared_data, full))
-    assert ok.returncode == 0, ok.stderr
-    # 400 + 100 + 64 images in chunks of 4 x 40: the process dies after writing 2 chunks
-    killed = run_cli(small_r20_args(shared_data, resumed), env={STOP_ENV: "2"})
-    assert killed.returncode == 75, killed.stderr
+    rc, log = run_forked(small_r20_args(shared_data, full))
+    assert rc == 0, log
+    # 400 + 100 + 64 images in chunks of 4 x 40: the process is killed after writing 2 chunks
+    rc, log = run_forked(small_r20_args(shared_data, resumed), fault="extract.chunk:2")
+    assert rc == -9, log
     assert not resumed.exists(), "a bundle must not be visible before it is complete"
     partial = resumed.with_name("resumed.partial")
     assert len(list((partial / "cifar").glob("c*.safetensors"))) == 2
     # other settings must not be mixed into the partial results
     assert main(["extract", *small_r20_args(shared_data, resumed, batch=20)]) == 2
-    assert "different settings" in capsys.readouterr().err
-    again = run_cli(small_r20_args(shared_data, resumed))
-    assert again.returncode == 0, again.stderr
-    assert "resuming" in again.stdout and "320 already done" in again.stdout, again.stdout
+    assert "different recipe" in capsys.readouterr().err
+    rc, log = run_forked(small_r20_args(shared_data, resumed))
+    assert rc == 0 and "resuming" in log and "320 already done" in log, log
     assert not partial.exists()
     assert_same_bundle(full, resumed)
 

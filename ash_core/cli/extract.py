@@ -32,10 +32,13 @@ examples:
   ash-explore extract --model mobilenet_v2_backbone --weights BACKBONE.pt --fit-head ...
   # several processes (each extracts a disjoint shard; same result as one process):
   torchrun --nproc_per_node 2 --no-python ash-explore extract --config configs/cifar10_resnet20.json
-  (or: torchrun --nproc_per_node 2 -m ash_core.extract --config ...)
+  (or: torchrun --nproc_per_node 2 -m ash_core.cli extract --config ...)
 
-An interrupted run resumes when rerun with the same command (work is kept in OUT.partial/);
-the bundle appears only once complete.
+An interrupted run resumes when rerun with the same command (work is kept in OUT.partial/,
+every chunk tagged with its recipe's fingerprint, so another recipe's work is never mixed in);
+the bundle appears only once complete, and rerunning a finished recipe reports it complete.
+--overwrite replaces only an ASH bundle or an empty folder (and discards a work directory of
+another recipe); anything else at OUT is refused and left untouched.
 """
 
 
@@ -93,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--feature-dtype", choices=["float16", "float32"],
                    help="storage dtype of the features (default float16)")
     g.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace an existing bundle")
+                   help="replace an existing bundle (only an ASH bundle or an empty folder) "
+                        "and discard a partial extraction of a different recipe")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

@@ -4,31 +4,33 @@
     extract(ExtractConfig(out="bundle", model="cifar_resnet20", weights="resnet20.th",
                           data_root="../shared/data",
                           splits=[SplitSpec("cifar10_test", "id", "folder:cifar10/test")]))
+
+Modules, each with one job: ``config`` (the recipe), ``models`` (building and loading models),
+``hook`` (capturing a layer), ``protocol`` (preprocessing), ``data`` (image sources and specs),
+``fingerprint`` / ``workdir`` / ``leftovers`` (resumable, never-mixed work), ``runner`` (the
+run loop), ``head`` and ``writer`` (the bundle's head, splits and provenance), ``publish``
+(replacing the output safely). The command line lives in ``ash_core.cli.extract``.
 """
 
-from .data import DataError, Protocol, make_protocol, parse_spec
-from .extractor import (
-    ExtractConfig,
-    ExtractError,
-    Extractor,
-    FeatureHook,
-    SplitSpec,
-    extract,
-    fit_linear_head,
-)
+from ..errors import DataError, ExtractError, ModelError
+from .config import ExtractConfig, SplitSpec, check_split_roles
+from .data import parse_spec
+from .head import fit_linear_head
+from .hook import FeatureHook
 from .models import (
     CifarResNet,
     LoadedModel,
     MnistCNN,
-    ModelError,
     load_model,
     read_state_dict,
     rename_mobilenet_v2_backbone,
 )
+from .protocol import Protocol, make_protocol
+from .runner import Extractor, extract
 
 __all__ = [
     "CifarResNet", "DataError", "ExtractConfig", "ExtractError", "Extractor", "FeatureHook",
-    "LoadedModel", "MnistCNN", "ModelError", "Protocol", "SplitSpec", "extract",
-    "fit_linear_head", "load_model", "make_protocol", "parse_spec", "read_state_dict",
+    "LoadedModel", "MnistCNN", "ModelError", "Protocol", "SplitSpec", "check_split_roles",
+    "extract", "fit_linear_head", "load_model", "make_protocol", "parse_spec", "read_state_dict",
     "rename_mobilenet_v2_backbone",
 ]

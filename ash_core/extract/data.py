@@ -1,4 +1,4 @@
-"""Data sources for extraction and the preprocessing protocols.
+"""Data sources for extraction, the spec strings that name them, and the model-input dataset.
 
 A *source* is an indexable set of images with optional labels and a per-sample ``source``
 reference (a path relative to the data root, or ``file#index`` for array files). Sources are
@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,94 +28,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .protocol import Protocol
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How an image becomes a model input.
-
-    The image is converted to ``channels`` (grayscale is replicated to 3 channels for RGB
-    models), resized so its shorter side is ``resize`` (bilinear, antialiased) and
-    center-cropped to ``crop`` x ``crop``; images already ``crop`` x ``crop`` are left as they
-    are. Then scaled to [0, 1] and normalised with ``mean``/``std``.
-    """
-
-    name: str
-    resize: int
-    crop: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def describe(self) -> dict[str, Any]:
-        return {"protocol": self.name, "resize_shorter_side": self.resize, "center_crop": self.crop,
-                "channels": self.channels, "grayscale_to_rgb": self.channels == 3,
-                "interpolation": "bilinear (PIL, antialiased)", "scale": "1/255",
-                "mean": list(self.mean), "std": list(self.std)}
-
-    def to_pil(self, img: Image.Image | np.ndarray) -> Image.Image:
-        """Resize/crop to the model's input size, in the model's channel mode (uint8)."""
-        if isinstance(img, np.ndarray):
-            img = Image.fromarray(img.squeeze(-1) if img.ndim == 3 and img.shape[2] == 1 else img)
-        img = img.convert("RGB" if self.channels == 3 else "L")
-        w, h = img.size
-        if (w, h) == (self.crop, self.crop):
-            return img
-        scale = self.resize / min(w, h)
-        nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
-        return img.crop((left, top, left + self.crop, top + self.crop))
-
-    def to_uint8(self, img: Image.Image | np.ndarray) -> np.ndarray:
-        """[H, W, C] uint8 at input size."""
-        arr = np.array(self.to_pil(img), dtype=np.uint8)  # a writable copy
-        return arr[:, :, None] if arr.ndim == 2 else arr
-
-    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, H, W, C] (or [H, W, C]) -> normalised float [N, C, H, W].
-
-        Done per batch (after the DataLoader), which is much cheaper than per image and
-        keeps the worker-to-main traffic in uint8.
-        """
-        if batch.ndim == 3:
-            batch = batch.unsqueeze(0)
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return x.sub_(mean).div_(std)
-
-
-#: name -> (resize shorter side, center crop); None means "the model's input size".
-PROTOCOLS: dict[str, tuple[int | None, int | None]] = {
-    "cifar": (None, None),      # resize shorter side to 32, center crop 32 (28x28 -> 32x32)
-    "mnist": (None, None),      # 28x28, grayscale
-    "imagenet": (256, 224),     # resize 256, center crop 224 (scaled for other input sizes)
-    "direct": (None, None),     # resize shorter side to the input size, center crop
-}
-
-
-def make_protocol(name: str, input_size: int, channels: int, mean: Sequence[float],
-                  std: Sequence[float], resize: int | None = None,
-                  crop: int | None = None) -> Protocol:
-    """A protocol by name, for a model with the given input size/channels/normalisation."""
-    if name not in PROTOCOLS:
-        raise DataError(f"unknown preprocessing protocol {name!r}; choose one of "
-                        f"{', '.join(PROTOCOLS)} (or give --resize/--crop).")
-    d_resize, d_crop = PROTOCOLS[name]
-    crop = crop or d_crop or input_size
-    if name == "imagenet" and resize is None:
-        resize = round(crop * 256 / 224)
-    resize = resize or d_resize or crop
-    if resize < crop:
-        raise DataError(f"resize ({resize}) must be >= crop ({crop}).")
-    return Protocol(name, int(resize), int(crop), channels, tuple(mean), tuple(std))
+KINDS = ("folder", "idx", "npz", "noise", "torchvision")
 
 
 # --------------------------------------------------------------------------- sources
@@ -369,69 +284,91 @@ class TorchvisionSource(Source):
         return f"torchvision:{self.name}#{i}"
 
 
+class _Options:
+    """The ``?key=value&...`` options of one spec; each is taken once, leftovers are errors."""
+
+    def __init__(self, spec: str, query: str):
+        self.spec = spec
+        try:
+            self.opts = dict(parse_qsl(query, keep_blank_values=True,
+                                       strict_parsing=bool(query)))
+        except ValueError:
+            raise DataError(f"bad options {query!r} in data spec {spec!r}; use "
+                            "?key=value&key=value.") from None
+
+    def text(self, key: str, default: str) -> str:
+        return self.opts.pop(key, default)
+
+    def integer(self, key: str, default: int | None = None, low: int | None = None
+                ) -> int | None:
+        if key not in self.opts:
+            return default
+        try:
+            value = int(self.opts.pop(key))
+        except ValueError:
+            raise DataError(f"option {key} in {self.spec!r} must be an integer.") from None
+        if low is not None and value < low:  # not Python slicing: ?limit=-1 is no "all but one"
+            raise DataError(f"option {key} in {self.spec!r} must be >= {low}, got {value}.")
+        return value
+
+    def check_all_used(self) -> None:
+        if self.opts:
+            raise DataError(f"unknown option(s) {', '.join(self.opts)} in data spec "
+                            f"{self.spec!r}; known: limit, every (all), n, seed (noise), images, "
+                            "labels (npz), root, train, split, download (torchvision).")
+
+
+def _path_of(arg: str, data_root: Path | None) -> Path:
+    q = Path(arg).expanduser()
+    return q if q.is_absolute() or data_root is None else data_root / q
+
+
+def _detect_kind(spec: str, path: Path) -> str:
+    """folder, npz or idx for a bare path."""
+    if path.is_dir():
+        return "folder"
+    if path.name.endswith(".npz"):
+        return "npz"
+    if "idx" in path.name or "ubyte" in path.name:
+        return "idx"
+    raise DataError(
+        f"cannot tell what {spec!r} is ({path} is not a folder, .npz or IDX file). Use "
+        "folder:PATH, idx:PATH, npz:PATH, noise:gaussian|uniform or torchvision:NAME.")
+
+
+def _build(kind: str, arg: str, opts: _Options, data_root: Path | None,
+           input_shape: tuple[int, int, int]) -> Source:
+    """The source of one kind, taking its own options."""
+    if kind == "folder":
+        return FolderSource(_path_of(arg, data_root), data_root)
+    if kind == "idx":
+        return idx_source(_path_of(arg, data_root), data_root)
+    if kind == "npz":
+        return npz_source(_path_of(arg, data_root), data_root, opts.text("images", "images"),
+                          opts.text("labels", "labels"))
+    if kind == "noise":
+        n, seed = opts.integer("n", 1000), opts.integer("seed", 0)
+        assert n is not None and seed is not None
+        return NoiseSource(arg, n, seed, input_shape)
+    return TorchvisionSource(arg, _path_of(opts.text("root", "torchvision"), data_root),
+                             opts.opts)
+
+
 def parse_spec(spec: str, data_root: Path | None, input_shape: tuple[int, int, int]) -> Source:
     """Build a source from a spec string (see the module docstring).
 
     ``input_shape`` is (H, W, C) of the model input: the shape of generated noise.
     """
     text, _, query = spec.partition("?")
-    try:
-        opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
-    except ValueError:
-        raise DataError(f"bad options {query!r} in data spec {spec!r}; use ?key=value&key=value."
-                        ) from None
+    opts = _Options(spec, query)
     kind, sep, arg = text.partition(":")
-    if not sep or kind not in ("folder", "idx", "npz", "noise", "torchvision"):
+    if not sep or kind not in KINDS:
         kind, arg = "auto", text
-
-    def path_of(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() or data_root is None else data_root / q
-
-    def pop_int(key: str, default: int | None = None) -> int | None:
-        if key not in opts:
-            return default
-        try:
-            return int(opts.pop(key))
-        except ValueError:
-            raise DataError(f"option {key} in {spec!r} must be an integer.") from None
-
-    limit, every = pop_int("limit"), pop_int("every")
-    for key, value in (("limit", limit), ("every", every)):
-        if value is not None and value < 1:  # not Python slicing: ?limit=-1 is no "all but one"
-            raise DataError(f"option {key} in {spec!r} must be >= 1, got {value}.")
+    limit, every = opts.integer("limit", low=1), opts.integer("every", low=1)
     if kind == "auto":
-        p = path_of(arg)
-        if p.is_dir():
-            kind = "folder"
-        elif p.name.endswith(".npz"):
-            kind = "npz"
-        elif "idx" in p.name or "ubyte" in p.name:
-            kind = "idx"
-        else:
-            raise DataError(
-                f"cannot tell what {spec!r} is ({p} is not a folder, .npz or IDX file). Use "
-                "folder:PATH, idx:PATH, npz:PATH, noise:gaussian|uniform or torchvision:NAME.")
-    source: Source
-    if kind == "folder":
-        source = FolderSource(path_of(arg), data_root)
-    elif kind == "idx":
-        source = idx_source(path_of(arg), data_root)
-    elif kind == "npz":
-        source = npz_source(path_of(arg), data_root, opts.pop("images", "images"),
-                            opts.pop("labels", "labels"))
-    elif kind == "noise":
-        n = pop_int("n", 1000)
-        seed = pop_int("seed", 0)
-        assert n is not None and seed is not None
-        source = NoiseSource(arg, n, seed, input_shape)
-    else:
-        root = path_of(opts.pop("root", "torchvision"))
-        source = TorchvisionSource(arg, root, opts)
-    if opts:
-        raise DataError(f"unknown option(s) {', '.join(opts)} in data spec {spec!r}; known: "
-                        "limit, every (all), n, seed (noise), images, labels (npz), root, train, "
-                        "split, download (torchvision).")
+        kind = _detect_kind(spec, _path_of(arg, data_root))
+    source = _build(kind, arg, opts, data_root, input_shape)
+    opts.check_all_used()
     return source.select(limit, every)
 
 
