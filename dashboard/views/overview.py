@@ -5,11 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, services
+from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import METRICS, Context, metrics_table, pct, pp
 
-#: a card's width in px: the longest label ("ID accuracy (no shaping)") fits, and the
-#: cards wrap onto more rows on narrow screens instead of truncating
-CARD_PX = 200
 HELP = {"fpr95": "share of OOD samples accepted at the threshold keeping 95% of ID "
                  "(lower is better); average over the selected OOD sets",
         "auroc": "area under the ROC curve, ID vs OOD (higher is better); average",
@@ -19,7 +17,7 @@ HELP = {"fpr95": "share of OOD samples accepted at the threshold keeping 95% of 
 
 def _cards(avg, acc) -> None:
     """The headline numbers as cards of one width that wrap (readable from 800 px up)."""
-    row = st.container(horizontal=True, gap="small", key="overview_cards")
+    row = card_row("overview_cards")
     for m, label in METRICS:
         row.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]), help=HELP[m],
                    delta_color="inverse" if m == "fpr95" else "normal", border=True,
