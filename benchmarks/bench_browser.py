@@ -45,8 +45,8 @@ _SIGNATURE_JS = """() => {
   for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0;
   return `${s.length}:${h}`;
 }"""
-_IDLE_JS = """() => { const s = document.querySelector('[data-testid=stStatusWidget]');
-  return !(s && /Running/.test(s.innerText)); }"""
+_IDLE_JS = """() => !document.querySelector('[data-testid^=stStatusWidgetRunning], '
+  + '[data-testid=stSpinner], [data-stale=true]')"""
 
 
 def _free_port() -> int:
@@ -93,7 +93,8 @@ def time_moves(page, url: str, moves: int) -> list[float]:
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector(".js-plotly-plot .main-svg", timeout=180_000)
     wait_idle(page)
-    slider = page.locator("[data-testid=stSlider] [role=slider]").first
+    slider = page.locator("[data-testid=stSlider] input[type=range], "
+                          "[data-testid=stSlider] [role=slider]").first
     slider.focus()
     slider.press("ArrowRight")  # warm-up: first fragment run of this session
     page.wait_for_timeout(500)
