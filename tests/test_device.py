@@ -165,3 +165,16 @@ def test_cli_device_cpu_and_auto_give_the_same_numbers(
     rc, out, err = run_cli(capsys, "sweep", str(synthetic_bundle), "--methods", "ash-p,react",
                            "--p", "60,90", "--device", "cpu", "--cache-dir", str(tmp_path))
     assert rc == 0 and "react" in out, err
+
+
+def test_dashboard_device_reaches_the_server_as_ash_device(
+        synthetic_bundle: Path, no_cuda: None, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ash_core.cli import dashboard as dashboard_cli
+
+    started = []
+    monkeypatch.setattr(dashboard_cli, "supervise", lambda cmd, env: started.append(env) or 0)
+    rc, _, err = run_cli(capsys, "dashboard", str(synthetic_bundle), "--device", "cuda")
+    assert rc == 2 and started == [] and "CUDA is not available" in err
+    assert run_cli(capsys, "dashboard", str(synthetic_bundle))[0] == 0
+    assert started[-1]["ASH_DEVICE"] == "cpu"  # auto without CUDA
