@@ -90,6 +90,13 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
     return {m: METHOD_PALETTE[i % len(METHOD_PALETTE)] for i, m in enumerate(methods)}
 
 
+def plain_text(text: str) -> str:
+    """``text`` with ``&``, ``<`` and ``>`` as entities: plotly renders a small HTML subset
+    (links among it) in titles, labels and ticks, and bundle-supplied strings (class names,
+    bundle names) must show as plain text, never as markup."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def convention_label(convention: str) -> str:
     return "ID positive" if convention == "id" else "OOD positive"
 

@@ -32,6 +32,7 @@ from dashboard.figure_style import (  # noqa: F401 - re-exported for the views
     hline,
     method_colors,
     panel,
+    plain_text,
     ref,
     set_colors,
     subplots,
@@ -348,7 +349,8 @@ def topk_figure(insp: SampleInspection, setting: str, *, theme: str | None = Non
                    title="Top-5 class probabilities")
     for c, (df, color, name) in enumerate(((insp.top_before, th.base, "no shaping"),
                                            (insp.top_after, KEPT_COLOR, setting)), start=1):
-        fig.add_bar(y=df["class"][::-1], x=100 * df["probability"][::-1], orientation="h",
+        fig.add_bar(y=[plain_text(c) for c in df["class"][::-1]],
+                    x=100 * df["probability"][::-1], orientation="h",
                     marker_color=color, showlegend=False, name=name, **panel(c),
                     hovertemplate="%{y}: %{x:.2f}%<extra></extra>")
         axes(fig, c - 1, x=dict(title_text="probability (%)", range=[0, 100]))
@@ -374,7 +376,7 @@ def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
     The legend sits above the panels, so long setting labels never cover the x labels.
     """
     th = theme_of(theme)
-    names = (f"A: {label_a}", f"B: {label_b}")
+    names = (plain_text(f"A: {label_a}"), plain_text(f"B: {label_b}"))
     fig = subplots(1, 2, ("AUROC (%)", "FPR95 (%)"), theme=th, height=400, legend=names,
                    title=f"A vs B per OOD set (FPR95 with {convention_label(convention)})")
     for col, m in enumerate(("auroc", "fpr95"), start=1):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
+from ash_core.registry import setting_label
 
 VIEWS: dict[str, str] = {
     "overview": "Overview",
@@ -249,12 +250,10 @@ class State:
 
     def setting_label(self, method: str | None = None, p: float | None = None,
                       threshold: str | None = None) -> str:
+        """``ash-s p=90 local``: ``ash_core.registry.setting_label``, the one label function
+        (also behind ``Setting.label`` and the CLI); this state's p and threshold by default."""
         method = method or self.method
-        spec = get_method(method)
         p = self.p_value if p is None and method == self.method else p
-        parts = [method]
-        if spec.has_p and p is not None:
-            parts.append(f"p={p:g}")
-        if len(spec.thresholds) > 1:
-            parts.append(threshold or self.threshold)
-        return " ".join(parts)
+        params = {"p": p} if get_method(method).has_p and p is not None else {}
+        mode = len(get_method(method).thresholds) > 1
+        return setting_label(method, params, threshold or self.threshold, mode=mode)

@@ -256,7 +256,7 @@ def test_figure_bytes_renders_png_or_falls_back_to_html(monkeypatch):
     data, mime, ext = export.figure_bytes(fig, "png")
     assert (mime, ext) == ("text/html", "html") and b"<html>" in data
     monkeypatch.setattr(export, "renderer_available", lambda: True)
-    monkeypatch.setattr(export.pio, "to_image", lambda f, format: b"\x89PNG fake " + format.encode())
+    monkeypatch.setattr(export, "static_figure", lambda f, fmt: b"\x89PNG fake " + fmt.encode())
     assert export.figure_bytes(fig, "png") == (b"\x89PNG fake png", "image/png", "png")
 
 

@@ -366,7 +366,9 @@ def test_compare_bundles_of_different_dimensions(bundles):
 
 def test_export_offers_report_tables_and_figures(bundles):
     at = ok(run_app(bundles["main"], view="export", method="ash-s", p=85))
-    assert len(at.get("download_button")) == 1 + 3 + 4
+    keys = [b.key for b in at.get("download_button")]
+    assert keys == ["dl_report", "dl_report_pdf", "dl_csv", "dl_latex", "dl_markdown",
+                    *(f"dl_fig_{i}" for i in range(4))]  # report (HTML, PDF), tables, figures
     codes = [c.value for c in at.code]
     assert any("method=ash-s" in c and "p=85" in c for c in codes)
     at.radio(key="export_preview").set_value("latex").run()

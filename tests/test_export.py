@@ -28,7 +28,9 @@ from ash_core.report import (
     tradeoff_sentence,
 )
 from ash_core.sweep import sweep
-from dashboard import export, figures, services
+from dashboard import cache, export, figures
+from dashboard.config import AppArgs
+from dashboard.paths import BundlePolicy
 from dashboard.state import State
 from dashboard.views import export as export_view
 from dashboard.views.common import Context
@@ -52,13 +54,14 @@ def ev(synthetic_bundle):
 
 @pytest.fixture(scope="module")
 def ctx(synthetic_bundle):
-    bundle = services.get_bundle(str(synthetic_bundle))
+    args = AppArgs((str(synthetic_bundle),), None)
+    policy = BundlePolicy.from_args(args)
+    bundle = cache.get_bundle(str(synthetic_bundle), policy)
     state = State(bundle=str(synthetic_bundle), method="ash-s", p=80, cmode="setting",
                   bmethod="ash-b", bp=70, step=10)
     ood = [s.name for s in bundle.ood_splits]
-    return Context(state=state, args=services.AppArgs((str(synthetic_bundle),), None),
-                   bundles=[str(synthetic_bundle)], bundle=bundle, ood=ood,
-                   colors=figures.set_colors(ood))
+    return Context(state=state, args=args, bundles=[str(synthetic_bundle)], policy=policy,
+                   bundle=bundle, ood=ood, colors=figures.set_colors(ood))
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +167,7 @@ def test_static_figures_or_the_html_fallback(ev):
 
 def test_export_page_says_when_figures_fall_back_to_html(synthetic_bundle, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(synthetic_bundle.parent))
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
     at.query_params.update({"bundle": str(synthetic_bundle), "view": "export"})
     at.run()

@@ -265,3 +265,14 @@ def test_roc_marks_the_fpr95_point_and_titles_give_the_auroc(results):
     shaped = curves[next(iter(curves))][1]
     i = int(np.argmax(shaped.y >= 0.95))
     assert first.x[1] == pytest.approx(100 * shaped.x[i]) and first.y[1] >= 95
+
+
+def test_bundle_supplied_names_show_as_plain_text_not_markup():
+    # a class name like '<a href=...>' must not become a link in a plotly figure
+    from dashboard.figure_style import plain_text
+
+    assert plain_text('<a href="http://x">y</a> & z') == \
+        '&lt;a href="http://x"&gt;y&lt;/a&gt; &amp; z'
+    fa = pd.DataFrame({"ood_set": ["s"], "auroc": [0.5], "fpr95": [0.5]})
+    fig = figures.compare_figure(fa, fa, '<a href="http://x">A</a>', "b", "id")
+    assert all("<a " not in (t.name or "") for t in fig.data)
