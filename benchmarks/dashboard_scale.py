@@ -150,7 +150,8 @@ def exactness(bundle_path: str, cache_dir: str, methods: list[tuple[str, str]]) 
     failures = []
     for method, threshold in methods:
         for p in CHECK_PS:
-            cube = evaluate_setting(ev, method, p, threshold, engine="cube", cache_dir=cache_dir)
+            cube = evaluate_setting(ev, method, p, threshold=threshold, engine="cube",
+                                    cache_dir=cache_dir)
             exact = ev.evaluate(method, p, threshold)
             diff = max(abs(cube.ood[s].as_dict()[k] - v)
                        for s, m in exact.ood.items() for k, v in m.as_dict().items())
