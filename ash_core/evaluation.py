@@ -21,6 +21,7 @@ import torch
 
 from .bundle import Bundle, Split, negative_fraction
 from .errors import FeatureError, ParameterError
+from .fitted import feature_scorer
 from .metrics import OODMetrics, average_metrics, ood_metrics_many
 from .registry import Shaper
 from .scores import accuracy, get_score
@@ -110,6 +111,7 @@ class Evaluator:
         self._base_logits: dict[str, torch.Tensor] = {}
         self._orders: dict[str, torch.Tensor] = {}
         self._fitted: dict[tuple, float | None] = {}
+        self._states: dict[str, dict] = {}  # fitted states of scores on features
         self._warn = warn
 
     def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
@@ -122,6 +124,7 @@ class Evaluator:
         ev._base_logits = self._base_logits
         ev._orders = self._orders
         ev._fitted = self._fitted
+        ev._states = self._states
         return ev
 
     @property
@@ -206,16 +209,36 @@ class Evaluator:
             shaper.fitted_threshold, shaper.fitted_state = self._fitted[key]
         return shaper
 
+    def shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
+        """Features of a split shaped by ``shaper`` (the cached features themselves for a
+        method that leaves them unchanged: treat as read-only)."""
+        if shaper.spec.identity:
+            return self.features(name)
+        order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
+        return shaper(self.features(name), order=order)
+
+    def split_scorer(self, shaper: Shaper, setting: Setting
+                     ) -> Callable[[str], tuple[torch.Tensor, np.ndarray]]:
+        """``split -> (shaped logits, scores)``: a score on features (``fitted``) or on
+        logits."""
+        scorer = feature_scorer(self, shaper, setting)
+        if scorer is not None:
+            return scorer
+        score_fn = score_function(shaper, setting.score)
+
+        def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
+            logits = self.shaped_logits(shaper, name)
+            return logits, score_fn(logits).numpy()
+
+        return one
+
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         """Logits of a split shaped by ``shaper`` (the cached base logits for a method that
         leaves features unchanged, e.g. ``none``: treat as read-only)."""
-        head = shaper.head(self.weight, self.bias)
-        if shaper.spec.identity:
-            if shaper.spec.head_fn is None:
-                return self.base_logits(name)
-            return self.logits(self.features(name), head)
-        order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
-        return self.logits(shaper(self.features(name), order=order), head)
+        if shaper.spec.identity and shaper.spec.head_fn is None:
+            return self.base_logits(name)
+        return self.logits(self.shaped_features(shaper, name),
+                           shaper.head(self.weight, self.bias))
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
         """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""
@@ -248,10 +271,9 @@ class Evaluator:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
-        score_fn = score_function(shaper, setting.score)
-        id_logits = self.shaped_logits(shaper, self.id_name)
-        id_scores = score_fn(id_logits).numpy()
-        ood_scores = {n: score_fn(self.shaped_logits(shaper, n)).numpy() for n in self.ood_names}
+        split_scores = self.split_scorer(shaper, setting)
+        id_logits, id_scores = split_scores(self.id_name)
+        ood_scores = {n: split_scores(n)[1] for n in self.ood_names}
         return EvalResult(
             bundle=self.bundle.name,
             method=setting.method,
