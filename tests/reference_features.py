@@ -29,7 +29,7 @@ def knn(fit: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
     for i in range(0, len(q), CHUNK):
         c = q[i:i + CHUNK]
         d2 = (c ** 2).sum(1)[:, None] - 2 * c @ bank.T + (bank ** 2).sum(1)[None, :]
-        out[i:i + CHUNK] = -np.maximum(np.sort(d2, axis=1)[:, k - 1], 0.0)
+        out[i:i + CHUNK] = -np.maximum(np.partition(d2, k - 1, axis=1)[:, k - 1], 0.0)
     return out
 
 
@@ -71,7 +71,8 @@ def _residual(fit: np.ndarray, weight: np.ndarray, bias: np.ndarray, x: np.ndarr
     """(||residual|| of x, of id_fit): the part of x - u outside the top-``dim`` right
     singular vectors of id_fit - u, as sqrt(||v||^2 - ||projection||^2)."""
     u = -np.linalg.pinv(_f64(weight)) @ np.asarray(bias, dtype=np.float64)
-    _, _, vt = np.linalg.svd(_f64(fit) - u, full_matrices=True)
+    centred = _f64(fit) - u  # every right singular vector needed only when rows < units
+    _, _, vt = np.linalg.svd(centred, full_matrices=centred.shape[0] < centred.shape[1])
     top = vt[:dim]
 
     def norm(a):
@@ -100,25 +101,27 @@ def residual(fit, weight, bias, x, dim: int) -> np.ndarray:
 
 def nci(fit, weight, bias, x, alpha: float) -> np.ndarray:
     """W_pred . (x - m) / ||x - m|| + alpha ||x||_1 (Liu & Qin, CVPR 2025)."""
-    m = _f64(fit).mean(0)
-    w = _f64(weight)
-    out = []
-    for row in _f64(x):
-        pred = int(np.argmax(w @ row + np.asarray(bias, dtype=np.float64)))
-        c = row - m
-        out.append(w[pred] @ c / max(np.sqrt(c @ c), 1e-12) + alpha * np.abs(row).sum())
-    return np.array(out)
+    x, w = _f64(x), _f64(weight)
+    pred = np.argmax(x @ w.T + np.asarray(bias, dtype=np.float64), axis=1)
+    c = x - _f64(fit).mean(0)
+    out = np.zeros(len(x))
+    for k in range(len(w)):  # per predicted class
+        rows = pred == k
+        out[rows] = c[rows] @ w[k]
+    return out / np.maximum(np.linalg.norm(c, axis=1), 1e-12) + alpha * np.abs(x).sum(1)
 
 
 def fdbd(fit, weight, bias, x, distance: bool = True) -> np.ndarray:
     """sum_j |z_c - z_j| / ||W_c - W_j|| over ||x - m|| (or ||x||) (Liu & Qin, ICML 2024)."""
+    x, w = _f64(x), _f64(weight)
+    z = x @ w.T + np.asarray(bias, dtype=np.float64)
+    pred = np.argmax(z, axis=1)
+    total = np.zeros(len(x))
+    for c in range(len(w)):
+        rows = pred == c
+        for j in range(len(w)):
+            if j != c:
+                dist = max(np.linalg.norm(w[c] - w[j]), 1e-12)
+                total[rows] += np.abs(z[rows, c] - z[rows, j]) / dist
     m = _f64(fit).mean(0) if distance else 0.0
-    w = _f64(weight)
-    out = []
-    for row in _f64(x):
-        z = w @ row + np.asarray(bias, dtype=np.float64)
-        c = int(np.argmax(z))
-        total = sum(abs(z[c] - z[j]) / max(np.linalg.norm(w[c] - w[j]), 1e-12)
-                    for j in range(len(z)) if j != c)
-        out.append(total / max(np.linalg.norm(row - m), 1e-12))
-    return np.array(out)
+    return total / np.maximum(np.linalg.norm(x - m, axis=1), 1e-12)
