@@ -45,8 +45,11 @@ def fpr95(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module", params=BUNDLES)
-def evaluator(request) -> Evaluator:
-    return Evaluator(load_bundle(REPO / "cached_features" / request.param))
+def evaluator(request, tmp_path_factory):
+    """A fresh cache directory, so that the states are fitted by the code under test."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASH_CUBE_CACHE", str(tmp_path_factory.mktemp("fitted")))
+        yield Evaluator(load_bundle(REPO / "cached_features" / request.param))
 
 
 @pytest.mark.parametrize("name", list_feature_scores())
