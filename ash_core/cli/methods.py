@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':10s}   {q.describe()}{main}")
         if not spec.params:
             print(f"{'':10s}   no parameters")
-    print("\nscores (--score): on logits " + ", ".join(list_scores()) + "; on features, "
+    print("\n  scores (--score): on logits " + ", ".join(list_scores()) + "; on features, "
           "fitted on id_fit: " + ", ".join(list_feature_scores()) + ". Any shaping method "
           "combines with any of them; a method that is a score (gen, knn, ...) is its own.")
     return 0
