@@ -26,6 +26,7 @@ import torch
 from .bundle import Bundle, Split, negative_fraction
 from .device import DeviceLike, resolve_device
 from .errors import FeatureError, ParameterError
+from .fitted import feature_scorer
 from .metrics import OODMetrics, average_metrics, ood_metrics_many
 from .registry import Shaper
 from .scores import accuracy, get_score
@@ -118,6 +119,7 @@ class Evaluator:
         self._base_logits: dict[str, torch.Tensor] = {}
         self._orders: dict[str, torch.Tensor] = {}
         self._fitted: dict[tuple, float | None] = {}
+        self._states: dict[str, dict] = {}  # fitted states of scores on features
         self._warn = warn
 
     def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
@@ -131,6 +133,7 @@ class Evaluator:
         ev._base_logits = self._base_logits
         ev._orders = self._orders
         ev._fitted = self._fitted
+        ev._states = self._states
         return ev
 
     @property
@@ -236,6 +239,32 @@ class Evaluator:
             shaper.fitted_threshold, shaper.fitted_state = self._fitted[key]
         return shaper
 
+    def shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
+        """Features of a split shaped by ``shaper``, on the CPU (the cached features
+        themselves for a method that leaves them unchanged: treat as read-only)."""
+        return self._device_shaped_features(shaper, name).cpu()
+
+    def _device_shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
+        if shaper.spec.identity:
+            return self._device_features(name)
+        order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
+        return shaper(self._device_features(name), order=order)
+
+    def split_scorer(self, shaper: Shaper, setting: Setting
+                     ) -> Callable[[str], tuple[torch.Tensor, np.ndarray]]:
+        """``split -> (shaped logits, scores)``: a score on features (``fitted``) or on
+        logits."""
+        scorer = feature_scorer(self, shaper, setting)
+        if scorer is not None:
+            return scorer
+        score_fn = score_function(shaper, setting.score)
+
+        def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
+            logits = self._device_shaped_logits(shaper, name)
+            return logits, score_fn(logits).cpu().numpy()
+
+        return one
+
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         """Logits of a split shaped by ``shaper``, on the CPU (the cached base logits for a
         method that leaves features unchanged, e.g. ``none``: treat as read-only)."""
@@ -243,12 +272,9 @@ class Evaluator:
 
     def _device_shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         head = self._device_head(shaper.head(self.weight, self.bias))
-        if shaper.spec.identity:
-            if shaper.spec.head_fn is None:
-                return self._device_base_logits(name)
-            return self.logits(self._device_features(name), head)
-        order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
-        return self.logits(shaper(self._device_features(name), order=order), head)
+        if shaper.spec.identity and shaper.spec.head_fn is None:
+            return self._device_base_logits(name)
+        return self.logits(self._device_shaped_features(shaper, name), head)
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
         """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""
@@ -283,11 +309,9 @@ class Evaluator:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
-        score_fn = score_function(shaper, setting.score)
-        id_logits = self._device_shaped_logits(shaper, self.id_name)
-        id_scores = score_fn(id_logits).cpu().numpy()
-        ood_scores = {n: score_fn(self._device_shaped_logits(shaper, n)).cpu().numpy()
-                      for n in self.ood_names}
+        split_scores = self.split_scorer(shaper, setting)
+        id_logits, id_scores = split_scores(self.id_name)
+        ood_scores = {n: split_scores(n)[1] for n in self.ood_names}
         return EvalResult(
             bundle=self.bundle.name,
             method=setting.method,

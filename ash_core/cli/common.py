@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..detectors import list_feature_scores
 from ..device import DEVICES
 from ..errors import ParameterError
 from ..metrics import CONVENTIONS
@@ -17,8 +18,11 @@ def add_setting_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", choices=list(THRESHOLD_MODES), default="local",
                         help="local: per-sample percentile (default); global: one threshold "
                              "fitted on the id_fit split (paper ablation)")
-    parser.add_argument("--score", choices=list_scores(), default="energy",
-                        help="OOD score computed from the logits (default: energy)")
+    parser.add_argument("--score", choices=[*list_scores(), *list_feature_scores()],
+                        default="energy",
+                        help="OOD score: on the (shaped) logits, or on the (shaped) features, "
+                             "fitted on id_fit (" + ", ".join(list_feature_scores())
+                             + "; their parameters via --param); default: energy")
     parser.add_argument("--fpr-convention", choices=list(CONVENTIONS), default="id",
                         help="id: ID is positive (ASH paper, default); ood: OOD is positive "
                              "(OpenOOD)")

@@ -8,6 +8,7 @@ import sys
 from tqdm import tqdm
 
 from ..bundle import load_bundle
+from ..detectors import get_feature_score
 from ..device import resolve_device
 from ..errors import ParameterError
 from ..evaluation import Evaluator
@@ -45,10 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def fixed_params(methods: list[str], fixed: dict[str, float]) -> dict[str, dict[str, float]]:
-    """The --param values per method: each method gets those it declares; a name no swept
-    method declares is an error (it would silently do nothing)."""
-    declared = {m: get_method(m).param_names for m in methods}
+def fixed_params(methods: list[str], fixed: dict[str, float],
+                 score: str = "energy") -> dict[str, dict[str, float]]:
+    """The --param values per method: each method gets those it declares, and those of a
+    score on features (``--score knn --param k=10``) that it combines with; a name none of
+    them declares is an error (it would silently do nothing)."""
+    declared = {m: get_method(m).param_names + score_param_names(m, score) for m in methods}
     for name in fixed:
         if name == "p":
             raise ParameterError("p is the swept parameter: give its grid with --p, not "
@@ -59,13 +62,22 @@ def fixed_params(methods: list[str], fixed: dict[str, float]) -> dict[str, dict[
     return {m: {k: v for k, v in fixed.items() if k in declared[m]} for m in methods}
 
 
+def score_param_names(method: str, score: str) -> tuple[str, ...]:
+    """The parameters of ``score`` when ``method`` is combined with it (a score on
+    features and a method that is not a score itself), else none."""
+    feature = get_feature_score(score)
+    if feature is None or score not in get_method(method).scores or method == score:
+        return ()
+    return tuple(q.name for q in feature.params)
+
+
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     evaluator = Evaluator(bundle, split_list(args.ood), device=device)
     methods = split_list(args.methods) or []
     grid = parse_grid(args.p)
-    fixed = fixed_params(methods, parse_params(args.param))
+    fixed = fixed_params(methods, parse_params(args.param), args.score)
     bar = tqdm(total=0, desc="sweep", unit="pt", disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
