@@ -131,8 +131,13 @@ class MethodSpec:
         return self.ranks and threshold == "local"
 
     def needs_fit(self, threshold: str) -> bool:
-        """Whether this method needs the id_fit split under this threshold mode."""
+        """Whether the shaper is fitted on id_fit under this threshold mode (its cutoff)."""
         return self.fit == "always" or (threshold == "global" and self.fit == "global")
+
+    def needs_id_fit(self, threshold: str) -> bool:
+        """Whether evaluating this method needs the bundle's id_fit split at all: its shaper
+        is fitted there, or it is a score on features fitted there (KNN's bank, ...)."""
+        return self.needs_fit(threshold) or self.feature_score is not None
 
     def check_score(self, score: str) -> str:
         """The score this method is evaluated with: a method on logits always uses its own

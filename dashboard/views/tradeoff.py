@@ -25,7 +25,7 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader("Trade-off over the pruning percentile p")
     _controls()
-    methods = offer.methods_for(ctx.bundle)  # only what this bundle can serve
+    methods = offer.sweepable_for(ctx.bundle)  # only what this bundle can serve, with p
     with progress_bar("sweeping methods over p") as progress:
         df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
                                   s.score, s.convention, methods, progress)
