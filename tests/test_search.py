@@ -245,16 +245,22 @@ def test_cli_table_marks_both_choices(val_bundle, tmp_path, capsys):
     assert "id_val 'id_v' vs ood_val 'ov_a', 'ov_b'" in out
 
 
-def test_cli_errors_are_one_line(val_bundle, tmp_path):
+def test_cli_bad_input_is_one_error_line(val_bundle, capsys):
+    for args, what in (([str(val_bundle), "--grid", "p=1:x"], "cannot parse the grid"),
+                       ([str(val_bundle), "--grid", "p=90", "--grid", "p=80"], "given twice"),
+                       ([str(val_bundle), "--grid", "T=1"], "unknown parameter 'T'")):
+        assert main(["search", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and what in err and err.count("\n") == 1
+
+
+def test_cli_process_without_validation_splits(tmp_path):
     plain = make_val_bundle(tmp_path / "plain", val=False)
-    for args, what in (([str(plain)], "no id_val and no ood_val split"),
-                       ([str(val_bundle), "--grid", "p=1:x"], "cannot parse the grid"),
-                       ([str(val_bundle), "--grid", "p=90", "--grid", "p=80"], "given twice")):
-        proc = subprocess.run([sys.executable, "-m", "ash_core.cli", "search", *args],
-                              capture_output=True, text=True)
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.startswith("error: ") and what in proc.stderr
-        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ash_core.cli", "search", str(plain)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: bundle plain has no id_val and no ood_val split")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
 # --------------------------------------------------------------------------- recommended marks
