@@ -8,7 +8,6 @@ import sys
 import pandas as pd
 
 from ..bundle import load_bundle
-from ..errors import ParameterError
 from ..registry import list_methods
 from ..report import dumps_json, render_frame
 from ..search import (
@@ -20,7 +19,7 @@ from ..search import (
     search_points,
 )
 from ..setting import Setting
-from .common import add_setting_args, method_help, split_list
+from .common import add_setting_args, method_help, parse_named, split_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,13 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def grid_of(assignments: list[str]) -> dict[str, list[float]]:
     """The ``--grid`` list as ``{name: values}``; a name given twice is an error."""
-    grid: dict[str, list[float]] = {}
-    for text in assignments:
-        name, values = parse_grid_assignment(text)
-        if name in grid:
-            raise ParameterError(f"--grid {name} is given twice; give it once.")
-        grid[name] = values
-    return grid
+    return parse_named(assignments, parse_grid_assignment, "--grid")
 
 
 def _label(params: dict[str, float]) -> str:
