@@ -34,6 +34,7 @@ from .cube.model import fits_on_id_fit
 from .errors import BundleError, ParameterError
 from .evaluation import EvalResult, Evaluator, score_function
 from .metrics import IdScores, higher_is_better
+from .recommended import benchmark_family, recommended_params
 from .registry import get_method
 from .setting import Setting
 
@@ -317,3 +318,47 @@ def search(
         selected_index=chosen, optimal_index=optimal, test=tests[chosen],
         test_optimal=tests[optimal], engine=used, bundle=ev.bundle.name,
     )
+
+
+# --------------------------------------------------------------------------- front-end helpers
+
+
+@dataclass(frozen=True)
+class ParamMarks:
+    """What the dashboard marks on a method's parameter axis: the validated choice, the
+    test-optimal one, the paper's recommended value for the bundle's family, and why
+    there is no validated choice (None when there is one)."""
+
+    validated: Params | None
+    test_optimal: Params | None
+    recommended: Params
+    family: str | None
+    result: SearchResult | None = None
+    missing: str | None = None
+
+
+def param_marks(source: Bundle | Evaluator, setting: Setting,
+                grid: Mapping[str, Sequence[float]] | None = None, metric: str = "auroc",
+                *, ood: Iterable[str] | None = None, **cube_options: Any) -> ParamMarks:
+    """The marks of ``setting``'s method on ``source``: a bundle without validation splits
+    gets no validated mark (``missing`` says why) instead of an error."""
+    bundle = source.bundle if isinstance(source, Evaluator) else source
+    family = benchmark_family(bundle)
+    recommended = recommended_params(setting.method, family)
+    try:
+        validation_splits(bundle)
+    except BundleError as exc:
+        return ParamMarks(None, None, recommended, family, missing=str(exc))
+    result = search(source, setting, grid, metric, ood=ood, **cube_options)
+    return ParamMarks(result.selected, result.optimal, recommended, family, result)
+
+
+def validation_statement(result: SearchResult) -> str:
+    """One sentence for exports: which parameters were validated, on what, and how."""
+    params = " ".join(f"{k}={v:g}" for k, v in result.selected.items()) or "no parameters"
+    optimal = " ".join(f"{k}={v:g}" for k, v in result.optimal.items()) or "no parameters"
+    m = result.metric.upper()
+    return (f"{result.setting.method} {params} was chosen on {result.validated_on.describe()} "
+            f"by {m} over {len(result.points)} grid points ({RULE}); the test sets were not "
+            f"used. Test-optimal on the same grid: {optimal} (gap {100 * result.gap:.2f} "
+            f"{m} points).")

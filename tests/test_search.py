@@ -21,10 +21,12 @@ from ash_core.cli import main
 from ash_core.errors import BundleError, ParameterError
 from ash_core.recommended import benchmark_family, recommended_params
 from ash_core.search import (
+    param_marks,
     parse_grid_assignment,
     search,
     search_points,
     select_first_best,
+    validation_statement,
     validation_value,
 )
 from ash_core.setting import Setting
@@ -291,3 +293,26 @@ def test_recommended_params_are_the_papers():
     assert recommended_params("ash-s", "cifar100") == {"p": 90.0}
     assert recommended_params("ash-b", "cifar100") == {"p": 85.0}
     assert recommended_params("ash-p", "cifar10") == {} == recommended_params("ash-s", None)
+
+
+def test_param_marks_for_the_dashboard(val_bundle, tmp_path):
+    plain = load_bundle(make_val_bundle(tmp_path / "cifar10_plain", val=False,
+                                        benchmark="cifar10"))
+    marks = param_marks(plain, Setting("ash-b"))
+    assert marks.validated is None and marks.test_optimal is None
+    assert marks.recommended == {"p": 95.0} and marks.family == "cifar10"
+    assert "no id_val and no ood_val split" in marks.missing
+    bundle = load_bundle(val_bundle)
+    marks = param_marks(bundle, Setting("ash-s"), cache_dir=tmp_path)
+    result = search(bundle, "ash-s", cache_dir=tmp_path)
+    assert (marks.validated, marks.test_optimal) == (result.selected, result.optimal)
+    assert marks.recommended == {} and marks.missing is None
+
+
+def test_validation_statement_names_the_choice_and_the_data(val_bundle):
+    result = search(load_bundle(val_bundle), "ash-s", {"p": [70, 80]}, engine="exact")
+    text = validation_statement(result)
+    p = result.selected["p"]
+    assert text.startswith(f"ash-s p={p:g} was chosen on id_val 'id_v' vs ood_val 'ov_a', "
+                           "'ov_b' by AUROC over 2 grid points")
+    assert "the test sets were not used" in text and "Test-optimal" in text
