@@ -147,6 +147,18 @@ def test_choice_equals_an_independent_argmax(val_bundle, tmp_path, engine, metho
     assert result.validated_on.to_dict()["ood_val"] == ["ov_a", "ov_b"]
 
 
+@pytest.mark.parametrize("engine", ["exact", "cube"])
+def test_global_thresholds_are_fitted_on_id_fit_for_validation_too(val_bundle, tmp_path,
+                                                                     engine):
+    bundle = load_bundle(val_bundle)
+    result = search(bundle, Setting("ash-b", threshold="global"), {"p": [50, 70, 90]},
+                    engine=engine, cache_dir=tmp_path)
+    values = [reference_validation(bundle, "ash-b", pt["p"], "auroc", "global")
+              for pt in result.points]
+    assert result.validation == pytest.approx(values, abs=1e-12)
+    assert result.selected == result.points[first_best(values, "auroc")]
+
+
 def test_ties_keep_the_first_point_in_grid_order(val_bundle):
     # D = 16: p = 0 and p = 1 both keep every unit (k = 16), so they tie exactly
     bundle = load_bundle(val_bundle)
