@@ -328,3 +328,27 @@ def test_validation_statement_names_the_choice_and_the_data(val_bundle):
     assert text.startswith(f"ash-s p={p:g} was chosen on id_val 'id_v' vs ood_val 'ov_a', "
                            "'ov_b' by AUROC over 2 grid points")
     assert "the test sets were not used" in text and "Test-optimal" in text
+
+
+def test_dashboard_marks_are_drawn_on_every_subplot_and_named_once(val_bundle, tmp_path):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from dashboard.param_marks import add_param_marks, marks_caption
+
+    bundle = load_bundle(make_val_bundle(tmp_path / "b", benchmark="cifar10"))
+    marks = param_marks(bundle, Setting("ash-b"), engine="exact")
+    fig = make_subplots(rows=1, cols=2)
+    for c in (1, 2):
+        fig.add_trace(go.Scatter(x=[0, 99], y=[0, 1]), row=1, col=c)
+    add_param_marks(fig, marks, subplots=True)
+    lines = sorted((s.x0, s.line.dash) for s in fig.layout.shapes)
+    want = {(marks.validated["p"], "solid"), (marks.test_optimal["p"], "dash"), (95.0, "dot")}
+    assert set(lines) == want and len(lines) == 2 * len(want)
+    names = [t.name for t in fig.data if t.name]
+    assert f"validated p={marks.validated['p']:g}" in names
+    assert "paper's p=95 (CIFAR-10)" in names
+    assert "on id_val 'id_v'" in marks_caption(marks)
+    plain = param_marks(load_bundle(make_val_bundle(tmp_path / "c", val=False)), Setting("ash-b"))
+    assert add_param_marks(go.Figure(), plain).layout.shapes == ()
+    assert marks_caption(plain) == "no validated p: this bundle has no id_val/ood_val splits"
