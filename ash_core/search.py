@@ -291,7 +291,7 @@ def search(
 
     ``method``: a name or a ``Setting`` (its threshold mode, score, convention and seed
     are kept; its parameters are replaced by the grid's). ``ood``: the test OOD sets
-    (default all). ``cube_options``: ``cache_dir``, ``use_cache``, ``progress`` of
+    (default: all, or an Evaluator's own selection). ``cube_options``: ``cache_dir``, ``use_cache``, ``progress`` of
     ``get_cube``. A bundle without validation splits is a BundleError saying how to add
     them; an unknown metric or parameter a ParameterError.
     """
@@ -300,7 +300,10 @@ def search(
                              f"{', '.join(SEARCH_METRICS)}.")
     base = (method if isinstance(method, Setting) else Setting(method)).validated()
     points = search_points(base.method, grid)
-    ev = source.with_ood(ood) if isinstance(source, Evaluator) else Evaluator(source, ood)
+    if isinstance(source, Evaluator):  # keep its OOD selection unless ``ood`` names one
+        ev = source if ood is None else source.with_ood(ood)
+    else:
+        ev = Evaluator(source, ood)
     if not ev.ood_names:
         raise ParameterError(f"bundle {ev.bundle.name} has no OOD test split selected; "
                              "select at least one.")

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 
 from ash_core.search import ParamMarks
+from dashboard.figure_style import vline
 
 #: kind -> (legend words, line dash); in drawing order
 MARK_STYLES: dict[str, tuple[str, str]] = {
     "validated": ("validated", "solid"),
-    "test_optimal": ("test-optimal", "dash"),
+    "test_optimal": ("test-optimal", "dashdot"),  # "dash" is the figures' current p
     "recommended": ("paper's", "dot"),
 }
 FAMILY_NAMES = {"imagenet": "ImageNet", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -32,26 +33,31 @@ def mark_values(marks: ParamMarks | None, param: str = "p") -> dict[str, float]:
 
 
 def mark_label(kind: str, value: float, marks: ParamMarks | None = None,
-               param: str = "p") -> str:
-    """Legend words of one mark, e.g. ``paper's p=95 (CIFAR-10)``."""
-    words = f"{MARK_STYLES[kind][0]} {param}={value:g}"
+               param: str = "p", method: str = "") -> str:
+    """Legend words of one mark, e.g. ``ash-s: paper's p=95 (CIFAR-10)``."""
+    words = f"{method + ': ' if method else ''}{MARK_STYLES[kind][0]} {param}={value:g}"
     if kind == "recommended" and marks is not None and marks.family:
         words += f" ({FAMILY_NAMES.get(marks.family, marks.family)})"
     return words
 
 
+def x_axes(fig: go.Figure) -> int:
+    """How many x axes (subplots) ``fig`` has (1 for a plain figure)."""
+    return max(1, sum(1 for k in fig.layout.to_plotly_json() if k.startswith("xaxis")))
+
+
 def add_param_marks(fig: go.Figure, marks: ParamMarks | None, *, param: str = "p",
-                    color: str = "#444444", subplots: bool = False) -> go.Figure:
-    """Draw each existing mark on ``fig`` (every subplot when ``subplots``), in place."""
+                    method: str = "", color: str = "#444444") -> go.Figure:
+    """Draw each existing mark on every subplot of ``fig`` (x = the parameter), in place,
+    and name it once in the legend."""
     values: Mapping[str, float] = mark_values(marks, param)
-    where = {"row": "all", "col": "all"} if subplots else {}
     for kind, value in values.items():
         dash = MARK_STYLES[kind][1]
-        fig.add_vline(x=value, line_dash=dash, line_color=color, line_width=1.5,
-                      opacity=0.75, **where)
+        for i in range(x_axes(fig)):
+            fig.add_shape(vline(i, value, color, dash=dash, width=1.5))
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", hoverinfo="skip",
                                  line={"dash": dash, "color": color, "width": 1.5},
-                                 name=mark_label(kind, value, marks, param)))
+                                 name=mark_label(kind, value, marks, param, method)))
     return fig
 
 

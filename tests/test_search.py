@@ -332,19 +332,19 @@ def test_validation_statement_names_the_choice_and_the_data(val_bundle):
 
 def test_dashboard_marks_are_drawn_on_every_subplot_and_named_once(val_bundle, tmp_path):
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
+    from ash_core.sweep import sweep
+    from dashboard import figures
     from dashboard.param_marks import add_param_marks, marks_caption
 
     bundle = load_bundle(make_val_bundle(tmp_path / "b", benchmark="cifar10"))
     marks = param_marks(bundle, Setting("ash-b"), engine="exact")
-    fig = make_subplots(rows=1, cols=2)
-    for c in (1, 2):
-        fig.add_trace(go.Scatter(x=[0, 99], y=[0, 1]), row=1, col=c)
-    add_param_marks(fig, marks, subplots=True)
-    lines = sorted((s.x0, s.line.dash) for s in fig.layout.shapes)
-    want = {(marks.validated["p"], "solid"), (marks.test_optimal["p"], "dash"), (95.0, "dot")}
-    assert set(lines) == want and len(lines) == 2 * len(want)
+    df = sweep(bundle, ["ash-b"], [0.0, 50.0, 95.0])
+    fig = add_param_marks(figures.tradeoff_figure(df, 50.0, "id"), marks)
+    # the trade-off figure's own current-p line is dashed; the marks are the others
+    lines = [(s.x0, s.line.dash) for s in fig.layout.shapes if s.line.dash != "dash"]
+    want = {(marks.validated["p"], "solid"), (marks.test_optimal["p"], "dashdot"), (95.0, "dot")}
+    assert set(lines) == want and len(lines) == 3 * len(want)  # on all three panels
     names = [t.name for t in fig.data if t.name]
     assert f"validated p={marks.validated['p']:g}" in names
     assert "paper's p=95 (CIFAR-10)" in names
