@@ -352,3 +352,25 @@ def test_dashboard_marks_are_drawn_on_every_subplot_and_named_once(val_bundle, t
     plain = param_marks(load_bundle(make_val_bundle(tmp_path / "c", val=False)), Setting("ash-b"))
     assert add_param_marks(go.Figure(), plain).layout.shapes == ()
     assert marks_caption(plain) == "no validated p: this bundle has no id_val/ood_val splits"
+
+
+def test_dashboard_toggle_shows_the_validated_parameters(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    path = make_val_bundle(tmp_path / "cifar10_val", benchmark="cifar10")
+    monkeypatch.setenv("ASH_DASHBOARD_BUNDLES", str(path))
+    app = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+    at = AppTest.from_file(app, default_timeout=120)
+    at.query_params.update({"bundle": str(path), "method": "ash-b", "p": "30"})
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    chosen = search(load_bundle(path), "ash-b").selected["p"]
+    caption = "\n".join(c.value for c in at.caption).replace("\\", "")
+    assert f"validated p={chosen:g} (on id_val 'id_v' vs ood_val 'ov_a', 'ov_b')" in caption
+    assert "paper's p=95 (CIFAR-10)" in caption
+    assert "Overview: ash-b p=30" in at.subheader[0].value
+    at.toggle(key="val").set_value(True).run()
+    assert not at.exception and not at.error
+    assert f"Overview: ash-b p={chosen:g}" in at.subheader[0].value
+    assert at.query_params["val"] in ("1", ["1"])
+    assert "the test sets were not used" in "\n".join(c.value for c in at.caption)
