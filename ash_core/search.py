@@ -22,7 +22,7 @@ evaluation per point. No Streamlit here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,7 +158,7 @@ def validation_value(id_scores: np.ndarray, ood_scores: Iterable[np.ndarray], me
                      convention: str = "id") -> float:
     """``metric`` of the ID validation scores against every OOD validation score pooled."""
     pooled = np.concatenate([np.asarray(s).reshape(-1) for s in ood_scores])
-    return float(IdScores(id_scores).metrics(pooled, convention)[metric])
+    return IdScores(id_scores).metric(pooled, metric, convention)
 
 
 # --------------------------------------------------------------------------- the result
@@ -220,45 +220,57 @@ class SearchResult:
 
 # --------------------------------------------------------------------------- the search
 
-#: ``point(params) -> (validation value, test EvalResult)``
-PointFn = Callable[[Params], tuple[float, EvalResult]]
+class _CubePoints:
+    """Grid points served by ONE cube over the test AND validation splits: per point only
+    the selection metric (validation and test average); full results on request."""
+
+    def __init__(self, ev: Evaluator, base: Setting, val: ValidationSplits, metric: str,
+                 points: list[Params], **cube_options: Any):
+        full = ev.with_ood(ev.ood_names)
+        # the cube's non-ID list also holds the validation splits; test lookups always
+        # pass the test selection explicitly, so id_val is never scored as OOD
+        full.ood_names = [*ev.ood_names, *val.names]
+        self.cube = get_cube(full, base.method, [p["p"] for p in points], base.threshold,
+                             base.seed, **cube_options)
+        self.ev, self.base, self.val, self.metric = ev, base, val, metric
+
+    def value(self, params: Params) -> tuple[float, float]:
+        """(validation metric, average test metric) at ``params``."""
+        j, b = self.cube.index(params["p"]), self.base
+
+        def scores(name: str) -> np.ndarray:
+            return np.asarray(self.cube.splits[name].score(b.score, j))
+
+        value = validation_value(scores(self.val.id_val), map(scores, self.val.ood_val),
+                                 self.metric, b.convention)
+        ids = IdScores(scores(self.cube.id_name))
+        test = [ids.metric(scores(n), self.metric, b.convention) for n in self.ev.ood_names]
+        return value, float(np.mean(test))  # as EvalResult.average: same order, same mean
+
+    def result(self, params: Params) -> EvalResult:
+        return point_result(self.cube, params["p"], self.base.score, self.base.convention,
+                            self.ev.ood_names)
 
 
-def _cube_point_fn(ev: Evaluator, base: Setting, val: ValidationSplits, metric: str,
-                   points: list[Params], **cube_options: Any) -> PointFn:
-    """Points served by one cube over the test AND validation splits (one preparation)."""
-    full = ev.with_ood(ev.ood_names)
-    # the cube's non-ID list also holds the validation splits; test lookups always pass
-    # the test selection explicitly, so id_val is never scored as OOD
-    full.ood_names = [*ev.ood_names, *val.names]
-    cube = get_cube(full, base.method, [p["p"] for p in points], base.threshold, base.seed,
-                    **cube_options)
+class _ExactPoints:
+    """Grid points served by one exact evaluation each (validation splits, test sets)."""
 
-    def point(params: Params) -> tuple[float, EvalResult]:
-        j = cube.index(params["p"])
-        scores = {n: np.asarray(cube.splits[n].score(base.score, j)) for n in val.names}
-        value = validation_value(scores[val.id_val], (scores[n] for n in val.ood_val), metric,
-                                 base.convention)
-        test = point_result(cube, params["p"], base.score, base.convention, ev.ood_names)
-        return value, test
+    def __init__(self, ev: Evaluator, base: Setting, val: ValidationSplits, metric: str):
+        self.ev, self.base, self.val, self.metric = ev, base, val, metric
+        self._results: dict[tuple, EvalResult] = {}
 
-    return point
-
-
-def _exact_point_fn(ev: Evaluator, base: Setting, val: ValidationSplits,
-                    metric: str) -> PointFn:
-    """Points served by one exact evaluation each (validation splits, then the test sets)."""
-
-    def point(params: Params) -> tuple[float, EvalResult]:
-        setting = base.with_params(**params).validated()
-        shaper = ev.shaper(setting)
+    def value(self, params: Params) -> tuple[float, float]:
+        setting = self.base.with_params(**params).validated()
+        shaper = self.ev.shaper(setting)
         fn = score_function(shaper, setting.score)
-        scores = {n: fn(ev.shaped_logits(shaper, n)).numpy() for n in val.names}
-        value = validation_value(scores[val.id_val], (scores[n] for n in val.ood_val), metric,
-                                 setting.convention)
-        return value, ev.evaluate(setting)
+        scores = {n: fn(self.ev.shaped_logits(shaper, n)).numpy() for n in self.val.names}
+        value = validation_value(scores[self.val.id_val], (scores[n] for n in self.val.ood_val),
+                                 self.metric, setting.convention)
+        result = self._results[tuple(params.items())] = self.ev.evaluate(setting)
+        return value, float(result.average[self.metric])
 
-    return point
+    def result(self, params: Params) -> EvalResult:
+        return self._results[tuple(params.items())]
 
 
 def choose_search_engine(ev: Evaluator, setting: Setting, requested: str = "auto") -> str:
@@ -309,17 +321,17 @@ def search(
                              "select at least one.")
     val = validation_splits(ev.bundle)
     used = choose_search_engine(ev, base, engine)
-    point = (_cube_point_fn(ev, base, val, metric, points, **cube_options) if used == "cube"
-             else _exact_point_fn(ev, base, val, metric))
-    values, tests = zip(*(point(p) for p in points), strict=True)
-    test_values = [float(t.average[metric]) for t in tests]
+    source_points = (_CubePoints(ev, base, val, metric, points, **cube_options)
+                     if used == "cube" else _ExactPoints(ev, base, val, metric))
+    values, test_values = zip(*(source_points.value(p) for p in points), strict=True)
     chosen = select_first_best(values, metric)
     optimal = select_first_best(test_values, metric)
     return SearchResult(
         setting=base, metric=metric, validated_on=val, points=points,
-        validation=[float(v) for v in values], test_values=test_values,
-        selected_index=chosen, optimal_index=optimal, test=tests[chosen],
-        test_optimal=tests[optimal], engine=used, bundle=ev.bundle.name,
+        validation=[float(v) for v in values], test_values=list(test_values),
+        selected_index=chosen, optimal_index=optimal,
+        test=source_points.result(points[chosen]),
+        test_optimal=source_points.result(points[optimal]), engine=used, bundle=ev.bundle.name,
     )
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import reference as ref
 
-from ash_core import SplitData, evaluate, load_bundle, write_bundle
+from ash_core import Evaluator, SplitData, evaluate, load_bundle, write_bundle
 from ash_core.cli import main
+from ash_core.cube import get_cube
 from ash_core.errors import BundleError, ParameterError
 from ash_core.recommended import benchmark_family, recommended_params
 from ash_core.search import (
@@ -207,6 +208,21 @@ def test_methods_without_a_cube_and_multi_parameter_grids(val_bundle):
         values.append(ref.ood_metrics(gen(bundle.id_val), pooled)["auroc"])
     assert result.validation == pytest.approx(values, abs=1e-9)
     assert result.selected == result.points[first_best(values, "auroc")]
+
+
+def test_cube_search_test_curve_equals_full_results_at_every_point(val_bundle, tmp_path):
+    from ash_core.cube import point_result
+
+    bundle = load_bundle(val_bundle)
+    for metric in ("auroc", "fpr95"):
+        result = search(bundle, "ash-s", {"p": [0, 30, 60, 90, 99]}, metric,
+                        cache_dir=tmp_path)
+        ev = Evaluator(bundle)
+        ev.ood_names = [*ev.ood_names, "id_v", "ov_a", "ov_b"]  # the search's own cube
+        cube = get_cube(ev, "ash-s", [0, 30, 60, 90, 99], cache_dir=tmp_path)
+        full = [point_result(cube, pt["p"], ood=["far", "near"]).average[metric]
+                for pt in result.points]
+        assert result.test_values == full  # the lean per-point path, exactly
 
 
 def test_validation_pools_the_ood_val_splits():
