@@ -157,7 +157,8 @@ class IdScores:
         return self._pos
 
     def _auroc(self, ood: np.ndarray) -> float:
-        """AUROC by counting (ties 1/2); ``ood`` in any order (the counts are integers)."""
+        """AUROC by counting (ties 1/2); ``ood`` in any order (the counts are integers),
+        fastest sorted."""
         n, m = self.asc.size, ood.size
         below = np.searchsorted(self.asc, ood, "left")
         upto = np.searchsorted(self.asc, ood, "right")
@@ -168,8 +169,8 @@ class IdScores:
                convention: str = "id") -> float:
         """One metric of one OOD set, equal to ``metrics(...)[name]``: AUROC without sorting
         the OOD scores or computing the others (what a search over many points needs)."""
-        if name == "auroc":
-            return self._auroc(_as_scores(ood_scores, "OOD"))
+        if name == "auroc":  # sorted queries make searchsorted several times faster
+            return self._auroc(np.sort(_as_scores(ood_scores, "OOD")))
         return float(self.metrics(ood_scores, convention)[name])
 
     def metrics(self, ood_scores: torch.Tensor | np.ndarray, convention: str = "id"
