@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from ..detectors import list_feature_scores
 from ..device import DEVICES
@@ -40,15 +42,22 @@ def add_param_arg(parser: argparse.ArgumentParser) -> None:
                              "`ash-explore methods` lists every parameter and its range")
 
 
+def parse_named(assignments: list[str], parse: Callable[[str], tuple[str, Any]],
+                option: str) -> dict[str, Any]:
+    """Repeated ``NAME=...`` options parsed by ``parse`` into a dict; a name given twice
+    is an error naming ``option``."""
+    out: dict[str, Any] = {}
+    for text in assignments:
+        name, value = parse(text)
+        if name in out:
+            raise ParameterError(f"{option} {name} is given twice; give it once.")
+        out[name] = value
+    return out
+
+
 def parse_params(assignments: list[str]) -> dict[str, float]:
     """The ``--param NAME=VALUE`` list as a dict; a name given twice is an error."""
-    params: dict[str, float] = {}
-    for text in assignments:
-        name, value = parse_assignment(text)
-        if name in params:
-            raise ParameterError(f"--param {name} is given twice; give it once.")
-        params[name] = value
-    return params
+    return parse_named(assignments, parse_assignment, "--param")
 
 
 def method_help() -> str:
