@@ -19,6 +19,7 @@ from ash_core.extract import DataError, ExtractConfig, extract, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
+DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2")
 SHAPE = (32, 32, 3)
 
 
@@ -155,9 +156,27 @@ def test_recipes_split_a_data_set_only_into_disjoint_parts(path: Path) -> None:
 
 
 def test_demo_recipes_have_validation_splits() -> None:
-    for name in ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2"):
+    for name in DEMOS:
         roles = [s.role for s in ExtractConfig.from_json(REPO / "configs" / f"{name}.json").splits]
         assert roles.count("id_val") == 1 and roles.count("ood_val") >= 1, name
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_validation_splits_are_disjoint_from_what_they_validate(name: str) -> None:
+    """id_val shares no image with id_fit or the ID test set, ood_val none with any OOD test
+    set (by the sidecar's ``source`` column, which names every image once)."""
+    bundle = load_bundle(REPO / "cached_features" / name, verify=False)
+    sources = {s.name: set(s.meta["source"]) for s in bundle.splits}
+    for s in bundle.splits:
+        assert len(sources[s.name]) == len(s), f"{s.name}: an image appears twice"
+    id_val, ood_val = bundle.id_val, bundle.ood_val_splits
+    assert id_val is not None and ood_val, f"{name} has no validation splits"
+    for other in [bundle.id_split, bundle.id_fit]:
+        if other is not None:
+            assert sources[id_val.name].isdisjoint(sources[other.name]), (id_val.name, other.name)
+    for val in ood_val:
+        for test in bundle.ood_splits:
+            assert sources[val.name].isdisjoint(sources[test.name]), (val.name, test.name)
 
 
 # ------------------------------------------------------------------ ImageNet recipes
