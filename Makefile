@@ -36,7 +36,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/run_all.py --quick
 
-# Rebuild the three demo bundles in cached_features/ from ../shared/data (deterministic;
+# Rebuild the four demo bundles in cached_features/ from ../shared/data (deterministic;
 # `python scripts/build_demo_bundles.py --check` verifies the committed features instead).
 bundles: setup
 	$(PY) scripts/build_demo_bundles.py
