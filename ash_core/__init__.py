@@ -6,6 +6,11 @@ Public API::
     from ash_core import energy_score, ood_metrics              # scores and metrics
     from ash_core import list_methods, create_method            # the method registry
     from ash_core import load_bundle, write_bundle, evaluate    # bundles and evaluation
+    from ash_core import Setting                                # one setting, labelled
+
+Modules: ``evaluation`` (Evaluator, evaluate), ``sweep`` (sweep, score cubes; the function
+is not re-exported here so that it never hides its module), ``samples`` (per-sample
+inspection), ``curves``, ``metrics``, ``scores``, ``shaping``, ``registry``, ``params``.
 """
 
 from .bundle import Bundle, Split, SplitData, load_bundle, write_bundle
@@ -19,12 +24,20 @@ from .errors import (
     ModelError,
     ParameterError,
 )
-from .evaluate import EvalResult, Evaluator, evaluate
-from .metrics import CONVENTIONS, METRIC_NAMES, OODMetrics, average_metrics, ood_metrics
+from .evaluation import EvalResult, Evaluator, evaluate
+from .metrics import (
+    CONVENTIONS,
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
+    OODMetrics,
+    average_metrics,
+    higher_is_better,
+    ood_metrics,
+)
+from .params import ParamSpec
 from .registry import (
     THRESHOLD_MODES,
     MethodSpec,
-    ParamSpec,
     Shaper,
     create_method,
     get_method,
@@ -32,16 +45,18 @@ from .registry import (
     register_method,
 )
 from .scores import accuracy, energy_score, get_score, list_scores, maxlogit_score, msp_score
+from .setting import Setting
 from .shaping import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AshError", "BundleError", "CONVENTIONS", "CubeCacheError", "DataError", "ExtractError", "Bundle", "EvalResult", "Evaluator",
-    "FeatureError", "METRIC_NAMES", "ModelError", "MethodSpec", "OODMetrics", "ParamSpec", "ParameterError",
-    "Shaper", "Split", "SplitData", "THRESHOLD_MODES", "accuracy", "ash_b", "ash_p",
-    "ash_rand", "ash_s", "average_metrics", "create_method", "energy_score", "evaluate",
-    "get_method", "get_score", "kept_count", "list_methods", "list_scores", "load_bundle",
-    "maxlogit_score", "msp_score", "ood_metrics", "react", "register_method", "scale",
-    "write_bundle",
+    "CONVENTIONS", "HIGHER_IS_BETTER", "METRIC_NAMES", "THRESHOLD_MODES",
+    "AshError", "Bundle", "BundleError", "CubeCacheError", "DataError", "EvalResult",
+    "Evaluator", "ExtractError", "FeatureError", "MethodSpec", "ModelError", "OODMetrics",
+    "ParamSpec", "ParameterError", "Setting", "Shaper", "Split", "SplitData",
+    "accuracy", "ash_b", "ash_p", "ash_rand", "ash_s", "average_metrics", "create_method",
+    "energy_score", "evaluate", "get_method", "get_score", "higher_is_better", "kept_count",
+    "list_methods", "list_scores", "load_bundle", "maxlogit_score", "msp_score",
+    "ood_metrics", "react", "register_method", "scale", "write_bundle",
 ]

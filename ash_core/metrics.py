@@ -206,3 +206,15 @@ def average_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, flo
     return {
         name: float(np.mean([m[name] for m in per_set.values()])) for name in METRIC_NAMES
     }
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better: ``"fpr95"``, ``"auroc"``, ... or a
+    frame column such as ``"average/fpr95"`` (the part after the last ``/`` counts)."""
+    name = metric.rsplit("/", 1)[-1]
+    try:
+        return HIGHER_IS_BETTER[name]
+    except KeyError:
+        raise ParameterError(
+            f"unknown metric {metric!r}; use one of: {', '.join(METRIC_NAMES)}."
+        ) from None

@@ -1,24 +1,32 @@
-"""The one registry of shaping methods.
+"""The one catalogue of shaping methods and the one place their parameters are validated.
 
-The CLI, the dashboard, the tests and the benchmarks all enumerate it. Adding a
-method is one function plus one ``@register_method(...)`` line::
+The CLI, the dashboard, the tests and the benchmarks all enumerate it. A method
+declares every parameter it takes (``ParamSpec``: range, kind, default, the paper's
+recommended values, OpenOOD's search grid), what it is fitted on, whether it is
+stochastic, its main parameter (the dashboard's slider) and how a grid of it is
+computed fast (``grid``: a score-cube strategy such as ``"prefix"``, or ``"exact"`` for one
+evaluation per point). Adding a method is one function plus one decorator::
 
-    @register_method("my-method", params=(P_PARAM,), description="...")
-    def _my_method(x, *, p, threshold, seed, order=None):
+    @register_method("my-method", params=(P_ASH,), description="...")
+    def _my_method(x, *, p, cutoff, seed, order=None):
         return ...
 
-A registered function receives fp32-or-lower features ``[N, D]``/``[N, C, H, W]`` and
-keyword arguments ``p`` (its percentile parameter, or None for methods without
-one), ``threshold`` (a fitted global value, or None for local thresholds), ``seed``
-and ``order`` (``shaping.rank_order(x)`` when the caller has it, else None: a
-method that ranks units may use it to skip its sort); it must return a new tensor
-of the same shape and dtype.
+A registered function receives fp32-or-lower features ``[N, D]``/``[N, C, H, W]``,
+every declared parameter by name (validated floats), ``cutoff`` (the fitted
+activation value: a global threshold or ReAct's clip; None when nothing is fitted),
+``seed`` and ``order`` (``shaping.rank_order(x)`` when the caller has it, else None).
+It returns a new tensor of the same shape and dtype. A method on logits (temperature
+scaling, GEN) declares ``identity=True`` and a ``scorer(logits, **params)`` that replaces
+the setting's score; a method on the head (DICE) declares a ``fitter`` returning
+``(cutoff, state)`` and a ``head_fn(weight, bias, state)``. The built-in methods live in
+``ash_core.methods`` and are registered on import of this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -26,41 +34,33 @@ import torch
 
 from . import shaping
 from .errors import ParameterError
+from .params import ParamSpec, merge_p
 
 THRESHOLD_MODES: dict[str, str] = {
     "local": "per-sample threshold: keep each sample's top (100-p)% units (the paper's default)",
     "global": "one threshold: the p-th percentile of all id_fit activations (paper ablation)",
 }
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """A declared numeric parameter: name, default, range [low, high) and a help line."""
-
-    name: str
-    default: float
-    low: float = 0.0
-    high: float = 100.0
-    help: str = ""
-
-    def validate(self, value: Any, method: str) -> float:
-        """``value`` as a float in [low, high), else a ParameterError naming ``method``."""
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ParameterError(
-                f"{method}: {self.name} must be a number in [{self.low:g}, {self.high:g}), "
-                f"got {value!r}."
-            ) from None
-        if not np.isfinite(v) or not self.low <= v < self.high:
-            raise ParameterError(
-                f"{method}: {self.name} must be in [{self.low:g}, {self.high:g}) "
-                f"({self.help}), got {value!r}."
-            )
-        return v
-
+#: what a method may be fitted on (``MethodSpec.fit_on``)
+FIT_FEATURES, FIT_LABELS, FIT_HEAD = "id_fit features", "id_fit labels", "head"
+#: how a grid over the main parameter is computed fast; ``ash_core.cube`` maps each name
+#: but "exact" to code: "prefix" = survivors are a prefix of each row's sorted order (the
+#: ASH family), "clip" = ReAct-style clipping at a fitted percentile (running sums of the
+#: same order), "row-scale" = a per-row factor on the unshaped logits (SCALE), "exact" =
+#: one evaluation per grid point
+GRID_STRATEGIES = ("prefix", "clip", "row-scale", "exact")
 
 ShapeFn = Callable[..., torch.Tensor]
+#: ``fitter(id_fit_features, params, head) -> (cutoff, state)``: what a fitted method
+#: computes once; ``head`` is the (weight, bias) pair for methods fitted on it, else None
+FitFn = Callable[[torch.Tensor, Mapping[str, float], Any], tuple[float, Any]]
+#: ``head_fn(weight, bias, state) -> (weight, bias)``: a method that rewrites the head
+HeadFn = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
+
+
+def fit_percentile(features: torch.Tensor, params: Mapping[str, float],
+                   head: Any = None) -> tuple[float, None]:
+    """The default fit: the ``p``-th percentile of every id_fit activation (no state)."""
+    return shaping.percentile_of(features, params["p"]), None
 
 
 @dataclass(frozen=True)
@@ -72,22 +72,54 @@ class MethodSpec:
     description: str
     params: tuple[ParamSpec, ...] = ()
     thresholds: tuple[str, ...] = ("local",)
-    #: "global" threshold or other statistics are fitted on the id_fit split.
+    #: when the fit runs: "global" (under global thresholds only), "always", or None
     fit: str | None = None
+    #: what the fit reads (FIT_FEATURES, FIT_LABELS, FIT_HEAD); empty when never fitted
+    fit_on: frozenset[str] = frozenset()
+    fitter: FitFn = fit_percentile
     stochastic: bool = False
     family: str = "baseline"
     reference: str = ""
     #: ranks units per sample under local thresholds, so it can reuse ``order=``.
     ranks: bool = False
+    #: the parameter a slider or a sweep moves (None: the method has none)
+    main_param: str | None = None
+    #: how a grid over ``main_param`` is computed fast: one of ``GRID_STRATEGIES``
+    grid: str = "exact"
+    #: the features pass through unchanged (callers may reuse the unshaped logits)
+    identity: bool = False
+    #: a method on logits: ``scorer(logits, **params)`` replaces the setting's score
+    scorer: Callable[..., torch.Tensor] | None = None
+    #: a method on the head (e.g. DICE): ``head_fn(weight, bias, fitted_state)``
+    head_fn: HeadFn | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str) -> ParamSpec:
+        """The declaration of parameter ``name``, else a ParameterError listing the valid ones."""
+        for q in self.params:
+            if q.name == name:
+                return q
+        valid = ", ".join(q.name for q in self.params)
+        raise ParameterError(
+            f"{self.name}: unknown parameter {name!r}; "
+            + (f"its parameters are: {valid}." if valid else "it takes no parameters.")
+        )
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(q.name for q in self.params)
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        return {q.name: float(q.default) for q in self.params}
 
     @property
     def has_p(self) -> bool:
-        return any(p.name == "p" for p in self.params)
+        return "p" in self.param_names
 
     @property
     def default_p(self) -> float | None:
-        return next((p.default for p in self.params if p.name == "p"), None)
+        return self.defaults.get("p")
 
     def uses_order(self, threshold: str) -> bool:
         """Whether a precomputed ``rank_order`` speeds this method up in this mode."""
@@ -97,10 +129,25 @@ class MethodSpec:
         """Whether this method needs the id_fit split under this threshold mode."""
         return self.fit == "always" or (threshold == "global" and self.fit == "global")
 
+    def check_score(self, score: str) -> str:
+        """The score this method is evaluated with: a method on logits always uses its own
+        (results then name it, e.g. score "gen"), every other method ``score``."""
+        return score if self.scorer is None else self.name
+
+    def validate_params(self, values: Mapping[str, Any] | None) -> dict[str, float]:
+        """Every declared parameter as a validated float (defaults for those not given).
+
+        Unknown names, values out of range, NaN/Inf and wrong kinds are ParameterErrors
+        naming this method, the parameter and its valid range.
+        """
+        values = dict(values or {})
+        for name in values:
+            self.param(name)
+        return {q.name: q.validate(values.get(q.name, q.default), self.name)
+                for q in self.params}
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
-
-P_ASH = ParamSpec("p", 65.0, 0.0, 100.0, "pruning percentile: units below it are dropped")
 
 
 def register_method(
@@ -109,13 +156,15 @@ def register_method(
     description: str,
     params: tuple[ParamSpec, ...] = (),
     thresholds: tuple[str, ...] = ("local",),
-    fit: str | None = None,
-    stochastic: bool = False,
-    family: str = "baseline",
-    reference: str = "",
-    ranks: bool = False,
+    main_param: str | None = None,
+    grid: str = "exact",
+    **options: Any,
 ) -> Callable[[ShapeFn], ShapeFn]:
-    """Decorator that registers a shaping function under ``name``."""
+    """Decorator that registers a shaping function under ``name``.
+
+    ``options`` are further ``MethodSpec`` fields (fit, fit_on, fitter, stochastic,
+    family, reference, ranks). ``main_param`` defaults to the first parameter.
+    """
 
     def deco(fn: ShapeFn) -> ShapeFn:
         if name in _REGISTRY:
@@ -123,10 +172,14 @@ def register_method(
         for t in thresholds:
             if t not in THRESHOLD_MODES:
                 raise ValueError(f"unknown threshold mode {t!r}")
+        if grid not in GRID_STRATEGIES:
+            raise ValueError(f"unknown grid strategy {grid!r}; use one of {GRID_STRATEGIES}")
+        main = main_param if main_param is not None else (params[0].name if params else None)
+        if main is not None and main not in [q.name for q in params]:
+            raise ValueError(f"main_param {main!r} is not a declared parameter of {name!r}")
         _REGISTRY[name] = MethodSpec(
-            name=name, fn=fn, description=description, params=params,
-            thresholds=thresholds, fit=fit, stochastic=stochastic, family=family,
-            reference=reference, ranks=ranks,
+            name=name, fn=fn, description=description, params=params, thresholds=thresholds,
+            main_param=main, grid=grid, **options,
         )
         return fn
 
@@ -142,7 +195,7 @@ def get_method(name: str) -> MethodSpec:
     """The spec of a registered method; unknown names get a list of the known ones."""
     try:
         return _REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ParameterError(
             f"unknown method {name!r}; choose one of: {', '.join(_REGISTRY)}."
         ) from None
@@ -162,73 +215,6 @@ def check_threshold_mode(spec: MethodSpec, threshold: str) -> str:
     return threshold
 
 
-@dataclass
-class Shaper:
-    """A configured method: validated parameters, optionally fitted on id_fit, callable.
-
-    ``fit`` computes what the method needs from ID training features (the global
-    threshold, ReAct's clip value) and stores only a float; calling the shaper never
-    mutates its input.
-    """
-
-    spec: MethodSpec
-    p: float | None
-    threshold_mode: str = "local"
-    seed: int = 0
-    fitted_threshold: float | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def needs_fit(self) -> bool:
-        return self.spec.needs_fit(self.threshold_mode)
-
-    def fit(self, id_fit_features: torch.Tensor | np.ndarray) -> Shaper:
-        """Fit what the method needs on id_fit features (a no-op when it needs nothing)."""
-        if self.needs_fit:
-            self.fitted_threshold = shaping.percentile_of(id_fit_features, self.p)
-        return self
-
-    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
-        if self.needs_fit and self.fitted_threshold is None:
-            raise ParameterError(
-                f"{self.name} with threshold={self.threshold_mode!r} needs statistics of the "
-                "id_fit split; call .fit(id_fit_features) first (the bundle needs an 'id_fit' "
-                "split)."
-            )
-        return self.spec.fn(x, p=self.p, threshold=self.fitted_threshold, seed=self.seed,
-                            order=order)
-
-    def describe(self) -> str:
-        """A short label such as ``ash-s p=90 local``."""
-        parts = [self.name]
-        if self.p is not None:
-            parts.append(f"p={self.p:g}")
-        if "global" in self.spec.thresholds or self.threshold_mode != "local":
-            parts.append(self.threshold_mode)
-        return " ".join(parts)
-
-
-def create_method(
-    name: str, p: float | None = None, threshold: str = "local", seed: int = 0
-) -> Shaper:
-    """Validate parameters in one place and return a ready-to-use (unfitted) shaper.
-
-    ``p`` defaults to the method's declared default; it is ignored (must be None or
-    is dropped) for methods without a percentile parameter such as ``none``.
-    """
-    spec = get_method(name)
-    check_threshold_mode(spec, threshold)
-    value: float | None = None
-    for param in spec.params:
-        if param.name == "p":
-            value = param.validate(param.default if p is None else p, name)
-    return Shaper(spec=spec, p=value, threshold_mode=threshold, seed=check_seed(seed))
-
-
 #: the seeds a torch.Generator accepts (a signed or unsigned 64-bit integer)
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -243,66 +229,113 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-# --------------------------------------------------------------------------- methods
+def setting_label(method: str, params: Mapping[str, float], threshold: str = "local",
+                  mode: bool | None = None) -> str:
+    """``ash-s p=90 local``: the method, its parameters, and the threshold mode (by default
+    only where the method has a choice; ``mode=True`` always). The one label function
+    behind ``Setting.label``."""
+    spec = get_method(method)
+    parts = [method, *(f"{k}={v:g}" for k, v in params.items())]
+    if mode is None:
+        mode = len(spec.thresholds) > 1 or threshold != "local"
+    if mode:
+        parts.append(threshold)
+    return " ".join(parts)
 
 
-@register_method("none", description="no shaping: the plain energy/MSP/max-logit baseline")
-def _none(x: torch.Tensor, *, p: float | None, threshold: float | None, seed: int,
-          order: torch.Tensor | None = None) -> torch.Tensor:
-    return x.clone()
+@dataclass
+class Shaper:
+    """A configured method: validated parameters, optionally fitted on id_fit, callable.
+
+    ``fit`` computes what the method needs from ID training features (the global
+    threshold, ReAct's clip value) and stores only a float, ``fitted_threshold`` (the
+    ``cutoff`` the method receives); calling the shaper never mutates its input.
+    """
+
+    spec: MethodSpec
+    params: Mapping[str, float] = field(default_factory=dict)
+    threshold_mode: str = "local"
+    seed: int = 0
+    fitted_threshold: float | None = None
+    #: what else the fit produced (e.g. DICE's masked weight); None for most methods
+    fitted_state: Any = None
+
+    def __post_init__(self) -> None:
+        self.params = MappingProxyType(dict(self.params))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def p(self) -> float | None:
+        """The parameter ``p`` (None for methods without one)."""
+        return self.params.get("p")
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.spec.needs_fit(self.threshold_mode)
+
+    def fit(self, id_fit_features: torch.Tensor | np.ndarray,
+            head: tuple[torch.Tensor, torch.Tensor] | None = None) -> Shaper:
+        """Fit what the method needs on id_fit features, and on the ``head`` (weight, bias)
+        for methods fitted on it (a no-op when the method needs nothing)."""
+        if not self.needs_fit:
+            return self
+        if FIT_HEAD in self.spec.fit_on and head is None:
+            raise ParameterError(f"{self.describe()} is fitted on the linear head too; call "
+                                 ".fit(id_fit_features, head=(weight, bias)).")
+        cutoff, state = self.spec.fitter(id_fit_features, self.params, head)
+        self.fitted_threshold, self.fitted_state = float(cutoff), state
+        return self
+
+    def head(self, weight: torch.Tensor, bias: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linear head this method scores with: ``(weight, bias)`` unchanged, or the
+        head rewritten by a method on the head (fitted first)."""
+        if self.spec.head_fn is None:
+            return weight, bias
+        self._check_fitted()
+        return self.spec.head_fn(weight, bias, self.fitted_state)
+
+    def _check_fitted(self) -> None:
+        if self.needs_fit and self.fitted_threshold is None:
+            raise ParameterError(
+                f"{self.describe()} needs statistics of the id_fit split; call "
+                ".fit(id_fit_features) first (the bundle needs an 'id_fit' split)."
+            )
+
+    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
+        self._check_fitted()
+        return self.spec.fn(x, cutoff=self.fitted_threshold, seed=self.seed, order=order,
+                            **self.params)
+
+    def describe(self) -> str:
+        """A short label such as ``ash-s p=90 local`` (see ``setting_label``)."""
+        return setting_label(self.name, self.params, self.threshold_mode)
 
 
-@register_method(
-    "ash-p", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
-    description="ASH-P: prune units below the p-th percentile, keep survivors' values",
-    reference="Djurisic et al., ICLR 2023",
-)
-def _ash_p(x, *, p, threshold, seed, order=None):
-    return shaping.ash_p(x, p, threshold, order=order)
+def create_method(
+    name: str,
+    p: float | None = None,
+    threshold: str = "local",
+    seed: int = 0,
+    *,
+    params: Mapping[str, Any] | None = None,
+) -> Shaper:
+    """Validate every parameter in one place and return a ready-to-use (unfitted) shaper.
+
+    ``params`` maps parameter names to values; parameters not given take the method's
+    declared defaults. ``p=`` is shorthand for ``params={"p": ...}``. ``threshold`` is
+    the threshold *mode* ("local" or "global").
+    """
+    spec = get_method(name)
+    check_threshold_mode(spec, threshold)
+    values = spec.validate_params(merge_p(params, p))
+    return Shaper(spec=spec, params=values, threshold_mode=threshold, seed=check_seed(seed))
 
 
-@register_method(
-    "ash-b", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
-    description="ASH-B: prune, then set every survivor to s1/k (binarise)",
-    reference="Djurisic et al., ICLR 2023",
-)
-def _ash_b(x, *, p, threshold, seed, order=None):
-    return shaping.ash_b(x, p, threshold, order=order)
-
-
-@register_method(
-    "ash-s", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
-    description="ASH-S: prune, then scale survivors by exp(s1/s2)",
-    reference="Djurisic et al., ICLR 2023",
-)
-def _ash_s(x, *, p, threshold, seed, order=None):
-    return shaping.ash_s(x, p, threshold, order=order)
-
-
-@register_method(
-    "ash-rand", params=(P_ASH,), thresholds=("local", "global"), fit="global", family="ash", ranks=True,
-    stochastic=True,
-    description="ASH-RAND: prune, then set survivors to uniform(0, 10) draws (seeded)",
-    reference="Djurisic et al., ICLR 2023",
-)
-def _ash_rand(x, *, p, threshold, seed, order=None):
-    return shaping.ash_rand(x, p, threshold, seed=seed, order=order)
-
-
-@register_method(
-    "react", params=(ParamSpec("p", 90.0, 0.0, 100.0, "clip at this percentile of id_fit"),),
-    fit="always",
-    description="ReAct: clip activations at the p-th percentile of id_fit activations",
-    reference="Sun et al., NeurIPS 2021",
-)
-def _react(x, *, p, threshold, seed, order=None):
-    return shaping.react(x, threshold)
-
-
-@register_method(
-    "scale", params=(ParamSpec("p", 85.0, 0.0, 100.0, "percentile defining s2"),), ranks=True,
-    description="SCALE: multiply unpruned features by the ASH-S factor exp(s1/s2(p))",
-    reference="Xu et al., ICLR 2024",
-)
-def _scale(x, *, p, threshold, seed, order=None):
-    return shaping.scale(x, p, order=order)
+# the built-in methods register themselves on import (kept out of this file)
+from . import methods as _builtin_methods  # noqa: E402,F401
+from .methods import P_ASH  # noqa: E402,F401  (the ASH percentile, for new methods)

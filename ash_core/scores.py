@@ -61,3 +61,27 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if labels.numel() == 0:
         raise ParameterError("cannot compute accuracy on an empty split.")
     return float((logits.argmax(dim=1) == labels.to(torch.long)).to(torch.float64).mean())
+
+
+def temperature_msp_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """MSP of temperature-scaled logits, ``max_c softmax(logits / T)_c`` (temperature
+    scaling, Guo et al., ICML 2017, "On Calibration of Modern Neural Networks", Sec. 4.2;
+    OpenOOD's ``temp_scaling`` postprocessor), computed in float64 like ``msp_score``."""
+    if not temperature > 0:
+        raise ParameterError(f"temperature must be > 0, got {temperature!r}.")
+    return msp_score(logits.to(torch.float64) / float(temperature))
+
+
+def gen_score(logits: torch.Tensor, gamma: float = 0.1, m: int = 100) -> torch.Tensor:
+    """GEN, the generalized-entropy score (Liu, Lochman & Zach, CVPR 2023, "GEN: Pushing
+    the Limits of Softmax-Based Out-of-Distribution Detection", Eq. 6-7):
+    ``-sum over the M largest softmax probabilities p of p**gamma * (1 - p)**gamma``
+    (all classes when M exceeds them, as the official code's ``[:, -M:]`` slice).
+    Higher = more ID. Computed in float64."""
+    if not gamma > 0:
+        raise ParameterError(f"GEN gamma must be > 0, got {gamma!r}.")
+    if not m >= 1:
+        raise ParameterError(f"GEN M must be >= 1, got {m!r}.")
+    probs = torch.softmax(logits.to(torch.float64), dim=1)
+    top = torch.topk(probs, min(int(m), probs.shape[1]), dim=1).values
+    return -(top.pow(gamma) * (1.0 - top).pow(gamma)).sum(dim=1)

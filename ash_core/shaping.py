@@ -6,8 +6,10 @@ Semantics follow the official ASH implementation (Djurisic et al., ICLR 2023):
   round-half-to-even, and exactly ``k`` units survive (top-k). Ties at the boundary
   are broken towards the lower unit index (a stable descending sort), so results
   are deterministic.
-* global thresholds (the paper's ablation): a single threshold ``t`` fitted on ID
-  training activations; the survivors of a row are its units ``> t``.
+* global thresholds (the paper's ablation): a single activation value, the ``cutoff``,
+  fitted on ID training activations; the survivors of a row are its units ``> cutoff``.
+  (``cutoff`` is a number; "threshold" in the rest of the API is the *mode* string
+  ``"local"``/``"global"``.)
 * ``order=rank_order(x)`` may be passed to skip the per-call sort when the same
   features are shaped at many p; results are identical.
 * every function returns a new tensor and never modifies its input. Inputs may be
@@ -107,44 +109,44 @@ def local_mask(rows: torch.Tensor, p: float, order: torch.Tensor | None = None) 
     return mask
 
 
-def global_mask(rows: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Boolean mask of the units strictly above a global threshold."""
-    if not np.isfinite(threshold):
-        raise ParameterError(f"global threshold must be finite, got {threshold!r}.")
-    return rows > float(threshold)
+def global_mask(rows: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Boolean mask of the units strictly above a global cutoff."""
+    if not np.isfinite(cutoff):
+        raise ParameterError(f"the global cutoff must be finite, got {cutoff!r}.")
+    return rows > float(cutoff)
 
 
-def survivor_mask(rows: torch.Tensor, p: float, threshold: float | None,
+def survivor_mask(rows: torch.Tensor, p: float, cutoff: float | None,
                   order: torch.Tensor | None = None) -> torch.Tensor:
-    """Survivors under a local (threshold None) or global threshold."""
+    """Survivors under a local threshold (``cutoff`` None) or a global ``cutoff``."""
     check_percentile(p)
-    return local_mask(rows, p, order) if threshold is None else global_mask(rows, threshold)
+    return local_mask(rows, p, order) if cutoff is None else global_mask(rows, cutoff)
 
 
-def ash_p(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
+def ash_p(x: torch.Tensor, p: float = 65.0, cutoff: float | None = None,
          order: torch.Tensor | None = None) -> torch.Tensor:
     """ASH-P: zero every unit below the sample's p-th percentile; survivors keep their value."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold, order)
+    mask = survivor_mask(rows, p, cutoff, order)
     return _finish(torch.where(mask, rows, torch.zeros((), dtype=rows.dtype)), x)
 
 
-def ash_b(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
+def ash_b(x: torch.Tensor, p: float = 65.0, cutoff: float | None = None,
          order: torch.Tensor | None = None) -> torch.Tensor:
     """ASH-B: survivors become ``s1 / k`` (s1 = the row's sum before pruning)."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold, order)
+    mask = survivor_mask(rows, p, cutoff, order)
     s1 = rows.sum(dim=1, keepdim=True)
     k = mask.sum(dim=1, keepdim=True).to(torch.float32)
     fill = torch.where(k > 0, s1 / k.clamp_min(1.0), torch.zeros_like(s1))
     return _finish(torch.where(mask, fill, torch.zeros((), dtype=rows.dtype)), x)
 
 
-def ash_s(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
+def ash_s(x: torch.Tensor, p: float = 65.0, cutoff: float | None = None,
          order: torch.Tensor | None = None) -> torch.Tensor:
     """ASH-S: prune as ASH-P, then scale survivors by ``exp(s1 / s2)`` (s2 = pruned sum)."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold, order)
+    mask = survivor_mask(rows, p, cutoff, order)
     pruned = torch.where(mask, rows, torch.zeros((), dtype=rows.dtype))
     s2 = pruned.sum(dim=1)
     factor = scale_factor(rows.sum(dim=1), s2)
@@ -157,7 +159,7 @@ def ash_s(x: torch.Tensor, p: float = 65.0, threshold: float | None = None,
 def ash_rand(
     x: torch.Tensor,
     p: float = 65.0,
-    threshold: float | None = None,
+    cutoff: float | None = None,
     seed: int | None = 0,
     generator: torch.Generator | None = None,
     low: float = 0.0,
@@ -166,7 +168,7 @@ def ash_rand(
 ) -> torch.Tensor:
     """ASH-RAND: survivors become uniform(low, high) draws (reproducible from seed/generator)."""
     rows = _as_rows(x)
-    mask = survivor_mask(rows, p, threshold, order)
+    mask = survivor_mask(rows, p, cutoff, order)
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     # drawn where the generator lives, then moved: the same draws on every device

@@ -1,7 +1,7 @@
 """Sweeps over (method, p): the paper-style table and the dashboard's trade-off views.
 
 ``sweep`` returns one row per (method, p). ASH methods (ash-p, ash-s, ash-b,
-ash-rand) come from score cubes (``ash_core.engine``): every grid p of every ASH
+ash-rand) come from score cubes (``ash_core.cube``): every grid p of every ASH
 variant is computed in one pass over each split and cached beside the bundle, so a
 sweep afterwards, or a slider move, is a lookup plus metrics. Other registered
 methods (none, react, scale) are evaluated per point with ``Evaluator`` (one pass each).
@@ -24,7 +24,7 @@ Public cube API (for the dashboard's trade-off and slider views)::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,14 +41,14 @@ from .cube import (
     point_metrics,
 )
 from .errors import ParameterError
-from .evaluate import Evaluator
+from .evaluation import Evaluator
 from .metrics import METRIC_NAMES, check_convention
 from .registry import get_method
-from .scores import get_score
+from .setting import Setting
 
 __all__ = [
     "CUBE_METHODS", "ScoreCube", "SplitCube", "build_cubes", "get_cube", "get_cubes",
-    "is_cube_method", "parse_grid", "point_metrics", "sweep",
+    "is_cube_method", "parse_grid", "point_metrics", "sweep", "sweep_settings",
 ]
 
 
@@ -81,8 +81,8 @@ def parse_grid(text: str) -> list[float]:
     return values
 
 
-def _row(method: str, p: float | None, result: dict) -> dict:
-    row = {"method": method, "p": np.nan if p is None else p,
+def _row(setting: Setting, result: dict) -> dict:
+    row = {"method": setting.method, "p": np.nan if setting.p is None else setting.p,
            "id_acc": result["id_accuracy"]["shaped"],
            "id_acc_unshaped": result["id_accuracy"]["unshaped"]}
     for name, metrics in result["ood"].items():
@@ -91,6 +91,33 @@ def _row(method: str, p: float | None, result: dict) -> dict:
     for k, v in result["average"].items():
         row[f"average/{k}"] = v
     return row
+
+
+def sweep_settings(methods: Sequence[str], grid: Sequence[float], threshold: str = "local",
+                   score: str = "energy", convention: str = "id", seed: int = 0,
+                   params: Mapping[str, Mapping[str, float]] | None = None) -> list[Setting]:
+    """The validated settings of a sweep, in row order: each method at every grid p (one
+    setting for methods without ``p``), in ``threshold`` mode where the method supports
+    it, else "local". ``params``: fixed values of other parameters, per method name."""
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ParameterError(
+            "no methods to sweep; pass at least one, e.g. --methods ash-p,ash-b,ash-s "
+            "(`ash-explore methods` lists them)."
+        )
+    params = params or {}
+    settings = []
+    for m in methods:
+        spec = get_method(m)
+        fixed = dict(params.get(m, {}))
+        if "p" in fixed and spec.has_p:
+            raise ParameterError(f"{m}: p is the swept parameter; give it as the grid, not as "
+                                 "a fixed parameter.")
+        mode = threshold if threshold in spec.thresholds else "local"
+        base = Setting(m, fixed, mode, score, convention, seed)
+        points = [base.with_params(p=float(p)) for p in grid] if spec.has_p else [base]
+        settings += [s.validated() for s in points]
+    return settings
 
 
 def sweep(
@@ -105,6 +132,7 @@ def sweep(
     evaluator: Evaluator | None = None,
     progress: Callable[[int, int], None] | None = None,
     *,
+    params: Mapping[str, Mapping[str, float]] | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     engine: str = "auto",
@@ -112,44 +140,44 @@ def sweep(
     """One row per (method, p): per-OOD-set and average metrics, ID accuracy shaped/unshaped.
 
     Columns: ``method``, ``p``, ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
-    each OOD set and metric, and ``average/{metric}``. Methods without a percentile
-    (``none``) contribute a single row with ``p`` NaN. ASH methods come from cached
-    score cubes (``cache_dir``, ``use_cache``, ``engine``: see ``get_cube``); a method
-    that does not support ``threshold`` is evaluated with local thresholds.
+    each OOD set and metric, and ``average/{metric}`` (rows in ``sweep_settings`` order:
+    its ``label()`` names each row's parameters). Methods without a percentile
+    (``none``) contribute a single row with ``p`` NaN. Methods whose grid strategy is
+    "cube" come from cached score cubes (``cache_dir``, ``use_cache``, ``engine``: see
+    ``get_cube``); a method that does not support ``threshold`` is evaluated with local
+    thresholds. ``params`` fixes other parameters per method (see ``sweep_settings``). A
+    score on logits (gen, temp-scaling) is its own score whatever ``score`` says.
     ``progress(done, total)`` counts rows of features for the cube build, then points.
     """
     check_convention(convention)
-    get_score(score)
+    settings = sweep_settings(methods, grid, threshold, score, convention, seed, params)
     ev = evaluator or Evaluator(bundle, ood)
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ParameterError(
-            "no methods to sweep; pass at least one, e.g. --methods ash-p,ash-b,ash-s "
-            "(`ash-explore methods` lists them)."
-        )
-    specs = {m: get_method(m) for m in methods}
     if not ev.ood_names:
         raise ParameterError(
             f"bundle {ev.bundle.name} has no OOD split selected; select at least one."
         )
-    values = [float(p) for p in grid]
-    modes = {m: threshold if threshold in specs[m].thresholds else "local" for m in methods}
+    cubes = _cubes(ev, settings, [float(p) for p in grid], cache_dir=cache_dir,
+                   use_cache=use_cache, engine=engine, progress=progress)
+    rows = []
+    for i, s in enumerate(settings):
+        if s.method in cubes:
+            result = point_metrics(cubes[s.method], s.p, s.score, s.convention, ev.ood_names)
+        else:
+            result = ev.evaluate(s).to_dict()
+        rows.append(_row(s, result))
+        if progress:
+            progress(i + 1, len(settings))
+    return pd.DataFrame(rows)
+
+
+def _cubes(ev: Evaluator, settings: Sequence[Setting], grid: list[float],
+           **options) -> dict[str, ScoreCube]:
+    """Score cubes of every cube-computed method of a sweep, one batch per threshold mode."""
+    modes = {s.method: s.threshold for s in settings
+             if is_cube_method(s.method)}
+    seed = settings[0].seed if settings else 0
     cubes: dict[str, ScoreCube] = {}
     for mode in dict.fromkeys(modes.values()):
-        batch = [m for m in methods if is_cube_method(m) and modes[m] == mode]
-        if batch:
-            cubes.update(get_cubes(ev, batch, values, mode, seed, cache_dir=cache_dir,
-                                   use_cache=use_cache, engine=engine, progress=progress))
-    points: list[tuple[str, float | None]] = []
-    for m in methods:
-        points += [(m, p) for p in values] if specs[m].has_p else [(m, None)]
-    rows = []
-    for i, (m, p) in enumerate(points):
-        if m in cubes:
-            result = point_metrics(cubes[m], p, score, convention, ev.ood_names)
-        else:
-            result = ev.evaluate(m, p, modes[m], score, convention, seed).to_dict()
-        rows.append(_row(m, p, result))
-        if progress:
-            progress(i + 1, len(points))
-    return pd.DataFrame(rows)
+        batch = [m for m, t in modes.items() if t == mode]
+        cubes.update(get_cubes(ev, batch, grid, mode, seed, **options))
+    return cubes

@@ -4,7 +4,7 @@
 
 For each method in the registry (so a newly registered method is measured too) and
 each threshold mode it supports, it times ``Evaluator.evaluate`` at the method's
-default p on a demo bundle, with the per-split rank orders cold and warm, next to
+default parameters on a demo bundle, with the per-split rank orders cold and warm, next to
 one plain logits pass over the same splits in the same run, and prints the ratios.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ash_core import Evaluator, get_method, list_methods, load_bundle  # noqa: E402
+from ash_core import Evaluator, Setting, get_method, list_methods, load_bundle  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = sum(ev.features(n).shape[0] for n in names)
     print(f"bundle {bundle.name}: {rows} rows, D={bundle.dim}, C={len(bundle.classes)}; "
           f"dense logits pass {1000 * dense:.1f} ms (median of {repeats})")
-    print(f"{'method':10s} {'threshold':9s} {'cold ms':>9s} {'warm ms':>9s} {'warm/dense':>11s}")
+    print(f"{'setting':24s} {'cold ms':>9s} {'warm ms':>9s} {'warm/dense':>11s}")
     for method in list_methods():
         for mode in get_method(method).thresholds:
             fresh = Evaluator(bundle)
@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                 fresh.features(n)
             if fresh.bundle.id_fit is not None:
                 fresh.features(fresh.bundle.id_fit.name)
-            fresh.shaper(method, None, mode)  # fit once; fitting is not a p change
-            cold = timed(lambda m=method, t=mode, e=fresh: e.evaluate(m, None, t), 1)
-            warm = timed(lambda m=method, t=mode, e=fresh: e.evaluate(m, None, t), repeats)
-            print(f"{method:10s} {mode:9s} {1000 * cold:9.1f} {1000 * warm:9.1f} "
+            setting = Setting(method, threshold=mode).validated()  # default parameters
+            fresh.shaper(setting)  # fit once; fitting is not a parameter change
+            cold = timed(lambda s=setting, e=fresh: e.evaluate(s), 1)
+            warm = timed(lambda s=setting, e=fresh: e.evaluate(s), repeats)
+            print(f"{setting.label():24s} {1000 * cold:9.1f} {1000 * warm:9.1f} "
                   f"{warm / dense:10.1f}x")
     return 0
 

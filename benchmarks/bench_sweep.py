@@ -52,7 +52,7 @@ from ash_core.cube import (  # noqa: E402
     point_result,
     save_cube,
 )
-from ash_core.evaluate import Evaluator  # noqa: E402
+from ash_core.evaluation import Evaluator  # noqa: E402
 from ash_core.metrics import ood_metrics  # noqa: E402
 from ash_core.scores import energy_score, maxlogit_score, msp_score  # noqa: E402
 from ash_core.shaping import ash_b, ash_p, ash_s, kept_count  # noqa: E402

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ash_core.curves import Curve, Histogram
-from ash_core.inspect import SampleInspection
+from ash_core.samples import SampleInspection
 
 ID_COLOR = "#4C78A8"
 BASE_COLOR = "#9A9A9A"

@@ -29,7 +29,7 @@ import torch
 
 from ash_core import Bundle, EvalResult, Evaluator, get_method, list_methods, load_bundle
 from ash_core import curves as ac
-from ash_core import inspect as ai
+from ash_core import samples as ai
 from ash_core.errors import AshError, BundleError
 from ash_core.metrics import OODMetrics
 from ash_core.report import evaluation_frame

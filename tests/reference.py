@@ -8,7 +8,7 @@ Conventions (from the issue):
 
 * local thresholds: ``k = D - round(D * p / 100)`` with round-half-to-even; the k
   survivors are the k largest units, ties broken towards the lower unit index.
-* global thresholds: survivors are the units strictly above ``t``, the p-th
+* global thresholds: survivors are the units strictly above the ``cutoff``, the p-th
   percentile (linear interpolation) of all id_fit activations.
 * ASH-P keeps survivors; ASH-B sets them to ``s1 / k`` (s1 = sum before pruning);
   ASH-S multiplies them by ``exp(s1 / s2)`` (s2 = sum after pruning); ASH-RAND sets
@@ -51,24 +51,24 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
-def survivors(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray:
-    """Boolean survivor mask [N, D] (local top-k, or global ``> threshold``)."""
+def survivors(x: np.ndarray, p: float, cutoff: float | None = None) -> np.ndarray:
+    """Boolean survivor mask [N, D] (local top-k, or global ``> cutoff``)."""
     rows = _flat(x)
     n, d = rows.shape
     mask = np.zeros((n, d), dtype=bool)
     for i in range(n):
-        if threshold is None:
+        if cutoff is None:
             for j in top_k_indices(rows[i], kept_count(d, p)):
                 mask[i, j] = True
         else:
             for j in range(d):
-                mask[i, j] = rows[i, j] > threshold
+                mask[i, j] = rows[i, j] > cutoff
     return mask
 
 
-def ash_p(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray:
+def ash_p(x: np.ndarray, p: float, cutoff: float | None = None) -> np.ndarray:
     rows = _flat(x)
-    mask = survivors(x, p, threshold)
+    mask = survivors(x, p, cutoff)
     out = np.zeros_like(rows)
     for i in range(rows.shape[0]):
         for j in range(rows.shape[1]):
@@ -77,9 +77,9 @@ def ash_p(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray
     return out.reshape(np.shape(x))
 
 
-def ash_b(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray:
+def ash_b(x: np.ndarray, p: float, cutoff: float | None = None) -> np.ndarray:
     rows = _flat(x)
-    mask = survivors(x, p, threshold)
+    mask = survivors(x, p, cutoff)
     out = np.zeros_like(rows)
     for i in range(rows.shape[0]):
         s1 = sum(float(v) for v in rows[i])
@@ -92,9 +92,9 @@ def ash_b(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray
     return out.reshape(np.shape(x))
 
 
-def ash_s(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray:
+def ash_s(x: np.ndarray, p: float, cutoff: float | None = None) -> np.ndarray:
     rows = _flat(x)
-    mask = survivors(x, p, threshold)
+    mask = survivors(x, p, cutoff)
     out = np.zeros_like(rows)
     for i in range(rows.shape[0]):
         s1 = sum(float(v) for v in rows[i])
@@ -109,10 +109,10 @@ def ash_s(x: np.ndarray, p: float, threshold: float | None = None) -> np.ndarray
 
 
 def ash_rand(x: np.ndarray, p: float, draws: np.ndarray,
-             threshold: float | None = None) -> np.ndarray:
+             cutoff: float | None = None) -> np.ndarray:
     """``draws`` [N, D] are the uniform(0, 10) values the survivors take."""
     rows = _flat(x)
-    mask = survivors(x, p, threshold)
+    mask = survivors(x, p, cutoff)
     draws = _flat(draws)
     out = np.zeros_like(rows)
     for i in range(rows.shape[0]):
@@ -229,13 +229,51 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray,
     }
 
 
+def softmax_row(row: np.ndarray) -> list[float]:
+    m = max(float(v) for v in row)
+    e = [math.exp(float(v) - m) for v in row]
+    total = sum(e)
+    return [v / total for v in e]
+
+
+def temperature_msp(logits: np.ndarray, t: float) -> np.ndarray:
+    """max softmax(logits / T) per row (Guo et al., 2017)."""
+    return np.array([max(softmax_row(np.asarray(row, dtype=np.float64) / t)) for row in logits])
+
+
+def gen(logits: np.ndarray, gamma: float, m: int) -> np.ndarray:
+    """GEN (Liu et al., CVPR 2023, Eq. 6-7): minus the sum over the M largest softmax
+    probabilities of p^gamma (1 - p)^gamma; all of them when M exceeds the classes."""
+    out = []
+    for row in logits:
+        probs = sorted(softmax_row(row), reverse=True)[:m]
+        out.append(-sum(p**gamma * (1.0 - p) ** gamma for p in probs))
+    return np.array(out)
+
+
+def dice_weight(id_fit: np.ndarray, weight: np.ndarray, p: float) -> np.ndarray:
+    """DICE (Sun & Li, ECCV 2022): keep W[c, d] where mean_d * W[c, d] (mean over id_fit
+    rows) is above the p-th percentile (linear interpolation) of all those products."""
+    rows = np.asarray(id_fit, dtype=np.float64).reshape(len(id_fit), -1)
+    n, d = rows.shape
+    mean = [sum(float(rows[i, j]) for i in range(n)) / n for j in range(d)]
+    contrib = [[mean[j] * float(weight[c, j]) for j in range(d)] for c in range(len(weight))]
+    values = sorted(v for row in contrib for v in row)
+    pos = (len(values) - 1) * p / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(values) - 1)
+    cut = values[lo] + (values[hi] - values[lo]) * (pos - lo)
+    return np.array([[float(weight[c, j]) if contrib[c][j] > cut else 0.0 for j in range(d)]
+                     for c in range(len(weight))], dtype=np.float32)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
 def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",
           id_fit: np.ndarray | None = None) -> np.ndarray:
     """Shape ``x`` with a deterministic method (none, ash-p/b/s, react, scale)."""
-    if method == "none":
+    if method in ("none", "temp-scaling", "gen", "dice"):  # features unchanged
         return np.asarray(x, dtype=np.float64)
     if method == "react":
         return react(x, id_fit, p)
@@ -243,7 +281,7 @@ def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",
         return scale(x, p)
     variants = {"ash-p": ash_p, "ash-b": ash_b, "ash-s": ash_s}
     thr = global_threshold(id_fit, p) if threshold == "global" else None
-    return variants[method](x, p, threshold=thr)
+    return variants[method](x, p, cutoff=thr)
 
 
 def evaluate(id_features: np.ndarray, ood_features: dict[str, np.ndarray],

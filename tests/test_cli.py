@@ -14,8 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import reference as ref
 
-from ash_core import METRIC_NAMES, SplitData, evaluate, list_methods, load_bundle, write_bundle
+from ash_core import (
+    METRIC_NAMES,
+    SplitData,
+    evaluate,
+    get_method,
+    list_methods,
+    load_bundle,
+    write_bundle,
+)
 from ash_core.cli import main
 
 
@@ -190,7 +199,13 @@ def test_negative_features_warn_on_stderr_and_still_compute(capsys, tmp_path):
     before = warnings.formatwarning
     rc, out, err = run(capsys, "evaluate", path, "--format", "json")
     assert rc == 0 and "warning: " in err and "negative" in err
-    assert json.loads(out)["ood"]["ood"]["auroc"] >= 0
+    # computed anyway, and right: the reference pipeline on the same (negative) features
+    b = load_bundle(path)
+    want = ref.evaluate(feats, {"ood": feats + 1}, b.head_weight.numpy(), b.head_bias.numpy(),
+                        "ash-s", 65.0)
+    got = json.loads(out)["ood"]["ood"]
+    for k in METRIC_NAMES:
+        assert got[k] == pytest.approx(want["ood"]["ood"][k], abs=1e-9), k
     assert warnings.formatwarning is before  # the CLI does not leak global state
 
 
@@ -210,9 +225,76 @@ def test_methods_lists_the_registry(capsys):
     assert rc == 0
     listed = [line.split()[0] for line in out.splitlines() if line and not line[0].isspace()]
     assert listed == list_methods()
-    assert "p=90 in [0, 100)" in out  # react's default clip percentile
-    assert "no parameters" in out  # none
-    assert "local/global" in out
+    blocks = {}  # method -> its lines
+    for line in out.splitlines():
+        if line and not line[0].isspace():
+            name = line.split()[0]
+        blocks.setdefault(name, []).append(line)
+    for name in list_methods():
+        text = "\n".join(blocks[name])
+        for q in get_method(name).params:
+            assert f"{q.name} in {q.range_text}, default {q.default:g}" in text
+            for family, value in q.recommended.items():
+                assert f"{family} {value:g}" in text
+            assert ",".join(f"{v:g}" for v in q.search_grid) in text
+    assert "no parameters" in "\n".join(blocks["none"])
+    assert "recommended imagenet 90, cifar10 95, cifar100 90" in "\n".join(blocks["ash-s"])
+    assert "recommended imagenet 65, cifar10 95, cifar100 85" in "\n".join(blocks["ash-b"])
+    assert "search grid 85,90,95,99" in "\n".join(blocks["react"])
+    assert "local/global" in "\n".join(blocks["ash-p"])
+
+
+def test_evaluate_param_equals_p_shorthand_and_json_lists_params(capsys, synthetic_bundle):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-b",
+                       "--param", "p=80", "--format", "json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["params"] == {"p": 80.0} and got["p"] == 80.0
+    assert got == expected_dict(synthetic_bundle, method="ash-b", p=80.0)
+    rc, out2, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-b", "--p", "80",
+                      "--format", "json")
+    assert rc == 0 and json.loads(out2) == got
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--method", "ash-s", "--param", "q=3"], "ash-s: unknown parameter 'q'; its parameters are: p"),
+        (["--method", "none", "--param", "p=50"], "none: unknown parameter 'p'; it takes no parameters"),
+        (["--method", "ash-s", "--param", "p=100"], r"ash-s: p must be in [0, 100)"),
+        (["--method", "ash-s", "--param", "p"], "cannot parse --param 'p'; use NAME=VALUE"),
+        (["--method", "ash-s", "--param", "p=x"], "cannot parse --param 'p=x'"),
+        (["--method", "ash-s", "--param", "p=60", "--param", "p=70"], "--param p is given twice"),
+        (["--method", "ash-s", "--p", "60", "--param", "p=70"], "p is given twice"),
+    ],
+)
+def test_bad_params_are_one_line_errors(capsys, synthetic_bundle, argv, match):
+    rc, out, err = run(capsys, "evaluate", synthetic_bundle, *argv)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+
+
+def test_sweep_param_errors(capsys, synthetic_bundle):
+    rc, _, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s", "--param", "p=3")
+    assert rc == 2 and "p is the swept parameter" in err
+    rc, _, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s,react",
+                     "--param", "gamma=3")
+    assert rc == 2 and "none of ash-s, react has a parameter 'gamma'" in err
+
+
+def test_dashboard_without_its_extra_names_the_pip_extra(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "streamlit" else real(name, *a))
+    started = []  # never start a server, whatever happens
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    rc, out, err = run(capsys, "dashboard", "--port", "1")
+    assert not started
+    assert rc == 2 and out == ""
+    assert err == "error: `ash-explore dashboard` needs streamlit, which is not installed; " \
+                  "install the extra: pip install 'ash-explorer[dashboard]'.\n"
 
 
 def test_sweep_csv_matches_evaluate(capsys, synthetic_bundle):
@@ -279,6 +361,15 @@ def test_python_dash_m(synthetic_bundle):
     assert proc.stdout.split()[0] == "none"
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    # regression: `ash-explore methods | head -1` printed a BrokenPipeError traceback
+    proc = subprocess.Popen([sys.executable, "-m", "ash_core.cli", "methods"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
 def test_latex_escapes_every_special_character_once():
     # regression: braces, ~ and ^ (e.g. in a bundle name in the caption) went through raw
     # and broke the table; a backslash must become \textbackslash{} with its braces intact
@@ -308,3 +399,16 @@ def test_evaluation_frame_deltas_are_result_minus_base(synthetic_bundle):
     one = evaluate(load_bundle(synthetic_bundle), "none", ood=["far"]).to_dict()
     with pytest.raises(ParameterError, match="base result lacks OOD set"):
         evaluation_frame(r, one)
+
+
+def test_sweep_names_parameters_other_than_p(capsys, synthetic_bundle):
+    rc, out, err = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s,gen",
+                       "--param", "gamma=0.5", "--p", "80", "--format", "csv", "--no-cache")
+    assert rc == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert frame["setting"].tolist() == ["ash-s p=80 local", "gen gamma=0.5 M=100"]
+    want = evaluate(load_bundle(synthetic_bundle), "gen", params={"gamma": 0.5})
+    assert frame["average/auroc"].iloc[1] == pytest.approx(want.average["auroc"], abs=1e-12)
+    rc, out, _ = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s", "--p", "80",
+                     "--format", "csv", "--no-cache")
+    assert "setting" not in pd.read_csv(io.StringIO(out)).columns  # p says it all

@@ -14,7 +14,7 @@ from ash_core.bundle import load_bundle
 from ash_core.cube import choose_engine, evaluate_setting, get_cube
 from ash_core.cube import policy as policy_mod
 from ash_core.errors import ParameterError
-from ash_core.evaluate import Evaluator
+from ash_core.evaluation import Evaluator
 from ash_core.safetensors_io import read_header
 
 GRID = (50.0, 65.0, 90.0)

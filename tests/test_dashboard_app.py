@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from ash_core import Evaluator, SplitData, list_methods, list_scores, load_bundle, write_bundle
 from ash_core.cli import main as cli_main
-from ash_core.inspect import inspect_sample
+from ash_core.samples import inspect_sample
 from dashboard.state import VIEWS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,6 +39,11 @@ def manual(bundle, method, p, threshold="local", score="energy", convention="id"
     )
 
 
+def head_of(path) -> tuple[np.ndarray, np.ndarray]:
+    b = load_bundle(path)
+    return b.head_weight.numpy(), b.head_bias.numpy()
+
+
 def assert_close_to_manual(r: EvalResult, expected, n_min: int):
     np.testing.assert_allclose(r.id_scores, expected["id_scores"], rtol=1e-4, atol=1e-4)
     assert r.id_accuracy["shaped"] == pytest.approx(expected["acc"], abs=1.5 / n_min)
@@ -146,16 +151,24 @@ def test_react_clip_is_fitted_on_id_fit(synthetic_bundle):
                                                rel=1e-5)
 
 
-@pytest.mark.parametrize(("method", "threshold"), [("ash-p", "global"), ("react", "local")])
-def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold):
+@pytest.mark.parametrize(("method", "threshold", "advice"), [
+    ("ash-p", "global", "use threshold='local' or re-extract"),
+    ("react", "local", "choose a method that is not fitted, or re-extract"),
+    ("dice", "local", "choose a method that is not fitted, or re-extract"),
+])
+def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold, advice):
     rng = np.random.default_rng(0)
     feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
     path = write_bundle(tmp_path / "nofit", rng.normal(size=(3, 6)), np.zeros(3), "abc",
                         [SplitData("id", "id", feats, rng.integers(0, 3, 30)),
                          SplitData("ood", "ood", feats * 2)])
-    with pytest.raises(ParameterError, match=r"needs an 'id_fit' split.*has none"):
+    with pytest.raises(ParameterError, match=r"needs an 'id_fit' split.*has none") as err:
         evaluate(load_bundle(path), method, threshold=threshold)
-    assert evaluate(load_bundle(path), "ash-p", threshold="local").ood["ood"].auroc >= 0
+    assert advice in str(err.value)
+    # local thresholds need no id_fit: the numbers are the reference pipeline's
+    got = evaluate(load_bundle(path), "ash-p", threshold="local")
+    want = ref.evaluate(feats, {"ood": feats * 2}, *head_of(path), "ash-p", 65.0)
+    assert got.ood["ood"].auroc == pytest.approx(want["ood"]["ood"]["auroc"], abs=1e-9)
 
 
 def test_bad_settings_are_parameter_errors(synthetic_bundle):
@@ -235,14 +248,15 @@ def test_fp16_bundle_gives_nearly_the_same_metrics(synthetic_bundle, tmp_path):
         assert r16.ood[name].auroc == pytest.approx(r32.ood[name].auroc, abs=0.01)
 
 
-def test_id_split_without_labels_has_no_accuracy(tmp_path):
+def test_id_split_without_labels_is_refused_not_scored_without_accuracy(tmp_path):
+    # ID accuracy (shaped and unshaped) is a pinned output: an unlabelled ID split used to be
+    # scored with id_accuracy None; it is now refused when written (and when loaded).
     rng = np.random.default_rng(0)
     feats = np.maximum(rng.normal(size=(30, 6)), 0).astype(np.float32)
-    path = write_bundle(tmp_path / "nolabels", rng.normal(size=(3, 6)), np.zeros(3), "abc",
-                        [SplitData("id", "id", feats), SplitData("ood", "ood", feats + 1)])
-    r = evaluate(load_bundle(path), "ash-s")
-    assert r.id_accuracy == {"shaped": None, "unshaped": None}
-    assert 0 <= r.ood["ood"].auroc <= 1
+    with pytest.raises(BundleError, match="labels"):
+        write_bundle(tmp_path / "nolabels", rng.normal(size=(3, 6)), np.zeros(3), "abc",
+                     [SplitData("id", "id", feats), SplitData("ood", "ood", feats + 1)])
+    assert not (tmp_path / "nolabels").exists()
 
 
 def test_ash_s_overflow_is_reported_clearly(tmp_path):
@@ -250,25 +264,22 @@ def test_ash_s_overflow_is_reported_clearly(tmp_path):
     rng = np.random.default_rng(0)
     feats = (np.maximum(rng.normal(size=(20, 1024)), 0) + 0.01).astype(np.float32)
     path = write_bundle(tmp_path / "wide", rng.normal(size=(3, 1024)), np.zeros(3), "abc",
-                        [SplitData("id", "id", feats), SplitData("ood", "ood", feats * 2)])
+                        [SplitData("id", "id", feats, np.zeros(20, np.int64)),
+                         SplitData("ood", "ood", feats * 2)])
     with pytest.raises(FeatureError, match=r"NaN/Inf.*lower p"):
         evaluate(load_bundle(path), "ash-s", 99.9)
 
 
 def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypatch):
     """The Evaluator's p-independent sort cache is an optimisation only."""
-    import importlib
-
-    from ash_core import Evaluator, load_bundle
-
-    evaluate_module = importlib.import_module("ash_core.evaluate")  # the name is shadowed
+    from ash_core import Evaluator, evaluation, load_bundle
 
     bundle = load_bundle(synthetic_bundle)
     cached = Evaluator(bundle)
     results = {(m, p): cached.evaluate(m, p).to_dict()
                for m in ("ash-p", "ash-b", "ash-s", "ash-rand", "scale") for p in (10, 65, 95)}
     assert cached._orders  # the cache was used
-    monkeypatch.setattr(evaluate_module, "ORDER_CACHE_UNITS", 0)
+    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", 0)
     uncached = Evaluator(bundle)
     for (m, p), want in results.items():
         assert uncached.evaluate(m, p).to_dict() == want
@@ -305,3 +316,26 @@ def test_rank_order_budget_survives_a_concurrent_insert(synthetic_bundle):
 
     ev._orders["early"] = Racing()
     assert ev.rank_order("far") is not None
+
+
+@pytest.mark.parametrize("p", [50.0, 90.0])
+def test_dice_evaluates_like_the_reference(small_bundle, p):
+    """DICE: energy of the features through the head sparsified on id_fit (reference loops)."""
+    b = small_bundle
+    masked = ref.dice_weight(np.asarray(b.id_fit.features), b.head_weight.numpy(), p)
+    assert (masked == 0).mean() == pytest.approx(p / 100, abs=0.02)
+    bias = b.head_bias.numpy().astype(np.float64)
+
+    def scores(split):
+        return ref.energy(np.asarray(split.features, dtype=np.float64) @ masked.T + bias)
+
+    r = evaluate(b, "dice", p)
+    id_scores = scores(b.id_split)
+    np.testing.assert_allclose(r.id_scores, id_scores, rtol=1e-4, atol=1e-4)
+    for s in b.ood_splits:
+        want = ref.ood_metrics(id_scores, scores(s))
+        for k in METRIC_NAMES:
+            assert r.ood[s.name][k] == pytest.approx(want[k], abs=1.5 / len(id_scores)), k
+    logits = np.asarray(b.id_split.features, dtype=np.float64) @ masked.T + bias
+    acc = float(np.mean(logits.argmax(1) == b.id_split.labels))
+    assert r.id_accuracy["shaped"] == pytest.approx(acc, abs=1.5 / len(id_scores))

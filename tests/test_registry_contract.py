@@ -6,13 +6,17 @@ modes, so a newly registered method is covered without touching this file.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+import reference as ref
 import torch
 
 from ash_core import (
     THRESHOLD_MODES,
     MethodSpec,
+    ParamSpec,
     Shaper,
     create_method,
     get_method,
@@ -45,12 +49,14 @@ def data(n: int = 8, c: int = 4, h: int = 3, w: int = 3, seed: int = 0) -> torch
 
 
 ID_FIT = data(64, seed=123).reshape(64, -1)
+#: a linear head over the 36 units, for methods fitted on it (DICE)
+HEAD = (torch.randn(5, 36, generator=torch.Generator().manual_seed(1)), torch.zeros(5))
 
 
 def make(name: str, mode: str, p: float | None, seed: int = 0) -> Shaper:
     shaper = create_method(name, p=p, threshold=mode, seed=seed)
     if shaper.needs_fit:
-        shaper.fit(ID_FIT)
+        shaper.fit(ID_FIT, head=HEAD)
         assert shaper.fitted_threshold is not None and np.isfinite(shaper.fitted_threshold)
     return shaper
 
@@ -157,12 +163,12 @@ def test_contract_fit_accepts_every_dtype(name, mode, dtype):
     for p in p_values(name):
         shaper = create_method(name, p=p, threshold=mode)
         if shaper.needs_fit:
-            fitted = shaper.fit(ID_FIT.to(dtype)).fitted_threshold
+            fitted = shaper.fit(ID_FIT.to(dtype), head=HEAD).fitted_threshold
             expected = make(name, mode, p).fitted_threshold
             assert fitted == pytest.approx(expected, rel=1e-2, abs=1e-2)
             assert shaper(data().to(dtype)).dtype == dtype
         else:
-            assert shaper.fit(ID_FIT.to(dtype)).fitted_threshold is None
+            assert shaper.fit(ID_FIT.to(dtype), head=HEAD).fitted_threshold is None
 
 
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
@@ -185,8 +191,37 @@ def test_contract_4d_equals_2d_on_flattened_input(name, mode):
         assert torch.equal(shaper(x).reshape(8, -1), shaper(x.reshape(8, -1))), (name, p)
 
 
+#: only the values 1, 2, 3 over 12 units: ties at every kept-count boundary, no zeros
+TIED = torch.from_numpy(np.random.default_rng(9).integers(1, 4, size=(6, 12)).astype(np.float32))
+
+
+def test_tied_data_really_ties_at_the_boundary():
+    for p in (50.0, 65.0):
+        k = ref.kept_count(12, p)
+        ranked = np.sort(TIED.numpy(), axis=1)[:, ::-1]
+        assert (ranked[:, k - 1] == ranked[:, k]).any(), p
+
+
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
-def test_contract_ties_constant_and_zero_rows(name, mode):
+def test_contract_ties_go_to_the_lower_unit_index(name, mode):
+    """The documented tie rule (exactly k survivors, lower unit index first), against the
+    independent reference: its per-method output, or for a stochastic method the
+    reference survivor mask."""
+    spec = get_method(name)
+    x = TIED.numpy()
+    for p in p_values(name):
+        shaper = make(name, mode, p, seed=5)
+        out = shaper(TIED).numpy()
+        if spec.stochastic:
+            mask = ref.survivors(x, p, shaper.fitted_threshold)
+            np.testing.assert_array_equal(out != 0, mask, err_msg=f"{name} p={p}")
+        else:
+            want = ref.shape(name, x, p, mode, ID_FIT.numpy())
+            np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6, err_msg=f"{name} p={p}")
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_constant_and_zero_rows(name, mode):
     constant = torch.full((4, 36), 1.5)
     zero = torch.zeros(4, 36)
     stochastic = get_method(name).stochastic
@@ -195,7 +230,6 @@ def test_contract_ties_constant_and_zero_rows(name, mode):
         for x in (constant, zero):
             out = shaper(x)
             assert torch.isfinite(out).all()
-            assert torch.equal(out, shaper(x))  # ties are broken deterministically
             if not stochastic:  # identical rows shape identically
                 assert torch.equal(out, out[:1].expand_as(out)), (name, p)
         if not stochastic:
@@ -264,3 +298,112 @@ def test_bad_seed_is_a_parameter_error(seed):
 def test_every_64_bit_seed_is_accepted(seed):
     shaper = create_method("ash-rand", 65, seed=seed)
     assert shaper.seed == int(seed) and shaper(data()).shape == data().shape
+
+
+# --------------------------------------------------------------------------- parameters
+
+PARAMS = [(m, q) for m in list_methods() for q in get_method(m).params]
+PARAM_IDS = [f"{m}-{q.name}" for m, q in PARAMS]
+
+
+def bad_values(q: ParamSpec) -> list:
+    """Values every declaration must refuse: below low (at low when open), at high, NaN,
+    Inf, and wrong kinds."""
+    values = [q.low if q.low_open else q.low - 1, q.high, float("nan"), float("inf"),
+              "50", None, True, [q.default]]
+    if q.kind == "int":
+        values.append(q.default + 0.5)
+    return values
+
+
+@pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
+def test_param_declaration_is_sound(name, q):
+    assert q.kind in ("float", "int") and q.low < q.high and q.help
+    for value in (q.default, *q.recommended.values(), *q.search_grid):
+        assert q.validate(value, name) == value, value  # in range and of the right kind
+    assert list(q.search_grid) == sorted(set(q.search_grid))
+    assert create_method(name, params={q.name: q.default}).params[q.name] == q.default
+    assert get_method(name).main_param in get_method(name).param_names
+
+
+@pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
+def test_param_range_and_kind_are_enforced(name, q):
+    for value in bad_values(q):
+        with pytest.raises(ParameterError, match=rf"^{name}: {q.name} must .*{re.escape(q.range_text)}"):
+            create_method(name, params={q.name: value})
+
+
+@pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
+def test_every_grid_value_shapes_without_mutation_and_deterministically(name, q):
+    spec = get_method(name)
+    for mode in spec.thresholds:
+        for value in q.search_grid or (q.default,):
+            given = {q.name: value}
+            shaper = create_method(name, params=given, threshold=mode, seed=3)
+            assert given == {q.name: value}  # the caller's mapping is not touched
+            if shaper.needs_fit:
+                shaper.fit(ID_FIT, head=HEAD)
+            x = data()
+            before = x.clone()
+            out = shaper(x)
+            assert torch.equal(x, before), (name, value)
+            if not spec.stochastic:
+                again = create_method(name, params=given, threshold=mode, seed=4)
+                again.fit(ID_FIT, head=HEAD)
+                assert torch.equal(out, again(x)), (name, value)
+
+
+def test_unknown_parameters_name_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"^ash-s: unknown parameter 'q'; its parameters are: p\."):
+        create_method("ash-s", params={"q": 1})
+    with pytest.raises(ParameterError, match=r"^none: unknown parameter 'p'; it takes no parameters"):
+        create_method("none", p=50)
+    with pytest.raises(ParameterError, match="p is given twice"):
+        create_method("ash-s", p=50, params={"p": 60})
+    assert create_method("ash-s", p=50, params={"p": 50}).p == 50
+
+
+def test_shaper_params_are_read_only():
+    shaper = create_method("ash-b", p=80)
+    with pytest.raises(TypeError):
+        shaper.params["p"] = 10  # type: ignore[index]
+    assert shaper.params == {"p": 80.0} and shaper.describe() == "ash-b p=80 local"
+
+
+def test_int_and_open_ranges_of_a_declaration():
+    m = ParamSpec("M", 100, 1, 10001, "top classes", kind="int", search_grid=(10, 50))
+    assert m.validate(50, "gen") == 50 and m.validate(np.int64(7), "gen") == 7
+    assert m.validate(20.0, "gen") == 20  # an integral float is an integer
+    for bad in (2.5, 0, 10001, "7"):
+        with pytest.raises(ParameterError, match=r"gen: M must .*\[1, 10001\) \(an integer\)"):
+            m.validate(bad, "gen")
+    t = ParamSpec("T", 1.0, 0.0, 1000.0, "temperature", low_open=True)
+    assert t.range_text == "(0, 1000)" and t.validate(1e-3, "temp") == 1e-3
+    with pytest.raises(ParameterError, match=r"temp: T must be in \(0, 1000\)"):
+        t.validate(0.0, "temp")
+    with pytest.raises(ValueError, match="kind"):
+        ParamSpec("x", 1.0, kind="complex")
+
+
+def test_spec_validate_params_fills_defaults_and_checks_every_value():
+    spec = MethodSpec("two", lambda x, **k: x, "test", params=(
+        ParamSpec("a", 1.0, 0.0, 2.0, "a"), ParamSpec("b", 3, 1, 10, "b", kind="int")))
+    assert spec.validate_params({}) == {"a": 1.0, "b": 3.0}
+    assert spec.validate_params({"b": 9}) == {"a": 1.0, "b": 9.0}
+    with pytest.raises(ParameterError, match=r"two: b must be in \[1, 10\)"):
+        spec.validate_params({"a": 1.5, "b": 10})
+    with pytest.raises(ParameterError, match=r"two: unknown parameter 'c'; its parameters are: a, b"):
+        spec.validate_params({"c": 1})
+
+
+def test_a_method_fitted_on_the_head_needs_it():
+    shaper = create_method("dice", p=50)
+    with pytest.raises(ParameterError, match=r"dice p=50 is fitted on the linear head too"):
+        shaper.fit(ID_FIT)
+    with pytest.raises(ParameterError, match=r"id_fit.*\.fit\("):
+        shaper.head(*HEAD)
+    weight, bias = shaper.fit(ID_FIT, head=HEAD).head(*HEAD)
+    assert weight is not HEAD[0] and bias is HEAD[1] and torch.equal(HEAD[0], HEAD[0].clone())
+    np.testing.assert_allclose(weight.numpy(), ref.dice_weight(ID_FIT.numpy(), HEAD[0].numpy(), 50),
+                               rtol=0, atol=0)
+    assert create_method("ash-s").head(*HEAD) == HEAD  # every other method keeps the head

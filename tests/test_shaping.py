@@ -209,8 +209,12 @@ def test_ash_rand_survivors_and_reproducibility():
     assert not torch.equal(a, c)
     np.testing.assert_array_equal(a.numpy() != 0, mask)
     assert float(a.min()) >= 0 and float(a.max()) < 10
-    # survivors take the draws, so the reference with those draws reproduces the output
-    np.testing.assert_array_equal(a.numpy(), ref.ash_rand(x, 65, draws=a.numpy()))
+    # the draws: an independent generator with the same seed, one uniform(0, 10) value per
+    # unit of the whole [N, D] batch in row-major order; survivors take theirs
+    g = torch.Generator().manual_seed(11)
+    draws = 10.0 * torch.rand(x.shape, generator=g, dtype=torch.float32)
+    np.testing.assert_allclose(a.numpy(), ref.ash_rand(x, 65, draws=draws.numpy()),
+                               rtol=1e-6, atol=0)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(ash_rand(t(x), 65, generator=g1), ash_rand(t(x), 65, generator=g2))
 
@@ -230,21 +234,21 @@ def test_global_threshold_matches_reference(variant, p):
     x = tied_features(15, 10, seed=4)
     thr = percentile_of(t(id_fit), p)
     assert thr == pytest.approx(ref.global_threshold(id_fit, p), rel=1e-6, abs=1e-6)
-    expected = ref_fn(x, p, threshold=thr)
-    out = fn(t(x), p, threshold=thr).numpy()
+    expected = ref_fn(x, p, cutoff=thr)
+    out = fn(t(x), p, cutoff=thr).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_global_ash_b_uses_each_rows_own_survivor_count():
     x = torch.tensor([[1.0, 5.0, 6.0, 0.0], [7.0, 8.0, 9.0, 1.0], [0.0, 1.0, 2.0, 3.0]])
-    out = ash_b(x, 50, threshold=4.0)
+    out = ash_b(x, 50, cutoff=4.0)
     # row 0: 2 survivors, s1 = 12 -> 6; row 1: 3 survivors, s1 = 25 -> 25/3; row 2: none -> 0
     torch.testing.assert_close(
         out, torch.tensor([[0.0, 6.0, 6.0, 0.0], [25 / 3, 25 / 3, 25 / 3, 0.0], [0.0] * 4])
     )
-    assert torch.equal(ash_s(x[2:], 50, threshold=4.0), torch.zeros(1, 4))
+    assert torch.equal(ash_s(x[2:], 50, cutoff=4.0), torch.zeros(1, 4))
     with pytest.raises(ParameterError, match="finite"):
-        ash_p(x, 50, threshold=float("nan"))
+        ash_p(x, 50, cutoff=float("nan"))
 
 
 @pytest.mark.parametrize("c", [50.0, 90.0, 99.0])
@@ -377,12 +381,12 @@ def test_property_invariants(x, p):
 @given(
     x=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 10)),
              elements=st.sampled_from([0.0, 0.0, 1.0, 2.0, 2.0, 3.0])),
-    threshold=st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0]),
+    cutoff=st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0]),
 )
-def test_property_global_variants_match_reference(x, threshold):
+def test_property_global_variants_match_reference(x, cutoff):
     for variant, (fn, ref_fn) in VARIANTS.items():
-        out = fn(t(x), 50.0, threshold=threshold).numpy()
-        np.testing.assert_allclose(out, ref_fn(x, 50.0, threshold=threshold), rtol=1e-6,
+        out = fn(t(x), 50.0, cutoff=cutoff).numpy()
+        np.testing.assert_allclose(out, ref_fn(x, 50.0, cutoff=cutoff), rtol=1e-6,
                                    atol=1e-6, err_msg=variant)
-    survivors = ash_rand(t(x), 50.0, threshold=threshold, seed=0).numpy() != 0
-    np.testing.assert_array_equal(survivors, x > threshold)
+    survivors = ash_rand(t(x), 50.0, cutoff=cutoff, seed=0).numpy() != 0
+    np.testing.assert_array_equal(survivors, x > cutoff)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 import sys
 import warnings
 
@@ -15,6 +17,8 @@ from ..errors import AshError
 
 #: Subcommand modules under ash_core.cli, in --help order.
 SUBCOMMANDS = ("evaluate", "sweep", "methods", "extract", "dashboard")
+#: Subcommands that need an optional extra: command -> (module it imports, extra name).
+EXTRAS = {"dashboard": ("streamlit", "dashboard")}
 
 DESCRIPTION = """\
 ASH Explorer: see what activation shaping (ASH) does to out-of-distribution detection.
@@ -42,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_extra(command: str | None) -> None:
+    """An AshError naming the pip extra when ``command`` needs one that is not installed."""
+    if command not in EXTRAS:
+        return
+    module, extra = EXTRAS[command]
+    if importlib.util.find_spec(module) is None:
+        raise AshError(f"`ash-explore {command}` needs {module}, which is not installed; "
+                       f"install the extra: pip install 'ash-explorer[{extra}]'.")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -56,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning
         try:
+            check_extra(args.command)
             return int(args.func(args) or 0)
         except AshError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -63,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # e.g. `ash-explore ... | head`: the reader left, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ParameterError
 from ..metrics import CONVENTIONS
+from ..params import parse_assignment
 from ..registry import THRESHOLD_MODES, list_methods
 from ..scores import list_scores
 
@@ -24,6 +26,24 @@ def add_setting_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for ash-rand (default 0)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of the bundle files (faster on huge bundles)")
+
+
+def add_param_arg(parser: argparse.ArgumentParser) -> None:
+    """--param NAME=VALUE, repeatable."""
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method parameter, repeatable (e.g. --param p=90); "
+                             "`ash-explore methods` lists every parameter and its range")
+
+
+def parse_params(assignments: list[str]) -> dict[str, float]:
+    """The ``--param NAME=VALUE`` list as a dict; a name given twice is an error."""
+    params: dict[str, float] = {}
+    for text in assignments:
+        name, value = parse_assignment(text)
+        if name in params:
+            raise ParameterError(f"--param {name} is given twice; give it once.")
+        params[name] = value
+    return params
 
 
 def method_help() -> str:

@@ -6,36 +6,44 @@ import argparse
 import sys
 
 from ..bundle import load_bundle
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..registry import list_methods
 from ..report import dumps_json, evaluation_frame, render_frame
-from .common import add_setting_args, method_help, split_list
+from ..setting import Setting
+from .common import add_param_arg, add_setting_args, method_help, parse_params, split_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="metrics of one shaping setting on a bundle",
-        description="Shape the cached features of BUNDLE with one method and p, score them "
-                    "and print FPR95/AUROC/AUPR-In/AUPR-Out per OOD set, their average, and ID "
-                    "accuracy with and without shaping. Text formats show percentages; csv and "
-                    "json show fractions in [0, 1].",
+        description="Shape the cached features of BUNDLE with one method and its parameters, "
+                    "score them and print FPR95/AUROC/AUPR-In/AUPR-Out per OOD set, their "
+                    "average, and ID accuracy with and without shaping. Text formats show "
+                    "percentages; csv and json show fractions in [0, 1].",
     )
     p.add_argument("bundle", help="bundle directory (e.g. cached_features/cifar10_resnet20)")
     p.add_argument("--method", default="ash-s", choices=list_methods(), help=method_help())
     p.add_argument("--p", type=float, default=None,
-                   help="pruning percentile in [0, 100) (default: the method's default)")
+                   help="shorthand for --param p=VALUE: the pruning percentile in [0, 100) "
+                        "(default: the method's default)")
+    add_param_arg(p)
     add_setting_args(p)
     p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"],
                    default="table")
     p.set_defaults(func=run)
 
 
+def setting_of(args: argparse.Namespace) -> Setting:
+    """The validated setting the command line asks for."""
+    return Setting.of(args.method, args.p, args.threshold, args.score, args.fpr_convention,
+                      args.seed, params=parse_params(args.param)).validated()
+
+
 def run(args: argparse.Namespace) -> int:
+    setting = setting_of(args)  # bad parameters are reported before the bundle is read
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
-    ev = Evaluator(bundle, split_list(args.ood))
-    result = ev.evaluate(args.method, args.p, args.threshold, args.score, args.fpr_convention,
-                         args.seed).to_dict()
+    result = Evaluator(bundle, split_list(args.ood)).evaluate(setting).to_dict()
     if args.format == "json":
         print(dumps_json(result))
         return 0
@@ -43,14 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "csv":
         sys.stdout.write(render_frame(frame, "csv"))
         return 0
-    acc = result["id_accuracy"]
-    setting = f"{result['method']}" + (f" p={result['p']:g}" if result["p"] is not None else "")
-    caption = (
-        f"{bundle.name}: {setting}, threshold={result['threshold']}, score={result['score']}, "
-        f"FPR convention={result['fpr_convention']} "
-        f"({'ID' if result['fpr_convention'] == 'id' else 'OOD'} positive); values in %"
-    )
+    caption = f"{bundle.name}: {setting.label(detail=True)}; values in %"
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
+    acc = result["id_accuracy"]
     if acc["shaped"] is not None:
         # a LaTeX comment in latex output, so that the whole output pastes into a paper
         print(("% " if args.format == "latex" else "")

@@ -8,16 +8,29 @@ from ..registry import get_method, list_methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("methods", help="list the shaping methods and their parameters")
+    p = sub.add_parser("methods", help="list the shaping methods and every parameter",
+                       description="Every registered method with each parameter's range, "
+                                   "default, the paper's recommended values and OpenOOD's "
+                                   "search grid. Set a parameter with --param NAME=VALUE.")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     for name in list_methods():
         spec = get_method(name)
-        params = ", ".join(f"{q.name}={q.default:g} in [{q.low:g}, {q.high:g})"
-                           for q in spec.params) or "no parameters"
         print(f"{name:10s} {spec.description}")
-        print(f"{'':10s} {params}; thresholds: {'/'.join(spec.thresholds)}"
-              + (f"; {spec.reference}" if spec.reference else ""))
+        traits = [f"thresholds: {'/'.join(spec.thresholds)}", f"grid: {spec.grid}"]
+        if spec.fit_on:
+            when = "always" if spec.fit == "always" else f"under {spec.fit} thresholds"
+            traits.append(f"fitted on {', '.join(sorted(spec.fit_on))} ({when})")
+        if spec.stochastic:
+            traits.append("stochastic (--seed)")
+        if spec.reference:
+            traits.append(spec.reference)
+        print(f"{'':10s} {'; '.join(traits)}")
+        for q in spec.params:
+            main = " [main]" if q.name == spec.main_param else ""
+            print(f"{'':10s}   {q.describe()}{main}")
+        if not spec.params:
+            print(f"{'':10s}   no parameters")
     return 0

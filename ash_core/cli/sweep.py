@@ -8,9 +8,11 @@ import sys
 from tqdm import tqdm
 
 from ..bundle import load_bundle
+from ..errors import ParameterError
+from ..registry import get_method
 from ..report import render_frame, sweep_columns
-from ..sweep import parse_grid, sweep
-from .common import add_setting_args, split_list
+from ..sweep import parse_grid, sweep, sweep_settings
+from .common import add_param_arg, add_setting_args, parse_params, split_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--p", default="60:95:5",
                    help="grid START:STOP:STEP with STOP inclusive, or a comma list "
                         "(default 60:95:5)")
+    add_param_arg(p)
     add_setting_args(p)
     p.add_argument("--format", choices=["table", "csv", "latex", "markdown"], default="table")
     p.add_argument("--cache-dir", default=None,
@@ -39,10 +42,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def fixed_params(methods: list[str], fixed: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The --param values per method: each method gets those it declares; a name no swept
+    method declares is an error (it would silently do nothing)."""
+    declared = {m: get_method(m).param_names for m in methods}
+    for name in fixed:
+        if name == "p":
+            raise ParameterError("p is the swept parameter: give its grid with --p, not "
+                                 "--param p.")
+        if not any(name in names for names in declared.values()):
+            raise ParameterError(f"--param {name}: none of {', '.join(methods)} has a parameter "
+                                 f"{name!r} (`ash-explore methods` lists them).")
+    return {m: {k: v for k, v in fixed.items() if k in declared[m]} for m in methods}
+
+
 def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     methods = split_list(args.methods) or []
     grid = parse_grid(args.p)
+    fixed = fixed_params(methods, parse_params(args.param))
     bar = tqdm(total=0, desc="sweep", unit="pt", disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -54,11 +72,17 @@ def run(args: argparse.Namespace) -> int:
 
     frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
                   split_list(args.ood), args.seed, progress=progress,
+                  params=fixed,
                   cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     ood = [n for n in dict.fromkeys(ood) if n != "average"]
     frame = frame[sweep_columns(ood)]
+    if any(get_method(m).param_names not in ((), ("p",)) for m in methods):
+        # name the parameters other than p, with the one label of each row's setting
+        settings = sweep_settings(methods, grid, args.threshold, args.score,
+                                  args.fpr_convention, args.seed, fixed)
+        frame.insert(2, "setting", [s.label() for s in settings])
     caption = (f"{bundle.name}: threshold={args.threshold}, score={args.score}, FPR convention="
                f"{args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))

@@ -16,14 +16,21 @@ from .build import BACKENDS, build_cubes, choose_backend
 from .cache import cube_key, cube_path, default_cache_dir, get_cube, get_cubes
 from .kernel import kernel_status
 from .lookup import point_metrics, point_result
-from .model import CUBE_METHODS, GRID_STRATEGIES, ScoreCube, SplitCube, is_cube_method
+from .model import (
+    CUBE_METHODS,
+    CUBE_STRATEGIES,
+    ScoreCube,
+    SplitCube,
+    grid_strategy,
+    is_cube_method,
+)
 from .policy import DEFAULT_GRID, ENGINES, EngineChoice, choose_engine, evaluate_setting
 from .store import load_cube, save_cube
 
 __all__ = [
-    "BACKENDS", "CUBE_METHODS", "DEFAULT_GRID", "GRID_STRATEGIES", "ENGINES", "EngineChoice", "IdScores",
+    "BACKENDS", "CUBE_METHODS", "CUBE_STRATEGIES", "DEFAULT_GRID", "ENGINES", "EngineChoice", "IdScores",
     "ScoreCube", "SplitCube", "build_cubes", "choose_backend", "choose_engine", "cube_key",
     "cube_path", "default_cache_dir", "evaluate_setting", "get_cube", "get_cubes",
-    "is_cube_method", "kernel_status", "load_cube", "point_metrics", "point_result",
+    "grid_strategy", "is_cube_method", "kernel_status", "load_cube", "point_metrics", "point_result",
     "save_cube",
 ]

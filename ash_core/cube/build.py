@@ -17,17 +17,18 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..registry import check_seed, check_threshold_mode, get_method
 from ..shaping import kept_count
 from . import kernel as _kernel
 from . import native as _native
 from .model import (
     CUBE_METHODS,
-    GRID_STRATEGIES,
+    CUBE_STRATEGIES,
     ScoreCube,
     SplitCube,
     empty_fields,
+    grid_strategy,
     is_cube_method,
 )
 from .strategies import build_strategy
@@ -130,7 +131,7 @@ def check_request(ev: Evaluator, methods: Sequence[str], threshold: str) -> list
         if not is_cube_method(m):
             raise ParameterError(
                 f"{m!r} is not computed by the score cube (it covers "
-                f"{', '.join(GRID_STRATEGIES)}); evaluate it with Evaluator."
+                f"{', '.join(CUBE_STRATEGIES)}); evaluate it with Evaluator."
             )
         check_threshold_mode(spec, threshold)
     if not methods:
@@ -203,11 +204,11 @@ def build_cubes(
     seed = check_seed(seed)
     methods = check_request(ev, methods, threshold)
     g = normalize_grid(grid)
-    prefix = [m for m in methods if GRID_STRATEGIES[m] == "prefix"]
-    others = [m for m in methods if GRID_STRATEGIES[m] != "prefix"]
+    prefix = [m for m in methods if grid_strategy(m) == "prefix"]
+    others = [m for m in methods if grid_strategy(m) != "prefix"]
     tick = _row_counter(ev, bool(prefix) + len(others), progress)
     out = _build_prefix(ev, prefix, g, threshold, seed, backend, tick) if prefix else {}
     for m in others:
-        splits, unshaped, fitted = build_strategy(GRID_STRATEGIES[m], ev, g, TORCH_CHUNK, tick)
+        splits, unshaped, fitted = build_strategy(grid_strategy(m), ev, g, TORCH_CHUNK, tick)
         out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, "torch")
     return {m: out[m] for m in methods}

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BundleError
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..registry import check_seed
 from .build import Progress, build_cubes, check_request
 from .model import ScoreCube, fits_on_id_fit

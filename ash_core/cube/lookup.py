@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..evaluate import EvalResult
+from ..evaluation import EvalResult
 from ..metrics import IdScores, check_convention
 from ..scores import get_score
 from .model import ScoreCube
@@ -56,6 +56,8 @@ def point_result(
         else float(cube.fitted_thresholds[j]),
         id_scores=id_scores,
         ood_scores=ood_scores,
+        params={"p": float(cube.grid[j])},
+        seed=cube.seed,
         engine="cube",
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
+from ..registry import get_method, list_methods
 from ..scores import list_scores
 from ..shaping import check_percentile
 
@@ -29,24 +30,30 @@ FIELD_DTYPES: dict[str, np.dtype] = {
 FIELDS: tuple[str, ...] = tuple(FIELD_DTYPES)
 #: ASH variants of the "prefix" strategy, with their native-kernel slot.
 CUBE_METHODS: dict[str, int] = {"ash-p": 0, "ash-s": 1, "ash-b": 2, "ash-rand": 3}
-#: How each method's grid is computed (kept here, not in the registry, which belongs to
-#: the method definitions): "prefix" = survivors are a prefix of each row's sorted order
-#: (native kernel or torch), "clip" = ReAct (units above the clip are a prefix: clipped
-#: logits from the same running sums), "row-scale" = SCALE (a per-row factor on the
-#: unshaped logits). See ``strategies``.
-GRID_STRATEGIES: dict[str, str] = {
-    **dict.fromkeys(CUBE_METHODS, "prefix"), "react": "clip", "scale": "row-scale",
-}
+#: The grid strategies this package implements (see ``strategies``); each method declares
+#: its own in the registry (``MethodSpec.grid``), the one catalogue: "prefix" = survivors
+#: are a prefix of each row's sorted order (native kernel or torch), "clip" = ReAct (units
+#: above the clip are a prefix: clipped logits from the same running sums), "row-scale" =
+#: SCALE (a per-row factor on the unshaped logits).
+CUBE_STRATEGIES: tuple[str, ...] = ("prefix", "clip", "row-scale")
+
+
+def grid_strategy(method: str) -> str | None:
+    """The cube strategy ``method`` declares, or None (unknown method, or "exact" grid)."""
+    if method not in list_methods():
+        return None
+    grid = get_method(method).grid
+    return grid if grid in CUBE_STRATEGIES else None
 
 
 def is_cube_method(method: str) -> bool:
-    """Whether ``method`` has a score cube (the ASH family, ReAct, SCALE)."""
-    return method in GRID_STRATEGIES
+    """Whether ``method`` has a score cube (its registry declaration names a cube strategy)."""
+    return grid_strategy(method) is not None
 
 
 def fits_on_id_fit(method: str, threshold: str) -> bool:
     """Whether the cube of ``method`` depends on id_fit (global thresholds, ReAct's clip)."""
-    return threshold == "global" or GRID_STRATEGIES.get(method) == "clip"
+    return threshold == "global" or grid_strategy(method) == "clip"
 
 
 def bytes_per_point() -> int:

@@ -15,7 +15,7 @@ every grid p; equal to exact up to float32 rounding). ``"auto"`` chooses:
    stays well under a second). The demo bundles (about 63k rows x 64 x 10 = 4e7) are
    evaluated exactly;
 3. the cube otherwise (ImageNet scale: 85k x 2048 x 1000 = 1.7e11 per p). Methods with
-   a cube: ``model.GRID_STRATEGIES`` (the ASH family, ReAct, SCALE).
+   a cube: its registry declaration names a cube strategy (the ASH family, ReAct, SCALE).
 
 ``evaluate_setting`` serves a setting through the chosen engine and raises on any
 failure: it never falls back silently, so a result labelled "cube" came from the cube.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ..bundle import Bundle
 from ..errors import ParameterError
-from ..evaluate import EvalResult, Evaluator
+from ..evaluation import EvalResult, Evaluator
 from ..registry import check_threshold_mode, get_method
 from .cache import get_cube
 from .lookup import point_result

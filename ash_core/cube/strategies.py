@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..shaping import kept_count, scale_factor
 from .model import SplitCube, empty_fields
 from .thresholds import fit_global_thresholds

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import FeatureError, ParameterError
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..shaping import check_percentile
 
 

@@ -1,4 +1,7 @@
-"""Evaluate one (method, p, threshold, score) setting on a bundle.
+"""Evaluate one ``Setting`` (method, parameters, threshold mode, score, convention) on a bundle.
+
+(The module is ``evaluation``, the one-shot function ``evaluate``: the package exports
+the function, so a module of the same name would be shadowed by it.)
 
 ``Evaluator`` holds a bundle's features as fp32 tensors (loaded once, never
 mutated) and the unshaped logits, so repeated evaluations only pay for shaping,
@@ -7,8 +10,9 @@ the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +21,10 @@ import torch
 
 from .bundle import Bundle, Split, negative_fraction
 from .errors import FeatureError, ParameterError
-from .metrics import OODMetrics, average_metrics, check_convention, ood_metrics_many
-from .registry import Shaper, create_method
+from .metrics import OODMetrics, average_metrics, ood_metrics_many
+from .registry import Shaper
 from .scores import accuracy, get_score
+from .setting import Setting, as_setting
 from .shaping import rank_order
 
 CHUNK_ROWS = 16384
@@ -40,6 +45,8 @@ class EvalResult:
     id_accuracy: dict[str, float | None]
     ood: dict[str, OODMetrics]
     fitted_threshold: float | None = None
+    params: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
@@ -48,15 +55,19 @@ class EvalResult:
     def average(self) -> dict[str, float]:
         return average_metrics(self.ood)
 
+    @property
+    def setting(self) -> Setting:
+        """The setting these numbers are of."""
+        return Setting(self.method, self.params or ({} if self.p is None else {"p": self.p}),
+                       self.threshold, self.score, self.convention, self.seed)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""
         return {
             "bundle": self.bundle,
-            "method": self.method,
+            **self.setting.to_dict(),
             "p": self.p,
-            "threshold": self.threshold,
-            "score": self.score,
-            "fpr_convention": self.convention,
+            "label": self.setting.label(),
             "fitted_threshold": self.fitted_threshold,
             "id_accuracy": dict(self.id_accuracy),
             "ood": {name: m.as_dict() for name, m in self.ood.items()},
@@ -78,6 +89,15 @@ def _check_features(split: Split, x: torch.Tensor) -> None:
         )
 
 
+def score_function(shaper: Shaper, score: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score of a setting: a method on logits brings its own (bound to its
+    parameters), every other method uses the named score."""
+    scorer = shaper.spec.scorer
+    if scorer is None:
+        return get_score(score)
+    return functools.partial(scorer, **shaper.params)
+
+
 class Evaluator:
     """Cached fp32 features and unshaped logits of one bundle, for fast repeated evaluation."""
 
@@ -89,7 +109,7 @@ class Evaluator:
         self._features: dict[str, torch.Tensor] = {}
         self._base_logits: dict[str, torch.Tensor] = {}
         self._orders: dict[str, torch.Tensor] = {}
-        self._fitted: dict[tuple[str, float | None], float | None] = {}
+        self._fitted: dict[tuple, float | None] = {}
         self._warn = warn
 
     def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
@@ -128,13 +148,16 @@ class Evaluator:
             self._features[name] = x
         return self._features[name]
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the bundle's linear head, in row chunks to bound memory."""
+    def logits(self, x: torch.Tensor,
+               head: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Apply the bundle's linear head (or ``head``: weight, bias), in row chunks to
+        bound memory."""
+        weight, bias = head or (self.weight, self.bias)
         outs = [
-            torch.addmm(self.bias, x[i : i + CHUNK_ROWS], self.weight.T)
+            torch.addmm(bias, x[i : i + CHUNK_ROWS], weight.T)
             for i in range(0, x.shape[0], CHUNK_ROWS)
         ]
-        return torch.cat(outs) if outs else torch.empty(0, self.weight.shape[0])
+        return torch.cat(outs) if outs else torch.empty(0, weight.shape[0])
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The p-independent per-row unit ranking of a split, cached within a memory budget.
@@ -158,31 +181,41 @@ class Evaluator:
             self._base_logits[name] = self.logits(self.features(name))
         return self._base_logits[name]
 
-    def shaper(self, method: str, p: float | None = None, threshold: str = "local",
-               seed: int = 0) -> Shaper:
-        """A validated shaper, fitted on id_fit when the method/threshold needs it."""
-        shaper = create_method(method, p=p, threshold=threshold, seed=seed)
+    def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
+               seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
+        """A validated shaper, fitted on id_fit when the method/threshold needs it.
+
+        Takes a ``Setting`` or the historical ``(method, p, threshold, seed)``."""
+        setting = as_setting(method, p, threshold, seed=seed, params=params)
+        shaper = setting.shaper()
         if shaper.needs_fit:
-            key = (method if shaper.spec.fit == "always" else "global", shaper.p)
+            fit_key = setting.method if shaper.spec.fit == "always" else "global"
+            key = (fit_key, tuple(sorted(shaper.params.items())))
             if key not in self._fitted:
                 fit_split = self.bundle.id_fit
                 if fit_split is None:
+                    way_out = ("use threshold='local' or" if shaper.spec.fit == "global"
+                               else "choose a method that is not fitted, or")
                     raise ParameterError(
                         f"{shaper.describe()} needs an 'id_fit' split (ID training features) "
-                        f"and bundle {self.bundle.name} has none; use threshold='local' or "
-                        "re-extract with an id_fit split."
+                        f"and bundle {self.bundle.name} has none; {way_out} re-extract with "
+                        "an id_fit split."
                     )
-                self._fitted[key] = shaper.fit(self.features(fit_split.name)).fitted_threshold
-            shaper.fitted_threshold = self._fitted[key]
+                shaper.fit(self.features(fit_split.name), head=(self.weight, self.bias))
+                self._fitted[key] = (shaper.fitted_threshold, shaper.fitted_state)
+            shaper.fitted_threshold, shaper.fitted_state = self._fitted[key]
         return shaper
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
-        """Logits of a split shaped by ``shaper`` (the cached base logits for ``none``:
-        treat as read-only)."""
-        if shaper.name == "none":
-            return self.base_logits(name)
+        """Logits of a split shaped by ``shaper`` (the cached base logits for a method that
+        leaves features unchanged, e.g. ``none``: treat as read-only)."""
+        head = shaper.head(self.weight, self.bias)
+        if shaper.spec.identity:
+            if shaper.spec.head_fn is None:
+                return self.base_logits(name)
+            return self.logits(self.features(name), head)
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
-        return self.logits(shaper(self.features(name), order=order))
+        return self.logits(shaper(self.features(name), order=order), head)
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
         """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""
@@ -196,35 +229,41 @@ class Evaluator:
 
     def evaluate(
         self,
-        method: str = "ash-s",
+        method: str | Setting = "ash-s",
         p: float | None = None,
         threshold: str = "local",
         score: str = "energy",
         convention: str = "id",
         seed: int = 0,
+        *,
+        params: Mapping[str, float] | None = None,
     ) -> EvalResult:
-        """Metrics per OOD set, their average and ID accuracy (shaped and unshaped)."""
-        check_convention(convention)
-        score_fn = get_score(score)
-        shaper = self.shaper(method, p, threshold, seed)
+        """Metrics per OOD set, their average and ID accuracy (shaped and unshaped).
+
+        Takes a ``Setting`` or the historical ``(method, p, threshold, score, convention,
+        seed)`` argument list (``params=`` for parameters other than ``p``)."""
+        setting = as_setting(method, p, threshold, score, convention, seed, params)
+        shaper = self.shaper(setting)
         if not self.ood_names:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
+        score_fn = score_function(shaper, setting.score)
         id_logits = self.shaped_logits(shaper, self.id_name)
         id_scores = score_fn(id_logits).numpy()
         ood_scores = {n: score_fn(self.shaped_logits(shaper, n)).numpy() for n in self.ood_names}
-        metrics = ood_metrics_many(id_scores, ood_scores, convention)
         return EvalResult(
             bundle=self.bundle.name,
-            method=shaper.name,
-            p=shaper.p,
-            threshold=shaper.threshold_mode,
-            score=score,
-            convention=convention,
+            method=setting.method,
+            p=setting.p,
+            threshold=setting.threshold,
+            score=setting.score,
+            convention=setting.convention,
             id_accuracy=self.id_accuracy(id_logits),
-            ood=metrics,
+            ood=ood_metrics_many(id_scores, ood_scores, setting.convention),
             fitted_threshold=shaper.fitted_threshold,
+            params=dict(setting.params),
+            seed=setting.seed,
             id_scores=id_scores,
             ood_scores=ood_scores,
         )
@@ -232,13 +271,16 @@ class Evaluator:
 
 def evaluate(
     bundle: Bundle,
-    method: str = "ash-s",
+    method: str | Setting = "ash-s",
     p: float | None = None,
     threshold: str = "local",
     score: str = "energy",
     convention: str = "id",
     ood: Iterable[str] | None = None,
     seed: int = 0,
+    *,
+    params: Mapping[str, float] | None = None,
 ) -> EvalResult:
     """One-shot evaluation of a setting on a bundle (see ``Evaluator.evaluate``)."""
-    return Evaluator(bundle, ood).evaluate(method, p, threshold, score, convention, seed)
+    setting = as_setting(method, p, threshold, score, convention, seed, params)
+    return Evaluator(bundle, ood).evaluate(setting)

@@ -1,7 +1,8 @@
 """Per-sample inspection: what shaping does to one image's activations and prediction.
 
 Pure functions returning plain data (numpy arrays, floats, DataFrames) for the
-dashboard's inspector and reports; no plotting here.
+dashboard's inspector and reports; no plotting here. (Formerly ``ash_core.inspect``,
+renamed so that it does not shadow the standard library's ``inspect``.)
 """
 
 from __future__ import annotations
@@ -89,7 +90,10 @@ def _percentiles_within(values: np.ndarray, reference: np.ndarray) -> np.ndarray
 
 
 def threshold_value(shaper: Shaper, features: torch.Tensor) -> tuple[float | None, str]:
-    """The activation value where the method cuts for this sample, and what it means."""
+    """The activation value where the method cuts for this sample, and what it means
+    (none for methods that leave activations alone: DICE's fitted cutoff is on weights)."""
+    if shaper.spec.identity:
+        return None, "none"
     if shaper.fitted_threshold is not None:
         kind = "clip" if shaper.spec.fit == "always" else "global threshold"
         return float(shaper.fitted_threshold), kind
@@ -146,7 +150,8 @@ def inspect_sample(
     w = torch.as_tensor(weight, dtype=torch.float32)
     b = torch.as_tensor(bias, dtype=torch.float32)
     logits_before = torch.addmm(b, x, w.T)
-    logits_after = torch.addmm(b, shaped, w.T)
+    w_after, b_after = shaper.head(w, b)  # a method on the head (DICE) scores with its own
+    logits_after = torch.addmm(b_after, shaped, w_after.T)
     before = x[0].numpy().astype(np.float64)
     after = shaped[0].numpy().astype(np.float64)
     order = np.argsort(-before, kind="stable")

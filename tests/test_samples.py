@@ -1,4 +1,4 @@
-"""ash_core.inspect: one sample before/after shaping, worst false positives/negatives."""
+"""ash_core.samples: one sample before/after shaping, worst false positives/negatives."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, energy_score, kept_count, list_methods, load_bundle
+from ash_core import Evaluator, energy_score, get_method, kept_count, list_methods, load_bundle
 from ash_core.errors import ParameterError
-from ash_core.inspect import (
+from ash_core.samples import (
     inspect_sample,
     percentile_within,
     shape_sample,
@@ -27,8 +27,11 @@ def _inspect(ev, method, p, threshold="local", split="far", i=3):
     base = ev.evaluate("none", score="energy")
     shaped = ev.evaluate(method, p, threshold, "energy")
     row = ev.features(split)[i : i + 1]
-    return inspect_sample(row, shaper, ev.weight, ev.bias, ev.bundle.classes,
-                          base.id_scores, shaped.id_scores), row, shaper
+    before = row.clone()
+    insp = inspect_sample(row, shaper, ev.weight, ev.bias, ev.bundle.classes,
+                          base.id_scores, shaped.id_scores)
+    assert torch.equal(row, before), "inspect_sample modified its input"
+    return insp, row, shaper
 
 
 def test_ash_p_local_keeps_exactly_k_top_units(ev):
@@ -42,24 +45,27 @@ def test_ash_p_local_keeps_exactly_k_top_units(ev):
     assert insp.threshold_value == pytest.approx(insp.before[k - 1])
     assert insp.threshold_kind == "local threshold"
     assert sorted(insp.units.tolist()) == list(range(d))
-    assert not row.isnan().any()  # input untouched
+    np.testing.assert_array_equal(insp.before, np.sort(row[0].numpy())[::-1])
 
 
-def test_energy_percentile_and_top5_match_the_evaluator(ev):
-    insp, row, shaper = _inspect(ev, "ash-s", 80, split="id_test", i=5)
+@pytest.mark.parametrize("method", ["ash-s", "dice"])  # dice: the shaped head, not the base
+def test_energy_percentile_and_top5_match_the_evaluator(ev, method):
+    insp, row, shaper = _inspect(ev, method, 80, split="id_test", i=5)
     base = ev.evaluate("none", score="energy")
-    shaped = ev.evaluate("ash-s", 80, score="energy")
+    shaped = ev.evaluate(method, 80, score="energy")
     assert insp.energy_before == pytest.approx(float(base.id_scores[5]), rel=1e-5)
     assert insp.energy_after == pytest.approx(float(shaped.id_scores[5]), rel=1e-5)
-    assert 0 <= insp.percentile_before <= 100
-    expected = 100 * ((shaped.id_scores < shaped.id_scores[5]).mean()
-                      + 0.5 * (shaped.id_scores == shaped.id_scores[5]).mean())
-    assert insp.percentile_after == pytest.approx(expected)
+    # each energy is placed within the ID energies of its own setting (ties count half)
+    for got, e, ids in ((insp.percentile_before, insp.energy_before, base.id_scores),
+                        (insp.percentile_after, insp.energy_after, shaped.id_scores)):
+        expected = 100 * ((ids < e).mean() + 0.5 * (ids == e).mean())
+        assert got == pytest.approx(expected)
+    assert insp.percentile_before != pytest.approx(insp.percentile_after)  # tells them apart
     assert len(insp.top_before) == 5
     probs = insp.top_after["probability"].to_numpy()
     assert np.all(np.diff(probs) <= 0) and probs.sum() <= 1 + 1e-6
     assert insp.predicted_after == insp.top_after["class"].iloc[0]
-    e = float(energy_score(ev.logits(shaper(row)))[0])
+    e = float(energy_score(ev.logits(shaper(row), shaper.head(ev.weight, ev.bias)))[0])
     assert insp.energy_after == pytest.approx(e, rel=1e-6)
 
 
@@ -95,11 +101,11 @@ def test_ash_rand_inspection_matches_the_evaluation(ev):
 
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_can_be_inspected(ev, method):
-    spec_p = 70 if method != "none" else None
-    insp, row, _ = _inspect(ev, method, spec_p)
+    spec = get_method(method)
+    insp, row, _ = _inspect(ev, method, 70 if spec.has_p else None)
     assert insp.before.shape == insp.after.shape == (row.shape[1],)
     assert insp.kept.dtype == bool
-    if method == "none":
+    if spec.identity:  # none and the scores on logits leave the features alone
         assert insp.threshold_value is None
         np.testing.assert_allclose(insp.after, insp.before)
 
@@ -138,12 +144,43 @@ def test_helpers_validate():
         top_classes(torch.zeros(2, 3), ["a", "b", "c"])
 
 
+def reference_worst(id_scores, ood_scores, id_name, kind, n):
+    """Written from worst_samples' docstring with plain Python: (set, index, score, pct)."""
+    if kind == "fp":  # most ID-like OOD samples: highest scores, first come first
+        pool = [(name, i, float(v)) for name, s in ood_scores.items() for i, v in enumerate(s)]
+        chosen = sorted(pool, key=lambda t: -t[2])[:n]  # sorted() is stable
+    else:  # most OOD-like ID samples: lowest scores
+        pool = [(id_name, i, float(v)) for i, v in enumerate(id_scores)]
+        chosen = sorted(pool, key=lambda t: t[2])[:n]
+    ids = [float(v) for v in id_scores]
+
+    def pct(v):
+        below = sum(1 for u in ids if u < v)
+        equal = sum(1 for u in ids if u == v)
+        return 100.0 * (below + 0.5 * equal) / len(ids)
+
+    return [(name, i, v, pct(v)) for name, i, v in chosen]
+
+
 @pytest.mark.parametrize("kind", ["fp", "fn"])
-def test_worst_samples_id_percentiles_are_each_scores_percentile(ev, kind):
+def test_worst_samples_match_an_independent_reference(ev, kind):
     r = ev.evaluate("ash-s", 80, score="energy")
     table = worst_samples(r.id_scores, r.ood_scores, "id_test", kind, 7)
-    assert len(table) == 7
-    for score, pct in zip(table["score"], table["id_percentile"], strict=True):
-        assert pct == percentile_within(score, r.id_scores)
+    want = reference_worst(r.id_scores, r.ood_scores, "id_test", kind, 7)
+    got = list(table[["set", "index", "score", "id_percentile"]].itertuples(index=False))
+    assert [(s, int(i), v) for s, i, v, _ in got] == [(s, i, v) for s, i, v, _ in want]
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=0, atol=1e-12)
     empty = worst_samples(np.array([]), {}, "id_test", "fn", 3)
     assert empty.empty and list(empty.columns) == ["set", "index", "score", "id_percentile"]
+
+
+def test_worst_samples_with_ties_take_the_first_and_count_ties_half():
+    ids = np.array([1.0, 2.0, 2.0, 3.0])
+    ood = {"a": np.array([2.0, 5.0]), "b": np.array([5.0, 0.0])}
+    fp = worst_samples(ids, ood, "id", "fp", 3)
+    assert list(zip(fp["set"], fp["index"], fp["score"], fp["id_percentile"], strict=True)) \
+        == [("a", 1, 5.0, 100.0), ("b", 0, 5.0, 100.0), ("a", 0, 2.0, 50.0)]
+    assert reference_worst(ids, ood, "id", "fp", 3) == [
+        ("a", 1, 5.0, 100.0), ("b", 0, 5.0, 100.0), ("a", 0, 2.0, 50.0)]
+    fn = worst_samples(ids, ood, "id", "fn", 2)
+    assert list(fn["index"]) == [0, 1] and list(fn["id_percentile"]) == [12.5, 50.0]

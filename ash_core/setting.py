@@ -1,0 +1,125 @@
+"""``Setting``: the one description of what is evaluated (method, parameters, modes).
+
+Evaluate, sweep, the CLI and the dashboard describe a setting with this one frozen
+value: validated through the registry, labelled by ``label()`` and serialised by
+``to_dict()``::
+
+    s = Setting("ash-s", {"p": 90}).validated()   # every parameter checked, defaults filled
+    s.label()                                     # 'ash-s p=90 local'
+    s.to_dict()                                   # JSON-ready
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ParameterError
+from .metrics import check_convention
+from .params import merge_p
+from .registry import (
+    Shaper,
+    check_seed,
+    check_threshold_mode,
+    create_method,
+    get_method,
+    setting_label,
+)
+from .scores import get_score
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A method with its parameters, the threshold mode, the score, the FPR convention and
+    the seed. ``threshold`` is the mode string ("local"/"global"), never a number.
+
+    Construction does not validate (so a front end can hold what a user typed);
+    ``validated()`` returns the checked, defaults-filled setting or raises ParameterError.
+    """
+
+    method: str
+    params: Mapping[str, float] = field(default_factory=dict)
+    threshold: str = "local"
+    score: str = "energy"
+    convention: str = "id"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params or {})))
+
+    def __hash__(self) -> int:
+        return hash((self.method, tuple(sorted(self.params.items())), self.threshold,
+                     self.score, self.convention, self.seed))
+
+    @classmethod
+    def of(cls, method: str, p: float | None = None, threshold: str = "local",
+           score: str = "energy", convention: str = "id", seed: int = 0, *,
+           params: Mapping[str, Any] | None = None) -> Setting:
+        """The historical call form ``(method, p, threshold, score, convention, seed)``, with
+        ``p`` folded into ``params``."""
+        return cls(method, merge_p(params, p), threshold, score, convention, seed)
+
+    def validated(self) -> Setting:
+        """This setting checked through the registry: every parameter in range and of the
+        right kind (missing ones take their defaults), a threshold mode the method
+        supports, a known score and convention, a valid seed. A method on logits (e.g.
+        "gen") is its own score: ``score`` becomes the method's name."""
+        spec = get_method(self.method)
+        check_threshold_mode(spec, self.threshold)
+        score = spec.check_score(self.score)
+        if spec.scorer is None:
+            get_score(score)
+        check_convention(self.convention)
+        return replace(self, params=spec.validate_params(self.params), score=score,
+                       seed=check_seed(self.seed))
+
+    @property
+    def p(self) -> float | None:
+        """The parameter ``p`` (None for methods without one)."""
+        return self.params.get("p")
+
+    def with_params(self, **values: float) -> Setting:
+        """The same setting with some parameters changed (e.g. ``with_params(p=80)``)."""
+        return replace(self, params={**self.params, **values})
+
+    def shaper(self) -> Shaper:
+        """A validated, unfitted shaper for this setting's method and parameters."""
+        return create_method(self.method, threshold=self.threshold, seed=self.seed,
+                             params=self.params)
+
+    def label(self, detail: bool = False) -> str:
+        """``ash-s p=90 local`` (the threshold mode only where the method has a choice);
+        with ``detail`` every field is spelled out for captions: ``ash-s p=90,
+        threshold=local, score=energy, FPR convention=id (ID positive)``."""
+        if not detail:
+            return setting_label(self.method, self.params, self.threshold)
+        head = setting_label(self.method, self.params, mode=False)
+        side = "ID" if self.convention == "id" else "OOD"
+        return (f"{head}, threshold={self.threshold}, score={self.score}, "
+                f"FPR convention={self.convention} ({side} positive)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: method, params, threshold, score, fpr_convention, seed."""
+        return {"method": self.method, "params": dict(self.params),
+                "threshold": self.threshold, "score": self.score,
+                "fpr_convention": self.convention, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Setting:
+        """Inverse of ``to_dict`` (unvalidated; call ``validated()``)."""
+        return cls(d["method"], d.get("params") or {}, d.get("threshold", "local"),
+                   d.get("score", "energy"), d.get("fpr_convention", "id"), d.get("seed", 0))
+
+
+def as_setting(method: str | Setting, p: float | None = None, threshold: str = "local",
+               score: str = "energy", convention: str = "id", seed: int = 0,
+               params: Mapping[str, Any] | None = None) -> Setting:
+    """A validated Setting from either a Setting or the historical argument list."""
+    if isinstance(method, Setting):
+        if p is not None or params:
+            raise ParameterError("give the parameters inside the Setting, not beside it.")
+        return method.validated()
+    return Setting.of(method, p, threshold, score, convention, seed, params=params).validated()
+
