@@ -9,14 +9,15 @@ tensors); only local (per-sample) thresholds, since maps of ``id_fit`` are not c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
 from ..bundle import Bundle
 from ..errors import ParameterError
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..registry import Shaper
+from ..setting import Setting, as_setting
 from .store import PENULTIMATE, LayerMaps, open_layers
 
 BATCH = 256
@@ -41,7 +42,7 @@ def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None
     with torch.inference_mode():
         for i in range(0, len(stored), batch):
             x = torch.from_numpy(stored[i:i + batch].astype("float32")).to(device)
-            if shaper is not None and shaper.name != "none":
+            if shaper is not None and not shaper.spec.identity:
                 x = shaper(x)
             outs.append(tail(x).float().cpu())
     classes = maps.num_classes
@@ -76,14 +77,17 @@ class LayerEvaluator(Evaluator):
         ev.ood_names = [s.name for s in self.bundle.select_ood(ood)]
         return ev
 
-    def shaper(self, method: str, p: float | None = None, threshold: str = "local",
-               seed: int = 0) -> Shaper:
-        shaper = super().shaper(method, p, threshold, seed) if threshold == "local" else None
-        if shaper is None or shaper.needs_fit:
+    def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
+               seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
+        """A shaper for this layer's maps: per-sample methods only (no fitted statistics,
+        no head rewriting), since neither ID training maps nor an inner head exist."""
+        setting = as_setting(method, p, threshold, seed=seed, params=params)
+        shaper = setting.shaper() if setting.threshold == "local" else None
+        if shaper is None or shaper.needs_fit or shaper.spec.head_fn is not None:
             raise ParameterError(
-                f"{method} with threshold {threshold!r} needs fitted statistics of ID training "
-                f"maps at {self.layer}, which are not cached; at inner layers use a method "
-                "with per-sample thresholds (ash-p/ash-b/ash-s/ash-rand, threshold local).")
+                f"{setting.method} with threshold {setting.threshold!r} needs fitted statistics "
+                f"of ID training maps or a head at {self.layer}, which are not cached; at inner "
+                "layers use a per-sample method (ash-p/ash-b/ash-s/ash-rand, threshold local).")
         return shaper
 
     def base_logits(self, name: str) -> torch.Tensor:
@@ -93,7 +97,7 @@ class LayerEvaluator(Evaluator):
         return self._base_logits[name]
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
-        if shaper.name == "none":
+        if shaper.spec.identity:
             return self.base_logits(name)
         return replay_logits(self.maps, self.layer, name, shaper, self.batch, self.device)
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..bundle import Bundle
 from ..errors import AshError
-from ..evaluate import Evaluator
+from ..evaluation import Evaluator
 from ..metrics import OODMetrics, average_metrics, ood_metrics_many
 from ..registry import create_method
 from ..safetensors_io import read_tensors, write_tensors
@@ -76,6 +77,15 @@ class LayerSweep:
         names = [n for n, _ in self.splits[1:] if ood is None or n in ood]
         return ood_metrics_many(s[id_name], {n: s[n] for n in names}, convention)
 
+    def unshaped_accuracy(self, bundle: Bundle, layer: str, device: str = "auto") -> float:
+        """ID accuracy without shaping (a plain forward; layer-independent up to fp16)."""
+        if layer == PENULTIMATE:
+            logits = Evaluator(bundle, warn=False).base_logits(self.splits[0][0])
+        else:
+            logits = replay_logits(open_layers(bundle), layer, self.splits[0][0], None,
+                                   BATCH, pick_device(device))
+        return float((logits.argmax(1).numpy() == self.labels).mean())
+
     def table(self, p: float, convention: str = "id", ood: Sequence[str] | None = None
               ) -> list[dict[str, float | str]]:
         """One row per layer: average FPR95/AUROC over the OOD sets and ID accuracy at p."""
@@ -86,6 +96,25 @@ class LayerSweep:
             rows.append({"layer": layer, "fpr95": avg["fpr95"], "auroc": avg["auroc"],
                          "id_accuracy": float(self.accuracy(layer)[i])})
         return rows
+
+
+def sweep_frame(bundle: Bundle, layer: str, methods: Sequence[str], grid: Sequence[float],
+                convention: str = "id", ood: Sequence[str] | None = None, seed: int = 0,
+                device: str = "auto") -> pd.DataFrame:
+    """The paper-style sweep table (``report.sweep_columns``) at ``layer``, from cached layer
+    sweeps (``ash-explore sweep --layer``); energy score, per-sample thresholds."""
+    rows = []
+    for method in methods:
+        sw = layer_sweep(bundle, [layer], method, grid, seed, device)
+        for i, p in enumerate(sw.grid):
+            per_set = sw.metrics(layer, p, convention, ood)
+            row: dict[str, float | str] = {"method": method, "p": p}
+            for name, m in {**per_set, "average": average_metrics(per_set)}.items():
+                row[f"{name}/fpr95"], row[f"{name}/auroc"] = m["fpr95"], m["auroc"]
+            row["id_acc"] = float(sw.accuracy(layer)[i])
+            row["id_acc_unshaped"] = sw.unshaped_accuracy(bundle, layer, device)
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _cache_key(bundle: Bundle, method: str, layers: Sequence[str], grid: Sequence[float],
