@@ -28,6 +28,7 @@ from dashboard.views import (  # noqa: E402
     overview,
     sidebar,
     tradeoff,
+    where,
 )
 
 PAGES = {
@@ -38,6 +39,7 @@ PAGES = {
     "inspector": inspector.render,
     "compare": compare.render,
     "export": export.render,
+    "where": where.render,
 }
 
 st.set_page_config(page_title="ASH Explorer", page_icon="✂️", layout="wide")
