@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", choices=BUNDLES, help="one demo bundle")
     args = ap.parse_args(argv)
     names = BUNDLES[:1] if args.quick else BUNDLES
+    names = [args.only] if args.only else names
     grid = [0, 65, 90] if args.quick else list(range(0, 100, 5))
     for name in names:
         path = REPO / "cached_features" / f"{name}.layers"
