@@ -12,7 +12,7 @@ Conventions match :mod:`ash_core.metrics`: scores are "higher = more ID"; with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ class Histogram:
     edges: np.ndarray
     densities: dict[str, np.ndarray]
     counts: dict[str, int]
+    #: per set, (values below the first edge, values above the last): they are counted
+    #: in the edge bins, and a plot should say so
+    outside: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def centers(self) -> np.ndarray:
@@ -157,7 +160,8 @@ def density_histograms(scores: Mapping[str, np.ndarray | Sequence[float]], bins:
 
     The range defaults to the [q, 1-q] quantiles of all scores pooled (q =
     ``clip_quantile``) so that a few extreme scores do not squash the plot; values
-    outside are counted in the edge bins. Empty sets get all-zero densities.
+    outside are counted in the edge bins (how many: ``Histogram.outside``). Empty sets
+    get all-zero densities.
     """
     if bins < 1:
         raise ParameterError(f"bins must be >= 1, got {bins!r}.")
@@ -176,16 +180,18 @@ def density_histograms(scores: Mapping[str, np.ndarray | Sequence[float]], bins:
     edges = np.linspace(lo, hi, bins + 1)
     dens: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
+    outside: dict[str, tuple[int, int]] = {}
     width = (hi - lo) / bins
     for name, a in arrays.items():
         a = a[np.isfinite(a)]
         counts[name] = int(a.size)
+        outside[name] = (int(np.count_nonzero(a < lo)), int(np.count_nonzero(a > hi)))
         if a.size == 0:
             dens[name] = np.zeros(bins)
             continue
         c, _ = np.histogram(np.clip(a, lo, hi), bins=edges)
         dens[name] = c / (a.size * width)
-    return Histogram(edges, dens, counts)
+    return Histogram(edges, dens, counts, outside)
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str, maximize_x: bool = True,

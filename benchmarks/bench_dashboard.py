@@ -68,38 +68,35 @@ def synthetic(path: Path, n_id: int, n_ood: int, n_sets: int, dim: int = 64) -> 
 
 def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
            engine: str = "cube") -> dict[str, list[float]]:
-    from dashboard import figures, services
+    from dashboard import cache, figures, inspection, plotdata, replay
     from dashboard.views.export import report_parts  # noqa: F401  (import cost excluded)
 
-    bundle = services.get_bundle(bundle_path)
-    ood = services.nonempty_ood(bundle)[0]
+    bundle = cache.load(str(Path(bundle_path).resolve()))
+    ood = cache.nonempty_ood(bundle)[0]
     colors = figures.set_colors(ood)
-    services.baseline(bundle, ood, "energy", "id")  # first load (features, base logits)
+    cache.baseline(bundle, ood, "energy", "id")  # first load (features, base logits)
     times: dict[str, list[float]] = {v: [] for v in VIEWS}
     fresh = iter(range(99, 0, -1))  # every timed p is new: its evaluation is not cached
     for rep in range(len(ps) + 1):  # the first pass is the first load: not timed
         for view in VIEWS:
             p = next(fresh)
             t = time.perf_counter()
-            r = services.evaluate(bundle, ood, method, float(p), "local", "energy", "id",
-                                  engine)
-            b = services.baseline(bundle, ood, "energy", "id")
+            r = replay.replay(bundle, ood, method, float(p), "local", "energy", "id", engine)
+            if r.engine != engine:
+                raise RuntimeError(f"asked for {engine}, got {r.engine}: {r.note}")
+            b = cache.baseline(bundle, ood, "energy", "id")
             if view == "overview":
-                frame = services.metrics_frame(r, b)
+                frame = cache.metrics_frame(r.result, b)
                 figs = [figures.overview_figure(frame, colors, "x", "id")]
             elif view == "distributions":
-                hb, ha, tb, ta = services.distribution_data(bundle, ood, method, float(p),
-                                                            "local", "energy", "id",
-                                                            engine=engine)
+                hb, ha, tb, ta = plotdata.histograms(bundle, r.result, b)
                 figs = [figures.distributions_figure(hb, ha, bundle.id_split.name, tb, ta,
                                                      colors, "x", "energy")]
             elif view == "curves":
-                figs = [figures.curves_figure(
-                    services.curve_data(r, b, bundle, ood, k, engine=engine), k, colors, "x",
-                    "id") for k in ("roc", "pr")]
+                figs = [figures.curves_figure(plotdata.curves(bundle, r.result, b, k),
+                                              k, colors, "x", "id") for k in ("roc", "pr")]
             else:
-                insp = services.inspect(bundle, ood, method, float(p), "local", ood[0], 3,
-                                        engine)
+                insp = inspection.inspect(bundle, ood, r.result, b, ood[0], 3)
                 figs = [figures.activations_figure(insp, "x"), figures.topk_figure(insp, "x")]
             for fig in figs:
                 fig.to_json()
@@ -113,6 +110,7 @@ def apptest(bundle_path: str, ps: list[int],
     from streamlit.testing.v1 import AppTest
 
     times: dict[str, list[float]] = {}
+    os.environ["ASH_BUNDLE_ROOTS"] = str(Path(bundle_path).resolve().parent)  # path policy
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300)
     at.query_params["bundle"] = bundle_path
     at.query_params["engine"] = engine
@@ -149,9 +147,12 @@ def main() -> int:
                     help="also time a synthetic bundle with this many samples per split")
     ap.add_argument("--no-apptest", action="store_true", help="skip the AppTest timing")
     ap.add_argument("--engine", choices=["cube", "exact", "both"], default="both",
-                    help="slider engine to time (default both)")
+                    help="numbers engine to time, forced as ?engine= does (default both)")
     args = ap.parse_args()
     logging.getLogger("streamlit").setLevel(logging.ERROR)
+    from dashboard import config
+
+    config.apply_torch_threads()  # as the app does at start (ASH_TORCH_THREADS=1 above)
     warnings.filterwarnings("ignore")
 
     tmp = Path(tempfile.mkdtemp(prefix="ash_bench_"))

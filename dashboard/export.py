@@ -1,116 +1,155 @@
-"""Exports: a self-contained HTML report, tables as CSV/LaTeX/Markdown, figures as files.
+"""Exports: tables as CSV/LaTeX/Markdown, figures as PNG/SVG/PDF, the report as HTML/PDF.
 
-No Streamlit here. Tables are rendered with ``ash_core.report.render_frame`` so an
-exported table is the CLI's table.
+No Streamlit here. Tables are rendered by ``ash_core.report`` (so an exported table is
+the CLI's table, with reader headers). Static figures are drawn by kaleido 1.x in a
+headless Chromium: the browser named by ``BROWSER_PATH``, else the first of
+``chromium``, ``chromium-browser``, ``google-chrome`` on PATH; kaleido never downloads
+one here. Without kaleido or a browser figures fall back to standalone interactive HTML.
+The report's PDF is printed by the same Chromium (``--print-to-pdf``).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import html
-import json
-from collections.abc import Mapping
-from typing import Any
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
-import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 
-from ash_core.report import render_frame
+from ash_core import __version__
+from ash_core.errors import AshError
+from ash_core.report import render_labelled
+from dashboard.report_html import (  # noqa: F401 - the report API lives here too
+    Section,
+    build_report,
+    figure_html,
+    is_public_link,
+)
 
 TABLE_FORMATS = {"csv": ("text/csv", "csv"), "latex": ("text/x-tex", "tex"),
                  "markdown": ("text/markdown", "md")}
 TABLE_LABELS = {"csv": "CSV", "latex": "LaTeX", "markdown": "Markdown"}
+FIGURE_FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+#: the environment variable naming the browser (kaleido's and choreographer's own)
+BROWSER_ENV = "BROWSER_PATH"
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: the network is closed and nothing is downloaded or synced
+CHROMIUM_FLAGS = ("--no-sandbox", "--headless", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run")
+#: static figures are drawn this wide (px); PNGs at twice the resolution
+FIGURE_WIDTH = 1100
+PDF_TIMEOUT_S = 180
+REPO = Path(__file__).resolve().parents[1]
 
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1200px;color:#222;padding:0 1em}
-h1{margin-bottom:0.2em} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:0.5em 0 1.5em 0;font-size:0.92em}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:0.8em;overflow:auto;font-size:0.85em}
-.figure{margin:1em 0 2em 0}
-"""
 
-
-def table_text(df: pd.DataFrame, fmt: str, caption: str | None = None) -> str:
-    """A table as csv, latex or markdown (text formats in %, CSV in fractions)."""
+def table_text(df, fmt: str, caption: str | None = None) -> str:
+    """A table as csv (machine column names, fractions) or latex/markdown (reader headers
+    with units, values in %, deltas in pp)."""
     if fmt not in TABLE_FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(TABLE_FORMATS)}")
-    return render_frame(df, fmt, caption=caption if fmt != "csv" else None)
+    return render_labelled(df, fmt, caption=caption if fmt != "csv" else None)
+
+
+def browser_path() -> str | None:
+    """The Chromium used for static figures and PDFs: ``$BROWSER_PATH`` when set (None if
+    it is not an executable file), else the first known browser on PATH."""
+    env = os.environ.get(BROWSER_ENV)
+    if env:
+        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 def renderer_available() -> bool:
-    """Whether static images (PNG/SVG) can be rendered (needs kaleido and a browser)."""
+    """Whether static figures (PNG/SVG/PDF) can be drawn: kaleido and a browser exist."""
     try:
         import kaleido  # noqa: F401
-    except Exception:
+    except ImportError:
         return False
-    return True
+    return browser_path() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def app_version() -> str:
+    """"0.1.0 (commit abc1234)", or the version alone outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    commit = out.stdout.strip()
+    return f"{__version__} (commit {commit})" if out.returncode == 0 and commit else __version__
+
+
+def static_figure(fig: go.Figure, fmt: str, width: int = FIGURE_WIDTH) -> bytes:
+    """``fig`` drawn as png, svg or pdf by kaleido in the system Chromium.
+
+    Raises AshError when kaleido or the browser is missing or drawing fails.
+    """
+    if fmt not in FIGURE_FORMATS:
+        raise AshError(f"unknown figure format {fmt!r}; choose one of "
+                       f"{', '.join(FIGURE_FORMATS)}")
+    browser = browser_path()
+    try:
+        import kaleido
+    except ImportError as exc:
+        raise AshError("static figures need kaleido 1.x: pip install 'kaleido>=1,<2'") from exc
+    if browser is None:
+        raise AshError(f"static figures need Chromium: install it (Debian: apt-get install "
+                       f"chromium) or set {BROWSER_ENV} to a Chromium/Chrome executable")
+    opts = dict(format=fmt, width=width, height=int(fig.layout.height or 500),
+                scale=2 if fmt == "png" else 1)
+    try:
+        return kaleido.calc_fig_sync(fig.to_dict(), opts=opts,
+                                     kopts={"mathjax": False, "path": browser})
+    except Exception as exc:  # noqa: BLE001 - kaleido raises many kinds; say which
+        raise AshError(f"drawing the figure as {fmt} with {browser} failed: {exc}") from exc
 
 
 def figure_bytes(fig: go.Figure, fmt: str) -> tuple[bytes, str, str]:
-    """(data, mime, extension) of a figure as png/svg, or as standalone HTML as fallback."""
-    if fmt in ("png", "svg") and renderer_available():
+    """(data, mime, extension) of a figure as png/svg/pdf, or standalone HTML when no
+    static renderer is available (or it fails)."""
+    if fmt in FIGURE_FORMATS and renderer_available():
         try:
-            data = pio.to_image(fig, format=fmt)
-            return data, "image/png" if fmt == "png" else "image/svg+xml", fmt
-        except Exception:
+            return static_figure(fig, fmt), FIGURE_FORMATS[fmt], fmt
+        except AshError:
             pass
     return figure_html(fig, full=True).encode(), "text/html", "html"
 
 
-def figure_html(fig: go.Figure, full: bool = False, include_js: bool | str = True) -> str:
-    return pio.to_html(fig, full_html=full, include_plotlyjs=include_js,
-                       config={"displaylogo": False})
+def report_pdf(report: str, timeout: float = PDF_TIMEOUT_S) -> bytes:
+    """The HTML report printed to PDF by headless Chromium (A4 landscape, no header).
 
-
-def _table_html(df: pd.DataFrame) -> str:
-    """Fractions shown in % with 2 decimals (as the CLI's text tables)."""
-    fmt = df.copy()
-    for col in fmt.columns:
-        if fmt[col].dtype.kind == "f" and col != "p":
-            fmt[col] = [("-" if v != v else f"{100 * v:.2f}") for v in fmt[col]]
-    return fmt.to_html(index=False, escape=True, border=0)
-
-
-def build_report(
-    title: str,
-    settings: Mapping[str, Any],
-    provenance: Mapping[str, Any],
-    tables: Mapping[str, pd.DataFrame],
-    figures: Mapping[str, go.Figure],
-    notes: str = "",
-    link: str | None = None,
-) -> str:
-    """A single self-contained HTML file: settings, tables (values in %), interactive
-    figures (plotly.js embedded once, no network needed) and the bundle's provenance."""
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='sub'>ASH Explorer report, generated {now}. Metric values in %.</p>",
-    ]
-    if notes:
-        parts.append(f"<p>{html.escape(notes)}</p>")
-    parts.append("<h2>Settings</h2>")
-    parts.append(pd.DataFrame({"setting": list(settings), "value": [str(v) for v in
-                                                                    settings.values()]})
-                 .to_html(index=False, border=0))
-    if link:
-        parts.append(f"<p>View link: <code>{html.escape(link)}</code></p>")
-    for name, df in tables.items():
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(_table_html(df))
-    first = True
-    for name, fig in figures.items():
-        parts.append(f"<h2>{html.escape(name)}</h2><div class='figure'>")
-        parts.append(figure_html(fig, full=False, include_js=first))
-        parts.append("</div>")
-        first = False
-    parts.append("<h2>Bundle provenance</h2>")
-    parts.append(f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    The report is written to a private temporary directory and printed from there;
+    the directory is removed afterwards. Raises AshError when no browser is available
+    or printing fails.
+    """
+    browser = browser_path()
+    if browser is None:
+        raise AshError(f"a PDF needs Chromium: install it (Debian: apt-get install chromium) "
+                       f"or set {BROWSER_ENV}; the HTML report works without it")
+    with tempfile.TemporaryDirectory(prefix="ash_report_") as tmp:
+        src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
+        src.write_text(report, encoding="utf-8")
+        cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}",
+               "--no-pdf-header-footer", "--virtual-time-budget=20000",
+               "--window-size=1100,1400", f"--print-to-pdf={out}", src.as_uri()]
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                 check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise AshError(f"printing the report with {browser} took over {timeout:.0f}s; "
+                           "download the HTML report instead") from exc
+        data = out.read_bytes() if out.is_file() else b""
+        if not data.startswith(b"%PDF"):
+            tail = (run.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise AshError(f"{browser} did not print the report (exit {run.returncode}: "
+                           f"{tail[0]}); download the HTML report instead")
+        return data

@@ -1,13 +1,15 @@
 """Pure figure builders: plain data in, plotly Figure out. No Streamlit, no metrics maths.
 
 Metric fractions are shown in percent. Every OOD set has one colour everywhere
-(``set_colors``); ID is always the same blue; "no shaping" is always dashed/grey.
+(``set_colors``); ID is always the same blue; "no shaping" is always grey (dashed for
+lines). Every builder takes ``theme`` ("light", "dark" or None = works on both, see
+``figure_style``): no mark is hard-coded black or white. Legends sit between the title
+and the panels, never over axis labels.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,154 +17,115 @@ import plotly.graph_objects as go
 
 from ash_core.curves import Curve, Histogram
 from ash_core.samples import SampleInspection
+from dashboard.figure_style import (  # noqa: F401 - re-exported for the views
+    BASE_COLOR,
+    ID_COLOR,
+    KEPT_COLOR,
+    METHOD_PALETTE,
+    METRIC_LABELS,
+    OOD_PALETTE,
+    THEMES,
+    axes,
+    base_layout,
+    convention_label,
+    grid,
+    hline,
+    method_colors,
+    panel,
+    plain_text,
+    ref,
+    set_colors,
+    subplots,
+    theme_of,
+    vline,
+)
 
-ID_COLOR = "#4C78A8"
-BASE_COLOR = "#9A9A9A"
-KEPT_COLOR = "#E45756"
-OOD_PALETTE = ("#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B",
-               "#9D755D", "#FF9DA6", "#BAB0AC", "#2CA02C", "#8C564B", "#17BECF")
-METHOD_PALETTE = ("#7F7F7F", "#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B",
-                  "#B279A2", "#EECA3B", "#9D755D")
-METRIC_LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In",
-                 "aupr_out": "AUPR-Out", "id_acc": "ID accuracy"}
 #: above this many points scatters use WebGL
 WEBGL_POINTS = 1000
-_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50),
-               font=dict(size=13), legend=dict(orientation="h", y=-0.22))
-
-
-def set_colors(names: Sequence[str]) -> dict[str, str]:
-    """A stable colour per OOD set (by position in the bundle's OOD list)."""
-    return {n: OOD_PALETTE[i % len(OOD_PALETTE)] for i, n in enumerate(names)}
-
-
-def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    return {m: METHOD_PALETTE[i % len(METHOD_PALETTE)] for i, m in enumerate(methods)}
-
-
-def convention_label(convention: str) -> str:
-    return "ID positive" if convention == "id" else "OOD positive"
-
-
-def _grid(n: int, ncols: int) -> tuple[int, int]:
-    ncols = max(1, min(ncols, n))
-    return max(1, math.ceil(n / ncols)), ncols
-
-
-def _ref(i: int) -> tuple[str, str]:
-    """Axis references ("x3", "y3") of the i-th panel (0-based)."""
-    return (f"x{i + 1}", f"y{i + 1}") if i else ("x", "y")
-
-
-def _subplots(rows: int, cols: int, titles: Sequence[str] = (), hspace: float = 0.08,
-              vspace: float = 0.1, **layout) -> go.Figure:
-    """An empty figure with a rows x cols grid of panels (row-major), built directly.
-
-    plotly's ``make_subplots``/``add_vline`` are slow for many panels; this lays the
-    axes out in one go so that a slider rerun stays fast.
-    """
-    lay: dict = {**_LAYOUT, **layout}
-    w = (1 - hspace * (cols - 1)) / cols
-    h = (1 - vspace * (rows - 1)) / rows
-    notes = []
-    for i in range(rows * cols):
-        r, c = divmod(i, cols)
-        x0 = c * (w + hspace)
-        y1 = 1 - r * (h + vspace)
-        xr, yr = _ref(i)
-        lay["xaxis" + xr[1:]] = dict(domain=[x0, x0 + w], anchor=yr)
-        lay["yaxis" + yr[1:]] = dict(domain=[y1 - h, y1], anchor=xr)
-        if i < len(titles) and titles[i]:
-            notes.append(dict(text=titles[i], x=x0 + w / 2, y=y1, xref="paper", yref="paper",
-                              xanchor="center", yanchor="bottom", showarrow=False,
-                              font=dict(size=14)))
-    lay["annotations"] = notes
-    lay["shapes"] = []
-    return go.Figure(layout=lay)
-
-
-def _vline(i: int, x: float, **line) -> dict:
-    xr, yr = _ref(i)
-    return dict(type="line", xref=xr, yref=f"{yr} domain", x0=x, x1=x, y0=0, y1=1,
-                line={"dash": "dash", "color": "black", "width": 1.5, **line})
-
-
-def _hline(i: int, y: float, **line) -> dict:
-    xr, yr = _ref(i)
-    return dict(type="line", xref=f"{xr} domain", yref=yr, x0=0, x1=1, y0=y, y1=y,
-                line={"dash": "dash", "color": "black", "width": 1.5, **line})
-
-
-def _rc(c: int) -> dict:
-    """Trace keyword arguments placing it in panel ``c`` (1-based, row-major)."""
-    xr, yr = _ref(c - 1)
-    return dict(xaxis=xr, yaxis=yr)
-
-
-def _axes(fig: go.Figure, i: int, x: dict | None = None, y: dict | None = None) -> None:
-    xr, yr = _ref(i)
-    if x:
-        fig.layout["xaxis" + xr[1:]].update(x)
-    if y:
-        fig.layout["yaxis" + yr[1:]].update(y)
+#: the shaped bars of the overview (one colour: the legend swatch is the bar colour)
+SHAPED_COLOR = ID_COLOR
+#: the TPR of the FPR95 operating point
+TPR_POINT = 0.95
 
 
 # --------------------------------------------------------------------------- overview
 
 
 def overview_figure(metrics: pd.DataFrame, colors: Mapping[str, str], setting: str,
-                    convention: str) -> go.Figure:
+                    convention: str, *, theme: str | None = None) -> go.Figure:
     """AUROC and FPR95 per OOD set (and Average): no shaping vs shaped, in %.
 
     ``metrics`` has columns ood_set, auroc, fpr95 and their ``*_delta`` against no shaping.
+    Shaped bars share one colour so that the legend's swatch is exactly the bars' colour
+    (``colors`` is accepted for a uniform signature; the x axis names the sets).
     """
-    fig = _subplots(1, 2, ("AUROC (%) - higher is better", "FPR95 (%) - lower is better"))
+    th = theme_of(theme)
+    fig = subplots(1, 2, ("AUROC (%), higher is better", "FPR95 (%), lower is better"),
+                   theme=th, height=400, legend=("no shaping", setting),
+                   title=f"OOD detection per set: {setting} vs no shaping "
+                         f"(FPR95 with {convention_label(convention)})")
     sets = list(metrics["ood_set"])
     for col, m in enumerate(("auroc", "fpr95"), start=1):
         shaped = 100 * metrics[m].to_numpy()
         base = shaped - 100 * metrics[f"{m}_delta"].to_numpy()
-        fig.add_bar(x=sets, y=base, name="no shaping", marker_color=BASE_COLOR,
-                    legendgroup="base", showlegend=col == 1, **_rc(col),
+        fig.add_bar(x=sets, y=base, name="no shaping", marker_color=th.base,
+                    legendgroup="base", showlegend=col == 1, **panel(col),
                     hovertemplate="%{x}: %{y:.2f}%<extra>no shaping</extra>")
         fig.add_bar(x=sets, y=shaped, name=setting, legendgroup="shaped", showlegend=col == 1,
-                    marker_color=[colors.get(s, ID_COLOR) for s in sets], **_rc(col),
+                    marker_color=SHAPED_COLOR, **panel(col),
                     hovertemplate="%{x}: %{y:.2f}%<extra>" + setting + "</extra>")
-        _axes(fig, col - 1, y=dict(title_text=f"{METRIC_LABELS[m]} (%)"))
-    fig.update_layout(barmode="group", height=380,
-                      title=f"OOD detection per set: {setting} vs no shaping "
-                            f"(FPR convention: {convention_label(convention)})", **_LAYOUT)
+    fig.update_layout(barmode="group")
     return fig
 
 
 # --------------------------------------------------------------------------- distributions
 
 
+def _clip_note(h: Histogram) -> str | None:
+    """How many scores lie outside the plotted range (counted in the edge bins), or None."""
+    below = sum(lo for lo, _ in h.outside.values())
+    above = sum(hi for _, hi in h.outside.values())
+    if not below and not above:
+        return None
+    total = sum(h.counts.values())
+    parts = [f"{below:,} below {h.edges[0]:.3g}" if below else "",
+             f"{above:,} above {h.edges[-1]:.3g}" if above else ""]
+    return ("clipped into the edge bins:<br>" + ", ".join(p for p in parts if p)
+            + f"<br>({below + above:,} of {total:,} scores)")
+
+
 def distributions_figure(before: Histogram, after: Histogram, id_name: str,
                          thr_before: float, thr_after: float, colors: Mapping[str, str],
-                         setting: str, score: str) -> go.Figure:
+                         setting: str, score: str, *, theme: str | None = None) -> go.Figure:
     """ID vs each OOD set, density-normalised and overlaid: no shaping (left) vs shaped.
 
     ``before``/``after`` hold one density per set on shared edges (key ``id_name`` is ID).
     The dashed vertical line is the threshold that keeps 95% of ID samples (TPR 95%).
+    Scores outside the plotted range are counted in the edge bins; each panel says how
+    many under its axis.
     """
-    fig = _subplots(1, 2, ("no shaping", setting), height=460,
-                    title=f"Score distributions, ID vs each OOD set (dashed: threshold keeping "
-                          f"95% of ID, TPR 95%) - {setting}")
+    th = theme_of(theme)
+    names = [f"{n} (ID)" if n == id_name else n for n in before.densities]
+    fig = subplots(1, 2, ("no shaping", setting), theme=th, height=440, legend=names,
+                   title=f"{score} score distributions, ID vs each OOD set (dashed: the "
+                         f"threshold keeping 95% of ID) - {setting}")
     shapes = []
     for i, (h, thr) in enumerate(((before, thr_before), (after, thr_after))):
-        xr, yr = _ref(i)
+        xr, yr = ref(i)
         for name, dens in h.densities.items():
             is_id = name == id_name
             fig.add_scatter(
                 x=h.centers, y=dens, xaxis=xr, yaxis=yr, mode="lines", line_shape="hvh",
                 name=f"{name} (ID)" if is_id else name, legendgroup=name, showlegend=i == 0,
-                line=dict(color=ID_COLOR if is_id else colors.get(name, "#F58518"),
+                line=dict(color=ID_COLOR if is_id else colors.get(name, OOD_PALETTE[0]),
                           width=1.5 if is_id else 2),
                 fill="tozeroy" if is_id else None, opacity=1.0,
                 hovertemplate="score %{x:.3g}: density %{y:.3g}<extra>" + name + "</extra>")
-        shapes.append(_vline(i, thr))
-        _axes(fig, i, x=dict(title_text=f"{score} score"),
-              y=dict(title_text="density" if i == 0 else None))
+        shapes.append(vline(i, thr, th.ink))
+        note = _clip_note(h)
+        axes(fig, i, x=dict(title_text=f"{score} score" + (f"<br><sup>{note}</sup>"
+                                                            if note else "")),
+             y=dict(title_text="density" if i == 0 else None))
     fig.update_layout(shapes=shapes)
     return fig
 
@@ -170,89 +133,148 @@ def distributions_figure(before: Histogram, after: Histogram, id_name: str,
 # --------------------------------------------------------------------------- curves
 
 
+def _operating_point(curve: Curve, summary: Mapping[str, float] | None) -> tuple[float, float]:
+    """(FPR, TPR) of the FPR95 operating point, in %: the metric's FPR95 when given, else
+    the first plotted point whose TPR reaches 95% (a lookup on the thinned curve)."""
+    if summary is not None:
+        return 100 * float(summary["fpr95"]), 100 * TPR_POINT
+    i = int(np.argmax(np.asarray(curve.y) >= TPR_POINT))
+    return 100 * float(curve.x[i]), 100 * float(curve.y[i])
+
+
+def _curve_title(name: str, kind: str, pair: tuple[Mapping, Mapping] | None) -> str:
+    if pair is None:
+        return name
+    key, label = ("auroc", "AUROC") if kind == "roc" else ("aupr_in", "AUPR")
+    if kind == "pr" and pair[1].get("convention", "id") == "ood":
+        key = "aupr_out"
+    return f"{name}<br>{label} {100 * pair[0][key]:.1f} → {100 * pair[1][key]:.1f}"
+
+
 def curves_figure(curves: Mapping[str, tuple[Curve, Curve]], kind: str,
                   colors: Mapping[str, str], setting: str, convention: str,
-                  ncols: int = 4) -> go.Figure:
-    """ROC (kind="roc") or PR (kind="pr") curves per OOD set: no shaping dashed, shaped solid."""
+                  ncols: int = 3, *, metrics: Mapping[str, tuple[Mapping, Mapping]] | None = None,
+                  theme: str | None = None) -> go.Figure:
+    """ROC (kind="roc") or PR (kind="pr") curves per OOD set: no shaping dashed, shaped solid.
+
+    ``metrics`` maps each set to (unshaped, shaped) metrics (``OODMetrics`` or dicts with
+    auroc, fpr95, aupr_in, aupr_out): each panel's title then gives the AUC no shaping ->
+    shaped, and ROC panels mark the FPR95 operating points at exactly the reported FPR95.
+    """
+    th = theme_of(theme)
     names = list(curves)
-    rows, cols = _grid(len(names), ncols)
+    rows, cols = grid(len(names), ncols)
     pos = convention_label(convention)
     xl, yl = (("FPR (%)", "TPR (%)") if kind == "roc" else ("recall (%)", "precision (%)"))
     what = "ROC" if kind == "roc" else "Precision-recall"
-    fig = _subplots(rows, cols, names, hspace=0.06, vspace=min(0.22, 0.7 / rows),
-                    height=80 + 300 * rows,
-                    title=f"{what} curves per OOD set ({pos}): {setting} vs no shaping")
+    titles = [_curve_title(n, kind, (metrics or {}).get(n)) for n in names]
+    legend = ["no shaping", f"{setting} (solid, set colour)"] + (
+        ["FPR95 point (TPR 95%)"] if kind == "roc" else [])
+    fig = subplots(rows, cols, titles, theme=th, hspace=0.07,
+                   vspace=min(0.24, 0.8 / rows), height=60 + 300 * rows, legend=legend,
+                   title=f"{what} curves per OOD set ({pos}): {setting} vs no shaping"
+                         + (" (markers: FPR95 at TPR 95%)" if kind == "roc" else ""))
     for i, name in enumerate(names):
-        xr, yr = _ref(i)
+        xr, yr = ref(i)
         base, shaped = curves[name]
+        color = colors.get(name, ID_COLOR)
         if kind == "roc":
             fig.add_scatter(x=[0, 100], y=[0, 100], mode="lines", showlegend=False,
-                            line=dict(color="#DDDDDD", width=1), hoverinfo="skip",
+                            line=dict(color=th.faint, width=1, dash="dot"), hoverinfo="skip",
                             xaxis=xr, yaxis=yr)
         fig.add_scatter(x=100 * base.x, y=100 * base.y, mode="lines", name="no shaping",
-                        line=dict(color=BASE_COLOR, dash="dash"), legendgroup="base",
+                        line=dict(color=th.base, dash="dash"), legendgroup="base",
                         showlegend=i == 0, xaxis=xr, yaxis=yr)
         fig.add_scatter(x=100 * shaped.x, y=100 * shaped.y, mode="lines", name=setting,
-                        line=dict(color=colors.get(name, ID_COLOR), width=2.5),
-                        legendgroup="shaped", showlegend=i == 0, xaxis=xr, yaxis=yr)
-        _axes(fig, i, x=dict(title_text=xl, range=[0, 100]),
-              y=dict(title_text=yl if i % cols == 0 else None, range=[0, 101]))
+                        line=dict(color=color, width=2.5),
+                        legendgroup="shaped", showlegend=False, xaxis=xr, yaxis=yr)
+        if kind == "roc":
+            pair = (metrics or {}).get(name, (None, None))
+            pts = [_operating_point(c, m) for c, m in zip((base, shaped), pair, strict=True)]
+            fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers",
+                            name="FPR95 point", legendgroup="op", showlegend=False,
+                            marker=dict(color=[th.base, color], size=9, symbol="circle",
+                                        line=dict(color=th.ink, width=1.5)),
+                            customdata=["no shaping", setting], xaxis=xr, yaxis=yr,
+                            hovertemplate="%{customdata}: FPR95 %{x:.2f}%<extra>"
+                                          + name + "</extra>")
+        axes(fig, i, x=dict(title_text=xl, range=[0, 100]),
+             y=dict(title_text=yl if i % cols == 0 else None, range=[0, 101]))
+    _neutral_legend(fig, th, setting, kind == "roc")
     return fig
+
+
+def _neutral_legend(fig: go.Figure, th, setting: str, points: bool) -> None:
+    """Legend entries for series drawn in each set's colour: a swatch in the theme's ink,
+    named so that it does not claim one set's colour for all of them."""
+    fig.add_scatter(x=[None], y=[None], mode="lines", name=f"{setting} (solid, set colour)",
+                    line=dict(color=th.ink, width=2.5), legendgroup="shaped")
+    if points:
+        fig.add_scatter(x=[None], y=[None], mode="markers", name="FPR95 point (TPR 95%)",
+                        legendgroup="op", marker=dict(color=th.base, size=9,
+                                                      line=dict(color=th.ink, width=1.5)))
 
 
 # --------------------------------------------------------------------------- trade-off
 
 
 def tradeoff_figure(df: pd.DataFrame, current_p: float | None, convention: str,
-                    colors: Mapping[str, str] | None = None) -> go.Figure:
+                    colors: Mapping[str, str] | None = None, *,
+                    theme: str | None = None) -> go.Figure:
     """ID accuracy, average AUROC and average FPR95 against p, one line per method.
 
     Methods without p (``none``) are drawn as horizontal dotted lines; the current p
-    is the vertical dashed line.
+    is the vertical dashed line. Panel titles name the metric (no y-axis titles, so
+    nothing lands on the neighbouring panel).
     """
+    th = theme_of(theme)
     methods = list(dict.fromkeys(df["method"]))
     colors = colors or method_colors(methods)
-    panels = (("id_acc", "ID accuracy (%)"), ("average/auroc", "average AUROC (%)"),
-              ("average/fpr95", f"average FPR95 (%, {convention_label(convention)})"))
-    fig = _subplots(1, 3, [t for _, t in panels], hspace=0.07)
+    panels = (("id_acc", "ID accuracy (%)"), ("average/auroc", "avg AUROC (%)"),
+              ("average/fpr95", "avg FPR95 (%)"))
+    fig = subplots(1, 3, [t for _, t in panels], theme=th, height=400, legend=methods,
+                   hspace=0.09,
+                   title=f"Trade-off over p: accuracy and OOD detection vs pruning (FPR95 "
+                         f"with {convention_label(convention)}; dashed: current p)")
     shapes = []
-    for c, (col, title) in enumerate(panels, start=1):
+    for c, (col, _title) in enumerate(panels, start=1):
         for m in methods:
             d = df[df["method"] == m]
             if d["p"].isna().all():
-                shapes.append(_hline(c - 1, 100 * float(d[col].iloc[0]), color=colors[m],
-                                     dash="dot"))
+                shapes.append(hline(c - 1, 100 * float(d[col].iloc[0]), colors[m],
+                                    dash="dot"))
                 fig.add_scatter(x=[None], y=[None], mode="lines", name=m,
                                 line=dict(color=colors[m], dash="dot"), legendgroup=m,
-                                showlegend=c == 1, **_rc(c))
+                                showlegend=c == 1, **panel(c))
                 continue
             fig.add_scatter(x=d["p"], y=100 * d[col], mode="lines+markers", name=m,
                             line=dict(color=colors[m]), marker=dict(size=4),
-                            legendgroup=m, showlegend=c == 1, **_rc(c),
+                            legendgroup=m, showlegend=c == 1, **panel(c),
                             hovertemplate="p=%{x}: %{y:.2f}%<extra>" + m + "</extra>")
         if current_p is not None:
-            shapes.append(_vline(c - 1, current_p))
-        _axes(fig, c - 1, x=dict(title_text="pruning percentile p", range=[0, 100]))
-        _axes(fig, c - 1, y=dict(title_text=title))
+            shapes.append(vline(c - 1, current_p, th.ink))
+        axes(fig, c - 1, x=dict(title_text="p", range=[0, 100]))
     fig.update_layout(shapes=shapes)
-    fig.update_layout(height=420, title="Trade-off over p: accuracy vs pruning, OOD vs pruning "
-                                        "(dashed: current p)", **_LAYOUT)
     return fig
 
 
 def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str,
                   current: tuple[str, float, float] | None = None,
-                  colors: Mapping[str, str] | None = None) -> go.Figure:
+                  colors: Mapping[str, str] | None = None, *,
+                  theme: str | None = None) -> go.Figure:
     """ID accuracy vs an OOD metric for every (method, p); the Pareto front as a line.
 
     ``current`` = (label, ID accuracy, metric value), fractions: the setting on screen,
     starred (it need not lie on the sweep's grid).
     """
+    th = theme_of(theme)
     methods = list(dict.fromkeys(df["method"]))
     colors = colors or method_colors(methods)
     scatter = go.Scattergl if len(df) > WEBGL_POINTS else go.Scatter
     metric = y.split("/")[-1]
-    fig = go.Figure()
+    legend = [*methods, "Pareto front"] + ([f"current: {current[0]}"] if current else [])
+    fig = go.Figure(layout=base_layout(
+        th, "Pareto view: ID accuracy vs OOD performance, all methods and p", 460, legend))
     for m in methods:
         d = df[df["method"] == m]
         fig.add_trace(scatter(
@@ -263,7 +285,7 @@ def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str
                           + " %{y:.2f}%<extra></extra>"))
     if not front.empty:
         fig.add_trace(scatter(x=100 * front["id_acc"], y=100 * front[y], mode="lines",
-                              name="Pareto front", line=dict(color="black", dash="dash")))
+                              name="Pareto front", line=dict(color=th.ink, dash="dash")))
     if current is not None and current[1] is not None:
         label, acc, value = current
         fig.add_trace(go.Scatter(x=[100 * acc], y=[100 * value], mode="markers",
@@ -271,65 +293,67 @@ def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str
                                  hovertemplate="%{text}<br>ID acc %{x:.2f}%<br>"
                                                + METRIC_LABELS[metric] + " %{y:.2f}%"
                                                "<extra></extra>",
-                                 marker=dict(symbol="star", size=18, color="gold",
-                                             line=dict(color="black", width=1))))
-    fig.update_layout(height=460, xaxis_title="ID accuracy (%)",
-                      yaxis_title=f"average {METRIC_LABELS[metric]} (%, "
-                                  f"{convention_label(convention)})",
-                      title="Pareto view: ID accuracy vs OOD performance, all methods and p",
-                      **_LAYOUT)
+                                 marker=dict(symbol="star", size=18, color=th.highlight,
+                                             line=dict(color=th.ink, width=1))))
+    fig.update_layout(xaxis_title="ID accuracy (%)",
+                      yaxis_title=f"avg {METRIC_LABELS[metric]} (%, "
+                                  f"{convention_label(convention)})")
     return fig
 
 
 # --------------------------------------------------------------------------- inspector
 
 
-def activations_figure(insp: SampleInspection, setting: str, max_units: int = 512) -> go.Figure:
+def activations_figure(insp: SampleInspection, setting: str, max_units: int = 512, *,
+                       theme: str | None = None) -> go.Figure:
     """The sample's activations sorted (largest first), before and after shaping.
 
     Kept units (non-zero after shaping) are highlighted; the dashed line is the
     method's cut (threshold) in activation units.
     """
+    th = theme_of(theme)
     n = min(len(insp.before), max_units)
     x = np.arange(n)
     units = insp.units[:n]
-    fig = _subplots(1, 2, ("before shaping", f"after shaping ({setting})"))
-    kept = insp.kept[:n]
-    before_colors = np.where(kept, KEPT_COLOR, BASE_COLOR)
-    fig.add_bar(x=x, y=insp.before[:n], marker_color=before_colors, name="activation",
-                customdata=units, showlegend=False, **_rc(1),
-                hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
-    fig.add_bar(x=x, y=insp.after[:n], marker_color=np.where(kept, KEPT_COLOR, BASE_COLOR),
-                customdata=units, showlegend=False, **_rc(2),
-                hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
-    fig.add_scatter(x=[None], y=[None], mode="markers", name=f"kept ({insp.n_kept})",
+    kept_label = f"kept ({insp.n_kept})"
+    pruned_label = f"pruned ({len(insp.kept) - insp.n_kept})"
+    fig = subplots(1, 2, ("before shaping", f"after shaping ({setting})"), theme=th,
+                   height=360, legend=(kept_label, pruned_label),
+                   title="Activations of this sample, sorted (red: kept units)")
+    colors = np.where(insp.kept[:n], KEPT_COLOR, th.base)
+    for c, values in ((1, insp.before[:n]), (2, insp.after[:n])):
+        fig.add_bar(x=x, y=values, marker_color=colors, name="activation",
+                    customdata=units, showlegend=False, **panel(c),
+                    hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
+    fig.add_scatter(x=[None], y=[None], mode="markers", name=kept_label,
                     marker=dict(color=KEPT_COLOR, symbol="square"))
-    fig.add_scatter(x=[None], y=[None], mode="markers",
-                    name=f"pruned ({len(insp.kept) - insp.n_kept})",
-                    marker=dict(color=BASE_COLOR, symbol="square"))
+    fig.add_scatter(x=[None], y=[None], mode="markers", name=pruned_label,
+                    marker=dict(color=th.base, symbol="square"))
     if insp.threshold_value is not None:
-        fig.update_layout(shapes=[_hline(0, insp.threshold_value)])
+        fig.update_layout(shapes=[hline(0, insp.threshold_value, th.ink)])
         fig.add_annotation(x=1, xref="x domain", y=insp.threshold_value, yref="y",
                            text=f"{insp.threshold_kind} = {insp.threshold_value:.3g}",
                            showarrow=False, xanchor="right", yanchor="bottom")
     for c in (1, 2):
-        _axes(fig, c - 1, x=dict(title_text="units, sorted by activation before shaping"))
-    _axes(fig, 1 - 1, y=dict(title_text="activation"))
-    fig.update_layout(height=380, bargap=0.05,
-                      title="Activations of this sample (red: kept units)", **_LAYOUT)
+        axes(fig, c - 1, x=dict(title_text="units, sorted by activation before"))
+    axes(fig, 0, y=dict(title_text="activation"))
+    fig.update_layout(bargap=0.05)
     return fig
 
 
-def topk_figure(insp: SampleInspection, setting: str) -> go.Figure:
+def topk_figure(insp: SampleInspection, setting: str, *, theme: str | None = None
+                ) -> go.Figure:
     """Top-5 class probabilities before and after shaping (in %)."""
-    fig = _subplots(1, 2, ("no shaping", setting), hspace=0.2)
-    for c, (df, color) in enumerate(((insp.top_before, BASE_COLOR),
-                                     (insp.top_after, KEPT_COLOR)), start=1):
-        fig.add_bar(y=df["class"][::-1], x=100 * df["probability"][::-1], orientation="h",
-                    marker_color=color, showlegend=False, **_rc(c),
+    th = theme_of(theme)
+    fig = subplots(1, 2, ("no shaping", setting), theme=th, height=280, hspace=0.22,
+                   title="Top-5 class probabilities")
+    for c, (df, color, name) in enumerate(((insp.top_before, th.base, "no shaping"),
+                                           (insp.top_after, KEPT_COLOR, setting)), start=1):
+        fig.add_bar(y=[plain_text(c) for c in df["class"][::-1]],
+                    x=100 * df["probability"][::-1], orientation="h",
+                    marker_color=color, showlegend=False, name=name, **panel(c),
                     hovertemplate="%{y}: %{x:.2f}%<extra></extra>")
-        _axes(fig, c - 1, x=dict(title_text="probability (%)", range=[0, 100]))
-    fig.update_layout(height=300, title="Top-5 class probabilities", **_LAYOUT)
+        axes(fig, c - 1, x=dict(title_text="probability (%)", range=[0, 100]))
     return fig
 
 
@@ -346,16 +370,20 @@ def placeholder_image(size: int = 96) -> np.ndarray:
 
 
 def compare_figure(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
-                   convention: str) -> go.Figure:
-    """AUROC and FPR95 per OOD set (and Average) for two settings side by side, in %."""
-    fig = _subplots(1, 2, ("AUROC (%)", "FPR95 (%)"))
+                   convention: str, *, theme: str | None = None) -> go.Figure:
+    """AUROC and FPR95 per OOD set (and Average) for two settings side by side, in %.
+
+    The legend sits above the panels, so long setting labels never cover the x labels.
+    """
+    th = theme_of(theme)
+    names = (plain_text(f"A: {label_a}"), plain_text(f"B: {label_b}"))
+    fig = subplots(1, 2, ("AUROC (%)", "FPR95 (%)"), theme=th, height=400, legend=names,
+                   title=f"A vs B per OOD set (FPR95 with {convention_label(convention)})")
     for col, m in enumerate(("auroc", "fpr95"), start=1):
-        for df, label, color in ((a, label_a, ID_COLOR), (b, label_b, "#F58518")):
+        for df, label, color in ((a, names[0], ID_COLOR), (b, names[1], OOD_PALETTE[0])):
             fig.add_bar(x=df["ood_set"], y=100 * df[m], name=label, marker_color=color,
-                        legendgroup=label, showlegend=col == 1, **_rc(col),
+                        legendgroup=label, showlegend=col == 1, **panel(col),
                         hovertemplate="%{x}: %{y:.2f}%<extra>" + label + "</extra>")
-        _axes(fig, col - 1, y=dict(title_text=f"{METRIC_LABELS[m]} (%)"))
-    fig.update_layout(barmode="group", height=380,
-                      title=f"A: {label_a} vs B: {label_b} ({convention_label(convention)})",
-                      **_LAYOUT)
+    fig.update_layout(barmode="group")
     return fig
+

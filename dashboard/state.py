@@ -8,11 +8,13 @@ writes the state back, so a copied link reopens the exact view. No Streamlit her
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
+from ash_core.registry import setting_label
 
 VIEWS: dict[str, str] = {
     "overview": "Overview",
@@ -34,15 +36,20 @@ COMPARE_MODES: dict[str, str] = {
     "bundle": "two bundles, same setting",
 }
 ENGINES: dict[str, str] = {
+    "auto": "automatic: exact where one evaluation is cheap (demo sizes), the score cube "
+            "where not",
     "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
     "cube": "score cube: precomputed lookup (ASH methods; equal to the CLI up to float32 "
-            "rounding; for very large bundles)",
+            "rounding)",
 }
 GRID_STEPS = (1, 2, 5, 10)
 ALWAYS_IN_URL = ("bundle", "method", "p", "view")
 PARETO_METRICS = {"average/auroc": "average AUROC", "average/fpr95": "average FPR95"}
 P_MIN, P_MAX = 0, 99
 DEFAULT_METHOD = "ash-s"
+#: longer URL values are ignored with a note (a link must not be able to stall the page)
+MAX_PARAM_LEN = 256
+MAX_OOD_NAMES = 64
 
 
 def _default_method() -> str:
@@ -50,9 +57,71 @@ def _default_method() -> str:
     return DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
 
 
-def _default_p(method: str) -> int:
+def p_range(method: str) -> tuple[int, int]:
+    """The integer slider range of the method's declared p (ParamSpec [low, high))."""
+    spec = next((q for q in get_method(method).params if q.name == "p"), None)
+    if spec is None:
+        return P_MIN, P_MAX
+    return int(math.ceil(spec.low)), int(math.ceil(spec.high)) - 1
+
+
+def default_p(method: str) -> int:
+    """The method's declared default p (ParamSpec.default), as the slider's integer."""
     p = get_method(method).default_p
     return int(round(p)) if p is not None else 90
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+class _Query:
+    """Query parameters read one key at a time; what is ignored is listed in ``notes``."""
+
+    def __init__(self, query: Mapping[str, Any]):
+        self.notes: list[str] = []
+        self.q: dict[str, str] = {}
+        for k, v in query.items():
+            v = v[-1] if isinstance(v, list) and v else v
+            if len(str(k)) > MAX_PARAM_LEN or len(str(v)) > MAX_PARAM_LEN:
+                self.notes.append(f"ignored {_shown(k)}: longer than {MAX_PARAM_LEN} "
+                                  "characters")
+            else:
+                self.q[str(k)] = str(v)
+
+    def text(self, key: str, default: str = "") -> str:
+        return self.q.get(key) or default
+
+    def choose(self, key: str, options: Sequence[str], default: str) -> str:
+        if key not in self.q:
+            return default
+        if self.q[key] in options:
+            return self.q[key]
+        self.notes.append(f"ignored {key}={_shown(self.q[key])} (choose one of: "
+                          f"{', '.join(options)})")
+        return default
+
+    def integer(self, key: str, low: int, high: int, default: int) -> int:
+        if key not in self.q:
+            return default
+        try:
+            v = int(float(self.q[key]))
+            if low <= v <= high:
+                return v
+        except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e999"
+            pass
+        self.notes.append(f"ignored {key}={_shown(self.q[key])} (an integer in [{low}, {high}])")
+        return default
+
+    def names(self, key: str) -> tuple[str, ...] | None:
+        if key not in self.q:
+            return None
+        names = tuple(dict.fromkeys(n for n in self.q[key].split(",") if n))
+        if len(names) > MAX_OOD_NAMES:
+            self.notes.append(f"ignored {key}: more than {MAX_OOD_NAMES} names")
+            return None
+        return names
 
 
 @dataclass
@@ -62,12 +131,12 @@ class State:
     bundle: str = ""
     ood: tuple[str, ...] | None = None  # None: every OOD split of the bundle
     method: str = field(default_factory=_default_method)
-    p: int = field(default_factory=lambda: _default_p(_default_method()))
+    p: int = field(default_factory=lambda: default_p(_default_method()))
     threshold: str = "local"
     score: str = "energy"
     convention: str = "id"
     view: str = "overview"
-    engine: str = "exact"
+    engine: str = "auto"
     # inspector
     iset: str = ""
     idx: int = 0
@@ -112,59 +181,46 @@ class State:
         default_bundle: str = "",
     ) -> tuple[State, list[str]]:
         """Parse query parameters; invalid values fall back to defaults (listed in notes)."""
-        notes: list[str] = []
-        q = {k: (v[-1] if isinstance(v, list) and v else v) for k, v in query.items()}
-        s = cls(bundle=default_bundle or (bundles[0] if bundles else ""))
+        q = _Query(query)
+        s = cls(bundle=q.text("bundle", default_bundle or (bundles[0] if bundles else "")))
+        s._read_setting(q)
+        s._read_views(q)
+        s.ood = q.names("ood")
+        if ood_options is not None:
+            q.notes += s.drop_unknown_ood(ood_options)
+        return s.validated(q.notes), q.notes
 
-        def choose(key: str, options: Sequence[str], default: str) -> str:
-            if key not in q:
-                return default
-            if str(q[key]) in options:
-                return str(q[key])
-            notes.append(f"ignored {key}={q[key]!r} (choose one of: {', '.join(options)})")
-            return default
+    def _read_setting(self, q: _Query) -> None:
+        """Method, p (in the method's own range, its default when absent), modes."""
+        self.method = q.choose("method", list_methods(), self.method)
+        self.p = q.integer("p", *p_range(self.method), default_p(self.method))
+        self.threshold = q.choose("threshold", list(THRESHOLD_MODES), "local")
+        self.score = q.choose("score", list_scores(), "energy")
+        self.convention = q.choose("convention", list(CONVENTIONS), "id")
+        self.engine = q.choose("engine", list(ENGINES), "auto")
 
-        def integer(key: str, low: int, high: int, default: int) -> int:
-            if key not in q:
-                return default
-            try:
-                v = int(float(q[key]))
-                if low <= v <= high:
-                    return v
-            except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e999"
-                pass
-            notes.append(f"ignored {key}={q[key]!r} (an integer in [{low}, {high}])")
-            return default
+    def _read_views(self, q: _Query) -> None:
+        """The view and each view's own controls."""
+        self.view = q.choose("view", list(VIEWS), "overview")
+        self.iset = q.text("iset")
+        self.idx = q.integer("idx", 0, 10**9, 0)
+        self.imode = q.choose("imode", list(INSPECT_MODES), "index")
+        self.step = int(q.choose("step", [str(g) for g in GRID_STEPS], "5"))
+        self.pareto = q.choose("pareto", list(PARETO_METRICS), "average/auroc")
+        self.cmode = q.choose("cmode", list(COMPARE_MODES), "setting")
+        self.bmethod = q.choose("bmethod", list_methods(), "none")
+        self.bp = q.integer("bp", *p_range(self.bmethod), default_p(self.bmethod))
+        self.bthreshold = q.choose("bthreshold", list(THRESHOLD_MODES), "local")
+        self.bbundle = q.text("bbundle")
 
-        if q.get("bundle"):
-            s.bundle = str(q["bundle"])  # any directory; the page reports unreadable ones
-        methods = list_methods()
-        s.method = choose("method", methods, s.method)
-        s.p = integer("p", P_MIN, P_MAX, _default_p(s.method))
-        s.threshold = choose("threshold", list(THRESHOLD_MODES), "local")
-        s.score = choose("score", list_scores(), "energy")
-        s.convention = choose("convention", list(CONVENTIONS), "id")
-        s.view = choose("view", list(VIEWS), "overview")
-        s.engine = choose("engine", list(ENGINES), "exact")
-        if "ood" in q:
-            names = tuple(n for n in str(q["ood"]).split(",") if n)
-            if ood_options is not None:
-                unknown = [n for n in names if n not in ood_options]
-                if unknown:
-                    notes.append(f"ignored unknown OOD set(s): {', '.join(unknown)}")
-                names = tuple(n for n in names if n in ood_options)
-            s.ood = names
-        s.iset = str(q.get("iset", ""))
-        s.idx = integer("idx", 0, 10**9, 0)
-        s.imode = choose("imode", list(INSPECT_MODES), "index")
-        s.step = int(choose("step", [str(g) for g in GRID_STEPS], "5"))
-        s.pareto = choose("pareto", list(PARETO_METRICS), "average/auroc")
-        s.cmode = choose("cmode", list(COMPARE_MODES), "setting")
-        s.bmethod = choose("bmethod", methods, "none")
-        s.bp = integer("bp", P_MIN, P_MAX, 90)
-        s.bthreshold = choose("bthreshold", list(THRESHOLD_MODES), "local")
-        s.bbundle = str(q.get("bbundle", ""))
-        return s.validated(notes), notes
+    def drop_unknown_ood(self, options: Sequence[str]) -> list[str]:
+        """Keep only OOD names the bundle has; a note names the dropped ones."""
+        if self.ood is None:
+            return []
+        unknown = [n for n in self.ood if n not in options]
+        self.ood = tuple(n for n in self.ood if n in options)
+        return [f"ignored unknown OOD set(s): {', '.join(map(_shown, unknown))}"] if unknown \
+            else []
 
     def validated(self, notes: list[str] | None = None) -> State:
         """Make method-dependent fields consistent (threshold mode the method supports)."""
@@ -195,12 +251,10 @@ class State:
 
     def setting_label(self, method: str | None = None, p: float | None = None,
                       threshold: str | None = None) -> str:
+        """``ash-s p=90 local``: ``ash_core.registry.setting_label``, the one label function
+        (also behind ``Setting.label`` and the CLI); this state's p and threshold by default."""
         method = method or self.method
-        spec = get_method(method)
         p = self.p_value if p is None and method == self.method else p
-        parts = [method]
-        if spec.has_p and p is not None:
-            parts.append(f"p={p:g}")
-        if len(spec.thresholds) > 1:
-            parts.append(threshold or self.threshold)
-        return " ".join(parts)
+        params = {"p": p} if get_method(method).has_p and p is not None else {}
+        mode = len(get_method(method).thresholds) > 1
+        return setting_label(method, params, threshold or self.threshold, mode=mode)

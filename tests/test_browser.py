@@ -1,13 +1,22 @@
 """The dashboard in a real browser: `ash-explore dashboard` + headless Debian Chromium.
 
-Starts the server on a free port, waits until it is healthy, moves the p slider and
-checks that the overview numbers change, visits every view and checks that each
-chart renders with no error box, and saves screenshots of the views (to a temporary
-directory, or to docs/img/ with ASH_UPDATE_SCREENSHOTS=1).
+One server serves the three demo bundles (cifar10_resnet20, cifar10_resnet56,
+mnist_cnn). Every view of every bundle is opened by URL, in the light and the dark
+theme, 1400 and 800 px wide (one reused page per theme and width), and fails on:
+
+* a Streamlit error box (``stException``, an error ``stAlert``) or a browser console
+  error / uncaught page error;
+* anything wider than the viewport (``scrollWidth > innerWidth``, or an element whose
+  right edge passes the viewport), and truncated card labels or values (text cut
+  with an ellipsis);
+* a chart that does not render.
+
+``test_p_slider_updates_the_numbers`` moves the p slider with the keyboard and checks
+the overview's numbers follow. Screenshots of the demo bundle's views are written to
+docs/img/ only with ``ASH_SCREENSHOTS=1`` (else nowhere), so CI rewrites no file.
 
 Runs in CI (never skipped there); skipped locally only when /usr/bin/chromium is
-missing (install it with `make browser`). ASH_BROWSER_BUNDLE overrides the bundle
-(default: the demo bundle cached_features/cifar10_resnet20).
+missing (install it with `make browser`).
 """
 
 from __future__ import annotations
@@ -20,23 +29,47 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-DEMO = REPO / "cached_features" / "cifar10_resnet20"
-VIEWS = {  # view key -> (radio label, charts expected at least)
-    "overview": ("Overview", 1),
-    "distributions": ("Score distributions", 1),
-    "curves": ("ROC & PR curves", 2),
-    "tradeoff": ("Trade-off", 2),
-    "inspector": ("Inspector", 2),
-    "compare": ("Compare", 1),
-    "export": ("Export", 0),
+CHROMIUM = Path(os.environ.get("BROWSER_PATH") or "/usr/bin/chromium")
+BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn")
+DEMO = BUNDLES[0]
+VIEWS = {  # view key -> charts expected at least
+    "overview": 1, "distributions": 1, "curves": 2, "tradeoff": 2, "inspector": 2,
+    "compare": 1, "export": 0,
 }
+THEMES = ("light", "dark")
+WIDTHS = (1400, 800)
+FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = bool(os.environ.get("ASH_SCREENSHOTS"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+#: elements that must lie inside the viewport and never be cut with an ellipsis
+_LAYOUT_JS = """() => {
+  const W = window.innerWidth, out = [];
+  if (document.documentElement.scrollWidth > W + 1)
+    out.push(`page scrolls sideways: scrollWidth ${document.documentElement.scrollWidth} > ${W}`);
+  const main = document.querySelector('[data-testid=stMain]') || document.body;
+  for (const el of main.querySelectorAll('[data-testid=stMetric], .js-plotly-plot, '
+       + '[data-testid=stHeading], [data-testid=stButton], [data-testid=stDownloadButton], '
+       + '[data-testid=stCaptionContainer], [data-testid=stAlert]')) {
+    const r = el.getBoundingClientRect();
+    if (r.width && r.right > W + 1)
+      out.push(`${el.dataset.testid || el.className}: right edge ${Math.round(r.right)} > ${W}`);
+  }
+  for (const el of main.querySelectorAll('[data-testid=stMetricLabel] p, '
+       + '[data-testid=stMetricLabel] div, [data-testid=stMetricValue] div, '
+       + '[data-testid=stMetricValue]')) {
+    if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflow !== 'visible')
+      out.push(`truncated card text: "${el.textContent.trim()}"`);
+  }
+  return out;
+}"""
 
 
 def _free_port() -> int:
@@ -64,16 +97,14 @@ def server():
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             raise RuntimeError("CI must have /usr/bin/chromium (make browser installs it)")
-        pytest.skip("/usr/bin/chromium missing; run `make browser` (CI always has it)")
-    bundle = os.environ.get("ASH_BROWSER_BUNDLE")
-    if not bundle:
-        assert (DEMO / "manifest.json").is_file(), (
-            f"demo bundle {DEMO} missing: build it with `make bundles` (it is committed)")
+        pytest.skip(f"{CHROMIUM} missing; run `make browser` (CI always has it)")
+    paths = [f"cached_features/{b}" for b in BUNDLES]
+    for p in paths:
+        assert (REPO / p / "manifest.json").is_file(), f"demo bundle {p} missing (committed)"
     port = _free_port()
     exe = Path(sys.executable).with_name("ash-explore")
-    cmd = [str(exe) if exe.exists() else "ash-explore", "dashboard", "--port", str(port)]
-    if bundle:
-        cmd.insert(2, bundle)
+    cmd = [str(exe) if exe.exists() else "ash-explore", "dashboard", *paths, "--port",
+           str(port)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
@@ -91,90 +122,145 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    if os.environ.get("ASH_UPDATE_SCREENSHOTS"):
-        out = REPO / "docs" / "img"
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    return tmp_path_factory.mktemp("screenshots")
-
-
-def _wait_idle(page, timeout: float = 60_000) -> None:
-    """Wait until Streamlit finished the current run (no running indicator)."""
-    page.wait_for_timeout(500)
-    page.wait_for_function(
-        "() => { const h = document.querySelector('[data-testid=stHeader]');"
-        " const s = document.querySelector('[data-testid=stStatusWidget]');"
-        " return !(h && /Stop|Running/.test(h.innerText)) && !(s && /Running/.test(s.innerText)); }",
-        timeout=timeout)
-    page.wait_for_timeout(500)
-
-
-def _metric_values(page) -> list[str]:
-    return page.locator("[data-testid=stMetricValue]").all_inner_texts()
-
-
-def _assert_clean(page, view: str, charts: int) -> None:
-    assert page.locator("[data-testid=stException]").count() == 0, f"{view}: exception shown"
-    errors = page.locator("[data-testid=stAlertContentError]").all_inner_texts()
-    assert not errors, f"{view}: error box: {errors}"
-    if charts:
-        page.wait_for_function(
-            "(n) => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
-            arg=charts, timeout=60_000)
-        assert page.locator(".js-plotly-plot").count() >= charts, view
-
-
-def test_dashboard_in_chromium(server, shots):
+def browser(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--headless", "--disable-gpu",
-                  "--disable-background-networking"])
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.goto(f"{server}/?method=ash-s&p=65", wait_until="domcontentloaded")
-            page.wait_for_selector("[data-testid=stMetricValue]", timeout=120_000)
-            _wait_idle(page)
-            _assert_clean(page, "overview", 1)
-            before = _metric_values(page)
-            assert len(before) >= 4 and all(v.endswith("%") for v in before[:4])
-            page.screenshot(path=str(shots / "overview.png"), full_page=True)
-
-            # move the p slider with the keyboard
-            slider = page.locator("[data-testid=stSlider] [role=slider], "
-                                  "[data-testid=stSlider] input[type=range]").first
-            slider.focus()
-            for _ in range(25):
-                slider.press("ArrowRight")
-            page.wait_for_function(
-                "(old) => { const v = [...document.querySelectorAll("
-                "'[data-testid=stMetricValue]')].map(e => e.innerText);"
-                " return v.length && v.join('|') !== old; }",
-                arg="|".join(before), timeout=30_000)
-            _wait_idle(page)
-            after = _metric_values(page)
-            assert after != before, "overview numbers did not change with p"
-            value = slider.get_attribute("aria-valuenow") or slider.input_value()
-            assert value == "90"
-            assert "p=90" in page.url
-
-            for view, (label, charts) in VIEWS.items():
-                page.locator("[data-testid=stSidebar] label").filter(has_text=label).first.click()
-                page.wait_for_function(f"() => location.search.includes('view={view}')",
-                                       timeout=30_000)
-                _wait_idle(page, timeout=180_000)
-                _assert_clean(page, view, charts)
-                page.screenshot(path=str(shots / f"{view}.png"), full_page=True)
-                assert (shots / f"{view}.png").stat().st_size > 10_000
-                if view == "compare":  # and two bundles (ResNet-20 vs ResNet-56 in the demo)
-                    page.locator("label").filter(has_text="two bundles, same setting").click()
-                    page.wait_for_function("() => location.search.includes('cmode=bundle')",
-                                           timeout=30_000)
-                    _wait_idle(page, timeout=180_000)
-                    _assert_clean(page, "compare bundles", 1)
-                    page.screenshot(path=str(shots / "compare_bundles.png"), full_page=True)
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+class Tab:
+    """One reused page per (theme, width), collecting console and page errors."""
+
+    def __init__(self, browser, theme: str, width: int):
+        self.context = browser.new_context(viewport={"width": width, "height": 1000},
+                                           color_scheme=theme)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error"
+                     else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+
+    def open(self, server: str, **query) -> None:
+        self.errors.clear()
+        self.page.goto(f"{server}/?{urlencode(query)}", wait_until="domcontentloaded")
+        self.page.wait_for_selector("[data-testid=stMain] [data-testid=stHeading]",
+                                    timeout=120_000)
+        _wait_idle(self.page)
+
+
+@pytest.fixture(scope="module")
+def tabs(browser):
+    made: dict[tuple[str, int], Tab] = {}
+
+    def get(theme: str, width: int) -> Tab:
+        if (theme, width) not in made:
+            made[(theme, width)] = Tab(browser, theme, width)
+        return made[(theme, width)]
+
+    yield get
+    for tab in made.values():
+        tab.context.close()
+
+
+#: true while Streamlit is connecting or running the script: no view heading yet, the
+#: running indicator, a spinner, or elements marked stale by a rerun (a progress bar is
+#: no sign: a view that fails mid-sweep leaves one behind)
+BUSY_JS = """() => {
+  const s = document.querySelector('[data-testid=stStatusWidget]');
+  return !document.querySelector('[data-testid=stMain] [data-testid=stHeading]')
+    || (s && /Running|Connecting/.test(s.innerText))
+    || !!document.querySelector('[data-testid^=stStatusWidgetRunning], '
+         + '[data-testid=stSpinner], [data-stale=true]');
+}"""
+
+
+def _wait_idle(page, timeout: float = 240_000) -> None:
+    """Wait until Streamlit finished the current run: not busy in two checks 400 ms apart
+    (a rerun can start a moment after the event that causes it)."""
+    deadline = time.time() + timeout / 1000
+    while time.time() < deadline:
+        page.wait_for_function(f"() => !({BUSY_JS})()", timeout=timeout)
+        page.wait_for_timeout(400)
+        if not page.evaluate(BUSY_JS):
+            return
+    raise TimeoutError(f"Streamlit still busy after {timeout / 1000:.0f}s")
+
+
+def _problems(tab: Tab, charts: int) -> list[str]:
+    page = tab.page
+    out = []
+    if page.locator("[data-testid=stException]").count():
+        out.append("exception: " + " | ".join(
+            page.locator("[data-testid=stException]").all_inner_texts())[:300])
+    errors = page.locator("[data-testid=stAlertContentError]").all_inner_texts()
+    out += [f"error box: {e[:300]}" for e in errors]
+    if charts:
+        try:
+            page.wait_for_function(
+                "(n) => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+                arg=charts, timeout=30_000)
+        except Exception:  # noqa: BLE001 - reported with the rest
+            n = page.locator(".js-plotly-plot").count()
+            out.append(f"{n} chart(s) rendered, expected >= {charts}")
+    out += page.evaluate(_LAYOUT_JS)
+    out += [f"console: {e[:300]}" for e in tab.errors]
+    return out
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_every_view_is_clean(server, tabs, bundle, theme, width):
+    tab = tabs(theme, width)
+    failures = []
+    for view, charts in VIEWS.items():
+        tab.open(server, bundle=f"cached_features/{bundle}", method="ash-s", p=65, view=view)
+        failures += [f"{view}: {p}" for p in _problems(tab, charts)]
+        if SHOTS and bundle == DEMO:
+            _screenshot(tab, view, theme, width)
+    if bundle == DEMO:  # and Compare's other mode: the same setting on two bundles
+        tab.open(server, bundle=f"cached_features/{bundle}", method="ash-s", p=65,
+                 view="compare", cmode="bundle", bbundle=f"cached_features/{BUNDLES[1]}")
+        failures += [f"compare bundles: {p}" for p in _problems(tab, 1)]
+        if SHOTS:
+            _screenshot(tab, "compare_bundles", theme, width)
+    assert not failures, (f"{bundle}, {theme}, {width}px:\n  " + "\n  ".join(failures))
+
+
+def _screenshot(tab: Tab, view: str, theme: str, width: int) -> None:
+    """docs/img/<view>.png (light, 1400 px); plus the overview dark at 800 px."""
+    out = REPO / "docs" / "img"
+    if (theme, width) == ("light", 1400):
+        name = view
+    elif view == "overview" and (theme, width) == ("dark", 800):
+        name = "overview_dark_800"
+    else:
+        return
+    tab.page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+
+
+def test_p_slider_updates_the_numbers(server, tabs):
+    tab = tabs("light", 1400)
+    tab.open(server, bundle=f"cached_features/{DEMO}", method="ash-s", p=65)
+    page = tab.page
+    before = page.locator("[data-testid=stMetricValue]").all_inner_texts()
+    assert len(before) >= 4 and all(v.endswith("%") for v in before[:4])
+    slider = page.locator("[data-testid=stSlider] input[type=range], "
+                          "[data-testid=stSlider] [role=slider]").first
+    slider.focus()
+    for _ in range(25):
+        slider.press("ArrowRight")
+    page.wait_for_function(
+        "(old) => { const v = [...document.querySelectorAll("
+        "'[data-testid=stMetricValue]')].map(e => e.innerText);"
+        " return v.length && v.join('|') !== old; }", arg="|".join(before), timeout=30_000)
+    _wait_idle(page)
+    assert page.locator("[data-testid=stMetricValue]").all_inner_texts() != before
+    value = slider.get_attribute("aria-valuenow") or slider.input_value()
+    assert value == "90" and "p=90" in page.url
+    assert not _problems(tab, 1)

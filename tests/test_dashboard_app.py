@@ -6,6 +6,7 @@ real demo bundle ``cached_features/cifar10_resnet20``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,15 @@ import pytest
 from conftest import make_synthetic_bundle
 from streamlit.testing.v1 import AppTest
 
-from ash_core import Evaluator, SplitData, list_methods, list_scores, load_bundle, write_bundle
+from ash_core import (
+    Evaluator,
+    SplitData,
+    get_method,
+    list_methods,
+    list_scores,
+    load_bundle,
+    write_bundle,
+)
 from ash_core.cli import main as cli_main
 from ash_core.samples import inspect_sample
 from dashboard.state import VIEWS
@@ -50,11 +59,51 @@ def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
 
+def numbers_caption(at: AppTest) -> str:
+    """The caption that says which engine computed the shown numbers."""
+    (caption,) = [c.value for c in at.caption if c.value.startswith("Numbers: ")]
+    return caption
+
+
+def texts(at: AppTest, *kinds: str) -> str:
+    """Every markdown-bearing element's source text, unescaped for matching."""
+    kinds = kinds or ("markdown", "caption", "subheader", "title", "error", "warning", "info",
+                      "success")
+    return "\n".join(e.value for k in kinds for e in at.get(k)).replace("\\", "")
+
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """A normal bundle, one with another feature dimension, one with thumbnails and image
-    paths, and one with an empty OOD split."""
+    paths, one with an empty OOD split, one without id_fit, one with other OOD sets and one
+    whose manifest name is a markdown image. Their directory is the app's bundle root."""
     root = tmp_path_factory.mktemp("app_bundles")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASH_BUNDLE_ROOTS", str(root))
+        yield _make_bundles(root)
+
+
+EVIL = "![x](http://evil.example/x.png)"
+
+
+def _variant(src: Path, dst: Path, name: str | None = None, drop_role: str = "",
+             rename: dict[str, str] | None = None) -> Path:
+    """A copy of bundle ``src`` without the splits of ``drop_role``, with OOD splits
+    renamed and another manifest name (re-written through write_bundle)."""
+    b = load_bundle(src)
+    rename = rename or {}
+    splits = [SplitData(rename.get(s.name, s.name), s.info.role, np.asarray(s.features),
+                        s.labels) for s in b.splits if s.info.role != drop_role]
+    out = write_bundle(dst, b.head_weight.numpy(), b.head_bias.numpy(), b.classes, splits,
+                       {"model": {"name": "synthetic"}})
+    if name is not None:
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["name"] = name
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _make_bundles(root: Path) -> dict[str, Path]:
     main = make_synthetic_bundle(root / "main")
     other = make_synthetic_bundle(root / "d48", dim=48, seed=1)
     rng = np.random.default_rng(3)
@@ -75,8 +124,14 @@ def bundles(tmp_path_factory):
     manifest = json.loads((empty / "manifest.json").read_text())
     manifest["splits"].append({"name": "void", "role": "ood", "file": "splits/void.safetensors",
                                "n": 0})
+    manifest["files"]["splits/void.safetensors"] = hashlib.sha256(
+        (empty / "splits/void.safetensors").read_bytes()).hexdigest()  # verified on load
     (empty / "manifest.json").write_text(json.dumps(manifest))
-    return {"main": main, "d48": other, "pics": pics, "empty": empty}
+    return {"main": main, "d48": other, "pics": pics, "empty": empty,
+            "nofit": _variant(main, root / "nofit", drop_role="id_fit"),
+            "other": _variant(main, root / "other", rename={"near": "other"}),
+            "lonely": _variant(main, root / "lonely", rename={"near": "x1", "far": "x2"}),
+            "evil": _variant(main, root / "evil", name=EVIL)}
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +173,9 @@ def test_overview_equals_the_cli(bundles, capsys, engine):
         for k, v in m.items():
             assert table.loc[name, k] == pytest.approx(100 * v, abs=tol)
     assert charts(at) == 1
-    caption = " ".join(c.value for c in at.caption)
-    assert ("score cube" in caption) == (engine == "cube")
+    assert numbers_caption(at) == {"exact": "Numbers: exact, as `ash-explore evaluate`.",
+                                   "cube": "Numbers: score cube (float32; equal to "
+                                           "`ash-explore evaluate` up to rounding)."}[engine]
     assert at.radio(key="engine").value == engine
 
 
@@ -169,7 +225,7 @@ def test_every_sidebar_control_changes_state(bundles, ev):
         ok(at)
         assert at.query_params["method"] == method
         seen.add(metrics(at)["avg AUROC"])
-        assert at.slider(key="p").disabled == (method == "none")
+        assert at.slider(key="p").disabled == (not get_method(method).has_p)
     assert len(seen) >= len(list_methods()) - 1
     at.selectbox(key="method").set_value("react").run()
     assert at.radio(key="threshold").disabled  # react: local only
@@ -293,8 +349,10 @@ def test_compare_two_settings(bundles, ev):
     at.slider(key="bp").set_value(80).run()
     ok(at)
     assert at.query_params["bp"] == "80"
+    assert "B: p = 80 keeps k = 6 of D = 32 units" in texts(at, "caption")  # k beside B's p
     at.selectbox(key="bmethod").set_value("react").run()
     assert at.radio(key="bthreshold").disabled
+    assert at.slider(key="bp").value == 90  # B's method starts at its own default p too
     assert charts(at) == 1
 
 
@@ -308,7 +366,9 @@ def test_compare_bundles_of_different_dimensions(bundles):
 
 def test_export_offers_report_tables_and_figures(bundles):
     at = ok(run_app(bundles["main"], view="export", method="ash-s", p=85))
-    assert len(at.get("download_button")) == 1 + 3 + 4
+    keys = [b.key for b in at.get("download_button")]
+    assert keys == ["dl_report", "dl_report_pdf", "dl_csv", "dl_latex", "dl_markdown",
+                    *(f"dl_fig_{i}" for i in range(4))]  # report (HTML, PDF), tables, figures
     codes = [c.value for c in at.code]
     assert any("method=ash-s" in c and "p=85" in c for c in codes)
     at.radio(key="export_preview").set_value("latex").run()
@@ -318,7 +378,10 @@ def test_export_offers_report_tables_and_figures(bundles):
 # --------------------------------------------------------------------------- bad input
 
 
-def test_unreadable_bundle_shows_an_error_and_the_app_keeps_working(bundles, tmp_path):
+def test_unreadable_bundle_shows_an_error_and_the_app_keeps_working(bundles, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("ASH_BUNDLE_ROOTS", os.pathsep.join([str(bundles["main"].parent),
+                                                            str(tmp_path)]))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
@@ -329,7 +392,7 @@ def test_unreadable_bundle_shows_an_error_and_the_app_keeps_working(bundles, tmp
     ok(at)
     assert metrics(at)["avg AUROC"].endswith("%")
     at.text_input(key="bundle_path").input("/does/not/exist").run()
-    assert any("does not exist" in e.value for e in at.error)
+    assert any("is not available" in e.value for e in at.error)
     assert at.query_params["bundle"] == "/does/not/exist"
 
 
@@ -376,7 +439,8 @@ def test_bundles_from_the_command_line_are_listed_and_selectable(bundles, monkey
 
 def test_cube_engine_slider_tracks_the_exact_numbers(bundles, ev):
     at = ok(run_app(bundles["main"], method="ash-s", p=60))
-    assert at.radio(key="engine").value == "exact"  # the CLI's numbers are the default
+    assert at.radio(key="engine").value == "auto"  # small bundle: exact numbers
+    assert numbers_caption(at).startswith("Numbers: exact")
     at.radio(key="engine").set_value("cube").run()
     ok(at)
     assert at.query_params["engine"] == "cube"
@@ -385,12 +449,199 @@ def test_cube_engine_slider_tracks_the_exact_numbers(bundles, ev):
         at.slider(key="p").set_value(p).run()
         ok(at)
         shown = float(metrics(at)["avg AUROC"].rstrip("%"))
+        assert numbers_caption(at).startswith("Numbers: score cube")
         exact = 100 * ev.evaluate("ash-s", float(p)).average["auroc"]
         assert shown == pytest.approx(exact, abs=0.01)
         seen.append(shown)
     assert len(set(seen)) == 3
     at.radio(key="engine").set_value("exact").run()
     ok(at)
+    assert at.query_params["engine"] == "exact"
+    assert numbers_caption(at).startswith("Numbers: exact")
+    at.radio(key="engine").set_value("auto").run()
     assert "engine" not in at.query_params  # the default is implicit in the link
     exact = ev.evaluate("ash-s", 95.0).to_dict()
     assert metrics(at)["avg AUROC"] == expected_metrics(exact)["avg AUROC"]
+
+
+# --------------------------------------------------------------------------- engine choice
+
+
+def test_a_cube_failure_is_shown_and_the_numbers_labelled_exact(bundles, ev, monkeypatch):
+    # regression: any cube exception fell back to exact while the caption said "score cube"
+    from dashboard import replay
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    # both the build and the lookup fail (another test may have built this cube already)
+    monkeypatch.setattr(replay, "get_cube", broken)
+    monkeypatch.setattr(replay, "evaluate_setting", broken)
+    at = run_app(bundles["main"], method="ash-p", p=43, engine="cube")
+    assert not at.exception and not at.error
+    assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)
+    assert numbers_caption(at).startswith("Numbers: exact")
+    assert metrics(at) == {**metrics(at),
+                           **expected_metrics(ev.evaluate("ash-p", 43.0).to_dict())}
+
+
+def test_verify_at_this_p_compares_the_cube_with_the_exact_numbers(bundles):
+    at = ok(run_app(bundles["main"], method="ash-b", p=66, engine="cube"))
+    assert numbers_caption(at).startswith("Numbers: score cube")
+    at.button(key="verify").click().run()
+    ok(at)
+    (note,) = [i.value for i in at.info if "max |Δ|" in i.value]
+    diff = float(note.split("max |Δ| = ")[1].split(" pp")[0])
+    assert 0 <= diff < 0.01 and " over 14 numbers" in note  # 2 sets x 4, average 4, 2 acc
+    exact = ok(run_app(bundles["main"], method="ash-b", p=66, engine="exact"))
+    assert not any(b.key == "verify" for b in exact.button)  # nothing to verify
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+def test_tradeoff_on_a_bundle_without_id_fit(bundles):
+    # regression (12.1): the sweep ran ReAct, which needs id_fit, and the view stopped
+    at = ok(run_app(bundles["nofit"], view="tradeoff", step=10))
+    assert charts(at) == 2
+    sweep_caption = next(c.value for c in at.caption if "settings of" in c.value)
+    assert "react" not in sweep_caption and "ash-s" in sweep_caption
+
+
+def test_methods_and_modes_a_bundle_cannot_serve_are_not_offered(bundles):
+    # regression (12.2): react and global were offered on a bundle without id_fit
+    at = ok(run_app(bundles["nofit"]))
+    assert "react" not in at.selectbox(key="method").options
+    assert at.radio(key="threshold").options == ["local"]
+    assert "method react" in texts(at, "caption") and "threshold global" in texts(at, "caption")
+    at = ok(run_app(bundles["nofit"], method="react", threshold="global", view="inspector"))
+    assert at.selectbox(key="method").value == "ash-s"
+    assert "react is not available for this bundle" in texts(at, "warning")
+    full = ok(run_app(bundles["main"]))
+    assert "react" in full.selectbox(key="method").options
+    assert full.radio(key="threshold").options == ["local", "global"]
+
+
+def test_compare_shows_a_when_b_cannot_serve_the_setting(bundles):
+    # regression (12.3): one failing side replaced the whole page with errors
+    at = run_app(bundles["main"], method="ash-b", threshold="global", view="compare",
+                 cmode="bundle", bbundle=str(bundles["nofit"]))
+    assert not at.exception
+    assert len([m for m in at.metric if m.label == "avg AUROC"]) == 1  # A is shown
+    err = texts(at, "error")
+    assert err.startswith("B cannot be shown") and "no id_fit split" in err
+
+
+def test_compare_two_bundles_on_their_common_ood_sets(bundles):
+    # regression (12.4): averages over different OOD lists were shown side by side
+    at = ok(run_app(bundles["main"], view="compare", cmode="bundle",
+                    bbundle=str(bundles["other"])))
+    assert "over the 1 OOD set(s) both bundles have: far" in texts(at, "info")
+    assert [len(d.value) for d in at.dataframe] == [2, 2]  # far + Average, each side
+    at = ok(run_app(bundles["main"], view="compare", cmode="bundle",
+                    bbundle=str(bundles["lonely"])))
+    assert "no OOD set in common" in texts(at, "warning")
+
+
+def test_switching_method_starts_at_its_declared_default_p(bundles):
+    # regression (12.5): ASH-S@57 -> ReAct showed ReAct at p = 57
+    at = ok(run_app(bundles["main"], method="ash-s", p=57))
+    at.selectbox(key="method").set_value("react").run()
+    ok(at)
+    assert at.slider(key="p").value == 90 and at.query_params["p"] == "90"
+    at.selectbox(key="method").set_value("scale").run()
+    assert at.slider(key="p").value == 85
+    at.selectbox(key="method").set_value("ash-b").run()
+    assert at.slider(key="p").value == 65
+    linked = ok(run_app(bundles["main"], method="react", p=57))
+    assert linked.slider(key="p").value == 57  # an explicit p in a link is kept
+
+
+def test_p_shows_the_kept_count_and_repeated_steps(bundles):
+    # regression (12.6): on narrow layers neighbouring p gave the same numbers unexplained
+    at = ok(run_app(bundles["main"], method="ash-s", p=65))  # D = 32: k = 11 for p = 65, 66
+    caption = texts(at, "caption")
+    assert "p = 65 keeps k = 11 of D = 32 units" in caption
+    assert "the same k as p = 66: no change in the numbers" in caption
+    assert "of the ID activations are exactly 0" in caption
+
+
+def test_mnist_pruning_only_zeros_is_said(bundles, monkeypatch):
+    # regression (12.7): mnist_cnn at ASH-S@65 prunes only zero activations, silently
+    monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(REPO / "cached_features"))
+    at = ok(run_app(REPO / "cached_features" / "mnist_cnn", method="ash-s", p=65))
+    caption = texts(at, "caption")
+    assert "pruning removes only zeros in 100.0% of ID samples" in caption
+    assert "80.3% of the ID activations are exactly 0" in caption
+
+
+def test_inspector_neutral_energy_delta_headers_and_gallery(bundles):
+    # regression (12.12): green up-arrow for energy, raw headers, no pictures of the worst
+    at = ok(run_app(bundles["pics"], view="inspector", imode="fp"))
+    (after,) = [m for m in at.metric if m.label == "energy after"]
+    assert after.proto.color == after.proto.MetricColor.GRAY
+    config = at.dataframe[0].proto.columns
+    for header in ("Sample index", "Score (energy)", "Percentile within ID scores (%)"):
+        assert header in config
+    assert '"%.3f"' in config and '"%.1f"' in config
+    assert len(at.get("image")) == 10 + 1  # the gallery (digits have thumbnails) + sample
+
+
+def test_unknown_ood_names_in_a_link_are_reported(bundles):
+    # regression (12.13): ?ood=far,foo dropped foo silently
+    at = ok(run_app(bundles["main"], ood="far,foo"))
+    assert "ignored unknown OOD set(s): 'foo'" in texts(at, "warning")
+    assert at.multiselect(key="ood").value == ["far"]
+
+
+def test_opening_another_bundle_starts_from_its_own_ood_sets(bundles):
+    # regression: the previous bundle's selection was kept where names overlapped
+    at = ok(run_app(bundles["main"], ood="far"))
+    at.text_input(key="bundle_path").input(str(bundles["other"])).run()
+    ok(at)
+    assert at.multiselect(key="ood").value == ["far", "other"]
+
+
+# --------------------------------------------------------------------------- issue 13
+
+
+@pytest.mark.parametrize("path", ["/etc", "/etc/passwd", "~", "/does/not/exist", "..",
+                                  "cached_features/../../shared"])
+def test_links_cannot_open_or_probe_paths_outside_the_bundle_roots(bundles, path):
+    # regression (13.11): ?bundle=/etc was opened and said whether paths exist
+    at = run_app(path)
+    assert not at.exception
+    shown = texts(at)
+    assert "is not available" in shown
+    for leak in ("is a file", "does not exist", "not a directory", "manifest.json"):
+        assert leak not in shown
+
+
+def test_a_cube_is_never_written_into_a_bundle_outside_the_roots(bundles, tmp_path):
+    import shutil
+
+    outside = shutil.copytree(bundles["main"], tmp_path / "outside",
+                              ignore=shutil.ignore_patterns(".cube_cache"))
+    at = run_app(outside, engine="cube", method="ash-s", p=70)
+    assert not at.exception and any("is not available" in e.value for e in at.error)
+    assert not (outside / ".cube_cache").exists()
+
+
+def test_bundle_supplied_strings_are_plain_text(bundles):
+    # regression (13.12): a manifest name "![x](http://...)" rendered an outside image
+    for view, extra in (("overview", {}), ("compare", {"cmode": "bundle",
+                                                       "bbundle": str(bundles["main"])})):
+        at = ok(run_app(bundles["evil"], view=view, **extra))
+        raw = "\n".join(e.value for k in ("markdown", "caption", "subheader", "error",
+                                          "warning", "info") for e in at.get(k))
+        assert "![x](http" not in raw
+        assert EVIL in texts(at)  # shown, literally
+
+
+def test_an_overlong_url_parameter_is_ignored_with_a_note(bundles):
+    # regression (13.13): a 100k-character method= never rendered
+    at = ok(run_app(bundles["main"], method="x" * 100_000, ood=",".join(["far"] * 70)))
+    assert at.selectbox(key="method").value == "ash-s"
+    notes = texts(at, "warning")
+    assert "longer than 256 characters" in notes and len(notes) < 2000
+    assert metrics(at)["avg AUROC"].endswith("%")

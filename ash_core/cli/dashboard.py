@@ -1,10 +1,16 @@
-"""``ash-explore dashboard``: open the Streamlit dashboard (headless-safe)."""
+"""``ash-explore dashboard``: open the Streamlit dashboard (headless-safe).
+
+The Streamlit server runs as a child process; SIGTERM and SIGINT sent to this command
+are forwarded to it, and the command waits for it to exit, so stopping the command
+never leaves a server behind.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +18,8 @@ from pathlib import Path
 from ..errors import AshError
 
 DEFAULT_BUNDLE = "cached_features/cifar10_resnet20"
+#: how long the child gets to exit after a forwarded signal before it is killed
+STOP_TIMEOUT_S = 10.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,10 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="explore ASH live in the browser (Streamlit dashboard)",
         description="Start the ASH Explorer dashboard on BUNDLE (default: the demo bundle "
                     f"{DEFAULT_BUNDLE}). Opens headless: browse to the printed address. Extra "
-                    "bundles are listed in the sidebar and can be compared.",
+                    "bundles are listed in the sidebar and can be compared. A link may only "
+                    "open the given bundles and bundles under a bundle root.",
     )
     p.add_argument("bundles", nargs="*", metavar="BUNDLE",
                    help=f"bundle directories (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--bundle-root", action="append", default=[], metavar="DIR",
+                   help="directory whose bundles may be opened from the page or a link "
+                        "(repeatable; default: the directories holding the given bundles and "
+                        "the repository's cached_features/)")
     p.add_argument("--data-root", default=None,
                    help="directory holding the original images (e.g. ../shared/data), for the "
                         "inspector's pictures of sets without bundled thumbnails")
@@ -50,9 +63,39 @@ def command(args: argparse.Namespace) -> list[str]:
            "--server.headless", "true", "--server.port", str(args.port),
            "--server.address", args.address, "--browser.gatherUsageStats", "false",
            "--", *(args.bundles or [DEFAULT_BUNDLE])]
+    for root in getattr(args, "bundle_root", None) or []:
+        cmd += ["--bundle-root", root]
     if args.data_root:
         cmd += ["--data-root", args.data_root]
     return cmd
+
+
+def supervise(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` as a child; forward SIGTERM/SIGINT to it, wait, return its exit code
+    (128 + signal when a forwarded signal stopped it)."""
+    child = subprocess.Popen(cmd, env=env)
+    received: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=STOP_TIMEOUT_S if received else None)
+                break
+            except subprocess.TimeoutExpired:  # the child ignored the signal: stop it
+                child.kill()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return 128 + received[0] if received else code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +110,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"ASH Explorer dashboard: http://{args.address}:{args.port}", flush=True)
     env = dict(os.environ)
     env.setdefault("ASH_TORCH_THREADS", "1")  # one intra-op thread per session (see app)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 130
+    return supervise(cmd, env)

@@ -1,17 +1,31 @@
-"""Shared view plumbing: the session's State store, widget binding, the URL, error boxes."""
+"""Shared view plumbing: the session's State store, widget binding, the URL, the current
+result, error boxes and the one helper that shows untrusted text as plain text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import streamlit as st
 
 from ash_core import Bundle, EvalResult
-from dashboard import services
-from dashboard.state import State
+from dashboard import cache
+from dashboard import replay as engines
+from dashboard.config import AppArgs
+from dashboard.paths import BundlePolicy
+from dashboard.state import State, default_p
 
 STORE = "_ash_state"
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")
+
+
+def plain(text: object) -> str:
+    """``text`` escaped for Streamlit markdown, so it shows literally: no links, images,
+    HTML, colour or icon directives. Every bundle- or URL-supplied string that reaches a
+    markdown element (captions, headers, boxes, labels) goes through this."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 def store() -> State:
@@ -34,6 +48,16 @@ def commit(*keys: str) -> None:
             setattr(s, key, tuple(v) if key == "ood" else v)
 
 
+def start_at_default_p(method_key: str, p_key: str) -> None:
+    """``on_change`` of a method box: the newly chosen method starts at its own declared
+    default p (``method``/``p`` in the sidebar, ``bmethod``/``bp`` in Compare)."""
+    s = store()
+    commit(method_key)
+    value = default_p(getattr(s, method_key))
+    setattr(s, p_key, value)
+    st.session_state[p_key] = value
+
+
 def write_url() -> None:
     """Mirror the store in the URL so that a copied link reopens this exact view."""
     target = store().to_query()
@@ -41,32 +65,61 @@ def write_url() -> None:
         st.query_params.from_dict(target)
 
 
+@contextmanager
+def progress_bar(text: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback that draws a bar on first use; removed after."""
+    slot = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        slot.progress(min(1.0, done / max(total, 1)), text=f"{text} ... {done}/{total}")
+
+    try:
+        yield progress
+    finally:
+        slot.empty()
+
+
 @dataclass
 class Context:
     """What every view needs: the state, the bundle and the OOD selection."""
 
     state: State
-    args: services.AppArgs
+    args: AppArgs
     bundles: list[str]
+    policy: BundlePolicy
     bundle: Bundle | None = None
     ood: list[str] = field(default_factory=list)
     colors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    _replay: tuple[tuple, engines.Replay] | None = None
 
     @property
     def setting(self) -> str:
         return self.state.setting_label()
 
+    def replay(self) -> engines.Replay:
+        """The current setting's result and the engine that computed it.
+
+        Memoised for this run only: a fragment rerun (p moved) calls the views with the
+        same Context, so the memo is keyed by the setting, never reused for another p."""
+        s = self.state
+        key = (s.method, s.p_value, s.threshold, s.score, s.convention, s.engine,
+               tuple(self.ood))
+        if self._replay is None or self._replay[0] != key:
+            with progress_bar("Preparing the slider: scoring every p at once") as progress:
+                rep = engines.replay(self.bundle, self.ood, s.method, s.p_value, s.threshold,
+                                     s.score, s.convention, s.engine, progress)
+            self._replay = (key, rep)
+        return self._replay[1]
+
     def result(self) -> EvalResult:
         """The current setting's result (cached, shared between sessions: read only)."""
-        s = self.state
-        return services.evaluate(self.bundle, self.ood, s.method, s.p_value, s.threshold,
-                                 s.score, s.convention, s.engine)
+        return self.replay().result
 
     def baseline(self) -> EvalResult:
         """No shaping, same score and convention: what deltas are measured against."""
         s = self.state
-        return services.baseline(self.bundle, self.ood, s.score, s.convention)
+        return cache.baseline(self.bundle, self.ood, s.score, s.convention)
 
 
 def guarded(fn: Callable[[Context], None], ctx: Context) -> None:
@@ -74,7 +127,8 @@ def guarded(fn: Callable[[Context], None], ctx: Context) -> None:
     try:
         fn(ctx)
     except Exception as exc:  # noqa: BLE001 - show every failure in the page
-        st.error(f"Cannot show this view: {services.error_text(exc)}", icon=":material/warning:")
+        st.error(f"Cannot show this view: {plain(cache.error_text(exc))}",
+                 icon=":material/warning:")
 
 
 def pct(v: float | None) -> str:
@@ -92,11 +146,9 @@ METRICS = (("fpr95", "FPR95"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"),
 
 def metrics_table(frame, key: str, deltas: bool = False) -> None:
     """The per-OOD-set metrics table in %, optionally with deltas in percentage points."""
-    from dashboard import services
-
     cols = ["ood_set", *[c for m, _ in METRICS for c in ((m, f"{m}_delta") if deltas else (m,))]]
     st.dataframe(
-        services.percent(frame), hide_index=True, key=key, width="stretch",
+        cache.percent(frame), hide_index=True, key=key, width="stretch",
         column_order=cols,
         column_config={
             "ood_set": "OOD set",

@@ -1,30 +1,146 @@
-"""Compare two settings (method / p / threshold) or two bundles side by side."""
+"""Compare two settings (method / p / threshold) or two bundles side by side.
+
+A is always shown; when B cannot be computed the page says why next to A's numbers.
+Two bundles are compared on the OOD sets both have (by name), so both averages are over
+the same sets.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
 import streamlit as st
 
-from ash_core import THRESHOLD_MODES, get_method, list_methods
-from dashboard import figures, services
-from dashboard.state import COMPARE_MODES, P_MAX, P_MIN
-from dashboard.views.common import Context, bind, commit, metrics_table, pct, store
+from ash_core import EvalResult, get_method
+from ash_core.errors import BundleError
+from dashboard import cache, figures, offer
+from dashboard import replay as engines
+from dashboard.state import COMPARE_MODES, p_range
+from dashboard.views.common import (
+    Context,
+    bind,
+    commit,
+    metrics_table,
+    pct,
+    plain,
+    start_at_default_p,
+    store,
+)
 
 
-def _setting_b(ctx: Context) -> None:
+@dataclass
+class Side:
+    """One column of the comparison: its label and how to compute its result."""
+
+    label: str
+    compute: Callable[[], tuple[EvalResult, pd.DataFrame]]
+
+
+def _setting_b(ctx: Context) -> Side:
     s = store()
     c1, c2, c3 = st.columns(3)
     bind("bmethod")
-    c1.selectbox("B: method", list_methods(), key="bmethod")
+    c1.selectbox("B: method", offer.methods_for(ctx.bundle), key="bmethod",
+                 on_change=start_at_default_p, args=("bmethod", "bp"))
     commit("bmethod")
     spec = get_method(s.bmethod)
-    if st.session_state.get("bthreshold", s.bthreshold) not in spec.thresholds:
-        st.session_state["bthreshold"] = spec.thresholds[0]
+    modes = offer.thresholds_for(ctx.bundle, s.bmethod)
+    if st.session_state.get("bthreshold", s.bthreshold) not in modes:
+        st.session_state["bthreshold"] = modes[0]
+    low, high = p_range(s.bmethod)
+    if not low <= st.session_state.get("bp", s.bp) <= high:
+        st.session_state["bp"] = min(max(s.bp, low), high)
     bind("bp")
-    c2.slider("B: p", P_MIN, P_MAX, step=1, key="bp", disabled=not spec.has_p)
+    c2.slider("B: p", low, high, step=1, key="bp", disabled=not spec.has_p)
     bind("bthreshold")
-    c3.radio("B: threshold", list(THRESHOLD_MODES), key="bthreshold", horizontal=True,
-             disabled=len(spec.thresholds) < 2)
+    c3.radio("B: threshold", modes, key="bthreshold", horizontal=True, disabled=len(modes) < 2)
     commit("bp", "bthreshold")
+    st.caption(plain("B: " + offer.p_caption(ctx.bundle, s.bmethod, s.bp, s.bthreshold,
+                                              cache.id_zero_counts(ctx.bundle))))
+    label = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
+    return Side(label, lambda: _result(ctx.bundle, ctx.ood, s.bmethod, s.bp_value,
+                                       s.bthreshold))
+
+
+def _result(bundle, ood, method, p, threshold) -> tuple[EvalResult, pd.DataFrame]:
+    s = store()
+    if threshold not in offer.thresholds_for(bundle, method):
+        raise BundleError(f"{bundle.name} cannot serve {method} with {threshold} thresholds: "
+                         "it has no id_fit split (ID training features).")
+    res = engines.replay(bundle, ood, method, p, threshold, s.score, s.convention,
+                         s.engine).result
+    return res, cache.metrics_frame(res, cache.baseline(bundle, ood, s.score, s.convention))
+
+
+def _pick_bundle_b(ctx: Context) -> str:
+    s = store()
+    options = list(ctx.bundles)
+    if s.bbundle and s.bbundle not in options:
+        options.append(s.bbundle)  # from a shared link; the path policy decides below
+    others = [b for b in options if b != s.bundle] or options
+    if s.bbundle not in options:
+        s.bbundle = others[0]
+        st.session_state.pop("bbundle", None)
+    bind("bbundle")
+    st.selectbox("B: bundle", options, key="bbundle")
+    commit("bbundle")
+    return s.bbundle
+
+
+def _bundles_ab(ctx: Context) -> tuple[list[str], Side]:
+    """(A's OOD sets, side B) for two bundles: the common sets, said plainly."""
+    s = store()
+    try:
+        bundle_b = cache.get_bundle(_pick_bundle_b(ctx), ctx.policy)
+    except Exception as exc:  # noqa: BLE001 - B's failure must not hide A
+
+        def fail(exc=exc):
+            raise exc
+        return ctx.ood, Side(s.bbundle, fail)
+    if bundle_b.dim != ctx.bundle.dim:
+        st.error(plain(f"Bundles have different feature dimensions ({ctx.bundle.name}: "
+                       f"D={ctx.bundle.dim}, {bundle_b.name}: D={bundle_b.dim}): their units "
+                       "cannot be compared one to one. The metrics below are computed "
+                       "separately per bundle, each with its own head."),
+                 icon=":material/warning:")
+    avail = cache.nonempty_ood(bundle_b)[0]
+    common = [n for n in ctx.ood if n in avail]
+    only_a = [n for n in ctx.ood if n not in avail]
+    only_b = [n for n in avail if n not in ctx.ood]
+    if common:
+        ood_a = ood_b = common
+        st.info(plain(f"Both averages are over the {len(common)} OOD set(s) both bundles "
+                      f"have: {', '.join(common)}. Left out: "
+                      f"{', '.join(only_a) or 'none'} (A only), {', '.join(only_b) or 'none'}"
+                      " (B only)."), icon=":material/info:")
+    else:
+        ood_a, ood_b = ctx.ood, avail
+        st.warning(plain(f"The bundles have no OOD set in common ({ctx.bundle.name}: "
+                         f"{', '.join(ctx.ood)}; {bundle_b.name}: {', '.join(avail)}): each "
+                         "average is over its own sets, so the two are not comparable."),
+                   icon=":material/warning:")
+    return ood_a, Side(f"{bundle_b.name}: {ctx.setting}",
+                       lambda: _result(bundle_b, ood_b, s.method, s.p_value, s.threshold))
+
+
+def _column(col, name: str, side: Side) -> pd.DataFrame | None:
+    with col:
+        st.markdown(f"**{name}: {plain(side.label)}**")
+        try:
+            res, frame = side.compute()
+        except Exception as exc:  # noqa: BLE001 - say why this side is missing
+            st.error(f"{name} cannot be shown: {plain(cache.error_text(exc))}",
+                     icon=":material/warning:")
+            return None
+        avg = frame[frame["ood_set"] == "Average"].iloc[0]
+        m1, m2, m3 = st.columns(3)
+        m1.metric("avg AUROC", pct(avg["auroc"]), border=True)
+        m2.metric("avg FPR95", pct(avg["fpr95"]), border=True)
+        m3.metric("ID accuracy", pct(res.id_accuracy["shaped"]), border=True)
+        metrics_table(frame, f"cmp_{name.lower()}")
+        return frame
 
 
 def render(ctx: Context) -> None:
@@ -34,53 +150,15 @@ def render(ctx: Context) -> None:
     st.radio("Compare", list(COMPARE_MODES), format_func=COMPARE_MODES.get, key="cmode",
              horizontal=True)
     commit("cmode")
-    res_a = ctx.result()
-    label_a = f"{ctx.bundle.name}: {ctx.setting}"
     if s.cmode == "setting":
-        _setting_b(ctx)
-        bundle_b, ood_b = ctx.bundle, ctx.ood
-        res_b = services.evaluate(bundle_b, ood_b, s.bmethod, s.bp_value, s.bthreshold,
-                                  s.score, s.convention, s.engine)
-        label_b = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
+        ood_a, side_b = ctx.ood, _setting_b(ctx)
     else:
-        options = list(ctx.bundles)
-        if s.bbundle and s.bbundle not in options:
-            options.append(s.bbundle)  # any directory, e.g. from a shared link
-        others = [b for b in options if b != s.bundle] or options
-        if s.bbundle not in options:
-            s.bbundle = others[0]
-            st.session_state.pop("bbundle", None)
-        bind("bbundle")
-        st.selectbox("B: bundle", options, key="bbundle")
-        commit("bbundle")
-        bundle_b = services.get_bundle(s.bbundle)
-        if bundle_b.dim != ctx.bundle.dim:
-            st.error(f"Bundles have different feature dimensions ({ctx.bundle.name}: "
-                     f"D={ctx.bundle.dim}, {bundle_b.name}: D={bundle_b.dim}): their units "
-                     "cannot be compared one to one. The metrics below are computed "
-                     "separately per bundle, each with its own head.", icon=":material/warning:")
-        avail = services.nonempty_ood(bundle_b)[0]
-        ood_b = [n for n in ctx.ood if n in avail]
-        if not ood_b:
-            ood_b = avail
-            st.warning(f"{bundle_b.name} has none of the selected OOD sets; using all of its "
-                       f"own: {', '.join(avail)}")
-        res_b = services.evaluate(bundle_b, ood_b, s.method, s.p_value, s.threshold, s.score,
-                                  s.convention, s.engine)
-        label_b = f"{bundle_b.name}: {ctx.setting}"
-    fa = services.metrics_frame(res_a, ctx.baseline())
-    fb = services.metrics_frame(res_b, services.baseline(bundle_b, ood_b, s.score,
-                                                         s.convention))
+        ood_a, side_b = _bundles_ab(ctx)
+    side_a = Side(f"{ctx.bundle.name}: {ctx.setting}",
+                  lambda: _result(ctx.bundle, ood_a, s.method, s.p_value, s.threshold))
     left, right = st.columns(2)
-    for col, label, res, frame, key in ((left, "A", res_a, fa, "cmp_a"),
-                                        (right, "B", res_b, fb, "cmp_b")):
-        with col:
-            st.markdown(f"**{label}: {label_a if label == 'A' else label_b}**")
-            avg = frame[frame["ood_set"] == "Average"].iloc[0]
-            m1, m2, m3 = st.columns(3)
-            m1.metric("avg AUROC", pct(avg["auroc"]), border=True)
-            m2.metric("avg FPR95", pct(avg["fpr95"]), border=True)
-            m3.metric("ID accuracy", pct(res.id_accuracy["shaped"]), border=True)
-            metrics_table(frame, key)
-    st.plotly_chart(figures.compare_figure(fa, fb, label_a, label_b, s.convention),
-                    key="compare_chart")
+    fa = _column(left, "A", side_a)
+    fb = _column(right, "B", side_b)
+    if fa is not None and fb is not None:
+        st.plotly_chart(figures.compare_figure(fa, fb, side_a.label, side_b.label,
+                                               s.convention), key="compare_chart")

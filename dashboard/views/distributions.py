@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, services
+from dashboard import figures, plotdata
 from dashboard.views.common import Context
 
 
 def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Score distributions: {ctx.setting}")
-    hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
-                                                    s.threshold, s.score, s.convention,
-                                                    engine=s.engine)
+    rep = ctx.replay()
+    hb, ha, thr_b, thr_a = plotdata.histograms(ctx.bundle, rep.result, ctx.baseline())
     st.caption("Density-normalised histograms (binned server-side). Dashed line: the score "
                f"threshold that keeps 95% of ID samples (no shaping: {thr_b:.3g}; "
                f"shaped: {thr_a:.3g}).")

@@ -1,27 +1,38 @@
-"""Present: the current view as a self-contained HTML report; tables and figures as files."""
+"""Present: the current view as a stand-alone HTML or PDF report; tables and figures as files.
+
+Reports and figure files are built only when their button is clicked (deferred
+download data), so moving p on this page costs no rendering.
+"""
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlencode
 
 import streamlit as st
 
-from dashboard import export, figures, services
+from ash_core.report import best_settings, evaluation_frame, headline, tradeoff_sentence
+from dashboard import cache, export, figures, offer, plotdata, services
+from dashboard import replay as engines
 from dashboard.views.common import Context
+
+#: a public address of the dashboard, for the link in reports (never a local one)
+PUBLIC_URL_ENV = "ASH_PUBLIC_URL"
 
 
 def report_parts(ctx: Context):
-    """Settings, tables and figures of the current view (shared by the page and tests)."""
+    """Settings, the metrics frame and the figures of the current setting (light theme,
+    for paper and files)."""
     s = ctx.state
     result, base = ctx.result(), ctx.baseline()
-    frame = services.metrics_frame(result, base)
+    frame = cache.metrics_frame(result, base)
     acc = result.id_accuracy
     settings = {
-        "bundle": ctx.bundle.name, "bundle path": str(ctx.bundle.root),
-        "content hash": ctx.bundle.content_hash, "ID split": ctx.bundle.id_split.name,
+        "bundle": ctx.bundle.name, "content hash": ctx.bundle.content_hash,
+        "ID split": f"{ctx.bundle.id_split.name} ({len(ctx.bundle.id_split)} samples)",
         "OOD sets": ", ".join(ctx.ood), "method": s.method,
-        "p": "-" if s.p_value is None else f"{s.p_value:g}", "threshold": result.threshold,
-        "score": s.score, "numbers": s.engine,
+        "p (pruning percentile)": "-" if s.p_value is None else f"{s.p_value:g}",
+        "threshold": result.threshold, "score": s.score, "numbers": ctx.replay().label,
         "FPR convention": f"{s.convention} ({figures.convention_label(s.convention)})",
         "ID accuracy shaped": "-" if acc["shaped"] is None else f"{100 * acc['shaped']:.2f}%",
         "ID accuracy unshaped": "-" if acc["unshaped"] is None
@@ -30,55 +41,161 @@ def report_parts(ctx: Context):
     hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
                                                     s.threshold, s.score, s.convention,
                                                     engine=s.engine)
+    mets = {n: (base.ood[n], result.ood[n]) for n in ctx.ood}
     figs = {
-        "Overview": figures.overview_figure(frame, ctx.colors, ctx.setting, s.convention),
+        "Overview": figures.overview_figure(frame, ctx.colors, ctx.setting, s.convention,
+                                            theme="light"),
         "Score distributions": figures.distributions_figure(
-            hb, ha, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score),
+            hb, ha, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score,
+            theme="light"),
         **{f"{k.upper()} curves": figures.curves_figure(
             services.curve_data(result, base, ctx.bundle, ctx.ood, k, engine=s.engine), k,
-            ctx.colors, ctx.setting, s.convention) for k in ("roc", "pr")},
+            ctx.colors, ctx.setting, s.convention, metrics=mets, theme="light")
+           for k in ("roc", "pr")},
     }
     return settings, frame, figs
+
+
+def _tradeoff_section(ctx: Context) -> export.Section:
+    s = ctx.state
+    try:
+        df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
+                                  s.score, s.convention, offer.methods_for(ctx.bundle))
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
+        return export.Section("Trade-off over p", f"The sweep failed: "
+                                                  f"{cache.error_text(exc)}")
+    front = plotdata.pareto(df, "average/auroc")
+    return export.Section(
+        "Trade-off over p",
+        tradeoff_sentence(df) + f" Every method at p = 0, {s.step}, {2 * s.step}, ... < 100.",
+        {"Best p per method (by average AUROC)": best_settings(df)},
+        {"Trade-off": figures.tradeoff_figure(df, s.p_value, s.convention, theme="light"),
+         "Pareto view": figures.pareto_figure(df, front, "average/auroc", s.convention,
+                                              theme="light")})
+
+
+def _compare_section(ctx: Context) -> export.Section:
+    """The Compare view's pair (B minus A), as set there; a failure becomes a note."""
+    s = ctx.state
+    res_a = ctx.result()
+    label_a = f"{ctx.bundle.name}: {ctx.setting}"
+    try:
+        if s.cmode == "bundle" and s.bbundle:
+            bundle_b = cache.get_bundle(s.bbundle, ctx.policy)
+            ood_b = [n for n in ctx.ood if n in cache.nonempty_ood(bundle_b)[0]]
+            res_b = engines.replay(bundle_b, ood_b, s.method, s.p_value, s.threshold,
+                                   s.score, s.convention, s.engine).result
+            label_b = f"{bundle_b.name}: {ctx.setting}"
+        else:
+            res_b = engines.replay(ctx.bundle, ctx.ood, s.bmethod, s.bp_value, s.bthreshold,
+                                   s.score, s.convention, s.engine).result
+            label_b = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
+        fa, fb = evaluation_frame(res_a.to_dict()), evaluation_frame(res_b.to_dict())
+        try:
+            diff = evaluation_frame(res_b.to_dict(), res_a.to_dict())
+        except Exception:  # noqa: BLE001 - different OOD sets: no per-set difference
+            diff = fb
+    except Exception as exc:  # noqa: BLE001
+        return export.Section("Comparison", f"The comparison failed: "
+                                            f"{cache.error_text(exc)}")
+    return export.Section(
+        "Comparison", f"A = {label_a}; B = {label_b}. Differences are B minus A.",
+        {"A": fa, "B (Δ = B minus A)": diff},
+        {"A vs B": figures.compare_figure(fa, fb, label_a, label_b, s.convention,
+                                          theme="light")})
+
+
+def build_html(ctx: Context, link: str | None) -> str:
+    """The whole report for the current state (summary, results, trade-off, comparison)."""
+    s = ctx.state
+    settings, frame, figs = report_parts(ctx)
+    result = ctx.result()
+    what = (f"This report compares {ctx.setting} with no shaping on the bundle "
+            f"{ctx.bundle.name} (ID: {ctx.bundle.id_split.name}; OOD: {', '.join(ctx.ood)}), "
+            f"scoring with {s.score}.")
+    trade = _tradeoff_section(ctx)
+    summary = [what, headline(frame, result.id_accuracy, ctx.setting, s.convention)]
+    if not trade.intro.startswith("The sweep failed"):
+        summary.append(trade.intro.split(" Every method")[0])
+    return export.build_report(
+        f"ASH Explorer: {ctx.bundle.name}, {ctx.setting}", settings,
+        services.provenance(ctx.bundle),
+        {"Metrics per OOD set (Δ against no shaping)": frame}, figs, link=link,
+        summary=summary, sections=[trade, _compare_section(ctx)], convention=s.convention,
+        version=export.app_version())
 
 
 def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader("Export the current view")
-    settings, frame, figs = report_parts(ctx)
     query = urlencode(s.to_query(), safe=",/")
     try:
-        base = (st.context.url or "").split("?")[0]
+        here = (st.context.url or "").split("?")[0]
     except Exception:  # noqa: BLE001 - no browser context (tests, bare mode)
-        base = ""
-    link = f"{base}?{query}"
+        here = ""
     st.markdown("**Link to this view** (opens exactly this state):")
-    st.code(link, language=None)
+    st.code(f"{here}?{query}", language=None)
+    _report_buttons(ctx, query)
+    _table_buttons(ctx)
+    _figure_buttons(ctx)
+
+
+def _report_buttons(ctx: Context, query: str) -> None:
+    st.markdown("**Report** for someone who never saw the app: summary, tables, figures, "
+                "trade-off, comparison, definitions")
+    public = st.text_input("Public address of this dashboard (optional)",
+                           os.environ.get(PUBLIC_URL_ENV, ""), key="export_public_url",
+                           help="the report links to this view only at a public address; "
+                                "a local one (localhost, private network) is left out")
+    link = f"{public.rstrip('/')}/?{query}" if public else None
+    if link and not export.is_public_link(link):
+        st.caption("That address is local or private: the report will not link to it.")
+    c1, c2 = st.columns(2)
+    c1.download_button("Download HTML report", lambda: build_html(ctx, link),
+                       file_name="ash_report.html", mime="text/html", key="dl_report",
+                       type="primary", on_click="ignore")
+    pdf_ok = export.browser_path() is not None
+    c2.download_button("Download PDF report",
+                       lambda: export.report_pdf(build_html(ctx, link)),
+                       file_name="ash_report.pdf", mime="application/pdf", key="dl_report_pdf",
+                       disabled=not pdf_ok, on_click="ignore",
+                       help=None if pdf_ok else "needs Chromium (set BROWSER_PATH)")
+
+
+def _table_buttons(ctx: Context) -> None:
+    s = ctx.state
+    frame = cache.metrics_frame(ctx.result(), ctx.baseline())
     caption = (f"{ctx.bundle.name}: {ctx.setting}, score={s.score}, FPR convention="
-               f"{s.convention}; values in %")
-    html = export.build_report(f"ASH Explorer: {ctx.bundle.name}, {ctx.setting}", settings,
-                               services.provenance(ctx.bundle),
-                               {"Metrics per OOD set (deltas against no shaping)": frame},
-                               figs, notes=caption, link=link)
-    st.download_button("Download HTML report", html, file_name="ash_report.html",
-                       mime="text/html", key="dl_report", type="primary")
-    st.markdown("**Tables** (CSV keeps fractions; LaTeX and Markdown show %)")
+               f"{s.convention}; values in %, Δ in pp against no shaping")
+    st.markdown("**Tables** (CSV keeps fractions and column names; LaTeX and Markdown show "
+                "%, with units in the headers)")
     cols = st.columns(len(export.TABLE_FORMATS))
     for col, (fmt, (mime, ext)) in zip(cols, export.TABLE_FORMATS.items(), strict=True):
-        col.download_button(export.TABLE_LABELS[fmt],
-                            export.table_text(frame, fmt, caption), file_name=f"ash_metrics.{ext}",
-                            mime=mime, key=f"dl_{fmt}")
+        col.download_button(export.TABLE_LABELS[fmt], export.table_text(frame, fmt, caption),
+                            file_name=f"ash_metrics.{ext}", mime=mime, key=f"dl_{fmt}")
     tab_fmt = st.radio("Preview", list(export.TABLE_FORMATS), key="export_preview",
                        horizontal=True, index=2, format_func=export.TABLE_LABELS.get)
     st.code(export.table_text(frame, tab_fmt, caption), language=None)
-    st.markdown("**Figures**")
+
+
+def _figure_buttons(ctx: Context) -> None:
+    st.markdown("**Figures** (light theme, 1100 px wide)")
     if export.renderer_available():
-        fmt = st.radio("Figure format", ["png", "svg"], key="fig_format", horizontal=True)
+        fmt = st.radio("Figure format", list(export.FIGURE_FORMATS), key="fig_format",
+                       horizontal=True, format_func=str.upper)
+        mime, ext = export.FIGURE_FORMATS[fmt], fmt
     else:
-        fmt = "html"
-        st.info("No static image renderer (kaleido) is installed, so figures download as "
-                "interactive HTML; `pip install kaleido` enables PNG/SVG.", icon=":material/info:")
-    cols = st.columns(len(figs))
-    for i, (col, (name, fig)) in enumerate(zip(cols, figs.items(), strict=True)):
-        data, mime, ext = export.figure_bytes(fig, fmt)
+        fmt, mime, ext = "html", "text/html", "html"
+        st.info("No static image renderer here (needs kaleido 1.x and Chromium; set "
+                "BROWSER_PATH to the browser), so figures download as interactive HTML.",
+                icon=":material/info:")
+    names = ["Overview", "Score distributions", "ROC curves", "PR curves"]
+    cols = st.columns(len(names))
+    for i, (col, name) in enumerate(zip(cols, names, strict=True)):
+        def data(name=name) -> bytes:
+            fig = report_parts(ctx)[2][name]
+            if fmt == "html":
+                return export.figure_html(fig, full=True).encode()
+            return export.static_figure(fig, fmt)
         col.download_button(name, data, file_name=f"ash_{name.lower().replace(' ', '_')}.{ext}",
-                            mime=mime, key=f"dl_fig_{i}")
+                            mime=mime, key=f"dl_fig_{i}", on_click="ignore")

@@ -2,43 +2,79 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import figures, services
+from dashboard import cache, figures, inspection
+from dashboard import replay as engines
+from dashboard.images import SampleImage, sample_image
 from dashboard.state import INSPECT_MODES
-from dashboard.views.common import Context, bind, commit, store
+from dashboard.views.common import Context, bind, commit, plain, store
+
+GALLERY_COLUMNS = 5
 
 
-def _pick(ctx: Context) -> tuple[str, int]:
+def _by_index(ctx: Context, names: list[str]) -> tuple[str, int]:
     s = store()
-    names = services.split_names(ctx.bundle, ctx.ood)
-    bind("imode")
-    st.radio("Choose a sample", list(INSPECT_MODES), format_func=INSPECT_MODES.get,
-             key="imode", horizontal=True)
-    commit("imode")
-    if s.imode == "index":
-        if s.iset not in names:
-            s.iset = names[0]
-            st.session_state.pop("iset", None)
-        c1, c2 = st.columns(2)
-        bind("iset")
-        c1.selectbox("Set", names, key="iset")
-        commit("iset")
-        n = len(ctx.bundle.split(s.iset))
-        if st.session_state.get("idx", s.idx) >= n:
-            st.session_state["idx"] = 0
-        bind("idx")
-        c2.number_input(f"Index (0-{n - 1})", min_value=0, max_value=n - 1, step=1, key="idx")
-        commit("idx")
-        return s.iset, int(s.idx)
-    result = ctx.result()
-    table = services.worst(result, ctx.bundle, s.imode, n=10)
+    if s.iset not in names:
+        s.iset = names[0]
+        st.session_state.pop("iset", None)
+    c1, c2 = st.columns(2)
+    bind("iset")
+    c1.selectbox("Set", names, key="iset")
+    commit("iset")
+    n = len(ctx.bundle.split(s.iset))
+    if st.session_state.get("idx", s.idx) >= n:
+        st.session_state["idx"] = 0
+    bind("idx")
+    c2.number_input(f"Index (0-{n - 1})", min_value=0, max_value=n - 1, step=1, key="idx")
+    commit("idx")
+    return s.iset, int(s.idx)
+
+
+def _worst_table(table: pd.DataFrame, score: str) -> None:
+    """The worst-N list with headers, units and one number format per column."""
+    st.dataframe(table, hide_index=False, key="worst_table", width="stretch",
+                 column_config={
+                     "_index": st.column_config.NumberColumn("Rank", format="%d"),
+                     "set": "Set",
+                     "index": st.column_config.NumberColumn("Sample index", format="%d"),
+                     "score": st.column_config.NumberColumn(f"Score ({score})",
+                                                            format="%.3f"),
+                     "id_percentile": st.column_config.NumberColumn(
+                         "Percentile within ID scores (%)", format="%.1f"),
+                 })
+
+
+def _thumb(img: SampleImage):
+    return img.image if img.kind == "thumbnail" else img.path
+
+
+def _gallery(ctx: Context, table: pd.DataFrame) -> None:
+    """Pictures of the listed samples, where the bundle or the data root has them."""
+    pics = inspection.gallery(ctx.bundle, table, ctx.args.data_root)
+    if not pics:
+        st.caption("No pictures for these samples: the bundle has no thumbnails for their "
+                   "sets and no image was found under the data root.")
+        return
+    cols = st.columns(GALLERY_COLUMNS)
+    for j, (i, img) in enumerate(pics):
+        row = table.iloc[i]
+        cols[j % GALLERY_COLUMNS].image(
+            _thumb(img), width=96,
+            caption=plain(f"{i}: {row['set']} #{row['index']} ({row['score']:.3f})"))
+
+
+def _from_list(ctx: Context, names: list[str]) -> tuple[str, int]:
+    s = store()
+    table = inspection.worst(ctx.result(), ctx.bundle, s.imode, n=10)
     if table.empty:
         st.info("No samples to list.")
         return names[0], 0
-    labels = [f"{r.set} #{r.index} (score {r.score:.3g}, ID percentile {r.id_percentile:.1f})"
-              for r in table.itertuples()]
-    st.dataframe(table, hide_index=True, key="worst_table", width="stretch")
+    _worst_table(table, s.score)
+    _gallery(ctx, table)
+    labels = [f"{i}: {r.set} #{r.index} (score {r.score:.3f}, ID percentile "
+              f"{r.id_percentile:.1f}%)" for i, r in enumerate(table.itertuples())]
     if "ipick" not in st.session_state or st.session_state["ipick"] >= len(labels):
         # a shared link names the sample (iset, idx): select its row when it is listed
         match = table.index[(table["set"] == s.iset) & (table["index"] == s.idx)]
@@ -50,32 +86,51 @@ def _pick(ctx: Context) -> tuple[str, int]:
     return s.iset, s.idx
 
 
+def _pick(ctx: Context) -> tuple[str, int]:
+    s = store()
+    names = inspection.split_names(ctx.bundle, ctx.ood)
+    bind("imode")
+    st.radio("Choose a sample", list(INSPECT_MODES), format_func=INSPECT_MODES.get,
+             key="imode", horizontal=True)
+    commit("imode")
+    return _by_index(ctx, names) if s.imode == "index" else _from_list(ctx, names)
+
+
+def _image(ctx: Context, split: str, index: int) -> None:
+    img = sample_image(ctx.bundle, split, index, ctx.args.data_root)
+    label = plain(f"{split} #{index}")
+    if img.kind == "thumbnail":
+        st.image(img.image, width=160, caption=f"{label} (bundled thumbnail)")
+    elif img.kind == "file":
+        st.image(img.path, width=160, caption=plain(f"{split} #{index} ({img.source})"))
+    else:
+        st.image(figures.placeholder_image(), width=160, caption=label)
+        st.info(f"No image: {plain(img.message)}", icon=":material/image:")
+
+
 def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Inspector: {ctx.setting}")
     split, index = _pick(ctx)
-    insp = services.inspect(ctx.bundle, ctx.ood, s.method, s.p_value, s.threshold, split, index,
-                            s.engine)
+    shaped = engines.replay(ctx.bundle, ctx.ood, s.method, s.p_value, s.threshold, "energy",
+                            "id", s.engine).result
+    base = cache.baseline(ctx.bundle, ctx.ood, "energy", "id")
+    insp = inspection.inspect(ctx.bundle, ctx.ood, shaped, base, split, index)
     left, right = st.columns([1, 3])
     with left:
-        img = services.sample_image(ctx.bundle, split, index, ctx.args.data_root)
-        if img.kind == "thumbnail":
-            st.image(img.image, width=160, caption=f"{split} #{index} (bundled thumbnail)")
-        elif img.kind == "file":
-            st.image(img.path, width=160, caption=f"{split} #{index} ({img.source})")
-        else:
-            st.image(figures.placeholder_image(), width=160, caption=f"{split} #{index}")
-            st.info(f"No image: {img.message}", icon=":material/image:")
+        _image(ctx, split, index)
         st.metric("energy before", f"{insp.energy_before:.3f}",
                   help="energy score of this sample without shaping")
         st.metric("energy after", f"{insp.energy_after:.3f}",
-                  f"{insp.energy_after - insp.energy_before:+.3f}")
+                  f"{insp.energy_after - insp.energy_before:+.3f}", delta_color="off",
+                  help="a change in energy is neither good nor bad by itself: higher means "
+                       "more ID-like, right for ID samples and wrong for OOD samples")
         st.metric("ID percentile before", f"{insp.percentile_before:.1f}%",
                   help="share of ID samples (no shaping) with a lower or equal energy")
         st.metric("ID percentile after", f"{insp.percentile_after:.1f}%",
                   help="share of ID samples (same shaping) with a lower or equal energy")
-        st.caption(f"prediction: {insp.predicted_before} -> {insp.predicted_after}; "
-                   f"{insp.n_kept}/{len(insp.kept)} units kept")
+        st.caption(plain(f"prediction: {insp.predicted_before} -> {insp.predicted_after}; "
+                         f"{insp.n_kept}/{len(insp.kept)} units kept"))
     with right:
         st.plotly_chart(figures.activations_figure(insp, ctx.setting), key="activations_chart")
         st.plotly_chart(figures.topk_figure(insp, ctx.setting), key="topk_chart")

@@ -4,30 +4,45 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, services
-from dashboard.views.common import METRICS, Context, metrics_table, pct, pp
+from dashboard import cache, figures
+from dashboard.views.cards import CARD_PX, card_row
+from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
+
+HELP = {"fpr95": "share of OOD samples accepted at the threshold keeping 95% of ID "
+                 "(lower is better); average over the selected OOD sets",
+        "auroc": "area under the ROC curve, ID vs OOD (higher is better); average",
+        "aupr_in": "average precision with ID as the positive class; average",
+        "aupr_out": "average precision with OOD as the positive class; average"}
+
+
+def _cards(avg, acc) -> None:
+    """The headline numbers as cards of one width that wrap (readable from 800 px up)."""
+    row = card_row("overview_cards")
+    for m, label in METRICS:
+        row.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]), help=HELP[m],
+                   delta_color="inverse" if m == "fpr95" else "normal", border=True,
+                   width=CARD_PX)
+    if acc["shaped"] is not None:
+        row.metric("ID accuracy (shaped)", pct(acc["shaped"]),
+                   pp(acc["shaped"] - acc["unshaped"]), border=True, width=CARD_PX,
+                   help="top-1 accuracy on the ID test set with this shaping; delta "
+                        "against no shaping")
+        row.metric("ID accuracy (no shaping)", pct(acc["unshaped"]), border=True,
+                   width=CARD_PX, help="top-1 accuracy on the ID test set, unshaped")
+    else:
+        row.metric("ID accuracy", "n/a (no labels)", border=True, width=CARD_PX)
 
 
 def render(ctx: Context) -> None:
     result, base = ctx.result(), ctx.baseline()
-    frame = services.metrics_frame(result, base)
+    frame = cache.metrics_frame(result, base)
     avg = frame[frame["ood_set"] == "Average"].iloc[0]
     acc = result.id_accuracy
-    st.subheader(f"Overview: {ctx.setting} on {ctx.bundle.name}")
+    st.subheader(f"Overview: {ctx.setting} on {plain(ctx.bundle.name)}")
     st.caption(f"score: {result.score} - FPR convention: "
                f"{figures.convention_label(result.convention)} - averages over "
-               f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)"
-               f" - numbers: {services.engine_label(ctx.bundle, ctx.state)}")
-    cols = st.columns(6)
-    for col, (m, label) in zip(cols, METRICS, strict=False):
-        col.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]),
-                   delta_color="inverse" if m == "fpr95" else "normal", border=True)
-    if acc["shaped"] is not None:
-        cols[4].metric("ID accuracy (shaped)", pct(acc["shaped"]),
-                       pp(acc["shaped"] - acc["unshaped"]), border=True)
-        cols[5].metric("ID accuracy (no shaping)", pct(acc["unshaped"]), border=True)
-    else:
-        cols[4].metric("ID accuracy", "n/a (no labels)", border=True)
+               f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)")
+    _cards(avg, acc)
     metrics_table(frame, "overview_table", deltas=True)
     st.plotly_chart(figures.overview_figure(frame, ctx.colors, ctx.setting, result.convention),
                     key="overview_chart")

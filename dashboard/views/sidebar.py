@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.scores import SCORES
-from dashboard import figures, services
-from dashboard.state import ENGINES, VIEWS, State
-from dashboard.views.common import STORE, Context, bind, commit, store
+from dashboard import cache, figures, offer
+from dashboard.config import DEMO_BUNDLE, AppArgs
+from dashboard.paths import BundlePolicy
+from dashboard.state import DEFAULT_METHOD, ENGINES, VIEWS, State, default_p
+from dashboard.views.common import (
+    STORE,
+    Context,
+    bind,
+    commit,
+    plain,
+    start_at_default_p,
+    store,
+)
 
 SCORE_LABELS = {"energy": "energy", "msp": "MSP", "maxlogit": "max logit"}
+NOTES = "_url_notes"
 
 
-def init_store(args: services.AppArgs) -> None:
-    """On a session's first run, build the state from the URL (validated)."""
+def init_store(args: AppArgs) -> bool:
+    """On a session's first run, build the state from the URL (validated); True then."""
     if STORE in st.session_state:
-        return
-    default = args.bundles[0] if args.bundles else services.DEMO_BUNDLE
+        return False
+    default = args.bundles[0] if args.bundles else DEMO_BUNDLE
     state, notes = State.from_query(st.query_params.to_dict(), default_bundle=default)
     st.session_state[STORE] = state
-    st.session_state["_url_notes"] = notes
+    st.session_state[NOTES] = notes
+    return True
 
 
 def _bundle_label(path: str) -> str:
@@ -30,70 +43,112 @@ def _bundle_label(path: str) -> str:
     return p.name if p.parent.name == "cached_features" else str(path)
 
 
+def _switch_bundle(path: str) -> None:
+    """Open another bundle with its own OOD sets (none of the previous selection)."""
+    s = store()
+    s.bundle = path
+    s.ood = None
+    for key in ("ood", "iset", "ipick"):
+        st.session_state.pop(key, None)
+
+
 def _open_path() -> None:
     path = st.session_state.get("bundle_path", "").strip()
     if path:
-        store().bundle = path
+        _switch_bundle(path)
         st.session_state["bundle"] = path
 
 
 def _bundle_changed() -> None:
-    commit("bundle")
-    store().ood = None  # a new bundle starts with all of its OOD sets
-    st.session_state.pop("ood", None)
+    _switch_bundle(st.session_state["bundle"])
 
 
-def render(args: services.AppArgs) -> Context:
-    init_store(args)
+def render(args: AppArgs) -> Context:
+    fresh = init_store(args)
     s = store()
-    bundles = services.discover_bundles(args.bundles)
+    policy = BundlePolicy.from_args(args)
+    bundles = policy.discover(args.bundles)
     if s.bundle and s.bundle not in bundles:
         bundles = [s.bundle, *bundles]
-    ctx = Context(state=s, args=args, bundles=bundles)
+    ctx = Context(state=s, args=args, bundles=bundles, policy=policy)
     with st.sidebar:
         st.title("ASH Explorer")
         st.caption("Activation shaping (Djurisic et al., ICLR 2023) for OOD detection")
-        for note in st.session_state.get("_url_notes", []):
-            st.warning(f"Link: {note}")
-        bind("bundle")
-        st.selectbox("Bundle", bundles, key="bundle", on_change=_bundle_changed,
-                     format_func=_bundle_label,
-                     help="Bundles under cached_features/ and those given on the command line")
-        with st.expander("Open another bundle directory"):
-            st.text_input("Bundle directory", key="bundle_path", on_change=_open_path,
-                          placeholder="path/to/bundle")
-        commit("bundle")
-        try:
-            ctx.bundle = services.get_bundle(s.bundle)
-        except Exception as exc:  # noqa: BLE001
-            ctx.error = f"Cannot open bundle {s.bundle!r}: {services.error_text(exc)}"
-            st.error(ctx.error, icon=":material/warning:")
+        notes_box = st.container()
+        _bundle_controls(ctx)
         if ctx.bundle is not None:
+            st.session_state[NOTES] += _fit_to_bundle(ctx, fresh)
             _setting_controls(ctx)
         else:
-            _method_controls()
-        with st.expander("Numbers"):
+            _method_controls(list_methods(), lambda m: list(get_method(m).thresholds))
+        with st.expander("Advanced: numbers engine"):
             bind("engine")
-            st.radio("Slider engine", list(ENGINES), key="engine",
-                     format_func=lambda k: ENGINES[k].split(":")[0],
+            st.radio("Engine", list(ENGINES), key="engine",
                      help="\n".join(f"- **{k}**: {v}" for k, v in ENGINES.items()))
             commit("engine")
         st.divider()
         bind("view")
         st.radio("View", list(VIEWS), format_func=VIEWS.get, key="view")
         commit("view")
+        for note in st.session_state[NOTES]:
+            notes_box.warning(f"Link: {plain(note)}")
     return ctx
+
+
+def _bundle_controls(ctx: Context) -> None:
+    s = ctx.state
+    bind("bundle")
+    st.selectbox("Bundle", ctx.bundles, key="bundle", on_change=_bundle_changed,
+                 format_func=_bundle_label,
+                 help="Bundles given on the command line and those under the bundle roots")
+    with st.expander("Open another bundle directory"):
+        st.text_input("Bundle directory", key="bundle_path", on_change=_open_path,
+                      placeholder="path/to/bundle", max_chars=1024,
+                      help="a bundle the server was started with, or one under its bundle "
+                           "roots (--bundle-root DIR)")
+    commit("bundle")
+    try:
+        ctx.bundle = cache.get_bundle(s.bundle, ctx.policy)
+    except Exception as exc:  # noqa: BLE001
+        ctx.error = f"Cannot open this bundle: {plain(cache.error_text(exc))}"
+        st.error(ctx.error, icon=":material/warning:")
+
+
+def _fit_to_bundle(ctx: Context, fresh: bool) -> list[str]:
+    """Make the state something this bundle can serve; notes for what a link asked for."""
+    s, bundle = ctx.state, ctx.bundle
+    notes = s.drop_unknown_ood(cache.nonempty_ood(bundle)[0])
+    methods = offer.methods_for(bundle)
+    if s.method not in methods:
+        new = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
+        notes.append(f"{s.method} is not available for this bundle (no id_fit split); "
+                     f"showing {new}")
+        s.method, s.p = new, default_p(new)
+        for key in ("method", "p"):
+            st.session_state.pop(key, None)
+    modes = offer.thresholds_for(bundle, s.method)
+    if s.threshold not in modes:
+        notes.append(f"threshold {s.threshold} is not available for {s.method} on this "
+                     f"bundle; showing {modes[0]}")
+        s.threshold = modes[0]
+        st.session_state.pop("threshold", None)
+    if s.bmethod not in methods:
+        s.bmethod, s.bp = "none", default_p("none")
+    if s.bthreshold not in offer.thresholds_for(bundle, s.bmethod):
+        s.bthreshold = offer.thresholds_for(bundle, s.bmethod)[0]
+    return notes if fresh else []
 
 
 def _setting_controls(ctx: Context) -> None:
     s, bundle = ctx.state, ctx.bundle
     info = bundle.id_split
     st.selectbox("ID split", [info.name], key="id_split", disabled=True,
-                 help=f"the bundle's ID test split ({len(info)} samples); id_fit: "
-                      f"{bundle.id_fit.name if bundle.id_fit else 'none'}")
-    options, empty = services.nonempty_ood(bundle)
+                 help=plain(f"the bundle's ID test split ({len(info)} samples); id_fit: "
+                            f"{bundle.id_fit.name if bundle.id_fit else 'none'}"))
+    options, empty = cache.nonempty_ood(bundle)
     if empty:
-        st.warning(f"OOD set(s) with no samples, left out: {', '.join(empty)}", icon=":material/warning:")
+        st.warning(f"OOD set(s) with no samples, left out: {plain(', '.join(empty))}",
+                   icon=":material/warning:")
     chosen = list(options) if s.ood is None else [n for n in s.ood if n in options]
     if "ood" in st.session_state:
         st.session_state["ood"] = [n for n in st.session_state["ood"] if n in options]
@@ -103,22 +158,25 @@ def _setting_controls(ctx: Context) -> None:
     commit("ood")
     ctx.ood = list(s.ood or [])
     ctx.colors = figures.set_colors([sp.name for sp in bundle.ood_splits])
-    _method_controls()
+    _method_controls(offer.methods_for(bundle), lambda m: offer.thresholds_for(bundle, m))
+    missing = offer.missing_caption(bundle)
+    if missing:
+        st.caption(plain(missing))
 
 
-def _method_controls() -> None:
+def _method_controls(methods: list[str], modes_for: Callable[[str], list[str]]) -> None:
+    """Method, threshold mode (those ``modes_for(method)`` allows), score, convention."""
     s = store()
-    methods = list_methods()
     bind("method")
-    st.selectbox("Method", methods, key="method",
+    st.selectbox("Method", methods, key="method", on_change=start_at_default_p,
+                 args=("method", "p"),
                  help="\n".join(f"- **{m}**: {get_method(m).description}" for m in methods))
     commit("method")
-    spec = get_method(s.method)
-    if st.session_state.get("threshold", s.threshold) not in spec.thresholds:
-        st.session_state["threshold"] = spec.thresholds[0]
+    modes = modes_for(s.method)
+    if st.session_state.get("threshold", s.threshold) not in modes:
+        st.session_state["threshold"] = modes[0]
     bind("threshold")
-    st.radio("Threshold", list(THRESHOLD_MODES), key="threshold", horizontal=True,
-             disabled=len(spec.thresholds) < 2,
+    st.radio("Threshold", modes, key="threshold", horizontal=True, disabled=len(modes) < 2,
              help="\n".join(f"- **{k}**: {v}" for k, v in THRESHOLD_MODES.items()))
     bind("score")
     st.selectbox("Score", list_scores(), key="score",

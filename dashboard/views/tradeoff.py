@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, services
+from dashboard import figures, offer, plotdata
 from dashboard.state import GRID_STEPS, PARETO_METRICS
-from dashboard.views.common import Context, bind, commit
+from dashboard.views.common import Context, bind, commit, plain, progress_bar
 
 
-def render(ctx: Context) -> None:
-    s = ctx.state
-    st.subheader("Trade-off over the pruning percentile p")
+def _controls() -> None:
     c1, c2 = st.columns(2)
     bind("step")
     c1.selectbox("p grid step", GRID_STEPS, key="step",
@@ -21,21 +19,26 @@ def render(ctx: Context) -> None:
     c2.radio("Pareto OOD metric", list(PARETO_METRICS), format_func=PARETO_METRICS.get,
              key="pareto", horizontal=True)
     commit("pareto")
-    grid = services.grid_for(s.step)
-    bar = st.progress(0.0, text="sweeping methods over p ...")
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"sweeping methods over p ... {done}/{total}")
 
-    df = services.sweep_frame(ctx.bundle, ctx.ood, grid, s.threshold, s.score, s.convention,
-                              progress=progress)
-    bar.empty()
-    st.caption(f"{len(df)} settings, threshold={s.threshold}, score={s.score}, FPR convention: "
-               f"{figures.convention_label(s.convention)}. Values from ash_core.sweep.")
+def render(ctx: Context) -> None:
+    s = ctx.state
+    st.subheader("Trade-off over the pruning percentile p")
+    _controls()
+    methods = offer.methods_for(ctx.bundle)  # only what this bundle can serve
+    with progress_bar("sweeping methods over p") as progress:
+        df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
+                                  s.score, s.convention, methods, progress)
+    st.caption(f"{len(df)} settings of {', '.join(methods)}; threshold={s.threshold}, "
+               f"score={s.score}, FPR convention: {figures.convention_label(s.convention)}. "
+               "Values from ash_core.sweep.")
+    missing = offer.missing_caption(ctx.bundle)
+    if missing:
+        st.caption(plain(missing))
     current = s.p_value
     st.plotly_chart(figures.tradeoff_figure(df, current, s.convention), key="tradeoff_chart")
     y = s.pareto
-    front = services.pareto(df, y)
+    front = plotdata.pareto(df, y)
     r = ctx.result()
     here = (ctx.setting, r.id_accuracy["shaped"], r.average[y.split("/")[-1]])
     st.plotly_chart(figures.pareto_figure(df, front, y, s.convention, current=here),

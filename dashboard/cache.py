@@ -1,0 +1,186 @@
+"""Cached loading and exact evaluation: bundles, evaluators, results, per-bundle counts.
+
+Caches are keyed by small values only (a resolved bundle path, its manifest stamp or
+content hash, setting strings and numbers); tensors are never hashed. Cached objects
+(bundles, ``Evaluator`` instances, ``EvalResult`` objects, arrays) are shared by every
+session and treated as read-only: nothing here or in the views mutates them. Every
+cache has a bounded size, so memory does not grow with each rerun.
+
+All numbers come from ``ash_core``; this module only wires calls and caches them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
+from ash_core.errors import AshError, BundleError
+from ash_core.report import evaluation_frame
+from ash_core.stats import row_zero_counts
+from dashboard.paths import BundlePolicy
+
+
+class LRU:
+    """A small thread-safe LRU map shared by all sessions (values are read-only).
+
+    For values built outside Streamlit's function caches (so that a progress callback,
+    which draws on the page, can run while they are computed)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def _stamp(path: str) -> str:
+    try:
+        st_ = (Path(path) / "manifest.json").stat()
+    except OSError:
+        return "missing"
+    return f"{st_.st_mtime_ns}-{st_.st_size}"
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading bundle...")
+def _load_bundle(path: str, stamp: str) -> Bundle:
+    return load_bundle(path, verify=True)
+
+
+def load(real_path: str) -> Bundle:
+    """The bundle at an already allowed, resolved path (cached by path and manifest stamp)."""
+    return _load_bundle(real_path, _stamp(real_path))
+
+
+def get_bundle(path: str, policy: BundlePolicy) -> Bundle:
+    """The bundle a link or the sidebar names, if the path policy allows it; raises AshError."""
+    if not path:
+        raise BundleError("no bundle selected; pick one in the sidebar.")
+    return load(policy.resolve(path))
+
+
+def bundle_key(bundle: Bundle) -> tuple[str, str]:
+    return str(bundle.root), bundle.content_hash
+
+
+def nonempty_ood(bundle: Bundle) -> tuple[list[str], list[str]]:
+    """(OOD splits with samples, OOD splits without any)."""
+    ok = [s.name for s in bundle.ood_splits if len(s) > 0]
+    empty = [s.name for s in bundle.ood_splits if len(s) == 0]
+    return ok, empty
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _zero_counts(path: str, content_hash: str) -> np.ndarray:
+    return row_zero_counts(load(path).id_split.features)
+
+
+def id_zero_counts(bundle: Bundle) -> np.ndarray:
+    """Exact zeros per row of the ID split (computed once per bundle)."""
+    return _zero_counts(*bundle_key(bundle))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading features...")
+def _base_evaluator(path: str, content_hash: str) -> Evaluator:
+    bundle = load(path)
+    return Evaluator(bundle, nonempty_ood(bundle)[0], warn=False)
+
+
+def base_evaluator(bundle: Bundle) -> Evaluator:
+    """An Evaluator over every non-empty OOD split (shared, read-only caches)."""
+    return _base_evaluator(*bundle_key(bundle))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _evaluator(path: str, content_hash: str, ood: tuple[str, ...]) -> Evaluator:
+    # shares the bundle's read-only features, base logits, rank orders and fitted
+    # thresholds between OOD selections (all keyed by split name / parameters)
+    return _base_evaluator(path, content_hash).with_ood(list(ood))
+
+
+def get_evaluator(bundle: Bundle, ood: Sequence[str]) -> Evaluator:
+    return _evaluator(*bundle_key(bundle), tuple(ood))
+
+
+def normalized(method: str, p: float | None, threshold: str) -> tuple[float | None, str]:
+    """p and threshold as the method takes them (None for methods without p; its first
+    threshold mode when it lacks the asked one)."""
+    spec = get_method(method)
+    p = float(p) if spec.has_p and p is not None else None
+    return p, threshold if threshold in spec.thresholds else spec.thresholds[0]
+
+
+@st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
+def _exact(path: str, content_hash: str, ood: tuple[str, ...], method: str, p: float | None,
+           threshold: str, score: str, convention: str) -> EvalResult:
+    return _evaluator(path, content_hash, ood).evaluate(method, p, threshold, score, convention)
+
+
+def exact(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
+          score: str, convention: str) -> EvalResult:
+    """``Evaluator.evaluate``: the CLI's numbers bit for bit (cached; read only)."""
+    p, threshold = normalized(method, p, threshold)
+    return _exact(*bundle_key(bundle), tuple(ood), method, p, threshold, score, convention)
+
+
+def baseline(bundle: Bundle, ood: Sequence[str], score: str, convention: str) -> EvalResult:
+    """No shaping, same score and convention: what every delta is measured against."""
+    return exact(bundle, ood, "none", None, "local", score, convention)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def metrics_frame(result: EvalResult, base: EvalResult | None = None) -> pd.DataFrame:
+    """The CLI's table (one row per OOD set plus Average), with deltas against ``base``."""
+    return evaluation_frame(result.to_dict(), None if base is None else base.to_dict())
+
+
+def percent(df: pd.DataFrame, keep: Sequence[str] = ("p",)) -> pd.DataFrame:
+    """A copy with fraction columns (floats) scaled to percent, for display."""
+    out = df.copy()
+    for col in out.columns:
+        if col not in keep and out[col].dtype.kind == "f":
+            out[col] = 100 * out[col]
+    return out
+
+
+def provenance(bundle: Bundle) -> dict:
+    """The manifest without per-file hashes: model, layer, data, splits (for reports)."""
+    m = {k: v for k, v in bundle.manifest.items() if k != "files"}
+    m["splits"] = [{k: s.get(k) for k in ("name", "role", "n")} for s in m.get("splits", [])]
+    m["content_hash"] = bundle.content_hash
+    m["path"] = str(bundle.root)
+    return m
+
+
+def error_text(exc: BaseException) -> str:
+    """A user-readable message for an error (AshError messages are already readable)."""
+    if isinstance(exc, AshError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,49 @@
+"""The inspector's data: one sample shaped and scored, the worst samples, their pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ash_core import Bundle, EvalResult
+from ash_core import samples as ai
+from ash_core.errors import BundleError
+from dashboard import cache
+from dashboard.images import SampleImage, sample_image
+
+
+def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
+    return [bundle.id_split.name, *ood]
+
+
+def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalResult,
+            split: str, index: int) -> ai.SampleInspection:
+    """One sample before and after the shaping of ``shaped`` (an energy result), its
+    energies placed within the ID energies of ``base`` (no shaping) and ``shaped``."""
+    ev = cache.get_evaluator(bundle, ood)
+    n = len(bundle.split(split))
+    if not 0 <= index < n:
+        raise BundleError(f"index {index} is out of range for {split!r} (0..{n - 1}).")
+    shaper = ev.shaper(shaped.method, shaped.p, shaped.threshold)
+    feats = ev.features(split)
+    return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
+                             bundle.classes, base.id_scores, shaped.id_scores,
+                             shaped=ai.shape_sample(shaper, feats, index))
+
+
+def worst(result: EvalResult, bundle: Bundle, kind: str, n: int = 10) -> pd.DataFrame:
+    """The ``n`` worst false positives (``kind="fp"``) or negatives (``"fn"``): set, index,
+    score and the score's percentile within the ID scores (in %)."""
+    return ai.worst_samples(result.id_scores, result.ood_scores, bundle.id_split.name, kind, n)
+
+
+def gallery(bundle: Bundle, table: pd.DataFrame, data_root: str | None
+            ) -> list[tuple[int, SampleImage]]:
+    """(row number, picture) of every listed sample that has one (thumbnail or file)."""
+    out = []
+    for i, row in enumerate(table.itertuples()):
+        img = sample_image(bundle, str(row.set), int(row.index), data_root)
+        if img.kind != "missing":
+            out.append((i, img))
+    return out

@@ -1,0 +1,76 @@
+"""What a bundle can serve (methods, threshold modes) and what p means on it, in words.
+
+A method needs the bundle's ``id_fit`` split when its registry spec says so
+(``needs_fit(threshold)``); a bundle without one is offered only the rest, and the page
+says why. The numbers behind the p captions come from ``ash_core`` (``kept_count``,
+``ash_core.stats``); this module only phrases them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ash_core import Bundle, get_method, kept_count, list_methods
+from ash_core.stats import share_pruning_only_zeros, zero_share
+
+
+def _servable(bundle: Bundle, method: str, threshold: str) -> bool:
+    return bundle.id_fit is not None or not get_method(method).needs_fit(threshold)
+
+
+def thresholds_for(bundle: Bundle, method: str) -> list[str]:
+    """The threshold modes of ``method`` this bundle can serve (may be empty)."""
+    return [t for t in get_method(method).thresholds if _servable(bundle, method, t)]
+
+
+def methods_for(bundle: Bundle) -> list[str]:
+    """Registered methods this bundle can serve in at least one threshold mode."""
+    return [m for m in list_methods() if thresholds_for(bundle, m)]
+
+
+def missing_caption(bundle: Bundle) -> str:
+    """Why methods or modes are not offered ("" when everything is)."""
+    if bundle.id_fit is not None:
+        return ""
+    methods = [m for m in list_methods() if not thresholds_for(bundle, m)]
+    declared = {t for m in list_methods() for t in get_method(m).thresholds}
+    served = {t for m in list_methods() for t in thresholds_for(bundle, m)}
+    modes = sorted(declared - served)
+    what = [*(f"method {m}" for m in methods), *(f"threshold {t}" for t in modes)]
+    if not what:
+        return ""
+    return (f"Not offered: {', '.join(what)}. They are fitted on ID training features "
+            "(an id_fit split), and this bundle has none; re-extract with an id_fit split "
+            "to use them.")
+
+
+def prunes_units(method: str, threshold: str) -> bool:
+    """Whether p sets a per-sample kept count k (ASH methods, local thresholds)."""
+    spec = get_method(method)
+    return spec.family == "ash" and spec.ranks and threshold == "local"
+
+
+def p_caption(bundle: Bundle, method: str, p: int, threshold: str,
+              zero_counts: np.ndarray) -> str:
+    """What p means on this bundle: the kept count k, whether this step changed it, the
+    share of zero activations and whether pruning removes only zeros."""
+    dim = bundle.dim
+    zeros = f"{100 * zero_share(zero_counts, dim):.1f}% of the ID activations are exactly 0"
+    if not get_method(method).has_p:
+        return zeros
+    k = kept_count(dim, p)
+    if get_method(method).ranks and threshold == "local" and not prunes_units(method, threshold):
+        return f"p = {p}: s2 sums the top k = {k} of D = {dim} units; {zeros}"
+    if not prunes_units(method, threshold):
+        return (f"p = {p}: a percentile of the id_fit activations (no per-sample kept "
+                f"count); {zeros}")
+    text = f"p = {p} keeps k = {k} of D = {dim} units per sample"
+    same = [q for q in (p - 1, p + 1) if 0 <= q < 100 and kept_count(dim, q) == k]
+    if same:
+        text += f" (the same k as p = {' and '.join(map(str, same))}: no change in the numbers)"
+    text += f"; {zeros}"
+    only = share_pruning_only_zeros(zero_counts, dim, p)
+    if only > 0:
+        text += (f". At this p, pruning removes only zeros in {100 * only:.1f}% of ID samples "
+                 f"(they have at least D - k = {dim - k} zero units)")
+    return text + "."

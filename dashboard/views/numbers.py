@@ -1,0 +1,30 @@
+"""Under the slider: what p means on this bundle and which engine computed the numbers."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import cache, offer
+from dashboard import replay as engines
+from dashboard.views.common import Context, plain
+
+
+def render(ctx: Context) -> None:
+    """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
+    s = ctx.state
+    st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold,
+                                     cache.id_zero_counts(ctx.bundle))))
+    try:
+        rep = ctx.replay()
+    except Exception:  # noqa: BLE001 - the view below shows the error
+        return
+    if rep.note:
+        st.warning(f"Score cube not used: {plain(rep.note)}", icon=":material/warning:")
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    left.caption(f"Numbers: {rep.label}.")
+    if rep.engine == "cube" and right.button("verify at this p", key="verify",
+                                             help="compute the exact value of every shown "
+                                                  "number at this p and compare"):
+        diff, n = engines.verify(ctx.bundle, ctx.ood, rep)
+        st.info(f"Exact check at p = {s.p}: max |Δ| = {100 * diff:.2g} pp over {n} numbers "
+                "(metrics per OOD set, averages and ID accuracy).", icon=":material/check:")
