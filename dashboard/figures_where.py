@@ -11,21 +11,29 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.figures import _LAYOUT, METHOD_PALETTE, convention_label
+from dashboard.figure_style import (
+    METHOD_PALETTE,
+    base_layout,
+    convention_label,
+    plain_text,
+    theme_of,
+)
 
 
 def figure5(grid: Sequence[float], accuracy: Mapping[str, Sequence[float]], method: str,
-            current_p: float | None = None) -> go.Figure:
+            current_p: float | None = None, theme: str | None = None) -> go.Figure:
     """ID accuracy (%) against p, one line per layer (network order); dashed line at p."""
     fig = go.Figure()
     for i, (layer, acc) in enumerate(accuracy.items()):
+        layer = plain_text(layer)  # a bundle-supplied name
         fig.add_scatter(x=list(grid), y=[100 * a for a in acc], mode="lines+markers",
                         name=layer, line=dict(color=METHOD_PALETTE[(i + 1) % len(METHOD_PALETTE)]),
                         marker=dict(size=5), hovertemplate="p=%{x}: %{y:.2f}%<extra>"
                         + layer + "</extra>")
     if current_p is not None:
         fig.add_vline(x=current_p, line=dict(dash="dash", color="black", width=1.5))
-    fig.update_layout(**_LAYOUT, title=f"ID accuracy vs p per layer ({method})",
+    fig.update_layout(**base_layout(theme_of(theme), f"ID accuracy vs p per layer ({method})",
+                                    420, [str(k) for k in accuracy]),
                       xaxis_title="pruning percentile p", yaxis_title="ID accuracy (%)",
                       xaxis_range=[0, 100])
     return fig
