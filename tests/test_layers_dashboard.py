@@ -22,7 +22,7 @@ from ash_core.layers.tails import capture_point, tail_state
 LAYERS = ("layer1", "layer2", "layer3")
 
 
-def make_layer_bundle(path, n=(40, 20, 20), seed=0):
+def make_layer_bundle(path, n=(24, 12, 12), seed=0):
     """A bundle of a random ResNet-20 on shifted noise with maps of every stage."""
     torch.manual_seed(seed)
     model = CifarResNet(20).eval()
@@ -98,8 +98,9 @@ def test_cli_layer_option(layered, capsys):
     assert "per-sample method" in capsys.readouterr().err
 
 
-def test_where_view_renders_figure5_and_table6(layered):
+def test_where_view_renders_figure5_and_table6(layered, monkeypatch):
     path, _ = layered
+    monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(path.parent))
     sweep = layer_sweep(load_bundle(path), None, "ash-s")  # the view reuses this disk cache
     tables = []
     for p in ("63", "90"):
@@ -114,7 +115,8 @@ def test_where_view_renders_figure5_and_table6(layered):
     assert not tables[0].equals(tables[1])
 
 
-def test_where_view_explains_bundles_without_maps(synthetic_bundle):
+def test_where_view_explains_bundles_without_maps(synthetic_bundle, monkeypatch):
+    monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(synthetic_bundle.parent))
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params.update({"bundle": str(synthetic_bundle), "view": "where"})
     at.run()
