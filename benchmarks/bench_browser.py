@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", choices=("exact", "cube"), default="exact")
     ap.add_argument("--bundle", default="cached_features/cifar10_resnet20")
     ap.add_argument("--start-p", type=int, default=60)
+    ap.add_argument("--quick", action="store_true", help="3 moves per view (smoke run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.moves = min(args.moves, 3)
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} missing: install Debian's chromium or set BROWSER_PATH")
     from playwright.sync_api import sync_playwright

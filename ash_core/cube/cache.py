@@ -204,19 +204,8 @@ def get_cubes(
     return {m: out[m].freeze() for m in methods}
 
 
-def get_cube(
-    source: Bundle | Evaluator,
-    method: str,
-    grid: Iterable[float],
-    threshold: str = "local",
-    seed: int = 0,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    backend: str = "auto",
-    progress: Progress | None = None,
-    *,
-    engine: str | None = None,
-) -> ScoreCube:
-    """The cube of one ASH method over ``grid`` (cached; see the module doc)."""
-    return get_cubes(source, [method], grid, threshold, seed, cache_dir, use_cache, backend,
-                     progress, engine=engine)[method]
+def get_cube(source: Bundle | Evaluator, method: str, grid: Iterable[float],
+             threshold: str = "local", seed: int = 0, **options: Any) -> ScoreCube:
+    """The cube of one method over ``grid`` (cached; see the module doc). ``options``: the
+    other arguments of ``get_cubes`` (cache_dir, use_cache, backend, progress)."""
+    return get_cubes(source, [method], grid, threshold, seed, **options)[method]

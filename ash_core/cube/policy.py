@@ -28,11 +28,13 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..bundle import Bundle
 from ..errors import ParameterError
 from ..evaluation import EvalResult, Evaluator
 from ..registry import check_threshold_mode, get_method
+from ..setting import Setting, as_setting
 from .cache import get_cube
 from .lookup import point_result
 from .model import ScoreCube, fits_on_id_fit, is_cube_method
@@ -142,33 +144,36 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold: str = "loc
 
 def evaluate_setting(
     source: Bundle | Evaluator,
-    method: str,
+    method: str | Setting,
     p: float | None = None,
-    threshold: str = "local",
-    score: str = "energy",
-    convention: str = "id",
-    ood: Iterable[str] | None = None,
-    seed: int = 0,
-    engine: str = "auto",
     *,
+    engine: str = "auto",
+    ood: Iterable[str] | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
     cube_provider: CubeProvider | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    **fields: Any,
 ) -> EvalResult:
     """One setting's ``EvalResult`` through the chosen engine (``result.engine`` says which).
+
+    The setting is a ``Setting`` or the historical fields (``method``, ``p`` and the keywords
+    ``threshold``, ``score``, ``convention``, ``seed``, ``params``), validated in one place
+    (``ash_core.setting.as_setting``).
 
     Raises on any failure of the chosen engine; never falls back. ``cube_provider(method,
     threshold, seed)`` supplies cubes (e.g. from an in-memory cache); by default
     ``get_cube`` loads or builds one over ``grid`` (cached on disk).
     """
+    setting = as_setting(method, p, **fields)  # threshold, score, convention, seed, params
     ev = _evaluator(source, ood)
-    choice = choose_engine(ev, method, threshold, engine, p=p, grid=grid)
+    p = setting.params.get("p")
+    choice = choose_engine(ev, setting.method, setting.threshold, engine, p=p, grid=grid)
     if choice.engine == "exact":
-        return ev.evaluate(method, p, threshold, score, convention, seed)
+        return ev.evaluate(setting)
     if cube_provider is not None:
-        cube = cube_provider(method, threshold, seed)
+        cube = cube_provider(setting.method, setting.threshold, setting.seed)
     else:
-        cube = get_cube(ev, method, grid, threshold, seed, cache_dir=cache_dir,
-                        use_cache=use_cache)
-    return point_result(cube, float(p), score, convention, ev.ood_names)
+        cube = get_cube(ev, setting.method, grid, setting.threshold, setting.seed,
+                        cache_dir=cache_dir, use_cache=use_cache)
+    return point_result(cube, float(p), setting.score, setting.convention, ev.ood_names)

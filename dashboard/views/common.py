@@ -97,6 +97,17 @@ class Context:
     def setting(self) -> str:
         return self.state.setting_label()
 
+    @property
+    def theme(self) -> str | None:
+        """The browser's theme ("light" or "dark"), so figures draw in its colours; None
+        where Streamlit cannot tell (tests, bare mode): figures then use marks that read on
+        both backgrounds."""
+        try:
+            kind = st.context.theme.type
+        except Exception:  # noqa: BLE001 - no browser context
+            return None
+        return kind if kind in ("light", "dark") else None
+
     def replay(self) -> engines.Replay:
         """The current setting's result and the engine that computed it.
 

@@ -18,6 +18,7 @@ from ash_core.errors import BundleError
 from dashboard import cache, figures, offer
 from dashboard import replay as engines
 from dashboard.state import COMPARE_MODES, p_range
+from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import (
     Context,
     bind,
@@ -135,10 +136,11 @@ def _column(col, name: str, side: Side) -> pd.DataFrame | None:
                      icon=":material/warning:")
             return None
         avg = frame[frame["ood_set"] == "Average"].iloc[0]
-        m1, m2, m3 = st.columns(3)
-        m1.metric("avg AUROC", pct(avg["auroc"]), border=True)
-        m2.metric("avg FPR95", pct(avg["fpr95"]), border=True)
-        m3.metric("ID accuracy", pct(res.id_accuracy["shaped"]), border=True)
+        cards = card_row(f"cmp_cards_{name.lower()}")  # wraps instead of cutting at 800 px
+        cards.metric("avg AUROC", pct(avg["auroc"]), border=True, width=CARD_PX)
+        cards.metric("avg FPR95", pct(avg["fpr95"]), border=True, width=CARD_PX)
+        cards.metric("ID accuracy", pct(res.id_accuracy["shaped"]), border=True,
+                     width=CARD_PX)
         metrics_table(frame, f"cmp_{name.lower()}")
         return frame
 
@@ -161,4 +163,5 @@ def render(ctx: Context) -> None:
     fb = _column(right, "B", side_b)
     if fa is not None and fb is not None:
         st.plotly_chart(figures.compare_figure(fa, fb, side_a.label, side_b.label,
-                                               s.convention), key="compare_chart")
+                                               s.convention, theme=ctx.theme),
+                        key="compare_chart")

@@ -17,5 +17,7 @@ def render(ctx: Context) -> None:
                "points; dashed grey: no shaping.")
     for kind in ("roc", "pr"):
         data = plotdata.curves(ctx.bundle, result, base, kind)
+        mets = {n: (base.ood[n], result.ood[n]) for n in data}  # AUROC titles, FPR95 points
         st.plotly_chart(figures.curves_figure(data, kind, ctx.colors, ctx.setting,
-                                              result.convention), key=f"{kind}_chart")
+                                              result.convention, metrics=mets,
+                                              theme=ctx.theme), key=f"{kind}_chart")

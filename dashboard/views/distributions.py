@@ -17,5 +17,5 @@ def render(ctx: Context) -> None:
                f"threshold that keeps 95% of ID samples (no shaping: {thr_b:.3g}; "
                f"shaped: {thr_a:.3g}).")
     fig = figures.distributions_figure(hb, ha, ctx.bundle.id_split.name, thr_b, thr_a,
-                                       ctx.colors, ctx.setting, s.score)
+                                       ctx.colors, ctx.setting, s.score, theme=ctx.theme)
     st.plotly_chart(fig, key="distributions_chart")

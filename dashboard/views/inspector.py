@@ -9,6 +9,7 @@ from dashboard import cache, figures, inspection
 from dashboard import replay as engines
 from dashboard.images import SampleImage, sample_image
 from dashboard.state import INSPECT_MODES
+from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import Context, bind, commit, plain, store
 
 GALLERY_COLUMNS = 5
@@ -116,21 +117,25 @@ def render(ctx: Context) -> None:
                             "id", s.engine).result
     base = cache.baseline(ctx.bundle, ctx.ood, "energy", "id")
     insp = inspection.inspect(ctx.bundle, ctx.ood, shaped, base, split, index)
+    cards = card_row("inspector_cards")  # one width, wrapping: readable from 800 px up
+    cards.metric("energy before", f"{insp.energy_before:.3f}", border=True, width=CARD_PX,
+                 help="energy score of this sample without shaping")
+    cards.metric("energy after", f"{insp.energy_after:.3f}",
+                 f"{insp.energy_after - insp.energy_before:+.3f}", delta_color="off",
+                 border=True, width=CARD_PX,
+                 help="a change in energy is neither good nor bad by itself: higher means "
+                      "more ID-like, right for ID samples and wrong for OOD samples")
+    cards.metric("ID percentile before", f"{insp.percentile_before:.1f}%", border=True,
+                 width=CARD_PX, help="share of ID samples (no shaping) with a lower or equal "
+                                     "energy")
+    cards.metric("ID percentile after", f"{insp.percentile_after:.1f}%", border=True,
+                 width=CARD_PX, help="share of ID samples (same shaping) with a lower or "
+                                     "equal energy")
     left, right = st.columns([1, 3])
     with left:
         _image(ctx, split, index)
-        st.metric("energy before", f"{insp.energy_before:.3f}",
-                  help="energy score of this sample without shaping")
-        st.metric("energy after", f"{insp.energy_after:.3f}",
-                  f"{insp.energy_after - insp.energy_before:+.3f}", delta_color="off",
-                  help="a change in energy is neither good nor bad by itself: higher means "
-                       "more ID-like, right for ID samples and wrong for OOD samples")
-        st.metric("ID percentile before", f"{insp.percentile_before:.1f}%",
-                  help="share of ID samples (no shaping) with a lower or equal energy")
-        st.metric("ID percentile after", f"{insp.percentile_after:.1f}%",
-                  help="share of ID samples (same shaping) with a lower or equal energy")
         st.caption(plain(f"prediction: {insp.predicted_before} -> {insp.predicted_after}; "
                          f"{insp.n_kept}/{len(insp.kept)} units kept"))
     with right:
-        st.plotly_chart(figures.activations_figure(insp, ctx.setting), key="activations_chart")
-        st.plotly_chart(figures.topk_figure(insp, ctx.setting), key="topk_chart")
+        st.plotly_chart(figures.activations_figure(insp, ctx.setting, theme=ctx.theme), key="activations_chart")
+        st.plotly_chart(figures.topk_figure(insp, ctx.setting, theme=ctx.theme), key="topk_chart")

@@ -44,5 +44,5 @@ def render(ctx: Context) -> None:
                f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)")
     _cards(avg, acc)
     metrics_table(frame, "overview_table", deltas=True)
-    st.plotly_chart(figures.overview_figure(frame, ctx.colors, ctx.setting, result.convention),
-                    key="overview_chart")
+    st.plotly_chart(figures.overview_figure(frame, ctx.colors, ctx.setting, result.convention,
+                                            theme=ctx.theme), key="overview_chart")

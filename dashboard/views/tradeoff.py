@@ -36,10 +36,12 @@ def render(ctx: Context) -> None:
     if missing:
         st.caption(plain(missing))
     current = s.p_value
-    st.plotly_chart(figures.tradeoff_figure(df, current, s.convention), key="tradeoff_chart")
+    st.plotly_chart(figures.tradeoff_figure(df, current, s.convention, theme=ctx.theme),
+                    key="tradeoff_chart")
     y = s.pareto
     front = plotdata.pareto(df, y)
     r = ctx.result()
     here = (ctx.setting, r.id_accuracy["shaped"], r.average[y.split("/")[-1]])
-    st.plotly_chart(figures.pareto_figure(df, front, y, s.convention, current=here),
+    st.plotly_chart(figures.pareto_figure(df, front, y, s.convention, current=here,
+                                         theme=ctx.theme),
                     key="pareto_chart")
