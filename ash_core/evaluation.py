@@ -6,6 +6,10 @@ the function, so a module of the same name would be shadowed by it.)
 ``Evaluator`` holds a bundle's features as fp32 tensors (loaded once, never
 mutated) and the unshaped logits, so repeated evaluations only pay for shaping,
 the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
+
+Device (``ash_core.device``): shaping and the head run on ``Evaluator.device``; only
+scores come back. The public tensors (``features``, ``weight``/``bias``,
+``base_logits``, ``shaped_logits``) are always on the CPU.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, Split, negative_fraction
+from .device import DeviceLike, resolve_device
 from .errors import FeatureError, ParameterError
+from .fitted import feature_scorer
 from .metrics import OODMetrics, average_metrics, ood_metrics_many
 from .registry import Shaper
 from .scores import accuracy, get_score
@@ -101,27 +107,33 @@ def score_function(shaper: Shaper, score: str) -> Callable[[torch.Tensor], torch
 class Evaluator:
     """Cached fp32 features and unshaped logits of one bundle, for fast repeated evaluation."""
 
-    def __init__(self, bundle: Bundle, ood: Iterable[str] | None = None, warn: bool = True):
+    def __init__(self, bundle: Bundle, ood: Iterable[str] | None = None, warn: bool = True,
+                 device: DeviceLike = None):
         self.bundle = bundle
         self.ood_names = [s.name for s in bundle.select_ood(ood)]
+        self.device = resolve_device(device)  # None: ASH_DEVICE, else the CPU
         self.weight = bundle.head_weight
         self.bias = bundle.head_bias
         self._features: dict[str, torch.Tensor] = {}
+        self._on_device: dict[str, torch.Tensor] = {}  # the CPU tensors themselves on cpu
         self._base_logits: dict[str, torch.Tensor] = {}
         self._orders: dict[str, torch.Tensor] = {}
         self._fitted: dict[tuple, float | None] = {}
+        self._states: dict[str, dict] = {}  # fitted states of scores on features
         self._warn = warn
 
     def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
         """An Evaluator of the same bundle for another OOD selection, sharing this one's
         caches (fp32 features, unshaped logits, rank orders, fitted thresholds), which
         depend on the split or the parameters only, never on the selection."""
-        ev = Evaluator(self.bundle, ood, warn=self._warn)
+        ev = Evaluator(self.bundle, ood, warn=self._warn, device=self.device)
         ev.weight, ev.bias = self.weight, self.bias
         ev._features = self._features
+        ev._on_device = self._on_device
         ev._base_logits = self._base_logits
         ev._orders = self._orders
         ev._fitted = self._fitted
+        ev._states = self._states
         return ev
 
     @property
@@ -148,16 +160,33 @@ class Evaluator:
             self._features[name] = x
         return self._features[name]
 
+    def _device_tensor(self, key: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()`` on ``self.device``, cached under ``key`` (no copy on the CPU)."""
+        if key not in self._on_device:
+            self._on_device[key] = make().to(self.device)
+        return self._on_device[key]
+
+    def _device_features(self, name: str) -> torch.Tensor:
+        return self._device_tensor(f"features/{name}", lambda: self.features(name))
+
+    def _device_head(self, head: tuple[torch.Tensor, torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``head`` on ``self.device`` (the bundle's own head is moved once)."""
+        if head[0] is self.weight and head[1] is self.bias:
+            return (self._device_tensor("head/weight", lambda: self.weight),
+                    self._device_tensor("head/bias", lambda: self.bias))
+        return head[0].to(self.device), head[1].to(self.device)
+
     def logits(self, x: torch.Tensor,
                head: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Apply the bundle's linear head (or ``head``: weight, bias), in row chunks to
-        bound memory."""
-        weight, bias = head or (self.weight, self.bias)
+        bound memory, on ``x``'s device."""
+        weight, bias = (t.to(x.device) for t in head or (self.weight, self.bias))
         outs = [
             torch.addmm(bias, x[i : i + CHUNK_ROWS], weight.T)
             for i in range(0, x.shape[0], CHUNK_ROWS)
         ]
-        return torch.cat(outs) if outs else torch.empty(0, weight.shape[0])
+        return torch.cat(outs) if outs else torch.empty(0, weight.shape[0], device=x.device)
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The p-independent per-row unit ranking of a split, cached within a memory budget.
@@ -166,7 +195,7 @@ class Evaluator:
         would exceed ``ORDER_CACHE_UNITS`` (the shaper then sorts per call).
         """
         if name not in self._orders:
-            x = self.features(name)
+            x = self._device_features(name)
             # a snapshot: the cache may be shared with other threads (the dashboard), and
             # iterating the live dict while one of them inserts raises RuntimeError
             cached = sum(o.numel() for o in tuple(self._orders.values()))
@@ -176,9 +205,13 @@ class Evaluator:
         return self._orders[name]
 
     def base_logits(self, name: str) -> torch.Tensor:
-        """Unshaped logits of a split (cached; treat as read-only)."""
+        """Unshaped logits of a split, on the CPU (cached; treat as read-only)."""
+        return self._device_base_logits(name).cpu()
+
+    def _device_base_logits(self, name: str) -> torch.Tensor:
         if name not in self._base_logits:
-            self._base_logits[name] = self.logits(self.features(name))
+            x = self._device_features(name)
+            self._base_logits[name] = self.logits(x, self._device_head((self.weight, self.bias)))
         return self._base_logits[name]
 
     def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
@@ -206,25 +239,53 @@ class Evaluator:
             shaper.fitted_threshold, shaper.fitted_state = self._fitted[key]
         return shaper
 
-    def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
-        """Logits of a split shaped by ``shaper`` (the cached base logits for a method that
-        leaves features unchanged, e.g. ``none``: treat as read-only)."""
-        head = shaper.head(self.weight, self.bias)
+    def shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
+        """Features of a split shaped by ``shaper``, on the CPU (the cached features
+        themselves for a method that leaves them unchanged: treat as read-only)."""
+        return self._device_shaped_features(shaper, name).cpu()
+
+    def _device_shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
         if shaper.spec.identity:
-            if shaper.spec.head_fn is None:
-                return self.base_logits(name)
-            return self.logits(self.features(name), head)
+            return self._device_features(name)
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
-        return self.logits(shaper(self.features(name), order=order), head)
+        return shaper(self._device_features(name), order=order)
+
+    def split_scorer(self, shaper: Shaper, setting: Setting
+                     ) -> Callable[[str], tuple[torch.Tensor, np.ndarray]]:
+        """``split -> (shaped logits, scores)``: a score on features (``fitted``) or on
+        logits."""
+        scorer = feature_scorer(self, shaper, setting)
+        if scorer is not None:
+            return scorer
+        score_fn = score_function(shaper, setting.score)
+
+        def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
+            logits = self._device_shaped_logits(shaper, name)
+            return logits, score_fn(logits).cpu().numpy()
+
+        return one
+
+    def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
+        """Logits of a split shaped by ``shaper``, on the CPU (the cached base logits for a
+        method that leaves features unchanged, e.g. ``none``: treat as read-only)."""
+        return self._device_shaped_logits(shaper, name).cpu()
+
+    def _device_shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
+        head = self._device_head(shaper.head(self.weight, self.bias))
+        if shaper.spec.identity and shaper.spec.head_fn is None:
+            return self._device_base_logits(name)
+        return self.logits(self._device_shaped_features(shaper, name), head)
 
     def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
         """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""
         labels = self.bundle.id_split.labels_tensor()
         if labels is None:
             return {"shaped": None, "unshaped": None}
+        labels = labels.to(shaped_id_logits.device)
         return {
             "shaped": accuracy(shaped_id_logits, labels),
-            "unshaped": accuracy(self.base_logits(self.id_name), labels),
+            "unshaped": accuracy(self._device_base_logits(self.id_name).to(labels.device),
+                                 labels),
         }
 
     def evaluate(
@@ -248,10 +309,9 @@ class Evaluator:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
-        score_fn = score_function(shaper, setting.score)
-        id_logits = self.shaped_logits(shaper, self.id_name)
-        id_scores = score_fn(id_logits).numpy()
-        ood_scores = {n: score_fn(self.shaped_logits(shaper, n)).numpy() for n in self.ood_names}
+        split_scores = self.split_scorer(shaper, setting)
+        id_logits, id_scores = split_scores(self.id_name)
+        ood_scores = {n: split_scores(n)[1] for n in self.ood_names}
         return EvalResult(
             bundle=self.bundle.name,
             method=setting.method,
@@ -280,7 +340,8 @@ def evaluate(
     seed: int = 0,
     *,
     params: Mapping[str, float] | None = None,
+    device: DeviceLike = None,
 ) -> EvalResult:
     """One-shot evaluation of a setting on a bundle (see ``Evaluator.evaluate``)."""
     setting = as_setting(method, p, threshold, score, convention, seed, params)
-    return Evaluator(bundle, ood).evaluate(setting)
+    return Evaluator(bundle, ood, device=device).evaluate(setting)

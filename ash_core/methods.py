@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import scores, shaping
+from .detectors import get_feature_score, list_feature_scores
 from .params import ParamSpec, percent_grid
 from .registry import FIT_FEATURES, FIT_HEAD, register_method
 
@@ -153,3 +154,20 @@ register_method(
                 "(id_fit mean x weight); energy score",
     reference="Sun & Li, ECCV 2022",
 )(_unchanged)
+
+
+# --------------------------------------------------------------------- scores on features
+
+def register_feature_score_methods() -> None:
+    """Every score on features also as a method of its own (no shaping, that score), so
+    ``--method knn`` works and the contract suite covers its parameters."""
+    for name in list_feature_scores():
+        fs = get_feature_score(name)
+        register_method(
+            name, description=fs.description + " (no shaping; combine with a shaping method "
+            f"as --score {name})", params=fs.params, fit_on=fs.fit_on, family="features",
+            reference=fs.reference, identity=True, feature_score=name,
+        )(lambda x, *, cutoff, seed, order=None, **params: x.clone())
+
+
+register_feature_score_methods()

@@ -33,15 +33,18 @@ import numpy as np
 import torch
 
 from . import shaping
+from .detectors import FIT_FEATURES, FIT_HEAD, FIT_LABELS, list_feature_scores
 from .errors import ParameterError
 from .params import ParamSpec, merge_p
+from .scores import list_scores
 
 THRESHOLD_MODES: dict[str, str] = {
     "local": "per-sample threshold: keep each sample's top (100-p)% units (the paper's default)",
     "global": "one threshold: the p-th percentile of all id_fit activations (paper ablation)",
 }
-#: what a method may be fitted on (``MethodSpec.fit_on``)
-FIT_FEATURES, FIT_LABELS, FIT_HEAD = "id_fit features", "id_fit labels", "head"
+#: what a method may be fitted on (``MethodSpec.fit_on``): FIT_FEATURES, FIT_LABELS and
+#: FIT_HEAD, imported from ``detectors`` (scores on features read the same things)
+FIT_KINDS = (FIT_FEATURES, FIT_LABELS, FIT_HEAD)
 #: how a grid over the main parameter is computed fast; ``ash_core.cube`` maps each name
 #: but "exact" to code: "prefix" = survivors are a prefix of each row's sorted order (the
 #: ASH family), "clip" = ReAct-style clipping at a fitted percentile (running sums of the
@@ -92,6 +95,8 @@ class MethodSpec:
     scorer: Callable[..., torch.Tensor] | None = None
     #: a method on the head (e.g. DICE): ``head_fn(weight, bias, fitted_state)``
     head_fn: HeadFn | None = None
+    #: a score on features (``ash_core.detectors``) this method stands for, unshaped
+    feature_score: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:
@@ -126,13 +131,27 @@ class MethodSpec:
         return self.ranks and threshold == "local"
 
     def needs_fit(self, threshold: str) -> bool:
-        """Whether this method needs the id_fit split under this threshold mode."""
+        """Whether the shaper is fitted on id_fit under this threshold mode (its cutoff)."""
         return self.fit == "always" or (threshold == "global" and self.fit == "global")
+
+    def needs_id_fit(self, threshold: str) -> bool:
+        """Whether evaluating this method needs the bundle's id_fit split at all: its shaper
+        is fitted there, or it is a score on features fitted there (KNN's bank, ...)."""
+        return self.needs_fit(threshold) or self.feature_score is not None
 
     def check_score(self, score: str) -> str:
         """The score this method is evaluated with: a method on logits always uses its own
         (results then name it, e.g. score "gen"), every other method ``score``."""
-        return score if self.scorer is None else self.name
+        return score if self.scorer is None and self.feature_score is None else self.name
+
+    @property
+    def scores(self) -> list[str]:
+        """The scores this method combines with: its own for a method that is a score
+        (on logits, e.g. gen, or on features, e.g. knn), else every score on logits and
+        every score on features (plug-and-play, e.g. ash-s then knn)."""
+        if self.scorer is not None or self.feature_score is not None:
+            return [self.name]
+        return [*list_scores(), *list_feature_scores()]
 
     def validate_params(self, values: Mapping[str, Any] | None) -> dict[str, float]:
         """Every declared parameter as a validated float (defaults for those not given).

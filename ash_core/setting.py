@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from .combine import check_score_name, split_params
 from .errors import ParameterError
 from .metrics import check_convention
 from .params import merge_p
@@ -27,7 +28,6 @@ from .registry import (
     get_method,
     setting_label,
 )
-from .scores import get_score
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,17 @@ class Setting:
     def validated(self) -> Setting:
         """This setting checked through the registry: every parameter in range and of the
         right kind (missing ones take their defaults), a threshold mode the method
-        supports, a known score and convention, a valid seed. A method on logits (e.g.
-        "gen") is its own score: ``score`` becomes the method's name."""
+        supports, a known score and convention, a valid seed. A method that is a score
+        (e.g. "gen", "knn") is its own score: ``score`` becomes the method's name. With a
+        score on features (``ash-s`` then ``knn``) ``params`` holds both the method's and
+        the score's parameters (see ``registry.split_params``)."""
         spec = get_method(self.method)
         check_threshold_mode(spec, self.threshold)
-        score = spec.check_score(self.score)
-        if spec.scorer is None:
-            get_score(score)
+        score = check_score_name(spec.check_score(self.score)) \
+            if spec.scorer is None else spec.check_score(self.score)
         check_convention(self.convention)
-        return replace(self, params=spec.validate_params(self.params), score=score,
+        own, theirs = split_params(self.method, score, self.params)
+        return replace(self, params={**own, **theirs}, score=score,
                        seed=check_seed(self.seed))
 
     @property
@@ -86,8 +88,9 @@ class Setting:
 
     def shaper(self) -> Shaper:
         """A validated, unfitted shaper for this setting's method and parameters."""
+        own = [q.name for q in get_method(self.method).params]
         return create_method(self.method, threshold=self.threshold, seed=self.seed,
-                             params=self.params)
+                             params={k: v for k, v in self.params.items() if k in own})
 
     def label(self, detail: bool = False) -> str:
         """``ash-s p=90 local`` (the threshold mode only where the method has a choice);

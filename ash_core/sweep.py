@@ -40,6 +40,7 @@ from .cube import (
     is_cube_method,
     point_metrics,
 )
+from .detectors import get_feature_score
 from .errors import ParameterError
 from .evaluation import Evaluator
 from .metrics import METRIC_NAMES, check_convention
@@ -173,8 +174,8 @@ def sweep(
 def _cubes(ev: Evaluator, settings: Sequence[Setting], grid: list[float],
            **options) -> dict[str, ScoreCube]:
     """Score cubes of every cube-computed method of a sweep, one batch per threshold mode."""
-    modes = {s.method: s.threshold for s in settings
-             if is_cube_method(s.method)}
+    modes = {s.method: s.threshold for s in settings  # a score on features is exact
+             if is_cube_method(s.method) and get_feature_score(s.score) is None}
     seed = settings[0].seed if settings else 0
     cubes: dict[str, ScoreCube] = {}
     for mode in dict.fromkeys(modes.values()):

@@ -12,6 +12,7 @@ It also reports the resident memory before and after many reruns (it must not gr
 with each rerun).
 
     python benchmarks/bench_dashboard.py [--quick] [--bundle DIR ...] [--large N]
+    python benchmarks/bench_dashboard.py --imagenet [--quick] [--methods M:T,...]  # issue 8
 
 Without --bundle it uses the demo bundles under cached_features/ (or, when they are
 missing, a synthetic bundle of the demo's shape, and says so).
@@ -142,6 +143,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer p values (CI smoke run)")
+    ap.add_argument("--imagenet", action="store_true",
+                    help="the ImageNet-shaped synthetic bundle instead (issue 8 goals; see "
+                         "benchmarks/dashboard_scale.py); with --quick a small one")
+    ap.add_argument("--methods", default=None,
+                    help="with --imagenet: METHOD:THRESHOLD,... (default: ash-s:local, "
+                         "ash-b:global, ash-rand, react, scale)")
     ap.add_argument("--bundle", action="append", help="bundle directory (repeatable)")
     ap.add_argument("--large", type=int, default=0,
                     help="also time a synthetic bundle with this many samples per split")
@@ -149,6 +156,10 @@ def main() -> int:
     ap.add_argument("--engine", choices=["cube", "exact", "both"], default="both",
                     help="numbers engine to time, forced as ?engine= does (default both)")
     args = ap.parse_args()
+    if args.imagenet:
+        from dashboard_scale import run_scale
+
+        return run_scale(args.quick, args.methods)
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     from dashboard import config
 

@@ -1,7 +1,7 @@
 """What a bundle can serve (methods, threshold modes) and what p means on it, in words.
 
 A method needs the bundle's ``id_fit`` split when its registry spec says so
-(``needs_fit(threshold)``); a bundle without one is offered only the rest, and the page
+(``needs_id_fit(threshold)``); a bundle without one is offered only the rest, and the page
 says why. The numbers behind the p captions come from ``ash_core`` (``kept_count``,
 ``ash_core.stats``); this module only phrases them.
 """
@@ -15,7 +15,7 @@ from ash_core.stats import share_pruning_only_zeros, zero_share
 
 
 def _servable(bundle: Bundle, method: str, threshold: str) -> bool:
-    return bundle.id_fit is not None or not get_method(method).needs_fit(threshold)
+    return bundle.id_fit is not None or not get_method(method).needs_id_fit(threshold)
 
 
 def thresholds_for(bundle: Bundle, method: str) -> list[str]:
@@ -26,6 +26,13 @@ def thresholds_for(bundle: Bundle, method: str) -> list[str]:
 def methods_for(bundle: Bundle) -> list[str]:
     """Registered methods this bundle can serve in at least one threshold mode."""
     return [m for m in list_methods() if thresholds_for(bundle, m)]
+
+
+def sweepable_for(bundle: Bundle) -> list[str]:
+    """The methods a trade-off over p shows: those with a parameter p, and the unshaped
+    baseline (a method without p would be one point, and a fitted score on features an
+    exact pass of its own, so they belong in a side-by-side table, not in this sweep)."""
+    return [m for m in methods_for(bundle) if get_method(m).has_p or m == "none"]
 
 
 def missing_caption(bundle: Bundle) -> str:

@@ -137,6 +137,7 @@ class State:
     convention: str = "id"
     view: str = "overview"
     engine: str = "auto"
+    val: int = 0  # 1: the overview shows the validated parameters (dashboard/validation.py)
     # inspector
     iset: str = ""
     idx: int = 0
@@ -198,6 +199,7 @@ class State:
         self.score = q.choose("score", list_scores(), "energy")
         self.convention = q.choose("convention", list(CONVENTIONS), "id")
         self.engine = q.choose("engine", list(ENGINES), "auto")
+        self.val = q.integer("val", 0, 1, 0)
 
     def _read_views(self, q: _Query) -> None:
         """The view and each view's own controls."""

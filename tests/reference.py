@@ -270,10 +270,15 @@ def dice_weight(id_fit: np.ndarray, weight: np.ndarray, p: float) -> np.ndarray:
 # --------------------------------------------------------------------------- evaluation
 
 
+#: methods whose features pass through unchanged (scores on logits, on the head, on features)
+FEATURES_UNCHANGED = ("none", "temp-scaling", "gen", "dice", "knn", "mahalanobis", "rmds",
+                      "vim", "residual", "nci", "fdbd")
+
+
 def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",
           id_fit: np.ndarray | None = None) -> np.ndarray:
     """Shape ``x`` with a deterministic method (none, ash-p/b/s, react, scale)."""
-    if method in ("none", "temp-scaling", "gen", "dice"):  # features unchanged
+    if method in FEATURES_UNCHANGED:
         return np.asarray(x, dtype=np.float64)
     if method == "react":
         return react(x, id_fit, p)

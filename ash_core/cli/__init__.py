@@ -16,7 +16,7 @@ import warnings
 from ..errors import AshError
 
 #: Subcommand modules under ash_core.cli, in --help order.
-SUBCOMMANDS = ("evaluate", "sweep", "methods", "extract", "dashboard")
+SUBCOMMANDS = ("evaluate", "sweep", "search", "methods", "extract", "dashboard")
 #: Subcommands that need an optional extra: command -> (module it imports, extra name).
 EXTRAS = {"dashboard": ("streamlit", "dashboard")}
 

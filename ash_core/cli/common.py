@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
+from ..detectors import list_feature_scores
+from ..device import DEVICES
 from ..errors import ParameterError
 from ..metrics import CONVENTIONS
 from ..params import parse_assignment
@@ -16,8 +20,11 @@ def add_setting_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", choices=list(THRESHOLD_MODES), default="local",
                         help="local: per-sample percentile (default); global: one threshold "
                              "fitted on the id_fit split (paper ablation)")
-    parser.add_argument("--score", choices=list_scores(), default="energy",
-                        help="OOD score computed from the logits (default: energy)")
+    parser.add_argument("--score", choices=[*list_scores(), *list_feature_scores()],
+                        default="energy",
+                        help="OOD score: on the (shaped) logits, or on the (shaped) features, "
+                             "fitted on id_fit (" + ", ".join(list_feature_scores())
+                             + "; their parameters via --param); default: energy")
     parser.add_argument("--fpr-convention", choices=list(CONVENTIONS), default="id",
                         help="id: ID is positive (ASH paper, default); ood: OOD is positive "
                              "(OpenOOD)")
@@ -35,15 +42,22 @@ def add_param_arg(parser: argparse.ArgumentParser) -> None:
                              "`ash-explore methods` lists every parameter and its range")
 
 
+def parse_named(assignments: list[str], parse: Callable[[str], tuple[str, Any]],
+                option: str) -> dict[str, Any]:
+    """Repeated ``NAME=...`` options parsed by ``parse`` into a dict; a name given twice
+    is an error naming ``option``."""
+    out: dict[str, Any] = {}
+    for text in assignments:
+        name, value = parse(text)
+        if name in out:
+            raise ParameterError(f"{option} {name} is given twice; give it once.")
+        out[name] = value
+    return out
+
+
 def parse_params(assignments: list[str]) -> dict[str, float]:
     """The ``--param NAME=VALUE`` list as a dict; a name given twice is an error."""
-    params: dict[str, float] = {}
-    for text in assignments:
-        name, value = parse_assignment(text)
-        if name in params:
-            raise ParameterError(f"--param {name} is given twice; give it once.")
-        params[name] = value
-    return params
+    return parse_named(assignments, parse_assignment, "--param")
 
 
 def method_help() -> str:
@@ -52,3 +66,10 @@ def method_help() -> str:
 
 def split_list(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda (resolved by ``ash_core.device.resolve_device``)."""
+    parser.add_argument("--device", choices=list(DEVICES), default="auto",
+                        help="where shaping and the head run: auto (CUDA when a GPU is "
+                             "present, default), cpu, or cuda (an error without CUDA)")

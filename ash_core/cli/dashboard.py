@@ -15,7 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..device import resolve_device
 from ..errors import AshError
+from .common import add_device_arg
 
 DEFAULT_BUNDLE = "cached_features/cifar10_resnet20"
 #: how long the child gets to exit after a forwarded signal before it is killed
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="directory holding the original images (e.g. ../shared/data), for the "
                         "inspector's pictures of sets without bundled thumbnails")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    add_device_arg(p)  # passed to the server as ASH_DEVICE
     p.add_argument("--address", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 to share on a network)")
     p.set_defaults(func=run)
@@ -101,6 +104,7 @@ def supervise(cmd: list[str], env: dict[str, str]) -> int:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise AshError(f"--port must be in 1..65535, got {args.port}.")
+    device = resolve_device(args.device)  # --device cuda without CUDA: an error, no server
     repo = app_path().parents[1]
     for b in args.bundles:
         if not Path(b).exists() and not (repo / b).exists():
@@ -110,4 +114,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"ASH Explorer dashboard: http://{args.address}:{args.port}", flush=True)
     env = dict(os.environ)
     env.setdefault("ASH_TORCH_THREADS", "1")  # one intra-op thread per session (see app)
+    env["ASH_DEVICE"] = str(device)
     return supervise(cmd, env)

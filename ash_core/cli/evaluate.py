@@ -6,11 +6,19 @@ import argparse
 import sys
 
 from ..bundle import load_bundle
+from ..device import resolve_device
 from ..layers import layer_evaluator
 from ..registry import list_methods
 from ..report import dumps_json, evaluation_frame, render_frame
 from ..setting import Setting
-from .common import add_param_arg, add_setting_args, method_help, parse_params, split_list
+from .common import (
+    add_device_arg,
+    add_param_arg,
+    add_setting_args,
+    method_help,
+    parse_params,
+    split_list,
+)
 from .layer_args import add_layer_arg
 
 
@@ -30,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: the method's default)")
     add_param_arg(p)
     add_setting_args(p)
+    add_device_arg(p)
     add_layer_arg(p)
     p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"],
                    default="table")
@@ -44,8 +53,9 @@ def setting_of(args: argparse.Namespace) -> Setting:
 
 def run(args: argparse.Namespace) -> int:
     setting = setting_of(args)  # bad parameters are reported before the bundle is read
+    device = resolve_device(args.device)  # --device cuda without CUDA: before the bundle
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
-    ev = layer_evaluator(bundle, args.layer, split_list(args.ood), device=args.device)
+    ev = layer_evaluator(bundle, args.layer, split_list(args.ood), device=device)
     result = ev.evaluate(setting).to_dict()
     if args.format == "json":
         print(dumps_json(result))

@@ -11,8 +11,6 @@ def add_layer_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="shape at this cached layer and replay the network's tail (bundles "
                         "extracted with --layers, e.g. layer1; default: penultimate)")
-    p.add_argument("--device", default="auto",
-                   help="where the tail runs with --layer: auto (CUDA when present), cpu, cuda")
 
 
 def check_layer_setting(args: argparse.Namespace) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..detectors import list_feature_scores
 from ..registry import get_method, list_methods
+from ..scores import list_scores
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +23,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:10s} {spec.description}")
         traits = [f"thresholds: {'/'.join(spec.thresholds)}", f"grid: {spec.grid}"]
         if spec.fit_on:
-            when = "always" if spec.fit == "always" else f"under {spec.fit} thresholds"
+            when = ("always" if spec.fit in ("always", None)
+                    else f"under {spec.fit} thresholds")
             traits.append(f"fitted on {', '.join(sorted(spec.fit_on))} ({when})")
         if spec.stochastic:
             traits.append("stochastic (--seed)")
+        if spec.feature_score:
+            traits.append(f"a score on features: combine as --score {name}")
         if spec.reference:
             traits.append(spec.reference)
         print(f"{'':10s} {'; '.join(traits)}")
@@ -33,4 +38,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':10s}   {q.describe()}{main}")
         if not spec.params:
             print(f"{'':10s}   no parameters")
+    print("\n  scores (--score): on logits " + ", ".join(list_scores()) + "; on features, "
+          "fitted on id_fit: " + ", ".join(list_feature_scores()) + ". Any shaping method "
+          "combines with any of them; a method that is a score (gen, knn, ...) is its own.")
     return 0

@@ -8,13 +8,16 @@ import sys
 from tqdm import tqdm
 
 from ..bundle import load_bundle
+from ..detectors import get_feature_score
+from ..device import resolve_device
 from ..errors import ParameterError
+from ..evaluation import Evaluator
 from ..layers import PENULTIMATE
 from ..layers.sweep import sweep_frame
 from ..registry import get_method
 from ..report import render_frame, sweep_columns
 from ..sweep import parse_grid, sweep, sweep_settings
-from .common import add_param_arg, add_setting_args, parse_params, split_list
+from .common import add_device_arg, add_param_arg, add_setting_args, parse_params, split_list
 from .layer_args import add_layer_arg, check_layer_setting
 
 
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 60:95:5)")
     add_param_arg(p)
     add_setting_args(p)
+    add_device_arg(p)
     add_layer_arg(p)
     p.add_argument("--format", choices=["table", "csv", "latex", "markdown"], default="table")
     p.add_argument("--cache-dir", default=None,
@@ -46,10 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def fixed_params(methods: list[str], fixed: dict[str, float]) -> dict[str, dict[str, float]]:
-    """The --param values per method: each method gets those it declares; a name no swept
-    method declares is an error (it would silently do nothing)."""
-    declared = {m: get_method(m).param_names for m in methods}
+def fixed_params(methods: list[str], fixed: dict[str, float],
+                 score: str = "energy") -> dict[str, dict[str, float]]:
+    """The --param values per method: each method gets those it declares, and those of a
+    score on features (``--score knn --param k=10``) that it combines with; a name none of
+    them declares is an error (it would silently do nothing)."""
+    declared = {m: get_method(m).param_names + score_param_names(m, score) for m in methods}
     for name in fixed:
         if name == "p":
             raise ParameterError("p is the swept parameter: give its grid with --p, not "
@@ -60,11 +66,22 @@ def fixed_params(methods: list[str], fixed: dict[str, float]) -> dict[str, dict[
     return {m: {k: v for k, v in fixed.items() if k in declared[m]} for m in methods}
 
 
+def score_param_names(method: str, score: str) -> tuple[str, ...]:
+    """The parameters of ``score`` when ``method`` is combined with it (a score on
+    features and a method that is not a score itself), else none."""
+    feature = get_feature_score(score)
+    if feature is None or score not in get_method(method).scores or method == score:
+        return ()
+    return tuple(q.name for q in feature.params)
+
+
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    evaluator = Evaluator(bundle, split_list(args.ood), device=device)
     methods = split_list(args.methods) or []
     grid = parse_grid(args.p)
-    fixed = fixed_params(methods, parse_params(args.param))
+    fixed = fixed_params(methods, parse_params(args.param), args.score)
     bar = tqdm(total=0, desc="sweep", unit="pt", disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -80,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
                             split_list(args.ood), args.seed, args.device)
     else:
         frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
-                      split_list(args.ood), args.seed, progress=progress, params=fixed,
-                      cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                      engine=args.engine)
+                      split_list(args.ood), args.seed, evaluator=evaluator, progress=progress,
+                      params=fixed,
+                      cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     ood = [n for n in dict.fromkeys(ood) if n != "average"]

@@ -5,7 +5,8 @@ thresholds, are a prefix of that order. The shaped logits of ASH-P are running s
 value x weight column along the order, ASH-S the same times exp(s1/s2(k)), ASH-B running
 sums of the weight columns times s1/k, ASH-RAND running sums of draw x weight column.
 The *backend* computes them: the native C kernel (``kernel.c``, all variants in one pass,
-tile by tile of classes, scores reduced on the fly) or the pure-torch fallback.
+tile by tile of classes, scores reduced on the fly) or the pure-torch fallback. On a CUDA
+``Evaluator.device`` the torch backend runs there; the native kernel is the CPU path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..device import is_cuda
 from ..errors import ParameterError
 from ..evaluation import Evaluator
 from ..registry import check_seed, check_threshold_mode, get_method
@@ -36,9 +38,10 @@ from .thresholds import fit_global_thresholds, normalize_grid
 from .torch_backend import run_torch
 
 RAND_LOW, RAND_HIGH = 0.0, 10.0
-#: Rows per native block (draws for ASH-RAND are made block by block) and per torch chunk.
+#: Rows per native block (draws for ASH-RAND are made block by block); torch chunks:
+#: ``None`` = the device's default (``torch_backend.CHUNK_ROWS``).
 BLOCK_ROWS = 4096
-TORCH_CHUNK = 1024
+TORCH_CHUNK: int | None = None
 BACKENDS = ("auto", "native", "torch")
 
 Progress = Callable[[int, int], None]
@@ -55,11 +58,17 @@ def cube_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def choose_backend(num_classes: int, backend: str = "auto") -> str:
-    """'native' or 'torch' (``auto``: native when the C kernel builds, else torch)."""
+def choose_backend(num_classes: int, backend: str = "auto",
+                   device: torch.device | None = None) -> str:
+    """'native' or 'torch' (``auto``: torch on CUDA; on the CPU native when the C kernel
+    builds, else torch). ``native`` on a CUDA device is an error (the kernel is CPU code)."""
     if backend not in BACKENDS:
         raise ParameterError(f"unknown cube backend {backend!r}; use auto, native or torch.")
-    if backend == "torch":
+    on_gpu = device is not None and is_cuda(device)
+    if backend == "native" and on_gpu:
+        raise ParameterError("the native cube kernel runs on the CPU only; use backend='torch' "
+                             "or 'auto' on CUDA, or device 'cpu' for the native kernel.")
+    if backend == "torch" or on_gpu:
         return "torch"
     ok = _kernel.load_kernel(_native.choose_tile(num_classes)) is not None
     if backend == "native" and not ok:
@@ -118,7 +127,7 @@ def _run_split(x: np.ndarray, ev: Evaluator, grid: np.ndarray, counts: np.ndarra
                     full, progress)
     else:
         run_torch(x, draws, ev.weight, ev.bias, counts, thresholds, variants, outs, full,
-                  progress, chunk=TORCH_CHUNK)
+                  progress, chunk=TORCH_CHUNK, device=ev.device)
     cubes = {v: SplitCube(*(o[i] for o in outs)) for i, v in enumerate(variants)}
     return cubes, SplitCube(*full)
 
@@ -161,7 +170,7 @@ def _row_counter(ev: Evaluator, passes: int, progress: Progress | None
 def _build_prefix(ev: Evaluator, methods: list[str], g: np.ndarray, threshold: str, seed: int,
                   backend: str, tick: Callable[[int], None]) -> dict[str, ScoreCube]:
     """The ASH variants ("prefix" strategy): one pass per split through the backend."""
-    chosen = choose_backend(ev.weight.shape[0], backend)
+    chosen = choose_backend(ev.weight.shape[0], backend, ev.device)
     counts = thresholds = None
     if threshold == "local":
         counts = np.asarray([kept_count(ev.bundle.dim, p) for p in g], dtype=np.int32)

@@ -1,6 +1,7 @@
 """Cube grids of the methods outside the ASH prefix family: ReAct ("clip"), SCALE ("row-scale").
 
-Both run on torch (no native kernel), one pass over each split, every grid p at once:
+Both run on torch (no native kernel) on the Evaluator's device, one pass over each
+split, every grid p at once:
 
 * **clip** (ReAct at p): clip ``c_p`` = the p-th percentile of id_fit activations (bit for
   bit as the shaper fits it). With each row sorted once (descending), the units above
@@ -25,19 +26,28 @@ from ..evaluation import Evaluator
 from ..shaping import kept_count, scale_factor
 from .model import SplitCube, empty_fields
 from .thresholds import fit_global_thresholds
-from .torch_backend import Chunk, band_product, prepare_chunk, store_scores
+from .torch_backend import (
+    Chunk,
+    band_product,
+    chunk_rows,
+    copy_out,
+    device_fields,
+    prepare_chunk,
+    store_scores,
+    store_unshaped,
+)
 
 Tick = Callable[[int], None]
 
 
-def _clip_walk(ch: Chunk, z: torch.Tensor, clips: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor,
-               outs: tuple[np.ndarray, ...], lo: int) -> None:
+def _clip_walk(ch: Chunk, z: torch.Tensor, clips: torch.Tensor, wt: torch.Tensor,
+               bias: torch.Tensor, bufs: tuple[torch.Tensor, ...]) -> None:
     """ReAct logits at every grid point of one chunk, from the largest clip to the smallest."""
     m, d = ch.vals.shape
-    ranks = torch.arange(d)
-    a = torch.zeros(m, wt.shape[1])
+    ranks = torch.arange(d, device=wt.device)
+    a = wt.new_zeros(m, wt.shape[1])
     g = torch.zeros_like(a)
-    prev = torch.zeros(m, dtype=torch.int64)
+    prev = torch.zeros(m, dtype=torch.int64, device=wt.device)
     # 1 + the last rank holding a non-zero value: from there on the unclipped rest is
     # exactly 0, and so must be z - A_k (its rounding would break the exact path's ties)
     nz_end = ((ch.vals != 0) * (ranks + 1)).amax(dim=1)
@@ -47,46 +57,52 @@ def _clip_walk(ch: Chunk, z: torch.Tensor, clips: torch.Tensor, wt: torch.Tensor
         nnz = int(band.sum())
         if nnz:
             a += band_product(ch, band, ch.vals[band], wt)
-            g += band_product(ch, band, torch.ones(nnz), wt)
+            g += band_product(ch, band, wt.new_ones(nnz), wt)
         prev = k
-        rest = torch.where((k >= nz_end)[:, None], torch.zeros(()), z - a)
-        store_scores(outs, 0, j, lo, lo + m, clips[j] * g + rest + bias)
+        rest = torch.where((k >= nz_end)[:, None], z.new_zeros(()), z - a)
+        store_scores(bufs, 0, j, clips[j] * g + rest + bias)
 
 
 def _row_scale_walk(ch: Chunk, z: torch.Tensor, counts: np.ndarray, bias: torch.Tensor,
-                    outs: tuple[np.ndarray, ...], lo: int) -> None:
+                    bufs: tuple[torch.Tensor, ...]) -> None:
     """SCALE logits at every grid point of one chunk: factor(p) x unshaped logits + b."""
     m = ch.vals.shape[0]
     prefix = torch.cumsum(ch.vals.to(torch.float64), dim=1).to(torch.float32)
     for j, k in enumerate(counts):
-        s2 = prefix[:, k - 1] if k > 0 else torch.zeros(m)
-        store_scores(outs, 0, j, lo, lo + m, scale_factor(ch.s1, s2)[:, None] * z + bias)
+        s2 = prefix[:, k - 1] if k > 0 else z.new_zeros(m)
+        store_scores(bufs, 0, j, scale_factor(ch.s1, s2)[:, None] * z + bias)
 
 
 def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
                 clips: np.ndarray | None, chunk: int, tick: Tick) -> tuple[SplitCube, SplitCube]:
-    """One split's cube under ``strategy`` and its unshaped scores."""
+    """One split's cube under ``strategy`` and its unshaped scores, on ``ev.device``."""
+    dev = ev.device
     outs = empty_fields(1, grid.size, x.shape[0])
     full = empty_fields(1, x.shape[0])
-    wt = ev.weight.T.contiguous()
+    wt, bias = ev.weight.T.contiguous().to(dev), ev.bias.to(dev)
     counts = np.asarray([kept_count(x.shape[1], p) for p in grid])
-    clips32 = None if clips is None else torch.from_numpy(clips.astype(np.float32))
+    clips32 = None if clips is None else torch.from_numpy(clips.astype(np.float32)).to(dev)
     for lo in range(0, x.shape[0], chunk):
-        rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk]))
+        rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk])).to(dev)
         ch = prepare_chunk(rows, None, None if clips is not None else counts, clips32)
         z = rows @ wt
+        bufs = device_fields(1, grid.size, rows.shape[0], dev)
         if strategy == "clip":
-            _clip_walk(ch, z, clips32, wt, ev.bias, outs, lo)
+            _clip_walk(ch, z, clips32, wt, bias, bufs)
         else:
-            _row_scale_walk(ch, z, counts, ev.bias, outs, lo)
-        store_scores(tuple(a[None] for a in full), 0, 0, lo, lo + rows.shape[0], z + ev.bias)
+            _row_scale_walk(ch, z, counts, bias, bufs)
+        copy_out(bufs, outs, lo)
+        store_unshaped(full, lo, z + bias)
         tick(rows.shape[0])
     return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
 
 
-def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int, tick: Tick,
+def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int | None,
+                   tick: Tick,
                    ) -> tuple[dict[str, SplitCube], dict[str, SplitCube], np.ndarray | None]:
-    """(cube per split, unshaped per split, fitted clips or None) for "clip" / "row-scale"."""
+    """(cube per split, unshaped per split, fitted clips or None) for "clip" / "row-scale"
+    (``chunk`` rows at a time; None: the device's default)."""
+    chunk = chunk or chunk_rows(ev.device)
     clips = fit_global_thresholds(ev, grid, "ReAct's clip") if strategy == "clip" else None
     cubes, unshaped = {}, {}
     for nm in ev.split_names:

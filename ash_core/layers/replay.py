@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from ..bundle import Bundle
+from ..device import resolve_device
 from ..errors import ParameterError
 from ..evaluation import Evaluator
 from ..registry import Shaper
@@ -23,12 +24,9 @@ from .store import PENULTIMATE, LayerMaps, open_layers
 BATCH = 256
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"device {name!r}: CUDA is not available here; use cpu.")
-    return torch.device(name)
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """The project's device rule (``ash_core.device.resolve_device``; None: ``ASH_DEVICE``)."""
+    return resolve_device(name)
 
 
 def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None = None,
@@ -103,8 +101,9 @@ class LayerEvaluator(Evaluator):
 
 
 def layer_evaluator(bundle: Bundle, layer: str | None = None,
-                    ood: Iterable[str] | None = None, device: str = "auto") -> Evaluator:
+                    ood: Iterable[str] | None = None,
+                    device: str | torch.device = "auto") -> Evaluator:
     """The Evaluator for ``layer`` (None or ``penultimate``: the bundle's own Evaluator)."""
     if layer in (None, PENULTIMATE):
-        return Evaluator(bundle, ood)
+        return Evaluator(bundle, ood, device=device)
     return LayerEvaluator(bundle, layer, ood, device=device)

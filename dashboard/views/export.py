@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from ash_core.report import best_settings, evaluation_frame, headline, tradeoff_sentence
-from dashboard import cache, export, figures, offer, plotdata, services
+from dashboard import cache, export, figures, offer, plotdata, services, validation
 from dashboard import replay as engines
+from dashboard.param_marks import add_param_marks
 from dashboard.views.common import Context
 
 #: a public address of the dashboard, for the link in reports (never a local one)
@@ -37,6 +38,7 @@ def report_parts(ctx: Context):
         "ID accuracy shaped": "-" if acc["shaped"] is None else f"{100 * acc['shaped']:.2f}%",
         "ID accuracy unshaped": "-" if acc["unshaped"] is None
         else f"{100 * acc['unshaped']:.2f}%",
+        **validation.export_rows(ctx),
     }
     hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
                                                     s.threshold, s.score, s.convention,
@@ -60,7 +62,7 @@ def _tradeoff_section(ctx: Context) -> export.Section:
     s = ctx.state
     try:
         df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
-                                  s.score, s.convention, offer.methods_for(ctx.bundle))
+                                  s.score, s.convention, offer.sweepable_for(ctx.bundle))
     except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
         return export.Section("Trade-off over p", f"The sweep failed: "
                                                   f"{cache.error_text(exc)}")
@@ -69,7 +71,9 @@ def _tradeoff_section(ctx: Context) -> export.Section:
         "Trade-off over p",
         tradeoff_sentence(df) + f" Every method at p = 0, {s.step}, {2 * s.step}, ... < 100.",
         {"Best p per method (by average AUROC)": best_settings(df)},
-        {"Trade-off": figures.tradeoff_figure(df, s.p_value, s.convention, theme="light"),
+        {"Trade-off": add_param_marks(
+            figures.tradeoff_figure(df, s.p_value, s.convention, theme="light"),
+            validation.marks(ctx), method=s.method),
          "Pareto view": figures.pareto_figure(df, front, "average/auroc", s.convention,
                                               theme="light")})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cache, offer
+from dashboard import cache, offer, validation
 from dashboard import replay as engines
 from dashboard.views.common import Context, plain
 
@@ -14,6 +14,7 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold,
                                      cache.id_zero_counts(ctx.bundle))))
+    validation.render_toggle(ctx)
     try:
         rep = ctx.replay()
     except Exception:  # noqa: BLE001 - the view below shows the error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cache, figures
+from dashboard import cache, figures, validation
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
 
@@ -34,15 +34,17 @@ def _cards(avg, acc) -> None:
 
 
 def render(ctx: Context) -> None:
-    result, base = ctx.result(), ctx.baseline()
+    (result, label, note), base = validation.overview_result(ctx), ctx.baseline()
     frame = cache.metrics_frame(result, base)
     avg = frame[frame["ood_set"] == "Average"].iloc[0]
     acc = result.id_accuracy
-    st.subheader(f"Overview: {ctx.setting} on {plain(ctx.bundle.name)}")
+    st.subheader(f"Overview: {label} on {plain(ctx.bundle.name)}")
+    if note:
+        st.caption(plain(note))
     st.caption(f"score: {result.score} - FPR convention: "
                f"{figures.convention_label(result.convention)} - averages over "
                f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)")
     _cards(avg, acc)
     metrics_table(frame, "overview_table", deltas=True)
-    st.plotly_chart(figures.overview_figure(frame, ctx.colors, ctx.setting, result.convention,
+    st.plotly_chart(figures.overview_figure(frame, ctx.colors, label, result.convention,
                                             theme=ctx.theme), key="overview_chart")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, offer, plotdata
+from dashboard import figures, offer, plotdata, validation
+from dashboard.param_marks import add_param_marks
 from dashboard.state import GRID_STEPS, PARETO_METRICS
 from dashboard.views.common import Context, bind, commit, plain, progress_bar
 
@@ -25,7 +26,7 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader("Trade-off over the pruning percentile p")
     _controls()
-    methods = offer.methods_for(ctx.bundle)  # only what this bundle can serve
+    methods = offer.sweepable_for(ctx.bundle)  # only what this bundle can serve, with p
     with progress_bar("sweeping methods over p") as progress:
         df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
                                   s.score, s.convention, methods, progress)
@@ -36,8 +37,9 @@ def render(ctx: Context) -> None:
     if missing:
         st.caption(plain(missing))
     current = s.p_value
-    st.plotly_chart(figures.tradeoff_figure(df, current, s.convention, theme=ctx.theme),
-                    key="tradeoff_chart")
+    fig = add_param_marks(figures.tradeoff_figure(df, current, s.convention, theme=ctx.theme),
+                          validation.marks(ctx), method=s.method)
+    st.plotly_chart(fig, key="tradeoff_chart")
     y = s.pareto
     front = plotdata.pareto(df, y)
     r = ctx.result()
