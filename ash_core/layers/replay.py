@@ -94,6 +94,9 @@ class LayerEvaluator(Evaluator):
                                                     self.batch, self.device)
         return self._base_logits[name]
 
+    def _device_base_logits(self, name: str) -> torch.Tensor:
+        return self.base_logits(name)  # used by main's id_accuracy (unshaped)
+
     def _device_shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         return self.shaped_logits(shaper, name)  # main's Evaluator.evaluate calls this one
 
