@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BUNDLE ?= cached_features/cifar10_resnet20
 PORT   ?= 8501
 
-.PHONY: setup browser demo test lint bench bundles clean
+.PHONY: setup browser demo test lint bench bundles layers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: setup
 # `python scripts/build_demo_bundles.py --check` verifies the committed features instead).
 bundles: setup
 	$(PY) scripts/build_demo_bundles.py
+
+# "Where to ASH" maps (layer1..3 + tails) for the CIFAR-10 ResNet demos, on a spread subset of
+# rows, into git-ignored cached_features/<name>.layers (a few minutes on 2 CPU cores).
+layers: setup
+	$(PY) scripts/build_layer_bundles.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

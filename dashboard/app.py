@@ -31,6 +31,7 @@ from dashboard.views import (  # noqa: E402
     overview,
     sidebar,
     tradeoff,
+    where,
 )
 
 PAGES = {
@@ -41,6 +42,7 @@ PAGES = {
     "inspector": inspector.render,
     "compare": compare.render,
     "export": export.render,
+    "where": where.render,
 }
 
 

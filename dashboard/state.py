@@ -24,6 +24,7 @@ VIEWS: dict[str, str] = {
     "inspector": "Inspector",
     "compare": "Compare",
     "export": "Export",
+    "where": "Where to ASH",
 }
 INSPECT_MODES: dict[str, str] = {
     "index": "by set and index",

@@ -7,7 +7,7 @@ import sys
 
 from ..bundle import load_bundle
 from ..device import resolve_device
-from ..evaluation import Evaluator
+from ..layers import layer_evaluator
 from ..registry import list_methods
 from ..report import dumps_json, evaluation_frame, render_frame
 from ..setting import Setting
@@ -19,6 +19,7 @@ from .common import (
     parse_params,
     split_list,
 )
+from .layer_args import add_layer_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_param_arg(p)
     add_setting_args(p)
     add_device_arg(p)
+    add_layer_arg(p)
     p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"],
                    default="table")
     p.set_defaults(func=run)
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     setting = setting_of(args)  # bad parameters are reported before the bundle is read
     device = resolve_device(args.device)  # --device cuda without CUDA: before the bundle
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
-    result = Evaluator(bundle, split_list(args.ood), device=device).evaluate(setting).to_dict()
+    ev = layer_evaluator(bundle, args.layer, split_list(args.ood), device=device)
+    result = ev.evaluate(setting).to_dict()
     if args.format == "json":
         print(dumps_json(result))
         return 0

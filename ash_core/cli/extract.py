@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allow downloading torchvision weights (never done otherwise)")
     g.add_argument("--layer", help="features to cache: NAME (that module's output; 4-D maps are "
                    "average-pooled) or NAME:input; default: the input of the final nn.Linear")
+    g.add_argument("--layers", metavar="NAME[,NAME...]",
+                   help="also cache these blocks' [N, C, H, W] output maps (float16) and the "
+                        "weights of the network after them, for replaying ASH inside the "
+                        "network (`--layer` of evaluate/sweep; docs/where.md). CIFAR/torchvision "
+                        "ResNets: layer1, layer2, ... (the last block of each stage)")
     g.add_argument("--fit-head", action="store_true", default=None,
                    help="fit a linear head (logistic regression) on the id_fit split and report "
                         "its accuracy, for models without a usable classifier")
@@ -117,6 +122,8 @@ def build_config(args: argparse.Namespace):  # -> ExtractConfig
         "crop": args.crop, "device": args.device, "amp": args.amp,
         "batch_size": args.batch_size, "workers": args.workers,
         "feature_dtype": args.feature_dtype, "overwrite": args.overwrite,
+        "layers": [t.strip() for t in args.layers.split(",") if t.strip()] if args.layers
+        else None,
     }
     splits = []
     if args.id:

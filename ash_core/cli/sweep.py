@@ -12,10 +12,13 @@ from ..detectors import get_feature_score
 from ..device import resolve_device
 from ..errors import ParameterError
 from ..evaluation import Evaluator
+from ..layers import PENULTIMATE
+from ..layers.sweep import sweep_frame
 from ..registry import get_method
 from ..report import render_frame, sweep_columns
 from ..sweep import parse_grid, sweep, sweep_settings
 from .common import add_device_arg, add_param_arg, add_setting_args, parse_params, split_list
+from .layer_args import add_layer_arg, check_layer_setting
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_param_arg(p)
     add_setting_args(p)
     add_device_arg(p)
+    add_layer_arg(p)
     p.add_argument("--format", choices=["table", "csv", "latex", "markdown"], default="table")
     p.add_argument("--cache-dir", default=None,
                    help="where score cubes are cached (default: BUNDLE/.cube_cache, or "
@@ -87,10 +91,15 @@ def run(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
-                  split_list(args.ood), args.seed, evaluator=evaluator, progress=progress,
-                  params=fixed,
-                  cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
+    if args.layer not in (None, PENULTIMATE):  # ASH inside the network (docs/where.md)
+        check_layer_setting(args)
+        frame = sweep_frame(bundle, args.layer, methods, grid, args.fpr_convention,
+                            split_list(args.ood), args.seed, args.device)
+    else:
+        frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
+                      split_list(args.ood), args.seed, evaluator=evaluator, progress=progress,
+                      params=fixed,
+                      cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     ood = [n for n in dict.fromkeys(ood) if n != "average"]

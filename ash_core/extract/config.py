@@ -57,6 +57,7 @@ class ExtractConfig:
     splits: list[SplitSpec]
     weights: str | None = None
     layer: str | None = None
+    layers: list[str] = field(default_factory=list)  # blocks whose maps are cached too
     data_root: str | None = None
     protocol: str | None = None
     resize: int | None = None

@@ -52,6 +52,8 @@ def make_fingerprints(cfg: ExtractConfig, weights_sha256: str | None,
               "layer": cfg.layer, "preprocessing": preprocessing, "batch_size": cfg.batch_size,
               "amp": bool(cfg.amp and device_type == "cuda"), "device_type": device_type,
               "data_root": cfg.data_root}
+    if cfg.layers:  # only when asked, so recipes without maps keep their fingerprints
+        common["layers"] = list(cfg.layers)
     splits = {s.name: digest({**common, "split": asdict(s)}) for s in cfg.splits}
     recipe = {**common, "chunk_batches": cfg.chunk_batches,
               "splits": [asdict(s) for s in cfg.splits]}

@@ -108,3 +108,37 @@ class FeatureHook:
     def remove(self) -> None:
         """Unregister the hook: the model runs as without extraction."""
         self._handle.remove()
+
+
+class MapHooks:
+    """Capture the [N, C, H, W] output of several modules (``--layers``) during the forward
+    pass that ``FeatureHook`` runs; ``points`` maps a layer name to its module name."""
+
+    def __init__(self, model: nn.Module, points: dict[str, str]):
+        modules = dict(model.named_modules())
+        self.points = dict(points)
+        self.values: dict[str, torch.Tensor] = {}
+        self._handles = [modules[point].register_forward_hook(self._make(layer))
+                         for layer, point in self.points.items()]
+
+    def _make(self, layer: str):
+        def hook(module: nn.Module, inp: Any, out: torch.Tensor) -> None:
+            if not isinstance(out, torch.Tensor) or out.ndim != 4:
+                raise ExtractError(f"--layers {layer}: {self.points[layer]} outputs "
+                                   f"{getattr(out, 'shape', type(out).__name__)}, not a "
+                                   "[N, C, H, W] map; choose a convolutional block.")
+            self.values[layer] = out.detach().to(torch.float16)
+        return hook
+
+    def take(self) -> dict[str, torch.Tensor]:
+        """The maps of the last forward pass (every layer must have been reached)."""
+        missing = [name for name in self.points if name not in self.values]
+        if missing:
+            raise ExtractError(f"--layers {', '.join(missing)}: not reached before the "
+                               "penultimate layer; choose blocks on the path to it.")
+        values, self.values = self.values, {}
+        return values
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()

@@ -56,11 +56,14 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = PadShortcut(planes)
+        # no weights: a named point after the residual add, before the final ReLU, where the
+        # official ASH code hooks a block ("Where to ASH"; see ash_core.layers)
+        self.add = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.add(out + self.shortcut(x)))
 
 
 class CifarResNet(nn.Module):
@@ -97,6 +100,16 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.forward_features(x))
+
+    STAGES = ("layer1", "layer2", "layer3")
+
+    def forward_from(self, stage: str, pre_relu: torch.Tensor) -> torch.Tensor:
+        """Logits from the pre-ReLU output of ``stage``'s last block (its ``add`` point):
+        the same operations as ``forward`` from there on, so the tail of a replay."""
+        out = F.relu(pre_relu)
+        for name in self.STAGES[self.STAGES.index(stage) + 1:]:
+            out = getattr(self, name)(out)
+        return self.linear(F.avg_pool2d(out, out.shape[3]).flatten(1))
 
 
 # --------------------------------------------------------------------------- MNIST CNN

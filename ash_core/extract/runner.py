@@ -27,7 +27,7 @@ from .config import ExtractConfig, SplitSpec
 from .data import PreparedDataset, Source, parse_spec
 from .fingerprint import Fingerprints, make_fingerprints
 from .head import NO_HEAD
-from .hook import FeatureHook
+from .hook import FeatureHook, MapHooks
 from .leftovers import clean_leftovers
 from .models import LoadedModel, load_model
 from .protocol import Protocol, make_protocol
@@ -94,6 +94,8 @@ class Extractor:
         example = torch.zeros(1, self.lm.channels, size, size, device=self.device)
         self.hook = FeatureHook(self.lm.model, cfg.layer, example)
         self._check_head()
+        self.points: dict[str, tuple[str, str]] = {}
+        self.maps = self._map_hooks()
         self.shape = (size, size, self.lm.channels)
         self.sources: dict[str, Source] = {}
         self.fps: Fingerprints = make_fingerprints(
@@ -108,6 +110,17 @@ class Extractor:
             )
         if self.hook.head is None and not self.cfg.fit_head:
             raise ExtractError(NO_HEAD.format(name=self.hook.name))
+
+    def _map_hooks(self) -> MapHooks | None:
+        """Hooks for ``--layers`` (None without): where each map is taken (see
+        ``ash_core.layers.tails``), checked before any image is read."""
+        if not self.cfg.layers:
+            return None
+        from ..layers.tails import capture_point
+
+        self.points = {name: capture_point(self.lm.name, self.lm.model, name)
+                       for name in self.cfg.layers}
+        return MapHooks(self.lm.model, {name: p for name, (p, _) in self.points.items()})
 
     def log(self, msg: str) -> None:
         if self.rank == 0:
@@ -158,10 +171,13 @@ class Extractor:
             need = len(plan.span(c))
             feats: list[np.ndarray] = []
             ims: list[np.ndarray] = []
+            maps: dict[str, list[np.ndarray]] = {}
             got = 0
             while got < need:
                 x, t = next(it)
                 feats.append(self.features(x).cpu().numpy())
+                for name, m in (self.maps.take() if self.maps else {}).items():
+                    maps.setdefault(name, []).append(m.cpu().numpy())
                 if thumbs:
                     ims.append(t.numpy())
                 got += len(x)
@@ -173,6 +189,7 @@ class Extractor:
             arrays = {"features": np.concatenate(feats)}
             if thumbs:
                 arrays["thumbnails"] = np.concatenate(ims)
+            arrays.update({f"map.{name}": np.concatenate(m) for name, m in maps.items()})
             self.workdir.save_chunk(split, c, arrays, self.fps.chunk(split, c, plan.span(c),
                                                                      plan.n),
                                     time.perf_counter() - t0)

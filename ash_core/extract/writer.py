@@ -40,6 +40,8 @@ def write_and_publish(ex: Extractor, start: float) -> Path:
     write_bundle(ex.workdir.bundle_path, head.weight, head.bias, head.classes, splits,
                  provenance(ex, head, dim, start), feature_dtype=cfg.feature_dtype,
                  name=cfg.name or ex.out.name)
+    if cfg.layers:
+        write_maps(ex, int(head.weight.shape[0]))
     checkpoint("extract.written")
     publish(ex.workdir.bundle_path, ex.out, cfg.overwrite)
     ex.workdir.discard()
@@ -65,6 +67,25 @@ def assemble(ex: Extractor) -> tuple[dict[str, Arrays], dict[str, dict[str, Any]
         arrays[spec.name] = (np.concatenate(feats), np.concatenate(thumbs) if thumbs else None)
         totals[spec.name] = {"images": plan.n, "seconds": round(seconds, 3)}
     return arrays, totals
+
+
+def write_maps(ex: Extractor, num_classes: int) -> None:
+    """``--layers``: every split's maps (from its chunks) and each layer's tail weights into
+    the unpublished bundle (format: ``ash_core.layers.store``)."""
+    from ..layers.store import add_layers
+    from ..layers.tails import stages, tail_state
+
+    maps: dict[str, dict[str, np.ndarray]] = {name: {} for name in ex.cfg.layers}
+    for spec in ex.cfg.splits:
+        plan = ex.plan(spec)
+        chunks = [ex.workdir.read_chunk(spec.name, c, ex.chunk_fp(spec, c),
+                                        len(plan.span(c)))[0] for c in range(plan.count)]
+        for name in ex.cfg.layers:
+            maps[name][spec.name] = np.concatenate([ch[f"map.{name}"] for ch in chunks])
+    arch = ex.lm.name
+    tails = {name: tail_state(arch, ex.lm.model, name) if name in stages(arch) else None
+             for name in ex.cfg.layers}
+    add_layers(ex.workdir.bundle_path, arch, num_classes, ex.points, tails, maps)
 
 
 def _id_spec(ex: Extractor) -> SplitSpec:

@@ -1,0 +1,122 @@
+"""Tail architectures: where a layer's map is taken in a model, and the rest of the network
+(the *tail*) that turns a (shaped) map into logits, built from a reference (a built-in or
+torchvision model name plus the layer name) and the tail's own weights; never pickled code.
+
+Supported tails: the built-in CIFAR ResNets (``layer1``..``layer3``: the last block of each
+stage, after the residual add and before its final ReLU, where the official ASH code hooks)
+and torchvision ResNets (``layer1``..``layer4``: the stage's output, after its final ReLU,
+since torchvision reuses one ReLU module per block). Other models' maps can be cached by any
+module name but have no tail, so they cannot be replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import ModelError
+
+CIFAR_RESNETS = ("cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56")
+TV_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _is_tv_resnet(arch: str) -> bool:
+    return arch.startswith(("resnet", "wide_resnet", "resnext"))
+
+
+def stages(arch: str) -> tuple[str, ...]:
+    """The layer names that have a tail for ``arch`` (empty: maps only)."""
+    if arch in CIFAR_RESNETS:
+        return ("layer1", "layer2", "layer3")
+    if _is_tv_resnet(arch):
+        return TV_STAGES
+    return ()
+
+
+def capture_point(arch: str, model: nn.Module, layer: str) -> tuple[str, str]:
+    """(module name whose output is the map, a description of where that is)."""
+    modules = dict(model.named_modules())
+    if arch in CIFAR_RESNETS and layer in stages(arch):
+        last = len(getattr(model, layer)) - 1
+        return f"{layer}.{last}.add", "last block of the stage, after the residual add, " \
+                                      "before the final ReLU (the official ASH hook)"
+    if layer not in modules or not layer:
+        names = [n for n in modules if n and "." not in n]
+        raise ModelError(f"--layers: {layer!r} is not a module of {arch}; top-level modules: "
+                         f"{', '.join(names)}.")
+    return layer, "the module's output"
+
+
+def _tail_prefixes(arch: str, layer: str) -> tuple[str, ...]:
+    names = stages(arch)
+    if layer not in names:
+        raise ModelError(
+            f"no tail for layer {layer!r} of {arch}: replay supports "
+            + (f"{', '.join(names)}" if names else "the CIFAR ResNets and torchvision ResNets")
+            + " (and the penultimate layer of any bundle)."
+        )
+    later = names[names.index(layer) + 1:]
+    head = "linear." if arch in CIFAR_RESNETS else "fc."
+    return tuple(f"{n}." for n in later) + (head,)
+
+
+def tail_state(arch: str, model: nn.Module, layer: str) -> dict[str, np.ndarray]:
+    """The weights (and batch-norm statistics) the tail of ``layer`` needs, as numpy arrays."""
+    prefixes = _tail_prefixes(arch, layer)
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
+            if k.startswith(prefixes) and not k.endswith("num_batches_tracked")}
+
+
+class _CifarTail(nn.Module):
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        self.model, self.layer = model, layer
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_from(self.layer, m)
+
+
+class _TorchvisionResNetTail(nn.Module):
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        self.model, self.later = model, TV_STAGES[TV_STAGES.index(layer) + 1:]
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        out = m
+        for name in self.later:
+            out = getattr(self.model, name)(out)
+        return self.model.fc(torch.flatten(self.model.avgpool(out), 1))
+
+
+def _full_model(arch: str, num_classes: int) -> nn.Module:
+    if arch in CIFAR_RESNETS:
+        from ..extract.models import CifarResNet
+
+        return CifarResNet(int(arch.removeprefix("cifar_resnet")), num_classes)
+    import torchvision
+
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def build_tail(arch: str, layer: str, num_classes: int,
+               state: Mapping[str, np.ndarray]) -> nn.Module:
+    """The tail of ``layer`` in eval mode with ``state`` loaded (every needed key checked)."""
+    prefixes = _tail_prefixes(arch, layer)
+    model = _full_model(arch, num_classes)
+    own = model.state_dict()
+    need = [k for k in own if k.startswith(prefixes) and not k.endswith("num_batches_tracked")]
+    missing = [k for k in need if k not in state]
+    extra = [k for k in state if k not in need]
+    bad = [k for k in need if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or bad:
+        raise ModelError(f"tail weights of {arch} {layer} do not fit: missing {missing[:4]}, "
+                         f"unexpected {extra[:4]}, wrong shape {bad[:4]}. Re-extract the maps.")
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
+                          strict=False)
+    model.eval()
+    tail = _CifarTail(model, layer) if arch in CIFAR_RESNETS else \
+        _TorchvisionResNetTail(model, layer)
+    return tail.eval()
