@@ -33,8 +33,8 @@ test: setup browser
 lint: setup
 	$(PY) -m ruff check ash_core dashboard tests benchmarks
 
-bench: setup
-	$(PY) benchmarks/run_all.py --quick
+bench: setup layers
+	$(PY) benchmarks/run_all.py --quick  # bench_layers.py needs the maps of `make layers`
 
 # Rebuild the four demo bundles in cached_features/ from ../shared/data (deterministic;
 # `python scripts/build_demo_bundles.py --check` verifies the committed features instead).
