@@ -43,6 +43,8 @@ another recipe); anything else at OUT is refused and left untouched.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Declare ``ash-explore extract`` and its options (long because it is one declaration
+    per option, in the order ``--help`` shows them; no logic to split into steps)."""
     p = sub.add_parser(
         "extract",
         help="run a model over image sets once and cache penultimate features as a bundle",
