@@ -158,7 +158,7 @@ def sweep(
             f"bundle {ev.bundle.name} has no OOD split selected; select at least one."
         )
     cubes = _cubes(ev, settings, [float(p) for p in grid], cache_dir=cache_dir,
-                   use_cache=use_cache, engine=engine, progress=progress)
+                   use_cache=use_cache, backend=engine, progress=progress)
     rows = []
     for i, s in enumerate(settings):
         if s.method in cubes:

@@ -315,7 +315,7 @@ def test_no_streamlit_or_dashboard_import_anywhere_in_ash_core():
 def test_importing_the_dashboard_leaves_torch_threads_alone():
     # regression: services.py called torch.set_num_threads at import time
     code = ("import os, torch; os.environ['ASH_TORCH_THREADS'] = '1'; n = torch.get_num_threads()\n"
-            "import dashboard.config, dashboard.cache, dashboard.replay, dashboard.services\n"
+            "import dashboard.config, dashboard.cache, dashboard.replay, dashboard.plotdata\n"
             "assert torch.get_num_threads() == n, (torch.get_num_threads(), n)\n"
             "dashboard.config.apply_torch_threads(); assert torch.get_num_threads() == 1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

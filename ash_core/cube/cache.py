@@ -178,14 +178,8 @@ def get_cubes(
     use_cache: bool = True,
     backend: str = "auto",
     progress: Progress | None = None,
-    *,
-    engine: str | None = None,
 ) -> dict[str, ScoreCube]:
-    """Cubes of several ASH methods: loaded from the cache, or built together and cached.
-
-    ``engine`` is the old name of ``backend`` (kept until every caller says ``backend``).
-    """
-    backend = engine if engine is not None else backend
+    """Cubes of several ASH methods: loaded from the cache, or built together and cached."""
     ev = source if isinstance(source, Evaluator) else Evaluator(source)
     seed = check_seed(seed)
     methods = check_request(ev, methods, threshold)

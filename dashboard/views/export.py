@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from ash_core.report import best_settings, evaluation_frame, headline, tradeoff_sentence
-from dashboard import cache, export, figures, offer, plotdata, services, validation
+from dashboard import cache, export, figures, offer, plotdata, validation
 from dashboard import replay as engines
 from dashboard.param_marks import add_param_marks
 from dashboard.views.common import Context
@@ -40,9 +40,7 @@ def report_parts(ctx: Context):
         else f"{100 * acc['unshaped']:.2f}%",
         **validation.export_rows(ctx),
     }
-    hb, ha, thr_b, thr_a = services.distribution_data(ctx.bundle, ctx.ood, s.method, s.p_value,
-                                                    s.threshold, s.score, s.convention,
-                                                    engine=s.engine)
+    hb, ha, thr_b, thr_a = plotdata.histograms(ctx.bundle, result, base)
     mets = {n: (base.ood[n], result.ood[n]) for n in ctx.ood}
     figs = {
         "Overview": figures.overview_figure(frame, ctx.colors, ctx.setting, s.convention,
@@ -51,7 +49,7 @@ def report_parts(ctx: Context):
             hb, ha, ctx.bundle.id_split.name, thr_b, thr_a, ctx.colors, ctx.setting, s.score,
             theme="light"),
         **{f"{k.upper()} curves": figures.curves_figure(
-            services.curve_data(result, base, ctx.bundle, ctx.ood, k, engine=s.engine), k,
+            plotdata.curves(ctx.bundle, result, base, k), k,
             ctx.colors, ctx.setting, s.convention, metrics=mets, theme="light")
            for k in ("roc", "pr")},
     }
@@ -123,7 +121,7 @@ def build_html(ctx: Context, link: str | None) -> str:
         summary.append(trade.intro.split(" Every method")[0])
     return export.build_report(
         f"ASH Explorer: {ctx.bundle.name}, {ctx.setting}", settings,
-        services.provenance(ctx.bundle),
+        cache.provenance(ctx.bundle),
         {"Metrics per OOD set (Δ against no shaping)": frame}, figs, link=link,
         summary=summary, sections=[trade, _compare_section(ctx)], convention=s.convention,
         version=export.app_version())
