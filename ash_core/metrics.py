@@ -231,3 +231,129 @@ def higher_is_better(metric: str) -> bool:
         raise ParameterError(
             f"unknown metric {metric!r}; use one of: {', '.join(METRIC_NAMES)}."
         ) from None
+
+
+# --------------------------------------------------------------------------- batched: [G, n] blocks
+#
+# A search scores the same splits at G grid points. These functions take a block of scores
+# [G, n] (one row per grid point) and return one value per row, equal bit for bit to
+# ``IdScores(row).metric(...)``: every value is the same ratio of the same integer counts.
+# Each block is sorted once, in one call, in its own dtype (float32 stays float32: the
+# comparisons are exact in either width).
+
+#: the metrics the batched functions compute (the ones a search selects by)
+BATCHED_METRICS: tuple[str, ...] = ("auroc", "fpr95")
+
+
+def _as_block(scores: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
+    """``[G, n]`` scores (``[n]`` is one row) as float32 or float64; empty or non-finite
+    scores are the FeatureErrors of ``_as_scores``."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu()
+        scores = (scores if scores.dtype == torch.float32 else scores.to(torch.float64)).numpy()
+    arr = np.asarray(scores)
+    arr = arr[None, :] if arr.ndim == 1 else arr
+    if arr.ndim != 2:
+        raise ParameterError(f"{what} scores must be [grid points, samples], got shape "
+                             f"{tuple(arr.shape)}.")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    if arr.shape[1] == 0:
+        raise FeatureError(f"{what} scores are empty; every split needs at least one sample.")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise FeatureError(
+            f"{what} scores contain {int(arr.size - finite.sum())} NaN/Inf values; check the "
+            "features for NaN/Inf or lower p (ASH-S can overflow when very few units survive)."
+        )
+    return arr
+
+
+def _kept_count(n: int, tpr: float) -> int:
+    """The fewest of ``n`` positives with ``k / n >= tpr``: the operating point of
+    ``_Positive`` (its threshold is the k-th largest positive score)."""
+    k = min(max(int(np.ceil(tpr * n)), 1), n)
+    while k > 1 and (k - 1) / n >= tpr:
+        k -= 1
+    while k < n and k / n < tpr:
+        k += 1
+    return k
+
+
+def _below_and_equal(ascending: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row ``g``: (sum over ``queries[g]`` of #``ascending[g]`` < q, sum of #== q), int64
+    ``[G]``. ``queries`` rows sorted for speed (searchsorted then narrows as it goes)."""
+    left = np.empty(queries.shape, dtype=np.intp)
+    for g in range(queries.shape[0]):  # numpy has no batched searchsorted
+        left[g] = np.searchsorted(ascending[g], queries[g], "left")
+    size = ascending.shape[1]
+    tied = np.take_along_axis(ascending, np.minimum(left, size - 1), axis=1) == queries
+    tied &= left < size
+    equal = np.zeros(queries.shape[0], dtype=np.int64)
+    for g in np.flatnonzero(tied.any(axis=1)):  # rare with continuous scores: search again
+        right = np.searchsorted(ascending[g], queries[g][tied[g]], "right")
+        equal[g] = np.sum(right - left[g][tied[g]])
+    return left.sum(axis=1, dtype=np.int64), equal
+
+
+class IdScoreBlock:
+    """ID scores at G grid points ``[G, n]``, each row sorted once (one call for all rows)
+    and reused for every OOD block: AUROC and FPR95 per row, as ``IdScores.metric``."""
+
+    def __init__(self, scores: torch.Tensor | np.ndarray, tpr: float = 0.95):
+        if not 0.0 < tpr <= 1.0:
+            raise ParameterError(f"tpr must be in (0, 1], got {tpr!r}.")
+        self.tpr = tpr
+        self.asc = np.sort(_as_block(scores, "ID"), axis=1)
+
+    def _ood(self, ood_scores: torch.Tensor | np.ndarray) -> np.ndarray:
+        ood = _as_block(ood_scores, "OOD")
+        if ood.shape[0] != self.asc.shape[0]:
+            raise ParameterError(f"the OOD block has {ood.shape[0]} grid points, the ID block "
+                                 f"{self.asc.shape[0]}; give both the same rows.")
+        if ood.dtype != self.asc.dtype:  # compare in one width (exact: float32 widens)
+            return ood.astype(np.float64)
+        return ood
+
+    def auroc(self, ood_scores: torch.Tensor | np.ndarray) -> np.ndarray:
+        """AUROC of every row (ties count 1/2), ``[G]`` float64."""
+        ood = np.sort(self._ood(ood_scores), axis=1)
+        ids = self.asc if self.asc.dtype == ood.dtype else self.asc.astype(np.float64)
+        n, m = ids.shape[1], ood.shape[1]
+        if n <= m:  # search the smaller side in the larger
+            strict, ties = _below_and_equal(ood, ids)
+        else:
+            below, ties = _below_and_equal(ids, ood)
+            strict = n * m - below - ties
+        # IdScores._auroc's float sum of the same integers: equal bit for bit
+        return (strict.astype(np.float64) + 0.5 * ties.astype(np.float64)) / (n * m)
+
+    def fpr95(self, ood_scores: torch.Tensor | np.ndarray, convention: str = "id"
+              ) -> np.ndarray:
+        """FPR at ``tpr`` of every row, ``[G]`` float64, in ``convention`` (module doc)."""
+        check_convention(convention)
+        ood = self._ood(ood_scores)
+        n, m = self.asc.shape[1], ood.shape[1]
+        if convention == "id":  # OOD accepted at the k-th largest ID score
+            threshold = self.asc[:, n - _kept_count(n, self.tpr)]
+            return np.count_nonzero(ood >= threshold[:, None], axis=1) / m
+        k = _kept_count(m, self.tpr)  # ID rejected at the k-th smallest OOD score
+        threshold = np.partition(ood, k - 1, axis=1)[:, k - 1]
+        return np.count_nonzero(self.asc <= threshold[:, None], axis=1) / n
+
+    def metric(self, ood_scores: torch.Tensor | np.ndarray, name: str,
+               convention: str = "id") -> np.ndarray:
+        """``name`` ("auroc" or "fpr95") of every row."""
+        if name == "auroc":
+            check_convention(convention)
+            return self.auroc(ood_scores)
+        if name == "fpr95":
+            return self.fpr95(ood_scores, convention)
+        raise ParameterError(f"no batched metric {name!r}; use one of "
+                             f"{', '.join(BATCHED_METRICS)}.")
+
+
+def batched_metric(id_scores: torch.Tensor | np.ndarray, ood_scores: torch.Tensor | np.ndarray,
+                   name: str, convention: str = "id", tpr: float = 0.95) -> np.ndarray:
+    """``name`` of every row of an ID block ``[G, n]`` against an OOD block ``[G, m]``."""
+    return IdScoreBlock(id_scores, tpr).metric(ood_scores, name, convention)

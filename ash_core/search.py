@@ -33,7 +33,7 @@ from .cube import get_cube, is_cube_method, point_result
 from .cube.model import fits_on_id_fit
 from .errors import BundleError, ParameterError
 from .evaluation import EvalResult, Evaluator, score_function
-from .metrics import IdScores, higher_is_better
+from .metrics import IdScoreBlock, IdScores, higher_is_better
 from .recommended import benchmark_family, recommended_params
 from .registry import get_method
 from .setting import Setting
@@ -220,6 +220,18 @@ class SearchResult:
 
 # --------------------------------------------------------------------------- the search
 
+def _distinct_rows(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Grid rows whose scores differ from the previous row in some block (a narrow layer
+    repeats rows: D = 64 has 64 distinct kept counts in p = 0..99), and for every row the
+    position of its representative among them. Equal scores give equal metrics, so the
+    metrics of the distinct rows are those of every row, bit for bit."""
+    new = np.ones(len(blocks[0]), dtype=bool)
+    new[1:] = False
+    for block in blocks:
+        new[1:] |= np.any(block[1:] != block[:-1], axis=1)
+    return np.flatnonzero(new), np.cumsum(new) - 1
+
+
 class _CubePoints:
     """Grid points served by ONE cube over the test AND validation splits: per point only
     the selection metric (validation and test average); full results on request."""
@@ -234,18 +246,22 @@ class _CubePoints:
                              base.seed, **cube_options)
         self.ev, self.base, self.val, self.metric = ev, base, val, metric
 
-    def value(self, params: Params) -> tuple[float, float]:
-        """(validation metric, average test metric) at ``params``."""
-        j, b = self.cube.index(params["p"]), self.base
-
-        def scores(name: str) -> np.ndarray:
-            return np.asarray(self.cube.splits[name].score(b.score, j))
-
-        value = validation_value(scores(self.val.id_val), map(scores, self.val.ood_val),
-                                 self.metric, b.convention)
-        ids = IdScores(scores(self.cube.id_name))
-        test = [ids.metric(scores(n), self.metric, b.convention) for n in self.ev.ood_names]
-        return value, float(np.mean(test))  # as EvalResult.average: same order, same mean
+    def values(self, points: list[Params]) -> tuple[list[float], list[float]]:
+        """(validation metric, average test metric) of every point: each split's score
+        block [distinct rows, samples] is sorted once for all points (``IdScoreBlock``)."""
+        b, names = self.base, [self.cube.id_name, *self.ev.ood_names, *self.val.names]
+        blocks = {n: self.cube.splits[n].score(b.score) for n in names}
+        rows, first = _distinct_rows(list(blocks.values()))
+        blocks = {n: block[rows] for n, block in blocks.items()}
+        pooled = np.concatenate([blocks[n] for n in self.val.ood_val], axis=1)
+        values = IdScoreBlock(blocks[self.val.id_val]).metric(pooled, self.metric, b.convention)
+        ids = IdScoreBlock(blocks[self.cube.id_name])
+        per_set = np.stack([ids.metric(blocks[n], self.metric, b.convention)
+                            for n in self.ev.ood_names], axis=1)
+        # the mean of each row as EvalResult.average takes it: same order, same np.mean
+        tests = [float(np.mean(row)) for row in per_set]
+        at = [first[self.cube.index(pt["p"])] for pt in points]
+        return [float(values[i]) for i in at], [tests[i] for i in at]
 
     def result(self, params: Params) -> EvalResult:
         return point_result(self.cube, params["p"], self.base.score, self.base.convention,
@@ -259,7 +275,11 @@ class _ExactPoints:
         self.ev, self.base, self.val, self.metric = ev, base, val, metric
         self._results: dict[tuple, EvalResult] = {}
 
-    def value(self, params: Params) -> tuple[float, float]:
+    def values(self, points: list[Params]) -> tuple[list[float], list[float]]:
+        """(validation metric, average test metric) of every point, one point at a time."""
+        return tuple(map(list, zip(*map(self._value, points), strict=True)))
+
+    def _value(self, params: Params) -> tuple[float, float]:
         setting = self.base.with_params(**params).validated()
         shaper = self.ev.shaper(setting)
         fn = score_function(shaper, setting.score)
@@ -323,12 +343,12 @@ def search(
     used = choose_search_engine(ev, base, engine)
     source_points = (_CubePoints(ev, base, val, metric, points, **cube_options)
                      if used == "cube" else _ExactPoints(ev, base, val, metric))
-    values, test_values = zip(*(source_points.value(p) for p in points), strict=True)
+    values, test_values = source_points.values(points)
     chosen = select_first_best(values, metric)
     optimal = select_first_best(test_values, metric)
     return SearchResult(
         setting=base, metric=metric, validated_on=val, points=points,
-        validation=[float(v) for v in values], test_values=list(test_values),
+        validation=[float(v) for v in values], test_values=[float(v) for v in test_values],
         selected_index=chosen, optimal_index=optimal,
         test=source_points.result(points[chosen]),
         test_optimal=source_points.result(points[optimal]), engine=used, bundle=ev.bundle.name,
