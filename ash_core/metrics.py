@@ -245,9 +245,9 @@ def higher_is_better(metric: str) -> bool:
 BATCHED_METRICS: tuple[str, ...] = ("auroc", "fpr95")
 
 
-def _as_block(scores: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
-    """``[G, n]`` scores (``[n]`` is one row) as float32 or float64; empty or non-finite
-    scores are the FeatureErrors of ``_as_scores``."""
+def _as_block(scores: torch.Tensor | np.ndarray, what: str, sort: bool = False) -> np.ndarray:
+    """``[G, n]`` scores (``[n]`` is one row) as float32 or float64, each row sorted when
+    ``sort``; empty or non-finite scores are the FeatureErrors of ``_as_scores``."""
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu()
         scores = (scores if scores.dtype == torch.float32 else scores.to(torch.float64)).numpy()
@@ -260,8 +260,10 @@ def _as_block(scores: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
         arr = arr.astype(np.float64)
     if arr.shape[1] == 0:
         raise FeatureError(f"{what} scores are empty; every split needs at least one sample.")
-    finite = np.isfinite(arr)
-    if not finite.all():
+    if sort:  # NaN sorts last, -Inf first: the two end columns tell
+        arr = np.sort(arr, axis=1)
+    if not np.isfinite(arr[:, [0, -1]] if sort else arr).all():
+        finite = np.isfinite(arr)
         raise FeatureError(
             f"{what} scores contain {int(arr.size - finite.sum())} NaN/Inf values; check the "
             "features for NaN/Inf or lower p (ASH-S can overflow when very few units survive)."
@@ -287,7 +289,9 @@ def _below_and_equal(ascending: np.ndarray, queries: np.ndarray) -> tuple[np.nda
     for g in range(queries.shape[0]):  # numpy has no batched searchsorted
         left[g] = np.searchsorted(ascending[g], queries[g], "left")
     size = ascending.shape[1]
-    tied = np.take_along_axis(ascending, np.minimum(left, size - 1), axis=1) == queries
+    at = np.minimum(left, size - 1)
+    at += np.arange(queries.shape[0])[:, None] * size  # flat positions in the block
+    tied = ascending.reshape(-1).take(at) == queries
     tied &= left < size
     equal = np.zeros(queries.shape[0], dtype=np.int64)
     for g in np.flatnonzero(tied.any(axis=1)):  # rare with continuous scores: search again
@@ -304,10 +308,10 @@ class IdScoreBlock:
         if not 0.0 < tpr <= 1.0:
             raise ParameterError(f"tpr must be in (0, 1], got {tpr!r}.")
         self.tpr = tpr
-        self.asc = np.sort(_as_block(scores, "ID"), axis=1)
+        self.asc = _as_block(scores, "ID", sort=True)
 
-    def _ood(self, ood_scores: torch.Tensor | np.ndarray) -> np.ndarray:
-        ood = _as_block(ood_scores, "OOD")
+    def _ood(self, ood_scores: torch.Tensor | np.ndarray, sort: bool = False) -> np.ndarray:
+        ood = _as_block(ood_scores, "OOD", sort)
         if ood.shape[0] != self.asc.shape[0]:
             raise ParameterError(f"the OOD block has {ood.shape[0]} grid points, the ID block "
                                  f"{self.asc.shape[0]}; give both the same rows.")
@@ -317,7 +321,7 @@ class IdScoreBlock:
 
     def auroc(self, ood_scores: torch.Tensor | np.ndarray) -> np.ndarray:
         """AUROC of every row (ties count 1/2), ``[G]`` float64."""
-        ood = np.sort(self._ood(ood_scores), axis=1)
+        ood = self._ood(ood_scores, sort=True)
         ids = self.asc if self.asc.dtype == ood.dtype else self.asc.astype(np.float64)
         n, m = ids.shape[1], ood.shape[1]
         if n <= m:  # search the smaller side in the larger

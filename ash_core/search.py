@@ -252,7 +252,8 @@ class _CubePoints:
         b, names = self.base, [self.cube.id_name, *self.ev.ood_names, *self.val.names]
         blocks = {n: self.cube.splits[n].score(b.score) for n in names}
         rows, first = _distinct_rows(list(blocks.values()))
-        blocks = {n: block[rows] for n, block in blocks.items()}
+        if rows.size < first.size:
+            blocks = {n: block[rows] for n, block in blocks.items()}
         pooled = np.concatenate([blocks[n] for n in self.val.ood_val], axis=1)
         values = IdScoreBlock(blocks[self.val.id_val]).metric(pooled, self.metric, b.convention)
         ids = IdScoreBlock(blocks[self.cube.id_name])
