@@ -272,14 +272,10 @@ def _as_block(scores: torch.Tensor | np.ndarray, what: str, sort: bool = False) 
 
 
 def _kept_count(n: int, tpr: float) -> int:
-    """The fewest of ``n`` positives with ``k / n >= tpr``: the operating point of
-    ``_Positive`` (its threshold is the k-th largest positive score)."""
-    k = min(max(int(np.ceil(tpr * n)), 1), n)
-    while k > 1 and (k - 1) / n >= tpr:
-        k -= 1
-    while k < n and k / n < tpr:
-        k += 1
-    return k
+    """The fewest of ``n`` positives with ``k / n >= tpr`` (the test ``_Positive`` applies:
+    its threshold is the k-th largest positive score). Not ``ceil(tpr * n)``: the product
+    rounds (tpr = 0.28, n = 25 gives 8; 7 / 25 >= 0.28 already)."""
+    return int(np.searchsorted(np.arange(1, n + 1) / n, tpr, "left")) + 1
 
 
 def _below_and_equal(ascending: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

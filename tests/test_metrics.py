@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from ash_core import CONVENTIONS, METRIC_NAMES, OODMetrics, average_metrics, ood_metrics
 from ash_core.errors import FeatureError, ParameterError
+from ash_core.metrics import IdScoreBlock, IdScores, batched_metric
 
 
 def sklearn_metrics(id_scores, ood_scores, convention="id"):
@@ -157,3 +158,114 @@ def test_average_metrics_is_the_unweighted_mean():
         assert avg[name] == pytest.approx((a[name] + b[name]) / 2, abs=1e-15)
     with pytest.raises(ParameterError, match="no OOD sets"):
         average_metrics({})
+
+
+# --------------------------------------------------------------------------- batched: [G, n] blocks
+
+
+def tied_block(seed: int, rows: int, n: int, levels: int = 12, shift: float = 0.0,
+               dtype=np.float64) -> np.ndarray:
+    """``rows`` rows of scores on a coarse grid (many ties within and across rows)."""
+    rng = np.random.default_rng(seed)
+    block = np.round(rng.normal(shift, 1.0, (rows, n)) * levels / 4) / (levels / 4)
+    return block.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n_id", "n_ood"), [(40, 60), (100, 37), (21, 20), (1, 9), (9, 1)])
+@pytest.mark.parametrize("convention", ["id", "ood"])
+def test_batched_metrics_equal_the_per_point_ones_and_sklearn(n_id, n_ood, convention, dtype):
+    ind = tied_block(1, 7, n_id, shift=0.8, dtype=dtype)
+    ood = tied_block(2, 7, n_ood, dtype=dtype)
+    block = IdScoreBlock(ind)
+    auroc, fpr95 = block.auroc(ood), block.fpr95(ood, convention)
+    assert auroc.shape == fpr95.shape == (7,)
+    for g in range(7):
+        per_point = IdScores(ind[g]).metrics(ood[g], convention)
+        assert auroc[g] == per_point.auroc and fpr95[g] == per_point.fpr95  # bit for bit
+        expected = sklearn_metrics(ind[g], ood[g], convention)
+        assert auroc[g] == pytest.approx(expected["auroc"], abs=1e-12)
+        assert fpr95[g] == expected["fpr95"]  # exact: the same count over the same total
+    for name, values in (("auroc", auroc), ("fpr95", fpr95)):
+        assert np.array_equal(batched_metric(ind, ood, name, convention), values)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 4).flatmap(lambda g: st.tuples(
+        st.lists(st.lists(st.integers(-3, 3), min_size=5, max_size=5), min_size=g, max_size=g),
+        st.lists(st.lists(st.integers(-3, 3), min_size=3, max_size=3), min_size=g, max_size=g))),
+    convention=st.sampled_from(["id", "ood"]),
+    tpr=st.sampled_from([0.95, 0.5, 0.8, 1.0]),
+)
+def test_property_batched_rows_match_sklearn(rows, convention, tpr):
+    ind, ood = (np.array(r, dtype=np.float32) for r in rows)
+    block = IdScoreBlock(ind, tpr)
+    auroc, fpr = block.auroc(ood), block.fpr95(ood, convention)
+    for g in range(len(ind)):
+        assert auroc[g] == pytest.approx(roc_auc_score(
+            np.r_[np.ones(5), np.zeros(3)], np.r_[ind[g], ood[g]]), abs=1e-12)
+        y = np.r_[np.ones(5), np.zeros(3)] if convention == "id" else np.r_[np.zeros(5), np.ones(3)]
+        s = np.r_[ind[g], ood[g]].astype(np.float64) * (1 if convention == "id" else -1)
+        fprs, tprs, _ = roc_curve(y, s, drop_intermediate=False)
+        assert fpr[g] == fprs[np.argmax(tprs >= tpr)]
+
+
+@pytest.mark.parametrize("convention", ["id", "ood"])
+def test_batched_fpr_takes_the_operating_point_by_counts_not_a_rounded_product(convention):
+    # 0.28 * 25 = 7.000000000000001 in floats, yet 7 of 25 samples already reach TPR 0.28
+    ind, ood = tied_block(5, 3, 25, shift=0.5), tied_block(6, 3, 25)
+    got = IdScoreBlock(ind, tpr=0.28).fpr95(ood, convention)
+    for g in range(3):
+        assert got[g] == IdScores(ind[g], tpr=0.28).metrics(ood[g], convention).fpr95
+        y = np.r_[np.ones(25), np.zeros(25)]
+        s = np.r_[ind[g], ood[g]]
+        fpr, tpr, _ = roc_curve(*((y, s) if convention == "id" else (1 - y, -s)),
+                                drop_intermediate=False)
+        assert got[g] == fpr[np.argmax(tpr >= 0.28)]
+
+
+def test_batched_auroc_counts_ties_across_the_block_exactly():
+    # row 0: every pair ties (0.5); row 1: ID wins 3 pairs, ties 1 of 4 (0.875)
+    ind = np.array([[1.0, 1.0], [2.0, 1.0]])
+    ood = np.array([[1.0, 1.0], [1.0, 0.0]])
+    assert IdScoreBlock(ind).auroc(ood).tolist() == [0.5, 0.875]
+    assert IdScoreBlock(ood).auroc(ind).tolist() == [0.5, 0.125]
+
+
+def test_batched_scores_keep_float32_and_accept_torch():
+    ind, ood = tied_block(3, 5, 50, shift=1.0), tied_block(4, 5, 30)
+    as32 = IdScoreBlock(ind.astype(np.float32))
+    assert as32.asc.dtype == np.float32
+    want = IdScoreBlock(ind).auroc(ood)
+    assert np.array_equal(as32.auroc(ood.astype(np.float32)), want)
+    widened = IdScoreBlock(ind.astype(np.float32).astype(np.float64)).auroc(ood)
+    assert np.array_equal(as32.auroc(ood), widened)  # mixed widths compare in float64
+    assert np.array_equal(IdScoreBlock(torch.from_numpy(ind).half()).auroc(
+        torch.from_numpy(ood).half()), IdScoreBlock(ind.astype(np.float16)).auroc(
+        ood.astype(np.float16)))
+    assert np.array_equal(IdScoreBlock(ind[0]).fpr95(ood[0]), IdScoreBlock(ind).fpr95(ood)[:1])
+
+
+def test_batched_bad_inputs():
+    block = IdScoreBlock(np.zeros((3, 4)))
+    with pytest.raises(ParameterError, match="the OOD block has 2 grid points, the ID block 3"):
+        block.auroc(np.zeros((2, 4)))
+    with pytest.raises(ParameterError, match="no batched metric 'aupr_in'"):
+        block.metric(np.zeros((3, 4)), "aupr_in")
+    with pytest.raises(ParameterError, match="unknown FPR convention"):
+        block.metric(np.zeros((3, 4)), "auroc", "openood")
+    with pytest.raises(ParameterError, match=r"\[grid points, samples\], got shape \(2, 2, 2\)"):
+        IdScoreBlock(np.zeros((2, 2, 2)))
+    with pytest.raises(ParameterError, match="tpr must be in"):
+        IdScoreBlock(np.zeros((1, 2)), tpr=0.0)
+    with pytest.raises(FeatureError, match="ID scores are empty"):
+        IdScoreBlock(np.zeros((2, 0)))
+    for bad in (np.nan, np.inf, -np.inf):
+        ood = np.zeros((3, 4))
+        ood[1, 2] = bad
+        for metric in ("auroc", "fpr95"):
+            with pytest.raises(FeatureError, match="OOD scores contain 1 NaN/Inf"):
+                block.metric(ood, metric)
+        with pytest.raises(FeatureError, match="ID scores contain 1 NaN/Inf"):
+            IdScoreBlock(ood)
