@@ -169,6 +169,29 @@ def test_ties_keep_the_first_point_in_grid_order(val_bundle):
         assert result.selected == {"p": first} and result.optimal == {"p": first}
 
 
+@pytest.mark.parametrize("metric", ["auroc", "fpr95"])
+def test_exact_ties_at_the_best_value_keep_the_first_point_in_grid_order(val_bundle, tmp_path,
+                                                                         metric):
+    # D = 16: p values with the same kept count k = 16 - round(16 p / 100) shape alike, so
+    # their validation (and test) metrics tie exactly; put three of the best k's p values
+    # around other points, in an order that is not the cube's sorted grid
+    bundle = load_bundle(val_bundle)
+    one_per_k = search(bundle, "ash-s", {"p": [100 * (16 - k) / 16 for k in range(16, 0, -1)]},
+                       metric, engine="exact")
+    k_best = 16 - round(16 * one_per_k.selected["p"] / 100)
+    same_k = [p for p in range(100) if ref.kept_count(DIM, p) == k_best]
+    assert len(same_k) >= 3
+    others = [p for p in (10, 40, 70, 95) if ref.kept_count(DIM, p) != k_best]
+    grid = [others[0], same_k[-1], others[1], same_k[0], same_k[1], *others[2:]]
+    for engine in ("exact", "cube"):
+        result = search(bundle, "ash-s", {"p": grid}, metric, engine=engine, cache_dir=tmp_path)
+        tied = [result.validation[i] for i in (1, 3, 4)]
+        assert tied[0] == tied[1] == tied[2]
+        assert result.selected == {"p": float(same_k[-1])}, engine  # grid index 1
+        assert result.selected_index == first_best(result.validation, metric) == 1
+        assert result.optimal_index == first_best(result.test_values, metric)
+
+
 def test_test_metrics_equal_evaluate_at_the_chosen_parameters(val_bundle, tmp_path):
     bundle = load_bundle(val_bundle)
     for engine in ("exact", "cube"):
