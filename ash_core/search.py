@@ -29,22 +29,33 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .cube import get_cube, is_cube_method, point_result
-from .cube.model import fits_on_id_fit
 from .errors import BundleError, ParameterError
-from .evaluation import EvalResult, Evaluator, score_function
-from .metrics import IdScoreBlock, IdScores, higher_is_better
+from .evaluation import EvalResult, Evaluator
+from .metrics import higher_is_better
 from .recommended import benchmark_family, recommended_params
 from .registry import get_method
+from .search_engines import (
+    RULE,
+    SEARCH_ENGINES,
+    CubePoints,
+    ExactPoints,
+    Params,
+    ValidationSplits,
+    choose_search_engine,
+    validation_splits,
+    validation_value,
+)
 from .setting import Setting
+
+__all__ = [
+    "RULE", "SEARCH_ENGINES", "SEARCH_METRICS", "ParamMarks", "Params", "SearchResult",
+    "ValidationSplits", "choose_search_engine", "param_marks", "parse_grid_assignment",
+    "parse_values", "search", "search_points", "select_first_best", "validation_splits",
+    "validation_statement", "validation_value",
+]
 
 #: the metrics a search may select by (OpenOOD selects by AUROC)
 SEARCH_METRICS = ("auroc", "fpr95")
-SEARCH_ENGINES = ("auto", "cube", "exact")
-RULE = ("first best in grid order; a later point replaces it only when strictly better "
-        "(OpenOOD v1.5)")
-
-Params = dict[str, float]
 
 
 # --------------------------------------------------------------------------- the grid
@@ -117,50 +128,6 @@ def select_first_best(values: Sequence[float], metric: str) -> int:
     return best
 
 
-# --------------------------------------------------------------------------- validation data
-
-
-@dataclass(frozen=True)
-class ValidationSplits:
-    """What a search validates on: the ID validation split and the OOD validation splits."""
-
-    id_val: str
-    ood_val: tuple[str, ...]
-
-    @property
-    def names(self) -> list[str]:
-        return [self.id_val, *self.ood_val]
-
-    def describe(self) -> str:
-        return f"id_val {self.id_val!r} vs ood_val {', '.join(map(repr, self.ood_val))}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id_val": self.id_val, "ood_val": list(self.ood_val), "rule": RULE}
-
-
-def validation_splits(bundle: Bundle) -> ValidationSplits:
-    """The bundle's validation splits, or a BundleError that says how to add them."""
-    missing = [role for role, ok in (("id_val", bundle.id_val is not None),
-                                     ("ood_val", bool(bundle.ood_val_splits))) if not ok]
-    if missing:
-        raise BundleError(
-            f"bundle {bundle.name} has no {' and no '.join(missing)} split: a search selects "
-            "parameters on validation data, never on the test sets. Add an 'id_val' split "
-            "(held-out ID features) and at least one 'ood_val' split (OOD features not among "
-            "the test sets): give them these roles in the extraction config and re-extract, "
-            "or write them with write_bundle(..., SplitData(name, 'id_val' | 'ood_val', "
-            "features)); README, 'Feature bundle format', lists the roles."
-        )
-    return ValidationSplits(bundle.id_val.name, tuple(s.name for s in bundle.ood_val_splits))
-
-
-def validation_value(id_scores: np.ndarray, ood_scores: Iterable[np.ndarray], metric: str,
-                     convention: str = "id") -> float:
-    """``metric`` of the ID validation scores against every OOD validation score pooled."""
-    pooled = np.concatenate([np.asarray(s).reshape(-1) for s in ood_scores])
-    return IdScores(id_scores).metric(pooled, metric, convention)
-
-
 # --------------------------------------------------------------------------- the result
 
 
@@ -220,96 +187,6 @@ class SearchResult:
 
 # --------------------------------------------------------------------------- the search
 
-def _distinct_rows(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Grid rows whose scores differ from the previous row in some block (a narrow layer
-    repeats rows: D = 64 has 64 distinct kept counts in p = 0..99), and for every row the
-    position of its representative among them. Equal scores give equal metrics, so the
-    metrics of the distinct rows are those of every row, bit for bit."""
-    new = np.ones(len(blocks[0]), dtype=bool)
-    new[1:] = False
-    for block in blocks:
-        new[1:] |= np.any(block[1:] != block[:-1], axis=1)
-    return np.flatnonzero(new), np.cumsum(new) - 1
-
-
-class _CubePoints:
-    """Grid points served by ONE cube over the test AND validation splits: per point only
-    the selection metric (validation and test average); full results on request."""
-
-    def __init__(self, ev: Evaluator, base: Setting, val: ValidationSplits, metric: str,
-                 points: list[Params], **cube_options: Any):
-        full = ev.with_ood(ev.ood_names)
-        # the cube's non-ID list also holds the validation splits; test lookups always
-        # pass the test selection explicitly, so id_val is never scored as OOD
-        full.ood_names = [*ev.ood_names, *val.names]
-        self.cube = get_cube(full, base.method, [p["p"] for p in points], base.threshold,
-                             base.seed, **cube_options)
-        self.ev, self.base, self.val, self.metric = ev, base, val, metric
-
-    def values(self, points: list[Params]) -> tuple[list[float], list[float]]:
-        """(validation metric, average test metric) of every point: each split's score
-        block [distinct rows, samples] is sorted once for all points (``IdScoreBlock``)."""
-        b, names = self.base, [self.cube.id_name, *self.ev.ood_names, *self.val.names]
-        blocks = {n: self.cube.splits[n].score(b.score) for n in names}
-        rows, first = _distinct_rows(list(blocks.values()))
-        if rows.size < first.size:
-            blocks = {n: block[rows] for n, block in blocks.items()}
-        pooled = np.concatenate([blocks[n] for n in self.val.ood_val], axis=1)
-        values = IdScoreBlock(blocks[self.val.id_val]).metric(pooled, self.metric, b.convention)
-        ids = IdScoreBlock(blocks[self.cube.id_name])
-        per_set = np.stack([ids.metric(blocks[n], self.metric, b.convention)
-                            for n in self.ev.ood_names], axis=1)
-        # the mean of each row as EvalResult.average takes it: same order, same np.mean
-        tests = [float(np.mean(row)) for row in per_set]
-        at = [first[self.cube.index(pt["p"])] for pt in points]
-        return [float(values[i]) for i in at], [tests[i] for i in at]
-
-    def result(self, params: Params) -> EvalResult:
-        return point_result(self.cube, params["p"], self.base.score, self.base.convention,
-                            self.ev.ood_names)
-
-
-class _ExactPoints:
-    """Grid points served by one exact evaluation each (validation splits, test sets)."""
-
-    def __init__(self, ev: Evaluator, base: Setting, val: ValidationSplits, metric: str):
-        self.ev, self.base, self.val, self.metric = ev, base, val, metric
-        self._results: dict[tuple, EvalResult] = {}
-
-    def values(self, points: list[Params]) -> tuple[list[float], list[float]]:
-        """(validation metric, average test metric) of every point, one point at a time."""
-        return tuple(map(list, zip(*map(self._value, points), strict=True)))
-
-    def _value(self, params: Params) -> tuple[float, float]:
-        setting = self.base.with_params(**params).validated()
-        shaper = self.ev.shaper(setting)
-        fn = score_function(shaper, setting.score)
-        scores = {n: fn(self.ev.shaped_logits(shaper, n)).numpy() for n in self.val.names}
-        value = validation_value(scores[self.val.id_val], (scores[n] for n in self.val.ood_val),
-                                 self.metric, setting.convention)
-        result = self._results[tuple(params.items())] = self.ev.evaluate(setting)
-        return value, float(result.average[self.metric])
-
-    def result(self, params: Params) -> EvalResult:
-        return self._results[tuple(params.items())]
-
-
-def choose_search_engine(ev: Evaluator, setting: Setting, requested: str = "auto") -> str:
-    """"cube" for a method with a score cube (unless "exact" is asked for), else "exact"."""
-    if requested not in SEARCH_ENGINES:
-        raise ParameterError(f"unknown search engine {requested!r}; use one of "
-                             f"{', '.join(SEARCH_ENGINES)}.")
-    why = None
-    if not is_cube_method(setting.method):
-        why = f"{setting.method} has no score cube"
-    elif fits_on_id_fit(setting.method, setting.threshold) and ev.bundle.id_fit is None:
-        why = f"{setting.label()} needs an id_fit split"
-    if requested == "cube" and why:
-        raise ParameterError(f"the score cube cannot serve this search: {why}; use "
-                             "engine='exact' or 'auto'.")
-    return "exact" if requested == "exact" or why else "cube"
-
-
 def search(
     source: Bundle | Evaluator,
     method: str | Setting,
@@ -342,8 +219,8 @@ def search(
                              "select at least one.")
     val = validation_splits(ev.bundle)
     used = choose_search_engine(ev, base, engine)
-    source_points = (_CubePoints(ev, base, val, metric, points, **cube_options)
-                     if used == "cube" else _ExactPoints(ev, base, val, metric))
+    source_points = (CubePoints(ev, base, val, metric, points, **cube_options)
+                     if used == "cube" else ExactPoints(ev, base, val, metric))
     values, test_values = source_points.values(points)
     chosen = select_first_best(values, metric)
     optimal = select_first_best(test_values, metric)
