@@ -22,7 +22,7 @@ from .cube import get_cube, is_cube_method, point_result
 from .cube.build import cube_threads
 from .cube.model import fits_on_id_fit
 from .errors import BundleError, ParameterError
-from .evaluation import EvalResult, Evaluator, score_function
+from .evaluation import EvalResult, Evaluator
 from .metrics import IdScoreBlock, IdScores
 from .setting import Setting
 
@@ -158,8 +158,8 @@ class ExactPoints:
     def _value(self, params: Params) -> tuple[float, float]:
         setting = self.base.with_params(**params).validated()
         shaper = self.ev.shaper(setting)
-        fn = score_function(shaper, setting.score)
-        scores = {n: fn(self.ev.shaped_logits(shaper, n)).numpy() for n in self.val.names}
+        split_scores = self.ev.split_scorer(shaper, setting)  # logits or feature scores
+        scores = {n: split_scores(n)[1] for n in self.val.names}
         value = validation_value(scores[self.val.id_val], (scores[n] for n in self.val.ood_val),
                                  self.metric, setting.convention)
         result = self._results[tuple(params.items())] = self.ev.evaluate(setting)

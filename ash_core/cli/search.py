@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 
 from ..bundle import load_bundle
+from ..errors import ParameterError
 from ..registry import list_methods
 from ..report import dumps_json, render_frame
 from ..search import (
@@ -18,6 +19,7 @@ from ..search import (
     search,
     search_points,
 )
+from ..search_many import search_many
 from ..setting import Setting
 from .common import add_setting_args, method_help, parse_named, split_list
 
@@ -38,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", action="append", default=[], metavar="NAME=START:STOP:STEP",
                    help="the grid of one parameter (STOP inclusive, or a comma list), "
                         "repeatable; other parameters take their declared search grid")
+    p.add_argument("--all-methods", action="store_true",
+                   help="search every method with a declared search grid (each on its own "
+                        "grid; methods whose grid this bundle cannot serve are left out with "
+                        "a warning); JSON: one list. Results are cached beside the cubes")
     p.add_argument("--metric", choices=list(SEARCH_METRICS), default="auroc",
                    help="validation metric the choice maximises (auroc) or minimises "
                         "(fpr95); default auroc, as OpenOOD")
@@ -87,7 +93,40 @@ def print_table(result: SearchResult) -> None:
     print(f"gap (test {m} lost by validating): {100 * result.gap:.2f} points")
 
 
+def summary_frame(results: dict[str, SearchResult]) -> pd.DataFrame:
+    """One row per method: the validated and the test-optimal parameters, test metric, gap."""
+    m = next(iter(results.values())).metric.upper() if results else "AUROC"
+    return pd.DataFrame({
+        "method": list(results),
+        "validated": [_label(r.selected) for r in results.values()],
+        f"test {m} (average)": [r.test_values[r.selected_index] for r in results.values()],
+        "test-optimal": [_label(r.optimal) for r in results.values()],
+        f"gap ({m} points)": [r.gap for r in results.values()],
+    })
+
+
+def run_all(args: argparse.Namespace) -> int:
+    if args.grid:
+        raise ParameterError("--grid names one method's parameters; with --all-methods each "
+                             "method takes its declared search grid (drop --grid).")
+    bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    results = search_many(bundle, None, args.metric, threshold=args.threshold,
+                          score=args.score, convention=args.fpr_convention, seed=args.seed,
+                          ood=split_list(args.ood), engine=args.engine,
+                          cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    if args.format == "json":
+        print(dumps_json([r.to_dict() for r in results.values()]))
+    else:
+        sys.stdout.write(render_frame(summary_frame(results), "table",
+                                      caption=f"{bundle.name}: validated parameters per "
+                                              "method; values in %",
+                                      raw_cols=("method", "validated", "test-optimal")))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.all_methods:
+        return run_all(args)
     base = Setting(args.method, {}, args.threshold, args.score, args.fpr_convention,
                    args.seed).validated()
     grid = grid_of(args.grid)
