@@ -7,10 +7,12 @@
 Goal (issue 10): a search of an ASH method over a 100-point grid with the cube engine
 costs at most 2x ONE cube preparation of that method over the same grid (the cube
 ``sweep`` builds over the ID and OOD test splits). The search builds one cube over the
-test AND the validation splits, then computes the validation metric and the test
-metrics of every grid point (both choices need the whole test curve). Every number is
-the best of ``--repeat`` runs, timings taken alternately in one process (the machine
-is shared), no cube cache (each run builds its cube).
+test AND the validation splits, then computes the validation metric and the average test
+metric of every grid point (both choices need the whole test curve: batched over the
+grid, ``metrics.IdScoreBlock``) and the full results at the two chosen points. Every
+number is the best of ``--repeat`` runs, timings taken alternately in one process (the
+machine is shared), no cube cache (each run builds its cube). Run it under the shared
+lock: ``flock /work/heavy.lock python benchmarks/bench_search.py ...``.
 """
 
 from __future__ import annotations
