@@ -84,8 +84,8 @@ def _distinct_rows(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     repeats rows: D = 64 has 64 distinct kept counts in p = 0..99), and for every row the
     position of its representative among them. Equal scores give equal metrics, so the
     metrics of the distinct rows are those of every row, bit for bit."""
-    new = np.ones(len(blocks[0]), dtype=bool)
-    new[1:] = False
+    new = np.zeros(len(blocks[0]), dtype=bool)
+    new[0] = True
     for block in blocks:
         new[1:] |= np.any(block[1:] != block[:-1], axis=1)
     return np.flatnonzero(new), np.cumsum(new) - 1
