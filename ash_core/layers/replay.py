@@ -9,8 +9,9 @@ tensors); only local (per-sample) thresholds, since maps of ``id_fit`` are not c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..bundle import Bundle
@@ -19,6 +20,7 @@ from ..errors import ParameterError
 from ..evaluation import Evaluator
 from ..registry import Shaper
 from ..setting import Setting, as_setting
+from ..shaping import rank_order
 from .store import PENULTIMATE, LayerMaps, open_layers
 
 BATCH = 256
@@ -29,22 +31,37 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     return resolve_device(name)
 
 
+def _shape(shaper: Shaper | None, x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    if shaper is None or shaper.spec.identity:
+        return x
+    return shaper(x, order=order if shaper.spec.uses_order(shaper.threshold_mode) else None)
+
+
+def replay_batches(maps: LayerMaps, layer: str, split: str,
+                   shapers: Sequence[Shaper | None], batch: int = BATCH,
+                   device: str | torch.device = "cpu") -> Iterator[list[torch.Tensor]]:
+    """Per batch of ``batch`` rows of ``split``: the logits (float32, CPU) of every shaper
+    applied to ``layer``'s maps (None: unshaped). Each batch is widened to float32 and ranked
+    once for all shapers (a sweep over p costs one sort per row, not one per p); every
+    shaper's logits are the same numbers as ``replay_logits`` with that shaper alone."""
+    device = torch.device(device)
+    tail = maps.tail(layer).to(device)
+    stored = maps.maps(layer, split)
+    ranked = any(s is not None and not s.spec.identity and s.spec.uses_order(s.threshold_mode)
+                 for s in shapers)
+    with torch.inference_mode():
+        for i in range(0, len(stored), batch):
+            x = torch.from_numpy(stored[i:i + batch].astype(np.float32)).to(device)
+            order = rank_order(x) if ranked else None
+            yield [tail(_shape(s, x, order)).float().cpu() for s in shapers]
+
+
 def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None = None,
                   batch: int = BATCH, device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits [N, classes] (float32, CPU) of ``split`` with ``shaper`` applied to ``layer``'s
     maps (None: unshaped), in batches of ``batch`` rows on ``device``."""
-    device = torch.device(device)
-    tail = maps.tail(layer).to(device)
-    stored = maps.maps(layer, split)
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(stored), batch):
-            x = torch.from_numpy(stored[i:i + batch].astype("float32")).to(device)
-            if shaper is not None and not shaper.spec.identity:
-                x = shaper(x)
-            outs.append(tail(x).float().cpu())
-    classes = maps.num_classes
-    return torch.cat(outs) if outs else torch.empty(0, classes)
+    outs = [b[0] for b in replay_batches(maps, layer, split, [shaper], batch, device)]
+    return torch.cat(outs) if outs else torch.empty(0, maps.num_classes)
 
 
 def layer_names(bundle: Bundle) -> list[str]:
