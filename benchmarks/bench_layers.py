@@ -31,6 +31,13 @@ from ash_core.layers import layer_sweep  # noqa: E402
 BUNDLES = ("cifar10_resnet20", "cifar10_resnet56")
 
 
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def view_change_ms(sweep, p: float, rounds: int = 7) -> float:
     times = []
     for _ in range(rounds):
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         layers = ["layer3", "penultimate"] if args.quick else \
             ["layer1", "layer2", "layer3", "penultimate"]
         rows = len(bundle.id_split) + sum(len(s) for s in bundle.select_ood(None))
+        print(f"{name}: load average before {load_average()}", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
         sweep = layer_sweep(bundle, layers, "ash-s", grid=grid, device=args.device,
                             cache=False, log=print)
@@ -79,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: {len(layers)} layers x {len(grid)} p x ASH-S on {rows} rows: "
               f"{dt:.1f} s wall ({dt / 60:.2f} min; goal <= 10 min), {cpu:.1f} s CPU "
               f"over {torch.get_num_threads()} threads (on a shared machine the CPU time / "
-              "threads is what the sweep costs when it has the cores)")
+              "threads is what the sweep costs when it has the cores); load average after "
+              f"{load_average()}")
         p = 65.0 if 65.0 in sweep.grid else sweep.grid[-1]
         ms = view_change_ms(sweep, p)
         print(f"view change (Table 6 + Figure 5): {ms:.1f} ms (goal <= 300 ms)")

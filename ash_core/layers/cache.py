@@ -1,8 +1,8 @@
 """The layer sweep's disk cache: one file per (bundle, method, seed, layer, grid).
 
 ``<bundle>/.layer_cache/<key>.safetensors`` holds ``energy`` [P, N] F32 (the ID split, then
-the OOD splits in bundle order), ``pred`` [P, N_id] I64 (shaped ID predictions) and
-``base_pred`` [N_id] I64 (unshaped). The key is the sha256 of the bundle's manifest (which
+the OOD splits in bundle order), ``pred`` [P, N_id] I64 (shaped ID predictions), and the
+unshaped ``base_energy`` [N] F32 and ``base_pred`` [N_id] I64. The key is the sha256 of the bundle's manifest (which
 holds every file's sha256), the method, seed, layer, grid and the replay's version, so one
 layer swept for the dashboard's layer control is reused by the "Where to ASH" view and the
 CLI. A stale, corrupt or foreign file is recomputed and replaced, never trusted.
@@ -39,7 +39,7 @@ def cache_path(bundle: Bundle, method: str, layer: str, grid: Sequence[float],
 def read_layer(path: Path, n_p: int, n_all: int, n_id: int) -> Arrays | None:
     """The arrays of one cached layer, or None when missing, corrupt or of other shapes."""
     want = {"energy": ((n_p, n_all), np.float32), "pred": ((n_p, n_id), np.int64),
-            "base_pred": ((n_id,), np.int64)}
+            "base_energy": ((n_all,), np.float32), "base_pred": ((n_id,), np.int64)}
     try:
         arrays = read_tensors(path, mmap=False)
     except (AshError, OSError):

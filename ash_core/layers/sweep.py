@@ -29,6 +29,7 @@ from .replay import BATCH, pick_device, replay_batches
 from .store import PENULTIMATE, LayerMaps, open_layers
 
 DEFAULT_GRID = tuple(range(0, 100, 5))
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class LayerSweep:
     energy: dict[str, np.ndarray]
     pred: dict[str, np.ndarray]
     base_pred: dict[str, np.ndarray]  # unshaped ID predictions per layer
+    base_energy: dict[str, np.ndarray]  # unshaped energy [N] per layer
     seconds: float = 0.0
     cached: bool = False
     _acc: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -53,12 +55,19 @@ class LayerSweep:
             raise AshError(f"p = {p} is not on the sweep grid {self.grid}.")
         return i
 
-    def scores(self, layer: str, p: float) -> dict[str, np.ndarray]:
-        """Energy per split at (layer, p)."""
-        row, out, start = self.energy[layer][self._index(p)], {}, 0
+    def _per_split(self, row: np.ndarray) -> dict[str, np.ndarray]:
+        out, start = {}, 0
         for name, n in self.splits:
             out[name], start = row[start:start + n], start + n
         return out
+
+    def scores(self, layer: str, p: float) -> dict[str, np.ndarray]:
+        """Energy per split at (layer, p)."""
+        return self._per_split(self.energy[layer][self._index(p)])
+
+    def base_scores(self, layer: str) -> dict[str, np.ndarray]:
+        """Energy per split without shaping at ``layer``."""
+        return self._per_split(self.base_energy[layer])
 
     def accuracy(self, layer: str) -> np.ndarray:
         """ID accuracy at every p of the grid (the paper's Figure 5, one curve)."""
@@ -121,20 +130,24 @@ def _split_rows(bundle: Bundle) -> list[tuple[str, int]]:
 
 
 def _replayed(maps: LayerMaps, layer: str, splits: list[tuple[str, int]],
-              shapers: Sequence[Shaper], device: torch.device, batch: int) -> Arrays:
-    """Energy [P, N], shaped and unshaped ID predictions of an inner layer, from one pass
-    over its maps (per batch: widened and ranked once, then every p and the unshaped)."""
-    energy, pred, base = [], [], None
+              shapers: Sequence[Shaper], device: torch.device, batch: int,
+              progress: Progress) -> Arrays:
+    """Energy and ID predictions of an inner layer, shaped at every p and unshaped, from one
+    pass over its maps (per batch: widened and ranked once, then every p and the unshaped);
+    ``progress(batches done, batches in all)``."""
+    energy, pred, done = [], [], 0
+    total = sum(-(-n // batch) for _, n in splits)
     for i, (name, _) in enumerate(splits):
         for logits in replay_batches(maps, layer, name, [*shapers, None], batch, device):
-            energy.append(torch.stack([energy_score(x) for x in logits[:-1]]).numpy())
+            energy.append(torch.stack([energy_score(x) for x in logits]).numpy())
             if i == 0:
-                pred.append(torch.stack([x.argmax(1) for x in logits[:-1]]).numpy())
-                base = [*(base or []), logits[-1].argmax(1).numpy()]
-    n_p = len(shapers)
-    return {"energy": np.concatenate(energy, axis=1) if energy else np.zeros((n_p, 0)),
-            "pred": np.concatenate(pred, axis=1) if pred else np.zeros((n_p, 0)),
-            "base_pred": np.concatenate(base) if base else np.zeros(0)}
+                pred.append(torch.stack([x.argmax(1) for x in logits]).numpy())
+            done += 1
+            progress(done, total)
+    energy_all = np.concatenate(energy, axis=1) if energy else np.zeros((len(shapers) + 1, 0))
+    pred_all = np.concatenate(pred, axis=1) if pred else np.zeros((len(shapers) + 1, 0))
+    return {"energy": energy_all[:-1], "pred": pred_all[:-1], "base_energy": energy_all[-1],
+            "base_pred": pred_all[-1]}
 
 
 def _penultimate(bundle: Bundle, splits: list[tuple[str, int]], shapers: Sequence[Shaper]
@@ -147,18 +160,19 @@ def _penultimate(bundle: Bundle, splits: list[tuple[str, int]], shapers: Sequenc
         energy.append(torch.cat([energy_score(logits[n]) for n in names]).numpy())
         pred.append(logits[names[0]].argmax(1).numpy())
     return {"energy": np.stack(energy), "pred": np.stack(pred),
+            "base_energy": torch.cat([energy_score(ev.base_logits(n)) for n in names]).numpy(),
             "base_pred": ev.base_logits(names[0]).argmax(1).numpy()}
 
 
 def _compute(bundle: Bundle, layer: str, shapers: Sequence[Shaper],
-             splits: list[tuple[str, int]], device: torch.device, batch: int) -> Arrays:
+             splits: list[tuple[str, int]], device: torch.device, batch: int,
+             progress: Progress) -> Arrays:
     if layer == PENULTIMATE:
         arrays = _penultimate(bundle, splits, shapers)
     else:
-        arrays = _replayed(open_layers(bundle), layer, splits, shapers, device, batch)
-    return {"energy": arrays["energy"].astype(np.float32),
-            "pred": arrays["pred"].astype(np.int64),
-            "base_pred": arrays["base_pred"].astype(np.int64)}
+        arrays = _replayed(open_layers(bundle), layer, splits, shapers, device, batch, progress)
+    return {k: v.astype(np.int64 if k.endswith("pred") else np.float32)
+            for k, v in arrays.items()}
 
 
 def _check_layers(bundle: Bundle, layers: Sequence[str] | None) -> list[str]:
@@ -177,8 +191,10 @@ def _check_layers(bundle: Bundle, layers: Sequence[str] | None) -> list[str]:
 def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str = "ash-s",
                 grid: Sequence[float] = DEFAULT_GRID, seed: int = 0, device: str = "auto",
                 batch: int = BATCH, cache: bool = True,
-                log: Callable[[str], None] = lambda s: None) -> LayerSweep:
-    """Energy and ID predictions for every layer x p (cached per layer; module docstring)."""
+                log: Callable[[str], None] = lambda s: None,
+                progress: Progress = lambda done, total: None) -> LayerSweep:
+    """Energy and ID predictions for every layer x p (cached per layer; module docstring);
+    ``progress(done, total)`` while an inner layer is replayed (batches of its maps)."""
     layers = _check_layers(bundle, layers)
     shapers = [create_method(method, p=p, seed=seed) for p in grid]  # validated early
     splits = _split_rows(bundle)
@@ -189,7 +205,8 @@ def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str
         stored = read_layer(path, len(grid), n_all, n_id) if cache else None
         if stored is None:
             t1 = time.perf_counter()
-            stored = _compute(bundle, layer, shapers, splits, pick_device(device), batch)
+            stored = _compute(bundle, layer, shapers, splits, pick_device(device), batch,
+                              progress)
             log(f"layer sweep: {layer} x {len(grid)} p in {time.perf_counter() - t1:.1f}s")
             if cache:
                 write_layer(path, stored)
@@ -201,4 +218,5 @@ def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str
                       {k: a["energy"] for k, a in arrays.items()},
                       {k: a["pred"] for k, a in arrays.items()},
                       {k: a["base_pred"] for k, a in arrays.items()},
+                      {k: a["base_energy"] for k, a in arrays.items()},
                       time.perf_counter() - t0, found == len(layers))
