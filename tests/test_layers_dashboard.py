@@ -14,9 +14,16 @@ from test_dashboard_app import APP, ok
 from ash_core import SplitData, evaluate, kept_count, load_bundle, write_bundle
 from ash_core.cli import main as cli_main
 from ash_core.curves import tpr_threshold
-from ash_core.errors import BundleError
+from ash_core.errors import BundleError, ParameterError
 from ash_core.extract.models import CifarResNet
-from ash_core.layers import LayerEvaluator, layer_sweep, open_layers, replay_logits
+from ash_core.layers import (
+    LayerEvaluator,
+    layer_result,
+    layer_sweep,
+    open_layers,
+    replay_logits,
+    sweep_result,
+)
 from ash_core.layers.store import add_layers
 from ash_core.layers.tails import capture_point, tail_state
 
@@ -216,3 +223,29 @@ def test_layer_is_ignored_visibly_where_it_has_no_meaning(layered, synthetic_bun
     at = ok(_layer_app(synthetic_bundle, layer="layer2"))
     assert any("ignored layer='layer2'" in w.value and "no layer maps" in w.value
                for w in at.warning)
+
+
+def test_layer_result_lookup_equals_the_exact_replay(layered):
+    """``layer_result`` from a sweep (the dashboard's lookup) and without one (an exact
+    replay) are the same numbers, bit for bit, shaped and unshaped."""
+    path, _ = layered
+    bundle = load_bundle(path)
+    sweep = layer_sweep(bundle, ["layer1"], "ash-s", grid=[0, 65], cache=False)
+    ev = LayerEvaluator(bundle, "layer1", ["near"], device="cpu")
+    for method, p in (("ash-s", 0), ("ash-s", 65), ("none", None)):
+        looked_up = layer_result(ev, method, p, convention="ood", sweep=sweep)
+        exact = layer_result(ev, method, p, convention="ood")
+        assert looked_up.to_dict() == exact.to_dict() == \
+            ev.evaluate(method, p, convention="ood").to_dict()
+        assert np.array_equal(looked_up.id_scores, exact.id_scores)
+        assert list(looked_up.ood_scores) == ["near"]
+        assert np.array_equal(looked_up.ood_scores["near"], exact.ood_scores["near"])
+        assert looked_up.engine == exact.engine == "replay:layer1"
+    penultimate = evaluate(bundle, "none")
+    assert not np.array_equal(layer_result(ev, "none", None, sweep=sweep).id_scores,
+                              penultimate.id_scores)  # replayed from the fp16 map
+    assert sweep_result(sweep, bundle, "layer1", 50) is None  # off the grid: not a lookup
+    with pytest.raises(ParameterError, match="gen is not an ASH variant"):
+        layer_result(ev, "gen", None)
+    with pytest.raises(ParameterError, match="global thresholds needs the activations"):
+        layer_result(ev, "ash-s", 65, threshold="global")
