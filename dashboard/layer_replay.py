@@ -115,13 +115,14 @@ def _sweeps() -> cache.LRU:
     return cache.LRU(8)
 
 
-def sweep_for(bundle: Bundle, method: str, layer: str,
+def sweep_for(bundle: Bundle, method: str, layer: str | None,
               progress: Progress | None = None) -> LayerSweep:
-    """The layer's sweep of ``method`` over the grid (once per bundle, variant and layer)."""
+    """The sweep of ``method`` over the grid at ``layer`` (None: every layer, for the "Where
+    to ASH" view), once per bundle, variant and layer; the disk cache is per layer, shared."""
     key = (*cache.bundle_key(bundle), method, layer)
     sweep = _sweeps().get(key)
     if sweep is None:
-        sweep = layer_sweep(bundle, [layer], method, GRID,
+        sweep = layer_sweep(bundle, None if layer is None else [layer], method, GRID,
                             progress=progress or (lambda done, total: None))
         _sweeps().put(key, sweep)
     return sweep
