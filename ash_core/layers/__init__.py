@@ -5,8 +5,8 @@
 per layer in ``cache``), ``results`` (a layer's numbers as an ``EvalResult``).
 """
 
-from .replay import LayerEvaluator, layer_evaluator, layer_names, replay_logits
-from .results import engine_of, layer_result, refusal, sweep_result
+from .replay import LayerEvaluator, layer_evaluator, layer_names, refusal, replay_logits
+from .results import engine_of, layer_result, sweep_result
 from .store import PENULTIMATE, LayerMaps, open_layers
 from .sweep import LayerSweep, layer_sweep
 

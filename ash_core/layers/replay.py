@@ -18,12 +18,34 @@ from ..bundle import Bundle
 from ..device import resolve_device
 from ..errors import ParameterError
 from ..evaluation import Evaluator
-from ..registry import Shaper
+from ..registry import Shaper, get_method
 from ..setting import Setting, as_setting
 from ..shaping import rank_order
 from .store import PENULTIMATE, LayerMaps, open_layers
 
 BATCH = 256
+
+
+WHY = {
+    "baseline": "ReAct clips at a percentile of ID training activations and SCALE is defined "
+                "on the penultimate features; neither has statistics of inner maps here",
+    "logits": "it acts on the logits, which do not depend on where shaping happens",
+    "head": "it rewrites the final linear layer, not a block's output",
+    "features": "it scores penultimate features with state fitted on id_fit features",
+}
+
+
+def refusal(method: str, threshold: str = "local") -> str | None:
+    """Why ``method`` with ``threshold`` cannot be shown at an inner layer (None: it can; the
+    per-sample ASH variants with local thresholds)."""
+    spec = get_method(method)
+    if spec.family != "ash":
+        return (f"{method} is not an ASH variant: "
+                f"{WHY.get(spec.family, 'only ASH variants prune a map per sample')}")
+    if threshold != "local":
+        return (f"{method} with {threshold} thresholds needs the activations of ID training "
+                "maps, which are not cached (use local thresholds)")
+    return None
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -94,16 +116,15 @@ class LayerEvaluator(Evaluator):
 
     def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
                seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
-        """A shaper for this layer's maps: per-sample methods only (no fitted statistics,
-        no head rewriting), since neither ID training maps nor an inner head exist."""
+        """A shaper for this layer's maps: the per-sample ASH variants (``refusal`` says
+        why the rest have no meaning here) and ``none``."""
         setting = as_setting(method, p, threshold, seed=seed, params=params)
-        shaper = setting.shaper() if setting.threshold == "local" else None
-        if shaper is None or shaper.needs_fit or shaper.spec.head_fn is not None:
+        why = None if setting.method == "none" else refusal(setting.method, setting.threshold)
+        if why:
             raise ParameterError(
-                f"{setting.method} with threshold {setting.threshold!r} needs fitted statistics "
-                f"of ID training maps or a head at {self.layer}, which are not cached; at inner "
-                "layers use a per-sample method (ash-p/ash-b/ash-s/ash-rand, threshold local).")
-        return shaper
+                f"--layer {self.layer}: {why}; at inner layers use a per-sample method "
+                "(ash-p/ash-b/ash-s/ash-rand, threshold local), or none for no shaping.")
+        return setting.shaper()
 
     def base_logits(self, name: str) -> torch.Tensor:
         if name not in self._base_logits:

@@ -3,8 +3,8 @@ control): shaping at an inner layer, replayed through the network's tail.
 
 ``layer_result`` takes the numbers from a layer sweep when the setting is on its grid (energy
 score: a lookup plus metrics) and replays exactly otherwise (``LayerEvaluator``); both are the
-same computation (``replay.replay_batches``), so they agree bit for bit. ``refusal`` says why a
-method has no meaning at an inner layer. ``result.engine`` is ``engine_of(layer)``, so results
+same computation (``replay.replay_batches``), so they agree bit for bit. ``replay.refusal``
+says why a method has no meaning at an inner layer. ``result.engine`` is ``engine_of(layer)``, so results
 of different layers are never mistaken for each other (the views cache by it).
 """
 
@@ -18,35 +18,14 @@ from ..bundle import Bundle
 from ..errors import ParameterError
 from ..evaluation import EvalResult
 from ..metrics import check_convention, ood_metrics_many
-from ..registry import create_method, get_method
+from ..registry import create_method
 from .replay import LayerEvaluator
 from .sweep import LayerSweep
-
-WHY = {
-    "baseline": "ReAct clips at a percentile of ID training activations and SCALE is defined "
-                "on the penultimate features; neither has statistics of inner maps here",
-    "logits": "it acts on the logits, which do not depend on where shaping happens",
-    "head": "it rewrites the final linear layer, not a block's output",
-    "features": "it scores penultimate features with state fitted on id_fit features",
-}
 
 
 def engine_of(layer: str) -> str:
     """The ``EvalResult.engine`` of numbers replayed from ``layer``."""
     return f"replay:{layer}"
-
-
-def refusal(method: str, threshold: str = "local") -> str | None:
-    """Why ``method`` with ``threshold`` cannot be shown at an inner layer (None: it can; the
-    per-sample ASH variants with local thresholds)."""
-    spec = get_method(method)
-    if spec.family != "ash":
-        return (f"{method} is not an ASH variant: "
-                f"{WHY.get(spec.family, 'only ASH variants prune a map per sample')}")
-    if threshold != "local":
-        return (f"{method} with {threshold} thresholds needs the activations of ID training "
-                "maps, which are not cached (use local thresholds)")
-    return None
 
 
 def _ood_names(bundle: Bundle, ood: Sequence[str] | None) -> list[str]:
@@ -87,10 +66,8 @@ def layer_result(evaluator: LayerEvaluator, method: str, p: float | None,
                  seed: int = 0, sweep: LayerSweep | None = None) -> EvalResult:
     """The numbers of a setting shaped at ``evaluator.layer`` (``none``: the unshaped replay):
     from ``sweep`` when it holds them, else an exact replay. Refused (ParameterError, with
-    ``refusal``'s reason) for methods that have no meaning at an inner layer."""
-    why = None if method == "none" else refusal(method, threshold)
-    if why:
-        raise ParameterError(f"layer {evaluator.layer}: {why}.")
+    ``replay.refusal``'s reason) for methods that have no meaning at an inner layer."""
+    evaluator.shaper(method, p, threshold, seed)  # refuses what has no meaning at the layer
     bundle, layer = evaluator.bundle, evaluator.layer
     if sweep is not None and score == "energy" and layer in sweep.layers and \
             (method == "none" or method == sweep.method):
