@@ -31,6 +31,7 @@ from ash_core.layers import (
 from ash_core.layers.sweep import DEFAULT_GRID
 from ash_core.stats import row_zero_counts
 from dashboard import cache
+from dashboard.replay import Replay
 
 Progress = Callable[[int, int], None]
 GRID = tuple(float(p) for p in DEFAULT_GRID)
@@ -85,17 +86,11 @@ def caption(state) -> str | None:
 
 
 @dataclass(frozen=True)
-class LayerReplay:
-    """A setting's result at an inner layer (the ``Replay`` interface the views read)."""
+class LayerReplay(Replay):
+    """A setting's result at an inner layer (``engine``: ``replay:<layer>``)."""
 
-    result: EvalResult
-    layer: str
-    looked_up: bool
-    note: str = ""
-
-    @property
-    def engine(self) -> str:
-        return self.result.engine
+    layer: str = PENULTIMATE
+    looked_up: bool = False
 
     @property
     def label(self) -> str:
@@ -149,7 +144,7 @@ def replay(bundle: Bundle, layer: str, ood: Sequence[str], method: str, p: float
     sweep = sweep_for(bundle, method, layer, progress) if lookup else None
     result = _result(*cache.bundle_key(bundle), layer, tuple(ood), method, p, threshold, score,
                      convention, sweep)
-    return LayerReplay(result, layer, lookup)
+    return LayerReplay(result, layer=layer, looked_up=lookup)
 
 
 def baseline(bundle: Bundle, layer: str, ood: Sequence[str], method: str, score: str,

@@ -21,7 +21,7 @@ from ash_core.cube import DEFAULT_GRID, choose_engine, evaluate_setting, get_cub
 from ash_core.errors import ParameterError
 from ash_core.layers import PENULTIMATE
 from ash_core.stats import max_abs_difference
-from dashboard import cache, layer_replay
+from dashboard import cache
 
 Progress = Callable[[int, int], None]
 
@@ -79,6 +79,8 @@ def replay(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, thr
            progress: Progress | None = None, layer: str | None = None) -> Replay:
     """One setting's result from the engine the policy picks (cached; read only)."""
     if layer not in (None, PENULTIMATE):  # shaping at an inner layer: dashboard/layer_replay
+        from dashboard import layer_replay  # it builds on this module's Replay
+
         return layer_replay.replay(bundle, layer, ood, method, p, threshold, score, convention,
                                    progress)
     p, threshold = cache.normalized(method, p, threshold)
