@@ -120,7 +120,7 @@ class Context:
         if self._replay is None or self._replay[0] != key:
             with progress_bar("Preparing the slider: scoring every p at once") as progress:
                 rep = engines.replay(self.bundle, self.ood, s.method, s.p_value, s.threshold,
-                                     s.score, s.convention, s.engine, progress, layer=layer)
+                                     s.score, s.convention, s.engine, progress, layer)
             self._replay = (key, rep)
         return self._replay[1]
 
