@@ -58,9 +58,11 @@ def fit(bundle: Bundle, layer: str) -> tuple[str, list[str]]:
 
 
 def active(state) -> str:
-    """The layer the numbers are at: the state's, unless its method has no meaning there."""
+    """The layer the numbers are at: the state's, unless its method has no meaning there or
+    its view does not follow the layer control (``FOLLOWS``)."""
     layer = getattr(state, "layer", PENULTIMATE)
-    if layer == PENULTIMATE or refusal(state.method, state.threshold):
+    if layer == PENULTIMATE or state.view not in FOLLOWS or \
+            refusal(state.method, state.threshold):
         return PENULTIMATE
     return layer
 

@@ -213,9 +213,12 @@ def test_layer_is_ignored_visibly_where_it_has_no_meaning(layered, synthetic_bun
                                                          monkeypatch):
     path, _ = layered
     monkeypatch.setenv("ASH_BUNDLE_ROOTS", f"{path.parent}:{synthetic_bundle.parent}")
-    at = ok(_layer_app(path, layer="layer2", p=65, view="tradeoff"))
-    assert any("applies to Overview, Distributions and Curves only" in c.value
-               for c in at.caption)
+    for view in ("tradeoff", "inspector"):  # their numbers stay at the penultimate layer
+        at = ok(_layer_app(path, layer="layer2", p=65, view=view))
+        captions = [c.value for c in at.caption]
+        assert any("applies to Overview, Distributions and Curves only" in c for c in captions)
+        assert "Numbers: exact, as `ash-explore evaluate`." in captions, view
+        assert not any("replayed from" in c or "D = 8192" in c for c in captions), view
     at = ok(_layer_app(path, layer="layer2", method="gen"))
     assert any("Layer layer2 is not used: gen is not an ASH variant" in c.value
                for c in at.caption)

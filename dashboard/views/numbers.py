@@ -12,8 +12,7 @@ from dashboard.views.common import Context, plain
 def render(ctx: Context) -> None:
     """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
     s = ctx.state
-    layer = layer_replay.active(s) if s.view in layer_replay.FOLLOWS else layer_replay.PENULTIMATE
-    dim, zeros = layer_replay.p_counts(ctx.bundle, layer)
+    dim, zeros = layer_replay.p_counts(ctx.bundle, layer_replay.active(s))
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
     if layer_replay.caption(s):
         st.caption(plain(layer_replay.caption(s)))
