@@ -74,7 +74,7 @@ def replay_batches(maps: LayerMaps, layer: str, split: str,
     with torch.inference_mode():
         for i in range(0, len(stored), batch):
             x = torch.from_numpy(stored[i:i + batch].astype(np.float32)).to(device)
-            order = rank_order(x) if ranked else None
+            order = rank_order(x).long() if ranked else None  # int64: no cast per p
             yield [tail(_shape(s, x, order)).float().cpu() for s in shapers]
 
 
