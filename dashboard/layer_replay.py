@@ -83,7 +83,8 @@ def caption(state) -> str | None:
     text = (f"Layer {layer}: {state.method} after the last block of {layer}, replayed through "
             "the rest of the network (`ash-explore evaluate --layer`).")
     if state.view == "overview" and getattr(state, "val", 0):
-        text += " The validated-parameters toggle is chosen at the penultimate layer."
+        text += (" The validated p is chosen at the penultimate layer (on the validation "
+                 "splits) and shown here at this layer.")
     return text
 
 

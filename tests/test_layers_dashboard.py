@@ -30,15 +30,18 @@ from ash_core.layers.tails import capture_point, tail_state
 LAYERS = ("layer1", "layer2", "layer3")
 
 
-def make_layer_bundle(path, n=(24, 12, 12), seed=0):
-    """A bundle of a random ResNet-20 on shifted noise with maps of every stage."""
+def make_layer_bundle(path, n=(24, 12, 12), seed=0, val=False):
+    """A bundle of a random ResNet-20 on shifted noise with maps of every stage (``val``:
+    with id_val / ood_val splits too, 12 rows each)."""
     torch.manual_seed(seed)
     model = CifarResNet(20).eval()
     points = {name: capture_point("cifar_resnet20", model, name) for name in LAYERS}
     modules = dict(model.named_modules())
     splits, maps = [], {name: {} for name in LAYERS}
-    for (split, role, shift), rows in zip((("id", "id", 0.0), ("far", "ood", 1.5),
-                                           ("near", "ood", 0.3)), n, strict=True):
+    specs = [("id", "id", 0.0), ("far", "ood", 1.5), ("near", "ood", 0.3)]
+    if val:
+        specs, n = [*specs, ("vid", "id_val", 0.0), ("vood", "ood_val", 0.8)], (*n, 12, 12)
+    for (split, role, shift), rows in zip(specs, n, strict=True):
         x = torch.randn(rows, 3, 32, 32) + shift
         got = {}
         hooks = [modules[p].register_forward_hook(
@@ -51,7 +54,8 @@ def make_layer_bundle(path, n=(24, 12, 12), seed=0):
             h.remove()
         for name in LAYERS:
             maps[name][split] = got[name]
-        splits.append(SplitData(split, role, feats.numpy(), labels if role == "id" else None))
+        splits.append(SplitData(split, role, feats.numpy(),
+                                labels if role in ("id", "id_val") else None))
     write_bundle(path, model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy(),
                  [str(i) for i in range(10)], splits)
     tails = {name: tail_state("cifar_resnet20", model, name) for name in LAYERS}
@@ -252,3 +256,19 @@ def test_layer_result_lookup_equals_the_exact_replay(layered):
         layer_result(ev, "gen", None)
     with pytest.raises(ParameterError, match="global thresholds needs the activations"):
         layer_result(ev, "ash-s", 65, threshold="global")
+
+
+def test_validated_p_is_shown_at_the_layer(tmp_path, monkeypatch):
+    """The overview's validated-parameters toggle: p chosen at the penultimate layer on the
+    validation splits, the numbers at the layer control's layer (as the caption says)."""
+    path, _ = make_layer_bundle(tmp_path / "val.layers", val=True)
+    monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(tmp_path))
+    at = ok(_layer_app(path, layer="layer2", p=63, val=1))
+    assert at.toggle(key="val").value
+    (header,) = [h.value for h in at.subheader if h.value.startswith("Overview")]
+    p = float(header.split("p=")[1].split()[0])
+    assert p != 63
+    shaped, _ = _expected(path, "layer2", p)
+    table = _table(at)
+    assert all(table[n]["auroc"] == 100 * m["auroc"] for n, m in shaped.ood.items())
+    assert any("validated p is chosen at the penultimate layer" in c.value for c in at.caption)
