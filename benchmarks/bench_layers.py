@@ -8,8 +8,10 @@
 Needs ``make layers`` first (cached_features/<name>.layers). The sweep is timed uncached
 (``cache=False``, nothing reused); a *view change* is what the dashboard's "Where to ASH" view
 does when p, the variant's cached sweep or the OOD selection changes: Table 6 at that p
-(metrics per layer and OOD set) plus Figure 5 (ID accuracy per layer over the grid); goal
-<= 300 ms. Prints the Figure 5 and Table 6 numbers (README).
+(metrics per layer and OOD set) plus Figure 5 (ID accuracy per layer over the grid), and what
+the layer control does when p moves on the grid at an inner layer (the shaped and unshaped
+``EvalResult`` from the sweep); goal <= 300 ms each. Prints the Figure 5 and Table 6 numbers
+(README) and the load average (the machine is shared).
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from ash_core import load_bundle  # noqa: E402
-from ash_core.layers import layer_sweep  # noqa: E402
+from ash_core.layers import LayerEvaluator, layer_result, layer_sweep  # noqa: E402
 
 BUNDLES = ("cifar10_resnet20", "cifar10_resnet56")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def view_change_ms(sweep, p: float, rounds: int = 7) -> float:
@@ -41,6 +50,23 @@ def view_change_ms(sweep, p: float, rounds: int = 7) -> float:
             sweep.accuracy(layer)
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
+
+
+def layer_control_ms(bundle, sweep, p: float, rounds: int = 7) -> float:
+    """The layer control's view change: the EvalResult at (layer, p) from the sweep, plus the
+    unshaped one (Overview cards, table, Distributions and Curves all read these), the worst
+    layer's median."""
+    worst = 0.0
+    for layer in [n for n in sweep.layers if n != "penultimate"]:
+        ev = LayerEvaluator(bundle, layer, device="cpu", warn=False)
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            layer_result(ev, sweep.method, p, sweep=sweep)
+            layer_result(ev, "none", None, sweep=sweep)
+            times.append(time.perf_counter() - t0)
+        worst = max(worst, statistics.median(times))
+    return 1000 * worst
 
 
 def report(sweep, p: float) -> None:
@@ -72,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         layers = ["layer3", "penultimate"] if args.quick else \
             ["layer1", "layer2", "layer3", "penultimate"]
         rows = len(bundle.id_split) + sum(len(s) for s in bundle.select_ood(None))
+        print(f"{name}: load average before {load_average()}", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
         sweep = layer_sweep(bundle, layers, "ash-s", grid=grid, device=args.device,
                             cache=False, log=print)
@@ -79,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: {len(layers)} layers x {len(grid)} p x ASH-S on {rows} rows: "
               f"{dt:.1f} s wall ({dt / 60:.2f} min; goal <= 10 min), {cpu:.1f} s CPU "
               f"over {torch.get_num_threads()} threads (on a shared machine the CPU time / "
-              "threads is what the sweep costs when it has the cores)")
+              "threads is what the sweep costs when it has the cores); load average after "
+              f"{load_average()}")
         p = 65.0 if 65.0 in sweep.grid else sweep.grid[-1]
         ms = view_change_ms(sweep, p)
         print(f"view change (Table 6 + Figure 5): {ms:.1f} ms (goal <= 300 ms)")
+        control = layer_control_ms(bundle, sweep, p)
+        print(f"layer control view change (shaped + unshaped EvalResult at the slowest layer): "
+              f"{control:.1f} ms (goal <= 300 ms)")
         report(sweep, p)
-        if ms > 300:
+        if max(ms, control) > 300:
             return 1
     return 0
 

@@ -58,10 +58,11 @@ def prunes_units(method: str, threshold: str) -> bool:
 
 
 def p_caption(bundle: Bundle, method: str, p: int, threshold: str,
-              zero_counts: np.ndarray) -> str:
+              zero_counts: np.ndarray, dim: int | None = None) -> str:
     """What p means on this bundle: the kept count k, whether this step changed it, the
-    share of zero activations and whether pruning removes only zeros."""
-    dim = bundle.dim
+    share of zero activations and whether pruning removes only zeros (``dim``: units per
+    sample where shaping happens, the bundle's feature width by default)."""
+    dim = dim or bundle.dim
     zeros = f"{100 * zero_share(zero_counts, dim):.1f}% of the ID activations are exactly 0"
     if not get_method(method).has_p:
         return zeros

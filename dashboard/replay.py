@@ -19,6 +19,7 @@ import streamlit as st
 from ash_core import Bundle, EvalResult
 from ash_core.cube import DEFAULT_GRID, choose_engine, evaluate_setting, get_cube
 from ash_core.errors import ParameterError
+from ash_core.layers import PENULTIMATE
 from ash_core.stats import max_abs_difference
 from dashboard import cache
 
@@ -75,8 +76,13 @@ def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: fl
 
 def replay(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
            score: str, convention: str, override: str = "auto",
-           progress: Progress | None = None) -> Replay:
+           progress: Progress | None = None, layer: str | None = None) -> Replay:
     """One setting's result from the engine the policy picks (cached; read only)."""
+    if layer not in (None, PENULTIMATE):  # shaping at an inner layer: dashboard/layer_replay
+        from dashboard import layer_replay  # it builds on this module's Replay
+
+        return layer_replay.replay(bundle, layer, ood, method, p, threshold, score, convention,
+                                   progress)
     p, threshold = cache.normalized(method, p, threshold)
     try:
         engine = choose_engine(cache.get_evaluator(bundle, ood), method, threshold, override,

@@ -138,6 +138,9 @@ class State:
     view: str = "overview"
     engine: str = "auto"
     val: int = 0  # 1: the overview shows the validated parameters (dashboard/validation.py)
+    # where the shaping happens (bundles with layer maps; checked against the bundle by
+    # dashboard/layer_replay.fit, since the layers are the bundle's)
+    layer: str = "penultimate"
     # inspector
     iset: str = ""
     idx: int = 0
@@ -200,6 +203,7 @@ class State:
         self.convention = q.choose("convention", list(CONVENTIONS), "id")
         self.engine = q.choose("engine", list(ENGINES), "auto")
         self.val = q.integer("val", 0, 1, 0)
+        self.layer = q.text("layer", "penultimate")
 
     def _read_views(self, q: _Query) -> None:
         """The view and each view's own controls."""

@@ -15,7 +15,7 @@ from ash_core.errors import AshError
 from ash_core.recommended import benchmark_family, recommended_params
 from ash_core.search import ParamMarks, param_marks, validation_statement
 from ash_core.setting import Setting
-from dashboard import cache
+from dashboard import cache, layer_replay
 from dashboard import replay as engines
 from dashboard.param_marks import marks_caption
 from dashboard.views.common import Context, bind, commit, plain
@@ -73,7 +73,7 @@ def overview_result(ctx: Context) -> tuple[EvalResult, str, str | None]:
         return ctx.result(), ctx.setting, note
     p = m.validated["p"]
     result = engines.replay(ctx.bundle, ctx.ood, s.method, p, s.threshold, s.score,
-                            s.convention, s.engine).result
+                            s.convention, s.engine, None, layer_replay.active(s)).result
     return result, s.setting_label(p=p), validation_statement(m.result)
 
 

@@ -1,12 +1,15 @@
 """Where to ASH: shape inside the network (issue 11; docs/where.md).
 
 ``store`` (maps and tails in a bundle), ``tails`` (tail architectures and weights),
-``replay`` (shaping a layer's maps and running the tail), ``sweep`` (layers x p grid, cached).
+``replay`` (shaping a layer's maps and running the tail), ``sweep`` (layers x p grid, cached
+per layer in ``cache``), ``results`` (a layer's numbers as an ``EvalResult``).
 """
 
-from .replay import LayerEvaluator, layer_evaluator, layer_names, replay_logits
+from .replay import LayerEvaluator, layer_evaluator, layer_names, refusal, replay_logits
+from .results import engine_of, layer_result, sweep_result
 from .store import PENULTIMATE, LayerMaps, open_layers
 from .sweep import LayerSweep, layer_sweep
 
-__all__ = ["PENULTIMATE", "LayerEvaluator", "LayerMaps", "LayerSweep", "layer_evaluator",
-           "layer_names", "layer_sweep", "open_layers", "replay_logits"]
+__all__ = ["PENULTIMATE", "LayerEvaluator", "LayerMaps", "LayerSweep", "engine_of",
+           "layer_evaluator", "layer_names", "layer_result", "layer_sweep", "open_layers",
+           "refusal", "replay_logits", "sweep_result"]

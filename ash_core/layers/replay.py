@@ -9,19 +9,43 @@ tensors); only local (per-sample) thresholds, since maps of ``id_fit`` are not c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..bundle import Bundle
 from ..device import resolve_device
 from ..errors import ParameterError
 from ..evaluation import Evaluator
-from ..registry import Shaper
+from ..registry import Shaper, get_method
 from ..setting import Setting, as_setting
+from ..shaping import rank_order
 from .store import PENULTIMATE, LayerMaps, open_layers
 
 BATCH = 256
+
+
+WHY = {
+    "baseline": "ReAct clips at a percentile of ID training activations and SCALE is defined "
+                "on the penultimate features; neither has statistics of inner maps here",
+    "logits": "it acts on the logits, which do not depend on where shaping happens",
+    "head": "it rewrites the final linear layer, not a block's output",
+    "features": "it scores penultimate features with state fitted on id_fit features",
+}
+
+
+def refusal(method: str, threshold: str = "local") -> str | None:
+    """Why ``method`` with ``threshold`` cannot be shown at an inner layer (None: it can; the
+    per-sample ASH variants with local thresholds)."""
+    spec = get_method(method)
+    if spec.family != "ash":
+        return (f"{method} is not an ASH variant: "
+                f"{WHY.get(spec.family, 'only ASH variants prune a map per sample')}")
+    if threshold != "local":
+        return (f"{method} with {threshold} thresholds needs the activations of ID training "
+                "maps, which are not cached (use local thresholds)")
+    return None
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -29,22 +53,37 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     return resolve_device(name)
 
 
+def _shape(shaper: Shaper | None, x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    if shaper is None or shaper.spec.identity:
+        return x
+    return shaper(x, order=order if shaper.spec.uses_order(shaper.threshold_mode) else None)
+
+
+def replay_batches(maps: LayerMaps, layer: str, split: str,
+                   shapers: Sequence[Shaper | None], batch: int = BATCH,
+                   device: str | torch.device = "cpu") -> Iterator[list[torch.Tensor]]:
+    """Per batch of ``batch`` rows of ``split``: the logits (float32, CPU) of every shaper
+    applied to ``layer``'s maps (None: unshaped). Each batch is widened to float32 and ranked
+    once for all shapers (a sweep over p costs one sort per row, not one per p); every
+    shaper's logits are the same numbers as ``replay_logits`` with that shaper alone."""
+    device = torch.device(device)
+    tail = maps.tail(layer).to(device)
+    stored = maps.maps(layer, split)
+    ranked = any(s is not None and not s.spec.identity and s.spec.uses_order(s.threshold_mode)
+                 for s in shapers)
+    with torch.inference_mode():
+        for i in range(0, len(stored), batch):
+            x = torch.from_numpy(stored[i:i + batch].astype(np.float32)).to(device)
+            order = rank_order(x).long() if ranked else None  # int64: no cast per p
+            yield [tail(_shape(s, x, order)).float().cpu() for s in shapers]
+
+
 def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None = None,
                   batch: int = BATCH, device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits [N, classes] (float32, CPU) of ``split`` with ``shaper`` applied to ``layer``'s
     maps (None: unshaped), in batches of ``batch`` rows on ``device``."""
-    device = torch.device(device)
-    tail = maps.tail(layer).to(device)
-    stored = maps.maps(layer, split)
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(stored), batch):
-            x = torch.from_numpy(stored[i:i + batch].astype("float32")).to(device)
-            if shaper is not None and not shaper.spec.identity:
-                x = shaper(x)
-            outs.append(tail(x).float().cpu())
-    classes = maps.num_classes
-    return torch.cat(outs) if outs else torch.empty(0, classes)
+    outs = [b[0] for b in replay_batches(maps, layer, split, [shaper], batch, device)]
+    return torch.cat(outs) if outs else torch.empty(0, maps.num_classes)
 
 
 def layer_names(bundle: Bundle) -> list[str]:
@@ -77,16 +116,15 @@ class LayerEvaluator(Evaluator):
 
     def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
                seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
-        """A shaper for this layer's maps: per-sample methods only (no fitted statistics,
-        no head rewriting), since neither ID training maps nor an inner head exist."""
+        """A shaper for this layer's maps: the per-sample ASH variants (``refusal`` says
+        why the rest have no meaning here) and ``none``."""
         setting = as_setting(method, p, threshold, seed=seed, params=params)
-        shaper = setting.shaper() if setting.threshold == "local" else None
-        if shaper is None or shaper.needs_fit or shaper.spec.head_fn is not None:
+        why = None if setting.method == "none" else refusal(setting.method, setting.threshold)
+        if why:
             raise ParameterError(
-                f"{setting.method} with threshold {setting.threshold!r} needs fitted statistics "
-                f"of ID training maps or a head at {self.layer}, which are not cached; at inner "
-                "layers use a per-sample method (ash-p/ash-b/ash-s/ash-rand, threshold local).")
-        return shaper
+                f"--layer {self.layer}: {why}; at inner layers use a per-sample method "
+                "(ash-p/ash-b/ash-s/ash-rand, threshold local), or none for no shaping.")
+        return setting.shaper()
 
     def base_logits(self, name: str) -> torch.Tensor:
         if name not in self._base_logits:

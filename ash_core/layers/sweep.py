@@ -1,21 +1,18 @@
 """The layer sweep: energy and ID predictions for every (layer, p) of a grid and one method,
-cached beside the bundle like the score cube; any table or curve is then a lookup plus
-metrics (milliseconds).
+cached beside the bundle like the score cube (``cache``: one file per layer); any table or
+curve is then a lookup plus metrics (milliseconds).
 
-Cache: ``<bundle>/.layer_cache/<key>.safetensors`` (``energy.<layer>`` [P, N] F32 over the ID
-split then the OOD splits in bundle order, ``pred.<layer>`` [P, N_id] I64), keyed by the
-sha256 of the bundle's manifest (which holds every file's sha256), the method, seed, layers
-and grid. A stale, corrupt or foreign file is recomputed and replaced, never trusted.
+Speed (docs/where.md, ``benchmarks/bench_layers.py``): each batch of a layer's maps is widened
+to float32 and ranked once for the whole grid (``replay.replay_batches``), the tail runs with
+its batch norms folded into the convolutions, and the unshaped predictions come from the same
+pass; the cost is one tail forward per (row, p).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,14 +22,14 @@ from ..bundle import Bundle
 from ..errors import AshError
 from ..evaluation import Evaluator
 from ..metrics import OODMetrics, average_metrics, ood_metrics_many
-from ..registry import create_method
-from ..safetensors_io import read_tensors, write_tensors
+from ..registry import Shaper, create_method
 from ..scores import energy_score
-from .replay import BATCH, pick_device, replay_logits
-from .store import PENULTIMATE, open_layers
+from .cache import Arrays, cache_path, read_layer, write_layer
+from .replay import BATCH, pick_device, replay_batches
+from .store import PENULTIMATE, LayerMaps, open_layers
 
-CACHE_DIR = ".layer_cache"
 DEFAULT_GRID = tuple(range(0, 100, 5))
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -46,22 +43,31 @@ class LayerSweep:
     labels: np.ndarray
     energy: dict[str, np.ndarray]
     pred: dict[str, np.ndarray]
+    base_pred: dict[str, np.ndarray]  # unshaped ID predictions per layer
+    base_energy: dict[str, np.ndarray]  # unshaped energy [N] per layer
     seconds: float = 0.0
     cached: bool = False
     _acc: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def _index(self, p: float) -> int:
-        hits = [i for i, q in enumerate(self.grid) if abs(q - p) < 1e-9]
-        if not hits:
+        i = self.index_of(p)
+        if i is None:
             raise AshError(f"p = {p} is not on the sweep grid {self.grid}.")
-        return hits[0]
+        return i
 
-    def scores(self, layer: str, p: float) -> dict[str, np.ndarray]:
-        """Energy per split at (layer, p)."""
-        row, out, start = self.energy[layer][self._index(p)], {}, 0
+    def _per_split(self, row: np.ndarray) -> dict[str, np.ndarray]:
+        out, start = {}, 0
         for name, n in self.splits:
             out[name], start = row[start:start + n], start + n
         return out
+
+    def scores(self, layer: str, p: float) -> dict[str, np.ndarray]:
+        """Energy per split at (layer, p)."""
+        return self._per_split(self.energy[layer][self._index(p)])
+
+    def base_scores(self, layer: str) -> dict[str, np.ndarray]:
+        """Energy per split without shaping at ``layer``."""
+        return self._per_split(self.base_energy[layer])
 
     def accuracy(self, layer: str) -> np.ndarray:
         """ID accuracy at every p of the grid (the paper's Figure 5, one curve)."""
@@ -77,14 +83,15 @@ class LayerSweep:
         names = [n for n, _ in self.splits[1:] if ood is None or n in ood]
         return ood_metrics_many(s[id_name], {n: s[n] for n in names}, convention)
 
-    def unshaped_accuracy(self, bundle: Bundle, layer: str, device: str = "auto") -> float:
-        """ID accuracy without shaping (a plain forward; layer-independent up to fp16)."""
-        if layer == PENULTIMATE:
-            logits = Evaluator(bundle, warn=False).base_logits(self.splits[0][0])
-        else:
-            logits = replay_logits(open_layers(bundle), layer, self.splits[0][0], None,
-                                   BATCH, pick_device(device))
-        return float((logits.argmax(1).numpy() == self.labels).mean())
+    def unshaped_accuracy(self, layer: str) -> float:
+        """ID accuracy without shaping at ``layer`` (a plain forward from its float16 map;
+        layer-independent up to that rounding)."""
+        return float((self.base_pred[layer] == self.labels).mean())
+
+    def index_of(self, p: float) -> int | None:
+        """The grid position of ``p`` (None when p is not on the grid)."""
+        hits = [i for i, q in enumerate(self.grid) if abs(q - p) < 1e-9]
+        return hits[0] if hits else None
 
     def table(self, p: float, convention: str = "id", ood: Sequence[str] | None = None
               ) -> list[dict[str, float | str]]:
@@ -112,99 +119,104 @@ def sweep_frame(bundle: Bundle, layer: str, methods: Sequence[str], grid: Sequen
             for name, m in {**per_set, "average": average_metrics(per_set)}.items():
                 row[f"{name}/fpr95"], row[f"{name}/auroc"] = m["fpr95"], m["auroc"]
             row["id_acc"] = float(sw.accuracy(layer)[i])
-            row["id_acc_unshaped"] = sw.unshaped_accuracy(bundle, layer, device)
+            row["id_acc_unshaped"] = sw.unshaped_accuracy(layer)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _cache_key(bundle: Bundle, method: str, layers: Sequence[str], grid: Sequence[float],
-               seed: int) -> str:
-    manifest = hashlib.sha256((bundle.root / "manifest.json").read_bytes()).hexdigest()
-    text = json.dumps({"v": 1, "manifest": manifest, "method": method, "layers": list(layers),
-                       "grid": [float(p) for p in grid], "seed": seed}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+def _split_rows(bundle: Bundle) -> list[tuple[str, int]]:
+    return [(bundle.id_split.name, len(bundle.id_split)),
+            *[(s.name, len(s)) for s in bundle.select_ood(None)]]
 
 
-def _logits_fn(bundle: Bundle, layer: str, device: torch.device, batch: int
-               ) -> Callable[[str, object], torch.Tensor]:
+def _replayed(maps: LayerMaps, layer: str, splits: list[tuple[str, int]],
+              shapers: Sequence[Shaper], device: torch.device, batch: int,
+              progress: Progress) -> Arrays:
+    """Energy and ID predictions of an inner layer, shaped at every p and unshaped, from one
+    pass over its maps (per batch: widened and ranked once, then every p and the unshaped);
+    ``progress(batches done, batches in all)``."""
+    energy, pred, done = [], [], 0
+    total = sum(-(-n // batch) for _, n in splits)
+    for i, (name, _) in enumerate(splits):
+        for logits in replay_batches(maps, layer, name, [*shapers, None], batch, device):
+            energy.append(torch.stack([energy_score(x) for x in logits]).numpy())
+            if i == 0:
+                pred.append(torch.stack([x.argmax(1) for x in logits]).numpy())
+            done += 1
+            progress(done, total)
+    energy_all = np.concatenate(energy, axis=1) if energy else np.zeros((len(shapers) + 1, 0))
+    pred_all = np.concatenate(pred, axis=1) if pred else np.zeros((len(shapers) + 1, 0))
+    return {"energy": energy_all[:-1], "pred": pred_all[:-1], "base_energy": energy_all[-1],
+            "base_pred": pred_all[-1]}
+
+
+def _penultimate(bundle: Bundle, splits: list[tuple[str, int]], shapers: Sequence[Shaper]
+                 ) -> Arrays:
+    ev = Evaluator(bundle, warn=False)
+    names = [n for n, _ in splits]
+    energy, pred = [], []
+    for shaper in shapers:
+        logits = {n: ev.shaped_logits(shaper, n) for n in names}
+        energy.append(torch.cat([energy_score(logits[n]) for n in names]).numpy())
+        pred.append(logits[names[0]].argmax(1).numpy())
+    return {"energy": np.stack(energy), "pred": np.stack(pred),
+            "base_energy": torch.cat([energy_score(ev.base_logits(n)) for n in names]).numpy(),
+            "base_pred": ev.base_logits(names[0]).argmax(1).numpy()}
+
+
+def _compute(bundle: Bundle, layer: str, shapers: Sequence[Shaper],
+             splits: list[tuple[str, int]], device: torch.device, batch: int,
+             progress: Progress) -> Arrays:
     if layer == PENULTIMATE:
-        ev = Evaluator(bundle, warn=False)
-        return lambda split, shaper: ev.shaped_logits(shaper, split)
-    maps = open_layers(bundle)
-    return lambda split, shaper: replay_logits(maps, layer, split, shaper, batch, device)
+        arrays = _penultimate(bundle, splits, shapers)
+    else:
+        arrays = _replayed(open_layers(bundle), layer, splits, shapers, device, batch, progress)
+    return {k: v.astype(np.int64 if k.endswith("pred") else np.float32)
+            for k, v in arrays.items()}
 
 
-def _compute(bundle: Bundle, method: str, layers: Sequence[str], grid: Sequence[float],
-             seed: int, device: torch.device, batch: int, log: Callable[[str], None]
-             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    names = [bundle.id_split.name, *[s.name for s in bundle.select_ood(None)]]
-    energy, pred = {}, {}
-    for layer in layers:
-        logits_of = _logits_fn(bundle, layer, device, batch)
-        e_rows, p_rows = [], []
-        t0 = time.perf_counter()
-        for p in grid:
-            shaper = create_method(method, p=p, seed=seed)
-            logits = {n: logits_of(n, shaper) for n in names}
-            e_rows.append(torch.cat([energy_score(logits[n]) for n in names]).numpy())
-            p_rows.append(logits[names[0]].argmax(1).numpy().astype(np.int64))
-        energy[layer] = np.stack(e_rows).astype(np.float32)
-        pred[layer] = np.stack(p_rows)
-        log(f"layer sweep: {layer} x {len(grid)} p in {time.perf_counter() - t0:.1f}s")
-    return energy, pred
-
-
-def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str = "ash-s",
-                grid: Sequence[float] = DEFAULT_GRID, seed: int = 0, device: str = "auto",
-                batch: int = BATCH, cache: bool = True,
-                log: Callable[[str], None] = lambda s: None) -> LayerSweep:
-    """Energy and ID predictions for every layer x p (cached; see the module docstring)."""
+def _check_layers(bundle: Bundle, layers: Sequence[str] | None) -> list[str]:
     maps = open_layers(bundle)
     if layers is None:
-        layers = [n for n in (maps.names if maps else [PENULTIMATE])]
+        return maps.names if maps else [PENULTIMATE]
     for layer in layers:
         if layer != PENULTIMATE:
             if maps is None:
                 raise AshError(f"bundle {bundle.name} has no layer maps; re-extract with "
                                "--layers (or `make layers` for the demo bundles).")
             maps.info(layer)
-    create_method(method, p=grid[0], seed=seed)  # validates the method and p early
-    splits = [(bundle.id_split.name, len(bundle.id_split)),
-              *[(s.name, len(s)) for s in bundle.select_ood(None)]]
-    labels = np.asarray(bundle.id_split.labels_tensor().numpy())
-    path = bundle.root / CACHE_DIR / f"{_cache_key(bundle, method, layers, grid, seed)}.safetensors"
-    t0 = time.perf_counter()
-    stored = _read_cache(path, layers, len(grid), splits) if cache else None
-    if stored is not None:
-        energy, pred = stored
-    else:
-        energy, pred = _compute(bundle, method, layers, grid, seed, pick_device(device), batch,
-                                log)
-        if cache:
-            _write_cache(path, energy, pred)
-    return LayerSweep(list(layers), [float(p) for p in grid], method, splits, labels, energy,
-                      pred, time.perf_counter() - t0, stored is not None)
+    return list(layers)
 
 
-def _read_cache(path: Path, layers: Sequence[str], n_p: int, splits: list[tuple[str, int]]
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str = "ash-s",
+                grid: Sequence[float] = DEFAULT_GRID, seed: int = 0, device: str = "auto",
+                batch: int = BATCH, cache: bool = True,
+                log: Callable[[str], None] = lambda s: None,
+                progress: Progress = lambda done, total: None) -> LayerSweep:
+    """Energy and ID predictions for every layer x p (cached per layer; module docstring);
+    ``progress(done, total)`` while an inner layer is replayed (batches of its maps)."""
+    layers = _check_layers(bundle, layers)
+    shapers = [create_method(method, p=p, seed=seed) for p in grid]  # validated early
+    splits = _split_rows(bundle)
     n_all, n_id = sum(n for _, n in splits), splits[0][1]
-    try:
-        arrays = read_tensors(path, mmap=False)
-        energy = {k: arrays[f"energy.{k}"] for k in layers}
-        pred = {k: arrays[f"pred.{k}"] for k in layers}
-    except (AshError, OSError, KeyError):
-        return None
-    ok = all(e.shape == (n_p, n_all) and e.dtype == np.float32 for e in energy.values()) and \
-        all(p.shape == (n_p, n_id) and p.dtype == np.int64 for p in pred.values())
-    return (energy, pred) if ok else None
-
-
-def _write_cache(path: Path, energy: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> None:
-    try:
-        path.parent.mkdir(exist_ok=True)
-        arrays = {**{f"energy.{k}": v for k, v in energy.items()},
-                  **{f"pred.{k}": v for k, v in pred.items()}}
-        write_tensors(path, arrays)
-    except OSError:
-        pass  # a read-only bundle: the sweep is still returned, just not cached
+    t0, found, arrays = time.perf_counter(), 0, {}
+    for layer in layers:
+        path = cache_path(bundle, method, layer, grid, seed)
+        stored = read_layer(path, len(grid), n_all, n_id) if cache else None
+        if stored is None:
+            t1 = time.perf_counter()
+            stored = _compute(bundle, layer, shapers, splits, pick_device(device), batch,
+                              progress)
+            log(f"layer sweep: {layer} x {len(grid)} p in {time.perf_counter() - t1:.1f}s")
+            if cache:
+                write_layer(path, stored)
+        else:
+            found += 1
+        arrays[layer] = stored
+    labels = np.asarray(bundle.id_split.labels_tensor().numpy())
+    return LayerSweep(list(layers), [float(p) for p in grid], method, splits, labels,
+                      {k: a["energy"] for k, a in arrays.items()},
+                      {k: a["pred"] for k, a in arrays.items()},
+                      {k: a["base_pred"] for k, a in arrays.items()},
+                      {k: a["base_energy"] for k, a in arrays.items()},
+                      time.perf_counter() - t0, found == len(layers))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from ash_core import Bundle, EvalResult
-from dashboard import cache
+from dashboard import cache, layer_replay
 from dashboard import replay as engines
 from dashboard.config import AppArgs
 from dashboard.paths import BundlePolicy
@@ -114,12 +114,13 @@ class Context:
         Memoised for this run only: a fragment rerun (p moved) calls the views with the
         same Context, so the memo is keyed by the setting, never reused for another p."""
         s = self.state
+        layer = layer_replay.active(s)
         key = (s.method, s.p_value, s.threshold, s.score, s.convention, s.engine,
-               tuple(self.ood))
+               tuple(self.ood), layer)
         if self._replay is None or self._replay[0] != key:
             with progress_bar("Preparing the slider: scoring every p at once") as progress:
                 rep = engines.replay(self.bundle, self.ood, s.method, s.p_value, s.threshold,
-                                     s.score, s.convention, s.engine, progress)
+                                     s.score, s.convention, s.engine, progress, layer)
             self._replay = (key, rep)
         return self._replay[1]
 
@@ -129,7 +130,10 @@ class Context:
 
     def baseline(self) -> EvalResult:
         """No shaping, same score and convention: what deltas are measured against."""
-        s = self.state
+        s, layer = self.state, layer_replay.active(self.state)
+        if layer != layer_replay.PENULTIMATE:
+            return layer_replay.baseline(self.bundle, layer, self.ood, s.method, s.score,
+                                         s.convention)
         return cache.baseline(self.bundle, self.ood, s.score, s.convention)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cache, offer, validation
+from dashboard import layer_replay, offer, validation
 from dashboard import replay as engines
 from dashboard.views.common import Context, plain
 
@@ -12,8 +12,10 @@ from dashboard.views.common import Context, plain
 def render(ctx: Context) -> None:
     """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
     s = ctx.state
-    st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold,
-                                     cache.id_zero_counts(ctx.bundle))))
+    dim, zeros = layer_replay.p_counts(ctx.bundle, layer_replay.active(s))
+    st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
+    if layer_replay.caption(s):
+        st.caption(plain(layer_replay.caption(s)))
     validation.render_toggle(ctx)
     try:
         rep = ctx.replay()

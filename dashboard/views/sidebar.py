@@ -8,8 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
+from ash_core.layers import PENULTIMATE, refusal
 from ash_core.scores import SCORES
-from dashboard import cache, figures, offer
+from dashboard import cache, figures, layer_replay, offer
 from dashboard.config import DEMO_BUNDLE, AppArgs
 from dashboard.paths import BundlePolicy
 from dashboard.state import DEFAULT_METHOD, ENGINES, VIEWS, State, default_p
@@ -136,7 +137,10 @@ def _fit_to_bundle(ctx: Context, fresh: bool) -> list[str]:
         s.bmethod, s.bp = "none", default_p("none")
     if s.bthreshold not in offer.thresholds_for(bundle, s.bmethod):
         s.bthreshold = offer.thresholds_for(bundle, s.bmethod)[0]
-    return notes if fresh else []
+    s.layer, layer_notes = layer_replay.fit(bundle, s.layer)
+    if layer_notes:
+        st.session_state.pop("layer", None)
+    return notes + layer_notes if fresh else []
 
 
 def _setting_controls(ctx: Context) -> None:
@@ -162,6 +166,24 @@ def _setting_controls(ctx: Context) -> None:
     missing = offer.missing_caption(bundle)
     if missing:
         st.caption(plain(missing))
+    _layer_control(ctx)
+
+
+def _layer_control(ctx: Context) -> None:
+    """Where shaping happens, for bundles with layer maps (dashboard/layer_replay.py)."""
+    layers = layer_replay.options(ctx.bundle)
+    if not layers:
+        return
+    s = ctx.state
+    why = refusal(s.method, s.threshold)
+    bind("layer")
+    st.selectbox("Layer", layers, key="layer", disabled=why is not None,
+                 help="shape after this block's output and replay the rest of the network "
+                      "(Overview, Distributions and Curves; per-sample ASH variants only). "
+                      "penultimate: the features, as everywhere else")
+    commit("layer")
+    if why and s.layer != PENULTIMATE:
+        st.caption(plain(f"Layer {s.layer} is off: {why}."))
 
 
 def _method_controls(methods: list[str], modes_for: Callable[[str], list[str]]) -> None:

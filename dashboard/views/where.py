@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ash_core.layers import layer_sweep, open_layers
-from dashboard import figures_where
-from dashboard.views.common import Context
+from ash_core.layers import open_layers
+from dashboard import figures_where, layer_replay
+from dashboard.layer_replay import GRID
+from dashboard.views.common import Context, progress_bar
 
 VARIANTS = ("ash-p", "ash-b", "ash-s", "ash-rand")
-GRID = tuple(float(p) for p in range(0, 100, 5))
-
-
-@st.cache_resource(max_entries=8, show_spinner="Sweeping layers x p (once per variant; "
-                   "cached on disk) ...")
-def _sweep(path: str, content_hash: str, method: str, _bundle):
-    return layer_sweep(_bundle, None, method, GRID)
 
 
 def render(ctx: Context) -> None:
@@ -36,7 +30,9 @@ def render(ctx: Context) -> None:
     if method != s.method:
         st.caption(f"{s.method} is not a per-sample ASH variant; showing {method}.")
     p = float(min(GRID, key=lambda g: abs(g - float(s.p))))
-    sweep = _sweep(str(bundle.root), bundle.content_hash, method, bundle)
+    with progress_bar(f"Replaying every layer at p = 0..95 ({method}; once, then cached on "
+                      "disk)") as progress:
+        sweep = layer_replay.sweep_for(bundle, method, None, progress)
     st.plotly_chart(figures_where.figure5(sweep.grid, {n: sweep.accuracy(n)
                                                        for n in sweep.layers}, method, p),
                     key="where_fig5")

@@ -1,0 +1,175 @@
+"""The layer control's numbers: Overview, Distributions and Curves at an inner layer.
+
+When a bundle has layer maps (``ash-explore extract --layers``, ``make layers``), the sidebar
+offers a layer; at an inner layer a setting's numbers are ``ash_core.layers.layer_result``:
+shaping after that block, replayed through the network's tail. p on the layer grid
+(0..95 step 5) with the energy score is a lookup in the layer's sweep (computed once per
+bundle, variant and layer, with a progress bar, and cached on disk beside the bundle, shared
+with the "Where to ASH" view); other p and scores are replayed exactly (seconds; cached).
+Only the per-sample ASH variants have a meaning there (``ash_core.layers.refusal`` says why
+the rest do not). No maths here: this module picks, caches and labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from ash_core import Bundle, EvalResult
+from ash_core.layers import (
+    PENULTIMATE,
+    LayerEvaluator,
+    LayerSweep,
+    layer_result,
+    layer_sweep,
+    open_layers,
+    refusal,
+)
+from ash_core.layers.sweep import DEFAULT_GRID
+from ash_core.stats import row_zero_counts
+from dashboard import cache
+from dashboard.replay import Replay
+
+Progress = Callable[[int, int], None]
+GRID = tuple(float(p) for p in DEFAULT_GRID)
+#: views whose numbers follow the layer control; the others show the penultimate layer
+FOLLOWS = ("overview", "distributions", "curves")
+
+
+def options(bundle: Bundle) -> list[str]:
+    """The layers a bundle offers, in network order, then ``penultimate`` ([] without maps)."""
+    maps = open_layers(bundle)
+    return [n for n in maps.names if n == PENULTIMATE or maps.info(n).tail] if maps else []
+
+
+def fit(bundle: Bundle, layer: str) -> tuple[str, list[str]]:
+    """(the layer to use, notes): an unknown layer (a link's, or the previous bundle's)
+    falls back to ``penultimate`` with a note saying what this bundle has."""
+    names = options(bundle)
+    if layer == PENULTIMATE or layer in names:
+        return layer, []
+    have = f"choose one of: {', '.join(names)}" if names else \
+        "this bundle has no layer maps; see `make layers`"
+    shown = layer if len(layer) <= 40 else layer[:37] + "..."
+    return PENULTIMATE, [f"ignored layer={shown!r} ({have})"]
+
+
+def active(state) -> str:
+    """The layer the numbers are at: the state's, unless its method has no meaning there or
+    its view does not follow the layer control (``FOLLOWS``)."""
+    layer = getattr(state, "layer", PENULTIMATE)
+    if layer == PENULTIMATE or state.view not in FOLLOWS or \
+            refusal(state.method, state.threshold):
+        return PENULTIMATE
+    return layer
+
+
+def caption(state) -> str | None:
+    """What the layer control does to this view, in words (None at the penultimate layer)."""
+    layer = getattr(state, "layer", PENULTIMATE)
+    if layer == PENULTIMATE:
+        return None
+    why = refusal(state.method, state.threshold)
+    if why:
+        return f"Layer {layer} is not used: {why}. Numbers are at the penultimate layer."
+    if state.view == "where":
+        return "Layer control: this view shows every layer side by side."
+    if state.view not in FOLLOWS:
+        return (f"Layer {layer} applies to Overview, Distributions and Curves only; this view "
+                "shows the penultimate layer.")
+    text = (f"Layer {layer}: {state.method} after the last block of {layer}, replayed through "
+            "the rest of the network (`ash-explore evaluate --layer`).")
+    if state.view == "overview" and getattr(state, "val", 0):
+        text += (" The validated p is chosen at the penultimate layer (on the validation "
+                 "splits) and shown here at this layer.")
+    return text
+
+
+@dataclass(frozen=True)
+class LayerReplay(Replay):
+    """A setting's result at an inner layer (``engine``: ``replay:<layer>``)."""
+
+    layer: str = PENULTIMATE
+    looked_up: bool = False
+
+    @property
+    def label(self) -> str:
+        how = "a lookup in the layer's sweep" if self.looked_up else \
+            "an exact replay (p off the grid 0..95 step 5, or a score other than energy)"
+        return f"replayed from {self.layer} through the network's tail, {how}"
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _evaluator(path: str, chash: str, layer: str) -> LayerEvaluator:
+    return LayerEvaluator(cache.load(path), layer, cache.nonempty_ood(cache.load(path))[0],
+                          device="auto", warn=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _sweeps() -> cache.LRU:
+    return cache.LRU(8)
+
+
+def sweep_for(bundle: Bundle, method: str, layer: str | None,
+              progress: Progress | None = None) -> LayerSweep:
+    """The sweep of ``method`` over the grid at ``layer`` (None: every layer, for the "Where
+    to ASH" view), once per bundle, variant and layer; the disk cache is per layer, shared."""
+    key = (*cache.bundle_key(bundle), method, layer)
+    sweep = _sweeps().get(key)
+    if sweep is None:
+        sweep = layer_sweep(bundle, None if layer is None else [layer], method, GRID,
+                            progress=progress or (lambda done, total: None))
+        _sweeps().put(key, sweep)
+    return sweep
+
+
+@st.cache_resource(max_entries=64, show_spinner="Replaying through the network's tail...")
+def _result(path: str, chash: str, layer: str, ood: tuple[str, ...], method: str,
+            p: float | None, threshold: str, score: str, convention: str,
+            _sweep: LayerSweep | None) -> EvalResult:
+    ev = _evaluator(path, chash, layer).with_ood(list(ood))
+    return layer_result(ev, method, p, threshold, score, convention, sweep=_sweep)
+
+
+def _on_grid(p: float | None) -> bool:
+    return p is not None and any(abs(p - g) < 1e-9 for g in GRID)
+
+
+def replay(bundle: Bundle, layer: str, ood: Sequence[str], method: str, p: float | None,
+           threshold: str, score: str, convention: str,
+           progress: Progress | None = None) -> LayerReplay:
+    """The setting's numbers shaped at ``layer`` (cached; read only)."""
+    p, threshold = cache.normalized(method, p, threshold)
+    lookup = score == "energy" and _on_grid(p)
+    sweep = sweep_for(bundle, method, layer, progress) if lookup else None
+    result = _result(*cache.bundle_key(bundle), layer, tuple(ood), method, p, threshold, score,
+                     convention, sweep)
+    return LayerReplay(result, layer=layer, looked_up=lookup)
+
+
+def baseline(bundle: Bundle, layer: str, ood: Sequence[str], method: str, score: str,
+             convention: str) -> EvalResult:
+    """No shaping, replayed from ``layer``: what the deltas at that layer are measured
+    against (from ``method``'s sweep of the layer when it is in memory, else exactly)."""
+    sweep = _sweeps().get((*cache.bundle_key(bundle), method, layer)) \
+        if score == "energy" else None
+    return _result(*cache.bundle_key(bundle), layer, tuple(ood), "none", None, "local", score,
+                   convention, sweep)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _zero_counts(path: str, chash: str, layer: str) -> np.ndarray:
+    bundle = cache.load(path)
+    return row_zero_counts(open_layers(bundle).maps(layer, bundle.id_split.name))
+
+
+def p_counts(bundle: Bundle, layer: str) -> tuple[int, np.ndarray]:
+    """(units per sample D, exact zeros per ID row) at ``layer``: what the p caption's kept
+    count k and zero share are computed from."""
+    if layer == PENULTIMATE:
+        return bundle.dim, cache.id_zero_counts(bundle)
+    return int(np.prod(open_layers(bundle).info(layer).shape)), \
+        _zero_counts(*cache.bundle_key(bundle), layer)
