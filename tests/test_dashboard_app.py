@@ -59,6 +59,10 @@ def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
 
+def chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
 def numbers_caption(at: AppTest) -> str:
     """The caption that says which engine computed the shown numbers."""
     (caption,) = [c.value for c in at.caption if c.value.startswith("Numbers: ")]
@@ -194,7 +198,7 @@ def test_moving_p_changes_the_numbers_and_the_url(bundles, ev):
 
 def test_url_state_opens_the_exact_view(bundles):
     params = dict(method="ash-p", p=55, threshold="global", score="maxlogit", convention="ood",
-                  ood="near", view="curves")
+                  ood="near", view="curves", curve="pr")
     at = ok(run_app(bundles["main"], **params))
     assert at.selectbox(key="method").value == "ash-p"
     assert at.slider(key="p").value == 55
@@ -203,7 +207,8 @@ def test_url_state_opens_the_exact_view(bundles):
     assert at.radio(key="convention").value == "ood"
     assert at.multiselect(key="ood").value == ["near"]
     assert at.radio(key="view").value == "curves"
-    assert charts(at) == 2
+    assert at.radio(key="curve").value == "pr"
+    assert charts(at) == 1 and "Precision-recall curves" in chart_titles(at)[0]
     for k, v in params.items():
         assert at.query_params[k] == str(v)
     assert at.query_params["bundle"] == str(bundles["main"])
@@ -252,13 +257,28 @@ def test_every_sidebar_control_changes_state(bundles, ev):
 @pytest.mark.parametrize("view", list(VIEWS))
 def test_every_view_renders(bundles, view):
     at = ok(run_app(bundles["main"], view=view, step=10, p=80))
-    expected_charts = {"overview": 1, "distributions": 1, "curves": 2, "tradeoff": 2,
+    expected_charts = {"overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2,
                        "inspector": 2, "compare": 1, "export": 0, "where": 0}[view]
     assert charts(at) == expected_charts
     assert at.subheader, "every view has a title"
 
 
 # --------------------------------------------------------------------------- other views
+
+
+def test_curves_show_roc_or_pr_one_figure_at_a_time(bundles):
+    # issue 12: two 8-panel figures took the browser over 0.5 s per slider move
+    at = ok(run_app(bundles["main"], view="curves", p=70))
+    assert at.radio(key="curve").value == "roc" and "curve" not in at.query_params
+    (title,) = chart_titles(at)
+    assert title.startswith("ROC curves per OOD set")
+    at.radio(key="curve").set_value("pr").run()
+    ok(at)
+    assert at.query_params["curve"] == "pr"
+    (title,) = chart_titles(at)
+    assert title.startswith("Precision-recall curves per OOD set")
+    at.slider(key="p").set_value(75).run()  # the choice survives a slider move
+    assert chart_titles(at)[0].startswith("Precision-recall") and ok(at)
 
 
 def test_tradeoff_uses_the_sweep_and_marks_p(bundles):
