@@ -443,7 +443,8 @@ def test_context_result_follows_p_across_fragment_reruns(synthetic_bundle, monke
     from dashboard.views import common
 
     calls = []
-    monkeypatch.setattr(common.engines, "replay", lambda *a: calls.append(a[3]) or object())
+    monkeypatch.setattr(common.engines, "replay", lambda *a: calls.append(a[3])
+                        or SimpleNamespace(preparing=None))
     ctx = common.Context(state=State(method="ash-s", p=60), args=config.AppArgs((), None),
                          bundles=[], policy=_policy(), bundle=load_bundle(synthetic_bundle),
                          ood=["far"])
