@@ -6,7 +6,7 @@ per key (a second ``start`` of the same key returns the running build), and buil
 a time (a queued build waits, reported as "queued", so two builds never compete for the
 same cores and memory). A finished build holds its cube or the exception it raised: a
 failure is reported to the page that reads it (``take_failure``), never swallowed, and
-then forgotten so that a later rerun may try again. No Streamlit here: the page polls
+then forgotten so that a later rerun may try again. Nothing here draws: the page polls
 ``Build.fraction``/``Build.done`` from its own thread.
 """
 
