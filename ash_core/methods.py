@@ -39,7 +39,8 @@ ASH_OPTIONS = dict(thresholds=("local", "global"), fit="global", fit_on=frozense
                    family="ash", ranks=True, grid="prefix", reference="Djurisic et al., ICLR 2023")
 
 
-@register_method("none", description="no shaping: the plain energy/MSP/max-logit baseline")
+@register_method("none", identity=True,
+                 description="no shaping: the plain energy/MSP/max-logit baseline")
 def _none(x, *, cutoff, seed, order=None):
     return x.clone()
 

@@ -1,7 +1,7 @@
 """p-slider latency in a real browser: key press to updated numbers and charts (goal 0.5 s).
 
 Starts ``ash-explore dashboard`` on the demo bundle, opens Overview, Score distributions
-and ROC & PR curves (all OOD sets selected) in headless Chromium, and moves the p
+and ROC & PR curves (its default kind, ROC; all OOD sets selected) in headless Chromium, and moves the p
 slider one step at a time with the keyboard. Each move is timed from the key press
 until the page shows the new p (its URL, written at the end of the run) and Streamlit
 is idle (nothing running or stale); the moves that changed the cards, captions or

@@ -93,9 +93,10 @@ def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
                 hb, ha, tb, ta = plotdata.histograms(bundle, r.result, b)
                 figs = [figures.distributions_figure(hb, ha, bundle.id_split.name, tb, ta,
                                                      colors, "x", "energy")]
-            elif view == "curves":
-                figs = [figures.curves_figure(plotdata.curves(bundle, r.result, b, k),
-                                              k, colors, "x", "id") for k in ("roc", "pr")]
+            elif view == "curves":  # one kind at a time, ROC by default (?curve=)
+                data = plotdata.curves(bundle, r.result, b, "roc")
+                mets = {n: (b.ood[n], r.result.ood[n]) for n in data}
+                figs = [figures.curves_figure(data, "roc", colors, "x", "id", metrics=mets)]
             else:
                 insp = inspection.inspect(bundle, ood, r.result, b, ood[0], 3)
                 figs = [figures.activations_figure(insp, "x"), figures.topk_figure(insp, "x")]

@@ -116,6 +116,38 @@ def base_evaluator(bundle: Bundle) -> Evaluator:
     return _base_evaluator(*bundle_key(bundle))
 
 
+def warm_features(bundle: Bundle, extra: Sequence[str] = ()) -> Evaluator:
+    """The shared evaluator with the fp32 features of ID, every OOD split and ``extra``
+    decoded, one split after the other: threads that use them next (a page's exact pass,
+    a background cube build) then share one copy instead of decoding a split twice."""
+    ev = base_evaluator(bundle)
+    for name in [*ev.split_names, *extra]:
+        ev.features(name)
+    return ev
+
+
+@st.cache_resource(show_spinner=False)
+def _unshaped_started() -> set:
+    return set()
+
+
+def prefetch_unshaped(bundle: Bundle) -> None:
+    """Start the unshaped logits of every split (one dense pass, cached in the shared
+    evaluator) in a background thread, once per bundle, so that a large bundle's first
+    exact evaluation shapes on one core while the other runs the unshaped pass (its
+    accuracy and the baseline's numbers need it). Features are decoded first, here."""
+    ev, key = warm_features(bundle), bundle_key(bundle)
+    with _PREFETCH_LOCK:
+        if key in _unshaped_started():
+            return
+        _unshaped_started().add(key)
+    threading.Thread(target=lambda: [ev.base_logits(n) for n in ev.split_names],
+                     daemon=True, name="ash-unshaped-logits").start()
+
+
+_PREFETCH_LOCK = threading.Lock()
+
+
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _evaluator(path: str, content_hash: str, ood: tuple[str, ...]) -> Evaluator:
     # shares the bundle's read-only features, base logits, rank orders and fitted

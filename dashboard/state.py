@@ -31,6 +31,7 @@ INSPECT_MODES: dict[str, str] = {
     "fp": "worst false positives (OOD scored most ID-like)",
     "fn": "worst false negatives (ID scored most OOD-like)",
 }
+CURVE_KINDS: dict[str, str] = {"roc": "ROC", "pr": "precision-recall"}
 COMPARE_MODES: dict[str, str] = {
     "setting": "two settings, same bundle",
     "bundle": "two bundles, same setting",
@@ -145,6 +146,8 @@ class State:
     iset: str = ""
     idx: int = 0
     imode: str = "index"
+    # curves
+    curve: str = "roc"
     # trade-off
     step: int = 5
     pareto: str = "average/auroc"
@@ -211,6 +214,7 @@ class State:
         self.iset = q.text("iset")
         self.idx = q.integer("idx", 0, 10**9, 0)
         self.imode = q.choose("imode", list(INSPECT_MODES), "index")
+        self.curve = q.choose("curve", list(CURVE_KINDS), "roc")
         self.step = int(q.choose("step", [str(g) for g in GRID_STEPS], "5"))
         self.pareto = q.choose("pareto", list(PARETO_METRICS), "average/auroc")
         self.cmode = q.choose("cmode", list(COMPARE_MODES), "setting")

@@ -38,7 +38,7 @@ CHROMIUM = Path(os.environ.get("BROWSER_PATH") or "/usr/bin/chromium")
 BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn")
 DEMO = BUNDLES[0]
 VIEWS = {  # view key -> charts expected at least
-    "overview": 1, "distributions": 1, "curves": 2, "tradeoff": 2, "inspector": 2,
+    "overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2, "inspector": 2,
     "compare": 1, "export": 0,
 }
 THEMES = ("light", "dark")

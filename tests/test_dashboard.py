@@ -411,6 +411,16 @@ def test_engine_choice_is_automatic_with_an_override(synthetic_bundle, monkeypat
         assert used == "exact" and "the score cube cannot serve this setting" in note
 
 
+def test_the_baseline_reuses_the_unshaped_logits(synthetic_bundle, monkeypatch):
+    # regression: "none" shaped a copy of the features and ran the head again, so every
+    # page's "no shaping" baseline cost one more dense pass (4 s at ImageNet scale)
+    ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
+    expected = ev.evaluate("none").to_dict()
+    monkeypatch.setattr(Evaluator, "logits",
+                        lambda *a, **k: pytest.fail("the unshaped logits were recomputed"))
+    assert ev.evaluate("none").to_dict() == expected
+
+
 def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):
     import shutil
 
@@ -433,7 +443,8 @@ def test_context_result_follows_p_across_fragment_reruns(synthetic_bundle, monke
     from dashboard.views import common
 
     calls = []
-    monkeypatch.setattr(common.engines, "replay", lambda *a: calls.append(a[3]) or object())
+    monkeypatch.setattr(common.engines, "replay", lambda *a: calls.append(a[3])
+                        or SimpleNamespace(preparing=None))
     ctx = common.Context(state=State(method="ash-s", p=60), args=config.AppArgs((), None),
                          bundles=[], policy=_policy(), bundle=load_bundle(synthetic_bundle),
                          ood=["far"])

@@ -59,6 +59,10 @@ def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
 
+def chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
 def numbers_caption(at: AppTest) -> str:
     """The caption that says which engine computed the shown numbers."""
     (caption,) = [c.value for c in at.caption if c.value.startswith("Numbers: ")]
@@ -194,7 +198,7 @@ def test_moving_p_changes_the_numbers_and_the_url(bundles, ev):
 
 def test_url_state_opens_the_exact_view(bundles):
     params = dict(method="ash-p", p=55, threshold="global", score="maxlogit", convention="ood",
-                  ood="near", view="curves")
+                  ood="near", view="curves", curve="pr")
     at = ok(run_app(bundles["main"], **params))
     assert at.selectbox(key="method").value == "ash-p"
     assert at.slider(key="p").value == 55
@@ -203,7 +207,8 @@ def test_url_state_opens_the_exact_view(bundles):
     assert at.radio(key="convention").value == "ood"
     assert at.multiselect(key="ood").value == ["near"]
     assert at.radio(key="view").value == "curves"
-    assert charts(at) == 2
+    assert at.radio(key="curve").value == "pr"
+    assert charts(at) == 1 and "Precision-recall curves" in chart_titles(at)[0]
     for k, v in params.items():
         assert at.query_params[k] == str(v)
     assert at.query_params["bundle"] == str(bundles["main"])
@@ -252,13 +257,28 @@ def test_every_sidebar_control_changes_state(bundles, ev):
 @pytest.mark.parametrize("view", list(VIEWS))
 def test_every_view_renders(bundles, view):
     at = ok(run_app(bundles["main"], view=view, step=10, p=80))
-    expected_charts = {"overview": 1, "distributions": 1, "curves": 2, "tradeoff": 2,
+    expected_charts = {"overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2,
                        "inspector": 2, "compare": 1, "export": 0, "where": 0}[view]
     assert charts(at) == expected_charts
     assert at.subheader, "every view has a title"
 
 
 # --------------------------------------------------------------------------- other views
+
+
+def test_curves_show_roc_or_pr_one_figure_at_a_time(bundles):
+    # issue 12: two 8-panel figures took the browser over 0.5 s per slider move
+    at = ok(run_app(bundles["main"], view="curves", p=70))
+    assert at.radio(key="curve").value == "roc" and "curve" not in at.query_params
+    (title,) = chart_titles(at)
+    assert title.startswith("ROC curves per OOD set")
+    at.radio(key="curve").set_value("pr").run()
+    ok(at)
+    assert at.query_params["curve"] == "pr"
+    (title,) = chart_titles(at)
+    assert title.startswith("Precision-recall curves per OOD set")
+    at.slider(key="p").set_value(75).run()  # the choice survives a slider move
+    assert chart_titles(at)[0].startswith("Precision-recall") and ok(at)
 
 
 def test_tradeoff_uses_the_sweep_and_marks_p(bundles):
@@ -483,6 +503,76 @@ def test_a_cube_failure_is_shown_and_the_numbers_labelled_exact(bundles, ev, mon
     assert numbers_caption(at).startswith("Numbers: exact")
     assert metrics(at) == {**metrics(at),
                            **expected_metrics(ev.evaluate("ash-p", 43.0).to_dict())}
+
+
+def _cube_shown(at: AppTest, tries: int = 200) -> AppTest:
+    """Rerun (as the page's polling fragment does) until the numbers come from the cube."""
+    import time
+
+    for _ in range(tries):
+        if numbers_caption(at).startswith("Numbers: score cube"):
+            break
+        time.sleep(0.05)
+        at.run()
+    return at
+
+
+def _slow_build(monkeypatch, gate, calls, error: Exception | None = None):
+    """Make the app's cube builds large (in the background) and wait for ``gate``."""
+    from dashboard import replay
+
+    real = replay.get_cube
+
+    def gated(*args, **kwargs):
+        calls.append(args[1:4])
+        assert gate.wait(60)
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+
+    replay._builds.clear()
+    monkeypatch.setattr(replay, "BACKGROUND_MIN_WORK", 0)
+    monkeypatch.setattr(replay, "get_cube", gated)
+
+
+def test_a_large_cube_builds_in_the_background_behind_exact_numbers(bundles, ev, monkeypatch):
+    # issue 8: the first page waited for the default method's cube (113 s at ImageNet scale)
+    import threading
+
+    gate, calls = threading.Event(), []
+    _slow_build(monkeypatch, gate, calls)
+    at = ok(run_app(bundles["main"], method="ash-p", p=44, engine="cube"))
+    assert numbers_caption(at).startswith("Numbers: exact")  # labelled for what they are
+    assert metrics(at) == {**metrics(at), **expected_metrics(ev.evaluate("ash-p", 44.0).to_dict())}
+    (bar,) = at.get("progress")
+    assert "Preparing the score cube" in bar.proto.text
+    other = ok(run_app(bundles["main"], method="ash-p", p=45, engine="cube"))  # 2nd session
+    assert numbers_caption(other).startswith("Numbers: exact")
+    gate.set()
+    assert numbers_caption(_cube_shown(ok(at))).startswith("Numbers: score cube")
+    assert numbers_caption(_cube_shown(ok(other))).startswith("Numbers: score cube")
+    assert not at.get("progress") and len(calls) == 1  # one build, shared by both sessions
+    cube = {k: float(v.rstrip("%")) for k, v in metrics(at).items() if v.endswith("%")}
+    exact = {k: float(v.rstrip("%"))
+             for k, v in expected_metrics(ev.evaluate("ash-p", 44.0).to_dict()).items()}
+    assert all(abs(cube[k] - v) < 0.1 for k, v in exact.items())
+
+
+def test_a_failed_background_build_is_reported(bundles, ev, monkeypatch):
+    import threading
+
+    gate, calls = threading.Event(), []
+    _slow_build(monkeypatch, gate, calls, error=OSError("disk full"))
+    at = ok(run_app(bundles["main"], method="ash-b", p=41, engine="cube"))
+    assert numbers_caption(at).startswith("Numbers: exact") and at.get("progress")
+    gate.set()
+    for _ in range(200):
+        at.run()
+        if at.warning or not at.get("progress"):
+            break
+    assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)
+    assert numbers_caption(at).startswith("Numbers: exact") and not at.get("progress")
+    assert metrics(at) == {**metrics(at), **expected_metrics(ev.evaluate("ash-b", 41.0).to_dict())}
 
 
 def test_verify_at_this_p_compares_the_cube_with_the_exact_numbers(bundles):

@@ -13,6 +13,7 @@ import streamlit as st
 from ash_core import Bundle, EvalResult
 from dashboard import cache, layer_replay
 from dashboard import replay as engines
+from dashboard.builds import Build
 from dashboard.config import AppArgs
 from dashboard.paths import BundlePolicy
 from dashboard.state import State, default_p
@@ -79,6 +80,21 @@ def progress_bar(text: str) -> Iterator[Callable[[int, int], None]]:
         slot.empty()
 
 
+#: How often a page whose cube is being prepared polls the build.
+POLL_EVERY_S = 1.0
+
+
+@st.fragment(run_every=POLL_EVERY_S)
+def preparing(build: Build) -> None:
+    """The background build's progress bar; when the build ends, the whole page reruns
+    (now from the cube, or saying why the cube failed). Polls; never blocks the page."""
+    if build.done:
+        st.rerun()
+    st.progress(build.fraction, text=f"Preparing the score cube for the slider in the "
+                                     f"background ({build.describe()}). Meanwhile the "
+                                     "numbers are exact, computed at this p.")
+
+
 @dataclass
 class Context:
     """What every view needs: the state, the bundle and the OOD selection."""
@@ -121,6 +137,8 @@ class Context:
             with progress_bar("Preparing the slider: scoring every p at once") as progress:
                 rep = engines.replay(self.bundle, self.ood, s.method, s.p_value, s.threshold,
                                      s.score, s.convention, s.engine, progress, layer)
+            if rep.preparing is not None:
+                preparing(rep.preparing)
             self._replay = (key, rep)
         return self._replay[1]
 

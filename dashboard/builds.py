@@ -1,0 +1,110 @@
+"""Background builds of score cubes, shared by every session of the server.
+
+A cube at ImageNet scale takes tens of seconds to prepare; the page must not wait for it.
+``Builds.start(key, make)`` runs ``make(progress)`` in a daemon thread, at most one build
+per key (a second ``start`` of the same key returns the running build), and builds one at
+a time (a queued build waits, reported as "queued", so two builds never compete for the
+same cores and memory). A finished build holds its cube or the exception it raised: a
+failure is reported to the page that reads it (``take_failure``), never swallowed, and
+then forgotten so that a later rerun may try again. Nothing here draws: the page polls
+``Build.fraction``/``Build.done`` from its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from dashboard.cache import LRU
+
+Progress = Callable[[int, int], None]
+
+
+class Build:
+    """One cube being built: its progress, and when done its cube or its error."""
+
+    def __init__(self, key: Hashable):
+        self.key = key
+        self.rows_done = 0
+        self.rows_total = 0
+        self.started = False  # False while queued behind another build
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+
+    def progress(self, done: int, total: int) -> None:
+        self.rows_done, self.rows_total = int(done), int(total)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.rows_done / self.rows_total) if self.rows_total else 0.0
+
+    def wait(self, seconds: float) -> bool:
+        """Block up to ``seconds``; True when the build has finished (or failed)."""
+        return self._done.wait(seconds)
+
+    def describe(self) -> str:
+        if not self.started:
+            return "queued behind another preparation"
+        if not self.rows_total:
+            return "starting"
+        return f"{self.rows_done:,}/{self.rows_total:,} rows"
+
+    def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+        self._done.set()
+
+
+class Builds:
+    """The finished cubes (``ready``: an LRU of ``keep`` entries) and the running or failed
+    builds, by key. One lock guards both, so a key is never built twice."""
+
+    def __init__(self, keep: int):
+        self.ready = LRU(keep)
+        self._jobs: dict[Hashable, Build] = {}
+        self._lock = threading.Lock()
+        self._one_at_a_time = threading.Lock()
+
+    def running(self, key: Hashable) -> Build | None:
+        """The build of ``key`` when one runs, is queued, or failed and is not reported."""
+        with self._lock:
+            return self._jobs.get(key)
+
+    def start(self, key: Hashable, make: Callable[[Progress], Any]) -> Build | None:
+        """None when the cube of ``key`` is ready (``ready.get(key)``); else its build:
+        the one running (or failed and not yet reported), or a new one started in a
+        background thread."""
+        with self._lock:
+            if self.ready.get(key) is not None:
+                return None
+            job = self._jobs.get(key)
+            if job is None:
+                job = self._jobs[key] = Build(key)
+                threading.Thread(target=self._run, args=(job, make), daemon=True,
+                                 name=f"ash-cube-build-{len(self._jobs)}").start()
+            return job
+
+    def take_failure(self, job: Build) -> BaseException | None:
+        """The error of a failed build, forgetting the build (a later start retries)."""
+        with self._lock:
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
+        return job.error
+
+    def _run(self, job: Build, make: Callable[[Progress], Any]) -> None:
+        with self._one_at_a_time:
+            job.started = True
+            try:
+                value = make(job.progress)
+            except BaseException as exc:  # noqa: BLE001 - kept for the page to report
+                job._finish(error=exc)
+                return
+        with self._lock:
+            self.ready.put(job.key, value)
+            self._jobs.pop(job.key, None)
+        job._finish(value)
