@@ -106,7 +106,8 @@ def _run_native(x, draws, weight, bias, grid, counts, thresholds, variants, outs
     # checkpoints go from the largest p (fewest survivors) to the smallest
     order = np.arange(grid.size)[::-1].copy()
     _native.run_native(
-        lib, x, draws, _native.tiled_head(weight, bias, tile),
+        lib, x, None if draws is None else (lambda xb: draws(xb.shape[0])),
+        _native.tiled_head(weight, bias, tile),
         None if counts is None else counts[order],
         None if thresholds is None else thresholds[order].astype(np.float32),
         order, slots, outs, full, threads=cube_threads(), block=BLOCK_ROWS, progress=progress,
@@ -209,7 +210,7 @@ def build_cubes(
     progress: Progress | None = None,
 ) -> dict[str, ScoreCube]:
     """Compute the cubes of several methods (no cache): the ASH variants together in one
-    pass per split (``backend``), ReAct and SCALE in one torch pass each (``strategies``)."""
+    pass per split, ReAct and SCALE in one pass each (``strategies``), all on ``backend``."""
     seed = check_seed(seed)
     methods = check_request(ev, methods, threshold)
     g = normalize_grid(grid)
@@ -218,6 +219,8 @@ def build_cubes(
     tick = _row_counter(ev, bool(prefix) + len(others), progress)
     out = _build_prefix(ev, prefix, g, threshold, seed, backend, tick) if prefix else {}
     for m in others:
-        splits, unshaped, fitted = build_strategy(grid_strategy(m), ev, g, TORCH_CHUNK, tick)
-        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, "torch")
+        chosen = choose_backend(ev.weight.shape[0], backend, ev.device)
+        splits, unshaped, fitted = build_strategy(grid_strategy(m), ev, g, TORCH_CHUNK, tick,
+                                                  chosen, BLOCK_ROWS, cube_threads())
+        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, chosen)
     return {m: out[m] for m in methods}

@@ -59,6 +59,8 @@ static inline vf vload(const float* p) {
 #define IN_REG(x) ((void)0)
 #endif
 
+static inline void vstore(float* p, vf v) { memcpy(p, &v, sizeof v); }
+
 static inline vf vmaxv(vf a, vf b) {
     const vi m = a > b;
     return (vf)((m & (vi)a) | (~m & (vi)b));
@@ -282,6 +284,52 @@ static void sort_row(const float* x, int64_t D, uint32_t* key, uint32_t* key2,
     if (is != idx) memcpy(idx, is, (size_t)D * sizeof(int32_t));
 }
 
+/* Sort row x into ix (unit order) and vl (values, descending); returns s1 = sum of x
+ * in fp64. key holds 2 * D words, tmpi D. */
+static double sorted_row(const float* x, int64_t D, uint32_t* key, int32_t* tmpi,
+                         int32_t* ix, float* vl) {
+    sort_row(x, D, key, key + D, ix, tmpi);
+    double s1 = 0.0;
+    for (int64_t d = 0; d < D; d++) s1 += x[d];
+    for (int64_t r = 0; r < D; r++) vl[r] = x[ix[r]];
+    return s1;
+}
+
+/* Count of vl > t (vl descending; compared in float32, as torch compares a float32
+ * tensor with a threshold). */
+static inline int64_t count_above(const float* vl, int64_t D, float t) {
+    int64_t lo = 0, hi = D;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi) >> 1;
+        if (vl[mid] > t) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* The scores of a finished state at flat output index o: energy = logsumexp, gap =
+ * logsumexp - max (MSP = exp(-gap) keeps fp64 resolution near 1), max logit, argmax. */
+static inline void store_state(const State* s, int64_t o, float* energy, float* gap,
+                               float* maxlogit, int32_t* pred) {
+    const double sum = state_sum(s);
+    energy[o] = (float)((double)s->m * LN2 + log(sum));
+    gap[o] = (float)log(sum);
+    maxlogit[o] = (float)((double)s->m * LN2);
+    pred[o] = s->a;
+}
+
+/* The unshaped head's state into full_out (4 pointers: energy, gap, maxlogit, pred). */
+static inline void store_full(const State* s, void* const* full_out, int64_t n) {
+    store_state(s, n, (float*)full_out[0], (float*)full_out[1], (float*)full_out[2],
+                (int32_t*)full_out[3]);
+}
+
+/* The bias in base-2 units; -inf (class padding) becomes a finite -1e30 so that 2^x
+ * never sees inf - inf. */
+static void bias_base2(const float* bias, int64_t Cp, float* bias2) {
+    for (int64_t c = 0; c < Cp; c++)
+        bias2[c] = bias[c] == -INFINITY ? -1e30f : (float)((double)bias[c] * (double)L2E);
+}
+
 /* Accumulate ranks [r0, r1) of one row into the tile accumulators (in registers).
  * Two interleaved partial sums per accumulator hide the add latency; W rows a few
  * ranks ahead are prefetched (their order is data dependent). */
@@ -370,10 +418,7 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
         free(st); free(bias2);
         return -1;
     }
-    /* bias in base-2 units; -inf (class padding) becomes a finite -1e30 so that 2^x
-     * never sees inf - inf */
-    for (int64_t c = 0; c < Cp; c++)
-        bias2[c] = bias[c] == -INFINITY ? -1e30f : (float)((double)bias[c] * (double)L2E);
+    bias_base2(bias, Cp, bias2);
     vf A[NVEC], G[NVEC], R[NVEC], lg[NVEC];
     const vf l2e = vsplat(L2E);
 
@@ -384,10 +429,7 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
             const float* x = X + (n - n0) * D;
             int32_t* ix = idx + i * D;
             float* vl = val + i * D;
-            sort_row(x, D, key, key + D, ix, tmpi);
-            double s1 = 0.0;
-            for (int64_t d = 0; d < D; d++) s1 += x[d];
-            for (int64_t r = 0; r < D; r++) vl[r] = x[ix[r]];
+            const double s1 = sorted_row(x, D, key, tmpi, ix, vl);
             if (doR) {
                 const float* u = draws + (n - n0) * D;
                 for (int64_t r = 0; r < D; r++) drw[i * D + r] = u[ix[r]];
@@ -400,13 +442,7 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                 if (mode == 0) {
                     k = kloc[j];
                 } else {
-                    int64_t lo = 0, hi = D; /* count of vl > thr (vl descending) */
-                    const float t = thr[j];
-                    while (lo < hi) {
-                        int64_t mid = (lo + hi) >> 1;
-                        if (vl[mid] > t) lo = mid + 1; else hi = mid;
-                    }
-                    k = lo;
+                    k = count_above(vl, D, thr[j]);
                 }
                 if (k < r) k = r; /* guard: counts must be nondecreasing */
                 for (; r < k; r++) s2 += vl[r];
@@ -478,26 +514,173 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                 for (int v = 0; v < NV; v++) {
                     const int sl = slot[v];
                     if (sl < 0 || (v == V_R && !doR)) continue;
-                    const State* s = st + i * (J * NV + 1) + j * NV + v;
-                    const int64_t o = ((int64_t)sl * J + jmap[j]) * N + n;
-                    const double sum = state_sum(s);
-                    out_energy[o] = (float)((double)s->m * LN2 + log(sum));
-                    out_gap[o] = (float)log(sum);
-                    out_maxlogit[o] = (float)((double)s->m * LN2);
-                    out_pred[o] = s->a;
+                    store_state(st + i * (J * NV + 1) + j * NV + v,
+                                ((int64_t)sl * J + jmap[j]) * N + n, out_energy, out_gap,
+                                out_maxlogit, out_pred);
                 }
             }
-            if (full_out) {
-                const State* s = st + i * (J * NV + 1) + J * NV;
-                const double sum = state_sum(s);
-                ((float*)full_out[0])[n] = (float)((double)s->m * LN2 + log(sum));
-                ((float*)full_out[1])[n] = (float)log(sum);
-                ((float*)full_out[2])[n] = (float)((double)s->m * LN2);
-                ((int32_t*)full_out[3])[n] = s->a;
-            }
+            if (full_out) store_full(st + i * (J * NV + 1) + J * NV, full_out, n);
         }
     }
     free(key); free(tmpi); free(idx); free(val); free(drw); free(kk); free(fS); free(fB);
     free(st); free(bias2);
     return 0;
+}
+
+
+/* ReAct ("clip") rows [n0, n1), every grid point at once. clip[J] holds the clip values
+ * in walk order (nonincreasing), so the clipped units of checkpoint j, the
+ * k_j = #(x > clip[j]) largest (float32 compare), are a nondecreasing prefix of the
+ * sorted row. Logits at j: clip[j] * G_k + (z - A_k) + b with the running sums of
+ * ash_cube_rows (A: value x weight, G: weight) and z = x W^T, the same walk continued to
+ * the row's last non-zero unit; the rest z - A_k is exactly 0 where no non-zero unit is
+ * left past k (a clip that keeps nothing then gives the bias, with the exact path's ties).
+ * Per tile, the walk keeps clip * G and A at every checkpoint, finishes z, then folds
+ * every checkpoint. Arguments and outputs ([J][N], jmap, full_out) as ash_cube_rows with
+ * one slot. Returns 0, or -1 on allocation failure. */
+int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
+                  const float* X, const float* Wt, const float* bias, int64_t J,
+                  const float* clip, const int32_t* jmap, float* out_energy, float* out_gap,
+                  float* out_maxlogit, int32_t* out_pred, void* const* full_out) {
+    const int64_t T = Cp / TILE;
+    uint32_t* key = malloc((size_t)D * 2 * sizeof(uint32_t));
+    int32_t* tmpi = malloc((size_t)D * sizeof(int32_t));
+    int32_t* idx = malloc((size_t)RB * D * sizeof(int32_t));
+    float* val = malloc((size_t)RB * D * sizeof(float));
+    int32_t* kk = malloc((size_t)RB * J * sizeof(int32_t));
+    int64_t* nz = malloc((size_t)RB * sizeof(int64_t));
+    float* cg = malloc((size_t)J * TILE * sizeof(float)); /* clip[j] * G_k per checkpoint */
+    float* sa = malloc((size_t)J * TILE * sizeof(float)); /* A_k per checkpoint */
+    State* st = malloc((size_t)RB * (J + 1) * sizeof(State));
+    float* bias2 = malloc((size_t)Cp * sizeof(float));
+    int rc = -1;
+    if (!key || !tmpi || !idx || !val || !kk || !nz || !cg || !sa || !st || !bias2) goto done;
+    bias_base2(bias, Cp, bias2);
+    vf A[NVEC], G[NVEC], R[NVEC], lg[NVEC];
+    const vf l2e = vsplat(L2E), zero = vsplat(0.0f);
+    for (int64_t b0 = n0; b0 < n1; b0 += RB) {
+        const int64_t nb = (n1 - b0) < RB ? (n1 - b0) : RB;
+        for (int64_t i = 0; i < nb; i++) {
+            float* vl = val + i * D;
+            sorted_row(X + (b0 + i - n0) * D, D, key, tmpi, idx + i * D, vl);
+            int64_t e = D;
+            while (e > 0 && vl[e - 1] == 0.0f) e--;
+            nz[i] = e;
+            int64_t r = 0;
+            for (int64_t j = 0; j < J; j++) {
+                int64_t k = count_above(vl, D, clip[j]);
+                if (k < r) k = r; /* guard: counts must be nondecreasing */
+                kk[i * J + j] = (int32_t)(r = k);
+            }
+            for (int64_t q = 0; q < J + 1; q++) state_init(st + i * (J + 1) + q);
+        }
+        for (int64_t t = 0; t < T; t++) {
+            const float* Wtile = Wt + t * D * TILE;
+            const float* bt = bias2 + t * TILE;
+            const int32_t off = (int32_t)(t * TILE);
+            for (int64_t i = 0; i < nb; i++) {
+                memset(A, 0, sizeof A);
+                memset(G, 0, sizeof G);
+                memset(R, 0, sizeof R);
+                const int32_t* ix = idx + i * D;
+                const float* vl = val + i * D;
+                int64_t r = 0;
+                for (int64_t j = 0; j < J; j++) {
+                    const int64_t k = kk[i * J + j];
+                    if (k > r) accumulate(Wtile, ix, vl, vl, r, k, A, G, R, 1, 0);
+                    r = k;
+                    const vf c = vsplat(clip[j]);
+                    for (int q = 0; q < NVEC; q++) {
+                        vstore(cg + j * TILE + q * VW, c * G[q]);
+                        vstore(sa + j * TILE + q * VW, A[q]);
+                    }
+                }
+                if (nz[i] > r) accumulate(Wtile, ix, vl, vl, r, nz[i], A, G, R, 0, 0);
+                State* s = st + i * (J + 1);
+                for (int64_t j = 0; j < J; j++) {
+                    const int none_left = kk[i * J + j] >= nz[i];
+                    for (int q = 0; q < NVEC; q++) {
+                        const vf rest = none_left ? zero : A[q] - vload(sa + j * TILE + q * VW);
+                        lg[q] = l2e * (vload(cg + j * TILE + q * VW) + rest) + vload(bt + q * VW);
+                    }
+                    fold(s + j, lg, off);
+                }
+                if (full_out) {
+                    for (int q = 0; q < NVEC; q++) lg[q] = l2e * A[q] + vload(bt + q * VW);
+                    fold(s + J, lg, off);
+                }
+            }
+        }
+        for (int64_t i = 0; i < nb; i++) {
+            for (int64_t j = 0; j < J; j++)
+                store_state(st + i * (J + 1) + j, (int64_t)jmap[j] * N + b0 + i, out_energy,
+                            out_gap, out_maxlogit, out_pred);
+            if (full_out) store_full(st + i * (J + 1) + J, full_out, b0 + i);
+        }
+    }
+    rc = 0;
+done:
+    free(key); free(tmpi); free(idx); free(val); free(kk); free(nz); free(cg); free(sa);
+    free(st); free(bias2);
+    return rc;
+}
+
+/* SCALE ("row-scale") rows [n0, n1), every grid point at once. Z [n1 - n0][Cp] holds the
+ * rows' unshaped products x W^T (a dense GEMM; padding columns 0), kloc[J] the kept
+ * counts in walk order (nondecreasing). Logits at j: exp(s1 / s2(k_j)) z + b, s2(k) the
+ * sum of the row's k largest values (fp64 prefix sums of the sorted row; factor 1 where
+ * s2 = 0). Only the per-row factor depends on j, so each tile of z is loaded once and
+ * folded at every grid point: no [N, C] logits per p. Outputs as ash_clip_rows.
+ * Returns 0, or -1 on allocation failure. */
+int ash_scale_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
+                   const float* X, const float* Z, const float* bias, int64_t J,
+                   const int32_t* kloc, const int32_t* jmap, float* out_energy,
+                   float* out_gap, float* out_maxlogit, int32_t* out_pred,
+                   void* const* full_out) {
+    const int64_t T = Cp / TILE;
+    uint32_t* key = malloc((size_t)D * 2 * sizeof(uint32_t));
+    int32_t* tmpi = malloc((size_t)D * sizeof(int32_t));
+    int32_t* idx = malloc((size_t)D * sizeof(int32_t));
+    float* val = malloc((size_t)D * sizeof(float));
+    float* f = malloc((size_t)J * sizeof(float));
+    State* st = malloc((size_t)(J + 1) * sizeof(State));
+    float* bias2 = malloc((size_t)Cp * sizeof(float));
+    int rc = -1;
+    if (!key || !tmpi || !idx || !val || !f || !st || !bias2) goto done;
+    bias_base2(bias, Cp, bias2);
+    vf zt[NVEC], lg[NVEC];
+    const vf l2e = vsplat(L2E);
+    for (int64_t n = n0; n < n1; n++) {
+        const double s1 = sorted_row(X + (n - n0) * D, D, key, tmpi, idx, val);
+        double s2 = 0.0;
+        int64_t r = 0;
+        for (int64_t j = 0; j < J; j++) {
+            for (; r < kloc[j]; r++) s2 += val[r];
+            f[j] = (float)(exp(s2 != 0.0 ? s1 / s2 : 0.0) * (double)L2E);
+        }
+        for (int64_t q = 0; q < J + 1; q++) state_init(st + q);
+        const float* z = Z + (n - n0) * Cp;
+        for (int64_t t = 0; t < T; t++) {
+            const float* bt = bias2 + t * TILE;
+            const int32_t off = (int32_t)(t * TILE);
+            for (int q = 0; q < NVEC; q++) zt[q] = vload(z + t * TILE + q * VW);
+            for (int64_t j = 0; j < J; j++) {
+                const vf fj = vsplat(f[j]);
+                for (int q = 0; q < NVEC; q++) lg[q] = fj * zt[q] + vload(bt + q * VW);
+                fold(st + j, lg, off);
+            }
+            if (full_out) {
+                for (int q = 0; q < NVEC; q++) lg[q] = l2e * zt[q] + vload(bt + q * VW);
+                fold(st + J, lg, off);
+            }
+        }
+        for (int64_t j = 0; j < J; j++)
+            store_state(st + j, (int64_t)jmap[j] * N + n, out_energy, out_gap, out_maxlogit,
+                        out_pred);
+        if (full_out) store_full(st + J, full_out, n);
+    }
+    rc = 0;
+done:
+    free(key); free(tmpi); free(idx); free(val); free(f); free(st); free(bias2);
+    return rc;
 }

@@ -152,4 +152,10 @@ def _compile_and_load(tile: int) -> ctypes.CDLL:
     fn.argtypes = [i64, i64, i64, i64, i64, ptr, ptr, ptr, ptr, i64, ctypes.c_int, ptr, ptr, ptr,
                    ptr, ptr, ptr, ptr, ptr, ptr]
     fn.restype = ctypes.c_int
+    # ReAct / SCALE: (n0, n1, N, D, Cp, X, Wt or Z, bias, J, clips or counts, jmap,
+    # energy, gap, maxlogit, pred, full_out)
+    for grid_fn in (lib.ash_clip_rows, lib.ash_scale_rows):
+        grid_fn.argtypes = [i64, i64, i64, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr,
+                            ptr, ptr, ptr]
+        grid_fn.restype = ctypes.c_int
     return lib

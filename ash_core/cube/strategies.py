@@ -1,7 +1,8 @@
 """Cube grids of the methods outside the ASH prefix family: ReAct ("clip"), SCALE ("row-scale").
 
-Both run on torch (no native kernel) on the Evaluator's device, one pass over each
-split, every grid p at once:
+One pass over each split, every grid p at once, on the native kernel (``ash_clip_rows``,
+``ash_scale_rows``: scores reduced on the fly, no ``[rows, C]`` logits per p) or on torch
+(the fallback without a C compiler, and the CUDA path, on the Evaluator's device):
 
 * **clip** (ReAct at p): clip ``c_p`` = the p-th percentile of id_fit activations (bit for
   bit as the shaper fits it). With each row sorted once (descending), the units above
@@ -24,6 +25,8 @@ import torch
 
 from ..evaluation import Evaluator
 from ..shaping import kept_count, scale_factor
+from . import kernel as _kernel
+from . import native as _native
 from .model import SplitCube, empty_fields
 from .thresholds import fit_global_thresholds
 from .torch_backend import (
@@ -97,15 +100,40 @@ def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
     return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
 
 
+def _native_split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
+                       clips: np.ndarray | None, block: int, threads: int,
+                       tick: Tick) -> tuple[SplitCube, SplitCube]:
+    """One split's cube under ``strategy`` and its unshaped scores, on the C kernel."""
+    tile = _native.choose_tile(ev.weight.shape[0])
+    lib = _kernel.load_kernel(tile)
+    wt, bias = _native.tiled_head(ev.weight, ev.bias, tile)
+    outs, full = empty_fields(1, grid.size, x.shape[0]), empty_fields(1, x.shape[0])
+    order = np.arange(grid.size)[::-1].copy()  # walk from the largest p to the smallest
+    if strategy == "clip":
+        head, extra, counts, thr = (wt, bias), None, None, clips[order].astype(np.float32)
+    else:
+        head, extra = (None, bias), _native.padded_products(ev.weight, tile)
+        counts = np.asarray([kept_count(x.shape[1], p) for p in grid], np.int32)[order]
+        thr = None
+    _native.run_native(lib, x, extra, head, counts, thr, order, np.zeros(1, np.int32), outs,
+                       full, threads=threads, block=block, progress=tick, kind=strategy)
+    return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
+
+
 def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int | None,
-                   tick: Tick,
+                   tick: Tick, backend: str = "torch", block: int = 4096, threads: int = 1,
                    ) -> tuple[dict[str, SplitCube], dict[str, SplitCube], np.ndarray | None]:
     """(cube per split, unshaped per split, fitted clips or None) for "clip" / "row-scale"
-    (``chunk`` rows at a time; None: the device's default)."""
+    on ``backend`` ("native": ``block`` rows at a time on ``threads`` threads; "torch":
+    ``chunk`` rows at a time, None = the device's default)."""
     chunk = chunk or chunk_rows(ev.device)
     clips = fit_global_thresholds(ev, grid, "ReAct's clip") if strategy == "clip" else None
     cubes, unshaped = {}, {}
     for nm in ev.split_names:
-        cubes[nm], unshaped[nm] = _split_cube(strategy, ev.features(nm).numpy(), ev, grid,
-                                              clips, chunk, tick)
+        x = ev.features(nm).numpy()
+        if backend == "native":
+            cubes[nm], unshaped[nm] = _native_split_cube(strategy, x, ev, grid, clips, block,
+                                                         threads, tick)
+        else:
+            cubes[nm], unshaped[nm] = _split_cube(strategy, x, ev, grid, clips, chunk, tick)
     return cubes, unshaped, clips
