@@ -530,11 +530,14 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
 
 /* ReAct ("clip") rows [n0, n1), every grid point at once. clip[J] holds the clip values
  * in walk order (nonincreasing), so the clipped units of checkpoint j, the
- * k_j = #(x > clip[j]) largest (float32 compare), are a nondecreasing prefix of the
- * sorted row. Logits at j: clip[j] * G_k + (z - A_k) + b with the running sums of
- * ash_cube_rows (A: value x weight, G: weight) and z = x W^T, the same walk continued to
- * the row's last non-zero unit; the rest z - A_k is exactly 0 where no non-zero unit is
- * left past k (a clip that keeps nothing then gives the bias, with the exact path's ties).
+ * k_j = #(x >= clip[j]) largest (float32 compare; a unit equal to the clip is the same
+ * clipped or not), are a nondecreasing prefix of the sorted row. Logits at j:
+ * clip[j] * G_k + (z - A_k) + b with the running sums of ash_cube_rows (A: value x
+ * weight, G: weight) and z = x W^T, the same walk continued to the row's last non-zero
+ * unit. The rest z - A_k is exactly 0 where no non-zero unit is left past k (the walk
+ * only added exact zeros since: 0 * w + a = a), so a clip at 0 of a post-ReLU row gives
+ * the bias, with the exact path's ties; a row clipped everywhere uses G summed in unit
+ * order, the same for every such row (exact ties again).
  * Per tile, the walk keeps clip * G and A at every checkpoint, finishes z, then folds
  * every checkpoint. Arguments and outputs ([J][N], jmap, full_out) as ash_cube_rows with
  * one slot. Returns 0, or -1 on allocation failure. */
@@ -556,8 +559,8 @@ int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
     int rc = -1;
     if (!key || !tmpi || !idx || !val || !kk || !nz || !cg || !sa || !st || !bias2) goto done;
     bias_base2(bias, Cp, bias2);
-    vf A[NVEC], G[NVEC], R[NVEC], lg[NVEC];
-    const vf l2e = vsplat(L2E), zero = vsplat(0.0f);
+    vf A[NVEC], G[NVEC], R[NVEC], Gall[NVEC], lg[NVEC];
+    const vf l2e = vsplat(L2E);
     for (int64_t b0 = n0; b0 < n1; b0 += RB) {
         const int64_t nb = (n1 - b0) < RB ? (n1 - b0) : RB;
         for (int64_t i = 0; i < nb; i++) {
@@ -568,7 +571,9 @@ int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
             nz[i] = e;
             int64_t r = 0;
             for (int64_t j = 0; j < J; j++) {
-                int64_t k = count_above(vl, D, clip[j]);
+                /* units at or above the clip: min(x, c) = c for ties at c too, and a
+                 * row at or above it everywhere is all clipped (exact ties, below) */
+                int64_t k = count_above(vl, D, nextafterf(clip[j], -INFINITY));
                 if (k < r) k = r; /* guard: counts must be nondecreasing */
                 kk[i * J + j] = (int32_t)(r = k);
             }
@@ -578,6 +583,11 @@ int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
             const float* Wtile = Wt + t * D * TILE;
             const float* bt = bias2 + t * TILE;
             const int32_t off = (int32_t)(t * TILE);
+            /* G over every unit in unit order: rows whose every unit is clipped have the
+             * same logits, tied exactly (as min(x, c) W^T gives them), whatever their order */
+            memset(Gall, 0, sizeof Gall);
+            for (int64_t d = 0; d < D; d++)
+                for (int q = 0; q < NVEC; q++) Gall[q] += vload(Wtile + d * TILE + q * VW);
             for (int64_t i = 0; i < nb; i++) {
                 memset(A, 0, sizeof A);
                 memset(G, 0, sizeof G);
@@ -590,17 +600,17 @@ int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                     if (k > r) accumulate(Wtile, ix, vl, vl, r, k, A, G, R, 1, 0);
                     r = k;
                     const vf c = vsplat(clip[j]);
+                    const vf* g = k == D ? Gall : G; /* all clipped: ties as the exact path */
                     for (int q = 0; q < NVEC; q++) {
-                        vstore(cg + j * TILE + q * VW, c * G[q]);
+                        vstore(cg + j * TILE + q * VW, c * g[q]);
                         vstore(sa + j * TILE + q * VW, A[q]);
                     }
                 }
                 if (nz[i] > r) accumulate(Wtile, ix, vl, vl, r, nz[i], A, G, R, 0, 0);
                 State* s = st + i * (J + 1);
                 for (int64_t j = 0; j < J; j++) {
-                    const int none_left = kk[i * J + j] >= nz[i];
                     for (int q = 0; q < NVEC; q++) {
-                        const vf rest = none_left ? zero : A[q] - vload(sa + j * TILE + q * VW);
+                        const vf rest = A[q] - vload(sa + j * TILE + q * VW);
                         lg[q] = l2e * (vload(cg + j * TILE + q * VW) + rest) + vload(bt + q * VW);
                     }
                     fold(s + j, lg, off);

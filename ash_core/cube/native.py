@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 KINDS = ("prefix", "clip", "row-scale")
 
 

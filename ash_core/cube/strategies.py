@@ -5,8 +5,8 @@ One pass over each split, every grid p at once, on the native kernel (``ash_clip
 (the fallback without a C compiler, and the CUDA path, on the Evaluator's device):
 
 * **clip** (ReAct at p): clip ``c_p`` = the p-th percentile of id_fit activations (bit for
-  bit as the shaper fits it). With each row sorted once (descending), the units above
-  ``c_p`` are a prefix of length ``k_p = #(x > c_p)``, so the clipped logits are
+  bit as the shaper fits it). With each row sorted once (descending), the units at or
+  above ``c_p`` are a prefix of length ``k_p = #(x >= c_p)``, so the clipped logits are
   ``c_p * G_k + (z - A_k) + b`` with the running sums ``A_k = sum_{r<k} v_r W[:, o_r]``,
   ``G_k = sum_{r<k} W[:, o_r]`` (the ASH-P and ASH-B accumulators) and ``z = x W^T``
   (the rest ``z - A_k`` is set to exactly 0 where no non-zero unit is left, so a clip at
@@ -54,6 +54,7 @@ def _clip_walk(ch: Chunk, z: torch.Tensor, clips: torch.Tensor, wt: torch.Tensor
     # 1 + the last rank holding a non-zero value: from there on the unclipped rest is
     # exactly 0, and so must be z - A_k (its rounding would break the exact path's ties)
     nz_end = ((ch.vals != 0) * (ranks + 1)).amax(dim=1)
+    g_all = wt.sum(dim=0)
     for j in range(ch.kept.shape[1] - 1, -1, -1):  # larger p: larger clip, fewer above it
         k = ch.kept[:, j]
         band = (ranks[None, :] >= prev[:, None]) & (ranks[None, :] < k[:, None])
@@ -63,7 +64,10 @@ def _clip_walk(ch: Chunk, z: torch.Tensor, clips: torch.Tensor, wt: torch.Tensor
             g += band_product(ch, band, wt.new_ones(nnz), wt)
         prev = k
         rest = torch.where((k >= nz_end)[:, None], z.new_zeros(()), z - a)
-        store_scores(bufs, 0, j, clips[j] * g + rest + bias)
+        # all clipped: one G for every such row, so their logits tie exactly (as the exact
+        # path's identical rows min(x, c) do), whatever each row's order
+        clipped = torch.where((k == d)[:, None], g_all, g)
+        store_scores(bufs, 0, j, clips[j] * clipped + rest + bias)
 
 
 def _row_scale_walk(ch: Chunk, z: torch.Tensor, counts: np.ndarray, bias: torch.Tensor,
@@ -87,7 +91,10 @@ def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
     clips32 = None if clips is None else torch.from_numpy(clips.astype(np.float32)).to(dev)
     for lo in range(0, x.shape[0], chunk):
         rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk])).to(dev)
-        ch = prepare_chunk(rows, None, None if clips is not None else counts, clips32)
+        # clipped units: x >= c (ties at c are the same clipped or not; counted as x > the
+        # float32 just below c)
+        below = None if clips32 is None else torch.nextafter(clips32, clips32.new_tensor(-np.inf))
+        ch = prepare_chunk(rows, None, None if clips is not None else counts, below)
         z = rows @ wt
         bufs = device_fields(1, grid.size, rows.shape[0], dev)
         if strategy == "clip":
