@@ -107,24 +107,30 @@ def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
     return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
 
 
-def _native_split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
-                       clips: np.ndarray | None, block: int, threads: int,
+def _native_split_cube(strategy: str, x: np.ndarray, grid: np.ndarray,
+                       clips: np.ndarray | None, native: tuple, block: int, threads: int,
                        tick: Tick) -> tuple[SplitCube, SplitCube]:
-    """One split's cube under ``strategy`` and its unshaped scores, on the C kernel."""
-    tile = _native.choose_tile(ev.weight.shape[0])
-    lib = _kernel.load_kernel(tile)
-    wt, bias = _native.tiled_head(ev.weight, ev.bias, tile)
+    """One split's cube under ``strategy`` and its unshaped scores, on the C kernel
+    (``native``: the loaded kernel, the tiled head, SCALE's products; made once per build)."""
+    lib, (wt, bias), products = native
     outs, full = empty_fields(1, grid.size, x.shape[0]), empty_fields(1, x.shape[0])
     order = np.arange(grid.size)[::-1].copy()  # walk from the largest p to the smallest
     if strategy == "clip":
         head, extra, counts, thr = (wt, bias), None, None, clips[order].astype(np.float32)
     else:
-        head, extra = (None, bias), _native.padded_products(ev.weight, tile)
+        head, extra = (None, bias), products
         counts = np.asarray([kept_count(x.shape[1], p) for p in grid], np.int32)[order]
         thr = None
     _native.run_native(lib, x, extra, head, counts, thr, order, np.zeros(1, np.int32), outs,
                        full, threads=threads, block=block, progress=tick, kind=strategy)
     return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
+
+
+def _native_inputs(ev: Evaluator, strategy: str) -> tuple:
+    """The loaded kernel, the tiled head and SCALE's dense products (padded to the tile)."""
+    tile = _native.choose_tile(ev.weight.shape[0])
+    products = _native.padded_products(ev.weight, tile) if strategy == "row-scale" else None
+    return _kernel.load_kernel(tile), _native.tiled_head(ev.weight, ev.bias, tile), products
 
 
 def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int | None,
@@ -135,12 +141,13 @@ def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int | 
     ``chunk`` rows at a time, None = the device's default)."""
     chunk = chunk or chunk_rows(ev.device)
     clips = fit_global_thresholds(ev, grid, "ReAct's clip") if strategy == "clip" else None
+    native = _native_inputs(ev, strategy) if backend == "native" else None
     cubes, unshaped = {}, {}
     for nm in ev.split_names:
         x = ev.features(nm).numpy()
-        if backend == "native":
-            cubes[nm], unshaped[nm] = _native_split_cube(strategy, x, ev, grid, clips, block,
-                                                         threads, tick)
+        if native is not None:
+            cubes[nm], unshaped[nm] = _native_split_cube(strategy, x, grid, clips, native,
+                                                         block, threads, tick)
         else:
             cubes[nm], unshaped[nm] = _split_cube(strategy, x, ev, grid, clips, chunk, tick)
     return cubes, unshaped, clips
