@@ -40,6 +40,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # sweep_grids, also when loaded from a path
+
+from sweep_grids import grid_ratios, report_grids  # noqa: E402
 
 from ash_core import SplitData, write_bundle  # noqa: E402
 from ash_core.bundle import load_bundle  # noqa: E402
@@ -278,7 +281,7 @@ def machine() -> str:
 
 
 def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
-        memory: bool, extras: bool) -> dict:
+        memory: bool, extras: bool, grid_backends: tuple[str, ...] = ("native",)) -> dict:
     """Every measurement on one bundle; prints a report and returns the numbers."""
     b = load_bundle(bundle, verify=False)
     ev = Evaluator(b, warn=False)
@@ -331,6 +334,7 @@ def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
         res["p_only_cpu_s"], res["rand_only_cpu_s"] = tp.cpu, tr.cpu
         res["rand_over_p_cpu"] = tr.cpu / tp.cpu
         res["rand_over_dense_cpu"] = tr.cpu / dense.cpu
+    res.update(grid_ratios(ev, GRID, dense.cpu, dense.wall, exact_rows, grid_backends, timed))
     if memory:
         mem = memory_ratio(bundle)
         res["memory"] = mem
@@ -372,6 +376,7 @@ def report(r: dict) -> None:
         print(f"cube ASH-RAND alone vs ASH-P alone    {r['rand_only_cpu_s']:.3f} s vs "
               f"{r['p_only_cpu_s']:.3f} s CPU   RAND/P = {r['rand_over_p_cpu']:.2f}x, "
               f"RAND/dense = {r['rand_over_dense_cpu']:.2f}x")
+    report_grids(r)
     if "mem_ratio" in r:
         m = r["memory"]
         print(f"memory (fresh process): features {m['features']:.0f} MiB + cube "
@@ -403,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"synthetic bundle ({sum(sizes['ood']) + sizes['id']} rows) made in "
                   f"{time.perf_counter() - t:.1f} s")
             label = "synthetic ImageNet shapes, " + ("quick" if args.quick else "full scale")
+            # the torch grids take minutes at full scale: side by side in quick mode only
             results.append(run(path, label, [90.0] if args.quick else [65.0, 90.0],
-                               300 if args.quick else 1000, memory=True, extras=True))
+                               300 if args.quick else 1000, memory=True, extras=True,
+                               grid_backends=("native", "torch") if args.quick
+                               else ("native",)))
         for bundle in args.bundle:
             results.append(run(Path(bundle), f"bundle {bundle}", [65.0, 90.0], 2000,
                                memory=not args.quick, extras=True))
@@ -412,11 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"machine": machine(), "results": results},
                                               indent=2))
     # Timings are reported, never asserted; exactness is, so a CI smoke run can fail.
-    inexact = [r for r in results
-               if r["max_rel_energy_err"] > 1e-4 or r["pred_mismatch"] > 0]
-    for r in inexact:
-        print(f"EXACTNESS FAILED: max rel energy error {r['max_rel_energy_err']:.2e}, "
-              f"{r['pred_mismatch']} argmax mismatches", file=sys.stderr)
+    checks = [(name, err, bad) for r in results for name, err, bad in (
+        ("ash", r["max_rel_energy_err"], r["pred_mismatch"]),
+        *((m, r[f"{m}_err"], r[f"{m}_mismatch"]) for m in r["grid_methods"]))]
+    inexact = [c for c in checks if c[1] > 1e-4 or c[2] > 0]
+    for name, err, bad in inexact:
+        print(f"EXACTNESS FAILED ({name}): max rel energy error {err:.2e}, {bad} argmax "
+              "mismatches", file=sys.stderr)
     return 1 if inexact else 0
 
 
