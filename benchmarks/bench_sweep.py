@@ -169,12 +169,12 @@ def make_bundle(path: Path, sizes: dict, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- pieces
 
 
-def dense_pass(ev: Evaluator) -> Timing:
+def dense_pass(ev: Evaluator, repeat: int = 2) -> Timing:
     """One dense logits pass over every split (what one per-p evaluation starts from)."""
     def run() -> None:
         for name in ev.split_names:
             ev.logits(ev.features(name))
-    return timed(run, 2)[0]
+    return timed(run, repeat)[0]
 
 
 def official_point(ev: Evaluator, method: str, p: float) -> None:
@@ -281,8 +281,11 @@ def machine() -> str:
 
 
 def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
-        memory: bool, extras: bool, grid_backends: tuple[str, ...] = ("native",)) -> dict:
-    """Every measurement on one bundle; prints a report and returns the numbers."""
+        memory: bool, extras: bool, grid_backends: tuple[str, ...] = ("native",),
+        repeat: int = 1) -> dict:
+    """Every measurement on one bundle; prints a report and returns the numbers. The dense
+    pass is the best of ``2 * repeat`` runs (before and after the cube), the cube the best
+    of ``repeat``: quick mode repeats both, as a 0.15 s dense pass alone varies by ~20%."""
     b = load_bundle(bundle, verify=False)
     ev = Evaluator(b, warn=False)
     n_total = sum(len(b.split(n)) for n in ev.split_names)
@@ -290,9 +293,9 @@ def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
         ev.features(name)
     res: dict = {"label": label, "rows": n_total, "dim": b.dim,
                  "classes": int(ev.weight.shape[0]), "engine": kernel_status()}
-    d0 = dense_pass(ev)
-    t_cube, cubes = timed(lambda: build_cubes(ev, ["ash-p", "ash-s", "ash-b"], GRID))
-    d1 = dense_pass(ev)  # measured before and after the cube; the mean is the reference
+    d0 = dense_pass(ev, 2 * repeat)
+    t_cube, cubes = timed(lambda: build_cubes(ev, ["ash-p", "ash-s", "ash-b"], GRID), repeat)
+    d1 = dense_pass(ev, 2 * repeat)  # measured before and after the cube; the mean is the reference
     dense = Timing((d0.wall + d1.wall) / 2, (d0.cpu + d1.cpu) / 2)
     res["dense_s"], res["dense_cpu_s"] = dense.wall, dense.cpu
     res["cube_s"], res["cube_cpu_s"] = t_cube.wall, t_cube.cpu
@@ -334,7 +337,8 @@ def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
         res["p_only_cpu_s"], res["rand_only_cpu_s"] = tp.cpu, tr.cpu
         res["rand_over_p_cpu"] = tr.cpu / tp.cpu
         res["rand_over_dense_cpu"] = tr.cpu / dense.cpu
-    res.update(grid_ratios(ev, GRID, dense.cpu, dense.wall, exact_rows, grid_backends, timed))
+    res.update(grid_ratios(ev, GRID, dense.cpu, dense.wall, exact_rows, grid_backends, timed,
+                           repeat))
     if memory:
         mem = memory_ratio(bundle)
         res["memory"] = mem
@@ -412,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run(path, label, [90.0] if args.quick else [65.0, 90.0],
                                300 if args.quick else 1000, memory=True, extras=True,
                                grid_backends=("native", "torch") if args.quick
-                               else ("native",)))
+                               else ("native",), repeat=3 if args.quick else 1))
         for bundle in args.bundle:
             results.append(run(Path(bundle), f"bundle {bundle}", [65.0, 90.0], 2000,
                                memory=not args.quick, extras=True))

@@ -38,15 +38,17 @@ def grid_exactness(ev: Evaluator, method: str, cube, rows: int) -> tuple[float, 
 
 
 def grid_ratios(ev: Evaluator, grid: list[float], dense_cpu: float, dense_wall: float,
-                rows: int, backends: tuple[str, ...], timed: Callable) -> dict:
+                rows: int, backends: tuple[str, ...], timed: Callable, repeat: int = 1) -> dict:
     """Preparation time / dense pass per method and backend, and the exactness of the
-    first backend's cube (ReAct only where the bundle has id_fit to fit its clips on)."""
+    first backend's cube (ReAct only where the bundle has id_fit to fit its clips on);
+    native timings are the best of ``repeat``."""
     res: dict = {"grid_methods": [m for m in METHODS
                                   if m != "react" or ev.bundle.id_fit is not None],
                  "grid_backends": list(backends)}
     for method in res["grid_methods"]:
         for backend in backends:
-            t, cubes = timed(lambda m=method, b=backend: build_cubes(ev, [m], grid, backend=b))
+            t, cubes = timed(lambda m=method, b=backend: build_cubes(ev, [m], grid, backend=b),
+                             repeat if backend == "native" else 1)  # torch: slow, once
             key = f"{method}_{backend}"
             res[f"{key}_cpu_s"], res[f"{key}_s"] = t.cpu, t.wall
             res[f"{key}_over_dense_cpu"] = t.cpu / dense_cpu
