@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # sweep_grids, also when loaded from a path
 
-from sweep_grids import grid_ratios, report_grids  # noqa: E402
+from sweep_grids import grid_ratios, point_error, report_grids  # noqa: E402
 
 from ash_core import SplitData, write_bundle  # noqa: E402
 from ash_core.bundle import load_bundle  # noqa: E402
@@ -206,16 +206,9 @@ def exactness(ev: Evaluator, cubes: dict, rows: int) -> tuple[float, int, int]:
             for m, cube in cubes.items():
                 if m not in fns:
                     continue
-                logits = torch.addmm(ev.bias, fns[m](x, p), ev.weight.T)
-                ref = energy_score(logits).numpy()
-                got = cube.scores(name, p)[:rows]
-                scale = np.maximum(np.abs(ref), 1e-2 * logits.abs().amax(1).numpy())
-                worst = max(worst, float(np.max(np.abs(got - ref) / scale)))
-                top2 = torch.topk(logits, 2, dim=1).values
-                tie = (top2[:, 0] - top2[:, 1]).numpy() <= 1e-5 * logits.abs().amax(1).numpy()
-                mismatches += int(((cube.preds(name, p)[:rows] != logits.argmax(1).numpy())
-                                   & ~tie).sum())
-                checked += rows
+                err, bad = point_error(cube, name, p,
+                                       torch.addmm(ev.bias, fns[m](x, p), ev.weight.T))
+                worst, mismatches, checked = max(worst, err), mismatches + bad, checked + len(x)
     return worst, mismatches, checked
 
 

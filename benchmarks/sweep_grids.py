@@ -18,6 +18,18 @@ METHODS = ("react", "scale")
 CHECK_PS = (0.0, 10.0, 65.0, 85.0, 90.0, 99.0)
 
 
+def point_error(cube, name: str, p: float, logits: torch.Tensor) -> tuple[float, int]:
+    """Max relative energy error of the cube's first ``len(logits)`` rows of ``name`` at
+    ``p`` against the reference ``logits``, and argmax mismatches that are not near-ties."""
+    rows = logits.shape[0]
+    ref = energy_score(logits).numpy()
+    scale = np.maximum(np.abs(ref), 1e-2 * logits.abs().amax(1).numpy())
+    worst = float(np.max(np.abs(cube.scores(name, p)[:rows] - ref) / scale))
+    top2 = torch.topk(logits, 2, dim=1).values
+    tie = (top2[:, 0] - top2[:, 1]).numpy() <= 1e-5 * logits.abs().amax(1).numpy()
+    return worst, int(((cube.preds(name, p)[:rows] != logits.argmax(1).numpy()) & ~tie).sum())
+
+
 def grid_exactness(ev: Evaluator, method: str, cube, rows: int) -> tuple[float, int, int]:
     """Max relative energy error and argmax mismatches (excluding near-ties) on the first
     ``rows`` rows of every split, at ``CHECK_PS``."""
@@ -25,15 +37,9 @@ def grid_exactness(ev: Evaluator, method: str, cube, rows: int) -> tuple[float, 
     for name in ev.split_names:
         x = ev.features(name)[:rows]
         for p in CHECK_PS:
-            logits = torch.addmm(ev.bias, ev.shaper(method, p)(x), ev.weight.T)
-            ref = energy_score(logits).numpy()
-            scale = np.maximum(np.abs(ref), 1e-2 * logits.abs().amax(1).numpy())
-            worst = max(worst, float(np.max(np.abs(cube.scores(name, p)[:rows] - ref) / scale)))
-            top2 = torch.topk(logits, 2, dim=1).values
-            tie = (top2[:, 0] - top2[:, 1]).numpy() <= 1e-5 * logits.abs().amax(1).numpy()
-            mismatches += int(((cube.preds(name, p)[:rows] != logits.argmax(1).numpy())
-                               & ~tie).sum())
-            checked += rows
+            err, bad = point_error(cube, name, p,
+                                   torch.addmm(ev.bias, ev.shaper(method, p)(x), ev.weight.T))
+            worst, mismatches, checked = max(worst, err), mismatches + bad, checked + len(x)
     return worst, mismatches, checked
 
 

@@ -38,22 +38,21 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
     const int doP = slot[V_P] >= 0, doS = slot[V_S] >= 0, doB = slot[V_B] >= 0,
               doR = slot[V_R] >= 0 && draws != NULL;
     const int64_t T = Cp / TILE;
-    uint32_t* key = malloc((size_t)D * 2 * sizeof(uint32_t));
-    int32_t* tmpi = malloc((size_t)D * sizeof(int32_t));
-    int32_t* idx = malloc((size_t)RB * D * sizeof(int32_t));
-    float* val = malloc((size_t)RB * D * sizeof(float));
+    Scratch sc;
+    if (scratch_alloc(&sc, RB, D, bias, Cp)) return -1;
+    uint32_t* key = sc.key;
+    int32_t *tmpi = sc.tmpi, *idx = sc.idx;
+    float *val = sc.val, *bias2 = sc.bias2;
     float* drw = malloc((size_t)RB * D * sizeof(float));
     int32_t* kk = malloc((size_t)RB * J * sizeof(int32_t));
     float* fS = malloc((size_t)RB * J * sizeof(float));
     float* fB = malloc((size_t)RB * J * sizeof(float));
     State* st = malloc((size_t)RB * (J * NV + 1) * sizeof(State));
-    float* bias2 = malloc((size_t)Cp * sizeof(float));
-    if (!bias2 || !key || !tmpi || !idx || !val || !drw || !kk || !fS || !fB || !st) {
-        free(key); free(tmpi); free(idx); free(val); free(drw); free(kk); free(fS); free(fB);
-        free(st); free(bias2);
+    if (!drw || !kk || !fS || !fB || !st) {
+        free(drw); free(kk); free(fS); free(fB); free(st);
+        scratch_free(&sc);
         return -1;
     }
-    bias_base2(bias, Cp, bias2);
     vf A[NVEC], G[NVEC], R[NVEC], lg[NVEC];
     const vf l2e = vsplat(L2E);
 
@@ -157,8 +156,8 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
             if (full_out) store_full(st + i * (J * NV + 1) + J * NV, full_out, n);
         }
     }
-    free(key); free(tmpi); free(idx); free(val); free(drw); free(kk); free(fS); free(fB);
-    free(st); free(bias2);
+    free(drw); free(kk); free(fS); free(fB); free(st);
+    scratch_free(&sc);
     return 0;
 }
 
@@ -181,26 +180,24 @@ int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                   const float* clip, const int32_t* jmap, float* out_energy, float* out_gap,
                   float* out_maxlogit, int32_t* out_pred, void* const* full_out) {
     const int64_t T = Cp / TILE;
-    uint32_t* key = malloc((size_t)D * 2 * sizeof(uint32_t));
-    int32_t* tmpi = malloc((size_t)D * sizeof(int32_t));
-    int32_t* idx = malloc((size_t)RB * D * sizeof(int32_t));
-    float* val = malloc((size_t)RB * D * sizeof(float));
+    Scratch sc;
+    if (scratch_alloc(&sc, RB, D, bias, Cp)) return -1;
+    int32_t* idx = sc.idx;
+    float *val = sc.val, *bias2 = sc.bias2;
     int32_t* kk = malloc((size_t)RB * J * sizeof(int32_t));
     int64_t* nz = malloc((size_t)RB * sizeof(int64_t));
     float* cg = malloc((size_t)J * TILE * sizeof(float)); /* clip[j] * G_k per checkpoint */
     float* sa = malloc((size_t)J * TILE * sizeof(float)); /* A_k per checkpoint */
     State* st = malloc((size_t)RB * (J + 1) * sizeof(State));
-    float* bias2 = malloc((size_t)Cp * sizeof(float));
     int rc = -1;
-    if (!key || !tmpi || !idx || !val || !kk || !nz || !cg || !sa || !st || !bias2) goto done;
-    bias_base2(bias, Cp, bias2);
+    if (!kk || !nz || !cg || !sa || !st) goto done;
     vf A[NVEC], G[NVEC], R[NVEC], Gall[NVEC], lg[NVEC];
     const vf l2e = vsplat(L2E);
     for (int64_t b0 = n0; b0 < n1; b0 += RB) {
         const int64_t nb = (n1 - b0) < RB ? (n1 - b0) : RB;
         for (int64_t i = 0; i < nb; i++) {
             float* vl = val + i * D;
-            sorted_row(X + (b0 + i - n0) * D, D, key, tmpi, idx + i * D, vl);
+            sorted_row(X + (b0 + i - n0) * D, D, sc.key, sc.tmpi, idx + i * D, vl);
             int64_t e = D;
             while (e > 0 && vl[e - 1] == 0.0f) e--;
             nz[i] = e;
@@ -265,8 +262,8 @@ int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
     }
     rc = 0;
 done:
-    free(key); free(tmpi); free(idx); free(val); free(kk); free(nz); free(cg); free(sa);
-    free(st); free(bias2);
+    free(kk); free(nz); free(cg); free(sa); free(st);
+    scratch_free(&sc);
     return rc;
 }
 
@@ -283,20 +280,17 @@ int ash_scale_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                    float* out_gap, float* out_maxlogit, int32_t* out_pred,
                    void* const* full_out) {
     const int64_t T = Cp / TILE;
-    uint32_t* key = malloc((size_t)D * 2 * sizeof(uint32_t));
-    int32_t* tmpi = malloc((size_t)D * sizeof(int32_t));
-    int32_t* idx = malloc((size_t)D * sizeof(int32_t));
-    float* val = malloc((size_t)D * sizeof(float));
+    Scratch sc;
+    if (scratch_alloc(&sc, 1, D, bias, Cp)) return -1;
+    float *val = sc.val, *bias2 = sc.bias2;
     float* f = malloc((size_t)J * sizeof(float));
     State* st = malloc((size_t)(J + 1) * sizeof(State));
-    float* bias2 = malloc((size_t)Cp * sizeof(float));
     int rc = -1;
-    if (!key || !tmpi || !idx || !val || !f || !st || !bias2) goto done;
-    bias_base2(bias, Cp, bias2);
+    if (!f || !st) goto done;
     vf zt[NVEC], lg[NVEC];
     const vf l2e = vsplat(L2E);
     for (int64_t n = n0; n < n1; n++) {
-        const double s1 = sorted_row(X + (n - n0) * D, D, key, tmpi, idx, val);
+        const double s1 = sorted_row(X + (n - n0) * D, D, sc.key, sc.tmpi, sc.idx, val);
         double s2 = 0.0;
         int64_t r = 0;
         for (int64_t j = 0; j < J; j++) {
@@ -326,6 +320,7 @@ int ash_scale_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
     }
     rc = 0;
 done:
-    free(key); free(tmpi); free(idx); free(val); free(f); free(st); free(bias2);
+    free(f); free(st);
+    scratch_free(&sc);
     return rc;
 }

@@ -323,6 +323,36 @@ static void bias_base2(const float* bias, int64_t Cp, float* bias2) {
         bias2[c] = bias[c] == -INFINITY ? -1e30f : (float)((double)bias[c] * (double)L2E);
 }
 
+/* Scratch every entry point needs: sort keys, a block of sorted rows (unit order and
+ * values), the bias in base-2 units. */
+typedef struct {
+    uint32_t* key; /* 2 * D */
+    int32_t* tmpi; /* D */
+    int32_t* idx;  /* rows * D */
+    float* val;    /* rows * D */
+    float* bias2;  /* Cp */
+} Scratch;
+
+static void scratch_free(Scratch* b) {
+    free(b->key); free(b->tmpi); free(b->idx); free(b->val); free(b->bias2);
+}
+
+/* Allocate for blocks of `rows` rows and fill bias2; -1 (nothing left allocated) on
+ * failure. */
+static int scratch_alloc(Scratch* b, int64_t rows, int64_t D, const float* bias, int64_t Cp) {
+    b->key = malloc((size_t)D * 2 * sizeof(uint32_t));
+    b->tmpi = malloc((size_t)D * sizeof(int32_t));
+    b->idx = malloc((size_t)rows * D * sizeof(int32_t));
+    b->val = malloc((size_t)rows * D * sizeof(float));
+    b->bias2 = malloc((size_t)Cp * sizeof(float));
+    if (!b->key || !b->tmpi || !b->idx || !b->val || !b->bias2) {
+        scratch_free(b);
+        return -1;
+    }
+    bias_base2(bias, Cp, b->bias2);
+    return 0;
+}
+
 /* Accumulate ranks [r0, r1) of one row into the tile accumulators (in registers).
  * Two interleaved partial sums per accumulator hide the add latency; W rows a few
  * ranks ahead are prefetched (their order is data dependent). */
