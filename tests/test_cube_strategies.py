@@ -19,6 +19,7 @@ from ash_core.bundle import load_bundle
 from ash_core.cube import build as build_mod
 from ash_core.cube import build_cubes, point_result
 from ash_core.cube import kernel as kernel_mod
+from ash_core.errors import ParameterError
 from ash_core.evaluation import Evaluator
 
 METHODS = ["react", "scale"]
@@ -156,3 +157,20 @@ def test_blocks_and_threads_do_not_change_the_native_grid(bundles: dict[str, Pat
         else:
             assert_scores_close(b.energy, a.energy, split)
             assert np.mean(a.pred == b.pred) > 0.99, split
+
+
+def test_without_a_compiler_react_and_scale_fall_back_to_torch(
+        bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No C compiler: backend auto serves both grids from torch, still exact; "native" is
+    a clear error (as for the ASH variants)."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(kernel_mod, "_cache", {})
+    monkeypatch.setattr(kernel_mod, "_why", {})
+    for method in METHODS:
+        ev = Evaluator(load_bundle(bundles[method]), warn=False)
+        cube = build_cubes(ev, [method], GRID[::3])[method]
+        assert cube.backend == "torch", method
+        assert assert_matches(cube, ev, method, "local", 0) == len(GRID[::3]) * 3
+        with pytest.raises(ParameterError, match="native cube kernel is unavailable"):
+            build_cubes(ev, [method], GRID, backend="native")
