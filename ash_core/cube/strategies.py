@@ -93,7 +93,8 @@ def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
         rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk])).to(dev)
         # clipped units: x >= c (ties at c are the same clipped or not; counted as x > the
         # float32 just below c)
-        below = None if clips32 is None else torch.nextafter(clips32, clips32.new_tensor(-np.inf))
+        below = (None if clips32 is None
+                 else torch.nextafter(clips32, clips32.new_tensor(-np.inf)))
         ch = prepare_chunk(rows, None, None if clips is not None else counts, below)
         z = rows @ wt
         bufs = device_fields(1, grid.size, rows.shape[0], dev)
