@@ -28,7 +28,8 @@
  * Outputs per (checkpoint, row): energy = logsumexp, gap = logsumexp - max (so that
  * MSP = exp(-gap) keeps fp64 resolution near 1), max logit, argmax.
  * full_out (4 pointers: energy, gap, maxlogit, pred [N]) or NULL: the unshaped head.
- * Returns 0, or -1 on allocation failure. */
+ * Returns 0, or -1 on allocation failure. Long on purpose: one loop nest (row block,
+ * class tile, row, checkpoint) keeps the running sums in registers across checkpoints. */
 int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                   const float* X, const float* draws, const float* Wt, const float* bias,
                   int64_t J, int mode, const int32_t* kloc, const float* thr,
@@ -174,7 +175,10 @@ int ash_cube_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
  * order, the same for every such row (exact ties again).
  * Per tile, the walk keeps clip * G and A at every checkpoint, finishes z, then folds
  * every checkpoint. Arguments and outputs ([J][N], jmap, full_out) as ash_cube_rows with
- * one slot. Returns 0, or -1 on allocation failure. */
+ * one slot. Returns 0, or -1 on allocation failure.
+ * Longer than a step-sized function on purpose, like ash_cube_rows: one loop nest (row
+ * block, class tile, row, checkpoint) keeps the accumulators in registers from one
+ * checkpoint to the next; helpers would pass them through memory. */
 int ash_clip_rows(int64_t n0, int64_t n1, int64_t N, int64_t D, int64_t Cp,
                   const float* X, const float* Wt, const float* bias, int64_t J,
                   const float* clip, const int32_t* jmap, float* out_energy, float* out_gap,
