@@ -40,6 +40,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # sweep_grids, also when loaded from a path
+
+from sweep_grids import grid_ratios, point_error, report_grids  # noqa: E402
 
 from ash_core import SplitData, write_bundle  # noqa: E402
 from ash_core.bundle import load_bundle  # noqa: E402
@@ -166,12 +169,12 @@ def make_bundle(path: Path, sizes: dict, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- pieces
 
 
-def dense_pass(ev: Evaluator) -> Timing:
+def dense_pass(ev: Evaluator, repeat: int = 2) -> Timing:
     """One dense logits pass over every split (what one per-p evaluation starts from)."""
     def run() -> None:
         for name in ev.split_names:
             ev.logits(ev.features(name))
-    return timed(run, 2)[0]
+    return timed(run, repeat)[0]
 
 
 def official_point(ev: Evaluator, method: str, p: float) -> None:
@@ -203,16 +206,9 @@ def exactness(ev: Evaluator, cubes: dict, rows: int) -> tuple[float, int, int]:
             for m, cube in cubes.items():
                 if m not in fns:
                     continue
-                logits = torch.addmm(ev.bias, fns[m](x, p), ev.weight.T)
-                ref = energy_score(logits).numpy()
-                got = cube.scores(name, p)[:rows]
-                scale = np.maximum(np.abs(ref), 1e-2 * logits.abs().amax(1).numpy())
-                worst = max(worst, float(np.max(np.abs(got - ref) / scale)))
-                top2 = torch.topk(logits, 2, dim=1).values
-                tie = (top2[:, 0] - top2[:, 1]).numpy() <= 1e-5 * logits.abs().amax(1).numpy()
-                mismatches += int(((cube.preds(name, p)[:rows] != logits.argmax(1).numpy())
-                                   & ~tie).sum())
-                checked += rows
+                err, bad = point_error(cube, name, p,
+                                       torch.addmm(ev.bias, fns[m](x, p), ev.weight.T))
+                worst, mismatches, checked = max(worst, err), mismatches + bad, checked + len(x)
     return worst, mismatches, checked
 
 
@@ -278,8 +274,11 @@ def machine() -> str:
 
 
 def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
-        memory: bool, extras: bool) -> dict:
-    """Every measurement on one bundle; prints a report and returns the numbers."""
+        memory: bool, extras: bool, grid_backends: tuple[str, ...] = ("native",),
+        repeat: int = 1) -> dict:
+    """Every measurement on one bundle; prints a report and returns the numbers. The dense
+    pass is the best of ``2 * repeat`` runs (before and after the cube), the cube the best
+    of ``repeat``: quick mode repeats both, as a 0.15 s dense pass alone varies by ~20%."""
     b = load_bundle(bundle, verify=False)
     ev = Evaluator(b, warn=False)
     n_total = sum(len(b.split(n)) for n in ev.split_names)
@@ -287,9 +286,9 @@ def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
         ev.features(name)
     res: dict = {"label": label, "rows": n_total, "dim": b.dim,
                  "classes": int(ev.weight.shape[0]), "engine": kernel_status()}
-    d0 = dense_pass(ev)
-    t_cube, cubes = timed(lambda: build_cubes(ev, ["ash-p", "ash-s", "ash-b"], GRID))
-    d1 = dense_pass(ev)  # measured before and after the cube; the mean is the reference
+    d0 = dense_pass(ev, 2 * repeat)
+    t_cube, cubes = timed(lambda: build_cubes(ev, ["ash-p", "ash-s", "ash-b"], GRID), repeat)
+    d1 = dense_pass(ev, 2 * repeat)  # measured before and after the cube; the mean is the reference
     dense = Timing((d0.wall + d1.wall) / 2, (d0.cpu + d1.cpu) / 2)
     res["dense_s"], res["dense_cpu_s"] = dense.wall, dense.cpu
     res["cube_s"], res["cube_cpu_s"] = t_cube.wall, t_cube.cpu
@@ -331,6 +330,8 @@ def run(bundle: Path, label: str, official_ps: list[float], exact_rows: int,
         res["p_only_cpu_s"], res["rand_only_cpu_s"] = tp.cpu, tr.cpu
         res["rand_over_p_cpu"] = tr.cpu / tp.cpu
         res["rand_over_dense_cpu"] = tr.cpu / dense.cpu
+    res.update(grid_ratios(ev, GRID, dense.cpu, dense.wall, exact_rows, grid_backends, timed,
+                           repeat))
     if memory:
         mem = memory_ratio(bundle)
         res["memory"] = mem
@@ -372,6 +373,7 @@ def report(r: dict) -> None:
         print(f"cube ASH-RAND alone vs ASH-P alone    {r['rand_only_cpu_s']:.3f} s vs "
               f"{r['p_only_cpu_s']:.3f} s CPU   RAND/P = {r['rand_over_p_cpu']:.2f}x, "
               f"RAND/dense = {r['rand_over_dense_cpu']:.2f}x")
+    report_grids(r)
     if "mem_ratio" in r:
         m = r["memory"]
         print(f"memory (fresh process): features {m['features']:.0f} MiB + cube "
@@ -403,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"synthetic bundle ({sum(sizes['ood']) + sizes['id']} rows) made in "
                   f"{time.perf_counter() - t:.1f} s")
             label = "synthetic ImageNet shapes, " + ("quick" if args.quick else "full scale")
+            # the torch grids take minutes at full scale: side by side in quick mode only
             results.append(run(path, label, [90.0] if args.quick else [65.0, 90.0],
-                               300 if args.quick else 1000, memory=True, extras=True))
+                               300 if args.quick else 1000, memory=True, extras=True,
+                               grid_backends=("native", "torch") if args.quick
+                               else ("native",), repeat=3 if args.quick else 1))
         for bundle in args.bundle:
             results.append(run(Path(bundle), f"bundle {bundle}", [65.0, 90.0], 2000,
                                memory=not args.quick, extras=True))
@@ -412,11 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"machine": machine(), "results": results},
                                               indent=2))
     # Timings are reported, never asserted; exactness is, so a CI smoke run can fail.
-    inexact = [r for r in results
-               if r["max_rel_energy_err"] > 1e-4 or r["pred_mismatch"] > 0]
-    for r in inexact:
-        print(f"EXACTNESS FAILED: max rel energy error {r['max_rel_energy_err']:.2e}, "
-              f"{r['pred_mismatch']} argmax mismatches", file=sys.stderr)
+    checks = [(name, err, bad) for r in results for name, err, bad in (
+        ("ash", r["max_rel_energy_err"], r["pred_mismatch"]),
+        *((m, r[f"{m}_err"], r[f"{m}_mismatch"]) for m in r["grid_methods"]))]
+    inexact = [c for c in checks if c[1] > 1e-4 or c[2] > 0]
+    for name, err, bad in inexact:
+        print(f"EXACTNESS FAILED ({name}): max rel energy error {err:.2e}, {bad} argmax "
+              "mismatches", file=sys.stderr)
     return 1 if inexact else 0
 
 

@@ -172,14 +172,16 @@ def test_thread_count_does_not_change_the_cube(tricky: Path,
         build_cubes(ev, ["ash-p"], [50.0])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", ["react", "scale"])
 def test_react_and_scale_cubes_equal_per_p_evaluation(tricky: Path, wide: Path,
-                                                      method: str) -> None:
-    """The "clip" and "row-scale" grids (strategies.py) against the shaper at every p."""
+                                                      method: str, backend: str) -> None:
+    """The "clip" and "row-scale" grids (strategies.py) against the shaper at every p, on
+    both backends (pre-ReLU data, blocks and thresholds: test_cube_strategies.py)."""
     for path, grid in ((tricky, GRID), (wide, [0.0, 12.0, 50.0, 77.0, 99.0])):
         ev = Evaluator(load_bundle(path), warn=False)
-        cube = build_cubes(ev, [method, "ash-s"], grid)[method]
-        assert cube.backend == "torch" and cube.method == method
+        cube = build_cubes(ev, [method, "ash-s"], grid, backend=backend)[method]
+        assert cube.backend == backend and cube.method == method
         assert assert_matches(cube, ev, method, "local", 0) == len(grid) * 3
         fitted = [ev.shaper(method, p).fitted_threshold for p in cube.grid]
         assert (cube.fitted_thresholds is None and fitted == [None] * len(grid)) or \

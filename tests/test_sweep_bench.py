@@ -37,6 +37,12 @@ def test_quick_bench_core_reports_ratios_and_is_exact(bench, tmp_path: Path,
     assert res["dim"] == 2048 and res["classes"] == 1000
     assert res["max_rel_energy_err"] <= 1e-4
     assert res["pred_mismatch"] == 0 and res["pred_checked"] > 0
+    assert res["grid_methods"] == ["react", "scale"]
+    for method in res["grid_methods"]:  # ReAct and SCALE preparation next to the dense pass
+        assert f"cube {method}" in out
+        assert math.isfinite(res[f"{method}_native_over_dense_cpu"]), method
+        assert res[f"{method}_err"] <= 1e-4 and res[f"{method}_mismatch"] == 0, method
+        assert res[f"{method}_checked"] > 0, method
 
 
 def test_synthetic_features_look_post_relu(bench) -> None:

@@ -94,9 +94,15 @@ def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
     return take
 
 
-def _run_native(x, draws, weight, bias, grid, counts, thresholds, variants, outs, full,
+def native_head(ev: Evaluator) -> tuple[np.ndarray, np.ndarray]:
+    """The head tiled for the kernel: made once per build (8 MiB at ImageNet shapes, ~12 ms;
+    once per split it was a fixed cost that weighed on small bundles)."""
+    return _native.tiled_head(ev.weight, ev.bias, _native.choose_tile(ev.weight.shape[0]))
+
+
+def _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full,
                 progress) -> None:
-    tile = _native.choose_tile(weight.shape[0])
+    tile = head[0].shape[2]
     lib = _kernel.load_kernel(tile)
     if lib is None:
         raise ParameterError(f"the native cube kernel is unavailable: {_kernel.kernel_status()}.")
@@ -106,7 +112,7 @@ def _run_native(x, draws, weight, bias, grid, counts, thresholds, variants, outs
     # checkpoints go from the largest p (fewest survivors) to the smallest
     order = np.arange(grid.size)[::-1].copy()
     _native.run_native(
-        lib, x, draws, _native.tiled_head(weight, bias, tile),
+        lib, x, None if draws is None else (lambda xb: draws(xb.shape[0])), head,
         None if counts is None else counts[order],
         None if thresholds is None else thresholds[order].astype(np.float32),
         order, slots, outs, full, threads=cube_threads(), block=BLOCK_ROWS, progress=progress,
@@ -114,17 +120,18 @@ def _run_native(x, draws, weight, bias, grid, counts, thresholds, variants, outs
 
 
 def _run_split(x: np.ndarray, ev: Evaluator, grid: np.ndarray, counts: np.ndarray | None,
-               thresholds: np.ndarray | None, variants: list[str], seed: int, backend: str,
+               thresholds: np.ndarray | None, variants: list[str], seed: int,
+               head: tuple[np.ndarray, np.ndarray] | None,
                progress: Callable[[int], None] | None,
                ) -> tuple[dict[str, SplitCube], SplitCube]:
-    """Cube of one split for several variants, plus its unshaped scores."""
+    """Cube of one split for several variants, plus its unshaped scores (on the native
+    kernel with its tiled ``head``, or on torch where ``head`` is None)."""
     n = x.shape[0]
     outs = empty_fields(len(variants), grid.size, n)
     full = empty_fields(1, n)
     draws = _draw_stream(seed, x.shape[1]) if "ash-rand" in variants else None
-    if backend == "native":
-        _run_native(x, draws, ev.weight, ev.bias, grid, counts, thresholds, variants, outs,
-                    full, progress)
+    if head is not None:
+        _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full, progress)
     else:
         run_torch(x, draws, ev.weight, ev.bias, counts, thresholds, variants, outs, full,
                   progress, chunk=TORCH_CHUNK, device=ev.device)
@@ -176,10 +183,11 @@ def _build_prefix(ev: Evaluator, methods: list[str], g: np.ndarray, threshold: s
         counts = np.asarray([kept_count(ev.bundle.dim, p) for p in g], dtype=np.int32)
     else:
         thresholds = fit_global_thresholds(ev, g)
+    head = native_head(ev) if chosen == "native" else None
     per_split, unshaped = {}, {}
     for nm in ev.split_names:
         per_split[nm], unshaped[nm] = _run_split(
-            ev.features(nm).numpy(), ev, g, counts, thresholds, methods, seed, chosen, tick)
+            ev.features(nm).numpy(), ev, g, counts, thresholds, methods, seed, head, tick)
     return {m: _cube(ev, m, threshold, g, seed if m == "ash-rand" else 0,
                      {nm: per_split[nm][m] for nm in ev.split_names}, unshaped, thresholds,
                      chosen)
@@ -209,7 +217,7 @@ def build_cubes(
     progress: Progress | None = None,
 ) -> dict[str, ScoreCube]:
     """Compute the cubes of several methods (no cache): the ASH variants together in one
-    pass per split (``backend``), ReAct and SCALE in one torch pass each (``strategies``)."""
+    pass per split, ReAct and SCALE in one pass each (``strategies``), all on ``backend``."""
     seed = check_seed(seed)
     methods = check_request(ev, methods, threshold)
     g = normalize_grid(grid)
@@ -218,6 +226,8 @@ def build_cubes(
     tick = _row_counter(ev, bool(prefix) + len(others), progress)
     out = _build_prefix(ev, prefix, g, threshold, seed, backend, tick) if prefix else {}
     for m in others:
-        splits, unshaped, fitted = build_strategy(grid_strategy(m), ev, g, TORCH_CHUNK, tick)
-        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, "torch")
+        chosen = choose_backend(ev.weight.shape[0], backend, ev.device)
+        splits, unshaped, fitted = build_strategy(grid_strategy(m), ev, g, TORCH_CHUNK, tick,
+                                                  chosen, BLOCK_ROWS, cube_threads())
+        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, chosen)
     return {m: out[m] for m in methods}

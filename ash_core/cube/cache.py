@@ -41,7 +41,7 @@ from .store import load_cube, save_cube
 from .thresholds import normalize_grid
 
 #: Bumped whenever the cube's content or file layout changes (old entries become stale).
-CUBE_VERSION = 3
+CUBE_VERSION = 4  # 4: ReAct clips units >= c, ties of rows clipped everywhere exact
 ENV_CACHE = "ASH_CUBE_CACHE"
 
 _digests: weakref.WeakKeyDictionary[Bundle, dict[str, str]] = weakref.WeakKeyDictionary()

@@ -1,4 +1,4 @@
-"""Build and load the native score-cube kernel (``kernel.c``), or say why not.
+"""Build and load the native score-cube kernel (``kernel.c`` + ``kernel_core.h``), or say why not.
 
 The kernel is plain C99 compiled at first use with the system C compiler
 (``cc -O3 -march=native``) into a per-user cache directory, keyed by a hash of the
@@ -30,6 +30,8 @@ from pathlib import Path
 from .private_dir import UntrustedPath, ensure_private_dir, why_untrusted_dir, why_untrusted_file
 
 SOURCE = Path(__file__).with_name("kernel.c")
+#: Every file the build reads (``kernel.c`` includes the header): all are in the build key.
+SOURCES = (SOURCE, Path(__file__).with_name("kernel_core.h"))
 ENV_BACKEND = "ASH_CUBE_BACKEND"
 ENV_BACKEND_OLD = "ASH_CUBE_ENGINE"  # the name before the engine/backend split; still read
 _lock = threading.Lock()
@@ -89,7 +91,8 @@ def find_compiler() -> str:
 def library_name(tile: int, cc: str) -> str:
     """File name of the build for this tile, compiler, flags, source and CPU."""
     # the compiler is part of the key: another CC must not load this one's build
-    key = SOURCE.read_bytes() + " ".join([cc, *_flags(tile)]).encode() + _cpu_id().encode()
+    key = b"".join(p.read_bytes() for p in SOURCES)
+    key += " ".join([cc, *_flags(tile)]).encode() + _cpu_id().encode()
     return f"ash_cube_t{tile}_{hashlib.sha256(key).hexdigest()[:16]}.so"
 
 
@@ -152,4 +155,10 @@ def _compile_and_load(tile: int) -> ctypes.CDLL:
     fn.argtypes = [i64, i64, i64, i64, i64, ptr, ptr, ptr, ptr, i64, ctypes.c_int, ptr, ptr, ptr,
                    ptr, ptr, ptr, ptr, ptr, ptr]
     fn.restype = ctypes.c_int
+    # ReAct / SCALE: (n0, n1, N, D, Cp, X, Wt or Z, bias, J, clips or counts, jmap,
+    # energy, gap, maxlogit, pred, full_out)
+    for grid_fn in (lib.ash_clip_rows, lib.ash_scale_rows):
+        grid_fn.argtypes = [i64, i64, i64, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr,
+                            ptr, ptr, ptr]
+        grid_fn.restype = ctypes.c_int
     return lib

@@ -1,8 +1,11 @@
 """Glue between the score cube and the native kernel: the tiled head and the threaded calls.
 
-Rows go in blocks (in order, so a seeded generator can produce ASH-RAND's draws block by
-block); each block is split across Python threads, and ``ctypes`` releases the GIL while
-the kernel runs on a row range.
+One kernel entry point per grid strategy (``KINDS``): ``ash_cube_rows`` ("prefix": the
+ASH variants), ``ash_clip_rows`` ("clip": ReAct) and ``ash_scale_rows`` ("row-scale":
+SCALE, fed the rows' dense products ``x W^T`` block by block). Rows go in blocks (in
+order, so a seeded generator can produce ASH-RAND's draws block by block); each block is
+split across Python threads, and ``ctypes`` releases the GIL while the kernel runs on a
+row range.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+KINDS = ("prefix", "clip", "row-scale")
 
 
 def choose_tile(num_classes: int) -> int:
@@ -34,6 +39,20 @@ def tiled_head(weight: torch.Tensor, bias: torch.Tensor, tile: int) -> tuple[np.
     return tiled, b
 
 
+def padded_products(weight: torch.Tensor, tile: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``rows -> rows @ W.T`` as fp32 ``[rows, Cp]`` (one dense GEMM through torch, zero
+    columns padding C to the tile width): what ``ash_scale_rows`` scales per grid point."""
+    c, d = weight.shape
+    padded = torch.zeros((-(-c // tile) * tile, d), dtype=torch.float32)
+    padded[:c] = weight
+    wt = padded.T
+
+    def products(rows: np.ndarray) -> np.ndarray:
+        return torch.from_numpy(rows).mm(wt).numpy()
+
+    return products
+
+
 def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
@@ -43,6 +62,7 @@ class _Call:
     """The arguments of ``ash_cube_rows`` that are the same for every row range."""
 
     lib: ctypes.CDLL
+    kind: str
     n: int
     d: int
     head: tuple[np.ndarray, np.ndarray]
@@ -55,26 +75,36 @@ class _Call:
     full_ptrs: ctypes.Array | None
 
     def rows(self, lo: int, hi: int, xb: np.ndarray, db: np.ndarray | None) -> None:
-        """Run the kernel on rows ``lo:hi`` (``xb`` their features, ``db`` their draws)."""
+        """Run the kernel on rows ``lo:hi`` (``xb`` their features, ``db`` their block
+        extra: ASH-RAND's draws, or SCALE's dense products)."""
         wt, bias = self.head
-        energy, gap, maxlogit, pred = self.outs
-        rc = self.lib.ash_cube_rows(
-            lo, hi, self.n, self.d, bias.shape[0], _ptr(xb), _ptr(db), _ptr(wt), _ptr(bias),
-            len(self.jmap), self.mode, _ptr(self.counts), _ptr(self.thresholds),
-            _ptr(self.slots), _ptr(self.jmap), _ptr(energy), _ptr(gap), _ptr(maxlogit),
-            _ptr(pred), self.full_ptrs)
+        outs = tuple(_ptr(a) for a in self.outs)
+        if self.kind == "prefix":
+            rc = self.lib.ash_cube_rows(
+                lo, hi, self.n, self.d, bias.shape[0], _ptr(xb), _ptr(db), _ptr(wt),
+                _ptr(bias), len(self.jmap), self.mode, _ptr(self.counts),
+                _ptr(self.thresholds), _ptr(self.slots), _ptr(self.jmap), *outs,
+                self.full_ptrs)
+        else:
+            fn, second, table = ((self.lib.ash_clip_rows, wt, self.thresholds)
+                                  if self.kind == "clip"
+                                  else (self.lib.ash_scale_rows, db, self.counts))
+            rc = fn(lo, hi, self.n, self.d, bias.shape[0], _ptr(xb), _ptr(second), _ptr(bias),
+                    len(self.jmap), _ptr(table), _ptr(self.jmap), *outs, self.full_ptrs)
         if rc != 0:
             raise MemoryError("score-cube kernel could not allocate its row buffers")
 
 
-def _prepare_call(lib, x, head, counts, thresholds, jmap, slots, outs, full) -> _Call:
+def _prepare_call(lib, kind, x, head, counts, thresholds, jmap, slots, outs, full) -> _Call:
     """Contiguous argument arrays, checked outputs and the pointers of ``full``."""
     for a in (*outs, *(full or ())):
         if not a.flags.c_contiguous:
             raise ValueError("kernel outputs must be C-contiguous")
     full_ptrs = None if full is None else (ctypes.c_void_p * 4)(*(a.ctypes.data for a in full))
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel kind {kind!r}")
     return _Call(
-        lib=lib, n=x.shape[0], d=x.shape[1], head=head, mode=0 if counts is not None else 1,
+        lib=lib, kind=kind, n=x.shape[0], d=x.shape[1], head=head, mode=0 if counts is not None else 1,
         counts=np.ascontiguousarray(counts if counts is not None else np.zeros(1), np.int32),
         thresholds=np.ascontiguousarray(thresholds if thresholds is not None else np.zeros(1),
                                         np.float32),
@@ -82,14 +112,16 @@ def _prepare_call(lib, x, head, counts, thresholds, jmap, slots, outs, full) -> 
         outs=outs, full_ptrs=full_ptrs)
 
 
-def _run_block(call: _Call, pool: ThreadPoolExecutor | None, x: np.ndarray, b0: int, b1: int,
+def _run_block(call: _Call, pool: ThreadPoolExecutor | None, xblock: np.ndarray, b0: int,
                db: np.ndarray | None, threads: int) -> None:
-    """Rows ``b0:b1`` split into ``threads`` ranges, run in parallel when a pool is given."""
+    """Rows ``b0:b0 + len(xblock)`` split into ``threads`` ranges, in parallel when a pool
+    is given."""
+    b1 = b0 + xblock.shape[0]
     step = -(-(b1 - b0) // max(1, threads))
     jobs = []
     for lo in range(b0, b1, step):
         hi = min(b1, lo + step)
-        xb = np.ascontiguousarray(x[lo:hi], np.float32)
+        xb = xblock[lo - b0:hi - b0]
         sub = None if db is None else db[lo - b0:hi - b0]
         if pool is None:
             call.rows(lo, hi, xb, sub)
@@ -102,7 +134,7 @@ def _run_block(call: _Call, pool: ThreadPoolExecutor | None, x: np.ndarray, b0: 
 def run_native(
     lib: ctypes.CDLL,
     x: np.ndarray,
-    draws: Callable[[int], np.ndarray] | None,
+    extra: Callable[[np.ndarray], np.ndarray] | None,
     head: tuple[np.ndarray, np.ndarray],
     counts: np.ndarray | None,
     thresholds: np.ndarray | None,
@@ -113,21 +145,24 @@ def run_native(
     threads: int,
     block: int = 4096,
     progress: Callable[[int], None] | None = None,
+    kind: str = "prefix",
 ) -> None:
-    """Fill ``outs`` ([nslot, J, N] energy/gap/maxlogit/pred) and ``full`` for all rows.
+    """Fill ``outs`` ([nslot, J, N] energy/gap/maxlogit/pred) and ``full`` for all rows
+    with the entry point of ``kind`` (``KINDS``).
 
-    Rows go in blocks of ``block`` (in order, so ``draws(n_rows)`` can continue one
-    seeded generator); each block is split across ``threads`` Python threads.
+    Rows go in blocks of ``block``, in order; ``extra(block_rows)`` gives each block's
+    second input (ASH-RAND's draws, continuing one seeded generator; SCALE's dense
+    products), or None. Each block is split across ``threads`` Python threads.
     """
-    call = _prepare_call(lib, x, head, counts, thresholds, jmap, slots, outs, full)
+    call = _prepare_call(lib, kind, x, head, counts, thresholds, jmap, slots, outs, full)
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         for b0 in range(0, x.shape[0], block):
-            b1 = min(x.shape[0], b0 + block)
-            db = None if draws is None else np.ascontiguousarray(draws(b1 - b0), np.float32)
-            _run_block(call, pool, x, b0, b1, db, threads)
+            xblock = np.ascontiguousarray(x[b0:b0 + block], np.float32)
+            db = None if extra is None else np.ascontiguousarray(extra(xblock), np.float32)
+            _run_block(call, pool, xblock, b0, db, threads)
             if progress:
-                progress(b1 - b0)
+                progress(xblock.shape[0])
     finally:
         if pool is not None:
             pool.shutdown()
