@@ -27,7 +27,7 @@ import pandas as pd
 from .bundle import Bundle
 from .errors import AshError, BundleError, ParameterError
 from .evaluation import EvalResult, Evaluator
-from .metrics import METRIC_NAMES, check_convention
+from .metrics import check_convention
 from .pareto import pareto_mask
 from .registry import get_method, list_methods
 from .search import SEARCH_METRICS, ValidationSplits, search, search_points, validation_splits
@@ -74,21 +74,22 @@ class Leaderboard:
     #: why nothing could be validated (a bundle without validation splits); None otherwise
     note: str | None = None
 
-    def frame(self, seconds: bool = True) -> pd.DataFrame:
-        """One row per method: ``method``, ``params``, ``parameters`` (default or validated
-        on what), ``{set}/{metric}``, ``average/{metric}``, ``id_acc``, ``id_acc_unshaped``
-        and ``seconds`` (fractions, as ``ash-explore sweep``'s columns)."""
+    def frame(self, seconds: bool = True, metrics: Sequence[str] = ("auroc", "fpr95")
+              ) -> pd.DataFrame:
+        """One row per method: ``method``, ``params``, ``average/{metric}``, ``id_acc``,
+        ``id_acc_unshaped``, ``{set}/{metric}`` per OOD set, ``parameters`` (default or
+        validated on what) and ``seconds`` (fractions, as ``ash-explore sweep``'s)."""
         records = []
         for r in self.rows:
             rec: dict[str, Any] = {
                 "method": r.method,
-                "params": " ".join(f"{k}={v:g}" for k, v in r.params.items()) or "-",
-                "parameters": r.source}
-            for name, m in r.result.ood.items():
-                rec.update({f"{name}/{k}": m[k] for k in METRIC_NAMES})
-            rec.update({f"average/{k}": v for k, v in r.result.average.items()})
+                "params": " ".join(f"{k}={v:g}" for k, v in r.params.items()) or "-"}
+            rec.update({f"average/{k}": r.result.average[k] for k in metrics})
             rec["id_acc"] = r.result.id_accuracy["shaped"]
             rec["id_acc_unshaped"] = r.result.id_accuracy["unshaped"]
+            for name, m in r.result.ood.items():
+                rec.update({f"{name}/{k}": m[k] for k in metrics})
+            rec["parameters"] = r.source
             if seconds:
                 rec["seconds"] = r.seconds
             records.append(rec)

@@ -253,7 +253,8 @@ def test_every_sidebar_control_changes_state(bundles, ev):
 def test_every_view_renders(bundles, view):
     at = ok(run_app(bundles["main"], view=view, step=10, p=80))
     expected_charts = {"overview": 1, "distributions": 1, "curves": 2, "tradeoff": 2,
-                       "inspector": 2, "compare": 1, "export": 0, "where": 0}[view]
+                       "inspector": 2, "compare": 1, "export": 0, "where": 0,
+                       "leaderboard": 1}[view]
     assert charts(at) == expected_charts
     assert at.subheader, "every view has a title"
 
