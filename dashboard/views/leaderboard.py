@@ -100,14 +100,16 @@ def _validated_toggle(ctx: Context) -> None:
     ctx.state.val = int(bool(ctx.state.val))
 
 
-def _downloads(ctx: Context, board: Leaderboard) -> None:
+def table_downloads(ctx: Context, board: Leaderboard, key: str = "dl_board") -> None:
+    """CSV/LaTeX/Markdown of the board (``export.table_text``: the other tables' path),
+    captioned with what was validated on what."""
     frame, text = board.frame(seconds=False), caption(ctx, board)
     cols = st.columns(len(export.TABLE_FORMATS))
     for col, (fmt, (mime, ext)) in zip(cols, export.TABLE_FORMATS.items(), strict=True):
         col.download_button(f"Leaderboard as {export.TABLE_LABELS[fmt]}",
                             export.table_text(frame, fmt, text),
                             file_name=f"ash_leaderboard.{ext}", mime=mime,
-                            key=f"dl_board_{fmt}")
+                            key=f"{key}_{fmt}")
 
 
 def figure1_data(ctx: Context, board: Leaderboard, metric: str, progress=None):
@@ -149,5 +151,5 @@ def render(ctx: Context) -> None:
     st.caption(plain(caption(ctx, board)) + " Click a column header to sort.")
     _table(board)
     _unavailable(board)
-    _downloads(ctx, board)
+    table_downloads(ctx, board)
     _figure1(ctx, board)
