@@ -367,7 +367,8 @@ def test_compare_bundles_of_different_dimensions(bundles):
 
 def test_export_offers_report_tables_and_figures(bundles):
     at = ok(run_app(bundles["main"], view="export", method="ash-s", p=85))
-    keys = [b.key for b in at.get("download_button")]
+    # the leaderboard's table files join once that view has computed it (another test may)
+    keys = [b.key for b in at.get("download_button") if not b.key.startswith("dl_lb_")]
     assert keys == ["dl_report", "dl_report_pdf", "dl_csv", "dl_latex", "dl_markdown",
                     *(f"dl_fig_{i}" for i in range(4))]  # report (HTML, PDF), tables, figures
     codes = [c.value for c in at.code]
