@@ -31,6 +31,23 @@ from dashboard.figure_style import (
     theme_of,
 )
 
+#: where each point's label sits, alternating so that close points do not overprint
+LABEL_SIDES = ("middle right", "middle left", "top center", "bottom center")
+#: the share of the points' span added around them by ``focus``
+FOCUS_MARGIN = 0.15
+
+
+def focus(values) -> list[float] | None:
+    """An axis range (%) around the points and the front, where the comparison is; the
+    ASH curves run on beyond it (zoom out in the chart). None: let plotly choose."""
+    v = [100 * float(x) for x in values if x == x]
+    if not v:
+        return None
+    lo, hi = min(v), max(v)
+    pad = max(FOCUS_MARGIN * (hi - lo), 1.0)
+    return [lo - pad, hi + pad]
+
+
 #: the dash of each overlaid method's OOD histogram / ROC line, by position
 DASHES = ("solid", "dash", "dot", "dashdot")
 
@@ -43,9 +60,10 @@ def colors_for(methods) -> dict[str, str]:
 
 
 def overlay_colors(labels) -> dict[str, str]:
-    """Distinct colours by position (at most four overlaid methods, never grey)."""
-    return {lab: METHOD_PALETTE[1 + i % (len(METHOD_PALETTE) - 1)]
-            for i, lab in enumerate(labels)}
+    """Distinct colours by position (at most four overlaid methods), never the grey of no
+    shaping nor the blue of ID (the histograms fill ID in it)."""
+    palette = [c for c in METHOD_PALETTE if c not in (ID_COLOR, METHOD_PALETTE[0])]
+    return {lab: palette[i % len(palette)] for i, lab in enumerate(labels)}
 
 
 def _hover(metric: str) -> str:
@@ -75,9 +93,11 @@ def figure1(data: Figure1, convention: str, current: tuple[str, float | None] | 
                         name=m, line=dict(color=colors[m]), marker=dict(size=5),
                         text=[f"{m} p={p:g}" for p in d["p"]], hovertemplate=_hover(metric))
     pts = data.points.dropna(subset=["id_acc", "value"])
+    pts = pts.sort_values("value")
     fig.add_scatter(x=100 * pts["id_acc"], y=100 * pts["value"], mode="markers+text",
                     name="other methods", text=[plain_text(t) for t in pts["method"]],
-                    textposition="top center", hovertemplate=_hover(metric),
+                    textposition=[LABEL_SIDES[i % len(LABEL_SIDES)] for i in range(len(pts))],
+                    hovertemplate=_hover(metric),
                     marker=dict(size=10, symbol="diamond", color=[colors[m] for m in
                                                                   pts["method"]],
                                 line=dict(color=th.ink, width=1)))
@@ -89,7 +109,10 @@ def figure1(data: Figure1, convention: str, current: tuple[str, float | None] | 
                         line=dict(color=th.ink, dash="dash", width=1.5),
                         marker=dict(size=13, symbol="circle-open", color=th.ink))
     _mark_current(fig, data, current, th, metric)
-    fig.update_layout(xaxis_title="ID accuracy (%)",
+    fig.update_layout(xaxis=dict(title_text="ID accuracy (%)", range=focus(
+                          [*pts["id_acc"], *data.front["id_acc"]])),
+                      yaxis=dict(range=focus([*pts["value"], *data.front["value"]])))
+    fig.update_layout(
                       yaxis_title=f"avg {METRIC_LABELS[metric]} (%, "
                                   f"{convention_label(convention)})")
     return fig
