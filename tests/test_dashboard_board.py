@@ -7,11 +7,9 @@ checked against ``ash_core.leaderboard`` / ``evaluate``, computed independently 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
-from test_dashboard_app import APP, DEMO, _make_bundles, ok, texts
+from test_dashboard_app import DEMO, _make_bundles, ok, texts
+from test_dashboard_app import run_app as run
 from test_search import make_val_bundle
 
 from ash_core import evaluate, list_methods, load_bundle
@@ -37,16 +35,7 @@ def bundles(tmp_path_factory):
         yield made
 
 
-def run(bundle: Path | str, **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.query_params["bundle"] = str(bundle)
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    return at
-
-
-def board_table(at: AppTest):
+def board_table(at):
     (table,) = [d.value for d in at.dataframe if "parameters" in d.value.columns]
     return table
 
