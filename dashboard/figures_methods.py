@@ -21,6 +21,7 @@ from dashboard.figure_style import (
     ID_COLOR,
     METHOD_PALETTE,
     METRIC_LABELS,
+    OOD_PALETTE,
     axes,
     base_layout,
     convention_label,
@@ -135,12 +136,12 @@ def _mark_current(fig: go.Figure, data: Figure1, current, th, metric: str) -> No
 
 def overlay_histograms(data: Mapping[str, MethodScores], score_names: Mapping[str, str],
                        *, theme: str | None = None) -> go.Figure:
-    """One panel per method: ID (filled) vs every selected OOD set pooled (line).
+    """One panel per method: ID (filled, blue) vs every selected OOD set pooled (orange
+    line, as the first OOD set everywhere else).
 
     ``score_names``: the score each method is evaluated with (its x-axis title)."""
     th = theme_of(theme)
     labels = list(data)
-    colors = overlay_colors(labels)
     fig = subplots(1, len(labels), [plain_text(lab) for lab in labels], theme=th,
                    height=380, hspace=0.06, legend=["ID", "OOD (pooled)"],
                    title="Score distributions, ID vs every selected OOD set pooled, one panel "
@@ -153,7 +154,7 @@ def overlay_histograms(data: Mapping[str, MethodScores], score_names: Mapping[st
                         line=dict(color=ID_COLOR, width=1.5), xaxis=xr, yaxis=yr)
         fig.add_scatter(x=h.centers, y=h.densities[OOD_KEY], mode="lines", line_shape="hvh",
                         name="OOD (pooled)", legendgroup="ood", showlegend=i == 0,
-                        line=dict(color=colors[label], width=2), xaxis=xr, yaxis=yr)
+                        line=dict(color=OOD_PALETTE[0], width=2), xaxis=xr, yaxis=yr)
         axes(fig, i, x=dict(title_text=plain_text(score_names.get(label, "score"))),
              y=dict(title_text="density" if i == 0 else None))
     return fig

@@ -74,7 +74,9 @@ def caption(ctx: Context, board: Leaderboard) -> str:
 def _table(board: Leaderboard) -> None:
     frame = cache.percent(board.frame(), keep=("seconds",))
     config = {c: column_label(c) for c in frame.columns if frame[c].dtype.kind not in "f"}
-    config["parameters"] = "parameters (default / validated on)"
+    config["params"] = st.column_config.TextColumn("params", width="medium")
+    config["parameters"] = st.column_config.TextColumn("parameters (default / validated on)",
+                                                       width="large")
     for c in frame.columns:
         if frame[c].dtype.kind == "f":
             config[c] = st.column_config.NumberColumn(column_label(c), format="%.2f")
