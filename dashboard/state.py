@@ -141,7 +141,7 @@ class State:
     convention: str = "id"
     view: str = "overview"
     engine: str = "auto"
-    val: int = 0  # 1: the overview shows the validated parameters (dashboard/validation.py)
+    val: int = 0  # 1: overview and leaderboard use the validated parameters (validation.py)
     # inspector
     iset: str = ""
     idx: int = 0
