@@ -98,6 +98,13 @@ def definitions_html(convention: str = "id") -> str:
         ("Units", "Metrics are in % (2 decimals); differences (Δ) are in percentage "
                   "points (pp), always shaped minus no shaping, or B minus A."),
         ("Average", "The unweighted mean over the OOD sets listed."),
+        ("Validated parameters", "Chosen on the bundle's validation splits only (id_val "
+                                 "against the pooled ood_val splits), by OpenOOD's rule over "
+                                 "each method's declared search grid; the test sets are never "
+                                 "used. The settings and the leaderboard say which methods "
+                                 "were validated and on which splits."),
+        ("Pareto front", "The settings no other setting beats in both ID accuracy and the "
+                         "OOD metric (higher AUROC, or lower FPR95); ties stay on it."),
     ]
     body = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items)
     return f"<dl>{body}</dl>"

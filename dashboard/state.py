@@ -21,6 +21,7 @@ VIEWS: dict[str, str] = {
     "distributions": "Score distributions",
     "curves": "ROC & PR curves",
     "tradeoff": "Trade-off",
+    "leaderboard": "Leaderboard",
     "inspector": "Inspector",
     "compare": "Compare",
     "export": "Export",
@@ -35,7 +36,10 @@ CURVE_KINDS: dict[str, str] = {"roc": "ROC", "pr": "precision-recall"}
 COMPARE_MODES: dict[str, str] = {
     "setting": "two settings, same bundle",
     "bundle": "two bundles, same setting",
+    "methods": "up to four methods overlaid",
 }
+#: the most methods the Compare view overlays (``cmethods``)
+MAX_OVERLAY = 4
 ENGINES: dict[str, str] = {
     "auto": "automatic: exact where one evaluation is cheap (demo sizes), the score cube "
             "where not",
@@ -138,7 +142,7 @@ class State:
     convention: str = "id"
     view: str = "overview"
     engine: str = "auto"
-    val: int = 0  # 1: the overview shows the validated parameters (dashboard/validation.py)
+    val: int = 0  # 1: overview and leaderboard use the validated parameters (validation.py)
     # where the shaping happens (bundles with layer maps; checked against the bundle by
     # dashboard/layer_replay.fit, since the layers are the bundle's)
     layer: str = "penultimate"
@@ -157,6 +161,7 @@ class State:
     bp: int = 90
     bthreshold: str = "local"
     bbundle: str = ""
+    cmethods: tuple[str, ...] = ()  # Compare "methods": empty = the sidebar's method and none
 
     # ------------------------------------------------------------------ url
 
@@ -173,6 +178,10 @@ class State:
             if f.name == "ood":
                 if v is not None:
                     out["ood"] = ",".join(v)
+                continue
+            if f.name == "cmethods":
+                if v or not compact:
+                    out["cmethods"] = ",".join(v)
                 continue
             if compact and f.name not in ALWAYS_IN_URL and v == getattr(default, f.name):
                 continue
@@ -222,6 +231,20 @@ class State:
         self.bp = q.integer("bp", *p_range(self.bmethod), default_p(self.bmethod))
         self.bthreshold = q.choose("bthreshold", list(THRESHOLD_MODES), "local")
         self.bbundle = q.text("bbundle")
+        self.cmethods = self._read_cmethods(q)
+
+    @staticmethod
+    def _read_cmethods(q: _Query) -> tuple[str, ...]:
+        """Compare's overlaid methods: registered names only, at most ``MAX_OVERLAY``."""
+        names = q.names("cmethods") or ()
+        unknown = [n for n in names if n not in list_methods()]
+        if unknown:
+            q.notes.append(f"ignored unknown method(s) in cmethods: "
+                           f"{', '.join(map(_shown, unknown))}")
+        known = tuple(n for n in names if n not in unknown)
+        if len(known) > MAX_OVERLAY:
+            q.notes.append(f"cmethods: kept the first {MAX_OVERLAY} of {len(known)} methods")
+        return known[:MAX_OVERLAY]
 
     def drop_unknown_ood(self, options: Sequence[str]) -> list[str]:
         """Keep only OOD names the bundle has; a note names the dropped ones."""

@@ -39,7 +39,7 @@ BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn")
 DEMO = BUNDLES[0]
 VIEWS = {  # view key -> charts expected at least
     "overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2, "inspector": 2,
-    "compare": 1, "export": 0,
+    "compare": 1, "export": 0, "leaderboard": 1,
 }
 THEMES = ("light", "dark")
 WIDTHS = (1400, 800)
@@ -229,6 +229,11 @@ def test_every_view_is_clean(server, tabs, bundle, theme, width):
         failures += [f"compare bundles: {p}" for p in _problems(tab, 1)]
         if SHOTS:
             _screenshot(tab, "compare_bundles", theme, width)
+        tab.open(server, bundle=f"cached_features/{bundle}", method="ash-s", p=65,
+                 view="compare", cmode="methods", cmethods="ash-s,none,gen,knn")
+        failures += [f"compare methods: {p}" for p in _problems(tab, 2)]
+        if SHOTS:
+            _screenshot(tab, "compare_methods", theme, width)
     assert not failures, (f"{bundle}, {theme}, {width}px:\n  " + "\n  ".join(failures))
 
 

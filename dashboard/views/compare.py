@@ -1,8 +1,10 @@
-"""Compare two settings (method / p / threshold) or two bundles side by side.
+"""Compare two settings (method / p / threshold) or two bundles side by side, or overlay
+up to four methods.
 
 A is always shown; when B cannot be computed the page says why next to A's numbers.
 Two bundles are compared on the OOD sets both have (by name), so both averages are over
-the same sets.
+the same sets. The "methods" mode (``cmode=methods&cmethods=a,b``) draws up to four
+methods' score histograms and ROC curves on one figure each (``views.compare_methods``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ash_core.errors import BundleError
 from dashboard import cache, figures, offer
 from dashboard import replay as engines
 from dashboard.state import COMPARE_MODES, p_range
+from dashboard.views import compare_methods
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import (
     Context,
@@ -152,6 +155,9 @@ def render(ctx: Context) -> None:
     st.radio("Compare", list(COMPARE_MODES), format_func=COMPARE_MODES.get, key="cmode",
              horizontal=True)
     commit("cmode")
+    if s.cmode == "methods":
+        compare_methods.render(ctx)
+        return
     if s.cmode == "setting":
         ood_a, side_b = ctx.ood, _setting_b(ctx)
     else:

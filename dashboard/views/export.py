@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from ash_core.report import best_settings, evaluation_frame, headline, tradeoff_sentence
-from dashboard import cache, export, figures, offer, plotdata, validation
+from dashboard import cache, export, figures, figures_methods, offer, plotdata, validation
 from dashboard import replay as engines
 from dashboard.param_marks import add_param_marks
+from dashboard.views import leaderboard
 from dashboard.views.common import Context
 
 #: a public address of the dashboard, for the link in reports (never a local one)
@@ -107,8 +108,28 @@ def _compare_section(ctx: Context) -> export.Section:
                                           theme="light")})
 
 
-def build_html(ctx: Context, link: str | None) -> str:
-    """The whole report for the current state (summary, results, trade-off, comparison)."""
+def leaderboard_section(ctx: Context) -> export.Section:
+    """Every method side by side, which parameters were validated on what, and Figure 1
+    (computed here when the Leaderboard view has not computed it yet)."""
+    try:
+        board = leaderboard.cached_board(ctx) or leaderboard.get_board(ctx)
+        metric = ctx.state.pareto.split("/")[-1]
+        data = leaderboard.figure1_data(ctx, board, metric)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
+        return export.Section("Leaderboard", f"The leaderboard failed: "
+                                             f"{cache.error_text(exc)}")
+    missing = "; ".join(f"{m}: {why}" for m, why in board.unavailable.items())
+    intro = leaderboard.caption(ctx, board) + (f" Not ranked: {missing}." if missing else "")
+    fig = figures_methods.figure1(data, ctx.state.convention, theme="light")
+    return export.Section("Leaderboard", intro,
+                          {"Every method (averages, ID accuracy, per OOD set)":
+                           board.frame(seconds=False)},
+                          {"Figure 1: ID accuracy vs average OOD performance": fig})
+
+
+def build_html(ctx: Context, link: str | None, with_board: bool = False) -> str:
+    """The whole report for the current state (summary, results, trade-off, comparison,
+    and the leaderboard when ``with_board``)."""
     s = ctx.state
     settings, frame, figs = report_parts(ctx)
     result = ctx.result()
@@ -123,7 +144,9 @@ def build_html(ctx: Context, link: str | None) -> str:
         f"ASH Explorer: {ctx.bundle.name}, {ctx.setting}", settings,
         cache.provenance(ctx.bundle),
         {"Metrics per OOD set (Δ against no shaping)": frame}, figs, link=link,
-        summary=summary, sections=[trade, _compare_section(ctx)], convention=s.convention,
+        summary=summary, convention=s.convention,
+        sections=[trade, _compare_section(ctx),
+                  *([leaderboard_section(ctx)] if with_board else [])],
         version=export.app_version())
 
 
@@ -152,13 +175,18 @@ def _report_buttons(ctx: Context, query: str) -> None:
     link = f"{public.rstrip('/')}/?{query}" if public else None
     if link and not export.is_public_link(link):
         st.caption("That address is local or private: the report will not link to it.")
+    board = st.checkbox("Include the leaderboard (every method and Figure 1)", key="export_lb",
+                        value=leaderboard.cached_board(ctx) is not None,
+                        help="computed when the report is built if the Leaderboard view "
+                             "has not computed it yet (about a minute with KNN on the demo "
+                             "bundles)")
     c1, c2 = st.columns(2)
-    c1.download_button("Download HTML report", lambda: build_html(ctx, link),
+    c1.download_button("Download HTML report", lambda: build_html(ctx, link, board),
                        file_name="ash_report.html", mime="text/html", key="dl_report",
                        type="primary", on_click="ignore")
     pdf_ok = export.browser_path() is not None
     c2.download_button("Download PDF report",
-                       lambda: export.report_pdf(build_html(ctx, link)),
+                       lambda: export.report_pdf(build_html(ctx, link, board)),
                        file_name="ash_report.pdf", mime="application/pdf", key="dl_report_pdf",
                        disabled=not pdf_ok, on_click="ignore",
                        help=None if pdf_ok else "needs Chromium (set BROWSER_PATH)")
@@ -168,16 +196,28 @@ def _table_buttons(ctx: Context) -> None:
     s = ctx.state
     frame = cache.metrics_frame(ctx.result(), ctx.baseline())
     caption = (f"{ctx.bundle.name}: {ctx.setting}, score={s.score}, FPR convention="
-               f"{s.convention}; values in %, Δ in pp against no shaping")
+               f"{s.convention}; values in %, Δ in pp against no shaping. "
+               + " ".join(f"{k}: {v}" for k, v in validation.export_rows(ctx).items()))
     st.markdown("**Tables** (CSV keeps fractions and column names; LaTeX and Markdown show "
                 "%, with units in the headers)")
     cols = st.columns(len(export.TABLE_FORMATS))
     for col, (fmt, (mime, ext)) in zip(cols, export.TABLE_FORMATS.items(), strict=True):
         col.download_button(export.TABLE_LABELS[fmt], export.table_text(frame, fmt, caption),
                             file_name=f"ash_metrics.{ext}", mime=mime, key=f"dl_{fmt}")
+    _leaderboard_tables(ctx)
     tab_fmt = st.radio("Preview", list(export.TABLE_FORMATS), key="export_preview",
                        horizontal=True, index=2, format_func=export.TABLE_LABELS.get)
     st.code(export.table_text(frame, tab_fmt, caption), language=None)
+
+
+def _leaderboard_tables(ctx: Context) -> None:
+    """The leaderboard's table files, once the Leaderboard view has computed it."""
+    board = leaderboard.cached_board(ctx)
+    if board is None:
+        st.caption("The leaderboard's tables appear here once the Leaderboard view has "
+                   "computed it for this selection.")
+        return
+    leaderboard.table_downloads(ctx, board, key="dl_lb")
 
 
 def _figure_buttons(ctx: Context) -> None:
