@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ash_core import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
+from ash_core import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale, shaping
 from ash_core.errors import FeatureError, ParameterError
 from ash_core.shaping import percentile_of
 
@@ -390,3 +390,27 @@ def test_property_global_variants_match_reference(x, cutoff):
                                    atol=1e-6, err_msg=variant)
     survivors = ash_rand(t(x), 50.0, cutoff=cutoff, seed=0).numpy() != 0
     np.testing.assert_array_equal(survivors, x > cutoff)
+
+
+@pytest.mark.parametrize("d", [7, 64, 513])
+def test_selection_mask_equals_the_sorted_order_mask(d):
+    # local_mask without an order selects (topk + a running count over ties at the k-th
+    # value); with rank_order() it scatters a stable sort: both must keep the same units
+    # on rows full of ties, negatives, signed zeros, constant and all-zero rows
+    rng = np.random.default_rng(d)
+    x = rng.integers(-2, 4, size=(40, d)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = 3.0
+    x[2, : d // 2] = -0.0
+    rows = t(x)
+    for p in (0.0, 10.0, 33.3, 50.0, 65.0, 90.0, 99.0):
+        selected = shaping.local_mask(rows, p)
+        by_order = shaping.local_mask(rows, p, order=shaping.rank_order(rows))
+        assert torch.equal(selected, by_order), p
+        assert selected.sum(dim=1).tolist() == [ref.kept_count(d, p)] * 40
+
+
+def test_selection_falls_back_to_the_sort_on_non_finite_rows():
+    x = t(np.array([[1.0, np.nan, 2.0, 2.0], [np.inf, 0.0, 0.0, 1.0]], dtype=np.float32))
+    want = shaping.local_mask(x, 50.0, order=shaping.rank_order(x))
+    assert torch.equal(shaping.local_mask(x, 50.0), want)
