@@ -39,7 +39,7 @@ BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn")
 DEMO = BUNDLES[0]
 VIEWS = {  # view key -> charts expected at least
     "overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2, "inspector": 2,
-    "compare": 1, "export": 0, "leaderboard": 1,
+    "compare": 1, "export": 0, "leaderboard": 1, "where": 0,
 }
 THEMES = ("light", "dark")
 WIDTHS = (1400, 800)
