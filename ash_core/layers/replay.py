@@ -80,6 +80,11 @@ class LayerEvaluator(Evaluator):
         """A shaper for this layer's maps: per-sample methods only (no fitted statistics,
         no head rewriting), since neither ID training maps nor an inner head exist."""
         setting = as_setting(method, p, threshold, seed=seed, params=params)
+        variant = setting.shaper().spec.variant
+        if variant is not None:
+            raise ParameterError(
+                f"{setting.method} reads the bundle's stored {variant!r} penultimate features; "
+                f"it has no meaning at {self.layer} (use it at the penultimate layer).")
         shaper = setting.shaper() if setting.threshold == "local" else None
         if shaper is None or shaper.needs_fit or shaper.spec.head_fn is not None:
             raise ParameterError(
