@@ -56,6 +56,8 @@ class EvalResult:
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
+    #: the settings of the stored feature variant the method read (ODIN's T and EPS)
+    variant: dict[str, Any] | None = None
 
     @property
     def average(self) -> dict[str, float]:
@@ -78,6 +80,7 @@ class EvalResult:
             "id_accuracy": dict(self.id_accuracy),
             "ood": {name: m.as_dict() for name, m in self.ood.items()},
             "average": self.average,
+            **({"variant": dict(self.variant)} if self.variant else {}),
         }
 
 
@@ -358,6 +361,7 @@ class Evaluator:
             seed=setting.seed,
             id_scores=id_scores,
             ood_scores=ood_scores,
+            variant=dict(shaper.variant_settings) or None,
         )
 
 

@@ -50,6 +50,7 @@ def test_odin_matches_the_numpy_reference(tmp_path, temperature):
     shaped_acc = float(np.mean(np.argmax(logits["id"], 1) == labels))
     assert res.id_accuracy["shaped"] == pytest.approx(shaped_acc)  # of the perturbed inputs
     assert res.score == "odin" and res.params == {}
+    assert res.to_dict()["variant"] == {"temperature": temperature, "epsilon": 0.0014}
 
 
 def test_odin_reads_the_temperature_from_the_bundle(tmp_path):
