@@ -157,6 +157,9 @@ class MethodSpec:
                     "re-extract with an id_fit split")
         if self.variant is not None:
             missing = bundle.missing_variant(self.variant)
+            if missing and bundle.variant(self.variant) is None:
+                return (f"needs the {self.variant!r} feature variant, which this bundle lacks; "
+                        f"{self.variant_hint}")
             if missing:
                 return (f"needs the {self.variant!r} feature variant, which split(s) "
                         f"{', '.join(missing)} of this bundle lack; {self.variant_hint}")

@@ -64,6 +64,11 @@ def test_odin_without_the_variant_says_how_to_extract_it(tmp_path):
     with pytest.raises(ParameterError, match=r"odin.*--odin T,EPS"):
         evaluate(b, "odin")
     assert "--odin T,EPS" in get_method("odin").unavailable(b)
+    from bundle_helpers import write_small
+
+    plain = load_bundle(write_small(tmp_path / "plain"))   # declares no variant at all
+    assert get_method("odin").unavailable(plain).startswith(
+        "needs the 'odin' feature variant, which this bundle lacks; extract it with")
 
 
 def test_odin_on_a_split_without_the_variant_names_it(tmp_path):
