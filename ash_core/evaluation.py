@@ -28,7 +28,7 @@ from .device import DeviceLike, resolve_device
 from .errors import FeatureError, ParameterError
 from .fitted import feature_scorer
 from .metrics import OODMetrics, average_metrics, ood_metrics_many
-from .registry import Shaper
+from .registry import Shaper, get_method
 from .scores import accuracy, get_score
 from .setting import Setting, as_setting
 from .shaping import rank_order
@@ -56,6 +56,8 @@ class EvalResult:
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
+    #: the settings of the stored feature variant the method read (ODIN's T and EPS)
+    variant: dict[str, Any] | None = None
 
     @property
     def average(self) -> dict[str, float]:
@@ -78,6 +80,7 @@ class EvalResult:
             "id_accuracy": dict(self.id_accuracy),
             "ood": {name: m.as_dict() for name, m in self.ood.items()},
             "average": self.average,
+            **({"variant": dict(self.variant)} if self.variant else {}),
         }
 
 
@@ -97,11 +100,12 @@ def _check_features(split: Split, x: torch.Tensor) -> None:
 
 def score_function(shaper: Shaper, score: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The score of a setting: a method on logits brings its own (bound to its
-    parameters), every other method uses the named score."""
+    parameters and to the settings of the feature variant it reads), every other method
+    uses the named score."""
     scorer = shaper.spec.scorer
     if scorer is None:
         return get_score(score)
-    return functools.partial(scorer, **shaper.params)
+    return functools.partial(scorer, **shaper.params, **shaper.variant_settings)
 
 
 class Evaluator:
@@ -237,7 +241,34 @@ class Evaluator:
                 shaper.fit(self.features(fit_split.name), head=(self.weight, self.bias))
                 self._fitted[key] = (shaper.fitted_threshold, shaper.fitted_state)
             shaper.fitted_threshold, shaper.fitted_state = self._fitted[key]
+        if shaper.spec.variant is not None:
+            shaper.variant_settings = self._variant_settings(shaper)
         return shaper
+
+    def _variant_settings(self, shaper: Shaper) -> dict[str, Any]:
+        """The settings the bundle's variant was extracted with (ParameterError if the
+        bundle has no such variant)."""
+        settings = self.bundle.variant(shaper.spec.variant)
+        if settings is None:
+            raise ParameterError(f"{shaper.describe()} is not available on bundle "
+                                 f"{self.bundle.name}: {shaper.spec.unavailable(self.bundle)}.")
+        return settings
+
+    def variant_features(self, variant: str, name: str, method: str) -> torch.Tensor:
+        """fp32 features of ``variant`` of a split (cached; treat as read-only);
+        ParameterError naming the split when it lacks the variant ``method`` reads."""
+        key = f"variant/{variant}/{name}"
+        if key not in self._features:
+            split = self.bundle.split(name)
+            if variant not in split.variants:
+                raise ParameterError(
+                    f"method {method!r} reads the {variant!r} feature variant, which split "
+                    f"{name!r} of bundle {self.bundle.name} lacks; "
+                    f"{get_method(method).variant_hint}.")
+            x = split.variant_features_tensor(variant)
+            _check_features(split, x)
+            self._features[key] = x
+        return self._features[key]
 
     def shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
         """Features of a split shaped by ``shaper``, on the CPU (the cached features
@@ -245,6 +276,10 @@ class Evaluator:
         return self._device_shaped_features(shaper, name).cpu()
 
     def _device_shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
+        variant = shaper.spec.variant
+        if variant is not None:  # stored features in place of shaping (ODIN)
+            return self._device_tensor(f"variant/{variant}/{name}", lambda: self.variant_features(
+                variant, name, shaper.name))
         if shaper.spec.identity:
             return self._device_features(name)
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
@@ -326,6 +361,7 @@ class Evaluator:
             seed=setting.seed,
             id_scores=id_scores,
             ood_scores=ood_scores,
+            variant=dict(shaper.variant_settings) or None,
         )
 
 

@@ -18,7 +18,10 @@ activation value: a global threshold or ReAct's clip; None when nothing is fitte
 It returns a new tensor of the same shape and dtype. A method on logits (temperature
 scaling, GEN) declares ``identity=True`` and a ``scorer(logits, **params)`` that replaces
 the setting's score; a method on the head (DICE) declares a ``fitter`` returning
-``(cutoff, state)`` and a ``head_fn(weight, bias, state)``. The built-in methods live in
+``(cutoff, state)`` and a ``head_fn(weight, bias, state)``; a method that reads a stored
+feature variant in place of each split's features (ODIN) declares ``variant`` (its
+settings, fixed at extraction, come from the bundle; ``MethodSpec.unavailable`` says why a
+bundle cannot serve a method). The built-in methods live in
 ``ash_core.methods`` and are registered on import of this module.
 """
 
@@ -97,6 +100,11 @@ class MethodSpec:
     head_fn: HeadFn | None = None
     #: a score on features (``ash_core.detectors``) this method stands for, unshaped
     feature_score: str | None = None
+    #: a stored feature variant (``Split.variants``, e.g. "odin") this method reads in
+    #: place of each split's features; its settings come from the bundle's manifest
+    variant: str | None = None
+    #: how to obtain that variant (said when a bundle lacks it)
+    variant_hint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:
@@ -138,6 +146,24 @@ class MethodSpec:
         """Whether evaluating this method needs the bundle's id_fit split at all: its shaper
         is fitted there, or it is a score on features fitted there (KNN's bank, ...)."""
         return self.needs_fit(threshold) or self.feature_score is not None
+
+    def unavailable(self, bundle: Any, threshold: str = "local") -> str:
+        """Why ``bundle`` cannot serve this method in this threshold mode, in words ("" when
+        it can): it lacks the id_fit split the method is fitted on, or the feature variant
+        the method reads (on the ID split or an OOD test split). The one rule behind the
+        evaluator's errors and the dashboard's offer."""
+        if self.needs_id_fit(threshold) and bundle.id_fit is None:
+            return ("needs ID training features (an id_fit split), which this bundle lacks; "
+                    "re-extract with an id_fit split")
+        if self.variant is not None:
+            missing = bundle.missing_variant(self.variant)
+            if missing and bundle.variant(self.variant) is None:
+                return (f"needs the {self.variant!r} feature variant, which this bundle lacks; "
+                        f"{self.variant_hint}")
+            if missing:
+                return (f"needs the {self.variant!r} feature variant, which split(s) "
+                        f"{', '.join(missing)} of this bundle lack; {self.variant_hint}")
+        return ""
 
     def check_score(self, score: str) -> str:
         """The score this method is evaluated with: a method on logits always uses its own
@@ -278,6 +304,9 @@ class Shaper:
     fitted_threshold: float | None = None
     #: what else the fit produced (e.g. DICE's masked weight); None for most methods
     fitted_state: Any = None
+    #: the settings of the feature variant a method reads (``spec.variant``), bound by the
+    #: evaluator from the bundle's manifest, e.g. ODIN's temperature and epsilon
+    variant_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.params = MappingProxyType(dict(self.params))

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'setting':24s} {'cold ms':>9s} {'warm ms':>9s} {'warm/dense':>11s}")
     for method in list_methods():
         for mode in get_method(method).thresholds:
+            why = get_method(method).unavailable(bundle, mode)
+            if why:  # e.g. odin on a bundle without its variant
+                print(f"{method} {mode}: skipped, {why.split(';')[0]}")
+                continue
             fresh = Evaluator(bundle)
             for n in names:
                 fresh.features(n)

@@ -1,8 +1,8 @@
 """What a bundle can serve (methods, threshold modes) and what p means on it, in words.
 
-A method needs the bundle's ``id_fit`` split when its registry spec says so
-(``needs_id_fit(threshold)``); a bundle without one is offered only the rest, and the page
-says why. The numbers behind the p captions come from ``ash_core`` (``kept_count``,
+A method needs the bundle's ``id_fit`` split, or a stored feature variant (ODIN's), when
+its registry spec says so (``MethodSpec.unavailable(bundle, threshold)`` says why, in
+words); a bundle without it is offered only the rest, and the page says why. The numbers behind the p captions come from ``ash_core`` (``kept_count``,
 ``ash_core.stats``); this module only phrases them.
 """
 
@@ -15,7 +15,7 @@ from ash_core.stats import share_pruning_only_zeros, zero_share
 
 
 def _servable(bundle: Bundle, method: str, threshold: str) -> bool:
-    return bundle.id_fit is not None or not get_method(method).needs_id_fit(threshold)
+    return not get_method(method).unavailable(bundle, threshold)
 
 
 def thresholds_for(bundle: Bundle, method: str) -> list[str]:
@@ -37,8 +37,6 @@ def sweepable_for(bundle: Bundle) -> list[str]:
 
 def missing_caption(bundle: Bundle) -> str:
     """Why methods or modes are not offered ("" when everything is)."""
-    if bundle.id_fit is not None:
-        return ""
     methods = [m for m in list_methods() if not thresholds_for(bundle, m)]
     declared = {t for m in list_methods() for t in get_method(m).thresholds}
     served = {t for m in list_methods() for t in thresholds_for(bundle, m)}
@@ -46,9 +44,13 @@ def missing_caption(bundle: Bundle) -> str:
     what = [*(f"method {m}" for m in methods), *(f"threshold {t}" for t in modes)]
     if not what:
         return ""
-    return (f"Not offered: {', '.join(what)}. They are fitted on ID training features "
-            "(an id_fit split), and this bundle has none; re-extract with an id_fit split "
-            "to use them.")
+    why: dict[str, list[str]] = {}
+    for m in list_methods():
+        for t in get_method(m).thresholds:
+            if not _servable(bundle, m, t):
+                why.setdefault(get_method(m).unavailable(bundle, t), []).append(f"{m} ({t})")
+    return f"Not offered: {', '.join(what)}. " + " ".join(
+        f"{', '.join(ms)}: {reason}." for reason, ms in why.items())
 
 
 def prunes_units(method: str, threshold: str) -> bool:

@@ -49,8 +49,15 @@ def make_synthetic_bundle(path: Path, n_id: int = 400, n_ood: int = 300, dim: in
         SplitData("far", "ood", feats(n_ood, 0.0)),
         SplitData("near", "ood", feats(n_ood, 0.4)),
     ]
+    # an "odin" variant (stand-in perturbed features, from a stream of its own so the
+    # splits above are what they always were) on the evaluation splits, as extracted
+    odin = np.random.default_rng(seed + 1)
+    for s in (splits[0], splits[2], splits[3]):
+        s.variants = {"odin": np.maximum(s.features + odin.normal(0.1, 0.2, s.features.shape),
+                                         0).astype(np.float32)}
     return write_bundle(path, weight, bias, [f"class{i}" for i in range(classes)], splits,
-                        {"model": {"name": "synthetic"}, "layer": {"name": "penultimate"}})
+                        {"model": {"name": "synthetic"}, "layer": {"name": "penultimate"}},
+                        variants={"odin": {"temperature": 1000.0, "epsilon": 0.0014}})
 
 
 @pytest.fixture(scope="session")

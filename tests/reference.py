@@ -270,9 +270,10 @@ def dice_weight(id_fit: np.ndarray, weight: np.ndarray, p: float) -> np.ndarray:
 # --------------------------------------------------------------------------- evaluation
 
 
-#: methods whose features pass through unchanged (scores on logits, on the head, on features)
+#: methods whose shaping function passes features through unchanged (scores on logits, on the
+#: head, on features; odin, whose perturbed features are stored in the bundle)
 FEATURES_UNCHANGED = ("none", "temp-scaling", "gen", "dice", "knn", "mahalanobis", "rmds",
-                      "vim", "residual", "nci", "fdbd")
+                      "vim", "residual", "nci", "fdbd", "odin")
 
 
 def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",

@@ -16,13 +16,14 @@ from .manifest import (
     HEAD_TENSORS,
     MANIFEST,
     SPLIT_TENSORS,
+    VARIANT_TENSORS,
     check_labels,
     referenced_files,
 )
 from .model import Bundle, Split, SplitInfo
 from .publish import restore_interrupted
 
-_KNOWN_SPLIT_KEYS = {"name", "role", "file", "n", "meta", "thumbnails"}
+_KNOWN_SPLIT_KEYS = {"name", "role", "file", "n", "meta", "thumbnails", "variants"}
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
@@ -115,6 +116,7 @@ def _split_info(entry: dict[str, Any]) -> SplitInfo:
     return SplitInfo(
         name=entry["name"], role=entry["role"], file=entry["file"], n=entry["n"],
         meta=entry.get("meta"), thumbnails=entry.get("thumbnails"),
+        variants=dict(entry.get("variants", {})),
         extra={k: v for k, v in entry.items() if k not in _KNOWN_SPLIT_KEYS},
     )
 
@@ -126,33 +128,46 @@ def _load_split(root: Path, entry: dict[str, Any], manifest: dict[str, Any],
         check_sidecar(root, info.meta, hashes.get(info.meta), info.n)
     arrays = open_tensors(root, info.file, hashes.get(info.file), SPLIT_TENSORS)
     _check_split_arrays(root, info, arrays, manifest, dim)
-    return Split(info, root, arrays, hashes.get(info.thumbnails) if info.thumbnails else None)
+    variants = {}
+    for variant, rel in info.variants.items():
+        tensors = open_tensors(root, rel, hashes.get(rel), VARIANT_TENSORS)
+        _check_features(root, f"{info.name!r} (variant {variant!r})", tensors.get("features"),
+                        info.n, manifest, dim)
+        variants[variant] = tensors["features"]
+    return Split(info, root, arrays, hashes.get(info.thumbnails) if info.thumbnails else None,
+                 variants)
 
 
-def _check_split_arrays(root: Path, info: SplitInfo, arrays: dict[str, np.ndarray],
-                        manifest: dict[str, Any], dim: int) -> None:
-    feats = arrays.get("features")
+def _check_features(root: Path, what: str, feats: np.ndarray | None, n: int,
+                    manifest: dict[str, Any], dim: int) -> None:
+    """Features of split ``what`` (or of one of its variants) are [n, dim] in the
+    manifest's feature_dtype; BundleError otherwise."""
     if feats is None or feats.ndim != 2:
         raise BundleError(
-            f"bundle {root}: split {info.name!r} must hold 'features' of shape [N, D]."
+            f"bundle {root}: split {what} must hold 'features' of shape [N, D]."
         )
     if feats.dtype != np.dtype(manifest["feature_dtype"]):
         raise BundleError(
-            f"bundle {root}: split {info.name!r} stores features as {feats.dtype} but the "
+            f"bundle {root}: split {what} stores features as {feats.dtype} but the "
             f"manifest says feature_dtype {manifest['feature_dtype']!r}; the file was "
             "replaced or the manifest edited. Re-create the bundle."
         )
     if feats.shape[1] != dim:
         raise BundleError(
-            f"bundle {root}: split {info.name!r} has feature dimension {feats.shape[1]} but "
+            f"bundle {root}: split {what} has feature dimension {feats.shape[1]} but "
             f"the head expects {dim}; the features and head come from different models or "
             "layers. Re-extract the bundle."
         )
-    if feats.shape[0] != info.n:
+    if feats.shape[0] != n:
         raise BundleError(
-            f"bundle {root}: split {info.name!r} declares n={info.n} but holds "
+            f"bundle {root}: split {what} declares n={n} but holds "
             f"{feats.shape[0]} samples."
         )
+
+
+def _check_split_arrays(root: Path, info: SplitInfo, arrays: dict[str, np.ndarray],
+                        manifest: dict[str, Any], dim: int) -> None:
+    _check_features(root, repr(info.name), arrays.get("features"), info.n, manifest, dim)
     try:
         check_labels(info.name, info.role, arrays.get("labels"), info.n, len(manifest["classes"]))
     except BundleError as exc:

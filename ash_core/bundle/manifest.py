@@ -32,6 +32,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 SPLIT_TENSORS = {"features": {"F16", "F32"}, "labels": {"I64"}}
 HEAD_TENSORS = {"weight": {"F32"}, "bias": {"F32"}}
 THUMB_TENSORS = {"images": {"U8"}}
+#: a split's variant file (e.g. ODIN's perturbed features): features only, same dtype rule
+VARIANT_TENSORS = {"features": {"F16", "F32"}}
 
 _SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -169,6 +171,50 @@ def _check_split_entry(entry: Any, where: Path) -> None:
         _require(value is None or isinstance(value, str), where,
                  f"split {entry['name']!r}: {key!r} must be a relative path, got "
                  f"{short(value)}.")
+    variants = entry.get("variants", {})
+    _require(isinstance(variants, dict) and all(isinstance(v, str) and v
+                                                for v in variants.values()), where,
+             f"split {entry['name']!r}: 'variants' must map each variant name to a relative "
+             f"path, got {short(variants)}.")
+
+
+def check_variant_name(name: Any) -> str:
+    """``name`` if it is a safe variant name (the split-name rules), else BundleError."""
+    try:
+        return check_split_name(name)
+    except BundleError:
+        raise BundleError(f"variant name {short(name)} is not allowed; use 1-{MAX_NAME_LEN} "
+                          "letters, digits, '-', '_' and '.' (not starting with '.').") from None
+
+
+def check_variant_params(variants: Any) -> None:
+    """The manifest's ``variants``: name -> an object of its settings (numbers or strings),
+    e.g. ``{"odin": {"temperature": 1000.0, "epsilon": 0.0014}}``; else BundleError."""
+    if not isinstance(variants, dict):
+        raise BundleError(f"\"variants\" must be an object (variant name -> settings), got "
+                          f"{short(variants)}.")
+    for name, settings in variants.items():
+        check_variant_name(name)
+        if not isinstance(settings, dict) or not all(
+                isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                for v in settings.values()):
+            raise BundleError(f"variant {name!r}: its settings must be an object of numbers "
+                              f"and strings, got {short(settings)}.")
+
+
+def _check_variants(manifest: dict[str, Any], where: Path) -> None:
+    """Top-level ``variants`` well-formed; every split's variant declared there."""
+    declared = manifest.get("variants", {})
+    try:
+        check_variant_params(declared)
+    except BundleError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    for entry in manifest["splits"]:
+        for name in entry.get("variants", {}):
+            _require(name in declared, where,
+                     f"split {entry['name']!r} has variant {short(name)}, which the manifest's "
+                     "\"variants\" does not declare; the manifest is corrupt. Re-create the "
+                     "bundle.")
 
 
 def check_manifest(manifest: Any, where: Path) -> None:
@@ -183,11 +229,14 @@ def check_manifest(manifest: Any, where: Path) -> None:
         check_split_roles((s["name"], s["role"]) for s in splits)
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from None
+    _check_variants(manifest, where)
 
 
 def referenced_files(manifest: dict[str, Any]) -> list[str]:
-    """Every relative path the manifest names (head, split files, sidecars, thumbnails)."""
+    """Every relative path the manifest names (head, split files, sidecars, thumbnails,
+    variant files)."""
     rels = [manifest["head"]["file"]]
     for s in manifest["splits"]:
         rels += [s[k] for k in ("file", "meta", "thumbnails") if s.get(k)]
+        rels += list(s.get("variants", {}).values())
     return rels

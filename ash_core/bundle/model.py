@@ -29,6 +29,8 @@ class SplitInfo:
     n: int
     meta: str | None = None
     thumbnails: str | None = None
+    #: variant name -> relative path of that variant's features (e.g. "odin")
+    variants: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -36,10 +38,13 @@ class Split:
     """A loaded split. ``features`` is a read-only memory map; ``features_tensor()`` copies."""
 
     def __init__(self, info: SplitInfo, root: Path, arrays: dict[str, np.ndarray],
-                 thumbnails_sha256: str | None = None):
+                 thumbnails_sha256: str | None = None,
+                 variants: Mapping[str, np.ndarray] | None = None):
         self.info = info
         self.root = root
         self._arrays = arrays
+        #: variant name -> read-only memory map of its features [n, D]
+        self._variants = dict(variants or {})
         #: checked when the thumbnails are first read (they are loaded lazily)
         self._thumbnails_sha256 = thumbnails_sha256
 
@@ -67,6 +72,20 @@ class Split:
     def features_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A fresh (writable, unshared) tensor copy of the features."""
         return torch.from_numpy(np.array(self.features, dtype=np.float32)).to(dtype)
+
+    @property
+    def variants(self) -> list[str]:
+        """Names of the feature variants this split stores (e.g. ``["odin"]``)."""
+        return list(self._variants)
+
+    def variant_features_tensor(self, variant: str) -> torch.Tensor:
+        """A fresh fp32 tensor copy of the features of ``variant`` (BundleError if absent)."""
+        if variant not in self._variants:
+            raise BundleError(
+                f"split {self.name!r} has no {variant!r} variant (it has: "
+                f"{', '.join(self._variants) or 'none'}); re-extract with that variant."
+            )
+        return torch.from_numpy(np.array(self._variants[variant], dtype=np.float32))
 
     def labels_tensor(self) -> torch.Tensor | None:
         """A fresh int64 tensor copy of the labels, or None when the split has none."""
@@ -141,6 +160,19 @@ class Bundle:
         h = hashlib.sha256()
         h.update(json.dumps(self.manifest, sort_keys=True).encode())
         return h.hexdigest()[:16]
+
+    def variant(self, name: str) -> dict[str, Any] | None:
+        """The settings a feature variant was extracted with (the manifest's ``variants``,
+        e.g. ``{"temperature": 1000.0, "epsilon": 0.0014}`` for "odin"); None if the bundle
+        declares no such variant."""
+        found = self.manifest.get("variants", {}).get(name)
+        return None if found is None else dict(found)
+
+    def missing_variant(self, name: str, splits: Iterable[Split] | None = None) -> list[str]:
+        """Names of the splits (default: the ID test split and every OOD test split)
+        lacking feature variant ``name``; empty when all have it."""
+        chosen = [self.id_split, *self.ood_splits] if splits is None else list(splits)
+        return [s.name for s in chosen if name not in s.variants]
 
     def split(self, name: str) -> Split:
         """The split called ``name``; BundleError listing the available ones otherwise."""

@@ -25,11 +25,12 @@ from .manifest import (
     VERSION,
     check_labels,
     check_split_roles,
+    check_variant_params,
 )
 from .publish import check_replaceable, clean_leftovers, new_tmp_dir, publish
 
 _RESERVED = {"format", "version", "name", "feature_dim", "num_classes", "classes", "head",
-             "feature_dtype", "splits", "files"}
+             "feature_dtype", "splits", "files", "variants"}
 
 
 @dataclass
@@ -43,6 +44,9 @@ class SplitData:
     meta: pd.DataFrame | None = None
     thumbnails: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: variant name -> features [N, D] of that variant (declared in ``write_bundle``'s
+    #: ``variants``), stored as ``variants/<variant>/<split>.safetensors``
+    variants: dict[str, np.ndarray | torch.Tensor] = field(default_factory=dict)
 
 
 def write_bundle(
@@ -55,13 +59,16 @@ def write_bundle(
     feature_dtype: str = "float32",
     overwrite: bool = False,
     name: str | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write a bundle atomically: it appears complete at ``path`` or not at all.
 
     Everything is written to a temporary sibling directory and renamed into place (see
     ``publish`` for the overwrite swap and the recovery of a killed writer's leftovers).
     ``feature_dtype`` is ``"float16"`` or ``"float32"`` (storage only; maths is fp32).
-    Only an existing ASH bundle is ever overwritten.
+    Only an existing ASH bundle is ever overwritten. ``variants`` declares the feature
+    variants the splits store (name -> the settings they were extracted with, e.g.
+    ``{"odin": {"temperature": 1000.0, "epsilon": 0.0014}}``).
     """
     path = Path(path)
     clean_leftovers(path)
@@ -69,6 +76,7 @@ def write_bundle(
     weight, bias = _checked_head(head_weight, head_bias, classes)
     _check_options(feature_dtype, provenance)
     check_split_roles((s.name, s.role) for s in splits)
+    variants = _checked_variants(variants, splits)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_tmp_dir(path)
     try:
@@ -80,7 +88,7 @@ def write_bundle(
             "feature_dim": int(weight.shape[1]), "num_classes": int(weight.shape[0]),
             "classes": list(map(str, classes)), "head": {"file": "head.safetensors"},
             "feature_dtype": feature_dtype, **dict(provenance or {}),
-            "splits": entries, "files": files,
+            **({"variants": variants} if variants else {}), "splits": entries, "files": files,
         }
         _write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         publish(tmp, path, overwrite)
@@ -127,21 +135,42 @@ def _check_options(feature_dtype: str, provenance: Mapping[str, Any] | None) -> 
         )
 
 
-def _stored_features(s: SplitData, dim: int, feature_dtype: str) -> np.ndarray:
-    feats = _to_numpy(s.features)
+def _checked_variants(variants: Mapping[str, Mapping[str, Any]] | None,
+                      splits: Sequence[SplitData]) -> dict[str, dict[str, Any]]:
+    """``variants`` as a plain dict, checked, with every split's variants declared in it."""
+    if variants is None:
+        variants = {}
+    declared = {k: dict(v) if isinstance(v, Mapping) else v for k, v in variants.items()} \
+        if isinstance(variants, Mapping) else variants
+    check_variant_params(declared)
+    for s in splits:
+        unknown = sorted(set(s.variants) - set(declared))
+        if unknown:
+            raise BundleError(f"split {s.name!r} stores variant(s) {unknown} that are not "
+                              "declared; pass their settings in write_bundle(variants=...).")
+    return declared
+
+
+def _stored_features(s: SplitData, dim: int, feature_dtype: str,
+                     feats: np.ndarray | torch.Tensor | None = None,
+                     what: str | None = None) -> np.ndarray:
+    """The split's features (or ``feats``, one of its variants, named by ``what``) checked
+    and cast to ``feature_dtype``."""
+    feats = _to_numpy(s.features if feats is None else feats)
+    name = what or repr(s.name)
     if feats.ndim != 2 or feats.shape[1] != dim:
         raise BundleError(
-            f"split {s.name!r}: features must be [N, {dim}] to match the head, got {feats.shape}."
+            f"split {name}: features must be [N, {dim}] to match the head, got {feats.shape}."
         )
     if feats.shape[0] == 0:
-        raise BundleError(f"split {s.name!r} is empty; every split needs samples.")
+        raise BundleError(f"split {name} is empty; every split needs samples.")
     if not np.isfinite(feats).all():
-        raise BundleError(f"split {s.name!r} contains NaN/Inf features; fix the extraction first.")
+        raise BundleError(f"split {name} contains NaN/Inf features; fix the extraction first.")
     with np.errstate(over="ignore"):
         stored = feats.astype(feature_dtype)
     if not np.isfinite(stored).all():
         raise BundleError(
-            f"split {s.name!r}: {int((~np.isfinite(stored)).sum())} feature values exceed the "
+            f"split {name}: {int((~np.isfinite(stored)).sum())} feature values exceed the "
             f"{feature_dtype} range (max |x| = {np.abs(feats).max():g}); store them with "
             "feature_dtype='float32'."
         )
@@ -217,10 +246,28 @@ def _write_split(tmp: Path, s: SplitData, head_shape: tuple[int, int], feature_d
             )
         entry["thumbnails"] = f"thumbs/{s.name}.safetensors"
         _save(tmp, entry["thumbnails"], {"images": thumbs}, files)
-    clash = set(s.info) & {"name", "role", "file", "n", "meta", "thumbnails"}
+    if s.variants:
+        entry["variants"] = _write_variants(tmp, s, n, head_shape[1], feature_dtype, files)
+    clash = set(s.info) & {"name", "role", "file", "n", "meta", "thumbnails", "variants"}
     if clash:
         raise BundleError(f"split {s.name!r}: info key(s) {sorted(clash)} would overwrite the "
                           "split's own manifest fields; rename them.")
     entry.update(s.info)
     faults.checkpoint("write_bundle.split_written")
     return entry
+
+
+def _write_variants(tmp: Path, s: SplitData, n: int, dim: int, feature_dtype: str,
+                    files: dict[str, str]) -> dict[str, str]:
+    """Write each variant's features of split ``s``; returns variant -> relative path."""
+    rels = {}
+    for variant, feats in s.variants.items():
+        what = f"{s.name!r} (variant {variant!r})"
+        stored = _stored_features(s, dim, feature_dtype, feats, what)
+        if stored.shape[0] != n:
+            raise BundleError(f"split {what}: {stored.shape[0]} rows for {n} samples; a "
+                              "variant has one row per sample of its split.")
+        rels[variant] = f"variants/{variant}/{s.name}.safetensors"
+        (tmp / rels[variant]).parent.mkdir(parents=True, exist_ok=True)
+        _save(tmp, rels[variant], {"features": stored}, files)
+    return rels

@@ -28,6 +28,8 @@ examples:
       --data-root ../shared/data --id folder:cifar10/test --id-fit folder:cifar10/train \\
       --ood mnist=idx:mnist/t10k-images-idx3-ubyte.gz --ood noise=noise:uniform \\
       -o cached_features/my_bundle
+  # also ODIN's perturbed-input features (the 'odin' variant, for --method odin):
+  ash-explore extract --config configs/cifar10_resnet20.json --odin 1000,0.0014
   # a backbone without classifier: fit a linear head on id_fit, report its accuracy
   ash-explore extract --model mobilenet_v2_backbone --weights BACKBONE.pt --fit-head ...
   # several processes (each extracts a disjoint shard; same result as one process):
@@ -74,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "weights of the network after them, for replaying ASH inside the "
                         "network (`--layer` of evaluate/sweep; docs/where.md). CIFAR/torchvision "
                         "ResNets: layer1, layer2, ... (the last block of each stage)")
+    g.add_argument("--odin", metavar="T,EPS",
+                   help="also store ODIN's features of input-perturbed images (Liang et al., "
+                        "2018: temperature T, perturbation EPS, e.g. 1000,0.0014) as the 'odin' "
+                        "variant of every split but id_fit, for `--method odin`; needs "
+                        "gradients, so about 3x the time of a plain extraction")
     g.add_argument("--fit-head", action="store_true", default=None,
                    help="fit a linear head (logistic regression) on the id_fit split and report "
                         "its accuracy, for models without a usable classifier")
@@ -116,6 +123,7 @@ def _split(text: str, default_name: str) -> tuple[str, str]:
 
 def build_config(args: argparse.Namespace):  # -> ExtractConfig
     from ..extract import ExtractConfig, SplitSpec
+    from ..extract.odin import parse_odin
 
     flags = {
         "out": args.out, "name": args.name, "model": args.model, "weights": args.weights,
@@ -126,6 +134,7 @@ def build_config(args: argparse.Namespace):  # -> ExtractConfig
         "feature_dtype": args.feature_dtype, "overwrite": args.overwrite,
         "layers": [t.strip() for t in args.layers.split(",") if t.strip()] if args.layers
         else None,
+        "odin": list(parse_odin(args.odin)) if args.odin else None,
     }
     splits = []
     if args.id:

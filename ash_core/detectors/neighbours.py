@@ -4,14 +4,20 @@ Sun, Ming, Zhu & Li, "Out-of-Distribution Detection with Deep Nearest Neighbors"
 ICML 2022, Sec. 3 (Algorithm 1); OpenOOD's ``knn_postprocessor.py``: features are divided
 by ``norm + 1e-10``, the bank is the normalised id_fit features, and the score is minus
 the k-th smallest *squared* L2 distance (faiss ``IndexFlatL2`` returns squared distances),
-higher = more ID. Computed exactly here, no approximate index: a float32 matrix product
-and a top-k per row chunk (as faiss's flat index, also float32), so scores carry float32
-rounding (~1e-7 relative).
+higher = more ID. Always exact, never an approximate index: with faiss-cpu installed (a
+dependency) faiss's exact ``IndexFlatL2`` (a float32 BLAS product and a heap per query),
+else the same sum in torch (a float32 matrix product and ``topk`` per row chunk). Both
+give the same scores to float32 rounding (~1e-7 relative; tested both ways); faiss is
+the faster (see ``benchmarks/bench_feature_scores.py``). ``ASH_KNN_BACKEND=torch`` forces
+the torch path.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,14 +51,50 @@ def _kth_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Te
     return torch.topk(d2, k, dim=1, largest=False).values[:, -1].clamp_min(0.0)
 
 
+@functools.cache
+def faiss_module() -> Any:
+    """The faiss module, or None when it is not importable (the torch path is used)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def backend() -> str:
+    """"faiss" when faiss is importable and ``ASH_KNN_BACKEND`` is not "torch", else "torch"."""
+    if os.environ.get("ASH_KNN_BACKEND", "auto") == "torch" or faiss_module() is None:
+        return "torch"
+    return "faiss"
+
+
+def _faiss_kth(bank: np.ndarray, k: int):
+    """``queries -> k-th smallest squared distance`` with faiss's exact flat L2 index."""
+    faiss = faiss_module()
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(np.ascontiguousarray(bank, dtype=np.float32))
+
+    def kth(queries: torch.Tensor) -> torch.Tensor:
+        dist, _ = index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
+        return torch.from_numpy(dist[:, k - 1]).clamp_min(0.0)
+
+    return kth
+
+
 def score_knn(features: torch.Tensor, logits: torch.Tensor, head, state: State,
               params: Mapping[str, float]) -> torch.Tensor:
-    bank = torch.from_numpy(np.array(state["bank"], dtype=np.float32))
+    bank = np.array(state["bank"], dtype=np.float32)
     k = int(params["k"])
     if k > bank.shape[0]:
         raise ParameterError(f"knn: k={k} exceeds the {bank.shape[0]} id_fit samples.")
-    return chunked(lambda c: -_kth_distance(l2_normalise(c).to(torch.float32), bank, k)
-                   .to(torch.float64), features)
+    if backend() == "faiss":
+        kth = _faiss_kth(bank, k)
+    else:
+        bank_t = torch.from_numpy(bank)
+        kth = lambda q: _kth_distance(q, bank_t, k)  # noqa: E731
+    return chunked(lambda c: -kth(l2_normalise(c).to(torch.float32)).to(torch.float64),
+                   features)
 
 
 KNN = register_feature_score(FeatureScore(

@@ -11,6 +11,7 @@ from typing import Any
 from ..bundle import ROLES, check_split_name
 from ..bundle import check_split_roles as _bundle_split_rules
 from ..errors import BundleError, ExtractError
+from .odin import check_odin
 
 
 @dataclass
@@ -73,6 +74,9 @@ class ExtractConfig:
     overwrite: bool = False
     name: str | None = None
     progress: bool = True
+    #: ``[T, EPS]``: also store ODIN's perturbed-input features (``extract.odin``) as the
+    #: "odin" variant of every split but id_fit (ODIN is not fitted); None: no ODIN
+    odin: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,6 +84,11 @@ class ExtractConfig:
         check_split_roles(self.splits)
         if self.fit_head and "id_fit" not in [s.role for s in self.splits]:
             raise ExtractError("--fit-head needs an id_fit split with labels (--id-fit SPEC).")
+        odin = check_odin(self.odin)
+        self.odin = None if odin is None else list(odin)
+        if self.odin is not None and self.fit_head:
+            raise ExtractError("--odin perturbs inputs along the model's own classifier, and "
+                               "with --fit-head the model has none; drop one of the two.")
         for key, low, optional in _INT_FIELDS:
             value = getattr(self, key)
             if value is None and optional:
@@ -89,6 +98,10 @@ class ExtractConfig:
                     f"{key} must be an integer >= {low} (--{key.replace('_', '-')}), got "
                     f"{value!r}."
                 )
+
+    def odin_on(self, spec: SplitSpec) -> bool:
+        """Whether split ``spec`` gets ODIN's perturbed features (every role but id_fit)."""
+        return self.odin is not None and spec.role != "id_fit"
 
     @property
     def chunk_size(self) -> int:

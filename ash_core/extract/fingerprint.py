@@ -3,8 +3,9 @@
 Three levels, each a sha256 of canonical JSON:
 
 * a *split* fingerprint: the model, its weights' sha256, the layer, the preprocessing, the
-  batch size, AMP and device type, the data root and the split's own spec (name, role, data,
-  thumbnails) -- everything that determines that split's feature values;
+  batch size, AMP and device type, the data root, ODIN's T and EPS where the split stores
+  ODIN's variant, and the split's own spec (name, role, data, thumbnails) -- everything
+  that determines that split's feature values;
 * a *chunk* fingerprint: its split's fingerprint plus the chunk's rows and the split's size,
   recorded inside every chunk file, so a chunk is reused only by the recipe, split and rows
   it was computed for (never by another recipe that happens to use the same file names);
@@ -54,9 +55,14 @@ def make_fingerprints(cfg: ExtractConfig, weights_sha256: str | None,
               "data_root": cfg.data_root}
     if cfg.layers:  # only when asked, so recipes without maps keep their fingerprints
         common["layers"] = list(cfg.layers)
-    splits = {s.name: digest({**common, "split": asdict(s)}) for s in cfg.splits}
+    # ODIN's T and EPS belong to the splits that store its variant (not to id_fit), and only
+    # when asked, so recipes without ODIN keep their fingerprints
+    odin = {s.name: {"odin": list(cfg.odin)} if cfg.odin_on(s) else {} for s in cfg.splits}
+    splits = {s.name: digest({**common, **odin[s.name], "split": asdict(s)})
+              for s in cfg.splits}
     recipe = {**common, "chunk_batches": cfg.chunk_batches,
-              "splits": [asdict(s) for s in cfg.splits]}
+              "splits": [asdict(s) for s in cfg.splits],
+              **({"odin": list(cfg.odin)} if cfg.odin is not None else {})}
     work = digest({"recipe": recipe, "splits": [splits[s.name] for s in cfg.splits]})
     bundle = digest({"work": work, "feature_dtype": cfg.feature_dtype,
                      "fit_head": cfg.fit_head, "name": bundle_name})

@@ -109,6 +109,15 @@ class FeatureHook:
         """Unregister the hook: the model runs as without extraction."""
         self._handle.remove()
 
+    @contextlib.contextmanager
+    def paused(self):
+        """The hook removed for the duration (a whole forward pass, e.g. ODIN's gradient)."""
+        self.remove()
+        try:
+            yield
+        finally:
+            self.attach()
+
 
 class MapHooks:
     """Capture the [N, C, H, W] output of several modules (``--layers``) during the forward

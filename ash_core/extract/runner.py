@@ -30,6 +30,7 @@ from .head import NO_HEAD
 from .hook import FeatureHook, MapHooks
 from .leftovers import clean_leftovers
 from .models import LoadedModel, load_model
+from .odin import perturb
 from .protocol import Protocol, make_protocol
 from .publish import bundle_recipe, check_target
 from .workdir import ChunkPlan, WorkDir
@@ -154,7 +155,18 @@ class Extractor:
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Features of one batch of uint8 [N, H, W, C] images (from ``PreparedDataset``), on
         the model's device (AMP when asked and on CUDA)."""
+        return self._features_of(self.protocol.normalise(x.to(self.device, non_blocking=True)))
+
+    def odin_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of ODIN's perturbed inputs (``extract.odin``) of one uint8 batch: the
+        gradient runs through the whole model in float32 (no AMP), the features as usual."""
+        t, eps = self.cfg.odin
         x = self.protocol.normalise(x.to(self.device, non_blocking=True))
+        with self.hook.paused():
+            moved = perturb(self.lm.model, x, t, eps, self.protocol.std)
+        return self._features_of(moved)
+
+    def _features_of(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             if self.cfg.amp and self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
@@ -166,10 +178,13 @@ class Extractor:
                    on_batch: Callable[[int], None] | None = None) -> None:
         """Consume ``batches`` (covering ``chunks`` in order) and write each finished chunk."""
         it = iter(batches)
+        spec = next((s for s in self.cfg.splits if s.name == split), None)
+        odin_on = spec is not None and self.cfg.odin_on(spec)
         for c in chunks:
             t0 = time.perf_counter()
             need = len(plan.span(c))
             feats: list[np.ndarray] = []
+            odin: list[np.ndarray] = []
             ims: list[np.ndarray] = []
             maps: dict[str, list[np.ndarray]] = {}
             got = 0
@@ -178,6 +193,8 @@ class Extractor:
                 feats.append(self.features(x).cpu().numpy())
                 for name, m in (self.maps.take() if self.maps else {}).items():
                     maps.setdefault(name, []).append(m.cpu().numpy())
+                if odin_on:
+                    odin.append(self.odin_features(x).cpu().numpy())
                 if thumbs:
                     ims.append(t.numpy())
                 got += len(x)
@@ -187,6 +204,8 @@ class Extractor:
                 raise ExtractError(f"internal error: chunk {c} of {split} got {got} samples, "
                                    f"expected {need}.")
             arrays = {"features": np.concatenate(feats)}
+            if odin:
+                arrays["odin.features"] = np.concatenate(odin)
             if thumbs:
                 arrays["thumbnails"] = np.concatenate(ims)
             arrays.update({f"map.{name}": np.concatenate(m) for name, m in maps.items()})

@@ -35,11 +35,12 @@ def write_and_publish(ex: Extractor, start: float) -> Path:
     head = choose_head(ex, arrays, dim)
     report_accuracy(ex, head, arrays)
     splits = [split_data(ex, spec, arrays[spec.name], totals[spec.name]) for spec in cfg.splits]
+    add_odin(ex, splits, head)
     ex.workdir.clear_attempts()
     checkpoint("extract.write")
     write_bundle(ex.workdir.bundle_path, head.weight, head.bias, head.classes, splits,
                  provenance(ex, head, dim, start), feature_dtype=cfg.feature_dtype,
-                 name=cfg.name or ex.out.name)
+                 name=cfg.name or ex.out.name, variants=odin_declaration(cfg))
     if cfg.layers:
         write_maps(ex, int(head.weight.shape[0]))
     checkpoint("extract.written")
@@ -86,6 +87,34 @@ def write_maps(ex: Extractor, num_classes: int) -> None:
     tails = {name: tail_state(arch, ex.lm.model, name) if name in stages(arch) else None
              for name in ex.cfg.layers}
     add_layers(ex.workdir.bundle_path, arch, num_classes, ex.points, tails, maps)
+
+
+def odin_declaration(cfg: Any) -> dict[str, dict[str, float]] | None:
+    """The manifest's ``variants`` entry for ODIN (None without ``--odin``)."""
+    if cfg.odin is None:
+        return None
+    return {"odin": {"temperature": cfg.odin[0], "epsilon": cfg.odin[1]}}
+
+
+def add_odin(ex: Extractor, splits: list[SplitData], head: Head) -> None:
+    """``--odin``: each split's perturbed features (from its chunks) as its "odin" variant,
+    and the ID accuracy on perturbed inputs in the log and the head's info."""
+    if ex.cfg.odin is None:
+        return
+    for spec, data in zip(ex.cfg.splits, splits, strict=True):
+        if not ex.cfg.odin_on(spec):
+            continue
+        plan = ex.plan(spec)
+        data.variants["odin"] = np.concatenate([
+            ex.workdir.read_chunk(spec.name, c, ex.chunk_fp(spec, c), len(plan.span(c)))[0]
+            ["odin.features"] for c in range(plan.count)])
+    spec = _id_spec(ex)
+    labels = ex.source(spec).labels()
+    data = next(d for d in splits if d.name == spec.name)
+    if labels is not None:
+        acc = head_accuracy(head.weight, head.bias, data.variants["odin"], labels)
+        head.info["odin_id_accuracy"] = round(acc, 5)
+        ex.log(f"ID accuracy on ODIN-perturbed {spec.name}: {100 * acc:.2f}%")
 
 
 def _id_spec(ex: Extractor) -> SplitSpec:
