@@ -39,6 +39,9 @@ def refusal(method: str, threshold: str = "local") -> str | None:
     """Why ``method`` with ``threshold`` cannot be shown at an inner layer (None: it can; the
     per-sample ASH variants with local thresholds)."""
     spec = get_method(method)
+    if spec.variant is not None:
+        return (f"{method} reads the bundle's stored {spec.variant!r} penultimate features; "
+                "it has no meaning at an inner layer (use it at the penultimate layer)")
     if spec.family != "ash":
         return (f"{method} is not an ASH variant: "
                 f"{WHY.get(spec.family, 'only ASH variants prune a map per sample')}")
