@@ -170,27 +170,60 @@ def server_child(bundle_path: str, out: str, quick: bool,
     Path(out).write_text(json.dumps(rec))
 
 
+#: the largest relative score difference cube vs exact that float32 rounding explains
+SCORE_RTOL = 1e-5
+
+
+def rounding_slack(exact, err: float) -> dict[str, float]:
+    """Per OOD set, how far a metric may move when every score moves by at most ``err``:
+    one sample of the smaller set, plus the share of (ID, OOD) pairs closer than 2 err
+    (their order may flip) and of OOD scores within 2 err of the exact FPR95 threshold
+    (an order statistic of the ID scores moves by at most err)."""
+    ids = np.sort(exact.id_scores)
+    thr = np.quantile(ids, 0.05)
+    slack = {}
+    for name, ood in exact.ood_scores.items():
+        near = (np.searchsorted(ids, ood + 2 * err, "right")
+                - np.searchsorted(ids, ood - 2 * err, "left")).sum()
+        near_thr = int((np.abs(ood - thr) <= 2 * err).sum())
+        slack[name] = (1.0 / min(ids.size, ood.size) + near / (ids.size * ood.size)
+                       + near_thr / ood.size + 1e-9)
+    return slack
+
+
 def exactness(bundle_path: str, cache_dir: str, methods: list[tuple[str, str]]) -> list[str]:
-    """Each method's cube numbers against exact evaluation; a list of failures."""
+    """Each method's cube numbers against exact evaluation; a list of failures.
+
+    Scores must agree to float32 rounding (``SCORE_RTOL``); metrics may then differ only
+    by what reordering scores closer than that can cause (``rounding_slack``: near-tied
+    scores are common where a method makes rows alike, e.g. ReAct clipping 90% of the
+    units at p = 10), and ID accuracy by one sample."""
     from ash_core import Evaluator, load_bundle
     from ash_core.cube import evaluate_setting
 
     ev = Evaluator(load_bundle(bundle_path, verify=False), warn=False)
     n_id = len(ev.bundle.id_split)
-    n_min = min([n_id, *(len(ev.bundle.split(n)) for n in ev.ood_names)])
     failures = []
     for method, threshold in methods:
         for p in CHECK_PS:
             cube = evaluate_setting(ev, method, p, threshold=threshold, engine="cube",
                                     cache_dir=cache_dir)
             exact = ev.evaluate(method, p, threshold)
-            diff = max(abs(cube.ood[s].as_dict()[k] - v)
-                       for s, m in exact.ood.items() for k, v in m.as_dict().items())
+            pairs = [(cube.id_scores, exact.id_scores),
+                     *((cube.ood_scores[n], exact.ood_scores[n]) for n in exact.ood_scores)]
+            scale = max(float(np.abs(e).max()) for _, e in pairs)
+            err = max(float(np.abs(c - e).max()) for c, e in pairs)
+            slack = rounding_slack(exact, err)
+            diff = {s: max(abs(cube.ood[s].as_dict()[k] - v) for k, v in m.as_dict().items())
+                    for s, m in exact.ood.items()}
             acc = abs(cube.id_accuracy["shaped"] - exact.id_accuracy["shaped"])
-            # rounding may reorder near-tied scores: one sample of the smallest set
-            if diff > 1.0 / n_min + 1e-9 or acc > 1.0 / n_id + 1e-9:
-                failures.append(f"{method} {threshold} p={p}: metrics differ by {diff:.2e}, "
-                                f"accuracy by {acc:.2e}")
+            worst = max(diff, key=lambda s: diff[s] - slack[s])
+            if (err > SCORE_RTOL * scale or diff[worst] > slack[worst]
+                    or acc > 1.0 / n_id + 1e-9):
+                failures.append(
+                    f"{method} {threshold} p={p}: scores differ by {err:.2e} "
+                    f"(scale {scale:.3g}), {worst} metrics by {diff[worst]:.2e} "
+                    f"(rounding allows {slack[worst]:.2e}), accuracy by {acc:.2e}")
     return failures
 
 
@@ -262,7 +295,8 @@ def report(r: dict, gpu: dict | None, failures: list[str]) -> None:
     for f in failures:
         print(f"EXACTNESS FAILED: {f}", file=sys.stderr)
     if not failures:
-        print(f"exactness: cube == exact at p = {CHECK_PS} for every method (within one sample)")
+        print(f"exactness: cube == exact at p = {CHECK_PS} for every method (scores to float32 "
+              "rounding; metrics within what reordering near-tied scores allows)")
 
 
 def parse_methods(text: str | None) -> list[tuple[str, str]]:
