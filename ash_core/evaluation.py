@@ -15,6 +15,7 @@ scores come back. The public tensors (``features``, ``weight``/``bias``,
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -199,7 +200,13 @@ class Evaluator:
         would exceed ``ORDER_CACHE_UNITS`` (the shaper then sorts per call).
         """
         if name not in self._orders:
+            # all or nothing: when the splits in use do not all fit, caching some of them
+            # only adds sorts (a p without a cached order is a selection, ~1/3 of a sort)
             x = self._device_features(name)
+            in_use = {self.id_name, *self.ood_names} - {name}
+            rows = x.shape[0] + sum(len(self.bundle.split(n)) for n in in_use)
+            if rows * math.prod(x.shape[1:]) > ORDER_CACHE_UNITS:
+                return None
             # a snapshot: the cache may be shared with other threads (the dashboard), and
             # iterating the live dict while one of them inserts raises RuntimeError
             cached = sum(o.numel() for o in tuple(self._orders.values()))

@@ -90,24 +90,31 @@ def rank_order(x: torch.Tensor) -> torch.Tensor:
 
 
 def top_k_mask(rows: torch.Tensor, k: int) -> torch.Tensor:
-    """The mask of ``local_mask`` for finite rows and 0 < k, by selection instead of a sort.
+    """The mask of ``local_mask`` for 0 < k, by selection instead of a sort.
 
     A stable descending sort keeps the top k units, ties at the k-th value going to the
     lower unit indices. The same set: every unit above the k-th largest value, plus the
     first tied units (in index order) that make the count exactly k. ``topk`` finds the
-    k-th value in about a quarter of a stable sort's time, and only rows with more than
-    one unit at that value need the running count over ties; the first page of the
-    dashboard at ImageNet shapes is one such shaping per split (no cached order).
+    k-th value in about a quarter of a stable sort's time; only rows with more than one
+    unit at that value need the running count over ties, and rows with NaN (fewer than
+    k units compare >= a NaN k-th value) take the sort. The dashboard's first page at
+    ImageNet shapes is one such shaping per split (no cached order).
     """
     kth = torch.topk(rows, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
     mask = rows >= kth
-    tied_rows = mask.sum(dim=1) > k
+    count = mask.sum(dim=1)
+    tied_rows = count > k
     if bool(tied_rows.any()):
         sub, value = rows[tied_rows], kth[tied_rows]
         above = sub > value
         tied = sub == value
         need = k - above.sum(dim=1, keepdim=True)
         mask[tied_rows] = above | (tied & (tied.cumsum(dim=1) <= need))
+    nan_rows = count < k
+    if bool(nan_rows.any()):
+        order = sorted_rows(rows[nan_rows])[1][:, :k]
+        fixed = torch.zeros_like(mask[nan_rows])
+        mask[nan_rows] = fixed.scatter_(1, order, True)
     return mask
 
 
@@ -118,7 +125,7 @@ def local_mask(rows: torch.Tensor, p: float, order: torch.Tensor | None = None) 
     """
     n, d = rows.shape
     k = kept_count(d, p)
-    if k > 0 and order is None and not rows.is_meta and bool(torch.isfinite(rows).all()):
+    if k > 0 and order is None and not rows.is_meta:
         return top_k_mask(rows, k)
     mask = torch.zeros((n, d), dtype=torch.bool, device=rows.device)
     if k > 0:

@@ -286,6 +286,23 @@ def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypa
     assert not uncached._orders
 
 
+def test_rank_orders_are_cached_for_all_splits_in_use_or_none(synthetic_bundle, monkeypatch):
+    """A budget that one split fits but not all of them caches none (a p without a
+    cached order is a selection, cheaper than sorting the splits that would fit)."""
+    from ash_core import Evaluator, evaluation, load_bundle
+
+    bundle = load_bundle(synthetic_bundle)
+    ev = Evaluator(bundle)
+    units = {n: ev.features(n).numel() for n in (ev.id_name, *ev.ood_names)}
+    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", sum(units.values()) - 1)
+    assert max(units.values()) <= evaluation.ORDER_CACHE_UNITS
+    ev.evaluate("ash-s", 65)
+    assert not ev._orders
+    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", sum(units.values()))
+    ev.evaluate("ash-s", 65)
+    assert set(ev._orders) == set(units)
+
+
 def test_with_ood_shares_the_caches_and_gives_the_same_numbers(synthetic_bundle):
     from ash_core import Evaluator, load_bundle
 

@@ -414,3 +414,12 @@ def test_selection_falls_back_to_the_sort_on_non_finite_rows():
     x = t(np.array([[1.0, np.nan, 2.0, 2.0], [np.inf, 0.0, 0.0, 1.0]], dtype=np.float32))
     want = shaping.local_mask(x, 50.0, order=shaping.rank_order(x))
     assert torch.equal(shaping.local_mask(x, 50.0), want)
+
+
+def test_selection_rows_with_nan_take_the_sort_and_the_others_stay_selected():
+    x = t(np.array([[1.0, np.nan, 2.0, 2.0, 0.0, 5.0],
+                    [3.0, 1.0, 1.0, 1.0, 0.0, 2.0],
+                    [np.nan, np.nan, np.nan, np.nan, np.nan, np.nan]], dtype=np.float32))
+    for p in (10.0, 50.0, 80.0):
+        want = shaping.local_mask(x, p, order=shaping.rank_order(x))
+        assert torch.equal(shaping.local_mask(x, p), want), p
