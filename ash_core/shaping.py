@@ -178,13 +178,19 @@ def ash_s(x: torch.Tensor, p: float = 65.0, cutoff: float | None = None,
     """ASH-S: prune as ASH-P, then scale survivors by ``exp(s1 / s2)`` (s2 = pruned sum)."""
     rows = _as_rows(x)
     mask = survivor_mask(rows, p, cutoff, order)
-    pruned = torch.where(mask, rows, torch.zeros((), dtype=rows.dtype))
-    s2 = pruned.sum(dim=1)
+    out = torch.where(mask, rows, torch.zeros((), dtype=rows.dtype))  # a new tensor
+    s2 = out.sum(dim=1)
     factor = scale_factor(rows.sum(dim=1), s2)
     # Only survivors of rows with s2 != 0 are scaled; everything else is exactly 0 (a row
     # with s2 == 0 is a zero row, and pruned units never become 0 * inf = NaN on overflow).
-    keep = mask & (s2 != 0)[:, None]
-    return _finish(torch.where(keep, pruned * factor[:, None], torch.zeros((), dtype=rows.dtype)), x)
+    # Scaled in place: two [rows, D] temporaries fewer on the dashboard's first page.
+    zero_rows = s2 == 0
+    out.mul_(torch.where(zero_rows, torch.zeros((), dtype=rows.dtype), factor)[:, None])
+    overflow = torch.isinf(factor) & ~zero_rows
+    if not rows.is_meta and bool(overflow.any()):
+        out[overflow] = torch.where(mask[overflow], out[overflow],
+                                    torch.zeros((), dtype=rows.dtype))
+    return _finish(out, x)
 
 
 def ash_rand(
