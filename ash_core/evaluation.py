@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,9 +92,9 @@ def _check_features(split: Split, x: torch.Tensor) -> None:
         raise FeatureError(
             f"split {split.name!r} has no samples; drop it from the selection or re-extract."
         )
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    low, high = torch.aminmax(x)  # two reductions, no [rows, D] mask: NaN propagates
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        bad = int((~torch.isfinite(x)).sum())
         raise FeatureError(
             f"split {split.name!r} has {bad} NaN/Inf feature values; the extraction is broken "
             "(check the model's numerics, e.g. disable AMP) and re-extract."
@@ -107,6 +109,14 @@ def score_function(shaper: Shaper, score: str) -> Callable[[torch.Tensor], torch
     if scorer is None:
         return get_score(score)
     return functools.partial(scorer, **shaper.params, **shaper.variant_settings)
+
+
+def split_workers(device: torch.device) -> int:
+    """How many splits to score at once: the cores torch's intra-op threads leave idle
+    (1 on a GPU, or when torch already uses every core, as the CLI does by default)."""
+    if device.type != "cpu":
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
 
 
 class Evaluator:
@@ -305,7 +315,22 @@ class Evaluator:
             logits = self._device_shaped_logits(shaper, name)
             return logits, score_fn(logits).cpu().numpy()
 
+        one.splits_in_threads = True  # torch ops only: each split independent, GIL released
         return one
+
+    def _score_splits(self, scorer: Callable[[str], tuple[torch.Tensor, np.ndarray]],
+                      names: list[str]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+        """``scorer`` over the splits, in threads where torch leaves cores idle.
+
+        With one intra-op thread (the dashboard's sessions) a large bundle's first exact
+        page would use one core of two; the splits are independent (a seeded draw per
+        call for ASH-RAND) and torch releases the GIL, so threads give the same numbers.
+        Scores on features keep their own threading (faiss, BLAS)."""
+        workers = min(len(names), split_workers(self.device))
+        if workers <= 1 or not getattr(scorer, "splits_in_threads", False):
+            return {n: scorer(n) for n in names}
+        with ThreadPoolExecutor(workers, thread_name_prefix="ash-split") as pool:
+            return dict(zip(names, pool.map(scorer, names), strict=True))
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         """Logits of a split shaped by ``shaper``, on the CPU (the cached base logits for a
@@ -351,9 +376,10 @@ class Evaluator:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
-        split_scores = self.split_scorer(shaper, setting)
-        id_logits, id_scores = split_scores(self.id_name)
-        ood_scores = {n: split_scores(n)[1] for n in self.ood_names}
+        scored = self._score_splits(self.split_scorer(shaper, setting),
+                                    [self.id_name, *self.ood_names])
+        id_logits, id_scores = scored[self.id_name]
+        ood_scores = {n: scored[n][1] for n in self.ood_names}
         return EvalResult(
             bundle=self.bundle.name,
             method=setting.method,

@@ -356,3 +356,28 @@ def test_dice_evaluates_like_the_reference(small_bundle, p):
     logits = np.asarray(b.id_split.features, dtype=np.float64) @ masked.T + bias
     acc = float(np.mean(logits.argmax(1) == b.id_split.labels))
     assert r.id_accuracy["shaped"] == pytest.approx(acc, abs=1.5 / len(id_scores))
+
+
+def test_splits_scored_in_threads_give_the_sequential_numbers(synthetic_bundle, monkeypatch):
+    """With one torch thread on a multi-core CPU (the dashboard) the splits are scored in
+    threads; every number, ASH-RAND's draws included, must equal the sequential ones."""
+    import threading
+
+    from ash_core import Evaluator, evaluation, load_bundle
+
+    bundle = load_bundle(synthetic_bundle)
+    methods = ("ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale", "none")
+    monkeypatch.setattr(evaluation, "split_workers", lambda device: 1)
+    sequential = {m: Evaluator(bundle).evaluate(m).to_dict() for m in methods}
+    threads = set()
+    shaped = Evaluator._device_shaped_logits
+
+    def recording(self, shaper, name):
+        threads.add(threading.current_thread().name)
+        return shaped(self, shaper, name)
+
+    monkeypatch.setattr(Evaluator, "_device_shaped_logits", recording)
+    monkeypatch.setattr(evaluation, "split_workers", lambda device: 3)
+    for m in methods:
+        assert Evaluator(bundle).evaluate(m).to_dict() == sequential[m], m
+    assert any(t.startswith("ash-split") for t in threads)
