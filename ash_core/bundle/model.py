@@ -230,4 +230,6 @@ class Bundle:
 def negative_fraction(features: np.ndarray) -> float:
     """Share of negative activations (ASH assumes post-ReLU, non-negative features)."""
     arr = np.asarray(features)
-    return float((arr < 0).mean()) if arr.size else 0.0
+    if not arr.size or not arr.min() < 0:  # one reduction; most features are post-ReLU
+        return 0.0
+    return float((arr < 0).mean())
