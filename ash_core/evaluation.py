@@ -18,7 +18,7 @@ import functools
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -318,19 +318,26 @@ class Evaluator:
         one.splits_in_threads = True  # torch ops only: each split independent, GIL released
         return one
 
-    def _score_splits(self, scorer: Callable[[str], tuple[torch.Tensor, np.ndarray]],
-                      names: list[str]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-        """``scorer`` over the splits, in threads where torch leaves cores idle.
+    def map_splits(self, fn: Callable[[str], Any], names: Sequence[str]) -> dict[str, Any]:
+        """``{name: fn(name)}``, in threads where torch leaves cores idle (``split_workers``).
 
         With one intra-op thread (the dashboard's sessions) a large bundle's first exact
-        page would use one core of two; the splits are independent (a seeded draw per
-        call for ASH-RAND) and torch releases the GIL, so threads give the same numbers.
-        Scores on features keep their own threading (faiss, BLAS)."""
+        page would use one core of two; ``fn`` must treat splits independently (torch
+        releases the GIL), so threads give the same results."""
         workers = min(len(names), split_workers(self.device))
-        if workers <= 1 or not getattr(scorer, "splits_in_threads", False):
-            return {n: scorer(n) for n in names}
+        if workers <= 1:
+            return {n: fn(n) for n in names}
         with ThreadPoolExecutor(workers, thread_name_prefix="ash-split") as pool:
-            return dict(zip(names, pool.map(scorer, names), strict=True))
+            return dict(zip(names, pool.map(fn, names), strict=True))
+
+    def _score_splits(self, scorer: Callable[[str], tuple[torch.Tensor, np.ndarray]],
+                      names: list[str]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+        """``scorer`` over the splits: in threads (``map_splits``) for scores on logits (a
+        seeded draw per call for ASH-RAND); scores on features keep their own threading
+        (faiss, BLAS)."""
+        if not getattr(scorer, "splits_in_threads", False):
+            return {n: scorer(n) for n in names}
+        return self.map_splits(scorer, names)
 
     def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         """Logits of a split shaped by ``shaper``, on the CPU (the cached base logits for a

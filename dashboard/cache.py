@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ import streamlit as st
 
 from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
 from ash_core.errors import AshError, BundleError
-from ash_core.evaluation import split_workers
 from ash_core.report import evaluation_frame
 from ash_core.stats import row_zero_counts
 from dashboard.paths import BundlePolicy
@@ -122,16 +120,9 @@ def warm_features(bundle: Bundle, extra: Sequence[str] = ()) -> Evaluator:
     """The shared evaluator with the fp32 features of ID, every OOD split and ``extra``
     decoded before they are used: threads that use them next (a page's exact pass, a
     background cube build) then share one copy instead of decoding a split twice. The
-    splits are decoded side by side where torch leaves cores idle (``split_workers``)."""
+    splits are decoded side by side where torch leaves cores idle (``map_splits``)."""
     ev = base_evaluator(bundle)
-    names = [*ev.split_names, *extra]
-    workers = min(len(names), split_workers(ev.device))
-    if workers <= 1:
-        for name in names:
-            ev.features(name)
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="ash-decode") as pool:
-            list(pool.map(ev.features, names))
+    ev.map_splits(ev.features, [*ev.split_names, *extra])
     return ev
 
 
