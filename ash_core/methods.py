@@ -66,8 +66,8 @@ def _ash_s(x, *, p, cutoff, seed, order=None):
 @register_method("ash-rand", params=(P_ASH,), **ASH_OPTIONS, stochastic=True,
                  description="ASH-RAND: prune, then set survivors to uniform(0, 10) draws "
                              "(seeded)")
-def _ash_rand(x, *, p, cutoff, seed, order=None):
-    return shaping.ash_rand(x, p, cutoff, seed=seed, order=order)
+def _ash_rand(x, *, p, cutoff, seed, order=None, generator=None):
+    return shaping.ash_rand(x, p, cutoff, seed=seed, generator=generator, order=order)
 
 
 @register_method(

@@ -24,6 +24,7 @@ from ash_core import (
     register_method,
 )
 from ash_core.errors import ParameterError
+from ash_core.shaping import rank_order
 
 EXPECTED = ["none", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale"]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -249,6 +250,28 @@ def test_contract_rows_are_shaped_independently(name, mode):
                 assert torch.equal(row != 0, full[i : i + 1] != 0), (name, p)
             else:
                 assert torch.equal(row, full[i : i + 1]), (name, p)
+
+
+@pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
+def test_contract_row_blocks_equal_the_whole_call(name, mode):
+    """``Shaper.blocks`` (how the Evaluator shapes a large split without holding it whole)
+    gives the slices of one call on the whole batch, bit for bit: ranked or not, and for a
+    stochastic method the same draws (its generator continues across the blocks)."""
+    x = data(11).reshape(11, -1)
+    order = rank_order(x)
+    for p in p_values(name):
+        shaper = make(name, mode, p, seed=7)
+        for rows in (1, 3, 4, 11, 50):
+            for given in (None, order):
+                whole = shaper(x, order=given)
+                blocks = list(shaper.blocks(x, rows, order=given))
+                assert [b.shape[0] for b in blocks[:-1]] == [rows] * (len(blocks) - 1)
+                assert torch.equal(torch.cat(blocks), whole), (name, p, rows)
+
+
+def test_row_blocks_refuse_a_block_without_rows():
+    with pytest.raises(ParameterError, match="rows per block must be >= 1"):
+        next(create_method("ash-s").blocks(torch.ones(2, 4), 0))
 
 
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
