@@ -7,6 +7,13 @@ the function, so a module of the same name would be shadowed by it.)
 mutated) and the unshaped logits, so repeated evaluations only pay for shaping,
 the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 
+Memory: a split is shaped, run through the head and scored in blocks of ``CHUNK_ROWS``
+rows, so its shaped features and logits are never held whole (at ImageNet shapes, 50,000
+rows x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits); what an
+evaluation keeps per split is its scores and top-1 predictions. Unshaped logits are cached
+only while they are small (``BASE_LOGITS_CACHE_VALUES``); past that, the unshaped scores
+and predictions are (``Evaluator.unshaped``), a few bytes per row.
+
 Device (``ash_core.device``): shaping and the head run on ``Evaluator.device``; only
 scores come back. The public tensors (``features``, ``weight``/``bias``,
 ``base_logits``, ``shaped_logits``) are always on the CPU.
@@ -18,9 +25,8 @@ import functools
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,62 +35,26 @@ import torch
 from .bundle import Bundle, Split, negative_fraction
 from .device import DeviceLike, resolve_device
 from .errors import FeatureError, ParameterError
+from .eval_result import EvalResult
 from .fitted import feature_scorer
-from .metrics import OODMetrics, average_metrics, ood_metrics_many
-from .registry import Shaper, get_method
-from .scores import accuracy, get_score
+from .memo import Once
+from .metrics import ood_metrics_many
+from .registry import Shaper, create_method, get_method
+from .scores import get_score, list_scores
 from .setting import Setting, as_setting
 from .shaping import rank_order
 
-CHUNK_ROWS = 16384
+#: Rows shaped, run through the head and scored at a time (33 MB of shaped features at
+#: D = 2048; large enough that the head's matrix products stay efficient).
+CHUNK_ROWS = 4096
+#: Unshaped logits are cached per split while the splits in use hold at most this many
+#: logits in total (128 MB; the demo bundles hold ~1%); an ImageNet-shaped bundle's
+#: 85,640 x 1000 would take 343 MB for what is read once per page.
+BASE_LOGITS_CACHE_VALUES = 32 * 2**20
+#: the setting that shapes nothing (the unshaped logits' scorer)
+NO_SHAPING = create_method("none")
 #: Rank orders (int16 per unit) are cached per split up to this many units in total.
 ORDER_CACHE_UNITS = 64 * 2**20
-
-
-@dataclass
-class EvalResult:
-    """What ``ash-explore evaluate`` reports; ``to_dict`` is its JSON form."""
-
-    bundle: str
-    method: str
-    p: float | None
-    threshold: str
-    score: str
-    convention: str
-    id_accuracy: dict[str, float | None]
-    ood: dict[str, OODMetrics]
-    fitted_threshold: float | None = None
-    params: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
-    id_scores: np.ndarray | None = field(default=None, repr=False)
-    ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
-    #: the settings of the stored feature variant the method read (ODIN's T and EPS)
-    variant: dict[str, Any] | None = None
-
-    @property
-    def average(self) -> dict[str, float]:
-        return average_metrics(self.ood)
-
-    @property
-    def setting(self) -> Setting:
-        """The setting these numbers are of."""
-        return Setting(self.method, self.params or ({} if self.p is None else {"p": self.p}),
-                       self.threshold, self.score, self.convention, self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""
-        return {
-            "bundle": self.bundle,
-            **self.setting.to_dict(),
-            "p": self.p,
-            "label": self.setting.label(),
-            "fitted_threshold": self.fitted_threshold,
-            "id_accuracy": dict(self.id_accuracy),
-            "ood": {name: m.as_dict() for name, m in self.ood.items()},
-            "average": self.average,
-            **({"variant": dict(self.variant)} if self.variant else {}),
-        }
 
 
 def _check_features(split: Split, x: torch.Tensor) -> None:
@@ -119,6 +89,42 @@ def split_workers(device: torch.device) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
 
 
+def is_unshaped(shaper: Shaper) -> bool:
+    """Whether ``shaper`` leaves features, head and score as they are (``none``): its
+    numbers are the unshaped ones, cached per split and score (``Evaluator.unshaped``)."""
+    spec = shaper.spec
+    return (spec.identity and spec.head_fn is None and spec.scorer is None
+            and spec.variant is None)
+
+
+def head_blocks(blocks: Iterable[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
+                ) -> Iterator[torch.Tensor]:
+    """The linear head on each block of features."""
+    for x in blocks:
+        yield torch.addmm(bias, x, weight.T)
+
+
+def gather_rows(blocks: Iterable[torch.Tensor], rows: int, cols: int,
+                device: torch.device) -> torch.Tensor:
+    """Row blocks written into one [rows, cols] tensor (no second copy, unlike ``cat``)."""
+    out = torch.empty(rows, cols, device=device)
+    at = 0
+    for block in blocks:
+        out[at:at + block.shape[0]] = block
+        at += block.shape[0]
+    if at != rows:
+        raise FeatureError(f"expected {rows} rows of logits, got {at}; the split changed "
+                           "while it was read (reload the bundle).")
+    return out
+
+
+def prediction_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of predictions (``scores.accuracy`` on their logits)."""
+    if labels.numel() == 0:
+        raise ParameterError("cannot compute accuracy on an empty split.")
+    return float((predictions.cpu() == labels.to(torch.long)).to(torch.float64).mean())
+
+
 class Evaluator:
     """Cached fp32 features and unshaped logits of one bundle, for fast repeated evaluation."""
 
@@ -135,6 +141,7 @@ class Evaluator:
         self._orders: dict[str, torch.Tensor] = {}
         self._fitted: dict[tuple, float | None] = {}
         self._states: dict[str, dict] = {}  # fitted states of scores on features
+        self._unshaped = Once()  # (split, score) -> (predictions, scores); split -> predictions
         self._warn = warn
 
     def with_ood(self, ood: Iterable[str] | None) -> Evaluator:
@@ -149,6 +156,7 @@ class Evaluator:
         ev._orders = self._orders
         ev._fitted = self._fitted
         ev._states = self._states
+        ev._unshaped = self._unshaped
         return ev
 
     @property
@@ -197,11 +205,9 @@ class Evaluator:
         """Apply the bundle's linear head (or ``head``: weight, bias), in row chunks to
         bound memory, on ``x``'s device."""
         weight, bias = (t.to(x.device) for t in head or (self.weight, self.bias))
-        outs = [
-            torch.addmm(bias, x[i : i + CHUNK_ROWS], weight.T)
-            for i in range(0, x.shape[0], CHUNK_ROWS)
-        ]
-        return torch.cat(outs) if outs else torch.empty(0, weight.shape[0], device=x.device)
+        blocks = (x[i:i + CHUNK_ROWS] for i in range(0, x.shape[0], CHUNK_ROWS))
+        return gather_rows(head_blocks(blocks, weight, bias), x.shape[0], weight.shape[0],
+                           x.device)
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The p-independent per-row unit ranking of a split, cached within a memory budget.
@@ -230,10 +236,39 @@ class Evaluator:
         return self._device_base_logits(name).cpu()
 
     def _device_base_logits(self, name: str) -> torch.Tensor:
-        if name not in self._base_logits:
-            x = self._device_features(name)
-            self._base_logits[name] = self.logits(x, self._device_head((self.weight, self.bias)))
-        return self._base_logits[name]
+        """Unshaped logits on ``self.device``: cached while the splits in use hold at most
+        ``BASE_LOGITS_CACHE_VALUES`` of them (all or nothing), else computed per call."""
+        if name in self._base_logits:
+            return self._base_logits[name]
+        logits = self.logits(self._device_features(name),
+                             self._device_head((self.weight, self.bias)))
+        if self._keeps_base_logits(name):
+            self._base_logits[name] = logits
+        return logits
+
+    def _keeps_base_logits(self, name: str) -> bool:
+        """Whether the unshaped logits of the splits in use (and ``name``) fit in
+        ``BASE_LOGITS_CACHE_VALUES``."""
+        in_use = {self.id_name, *self.ood_names, name}
+        rows = sum(len(self.bundle.split(n)) for n in in_use)
+        return rows * self.weight.shape[0] <= BASE_LOGITS_CACHE_VALUES
+
+    def unshaped(self, name: str, score: str) -> tuple[torch.Tensor, np.ndarray]:
+        """(top-1 predictions, scores) of a split's unshaped logits under the logits score
+        ``score``, on the CPU: computed once, in row blocks (each page's baseline and the
+        unshaped ID accuracy read them; cheap to keep where the logits are not)."""
+        def make() -> tuple[torch.Tensor, np.ndarray]:
+            return self.score_blocks(self.logit_blocks(NO_SHAPING, name), get_score(score))
+
+        return self._unshaped.get((name, score), make)
+
+    def unshaped_predictions(self, name: str, score: str = "energy") -> torch.Tensor:
+        """Top-1 predictions of a split's unshaped logits (those of any unshaped scoring
+        already made, else computed along with ``score``'s scores)."""
+        for key in ((name, score), *((name, s) for s in list_scores())):
+            if key in self._unshaped:
+                return self._unshaped.peek(key)[0]
+        return self.unshaped(name, score)[0]
 
     def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
                seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
@@ -292,6 +327,38 @@ class Evaluator:
         themselves for a method that leaves them unchanged: treat as read-only)."""
         return self._device_shaped_features(shaper, name).cpu()
 
+    def feature_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
+        """A split's features as ``shaper`` shapes them, in blocks of ``CHUNK_ROWS`` rows on
+        ``self.device`` (the stored ones, sliced, for a method that shapes nothing)."""
+        if shaper.spec.variant is not None or shaper.spec.identity:
+            x = self._device_shaped_features(shaper, name)
+            yield from (x[i:i + CHUNK_ROWS] for i in range(0, x.shape[0], CHUNK_ROWS))
+            return
+        order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
+        yield from shaper.blocks(self._device_features(name), CHUNK_ROWS, order=order)
+
+    def logit_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
+        """A split's logits with ``shaper`` applied, in row blocks on ``self.device`` (the
+        cached unshaped logits, whole, for a method that changes neither features nor head)."""
+        if shaper.spec.identity and shaper.spec.head_fn is None and (
+                name in self._base_logits or self._keeps_base_logits(name)):
+            yield self._device_base_logits(name)
+            return
+        weight, bias = self._device_head(shaper.head(self.weight, self.bias))
+        yield from head_blocks(self.feature_blocks(shaper, name), weight, bias)
+
+    @staticmethod
+    def score_blocks(blocks: Iterable[torch.Tensor],
+                     score_fn: Callable[[torch.Tensor], torch.Tensor]
+                     ) -> tuple[torch.Tensor, np.ndarray]:
+        """(top-1 predictions, scores) over logit blocks, on the CPU (scores on logits are
+        per row, so block by block they are the same numbers)."""
+        preds, scores = [], []
+        for logits in blocks:
+            preds.append(logits.argmax(dim=1).cpu())
+            scores.append(score_fn(logits).cpu().numpy())
+        return torch.cat(preds), np.concatenate(scores)
+
     def _device_shaped_features(self, shaper: Shaper, name: str) -> torch.Tensor:
         variant = shaper.spec.variant
         if variant is not None:  # stored features in place of shaping (ODIN)
@@ -304,16 +371,19 @@ class Evaluator:
 
     def split_scorer(self, shaper: Shaper, setting: Setting
                      ) -> Callable[[str], tuple[torch.Tensor, np.ndarray]]:
-        """``split -> (shaped logits, scores)``: a score on features (``fitted``) or on
-        logits."""
+        """``split -> (top-1 predictions, scores)`` with the setting applied: a score on
+        features (``fitted``) or on logits (in row blocks; the unshaped ones cached)."""
         scorer = feature_scorer(self, shaper, setting)
         if scorer is not None:
             return scorer
-        score_fn = score_function(shaper, setting.score)
+        if is_unshaped(shaper):
+            def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
+                return self.unshaped(name, setting.score)
+        else:
+            score_fn = score_function(shaper, setting.score)
 
-        def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
-            logits = self._device_shaped_logits(shaper, name)
-            return logits, score_fn(logits).cpu().numpy()
+            def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
+                return self.score_blocks(self.logit_blocks(shaper, name), score_fn)
 
         one.splits_in_threads = True  # torch ops only: each split independent, GIL released
         return one
@@ -348,19 +418,22 @@ class Evaluator:
         head = self._device_head(shaper.head(self.weight, self.bias))
         if shaper.spec.identity and shaper.spec.head_fn is None:
             return self._device_base_logits(name)
-        return self.logits(self._device_shaped_features(shaper, name), head)
+        rows = len(self.bundle.split(name))
+        return gather_rows(self.logit_blocks(shaper, name), rows, head[0].shape[0],
+                           self.device)
 
-    def id_accuracy(self, shaped_id_logits: torch.Tensor) -> dict[str, float | None]:
-        """ID top-1 accuracy shaped and unshaped (both None when the ID split has no labels)."""
+    def id_accuracy(self, shaped_predictions: torch.Tensor, score: str = "energy"
+                    ) -> dict[str, float | None]:
+        """ID top-1 accuracy of the shaped predictions and unshaped (both None when the ID
+        split has no labels); ``score``: the setting's, whose unshaped scoring (when it is
+        a score on logits) also gives the unshaped predictions."""
         labels = self.bundle.id_split.labels_tensor()
         if labels is None:
             return {"shaped": None, "unshaped": None}
-        labels = labels.to(shaped_id_logits.device)
-        return {
-            "shaped": accuracy(shaped_id_logits, labels),
-            "unshaped": accuracy(self._device_base_logits(self.id_name).to(labels.device),
-                                 labels),
-        }
+        unshaped = self.unshaped_predictions(
+            self.id_name, score if score in list_scores() else "energy")
+        return {"shaped": prediction_accuracy(shaped_predictions, labels),
+                "unshaped": prediction_accuracy(unshaped, labels)}
 
     def evaluate(
         self,
@@ -385,7 +458,7 @@ class Evaluator:
             )
         scored = self._score_splits(self.split_scorer(shaper, setting),
                                     [self.id_name, *self.ood_names])
-        id_logits, id_scores = scored[self.id_name]
+        id_predictions, id_scores = scored[self.id_name]
         ood_scores = {n: scored[n][1] for n in self.ood_names}
         return EvalResult(
             bundle=self.bundle.name,
@@ -394,7 +467,7 @@ class Evaluator:
             threshold=setting.threshold,
             score=setting.score,
             convention=setting.convention,
-            id_accuracy=self.id_accuracy(id_logits),
+            id_accuracy=self.id_accuracy(id_predictions, setting.score),
             ood=ood_metrics_many(id_scores, ood_scores, setting.convention),
             fitted_threshold=shaper.fitted_threshold,
             params=dict(setting.params),

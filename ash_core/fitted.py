@@ -154,8 +154,8 @@ def fitted_state(ev: Any, shaper: Shaper, spec: FeatureScore,
 
 
 def feature_scorer(ev: Any, shaper: Shaper, setting: Setting) -> SplitScorer | None:
-    """``split -> (shaped logits, scores)`` for a setting whose score is on features, else
-    None (the score is on logits)."""
+    """``split -> (top-1 predictions, scores)`` for a setting whose score is on features,
+    else None (the score is on logits)."""
     spec = get_feature_score(setting.score)
     if spec is None:
         return None
@@ -167,6 +167,6 @@ def feature_scorer(ev: Any, shaper: Shaper, setting: Setting) -> SplitScorer | N
         x = ev.shaped_features(shaper, name)
         logits = ev.shaped_logits(shaper, name) if shaper.spec.identity else ev.logits(x, head)
         scores = spec.score(x, logits, head, state, score_params)
-        return logits, scores.to(torch.float64).numpy()
+        return logits.argmax(dim=1).cpu(), scores.to(torch.float64).numpy()
 
     return one

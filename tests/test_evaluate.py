@@ -370,13 +370,13 @@ def test_splits_scored_in_threads_give_the_sequential_numbers(synthetic_bundle, 
     monkeypatch.setattr(evaluation, "split_workers", lambda device: 1)
     sequential = {m: Evaluator(bundle).evaluate(m).to_dict() for m in methods}
     threads = set()
-    shaped = Evaluator._device_shaped_logits
+    shaped = Evaluator.feature_blocks
 
     def recording(self, shaper, name):
         threads.add(threading.current_thread().name)
         return shaped(self, shaper, name)
 
-    monkeypatch.setattr(Evaluator, "_device_shaped_logits", recording)
+    monkeypatch.setattr(Evaluator, "feature_blocks", recording)
     monkeypatch.setattr(evaluation, "split_workers", lambda device: 3)
     for m in methods:
         assert Evaluator(bundle).evaluate(m).to_dict() == sequential[m], m

@@ -138,6 +138,16 @@ class LayerEvaluator(Evaluator):
     def _device_base_logits(self, name: str) -> torch.Tensor:
         return self.base_logits(name)  # used by main's id_accuracy (unshaped)
 
+    def logit_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
+        """The layer's maps shaped and replayed through the tail, batch by batch (main's
+        ``Evaluator.split_scorer`` scores these)."""
+        if shaper.spec.identity:
+            yield self.base_logits(name)
+            return
+        for (logits,) in replay_batches(self.maps, self.layer, name, [shaper], self.batch,
+                                        self.device):
+            yield logits
+
     def _device_shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
         return self.shaped_logits(shaper, name)  # main's Evaluator.evaluate calls this one
 

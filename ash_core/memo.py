@@ -1,0 +1,40 @@
+"""``Once``: a thread-safe map whose values are computed at most once per key.
+
+The dashboard's threads (a page's split threads, a background prefetch) ask an
+``Evaluator`` for the same unshaped results at the same time; the second asker waits for
+the first one's value instead of computing it again (one dense pass at ImageNet scale).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+
+class Once:
+    """``get(key, make)``: the value stored under ``key``, made by ``make()`` on first use
+    while other askers of that key wait (askers of other keys do not). A ``make`` that
+    raises stores nothing: the next asker tries again."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._values
+
+    def peek(self, key: Hashable, default: Any = None) -> Any:
+        """The stored value, or ``default`` without making it."""
+        return self._values.get(key, default)
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        if key in self._values:
+            return self._values[key]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = make()
+        return self._values[key]

@@ -1,0 +1,118 @@
+"""How much of a split an exact evaluation holds at once (issue 8: the dashboard's memory at
+ImageNet scale): shaped features and logits in row blocks, unshaped logits cached only while
+small, the unshaped scores computed once even when threads ask for them together."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from ash_core import Evaluator, evaluation, load_bundle
+from ash_core.memo import Once
+from ash_core.registry import Shaper
+from ash_core.scores import energy_score
+
+METHODS = [("ash-s", "local"), ("ash-b", "global"), ("ash-rand", "local"), ("react", "local"),
+           ("scale", "local"), ("ash-p", "local")]
+
+
+def reference_energies(ev: Evaluator, method: str, threshold: str, name: str) -> np.ndarray:
+    """Energy of the whole split shaped in one call and run through the head in float64."""
+    shaper = ev.shaper(method, threshold=threshold)
+    shaped = shaper(ev.features(name)).to(torch.float64)
+    logits = shaped @ ev.weight.to(torch.float64).T + ev.bias.to(torch.float64)
+    return energy_score(logits).numpy()
+
+
+@pytest.mark.parametrize(("method", "threshold"), METHODS)
+def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
+        synthetic_bundle, monkeypatch, method, threshold):
+    monkeypatch.setattr(evaluation, "CHUNK_ROWS", 7)
+    rows_seen = []
+    blocks = Shaper.blocks
+
+    def recording(self, x, rows, order=None):
+        for block in blocks(self, x, rows, order=order):
+            rows_seen.append(block.shape[0])
+            yield block
+
+    monkeypatch.setattr(Shaper, "blocks", recording)
+    ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
+    result = ev.evaluate(method, threshold=threshold)
+    assert rows_seen and max(rows_seen) == 7  # never a whole split (400 / 300 rows)
+    for name, got in [(ev.id_name, result.id_scores), *result.ood_scores.items()]:
+        want = reference_energies(ev, method, threshold, name)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_shaped_logits_of_a_split_are_gathered_from_its_blocks(synthetic_bundle, monkeypatch):
+    monkeypatch.setattr(evaluation, "CHUNK_ROWS", 7)
+    ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
+    shaper = ev.shaper("ash-rand", 60.0)
+    got = ev.shaped_logits(shaper, "near")
+    want = shaper(ev.features("near")) @ ev.weight.T + ev.bias
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_unshaped_logits_are_not_kept_past_the_budget(synthetic_bundle, monkeypatch):
+    bundle = load_bundle(synthetic_bundle)
+    kept = Evaluator(bundle, warn=False)
+    expected = {m: kept.evaluate(m).to_dict() for m in ("none", "ash-s", "scale")}
+    assert kept._base_logits  # small: cached
+    monkeypatch.setattr(evaluation, "BASE_LOGITS_CACHE_VALUES", 0)
+    ev = Evaluator(bundle, warn=False)
+    unshaped_passes = []
+    blocks = Evaluator.logit_blocks
+
+    def counting(self, shaper, name):
+        if shaper.spec.identity:
+            unshaped_passes.append(name)
+        return blocks(self, shaper, name)
+
+    monkeypatch.setattr(Evaluator, "logit_blocks", counting)
+    for m in ("none", "ash-s", "scale", "none"):
+        assert ev.evaluate(m).to_dict() == expected[m], m
+    assert not ev._base_logits
+    # one unshaped pass per split: the baseline's scores, and the unshaped accuracy from
+    # the same pass, are kept (a few bytes per row)
+    assert sorted(unshaped_passes) == sorted(ev.split_names)
+
+
+def test_unshaped_accuracy_reuses_the_scoring_of_the_setting(synthetic_bundle, monkeypatch):
+    monkeypatch.setattr(evaluation, "BASE_LOGITS_CACHE_VALUES", 0)
+    ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
+    ev.evaluate("none", score="msp")
+    monkeypatch.setattr(Evaluator, "logit_blocks", lambda *a: pytest.fail("a second pass"))
+    assert ev.id_accuracy(ev.unshaped(ev.id_name, "msp")[0], "maxlogit")["unshaped"] > 0
+
+
+def test_once_makes_a_value_once_while_other_threads_wait():
+    once, made, started = Once(), [], threading.Event()
+    release = threading.Event()
+
+    def make():
+        made.append(1)
+        started.set()
+        release.wait(5)
+        return "value"
+
+    results = []
+    first = threading.Thread(target=lambda: results.append(once.get("k", make)))
+    first.start()
+    started.wait(5)
+    second = threading.Thread(target=lambda: results.append(once.get("k", make)))
+    second.start()
+    assert once.get("other", lambda: 2) == 2  # another key does not wait
+    release.set()
+    first.join(5), second.join(5)
+    assert results == ["value", "value"] and made == [1]
+
+
+def test_once_stores_nothing_when_making_fails():
+    once = Once()
+    with pytest.raises(ZeroDivisionError):
+        once.get("k", lambda: 1 / 0)
+    assert "k" not in once and once.get("k", lambda: 3) == 3
