@@ -21,6 +21,9 @@ API (stable; additions only)::
         ``safetensors.numpy.load_file``; written to a temporary sibling, fsync'd and
         renamed, so ``path`` is complete or unchanged.
     DTYPES: safetensors dtype name -> numpy dtype (the whitelist)
+    release_pages(array)
+        drops the pages of the file map under ``array`` from this process's resident
+        memory (read again from the page cache on next use); a no-op for other arrays
 
 Checks made by ``read_header`` before any tensor byte is read (so a file sparse-extended
 to 64 GiB fails in milliseconds, before anyone hashes it): pickle / ``torch.save`` magic
@@ -33,8 +36,10 @@ trailing bytes caught). Every failure is a ``BundleError`` naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import mmap
 import os
 import struct
 import tempfile
@@ -250,6 +255,24 @@ def _array(path: Path, info: TensorInfo, mmap: bool) -> np.ndarray:
     if info.dtype == "BF16":  # bf16 is the upper half of a float32: widen the bits
         arr = (np.asarray(arr, dtype=np.uint32) << 16).view(np.float32)
     return arr
+
+
+def release_pages(arr: np.ndarray | None) -> None:
+    """Unmap the resident pages of the read-only file map under ``arr`` (``MADV_DONTNEED``).
+
+    A memory-mapped split that was read once (decoded to float32, hashed, counted) would
+    otherwise stay resident in this process: 350 MB of float16 features at ImageNet
+    scale, counted in its RSS next to the float32 copy. The map stays valid: the next
+    read faults the pages back in from the page cache or the file, with the same bytes.
+    A no-op for arrays not backed by a map, or where ``madvise`` is unavailable.
+    """
+    base = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    with contextlib.suppress(OSError, ValueError):  # closed, or refused: nothing to undo
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def read_tensors(path: str | os.PathLike, mmap: bool = True,

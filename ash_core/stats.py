@@ -15,13 +15,19 @@ import numpy as np
 
 from .shaping import kept_count
 
+#: rows compared at a time (a 16 MB mask at D = 2048)
+ZERO_COUNT_ROWS = 8192
+
 
 def row_zero_counts(features: np.ndarray) -> np.ndarray:
     """Number of exact zeros in each row of ``[N, D]`` features (int64, length N)."""
     arr = np.asarray(features)
     if arr.ndim != 2:
         arr = arr.reshape(arr.shape[0], -1)
-    return (arr == 0).sum(axis=1, dtype=np.int64)
+    out = np.empty(arr.shape[0], dtype=np.int64)
+    for i in range(0, arr.shape[0], ZERO_COUNT_ROWS):  # no [N, D] mask at once
+        out[i:i + ZERO_COUNT_ROWS] = (arr[i:i + ZERO_COUNT_ROWS] == 0).sum(axis=1)
+    return out
 
 
 def zero_share(zero_counts: np.ndarray, dim: int) -> float:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ..errors import BundleError
+from ..safetensors_io import release_pages
 from .files import inside, open_tensors
 from .manifest import THUMB_TENSORS
 
@@ -70,8 +71,17 @@ class Split:
         return self._arrays.get("labels")
 
     def features_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A fresh (writable, unshared) tensor copy of the features."""
-        return torch.from_numpy(np.array(self.features, dtype=np.float32)).to(dtype)
+        """A fresh (writable, unshared) tensor copy of the features (the map's pages are
+        then released: ``release_pages``)."""
+        out = torch.from_numpy(np.array(self.features, dtype=np.float32)).to(dtype)
+        self.release_pages()
+        return out
+
+    def release_pages(self) -> None:
+        """Drop this split's memory-mapped pages from the process's resident memory after
+        a full read (the maps stay valid; see ``safetensors_io.release_pages``)."""
+        for arr in (*self._arrays.values(), *self._variants.values()):
+            release_pages(arr)
 
     @property
     def variants(self) -> list[str]:
@@ -85,7 +95,9 @@ class Split:
                 f"split {self.name!r} has no {variant!r} variant (it has: "
                 f"{', '.join(self._variants) or 'none'}); re-extract with that variant."
             )
-        return torch.from_numpy(np.array(self._variants[variant], dtype=np.float32))
+        out = torch.from_numpy(np.array(self._variants[variant], dtype=np.float32))
+        self.release_pages()
+        return out
 
     def labels_tensor(self) -> torch.Tensor | None:
         """A fresh int64 tensor copy of the labels, or None when the split has none."""
