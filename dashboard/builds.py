@@ -4,7 +4,8 @@ A cube at ImageNet scale takes tens of seconds to prepare; the page must not wai
 ``Builds.start(key, make)`` runs ``make(progress)`` in a daemon thread, at most one build
 per key (a second ``start`` of the same key returns the running build), and builds one at
 a time (a queued build waits, reported as "queued", so two builds never compete for the
-same cores and memory). A finished build holds its cube or the exception it raised: a
+same cores and memory). A build first drops the least recently used ready cube when
+``keep`` are ready, so cubes in memory never exceed ``keep``. A finished build holds its cube or the exception it raised: a
 failure is reported to the page that reads it (``take_failure``), never swallowed, and
 then forgotten so that a later rerun may try again. Nothing here draws: the page polls
 ``Build.fraction``/``Build.done`` from its own thread.
@@ -99,6 +100,9 @@ class Builds:
     def _run(self, job: Build, make: Callable[[Progress], Any]) -> None:
         with self._one_at_a_time:
             job.started = True
+            # the least recently used cube goes first: a build never holds keep + 1 cubes
+            # (at ImageNet scale 132 MB each, on top of the build's own buffers)
+            self.ready.make_room()
             try:
                 value = make(job.progress)
             except BaseException as exc:  # noqa: BLE001 - kept for the page to report

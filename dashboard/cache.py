@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
+from ash_core import Bundle, EvalResult, Evaluator, get_method, list_scores, load_bundle
 from ash_core.errors import AshError, BundleError
 from ash_core.report import evaluation_frame
 from ash_core.stats import row_zero_counts
@@ -51,6 +51,17 @@ class LRU:
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
+
+    def make_room(self) -> None:
+        """Drop least recently used entries until one more fits (before making a value
+        that will be ``put``: the old one is not held while the new one is made)."""
+        with self._lock:
+            while self._data and len(self._data) >= self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
 
 
 # --------------------------------------------------------------------------- bundles
@@ -94,7 +105,10 @@ def nonempty_ood(bundle: Bundle) -> tuple[list[str], list[str]]:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _zero_counts(path: str, content_hash: str) -> np.ndarray:
-    return row_zero_counts(load(path).id_split.features)
+    split = load(path).id_split
+    counts = row_zero_counts(split.features)
+    split.release_pages()
+    return counts
 
 
 def id_zero_counts(bundle: Bundle) -> np.ndarray:
@@ -131,18 +145,21 @@ def _unshaped_started() -> set:
     return set()
 
 
-def prefetch_unshaped(bundle: Bundle) -> None:
-    """Start the unshaped logits of every split (one dense pass, cached in the shared
-    evaluator) in a background thread, once per bundle, so that a large bundle's first
-    exact evaluation shapes on one core while the other runs the unshaped pass (its
-    accuracy and the baseline's numbers need it). Features are decoded first, here."""
-    ev, key = warm_features(bundle), bundle_key(bundle)
+def prefetch_unshaped(bundle: Bundle, score: str) -> None:
+    """Start the unshaped scores and predictions of every split under ``score`` (one dense
+    pass, kept in the shared evaluator: ``Evaluator.unshaped``) in a background thread,
+    once per bundle and score, so that a large bundle's first exact evaluation shapes on
+    one core while the other scores the unshaped logits (the baseline's numbers and the
+    unshaped accuracy). A score on features prefetches energy, for the accuracy.
+    Features are decoded first, here."""
+    ev, key = warm_features(bundle), (*bundle_key(bundle), score)
     with _PREFETCH_LOCK:
         if key in _unshaped_started():
             return
         _unshaped_started().add(key)
-    threading.Thread(target=lambda: [ev.base_logits(n) for n in ev.split_names],
-                     daemon=True, name="ash-unshaped-logits").start()
+    on_logits = score if score in list_scores() else "energy"
+    threading.Thread(target=lambda: [ev.unshaped(n, on_logits) for n in ev.split_names],
+                     daemon=True, name="ash-unshaped-scores").start()
 
 
 _PREFETCH_LOCK = threading.Lock()

@@ -126,7 +126,7 @@ def _while_preparing(bundle: Bundle, ood: Sequence[str], method: str, p: float,
     key = _key(bundle, method, threshold)
     job = _builds().running(key)
     if _builds().ready.get(key) is None and (job is None or not job.done):
-        cache.prefetch_unshaped(bundle)
+        cache.prefetch_unshaped(bundle, score)
         result = cache.exact(bundle, ood, method, p, threshold, score, convention)
         job = cube_build(bundle, method, threshold)
         if job is not None and not job.done:

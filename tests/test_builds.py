@@ -57,3 +57,21 @@ def test_a_failure_is_kept_until_reported_then_retried():
     retry = builds.start("k", _gated(calls, gate, value="cube"))
     assert retry is not job and retry.wait(10) and retry.value == "cube"
     assert len(calls) == 2
+
+
+def test_a_build_drops_the_least_recently_used_cube_before_it_starts():
+    """At most ``keep`` cubes in memory, also while the next one is built (at ImageNet
+    scale each is 132 MB, on top of the build's own buffers)."""
+    builds, held = Builds(keep=2), []
+
+    def make(value):
+        def run(progress):
+            held.append(len(builds.ready))  # cubes held while this one is made
+            return value
+        return run
+
+    for key in ("a", "b", "c"):
+        assert builds.start(key, make(key.upper())).wait(10)
+    assert held == [0, 1, 1]  # "a" was dropped before "c" was made, not after
+    assert builds.ready.get("a") is None and builds.ready.get("c") == "C"
+    assert builds.ready.get("b") == "B"
