@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,38 @@ CUBES_KEPT = 4
 
 def cpu_s() -> float:
     return time.process_time()
+
+
+class PhasePeaks:
+    """Samples the process's resident memory every few ms in a thread and keeps the
+    highest value per phase (``phase(name)`` starts one), to say which step sets the
+    peak: the first exact page, a method's preparation, the slider moves or the reruns."""
+
+    def __init__(self, interval: float = 0.01):
+        self.peaks: dict[str, float] = {}
+        self._phase = "start"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def phase(self, name: str) -> None:
+        self._sample()
+        self._phase = name
+
+    def _sample(self) -> None:
+        phase = self._phase
+        self.peaks[phase] = max(self.peaks.get(phase, 0.0), rss_mib())
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(interval)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return self.peaks
 
 
 def timed_run(at) -> tuple[float, float]:
@@ -136,6 +169,8 @@ def server_child(bundle_path: str, out: str, quick: bool,
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     os.environ["ASH_BUNDLE_ROOTS"] = str(Path(bundle_path).parent)
     rec: dict = {"rss_start_mb": rss_mib()}
+    peaks = PhasePeaks()
+    peaks.phase("first page")
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=1800)
     at.query_params["bundle"] = bundle_path
     rec["first_page_s"], rec["first_page_cpu_s"] = timed_run(at)
@@ -147,17 +182,20 @@ def server_child(bundle_path: str, out: str, quick: bool,
     per: dict = {}
     for method, threshold in methods:
         switch = (0.0, 0.0)
+        peaks.phase(f"{method} {threshold}: switch + preparation")
         if (method, threshold) != first or per:
             at.selectbox(key="method").set_value(method)
             if threshold != at.radio(key="threshold").value:
                 at.radio(key="threshold").set_value(threshold)
             switch = timed_run(at)  # exact numbers at the method's default p
         prep_wall, prep_cpu = until_cube(at)
+        peaks.phase(f"{method} {threshold}: slider moves")
         per[f"{method} {threshold}"] = {"switch_s": switch[0], "prep_wall_s": prep_wall,
                                         "prep_cpu_s": prep_cpu,
                                         "views_ms": slider_moves(at, fresh, quick)}
     rec["methods"] = per
     rec["rss_before_reruns_mb"] = rss_mib()
+    peaks.phase("reruns")
     seen = [61, 83, 72]
     for i in range(20 if quick else 200):
         at.slider(key="p").set_value(seen[i % len(seen)])
@@ -165,6 +203,7 @@ def server_child(bundle_path: str, out: str, quick: bool,
     rec["rss_after_reruns_mb"] = rss_mib()
     rec["reruns"] = 20 if quick else 200
     rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec["phase_peaks_mb"] = peaks.stop()
     feats, cubes = features_and_cube_bytes(bundle_path, methods)
     rec["features_mb"], rec["cubes_mb"] = feats / 2**20, cubes / 2**20
     Path(out).write_text(json.dumps(rec))
@@ -283,6 +322,8 @@ def report(r: dict, gpu: dict | None, failures: list[str]) -> None:
     print(f"RSS after every preparation {r['rss_before_reruns_mb']:.0f} MB = "
           f"{r['rss_before_reruns_mb'] / held:.2f}x; at the start (Python, torch, ash_core) "
           f"{r['rss_start_mb']:.0f} MB")
+    print("peak RSS by phase (sampled every 10 ms): " + "; ".join(
+        f"{phase} {mb:.0f} MB" for phase, mb in r.get("phase_peaks_mb", {}).items()))
     grew = r["rss_after_reruns_mb"] - r["rss_before_reruns_mb"]
     print(f"RSS over {r['reruns']} reruns: {r['rss_before_reruns_mb']:.0f} -> "
           f"{r['rss_after_reruns_mb']:.0f} MB ({verdict(grew <= 16)}: no growth)")
