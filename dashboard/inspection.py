@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ash_core import Bundle, EvalResult, get_method
+from ash_core import Bundle, EvalResult, energy_score, get_method
 from ash_core import samples as ai
 from ash_core.errors import BundleError
 from dashboard import cache
@@ -22,8 +22,10 @@ def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
 
 def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalResult,
             split: str, index: int) -> ai.SampleInspection:
-    """One sample before and after the shaping of ``shaped`` (an energy result), its
-    energies placed within the ID energies of ``base`` (no shaping) and ``shaped``."""
+    """One sample before and after the shaping of ``shaped``, its energies placed within
+    the ID energies of ``base`` (no shaping) and of ``shaped``'s method (its own scores
+    when it is scored by energy, else the energies of its shaped ID logits: a method that
+    is its own score, e.g. GEN or ODIN, is still ranked by energy, as the cards say)."""
     ev = cache.get_evaluator(bundle, ood)
     n = len(bundle.split(split))
     if not 0 <= index < n:
@@ -34,8 +36,10 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
         read = ev.shaped_features(shaper, split)[index : index + 1]
     else:
         read = ai.shape_sample(shaper, feats, index)
+    after = shaped.id_scores if shaped.score == "energy" else \
+        energy_score(ev.shaped_logits(shaper, ev.id_name)).numpy()
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
-                             bundle.classes, base.id_scores, shaped.id_scores, shaped=read)
+                             bundle.classes, base.id_scores, after, shaped=read)
 
 
 def read_variant(bundle: Bundle, method: str) -> str | None:
