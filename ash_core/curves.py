@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .errors import ParameterError
@@ -192,25 +191,3 @@ def density_histograms(scores: Mapping[str, np.ndarray | Sequence[float]], bins:
         c, _ = np.histogram(np.clip(a, lo, hi), bins=edges)
         dens[name] = c / (a.size * width)
     return Histogram(edges, dens, counts, outside)
-
-
-def pareto_front(df: pd.DataFrame, x: str, y: str, maximize_x: bool = True,
-                 maximize_y: bool = True) -> pd.DataFrame:
-    """Rows of ``df`` not dominated in (x, y), sorted by x: the Pareto front.
-
-    A row dominates another when it is at least as good in both columns and
-    strictly better in one. NaN rows are ignored.
-    """
-    d = df.dropna(subset=[x, y])
-    if d.empty:
-        return d
-    xs = d[x].to_numpy(dtype=float) * (1 if maximize_x else -1)
-    ys = d[y].to_numpy(dtype=float) * (1 if maximize_y else -1)
-    order = np.lexsort((-ys, -xs))  # best x first, ties: best y first
-    keep = []
-    best_y = -np.inf
-    for i in order:
-        if ys[i] > best_y:
-            keep.append(i)
-            best_y = ys[i]
-    return d.iloc[keep].sort_values(x)

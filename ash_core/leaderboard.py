@@ -168,10 +168,7 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
     board = Leaderboard(ev.bundle.name, list(ev.ood_names), threshold, score, convention,
                         validated, metric)
     if validated:
-        try:
-            board.validated_on = validation_splits(ev.bundle)
-        except BundleError as exc:
-            board.note = str(exc)
+        board.validated_on, board.note = validation_or_reason(ev.bundle)
     names = list(methods) if methods is not None else list_methods()
     for i, method in enumerate(names):
         if progress:
@@ -192,20 +189,62 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
 def _row(ev: Evaluator, board: Leaderboard, method: str, search_fitted: bool) -> Row:
     """One method timed: search (when asked and possible), then one exact evaluation."""
     start = time.perf_counter()
-    base = Setting(method, {}, mode_for(method, board.threshold), board.score,
-                   board.convention).validated()
-    params, source, chosen = dict(base.params), "default", False
-    if board.validated_on is not None:
-        skip = search_skip_reason(method, search_fitted)
-        if skip is None:
-            found = search(ev, base, metric=board.metric)
-            params, chosen = found.selected, True
-            source = f"validated on {found.validated_on.describe()} ({board.metric.upper()})"
-        else:
-            source = skip
-    result = ev.evaluate(base.with_params(**params))
-    return Row(method, dict(result.params), source, chosen, result,
+    chosen = choose_params(ev, method, board.validated_on, threshold=board.threshold,
+                           score=board.score, convention=board.convention,
+                           metric=board.metric, search_fitted=search_fitted)
+    result = ev.evaluate(chosen.setting)
+    return Row(method, dict(result.params), chosen.source, chosen.validated, result,
                time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A method's setting for a comparison and where its parameters came from."""
+
+    setting: Setting
+    #: "default", "default (no search grid)", "validated on id_val ... (AUROC)", ...
+    source: str
+    #: in one word: "default" or "validated" (a front end may say "slider")
+    origin: str
+
+    @property
+    def validated(self) -> bool:
+        return self.origin == "validated"
+
+    @property
+    def label(self) -> str:
+        """``ash-s p=75 local (validated)``: the parameters used and where they came from."""
+        return f"{self.setting.label()} ({self.origin})"
+
+
+def validation_or_reason(bundle: Bundle) -> tuple[ValidationSplits | None, str | None]:
+    """(the bundle's validation splits, None), or (None, why it has none)."""
+    try:
+        return validation_splits(bundle), None
+    except BundleError as exc:
+        return None, str(exc)
+
+
+def choose_params(ev: Evaluator, method: str, validated_on: ValidationSplits | None, *,
+                  threshold: str = "local", score: str = "energy", convention: str = "id",
+                  metric: str = "auroc", search_fitted: bool = False) -> Choice:
+    """``method``'s parameters as the leaderboard picks them: its declared defaults, or,
+    with ``validated_on`` (``validation_splits(bundle)``; None: defaults), ``search``'s
+    choice by ``metric`` unless ``search_skip_reason`` keeps it at its defaults. The one
+    rule behind every "validated parameters" comparison (board, Compare's overlay)."""
+    base = Setting(method, {}, mode_for(method, threshold), score, convention).validated()
+    if validated_on is None:
+        return Choice(base, "default", "default")
+    skip = search_skip_reason(method, search_fitted)
+    if skip is not None:
+        return Choice(base, skip, "default")
+    found = search(ev, base, metric=metric)
+    return Choice(base.with_params(**found.selected),
+                  f"validated on {found.validated_on.describe()} ({metric.upper()})",
+                  "validated")
 
 
 # --------------------------------------------------------------------------- Figure 1

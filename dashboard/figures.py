@@ -305,11 +305,13 @@ def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str
 
 
 def activations_figure(insp: SampleInspection, setting: str, max_units: int = 512, *,
+                       titles: tuple[str, str] | None = None,
                        theme: str | None = None) -> go.Figure:
     """The sample's activations sorted (largest first), before and after shaping.
 
     Kept units (non-zero after shaping) are highlighted; the dashed line is the
-    method's cut (threshold) in activation units.
+    method's cut (threshold) in activation units. ``titles`` replaces the two panels'
+    titles (a method that reads other features than it shapes: ODIN).
     """
     th = theme_of(theme)
     n = min(len(insp.before), max_units)
@@ -317,7 +319,7 @@ def activations_figure(insp: SampleInspection, setting: str, max_units: int = 51
     units = insp.units[:n]
     kept_label = f"kept ({insp.n_kept})"
     pruned_label = f"pruned ({len(insp.kept) - insp.n_kept})"
-    fig = subplots(1, 2, ("before shaping", f"after shaping ({setting})"), theme=th,
+    fig = subplots(1, 2, titles or ("before shaping", f"after shaping ({setting})"), theme=th,
                    height=360, legend=(kept_label, pruned_label),
                    title="Activations of this sample, sorted (red: kept units)")
     colors = np.where(insp.kept[:n], KEPT_COLOR, th.base)

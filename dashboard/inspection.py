@@ -1,4 +1,7 @@
-"""The inspector's data: one sample shaped and scored, the worst samples, their pictures."""
+"""The inspector's data: one sample shaped and scored, the worst samples, their pictures.
+
+A method that reads a stored feature variant in place of shaping (ODIN's input-perturbed
+features) is shown with that variant as its "after": the features it actually scored."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ash_core import Bundle, EvalResult
+from ash_core import Bundle, EvalResult, energy_score, get_method
 from ash_core import samples as ai
 from ash_core.errors import BundleError
 from dashboard import cache
@@ -19,17 +22,36 @@ def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
 
 def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalResult,
             split: str, index: int) -> ai.SampleInspection:
-    """One sample before and after the shaping of ``shaped`` (an energy result), its
-    energies placed within the ID energies of ``base`` (no shaping) and ``shaped``."""
+    """One sample before and after the shaping of ``shaped``, its energies placed within
+    the ID energies of ``base`` (no shaping) and of ``shaped``'s method (its own scores
+    when it is scored by energy, else the energies of its shaped ID logits: a method that
+    is its own score, e.g. GEN or ODIN, is still ranked by energy, as the cards say)."""
     ev = cache.get_evaluator(bundle, ood)
     n = len(bundle.split(split))
     if not 0 <= index < n:
         raise BundleError(f"index {index} is out of range for {split!r} (0..{n - 1}).")
     shaper = ev.shaper(shaped.method, shaped.p, shaped.threshold)
     feats = ev.features(split)
+    if shaper.spec.variant is not None:  # the method reads a stored variant (ODIN): show it
+        read = ev.shaped_features(shaper, split)[index : index + 1]
+    else:
+        read = ai.shape_sample(shaper, feats, index)
+    after = shaped.id_scores if shaped.score == "energy" else \
+        energy_score(ev.shaped_logits(shaper, ev.id_name)).numpy()
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
-                             bundle.classes, base.id_scores, shaped.id_scores,
-                             shaped=ai.shape_sample(shaper, feats, index))
+                             bundle.classes, base.id_scores, after, shaped=read)
+
+
+def read_variant(bundle: Bundle, method: str) -> str | None:
+    """For a method that reads a stored feature variant in place of the features (ODIN),
+    what the inspector's "after" shows, in words; None for every other method."""
+    variant = get_method(method).variant
+    if variant is None:
+        return None
+    settings = ", ".join(f"{k}={v:g}" for k, v in (bundle.variant(variant) or {}).items())
+    return (f"{method} reads the stored {variant!r} feature variant (extracted with "
+            f"{settings or 'settings not recorded'}), not the features: 'after' shows the "
+            f"{variant!r} features it scored, 'before' the stored features.")
 
 
 def worst(result: EvalResult, bundle: Bundle, kind: str, n: int = 10) -> pd.DataFrame:

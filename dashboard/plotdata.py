@@ -15,6 +15,7 @@ import streamlit as st
 
 from ash_core import Bundle, EvalResult
 from ash_core import curves as ac
+from ash_core.pareto import pareto_mask
 from ash_core.sweep import sweep
 from dashboard import cache
 
@@ -87,5 +88,8 @@ def sweep_frame(bundle: Bundle, ood: Sequence[str], grid: Sequence[float], thres
 
 
 def pareto(df: pd.DataFrame, y: str) -> pd.DataFrame:
-    maximize = not y.endswith("fpr95")
-    return ac.pareto_front(df, "id_acc", y, maximize_x=True, maximize_y=maximize)
+    """The rows of ``df`` on the Pareto front of (ID accuracy, ``y``), by ID accuracy:
+    ``ash_core.pareto.pareto_mask``, the Leaderboard's one definition of the front (exact
+    duplicates both stay on it; rows with NaN never)."""
+    on_front = pareto_mask(df["id_acc"], df[y], True, not y.endswith("fpr95"))
+    return df[on_front].sort_values("id_acc", kind="stable")

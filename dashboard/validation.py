@@ -1,17 +1,22 @@
 """Validated parameters in the page: the marks, the "validated parameters" toggle, the
-overview's result at the validated p, and the sentence exports carry.
+overview's result at the validated p, the parameters of compared methods, and the
+sentence exports carry.
 
 The choice itself is ``ash_core.search`` (id_val vs the pooled ood_val splits, OpenOOD's
 first-best rule, the declared search grid); this module only caches it per bundle, OOD
-selection and setting, and shows it. No maths here.
+selection and setting, and shows it; compared methods take their parameters by the
+Leaderboard's rule (``ash_core.leaderboard.choose_params``). No maths here.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import streamlit as st
 
 from ash_core import EvalResult, get_method
 from ash_core.errors import AshError
+from ash_core.leaderboard import Choice, choose_params, validation_or_reason
 from ash_core.recommended import benchmark_family, recommended_params
 from ash_core.search import ParamMarks, param_marks, validation_statement
 from ash_core.setting import Setting
@@ -61,6 +66,65 @@ def render_toggle(ctx: Context) -> None:
               help=TOGGLE_HELP)
     commit("val")
     ctx.state.val = int(bool(ctx.state.val))
+
+
+def view_toggle(ctx: Context) -> None:
+    """The toggle in a view that compares methods; shown there only when the slider's
+    (methods with p) is not."""
+    if marks(ctx) is not None:
+        return
+    bind("val", bool(ctx.state.val))
+    st.toggle("validated parameters", key="val", help=TOGGLE_HELP)
+    commit("val")
+    ctx.state.val = int(bool(ctx.state.val))
+
+
+@st.cache_resource(max_entries=64, show_spinner="Choosing parameters on the validation splits...")
+def _choice(path: str, chash: str, ood: tuple[str, ...], method: str, threshold: str,
+            score: str, convention: str, validated: bool, _ctx_bundle) -> Choice:
+    ev = cache.get_evaluator(_ctx_bundle, ood)
+    splits = validation_or_reason(ev.bundle)[0] if validated else None
+    return choose_params(ev, method, splits, threshold=threshold, score=score,
+                         convention=convention)
+
+
+def choices(ctx: Context, methods: list[str]) -> tuple[list[Choice], str | None]:
+    """Each method's setting as the Leaderboard picks it (defaults; with the toggle on,
+    validated where the method has a search grid), except that the sidebar's method,
+    when not validated, is at the slider's p; and why nothing was validated (or None)."""
+    s = ctx.state
+    note = validation_or_reason(ctx.bundle)[1] if s.val else None
+    out = []
+    for m in methods:
+        c = _choice(*cache.bundle_key(ctx.bundle), tuple(ctx.ood), m, s.threshold, s.score,
+                    s.convention, bool(s.val) and note is None, ctx.bundle)
+        if m == s.method and get_method(m).has_p and not c.validated:
+            c = Choice(c.setting.with_params(p=s.p_value), "the slider's p", "slider")
+        out.append(c)
+    return out, note
+
+
+def replayable(setting: Setting) -> Setting:
+    """``setting`` as the engines (``dashboard.replay``) evaluate it: its p, if any, and
+    every other parameter at its default."""
+    p = setting.params.get("p")
+    return replace(setting, params={} if p is None else {"p": p}).validated()
+
+
+@st.cache_resource(max_entries=16, show_spinner="Shaping and scoring...")
+def _exact(path: str, chash: str, ood: tuple[str, ...], method: str,
+           params: tuple[tuple[str, float], ...], threshold: str, score: str,
+           convention: str, _ctx_bundle) -> EvalResult:
+    return cache.get_evaluator(_ctx_bundle, ood).evaluate(
+        Setting(method, dict(params), threshold, score, convention))
+
+
+def exact_setting(ctx: Context, setting: Setting) -> EvalResult:
+    """``Evaluator.evaluate(setting)`` (cached; read only): for parameters the engines do
+    not take (e.g. GEN's validated gamma and M)."""
+    return _exact(*cache.bundle_key(ctx.bundle), tuple(ctx.ood), setting.method,
+                  tuple(sorted(setting.params.items())), setting.threshold, setting.score,
+                  setting.convention, ctx.bundle)
 
 
 def overview_result(ctx: Context) -> tuple[EvalResult, str, str | None]:

@@ -1,15 +1,13 @@
-"""ash_core.curves: thinned ROC/PR points, TPR-95 threshold, density histograms, Pareto."""
+"""ash_core.curves: thinned ROC/PR points, TPR-95 threshold, density histograms."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ash_core import ood_metrics
 from ash_core.curves import (
     density_histograms,
-    pareto_front,
     pr_curve,
     roc_curve,
     roc_pr_curves,
@@ -89,17 +87,6 @@ def test_thin_curve_keeps_short_curves_whole():
     big = np.linspace(0, 1, 100000)
     keep = thin_curve(big, big ** 2, 100)
     assert keep[0] == 0 and keep[-1] == big.size - 1 and keep.size <= 100
-
-
-def test_pareto_front_drops_dominated_points():
-    df = pd.DataFrame({"id_acc": [0.9, 0.8, 0.85, 0.7, 0.9],
-                       "auroc": [0.7, 0.9, 0.6, 0.95, 0.65],
-                       "fpr95": [0.5, 0.3, 0.6, 0.2, 0.55]})
-    front = pareto_front(df, "id_acc", "auroc")
-    assert list(front.index) == [3, 1, 0]
-    low = pareto_front(df, "id_acc", "fpr95", maximize_y=False)
-    assert list(low.index) == [3, 1, 0]
-    assert pareto_front(df.iloc[:0], "id_acc", "auroc").empty
 
 
 def test_roc_pr_curves_from_one_sort_equal_the_separate_ones(scores):

@@ -338,6 +338,53 @@ def test_inspector_ash_rand_shows_the_evaluated_row(bundles, ev):
     assert metrics(at)["energy after"] == f"{expected:.3f}"
 
 
+def test_inspector_shows_the_odin_variant_the_method_read(bundles):
+    # regression: for ODIN the inspector showed the unperturbed features (shaped by the
+    # identity), not the stored 'odin' variant its scores are computed from
+    at = ok(run_app(DEMO, view="inspector", method="odin", iset="cifar10_test", idx=5,
+                    engine="exact"))
+    bundle = load_bundle(DEMO)
+    w = bundle.head_weight.numpy().astype(np.float64)
+    b = bundle.head_bias.numpy().astype(np.float64)
+    split = bundle.split("cifar10_test")
+
+    def energy(x: np.ndarray) -> float:
+        z = x.astype(np.float64) @ w.T + b
+        return float(z.max() + np.log(np.exp(z - z.max()).sum()))
+
+    read = split.variant_features_tensor("odin").numpy()[5]
+    m = metrics(at)
+    assert m["energy after"] == f"{energy(read):.3f}"
+    assert m["energy before"] == f"{energy(split.features[5]):.3f}"
+    assert m["energy after"] != m["energy before"]
+    ids = np.array([energy(x) for x in split.variant_features_tensor("odin").numpy()])
+    after = energy(read)
+    share = 100 * (np.sum(ids < after) + 0.5 * np.sum(ids == after)) / ids.size
+    assert m["ID percentile after"] == f"{share:.1f}%"
+    caption = texts(at, "caption")
+    assert "odin reads the stored 'odin' feature variant (extracted with " \
+           "temperature=1000, epsilon=0.0014)" in caption
+    assert "units kept" not in caption
+    panels = [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+              ["annotations"]]
+    assert "stored features" in panels and "features odin read (odin)" in panels
+    # a bundle without the variant: the existing reason, nothing else
+    at = ok(run_app(bundles["pics"], view="inspector", method="odin"))
+    assert "odin is not available for this bundle" in texts(at, "warning")
+
+
+@pytest.mark.parametrize("method", ["gen", "knn", "temp-scaling"])
+def test_inspector_ranks_energy_among_energies_for_methods_that_are_their_own_score(
+        bundles, method):
+    # regression: "ID percentile after" placed the sample's energy among the method's own
+    # scores (GEN, KNN, ...), e.g. 100% for an energy these methods leave unchanged
+    at = ok(run_app(bundles["main"], view="inspector", method=method, iset="far", idx=3,
+                    engine="exact"))
+    m = metrics(at)
+    assert m["energy after"] == m["energy before"]  # they leave the logits alone
+    assert m["ID percentile after"] == m["ID percentile before"]
+
+
 def test_inspector_images_and_missing_data_root(bundles, monkeypatch):
     at = ok(run_app(bundles["pics"], view="inspector", iset="digits", idx=3))
     assert len(at.get("image")) == 1 and not at.info

@@ -12,7 +12,7 @@ from test_dashboard_app import DEMO, _make_bundles, ok, texts
 from test_dashboard_app import run_app as run
 from test_search import make_val_bundle
 
-from ash_core import evaluate, list_methods, load_bundle
+from ash_core import evaluate, get_method, list_methods, load_bundle
 from ash_core.leaderboard import leaderboard
 from ash_core.report import column_label
 from dashboard import cache, figures
@@ -106,7 +106,8 @@ def test_compare_methods_overlay_equals_evaluate(bundles):
     at = ok(run(bundles["main"], view="compare", cmode="methods", cmethods="none,ash-b,knn",
                 engine="exact", p=80, method="ash-b"))
     (table,) = [d.value for d in at.dataframe if "pooled/auroc" in d.value.columns]
-    assert list(table["setting"]) == ["none", "ash-b p=80 local", "knn"]
+    assert list(table["setting"]) == ["none (default)", "ash-b p=80 local (slider)",
+                                      "knn k=50 (default)"]
     bundle = load_bundle(bundles["main"])
     for setting, (method, p) in zip(table["setting"], [("none", None), ("ash-b", 80),
                                                        ("knn", None)], strict=True):
@@ -152,3 +153,40 @@ def test_report_states_validated_parameters_and_holds_the_leaderboard(bundles):
     knn = board.frame()[lambda d: d["method"] == "knn"].iloc[0]
     assert f"{100 * knn['average/auroc']:.2f}" in html
     assert "<h2>Leaderboard</h2>" not in build_html(ctx, None)
+
+
+def overlay_table(at):
+    (table,) = [d.value for d in at.dataframe if "pooled/auroc" in d.value.columns]
+    return table
+
+
+def test_compare_methods_overlay_uses_the_validated_parameters_of_the_board(bundles):
+    # regression: the overlay drew every method at its defaults with the toggle on
+    methods = ["none", "ash-s", "gen", "ash-b"]
+    at = ok(run(bundles["val"], view="compare", cmode="methods", cmethods=",".join(methods),
+                engine="exact", method="ash-b", p=80, val=1))
+    table = overlay_table(at)
+    board = leaderboard(load_bundle(bundles["val"]), validated=True, methods=methods)
+    rows = {r.method: r for r in board.rows}
+    assert rows["gen"].validated and rows["gen"].params != get_method("gen").defaults
+    want = [f"{rows[m].label} ({'validated' if rows[m].validated else 'default'})"
+            for m in methods]
+    assert list(table["setting"]) == want
+    assert list(table["parameters"]) == [rows[m].source for m in methods]
+    for m, (_, got) in zip(methods, table.iterrows(), strict=True):
+        assert got["average/auroc"] == pytest.approx(100 * rows[m].result.average["auroc"],
+                                                     abs=1e-9)
+        assert got["id_acc"] == pytest.approx(100 * rows[m].result.id_accuracy["shaped"],
+                                              abs=1e-9)
+    at.toggle(key="val").set_value(False).run()
+    assert list(overlay_table(ok(at))["setting"]) == [
+        "none (default)", "ash-s p=65 local (default)", "gen gamma=0.1 M=100 (default)",
+        "ash-b p=80 local (slider)"]
+
+
+def test_compare_methods_without_validation_splits_says_nothing_was_validated(bundles):
+    at = ok(run(bundles["main"], view="compare", cmode="methods", cmethods="none,ash-s",
+                val=1, method="none"))
+    assert at.toggle(key="val").value is True  # offered in the view for a method without p
+    assert list(overlay_table(at)["setting"]) == ["none (default)", "ash-s p=65 local (default)"]
+    assert "Nothing validated" in " ".join(i.value for i in at.info)

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from test_leaderboard import brute_front
 
 from ash_core import Evaluator, list_methods, load_bundle
 from ash_core import curves as ac
 from ash_core.report import evaluation_frame
 from ash_core.samples import inspect_sample
 from ash_core.sweep import sweep
-from dashboard import figure_style, figures
+from dashboard import figure_style, figures, plotdata
 
 
 def _text(title: str) -> str:
@@ -85,7 +86,7 @@ def test_tradeoff_and_pareto(ev):
     names = {t.name for t in fig.data}
     assert set(list_methods()) <= names
     assert any(s.x0 == 50 for s in fig.layout.shapes)
-    front = ac.pareto_front(df, "id_acc", "average/auroc")
+    front = plotdata.pareto(df, "average/auroc")
     pf = figures.pareto_figure(df, front, "average/auroc", "id",
                                current=("ash-s p=53", 0.8, 0.7))
     assert any(t.name == "Pareto front" for t in pf.data)
@@ -95,6 +96,31 @@ def test_tradeoff_and_pareto(ev):
     big = pd.concat([df] * 100, ignore_index=True)
     assert any(t.type == "scattergl" for t in figures.pareto_figure(big, front, "average/auroc",
                                                                    "id").data)
+
+
+def test_tradeoff_front_drops_dominated_points():
+    df = pd.DataFrame({"id_acc": [0.9, 0.8, 0.85, 0.7, 0.9],
+                       "average/auroc": [0.7, 0.9, 0.6, 0.95, 0.65],
+                       "average/fpr95": [0.5, 0.3, 0.6, 0.2, 0.55]})
+    assert list(plotdata.pareto(df, "average/auroc").index) == [3, 1, 0]
+    assert list(plotdata.pareto(df, "average/fpr95").index) == [3, 1, 0]
+    assert plotdata.pareto(df.iloc[:0], "average/auroc").empty
+
+
+@pytest.mark.parametrize("y", ["average/auroc", "average/fpr95"])
+def test_tradeoff_front_keeps_exact_duplicates_as_the_leaderboard(y):
+    # regression: the Trade-off view's front (curves.pareto_front) dropped the second of
+    # two identical points, which the Leaderboard's pareto_mask keeps (neither dominates)
+    acc = [0.8, 0.8, 0.9, 0.9, 0.7, 0.6, float("nan"), 0.9]
+    val = [0.7, 0.7, 0.5, 0.5, 0.9, 0.9, 0.95, 0.4]
+    maximize = not y.endswith("fpr95")
+    val = val if maximize else [1 - v for v in val]  # the same front, FPR95 minimised
+    df = pd.DataFrame({"method": "m", "p": range(8), "id_acc": acc, y: val})
+    front = plotdata.pareto(df, y)
+    brute = brute_front(acc, val, True, maximize)
+    assert sorted(front.index) == [i for i, on in enumerate(brute) if on]
+    assert sorted(front.index) == [0, 1, 2, 3, 4]  # both duplicates of both pairs
+    assert list(front["id_acc"]) == sorted(front["id_acc"])
 
 
 def test_inspector_figures(ev):
@@ -134,7 +160,7 @@ def _all_figures(ev, results, theme):
     curves = {n: (ac.roc_curve(b.id_scores, b.ood_scores[n]),
                   ac.roc_curve(r.id_scores, r.ood_scores[n])) for n in r.ood_scores}
     sw = sweep(ev.bundle, ["none", "ash-p", "ash-s"], [0, 50, 90], evaluator=ev)
-    front = ac.pareto_front(sw, "id_acc", "average/auroc")
+    front = plotdata.pareto(sw, "average/auroc")
     insp = inspect_sample(ev.features("far")[:1], ev.shaper("ash-p", 75), ev.weight, ev.bias,
                           ev.bundle.classes, b.id_scores, ev.evaluate("ash-p", 75).id_scores)
     return {

@@ -1,9 +1,12 @@
 """Compare, "methods" mode: up to four methods' scores overlaid on one figure each.
 
-Each method at its declared defaults (the sidebar's method at the slider's p), on the
-current bundle, OOD selection, threshold mode, score and convention, from the same engine
-as every view (``dashboard.replay``). Methods the bundle cannot serve, from a link, are
-named and left out. The overlay data (histograms, pooled ROC) is ``ash_core.overlay``.
+Each method at the parameters the Leaderboard would give it (``validation.choices``: its
+declared defaults, the sidebar's method at the slider's p; with the "validated parameters"
+toggle, the parameters chosen on the validation splits), labelled with those parameters
+and where they came from, on the current bundle, OOD selection, threshold mode, score and
+convention, from the same engine as every view (``dashboard.replay``; exact for validated
+parameters other than p). Methods the bundle cannot serve, from a link, are named and left
+out. The overlay data (histograms, pooled ROC) is ``ash_core.overlay``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ash_core import EvalResult, get_method
+from ash_core import EvalResult
+from ash_core.leaderboard import Choice
 from ash_core.overlay import overlay
 from ash_core.report import column_label
-from dashboard import cache, figures_methods, offer
+from dashboard import cache, figures_methods, offer, validation
 from dashboard import replay as engines
 from dashboard.state import MAX_OVERLAY
 from dashboard.views.common import Context, bind, plain, store
@@ -35,45 +39,58 @@ def _chosen(ctx: Context) -> list[str]:
     st.session_state["cmethods"] = [m for m in st.session_state["cmethods"] if m in served]
     st.multiselect(f"Methods (up to {MAX_OVERLAY})", served, key="cmethods",
                    max_selections=MAX_OVERLAY,
-                   help="each at its declared defaults; the sidebar's method at the slider's p")
+                   help="each at its declared defaults (the sidebar's method at the "
+                        "slider's p) or, with 'validated parameters', at the parameters "
+                        "chosen on the validation splits, as in the Leaderboard")
     s.cmethods = tuple(st.session_state["cmethods"])
     return list(s.cmethods)
 
 
-def _results(ctx: Context, methods: list[str]) -> dict[str, EvalResult]:
-    s = store()
-    out = {}
-    for m in methods:
-        p = s.p_value if m == s.method else get_method(m).default_p
-        label = s.setting_label(m, p, s.threshold)
-        out[label] = engines.replay(ctx.bundle, ctx.ood, m, p, s.threshold, s.score,
-                                    s.convention, s.engine).result
-    return out
+def _result(ctx: Context, choice: Choice) -> EvalResult:
+    """The replayed result (cube or exact, as every view) where the setting is one the
+    engines take (a method at p, the rest at defaults), else the exact evaluation."""
+    s, setting = store(), choice.setting
+    p = setting.params.get("p")
+    if setting == validation.replayable(setting):
+        return engines.replay(ctx.bundle, ctx.ood, setting.method, p, s.threshold, s.score,
+                              s.convention, s.engine).result
+    return validation.exact_setting(ctx, setting)
 
 
-def summary_frame(results: dict[str, EvalResult], pooled: dict[str, float]) -> pd.DataFrame:
-    """One row per overlaid method: averages, pooled AUROC and both ID accuracies."""
+def summary_frame(results: dict[str, EvalResult], pooled: dict[str, float],
+                  sources: dict[str, str]) -> pd.DataFrame:
+    """One row per overlaid method: averages, pooled AUROC, both ID accuracies and where
+    its parameters came from."""
     return pd.DataFrame([{
         "setting": label, "average/auroc": r.average["auroc"],
         "average/fpr95": r.average["fpr95"], "pooled/auroc": pooled[label],
-        "id_acc": r.id_accuracy["shaped"], "id_acc_unshaped": r.id_accuracy["unshaped"]}
+        "id_acc": r.id_accuracy["shaped"], "id_acc_unshaped": r.id_accuracy["unshaped"],
+        "parameters": sources[label]}
         for label, r in results.items()])
 
 
 def render(ctx: Context) -> None:
+    validation.view_toggle(ctx)
     methods = _chosen(ctx)
     if not methods:
         st.info("Pick at least one method to overlay.", icon=":material/info:")
         return
-    results = _results(ctx, methods)
+    picked, note = validation.choices(ctx, methods)
+    if note:
+        st.info(plain(f"Nothing validated: {note}"), icon=":material/info:")
+    results = {c.label: _result(ctx, c) for c in picked}
     data = overlay(results)
-    frame = summary_frame(results, {k: v.pooled_auroc for k, v in data.items()})
+    frame = summary_frame(results, {k: v.pooled_auroc for k, v in data.items()},
+                          {c.label: c.source for c in picked})
+    config = {c: st.column_config.NumberColumn(column_label(c), format="%.2f")
+              for c in frame.columns if c not in ("setting", "parameters")}
+    config["parameters"] = st.column_config.TextColumn(
+        "parameters (default / validated on)", width="large")
     st.dataframe(cache.percent(frame), hide_index=True, key="cmp_methods_table",
-                 width="stretch", column_config={
-                     c: st.column_config.NumberColumn(column_label(c), format="%.2f")
-                     for c in frame.columns if c != "setting"})
+                 width="stretch", column_config=config)
     st.caption("pooled AUROC: ID against every selected OOD set pooled (the ROC figure's "
-               "curves); avg: the mean of the per-set values.")
+               "curves); avg: the mean of the per-set values. Each setting names its "
+               "parameters and where they came from (default, slider or validated).")
     scores = {label: r.score for label, r in results.items()}
     st.plotly_chart(figures_methods.overlay_histograms(data, scores, theme=ctx.theme),
                     key="cmp_methods_hist")

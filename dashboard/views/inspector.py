@@ -134,8 +134,13 @@ def render(ctx: Context) -> None:
     left, right = st.columns([1, 3])
     with left:
         _image(ctx, split, index)
+        variant = inspection.read_variant(ctx.bundle, s.method)
+        kept = f"{insp.n_kept}/{len(insp.kept)} units kept" if variant is None else variant
         st.caption(plain(f"prediction: {insp.predicted_before} -> {insp.predicted_after}; "
-                         f"{insp.n_kept}/{len(insp.kept)} units kept"))
+                         f"{kept}"))
     with right:
-        st.plotly_chart(figures.activations_figure(insp, ctx.setting, theme=ctx.theme), key="activations_chart")
+        titles = None if variant is None else ("stored features",
+                                               f"features {s.method} read ({ctx.setting})")
+        st.plotly_chart(figures.activations_figure(insp, ctx.setting, titles=titles,
+                                                   theme=ctx.theme), key="activations_chart")
         st.plotly_chart(figures.topk_figure(insp, ctx.setting, theme=ctx.theme), key="topk_chart")

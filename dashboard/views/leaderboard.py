@@ -92,16 +92,6 @@ def _unavailable(board: Leaderboard) -> None:
         st.info("Not ranked here:\n" + "\n".join(lines), icon=":material/info:")
 
 
-def _validated_toggle(ctx: Context) -> None:
-    """The toggle under the slider is shown only for methods with p; offer it here then."""
-    if validation.marks(ctx) is not None:
-        return
-    bind("val", bool(ctx.state.val))
-    st.toggle("validated parameters", key="val", help=validation.TOGGLE_HELP)
-    commit("val")
-    ctx.state.val = int(bool(ctx.state.val))
-
-
 def table_downloads(ctx: Context, board: Leaderboard, key: str = "dl_board") -> None:
     """CSV/LaTeX/Markdown of the board (``export.table_text``: the other tables' path),
     captioned with what was validated on what."""
@@ -148,7 +138,7 @@ def _figure1(ctx: Context, board: Leaderboard) -> None:
 
 def render(ctx: Context) -> None:
     st.subheader(f"Leaderboard: every method on {plain(ctx.bundle.name)}")
-    _validated_toggle(ctx)
+    validation.view_toggle(ctx)
     board = get_board(ctx)
     st.caption(plain(caption(ctx, board)) + " Click a column header to sort.")
     _table(board)
