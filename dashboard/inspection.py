@@ -37,7 +37,7 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
     else:
         read = ai.shape_sample(shaper, feats, index)
     after = shaped.id_scores if shaped.score == "energy" else \
-        energy_score(ev.shaped_logits(shaper, ev.id_name)).numpy()
+        ev.score_blocks(ev.logit_blocks(shaper, ev.id_name), energy_score)[1]
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
                              bundle.classes, base.id_scores, after, shaped=read)
 
