@@ -14,6 +14,7 @@ then forgotten so that a later rerun may try again. Nothing here draws: the page
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -30,6 +31,8 @@ class Build:
         self.rows_done = 0
         self.rows_total = 0
         self.started = False  # False while queued behind another build
+        #: CPU seconds the build's thread spent making the value (set when it finishes)
+        self.cpu_s: float | None = None
         self.value: Any = None
         self.error: BaseException | None = None
         self._done = threading.Event()
@@ -70,6 +73,8 @@ class Builds:
         self._jobs: dict[Hashable, Build] = {}
         self._lock = threading.Lock()
         self._one_at_a_time = threading.Lock()
+        #: key -> CPU seconds of its last finished build (what a preparation costs)
+        self.cpu_s: dict[Hashable, float] = {}
 
     def running(self, key: Hashable) -> Build | None:
         """The build of ``key`` when one runs, is queued, or failed and is not reported."""
@@ -104,11 +109,14 @@ class Builds:
             # (at ImageNet scale 132 MB each, on top of the build's own buffers)
             self.ready.make_room()
             try:
+                cpu = time.thread_time()
                 value = make(job.progress)
+                job.cpu_s = time.thread_time() - cpu
             except BaseException as exc:  # noqa: BLE001 - kept for the page to report
                 job._finish(error=exc)
                 return
         with self._lock:
             self.ready.put(job.key, value)
             self._jobs.pop(job.key, None)
+            self.cpu_s[job.key] = job.cpu_s
         job._finish(value)

@@ -75,3 +75,26 @@ def test_a_build_drops_the_least_recently_used_cube_before_it_starts():
     assert held == [0, 1, 1]  # "a" was dropped before "c" was made, not after
     assert builds.ready.get("a") is None and builds.ready.get("c") == "C"
     assert builds.ready.get("b") == "B"
+
+
+def test_a_build_reports_the_cpu_time_of_its_own_thread():
+    """What a preparation costs (bench_dashboard's ratio to a dense pass): the CPU time of
+    the build's thread, not the wall time (a page's reruns meanwhile are not the build's)."""
+    import time
+
+    builds = Builds(keep=2)
+
+    def sleeps(progress):
+        time.sleep(0.3)
+        return "slept"
+
+    def works(progress):
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+        return "worked"
+
+    slept, worked = builds.start("s", sleeps), builds.start("w", works)
+    assert slept.wait(10) and worked.wait(10)
+    assert slept.cpu_s < 0.1 and 0.2 <= worked.cpu_s < 1.0
+    assert builds.cpu_s == {"s": slept.cpu_s, "w": worked.cpu_s}
