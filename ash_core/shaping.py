@@ -102,7 +102,8 @@ def top_k_mask(rows: torch.Tensor, k: int) -> torch.Tensor:
     """
     kth = torch.topk(rows, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
     mask = rows >= kth
-    count = mask.sum(dim=1)
+    # counted as bytes: a bool sum widens the whole mask to int64 first (8x its size)
+    count = mask.view(torch.uint8).sum(dim=1, dtype=torch.int32)
     tied_rows = count > k
     if bool(tied_rows.any()):
         sub, value = rows[tied_rows], kth[tied_rows]
