@@ -9,7 +9,8 @@ the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 
 Memory: a split is shaped, run through the head and scored in blocks of ``CHUNK_ROWS``
 rows, so its shaped features and logits are never held whole (at ImageNet shapes, 50,000
-rows x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits); what an
+rows x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits), and memory
+that the split threads freed goes back to the OS (``memory.release_free_memory``); what an
 evaluation keeps per split is its scores and top-1 predictions. Unshaped logits are cached
 only while they are small (``BASE_LOGITS_CACHE_VALUES``); past that, the unshaped scores
 and predictions are (``Evaluator.unshaped``), a few bytes per row.
@@ -38,15 +39,18 @@ from .errors import FeatureError, ParameterError
 from .eval_result import EvalResult
 from .fitted import feature_scorer
 from .memo import Once
+from .memory import release_free_memory
 from .metrics import ood_metrics_many
 from .registry import Shaper, create_method, get_method
 from .scores import get_score, list_scores
 from .setting import Setting, as_setting
 from .shaping import rank_order
 
-#: Rows shaped, run through the head and scored at a time (33 MB of shaped features at
-#: D = 2048; large enough that the head's matrix products stay efficient).
-CHUNK_ROWS = 4096
+#: Rows shaped, run through the head and scored at a time: 8 MB of shaped features at
+#: D = 2048, ~30 MB of temporaries per thread while shaping. At ImageNet shapes blocks of
+#: 4096 rows were no faster (the head's products stay efficient at 1024 rows) and an
+#: exact evaluation with two split threads peaked ~450 MB above its start, against ~100.
+CHUNK_ROWS = 1024
 #: Unshaped logits are cached per split while the splits in use hold at most this many
 #: logits in total (128 MB; the demo bundles hold ~1%); an ImageNet-shaped bundle's
 #: 85,640 x 1000 would take 343 MB for what is read once per page.
@@ -397,8 +401,11 @@ class Evaluator:
         workers = min(len(names), split_workers(self.device))
         if workers <= 1:
             return {n: fn(n) for n in names}
-        with ThreadPoolExecutor(workers, thread_name_prefix="ash-split") as pool:
-            return dict(zip(names, pool.map(fn, names), strict=True))
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="ash-split") as pool:
+                return dict(zip(names, pool.map(fn, names), strict=True))
+        finally:
+            release_free_memory()  # what the finished threads' arenas hold (see .memory)
 
     def _score_splits(self, scorer: Callable[[str], tuple[torch.Tensor, np.ndarray]],
                       names: list[str]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ash_core.memory import release_free_memory
 from dashboard.cache import LRU
 
 Progress = Callable[[int, int], None]
@@ -112,6 +113,7 @@ class Builds:
                 cpu = time.thread_time()
                 value = make(job.progress)
                 job.cpu_s = time.thread_time() - cpu
+                release_free_memory()  # the build's buffers, freed in this thread's arena
             except BaseException as exc:  # noqa: BLE001 - kept for the page to report
                 job._finish(error=exc)
                 return
