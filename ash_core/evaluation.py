@@ -7,8 +7,8 @@ the function, so a module of the same name would be shadowed by it.)
 mutated) and the unshaped logits, so repeated evaluations only pay for shaping,
 the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 
-Memory: a split is shaped, run through the head and scored in blocks of ``CHUNK_ROWS``
-rows, so its shaped features and logits are never held whole (at ImageNet shapes, 50,000
+Memory: a split is shaped, run through the head and scored in blocks of rows
+(``BLOCK_VALUES`` values each), so its shaped features and logits are never held whole (at ImageNet shapes, 50,000
 rows x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits), and memory
 that the split threads freed goes back to the OS (``memory.release_free_memory``); what an
 evaluation keeps per split is its scores and top-1 predictions. Unshaped logits are cached
@@ -46,11 +46,23 @@ from .scores import get_score, list_scores
 from .setting import Setting, as_setting
 from .shaping import rank_order
 
-#: Rows shaped, run through the head and scored at a time: 8 MB of shaped features at
-#: D = 2048, ~30 MB of temporaries per thread while shaping. At ImageNet shapes blocks of
-#: 4096 rows were no faster (the head's products stay efficient at 1024 rows) and an
-#: exact evaluation with two split threads peaked ~450 MB above its start, against ~100.
-CHUNK_ROWS = 1024
+#: Feature values shaped, run through the head and scored at a time (8 MB of float32):
+#: 1024 rows at D = 2048 (~30 MB of temporaries per thread while shaping), a whole demo
+#: split at D = 64 (no per-block overhead where memory is no concern). At ImageNet shapes
+#: blocks of 4096 rows were no faster and an exact evaluation with two split threads
+#: peaked ~450 MB above its start, against ~100 MB with 1024 rows.
+BLOCK_VALUES = 2**21
+
+
+def block_rows(width: int) -> int:
+    """Rows per block for rows of ``width`` values (``BLOCK_VALUES``, at least one row)."""
+    return max(1, BLOCK_VALUES // max(1, width))
+
+
+def row_blocks(x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``x`` in successive blocks of ``block_rows`` rows (views, no copies)."""
+    rows = block_rows(math.prod(x.shape[1:]))
+    return (x[i:i + rows] for i in range(0, x.shape[0], rows))
 #: Unshaped logits are cached per split while the splits in use hold at most this many
 #: logits in total (128 MB; the demo bundles hold ~1%); an ImageNet-shaped bundle's
 #: 85,640 x 1000 would take 343 MB for what is read once per page.
@@ -209,9 +221,8 @@ class Evaluator:
         """Apply the bundle's linear head (or ``head``: weight, bias), in row chunks to
         bound memory, on ``x``'s device."""
         weight, bias = (t.to(x.device) for t in head or (self.weight, self.bias))
-        blocks = (x[i:i + CHUNK_ROWS] for i in range(0, x.shape[0], CHUNK_ROWS))
-        return gather_rows(head_blocks(blocks, weight, bias), x.shape[0], weight.shape[0],
-                           x.device)
+        return gather_rows(head_blocks(row_blocks(x), weight, bias), x.shape[0],
+                           weight.shape[0], x.device)
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The p-independent per-row unit ranking of a split, cached within a memory budget.
@@ -332,14 +343,15 @@ class Evaluator:
         return self._device_shaped_features(shaper, name).cpu()
 
     def feature_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
-        """A split's features as ``shaper`` shapes them, in blocks of ``CHUNK_ROWS`` rows on
+        """A split's features as ``shaper`` shapes them, in blocks of ``block_rows`` rows on
         ``self.device`` (the stored ones, sliced, for a method that shapes nothing)."""
         if shaper.spec.variant is not None or shaper.spec.identity:
             x = self._device_shaped_features(shaper, name)
-            yield from (x[i:i + CHUNK_ROWS] for i in range(0, x.shape[0], CHUNK_ROWS))
+            yield from row_blocks(x)
             return
         order = self.rank_order(name) if shaper.spec.uses_order(shaper.threshold_mode) else None
-        yield from shaper.blocks(self._device_features(name), CHUNK_ROWS, order=order)
+        x = self._device_features(name)
+        yield from shaper.blocks(x, block_rows(math.prod(x.shape[1:])), order=order)
 
     def logit_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
         """A split's logits with ``shaper`` applied, in row blocks on ``self.device`` (the

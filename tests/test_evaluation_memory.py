@@ -30,7 +30,7 @@ def reference_energies(ev: Evaluator, method: str, threshold: str, name: str) ->
 @pytest.mark.parametrize(("method", "threshold"), METHODS)
 def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
         synthetic_bundle, monkeypatch, method, threshold):
-    monkeypatch.setattr(evaluation, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(evaluation, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
     rows_seen = []
     blocks = Shaper.blocks
 
@@ -43,13 +43,14 @@ def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     result = ev.evaluate(method, threshold=threshold)
     assert rows_seen and max(rows_seen) == 7  # never a whole split (400 / 300 rows)
+    assert evaluation.block_rows(32) == 7 and evaluation.block_rows(10**9) == 1
     for name, got in [(ev.id_name, result.id_scores), *result.ood_scores.items()]:
         want = reference_energies(ev, method, threshold, name)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
 def test_shaped_logits_of_a_split_are_gathered_from_its_blocks(synthetic_bundle, monkeypatch):
-    monkeypatch.setattr(evaluation, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(evaluation, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     shaper = ev.shaper("ash-rand", 60.0)
     got = ev.shaped_logits(shaper, "near")
