@@ -7,10 +7,10 @@ the function, so a module of the same name would be shadowed by it.)
 mutated) and the unshaped logits, so repeated evaluations only pay for shaping,
 the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 
-Memory: a split is shaped, run through the head and scored in blocks of rows
-(``BLOCK_VALUES`` values each), so its shaped features and logits are never held whole (at ImageNet shapes, 50,000
-rows x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits), and memory
-that the split threads freed goes back to the OS (``memory.release_free_memory``); what an
+Memory: a split is shaped, run through the head and scored in row blocks (``blocks``),
+so its shaped features and logits are never held whole (at ImageNet shapes, 50,000 rows
+x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits), and memory that
+the split threads freed goes back to the OS (``memory.release_free_memory``); what an
 evaluation keeps per split is its scores and top-1 predictions. Unshaped logits are cached
 only while they are small (``BASE_LOGITS_CACHE_VALUES``); past that, the unshaped scores
 and predictions are (``Evaluator.unshaped``), a few bytes per row.
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .blocks import block_rows, gather_rows, head_blocks, prediction_accuracy, row_blocks
 from .bundle import Bundle, Split, negative_fraction
 from .device import DeviceLike, resolve_device
 from .errors import FeatureError, ParameterError
@@ -46,23 +47,6 @@ from .scores import get_score, list_scores
 from .setting import Setting, as_setting
 from .shaping import rank_order
 
-#: Feature values shaped, run through the head and scored at a time (8 MB of float32):
-#: 1024 rows at D = 2048 (~30 MB of temporaries per thread while shaping), a whole demo
-#: split at D = 64 (no per-block overhead where memory is no concern). At ImageNet shapes
-#: blocks of 4096 rows were no faster and an exact evaluation with two split threads
-#: peaked ~450 MB above its start, against ~100 MB with 1024 rows.
-BLOCK_VALUES = 2**21
-
-
-def block_rows(width: int) -> int:
-    """Rows per block for rows of ``width`` values (``BLOCK_VALUES``, at least one row)."""
-    return max(1, BLOCK_VALUES // max(1, width))
-
-
-def row_blocks(x: torch.Tensor) -> Iterator[torch.Tensor]:
-    """``x`` in successive blocks of ``block_rows`` rows (views, no copies)."""
-    rows = block_rows(math.prod(x.shape[1:]))
-    return (x[i:i + rows] for i in range(0, x.shape[0], rows))
 #: Unshaped logits are cached per split while the splits in use hold at most this many
 #: logits in total (128 MB; the demo bundles hold ~1%); an ImageNet-shaped bundle's
 #: 85,640 x 1000 would take 343 MB for what is read once per page.
@@ -111,34 +95,6 @@ def is_unshaped(shaper: Shaper) -> bool:
     spec = shaper.spec
     return (spec.identity and spec.head_fn is None and spec.scorer is None
             and spec.variant is None)
-
-
-def head_blocks(blocks: Iterable[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
-                ) -> Iterator[torch.Tensor]:
-    """The linear head on each block of features."""
-    for x in blocks:
-        yield torch.addmm(bias, x, weight.T)
-
-
-def gather_rows(blocks: Iterable[torch.Tensor], rows: int, cols: int,
-                device: torch.device) -> torch.Tensor:
-    """Row blocks written into one [rows, cols] tensor (no second copy, unlike ``cat``)."""
-    out = torch.empty(rows, cols, device=device)
-    at = 0
-    for block in blocks:
-        out[at:at + block.shape[0]] = block
-        at += block.shape[0]
-    if at != rows:
-        raise FeatureError(f"expected {rows} rows of logits, got {at}; the split changed "
-                           "while it was read (reload the bundle).")
-    return out
-
-
-def prediction_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of predictions (``scores.accuracy`` on their logits)."""
-    if labels.numel() == 0:
-        raise ParameterError("cannot compute accuracy on an empty split.")
-    return float((predictions.cpu() == labels.to(torch.long)).to(torch.float64).mean())
 
 
 class Evaluator:

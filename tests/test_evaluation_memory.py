@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, evaluation, load_bundle
+from ash_core import Evaluator, blocks, evaluation, load_bundle
 from ash_core.memo import Once
 from ash_core.registry import Shaper
 from ash_core.scores import energy_score
@@ -30,12 +30,12 @@ def reference_energies(ev: Evaluator, method: str, threshold: str, name: str) ->
 @pytest.mark.parametrize(("method", "threshold"), METHODS)
 def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
         synthetic_bundle, monkeypatch, method, threshold):
-    monkeypatch.setattr(evaluation, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
+    monkeypatch.setattr(blocks, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
     rows_seen = []
-    blocks = Shaper.blocks
+    shaper_blocks = Shaper.blocks
 
     def recording(self, x, rows, order=None):
-        for block in blocks(self, x, rows, order=order):
+        for block in shaper_blocks(self, x, rows, order=order):
             rows_seen.append(block.shape[0])
             yield block
 
@@ -43,14 +43,14 @@ def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     result = ev.evaluate(method, threshold=threshold)
     assert rows_seen and max(rows_seen) == 7  # never a whole split (400 / 300 rows)
-    assert evaluation.block_rows(32) == 7 and evaluation.block_rows(10**9) == 1
+    assert blocks.block_rows(32) == 7 and blocks.block_rows(10**9) == 1
     for name, got in [(ev.id_name, result.id_scores), *result.ood_scores.items()]:
         want = reference_energies(ev, method, threshold, name)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
 def test_shaped_logits_of_a_split_are_gathered_from_its_blocks(synthetic_bundle, monkeypatch):
-    monkeypatch.setattr(evaluation, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
+    monkeypatch.setattr(blocks, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     shaper = ev.shaper("ash-rand", 60.0)
     got = ev.shaped_logits(shaper, "near")
@@ -66,12 +66,12 @@ def test_unshaped_logits_are_not_kept_past_the_budget(synthetic_bundle, monkeypa
     monkeypatch.setattr(evaluation, "BASE_LOGITS_CACHE_VALUES", 0)
     ev = Evaluator(bundle, warn=False)
     unshaped_passes = []
-    blocks = Evaluator.logit_blocks
+    logit_blocks = Evaluator.logit_blocks
 
     def counting(self, shaper, name):
         if shaper.spec.identity:
             unshaped_passes.append(name)
-        return blocks(self, shaper, name)
+        return logit_blocks(self, shaper, name)
 
     monkeypatch.setattr(Evaluator, "logit_blocks", counting)
     for m in ("none", "ash-s", "scale", "none"):
