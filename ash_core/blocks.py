@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .errors import FeatureError, ParameterError
+from .errors import FeatureError
 
 #: Feature values shaped, run through the head and scored at a time (8 MB of float32):
 #: 1024 rows at D = 2048 (~30 MB of temporaries per thread while shaping), a whole demo
@@ -53,9 +53,3 @@ def gather_rows(blocks: Iterable[torch.Tensor], rows: int, cols: int,
                            "while it was read (reload the bundle).")
     return out
 
-
-def prediction_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of predictions (``scores.accuracy`` on their logits)."""
-    if labels.numel() == 0:
-        raise ParameterError("cannot compute accuracy on an empty split.")
-    return float((predictions.cpu() == labels.to(torch.long)).to(torch.float64).mean())

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .blocks import block_rows, gather_rows, head_blocks, prediction_accuracy, row_blocks
+from .blocks import block_rows, gather_rows, head_blocks, row_blocks
 from .bundle import Bundle, Split, negative_fraction
 from .device import DeviceLike, resolve_device
 from .errors import FeatureError, ParameterError
@@ -43,7 +43,7 @@ from .memo import Once
 from .memory import release_free_memory
 from .metrics import ood_metrics_many
 from .registry import Shaper, create_method, get_method
-from .scores import get_score, list_scores
+from .scores import get_score, list_scores, prediction_accuracy
 from .setting import Setting, as_setting
 from .shaping import rank_order
 

@@ -58,9 +58,14 @@ def get_score(name: str) -> ScoreFn:
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy as a fraction in [0, 1]."""
+    return prediction_accuracy(logits.argmax(dim=1), labels)
+
+
+def prediction_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of top-1 predictions (class indices) as a fraction in [0, 1]."""
     if labels.numel() == 0:
         raise ParameterError("cannot compute accuracy on an empty split.")
-    return float((logits.argmax(dim=1) == labels.to(torch.long)).to(torch.float64).mean())
+    return float((predictions.cpu() == labels.to(torch.long)).to(torch.float64).mean())
 
 
 def temperature_msp_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
