@@ -89,12 +89,23 @@ def split_workers(device: torch.device) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
 
 
+def leaves_logits(shaper: Shaper) -> bool:
+    """Whether ``shaper`` changes neither the features nor the head: its logits are the
+    unshaped ones (it may still bring its own score, e.g. GEN)."""
+    return shaper.spec.identity and shaper.spec.head_fn is None
+
+
 def is_unshaped(shaper: Shaper) -> bool:
     """Whether ``shaper`` leaves features, head and score as they are (``none``): its
     numbers are the unshaped ones, cached per split and score (``Evaluator.unshaped``)."""
-    spec = shaper.spec
-    return (spec.identity and spec.head_fn is None and spec.scorer is None
-            and spec.variant is None)
+    return leaves_logits(shaper) and shaper.spec.scorer is None and shaper.spec.variant is None
+
+
+def unshaped_score(score: str) -> str:
+    """The score on logits whose unshaped pass serves a setting scored by ``score`` (its
+    unshaped ID accuracy, a page's prefetch): ``score`` itself, or energy for a score on
+    features."""
+    return score if score in list_scores() else "energy"
 
 
 class Evaluator:
@@ -312,8 +323,8 @@ class Evaluator:
     def logit_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
         """A split's logits with ``shaper`` applied, in row blocks on ``self.device`` (the
         cached unshaped logits, whole, for a method that changes neither features nor head)."""
-        if shaper.spec.identity and shaper.spec.head_fn is None and (
-                name in self._base_logits or self._keeps_base_logits(name)):
+        if leaves_logits(shaper) and (name in self._base_logits
+                                      or self._keeps_base_logits(name)):
             yield self._device_base_logits(name)
             return
         weight, bias = self._device_head(shaper.head(self.weight, self.bias))
@@ -390,12 +401,10 @@ class Evaluator:
         return self._device_shaped_logits(shaper, name).cpu()
 
     def _device_shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
-        head = self._device_head(shaper.head(self.weight, self.bias))
-        if shaper.spec.identity and shaper.spec.head_fn is None:
+        if leaves_logits(shaper):
             return self._device_base_logits(name)
-        rows = len(self.bundle.split(name))
-        return gather_rows(self.logit_blocks(shaper, name), rows, head[0].shape[0],
-                           self.device)
+        return gather_rows(self.logit_blocks(shaper, name), len(self.bundle.split(name)),
+                           self.weight.shape[0], self.device)
 
     def id_accuracy(self, shaped_predictions: torch.Tensor, score: str = "energy"
                     ) -> dict[str, float | None]:
@@ -405,8 +414,7 @@ class Evaluator:
         labels = self.bundle.id_split.labels_tensor()
         if labels is None:
             return {"shaped": None, "unshaped": None}
-        unshaped = self.unshaped_predictions(
-            self.id_name, score if score in list_scores() else "energy")
+        unshaped = self.unshaped_predictions(self.id_name, unshaped_score(score))
         return {"shaped": prediction_accuracy(shaped_predictions, labels),
                 "unshaped": prediction_accuracy(unshaped, labels)}
 

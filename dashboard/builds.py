@@ -5,9 +5,10 @@ A cube at ImageNet scale takes tens of seconds to prepare; the page must not wai
 per key (a second ``start`` of the same key returns the running build), and builds one at
 a time (a queued build waits, reported as "queued", so two builds never compete for the
 same cores and memory). A build first drops the least recently used ready cube when
-``keep`` are ready, so cubes in memory never exceed ``keep``. A finished build holds its cube or the exception it raised: a
-failure is reported to the page that reads it (``take_failure``), never swallowed, and
-then forgotten so that a later rerun may try again. Nothing here draws: the page polls
+``keep`` are ready, so cubes in memory never exceed ``keep``. A finished build holds its
+cube or the exception it raised: a failure is reported to the page that reads it
+(``take_failure``), never swallowed, and then forgotten so that a later rerun may try
+again. Nothing here draws: the page polls
 ``Build.fraction``/``Build.done`` from its own thread.
 """
 

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ash_core import Bundle, EvalResult, Evaluator, get_method, list_scores, load_bundle
+from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
 from ash_core.errors import AshError, BundleError
+from ash_core.evaluation import unshaped_score
 from ash_core.report import evaluation_frame
 from ash_core.stats import row_zero_counts
 from dashboard.paths import BundlePolicy
@@ -157,7 +158,7 @@ def prefetch_unshaped(bundle: Bundle, score: str) -> None:
         if key in _unshaped_started():
             return
         _unshaped_started().add(key)
-    on_logits = score if score in list_scores() else "energy"
+    on_logits = unshaped_score(score)
     threading.Thread(target=lambda: [ev.unshaped(n, on_logits) for n in ev.split_names],
                      daemon=True, name="ash-unshaped-scores").start()
 
