@@ -21,11 +21,11 @@ shape a large split in row blocks, ``Shaper.blocks``); a ``stochastic`` method a
 split) and draws as if it filled the whole batch in row-major order. A method on logits
 (temperature scaling, GEN) declares ``identity=True`` and a ``scorer(logits, **params)``
 that replaces the setting's score; a method on the head (DICE) declares a ``fitter``
-returning ``(cutoff, state)`` and a ``head_fn(weight, bias, state)``; a method that reads a stored
-feature variant in place of each split's features (ODIN) declares ``variant`` (its
-settings, fixed at extraction, come from the bundle; ``MethodSpec.unavailable`` says why a
-bundle cannot serve a method). The built-in methods live in
-``ash_core.methods`` and are registered on import of this module.
+returning ``(cutoff, state)`` and a ``head_fn(weight, bias, state)``; a method that reads
+a stored feature variant in place of each split's features (ODIN) declares ``variant``
+(its settings, fixed at extraction, come from the bundle; ``MethodSpec.unavailable`` says
+why a bundle cannot serve a method). The built-in methods live in ``ash_core.methods`` and
+are registered on import of this module.
 """
 
 from __future__ import annotations
