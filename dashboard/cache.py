@@ -24,6 +24,7 @@ from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
 from ash_core.errors import AshError, BundleError
 from ash_core.evaluation import unshaped_score
 from ash_core.report import evaluation_frame
+from ash_core.setting import Setting
 from ash_core.stats import row_zero_counts
 from dashboard.paths import BundlePolicy
 
@@ -186,16 +187,26 @@ def normalized(method: str, p: float | None, threshold: str) -> tuple[float | No
 
 
 @st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
-def _exact(path: str, content_hash: str, ood: tuple[str, ...], method: str, p: float | None,
-           threshold: str, score: str, convention: str) -> EvalResult:
-    return _evaluator(path, content_hash, ood).evaluate(method, p, threshold, score, convention)
+def _exact(path: str, content_hash: str, ood: tuple[str, ...], method: str,
+           params: tuple[tuple[str, float], ...], threshold: str, score: str,
+           convention: str) -> EvalResult:
+    return _evaluator(path, content_hash, ood).evaluate(
+        Setting(method, dict(params), threshold, score, convention))
 
 
 def exact(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
           score: str, convention: str) -> EvalResult:
     """``Evaluator.evaluate``: the CLI's numbers bit for bit (cached; read only)."""
     p, threshold = normalized(method, p, threshold)
-    return _exact(*bundle_key(bundle), tuple(ood), method, p, threshold, score, convention)
+    return exact_setting(bundle, ood, Setting.of(method, p, threshold, score, convention))
+
+
+def exact_setting(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
+    """``exact`` for any setting, e.g. parameters other than p the engines do not take
+    (GEN's validated gamma and M); one cache with ``exact``."""
+    return _exact(*bundle_key(bundle), tuple(ood), setting.method,
+                  tuple(sorted(setting.params.items())), setting.threshold, setting.score,
+                  setting.convention)
 
 
 def baseline(bundle: Bundle, ood: Sequence[str], score: str, convention: str) -> EvalResult:

@@ -59,22 +59,20 @@ def render_toggle(ctx: Context) -> None:
     text = marks_caption(m)
     if text:
         st.caption(plain(text))
-    if m is None:
-        return
-    bind("val", bool(ctx.state.val))
-    st.toggle("validated parameters", key="val", disabled=m.validated is None,
-              help=TOGGLE_HELP)
-    commit("val")
-    ctx.state.val = int(bool(ctx.state.val))
+    if m is not None:
+        _toggle(ctx, disabled=m.validated is None)
 
 
 def view_toggle(ctx: Context) -> None:
     """The toggle in a view that compares methods; shown there only when the slider's
     (methods with p) is not."""
-    if marks(ctx) is not None:
-        return
+    if marks(ctx) is None:
+        _toggle(ctx)
+
+
+def _toggle(ctx: Context, disabled: bool = False) -> None:
     bind("val", bool(ctx.state.val))
-    st.toggle("validated parameters", key="val", help=TOGGLE_HELP)
+    st.toggle("validated parameters", key="val", disabled=disabled, help=TOGGLE_HELP)
     commit("val")
     ctx.state.val = int(bool(ctx.state.val))
 
@@ -109,22 +107,6 @@ def replayable(setting: Setting) -> Setting:
     every other parameter at its default."""
     p = setting.params.get("p")
     return replace(setting, params={} if p is None else {"p": p}).validated()
-
-
-@st.cache_resource(max_entries=16, show_spinner="Shaping and scoring...")
-def _exact(path: str, chash: str, ood: tuple[str, ...], method: str,
-           params: tuple[tuple[str, float], ...], threshold: str, score: str,
-           convention: str, _ctx_bundle) -> EvalResult:
-    return cache.get_evaluator(_ctx_bundle, ood).evaluate(
-        Setting(method, dict(params), threshold, score, convention))
-
-
-def exact_setting(ctx: Context, setting: Setting) -> EvalResult:
-    """``Evaluator.evaluate(setting)`` (cached; read only): for parameters the engines do
-    not take (e.g. GEN's validated gamma and M)."""
-    return _exact(*cache.bundle_key(ctx.bundle), tuple(ctx.ood), setting.method,
-                  tuple(sorted(setting.params.items())), setting.threshold, setting.score,
-                  setting.convention, ctx.bundle)
 
 
 def overview_result(ctx: Context) -> tuple[EvalResult, str, str | None]:

@@ -54,7 +54,7 @@ def _result(ctx: Context, choice: Choice) -> EvalResult:
     if setting == validation.replayable(setting):
         return engines.replay(ctx.bundle, ctx.ood, setting.method, p, s.threshold, s.score,
                               s.convention, s.engine).result
-    return validation.exact_setting(ctx, setting)
+    return cache.exact_setting(ctx.bundle, ctx.ood, setting)
 
 
 def summary_frame(results: dict[str, EvalResult], pooled: dict[str, float],
