@@ -43,7 +43,7 @@ from .memo import Once
 from .memory import release_free_memory
 from .metrics import ood_metrics_many
 from .registry import Shaper, create_method, get_method
-from .scores import get_score, list_scores, prediction_accuracy
+from .scores import energy_score, get_score, list_scores, prediction_accuracy
 from .setting import Setting, as_setting
 from .shaping import rank_order
 
@@ -329,6 +329,11 @@ class Evaluator:
             return
         weight, bias = self._device_head(shaper.head(self.weight, self.bias))
         yield from head_blocks(self.feature_blocks(shaper, name), weight, bias)
+
+    def energies(self, shaper: Shaper, name: str) -> np.ndarray:
+        """Energy of a split's logits with ``shaper`` applied, whatever score the method
+        brings (the inspector ranks every method's samples by energy)."""
+        return self.score_blocks(self.logit_blocks(shaper, name), energy_score)[1]
 
     @staticmethod
     def score_blocks(blocks: Iterable[torch.Tensor],

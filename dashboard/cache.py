@@ -209,6 +209,20 @@ def exact_setting(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalR
                   setting.convention)
 
 
+@st.cache_data(max_entries=16, show_spinner="Scoring the ID split by energy...")
+def _id_energies(path: str, content_hash: str, method: str, p: float | None,
+                 threshold: str) -> np.ndarray:
+    ev = _base_evaluator(path, content_hash)
+    return ev.energies(ev.shaper(method, p, threshold), ev.id_name)
+
+
+def id_energies(bundle: Bundle, method: str, p: float | None, threshold: str) -> np.ndarray:
+    """Energies of the ID split with ``method`` applied, whatever its own score
+    (``Evaluator.energies``; computed once per setting, not per inspector rerun)."""
+    p, threshold = normalized(method, p, threshold)
+    return _id_energies(*bundle_key(bundle), method, p, threshold)
+
+
 def baseline(bundle: Bundle, ood: Sequence[str], score: str, convention: str) -> EvalResult:
     """No shaping, same score and convention: what every delta is measured against."""
     return exact(bundle, ood, "none", None, "local", score, convention)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ash_core import Bundle, EvalResult, energy_score, get_method
+from ash_core import Bundle, EvalResult, get_method
 from ash_core import samples as ai
 from ash_core.errors import BundleError
 from dashboard import cache
@@ -37,7 +37,7 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
     else:
         read = ai.shape_sample(shaper, feats, index)
     after = shaped.id_scores if shaped.score == "energy" else \
-        ev.score_blocks(ev.logit_blocks(shaper, ev.id_name), energy_score)[1]
+        cache.id_energies(bundle, shaped.method, shaped.p, shaped.threshold)
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
                              bundle.classes, base.id_scores, after, shaped=read)
 
