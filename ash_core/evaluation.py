@@ -10,7 +10,7 @@ the head and the metrics. ``evaluate`` is the one-shot convenience wrapper.
 Memory: a split is shaped, run through the head and scored in row blocks (``blocks``),
 so its shaped features and logits are never held whole (at ImageNet shapes, 50,000 rows
 x 2048 units x 4 bytes = 410 MB of shaped features, 200 MB of logits), and memory that
-the split threads freed goes back to the OS (``memory.release_free_memory``); what an
+the split threads freed goes back to the OS (``split_threads``); what an
 evaluation keeps per split is its scores and top-1 predictions. Unshaped logits are cached
 only while they are small (``BASE_LOGITS_CACHE_VALUES``); past that, the unshaped scores
 and predictions are (``Evaluator.unshaped``), a few bytes per row.
@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -40,12 +38,12 @@ from .errors import FeatureError, ParameterError
 from .eval_result import EvalResult
 from .fitted import feature_scorer
 from .memo import Once
-from .memory import release_free_memory
 from .metrics import ood_metrics_many
 from .registry import Shaper, create_method, get_method
 from .scores import energy_score, get_score, list_scores, prediction_accuracy
 from .setting import Setting, as_setting
 from .shaping import rank_order
+from .split_threads import map_in_threads
 
 #: Unshaped logits are cached per split while the splits in use hold at most this many
 #: logits in total (128 MB; the demo bundles hold ~1%); an ImageNet-shaped bundle's
@@ -79,14 +77,6 @@ def score_function(shaper: Shaper, score: str) -> Callable[[torch.Tensor], torch
     if scorer is None:
         return get_score(score)
     return functools.partial(scorer, **shaper.params, **shaper.variant_settings)
-
-
-def split_workers(device: torch.device) -> int:
-    """How many splits to score at once: the cores torch's intra-op threads leave idle
-    (1 on a GPU, or when torch already uses every core, as the CLI does by default)."""
-    if device.type != "cpu":
-        return 1
-    return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
 
 
 def leaves_logits(shaper: Shaper) -> bool:
@@ -377,19 +367,13 @@ class Evaluator:
         return one
 
     def map_splits(self, fn: Callable[[str], Any], names: Sequence[str]) -> dict[str, Any]:
-        """``{name: fn(name)}``, in threads where torch leaves cores idle (``split_workers``).
+        """``{name: fn(name)}``, in threads where torch leaves cores idle
+        (``split_threads.map_in_threads``).
 
         With one intra-op thread (the dashboard's sessions) a large bundle's first exact
         page would use one core of two; ``fn`` must treat splits independently (torch
         releases the GIL), so threads give the same results."""
-        workers = min(len(names), split_workers(self.device))
-        if workers <= 1:
-            return {n: fn(n) for n in names}
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="ash-split") as pool:
-                return dict(zip(names, pool.map(fn, names), strict=True))
-        finally:
-            release_free_memory()  # what the finished threads' arenas hold (see .memory)
+        return map_in_threads(fn, names, self.device)
 
     def _score_splits(self, scorer: Callable[[str], tuple[torch.Tensor, np.ndarray]],
                       names: list[str]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:

@@ -363,11 +363,11 @@ def test_splits_scored_in_threads_give_the_sequential_numbers(synthetic_bundle, 
     threads; every number, ASH-RAND's draws included, must equal the sequential ones."""
     import threading
 
-    from ash_core import Evaluator, evaluation, load_bundle
+    from ash_core import Evaluator, load_bundle, split_threads
 
     bundle = load_bundle(synthetic_bundle)
     methods = ("ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale", "none")
-    monkeypatch.setattr(evaluation, "split_workers", lambda device: 1)
+    monkeypatch.setattr(split_threads, "split_workers", lambda device: 1)
     sequential = {m: Evaluator(bundle).evaluate(m).to_dict() for m in methods}
     threads = set()
     shaped = Evaluator.feature_blocks
@@ -377,7 +377,7 @@ def test_splits_scored_in_threads_give_the_sequential_numbers(synthetic_bundle, 
         return shaped(self, shaper, name)
 
     monkeypatch.setattr(Evaluator, "feature_blocks", recording)
-    monkeypatch.setattr(evaluation, "split_workers", lambda device: 3)
+    monkeypatch.setattr(split_threads, "split_workers", lambda device: 3)
     for m in methods:
         assert Evaluator(bundle).evaluate(m).to_dict() == sequential[m], m
     assert any(t.startswith("ash-split") for t in threads)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, blocks, evaluation, load_bundle
+from ash_core import Evaluator, blocks, evaluation, load_bundle, split_threads
 from ash_core.memo import Once
 from ash_core.registry import Shaper
 from ash_core.scores import energy_score
@@ -129,11 +129,11 @@ def test_split_threads_give_their_freed_memory_back(synthetic_bundle, monkeypatc
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert memory.release_free_memory() is True
     calls = []
-    monkeypatch.setattr(evaluation, "release_free_memory", lambda: calls.append(1))
-    monkeypatch.setattr(evaluation, "split_workers", lambda device: 2)
+    monkeypatch.setattr(split_threads, "release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr(split_threads, "split_workers", lambda device: 2)
     Evaluator(load_bundle(synthetic_bundle), warn=False).evaluate("ash-s")
     assert calls  # once the split threads are done
     calls.clear()
-    monkeypatch.setattr(evaluation, "split_workers", lambda device: 1)
+    monkeypatch.setattr(split_threads, "split_workers", lambda device: 1)
     Evaluator(load_bundle(synthetic_bundle), warn=False).evaluate("ash-s")
     assert not calls  # one thread reuses its own arena: nothing to trim
