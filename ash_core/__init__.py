@@ -13,8 +13,9 @@ is not re-exported here so that it never hides its module), ``samples`` (per-sam
 inspection), ``curves``, ``metrics``, ``scores``, ``shaping``, ``registry``, ``params``.
 """
 
-from .bundle import Bundle, Split, SplitData, load_bundle, write_bundle
-from .errors import (
+from ash_core.bundle import Bundle, Split, SplitData, load_bundle, write_bundle
+from ash_core.engine.exact import EvalResult, Evaluator, evaluate
+from ash_core.errors import (
     AshError,
     BundleError,
     CubeCacheError,
@@ -24,8 +25,7 @@ from .errors import (
     ModelError,
     ParameterError,
 )
-from .evaluation import EvalResult, Evaluator, evaluate
-from .metrics import (
+from ash_core.maths.metrics import (
     CONVENTIONS,
     HIGHER_IS_BETTER,
     METRIC_NAMES,
@@ -34,8 +34,16 @@ from .metrics import (
     higher_is_better,
     ood_metrics,
 )
-from .params import ParamSpec
-from .registry import (
+from ash_core.maths.scores import (
+    accuracy,
+    energy_score,
+    get_score,
+    list_scores,
+    maxlogit_score,
+    msp_score,
+)
+from ash_core.maths.shaping import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
+from ash_core.methods import (
     THRESHOLD_MODES,
     MethodSpec,
     Shaper,
@@ -44,9 +52,8 @@ from .registry import (
     list_methods,
     register_method,
 )
-from .scores import accuracy, energy_score, get_score, list_scores, maxlogit_score, msp_score
-from .setting import Setting
-from .shaping import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
+from ash_core.params import ParamSpec
+from ash_core.setting import Setting
 
 __version__ = "0.1.0"
 

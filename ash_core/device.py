@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from .errors import ParameterError
+from ash_core.errors import ParameterError
 
 DEVICES = ("auto", "cpu", "cuda")
 ENV_DEVICE = "ASH_DEVICE"

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import ParameterError
-from .registry import Shaper
-from .scores import energy_score
-from .shaping import kept_count
+from ash_core.errors import ParameterError
+from ash_core.maths.scores import energy_score
+from ash_core.maths.shaping import kept_count
+from ash_core.methods import Shaper
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .bundle import Bundle
-from .cube import (
+from ash_core.bundle import Bundle
+from ash_core.cube import (
     CUBE_METHODS,
     ScoreCube,
     SplitCube,
@@ -40,12 +40,12 @@ from .cube import (
     is_cube_method,
     point_metrics,
 )
-from .detectors import get_feature_score
-from .errors import ParameterError
-from .evaluation import Evaluator
-from .metrics import METRIC_NAMES, check_convention
-from .registry import get_method
-from .setting import Setting
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import ParameterError
+from ash_core.features import get_feature_score
+from ash_core.maths.metrics import METRIC_NAMES, check_convention
+from ash_core.methods import get_method
+from ash_core.setting import Setting
 
 __all__ = [
     "CUBE_METHODS", "ScoreCube", "SplitCube", "build_cubes", "get_cube", "get_cubes",

@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ash_core import Evaluator, Setting, get_method, list_methods, load_bundle  # noqa: E402
-from ash_core.detectors import (  # noqa: E402
+from ash_core.engine.fit import fitted_state  # noqa: E402
+from ash_core.features import (  # noqa: E402
     FitData,
     get_feature_score,
     list_feature_scores,
     neighbours,
 )
-from ash_core.fitted import fitted_state  # noqa: E402
 
 
 def _fit_and_evaluate(ev: Evaluator, method: str):

@@ -34,8 +34,8 @@ from bench_sweep import CLASSES, DIM, machine, synthetic_features  # noqa: E402
 from ash_core import SplitData, write_bundle  # noqa: E402
 from ash_core.bundle import load_bundle  # noqa: E402
 from ash_core.cube import get_cube  # noqa: E402
-from ash_core.evaluation import Evaluator  # noqa: E402
-from ash_core.search import search  # noqa: E402
+from ash_core.engine.exact import Evaluator  # noqa: E402
+from ash_core.search.grid import search  # noqa: E402
 
 GRID = [float(p) for p in range(100)]
 #: ImageNet-like: 50k ID test, 35k OOD test, and OpenOOD-sized validation splits

@@ -55,10 +55,10 @@ from ash_core.cube import (  # noqa: E402
     point_result,
     save_cube,
 )
-from ash_core.evaluation import Evaluator  # noqa: E402
-from ash_core.metrics import ood_metrics  # noqa: E402
-from ash_core.scores import energy_score, maxlogit_score, msp_score  # noqa: E402
-from ash_core.shaping import ash_b, ash_p, ash_s, kept_count  # noqa: E402
+from ash_core.engine.exact import Evaluator  # noqa: E402
+from ash_core.maths.metrics import ood_metrics  # noqa: E402
+from ash_core.maths.scores import energy_score, maxlogit_score, msp_score  # noqa: E402
+from ash_core.maths.shaping import ash_b, ash_p, ash_s, kept_count  # noqa: E402
 
 GRID = [float(p) for p in range(100)]
 FULL = {"id": 50_000, "ood": [10_000, 10_000, 10_000, 5_000], "fit": 10_000}

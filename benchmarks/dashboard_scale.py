@@ -119,8 +119,7 @@ def dense_child(bundle_path: str, out: str) -> None:
 def features_and_cube_bytes(bundle_path: str, methods: list[tuple[str, str]]) -> tuple[int, int]:
     """fp32 features the server holds (ID, OOD, id_fit) and the bytes of the cubes kept."""
     from ash_core import Evaluator, load_bundle
-    from ash_core.cube import DEFAULT_GRID
-    from ash_core.cube.policy import cube_nbytes
+    from ash_core.policy import DEFAULT_GRID, cube_nbytes
 
     bundle = load_bundle(bundle_path, verify=False)
     ev = Evaluator(bundle, warn=False)
@@ -254,7 +253,7 @@ def exactness(bundle_path: str, cache_dir: str, methods: list[tuple[str, str]]) 
     scores are common where a method makes rows alike, e.g. ReAct clipping 90% of the
     units at p = 10), and ID accuracy by one sample."""
     from ash_core import Evaluator, load_bundle
-    from ash_core.cube import evaluate_setting
+    from ash_core.policy import evaluate_setting
 
     ev = Evaluator(load_bundle(bundle_path, verify=False), warn=False)
     n_id = len(ev.bundle.id_split)
@@ -287,7 +286,8 @@ def gpu_cube(bundle_path: str) -> dict | None:
     if not torch.cuda.is_available():
         return None
     from ash_core import Evaluator, load_bundle
-    from ash_core.cube import DEFAULT_GRID, build_cubes
+    from ash_core.cube import build_cubes
+    from ash_core.policy import DEFAULT_GRID
 
     bundle = load_bundle(bundle_path, verify=False)
     gpu = Evaluator(bundle, warn=False, device="cuda")

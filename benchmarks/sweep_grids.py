@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ash_core.cube import build_cubes
-from ash_core.evaluation import Evaluator
-from ash_core.scores import energy_score
+from ash_core.engine.exact import Evaluator
+from ash_core.maths.scores import energy_score
 
 METHODS = ("react", "scale")
 CHECK_PS = (0.0, 10.0, 65.0, 85.0, 90.0, 99.0)

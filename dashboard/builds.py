@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ash_core.memory import release_free_memory
+from ash_core.engine.memory import release_free_memory
 from dashboard.cache import LRU
 
 Progress = Callable[[int, int], None]

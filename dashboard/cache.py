@@ -21,11 +21,11 @@ import pandas as pd
 import streamlit as st
 
 from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
+from ash_core.engine.exact import unshaped_score
 from ash_core.errors import AshError, BundleError
-from ash_core.evaluation import unshaped_score
-from ash_core.report import evaluation_frame
+from ash_core.maths.stats import row_zero_counts
+from ash_core.reports.tables import evaluation_frame
 from ash_core.setting import Setting
-from ash_core.stats import row_zero_counts
 from dashboard.paths import BundlePolicy
 
 

@@ -1,6 +1,6 @@
 """Exports: tables as CSV/LaTeX/Markdown, figures as PNG/SVG/PDF, the report as HTML/PDF.
 
-No Streamlit here. Tables are rendered by ``ash_core.report`` (so an exported table is
+No Streamlit here. Tables are rendered by ``ash_core.reports.tables`` (so an exported table is
 the CLI's table, with reader headers). Static figures are drawn by kaleido 1.x in a
 headless Chromium: the browser named by ``BROWSER_PATH``, else the first of
 ``chromium``, ``chromium-browser``, ``google-chrome`` on PATH; kaleido never downloads
@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 
 from ash_core import __version__
 from ash_core.errors import AshError
-from ash_core.report import render_labelled
+from ash_core.reports.tables import render_labelled
 from dashboard.report_html import (  # noqa: F401 - the report API lives here too
     Section,
     build_report,

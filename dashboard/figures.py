@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ash_core.curves import Curve, Histogram
+from ash_core.maths.curves import Curve, Histogram
 from ash_core.samples import SampleInspection
 from dashboard.figure_style import (  # noqa: F401 - re-exported for the views
     BASE_COLOR,

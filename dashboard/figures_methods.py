@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 
 from ash_core import list_methods
-from ash_core.leaderboard import Figure1
-from ash_core.overlay import ID_KEY, OOD_KEY, MethodScores
+from ash_core.reports.leaderboard import Figure1
+from ash_core.reports.overlay import ID_KEY, OOD_KEY, MethodScores
 from dashboard.figure_style import (
     ID_COLOR,
     METHOD_PALETTE,

@@ -29,7 +29,7 @@ from ash_core.layers import (
     refusal,
 )
 from ash_core.layers.sweep import DEFAULT_GRID
-from ash_core.stats import row_zero_counts
+from ash_core.maths.stats import row_zero_counts
 from dashboard import cache
 from dashboard.replay import Replay
 

@@ -3,7 +3,7 @@
 A method needs the bundle's ``id_fit`` split, or a stored feature variant (ODIN's), when
 its registry spec says so (``MethodSpec.unavailable(bundle, threshold)`` says why, in
 words); a bundle without it is offered only the rest, and the page says why. The numbers behind the p captions come from ``ash_core`` (``kept_count``,
-``ash_core.stats``); this module only phrases them.
+``ash_core.maths.stats``); this module only phrases them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ash_core import Bundle, get_method, kept_count, list_methods
-from ash_core.stats import share_pruning_only_zeros, zero_share
+from ash_core.maths.stats import share_pruning_only_zeros, zero_share
 
 
 def _servable(bundle: Bundle, method: str, threshold: str) -> bool:

@@ -1,6 +1,6 @@
 """Reference marks on a parameter axis: the validated p, the test-optimal p, the paper's p.
 
-Pure plotly, no maths: the values come from ``ash_core.search.param_marks``. Every mark
+Pure plotly, no maths: the values come from ``ash_core.search.grid.param_marks``. Every mark
 is a vertical line on every subplot of a figure whose x axis is the parameter, explained
 once in the legend (labels on each subplot would clutter the trade-off grid).
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
-from ash_core.search import ParamMarks
+from ash_core.search.grid import ParamMarks
 from dashboard.figure_style import vline
 
 #: kind -> (legend words, line dash); in drawing order

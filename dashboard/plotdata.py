@@ -14,8 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from ash_core import Bundle, EvalResult
-from ash_core import curves as ac
-from ash_core.pareto import pareto_mask
+from ash_core.maths import curves as ac
+from ash_core.maths.pareto import pareto_mask
 from ash_core.sweep import sweep
 from dashboard import cache
 
@@ -89,7 +89,7 @@ def sweep_frame(bundle: Bundle, ood: Sequence[str], grid: Sequence[float], thres
 
 def pareto(df: pd.DataFrame, y: str) -> pd.DataFrame:
     """The rows of ``df`` on the Pareto front of (ID accuracy, ``y``), by ID accuracy:
-    ``ash_core.pareto.pareto_mask``, the Leaderboard's one definition of the front (exact
+    ``ash_core.maths.pareto.pareto_mask``, the Leaderboard's one definition of the front (exact
     duplicates both stay on it; rows with NaN never)."""
     on_front = pareto_mask(df["id_acc"], df[y], True, not y.endswith("fpr95"))
     return df[on_front].sort_values("id_acc", kind="stable")

@@ -21,12 +21,18 @@ from dataclasses import dataclass
 import streamlit as st
 
 from ash_core import Bundle, EvalResult
-from ash_core.cube import DEFAULT_GRID, choose_engine, evaluate_setting, get_cube
+from ash_core.cube import get_cube
 from ash_core.cube.model import fits_on_id_fit
-from ash_core.cube.policy import EXACT_MAX_WORK, exact_work
 from ash_core.errors import ParameterError
 from ash_core.layers import PENULTIMATE
-from ash_core.stats import max_abs_difference
+from ash_core.maths.stats import max_abs_difference
+from ash_core.policy import (
+    DEFAULT_GRID,
+    EXACT_MAX_WORK,
+    choose_engine,
+    evaluate_setting,
+    exact_work,
+)
 from dashboard import cache
 from dashboard.builds import Build, Builds
 

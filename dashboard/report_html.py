@@ -2,7 +2,7 @@
 
 A plain-language summary first (what was compared, the headline result, the trade-off
 in one sentence), then the settings, the tables (headers with units, from
-``ash_core.report``) and interactive figures (plotly.js embedded once: no network), the
+``ash_core.reports.tables``) and interactive figures (plotly.js embedded once: no network), the
 metric definitions and conventions, the app version and commit, and the bundle's
 provenance. No Streamlit here; the numbers come in ready-made.
 """
@@ -22,7 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from ash_core.report import render_labelled
+from ash_core.reports.tables import render_labelled
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
-from ash_core.registry import setting_label
+from ash_core.methods import setting_label
 
 VIEWS: dict[str, str] = {
     "overview": "Overview",
@@ -284,7 +284,7 @@ class State:
 
     def setting_label(self, method: str | None = None, p: float | None = None,
                       threshold: str | None = None) -> str:
-        """``ash-s p=90 local``: ``ash_core.registry.setting_label``, the one label function
+        """``ash-s p=90 local``: ``ash_core.methods.setting_label``, the one label function
         (also behind ``Setting.label`` and the CLI); this state's p and threshold by default."""
         method = method or self.method
         p = self.p_value if p is None and method == self.method else p

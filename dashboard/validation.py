@@ -2,10 +2,10 @@
 overview's result at the validated p, the parameters of compared methods, and the
 sentence exports carry.
 
-The choice itself is ``ash_core.search`` (id_val vs the pooled ood_val splits, OpenOOD's
+The choice itself is ``ash_core.search.grid`` (id_val vs the pooled ood_val splits, OpenOOD's
 first-best rule, the declared search grid); this module only caches it per bundle, OOD
 selection and setting, and shows it; compared methods take their parameters by the
-Leaderboard's rule (``ash_core.leaderboard.choose_params``). No maths here.
+Leaderboard's rule (``ash_core.reports.leaderboard.choose_params``). No maths here.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import streamlit as st
 
 from ash_core import EvalResult, get_method
 from ash_core.errors import AshError
-from ash_core.leaderboard import Choice, choose_params, validation_or_reason
-from ash_core.recommended import benchmark_family, recommended_params
-from ash_core.search import ParamMarks, param_marks, validation_statement
+from ash_core.methods.recommended import benchmark_family, recommended_params
+from ash_core.reports.leaderboard import Choice, choose_params, validation_or_reason
+from ash_core.search.grid import ParamMarks, param_marks, validation_statement
 from ash_core.setting import Setting
 from dashboard import cache, layer_replay
 from dashboard import replay as engines

@@ -373,7 +373,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
 def test_latex_escapes_every_special_character_once():
     # regression: braces, ~ and ^ (e.g. in a bundle name in the caption) went through raw
     # and broke the table; a backslash must become \textbackslash{} with its braces intact
-    from ash_core.report import render_frame
+    from ash_core.reports.tables import render_frame
 
     frame = pd.DataFrame({"ood_set": ["a_{b}~c^d\\e&f#g$h%"], "auroc": [0.5]})
     tex = render_frame(frame, "latex", caption="my~bundle{x}")
@@ -385,7 +385,7 @@ def test_latex_escapes_every_special_character_once():
 
 def test_evaluation_frame_deltas_are_result_minus_base(synthetic_bundle):
     from ash_core.errors import ParameterError
-    from ash_core.report import evaluation_frame
+    from ash_core.reports.tables import evaluation_frame
 
     r = evaluate(load_bundle(synthetic_bundle), "ash-s", 80).to_dict()
     b = evaluate(load_bundle(synthetic_bundle), "none").to_dict()

@@ -24,11 +24,11 @@ from ash_core.cube import (
 from ash_core.cube import build as build_mod
 from ash_core.cube import kernel as kernel_mod
 from ash_core.cube.thresholds import percentiles
+from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
-from ash_core.evaluation import Evaluator
-from ash_core.registry import list_methods
-from ash_core.scores import energy_score, maxlogit_score, msp_score
-from ash_core.shaping import percentile_of
+from ash_core.maths.scores import energy_score, maxlogit_score, msp_score
+from ash_core.maths.shaping import percentile_of
+from ash_core.methods import list_methods
 
 BACKENDS = ["native", "torch"]
 GRID = [0.0, 7.5, 20.0, 33.0, 50.0, 64.0, 65.0, 80.0, 90.0, 97.0, 99.0]
@@ -318,7 +318,7 @@ def test_prepared_id_scores_reused_across_sets_equal_sklearn(convention: str) ->
     """The lookup path sorts ID scores once (IdScores) and reuses them for every OOD set."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from ash_core.metrics import IdScores, ood_metrics, ood_metrics_many
+    from ash_core.maths.metrics import IdScores, ood_metrics, ood_metrics_many
 
     rng = np.random.default_rng(11)
     for trial in range(40):

@@ -17,10 +17,10 @@ import pytest
 from test_cube import GRID, make_tricky_bundle
 
 from ash_core.bundle import load_bundle
+from ash_core.bundle.safetensors_io import read_header
 from ash_core.cube import build_cubes, cube_key, cube_path, get_cube, load_cube
+from ash_core.engine.exact import Evaluator
 from ash_core.errors import CubeCacheError
-from ash_core.evaluation import Evaluator
-from ash_core.safetensors_io import read_header
 
 
 @pytest.fixture(scope="module")

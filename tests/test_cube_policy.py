@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from cube_helpers import assert_metrics_close, assert_scores_close
 
+from ash_core import policy as policy_mod
 from ash_core.bundle import load_bundle
-from ash_core.cube import choose_engine, evaluate_setting, get_cube
-from ash_core.cube import policy as policy_mod
+from ash_core.bundle.safetensors_io import read_header
+from ash_core.cube import get_cube
+from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
-from ash_core.evaluation import Evaluator
-from ash_core.safetensors_io import read_header
+from ash_core.policy import choose_engine, evaluate_setting
 
 GRID = (50.0, 65.0, 90.0)
 
@@ -106,5 +107,5 @@ def test_evaluate_setting_uses_the_provided_cube(ev: Evaluator) -> None:
 
 
 def test_the_policy_needs_no_streamlit() -> None:
-    code = "import sys, ash_core.cube.policy; sys.exit('streamlit' in sys.modules)"
+    code = "import sys, ash_core.policy; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -19,8 +19,8 @@ from ash_core.bundle import load_bundle
 from ash_core.cube import build as build_mod
 from ash_core.cube import build_cubes, point_result
 from ash_core.cube import kernel as kernel_mod
+from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
-from ash_core.evaluation import Evaluator
 
 METHODS = ["react", "scale"]
 GRID = [0.0, 5.0, 20.0, 33.0, 50.0, 65.0, 80.0, 85.0, 90.0, 97.0, 99.0]

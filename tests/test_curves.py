@@ -1,4 +1,4 @@
-"""ash_core.curves: thinned ROC/PR points, TPR-95 threshold, density histograms."""
+"""ash_core.maths.curves: thinned ROC/PR points, TPR-95 threshold, density histograms."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ash_core import ood_metrics
-from ash_core.curves import (
+from ash_core.errors import FeatureError, ParameterError
+from ash_core.maths.curves import (
     density_histograms,
     pr_curve,
     roc_curve,
@@ -14,7 +15,6 @@ from ash_core.curves import (
     thin_curve,
     tpr_threshold,
 )
-from ash_core.errors import FeatureError, ParameterError
 
 
 @pytest.fixture(scope="module")

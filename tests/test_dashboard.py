@@ -25,8 +25,8 @@ from ash_core import Evaluator, get_method, kept_count, list_methods, load_bundl
 from ash_core.cli import build_parser
 from ash_core.cli import dashboard as cli_dashboard
 from ash_core.errors import BundleError
-from ash_core.report import evaluation_frame
-from ash_core.stats import max_abs_difference, row_zero_counts, share_pruning_only_zeros
+from ash_core.maths.stats import max_abs_difference, row_zero_counts, share_pruning_only_zeros
+from ash_core.reports.tables import evaluation_frame
 from dashboard import config, export, figures, offer
 from dashboard.paths import BundlePolicy
 from dashboard.state import MAX_PARAM_LEN, VIEWS, State, default_p, p_range
@@ -391,7 +391,7 @@ def test_engine_choice_is_automatic_with_an_override(synthetic_bundle, monkeypat
                                                      tmp_path):
     import shutil
 
-    from ash_core.cube import policy
+    from ash_core import policy
     from dashboard import replay
 
     monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / "cubes"))

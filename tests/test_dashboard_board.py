@@ -2,7 +2,7 @@
 
 Synthetic bundles (fast) for every control; the demo bundle ``mnist_cnn`` (no id_fit) for
 "methods that cannot run are listed with the reason, nothing crashes". Numbers are
-checked against ``ash_core.leaderboard`` / ``evaluate``, computed independently here.
+checked against ``ash_core.reports.leaderboard`` / ``evaluate``, computed independently here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from test_dashboard_app import run_app as run
 from test_search import make_val_bundle
 
 from ash_core import evaluate, get_method, list_methods, load_bundle
-from ash_core.leaderboard import leaderboard
-from ash_core.report import column_label
+from ash_core.reports.leaderboard import leaderboard
+from ash_core.reports.tables import column_label
 from dashboard import cache, figures
 from dashboard.config import AppArgs
 from dashboard.paths import BundlePolicy

@@ -23,9 +23,9 @@ from ash_core.cli import main as cli_main
 from ash_core.cube import CUBE_METHODS, build_cubes, torch_backend
 from ash_core.cube import build as build_mod
 from ash_core.device import ENV_DEVICE, resolve_device
+from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
-from ash_core.evaluation import Evaluator
-from ash_core.scores import energy_score
+from ash_core.maths.scores import energy_score
 
 CPU = torch.device("cpu")
 

@@ -272,7 +272,8 @@ def test_ash_s_overflow_is_reported_clearly(tmp_path):
 
 def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypatch):
     """The Evaluator's p-independent sort cache is an optimisation only."""
-    from ash_core import Evaluator, evaluation, load_bundle
+    from ash_core import Evaluator, load_bundle
+    from ash_core.engine import exact as evaluation
 
     bundle = load_bundle(synthetic_bundle)
     cached = Evaluator(bundle)
@@ -289,7 +290,8 @@ def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypa
 def test_rank_orders_are_cached_for_all_splits_in_use_or_none(synthetic_bundle, monkeypatch):
     """A budget that one split fits but not all of them caches none (a p without a
     cached order is a selection, cheaper than sorting the splits that would fit)."""
-    from ash_core import Evaluator, evaluation, load_bundle
+    from ash_core import Evaluator, load_bundle
+    from ash_core.engine import exact as evaluation
 
     bundle = load_bundle(synthetic_bundle)
     ev = Evaluator(bundle)
@@ -363,7 +365,8 @@ def test_splits_scored_in_threads_give_the_sequential_numbers(synthetic_bundle, 
     threads; every number, ASH-RAND's draws included, must equal the sequential ones."""
     import threading
 
-    from ash_core import Evaluator, load_bundle, split_threads
+    from ash_core import Evaluator, load_bundle
+    from ash_core.engine import threads as split_threads
 
     bundle = load_bundle(synthetic_bundle)
     methods = ("ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale", "none")

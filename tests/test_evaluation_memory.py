@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, blocks, evaluation, load_bundle, split_threads
-from ash_core.memo import Once
-from ash_core.registry import Shaper
-from ash_core.scores import energy_score
+from ash_core import Evaluator, load_bundle
+from ash_core.engine import blocks
+from ash_core.engine import exact as evaluation
+from ash_core.engine import threads as split_threads
+from ash_core.engine.memo import Once
+from ash_core.maths.scores import energy_score
+from ash_core.methods import Shaper
 
 METHODS = [("ash-s", "local"), ("ash-b", "global"), ("ash-rand", "local"), ("react", "local"),
            ("scale", "local"), ("ash-p", "local")]
@@ -124,7 +127,7 @@ def test_split_threads_give_their_freed_memory_back(synthetic_bundle, monkeypatc
     evaluation at ImageNet scale unless it is trimmed when the split threads end."""
     import platform
 
-    from ash_core import memory
+    from ash_core.engine import memory
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert memory.release_free_memory() is True

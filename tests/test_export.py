@@ -19,7 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ash_core import Evaluator, load_bundle
-from ash_core.report import (
+from ash_core.reports.tables import (
     best_settings,
     column_label,
     evaluation_frame,

@@ -9,8 +9,8 @@ import pytest
 from test_leaderboard import brute_front
 
 from ash_core import Evaluator, list_methods, load_bundle
-from ash_core import curves as ac
-from ash_core.report import evaluation_frame
+from ash_core.maths import curves as ac
+from ash_core.reports.tables import evaluation_frame
 from ash_core.samples import inspect_sample
 from ash_core.sweep import sweep
 from dashboard import figure_style, figures, plotdata

@@ -7,8 +7,8 @@ import pytest
 from test_figures import _ink_colours
 
 from ash_core import Evaluator, list_methods, load_bundle
-from ash_core.leaderboard import curve_methods, figure1, leaderboard
-from ash_core.overlay import overlay
+from ash_core.reports.leaderboard import curve_methods, figure1, leaderboard
+from ash_core.reports.overlay import overlay
 from ash_core.sweep import sweep
 from dashboard import figure_style, figures_methods
 

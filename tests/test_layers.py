@@ -19,7 +19,7 @@ from ash_core.errors import BundleError, ParameterError
 from ash_core.extract import ExtractConfig, Extractor, SplitSpec, extract, load_model
 from ash_core.extract.data import PreparedDataset
 from ash_core.layers import LayerEvaluator, layer_sweep, open_layers, replay_logits
-from ash_core.registry import create_method
+from ash_core.methods import create_method
 
 LAYERS = ["layer1", "layer2", "layer3"]
 

@@ -1,4 +1,4 @@
-"""``ash_core.leaderboard`` and ``ash_core.pareto``: every method side by side, Figure 1.
+"""``ash_core.reports.leaderboard`` and ``ash_core.maths.pareto``: every method side by side, Figure 1.
 
 References are independent: each row against ``evaluate`` at the row's parameters, the
 validated parameters against ``search``, the Pareto front against a brute-force O(n^2)
@@ -14,11 +14,11 @@ from hypothesis import strategies as hs
 from test_search import make_val_bundle
 
 from ash_core import Evaluator, SplitData, evaluate, list_methods, load_bundle, write_bundle
-from ash_core import registry as registry_module
 from ash_core.errors import ParameterError
-from ash_core.leaderboard import curve_methods, figure1, leaderboard
-from ash_core.pareto import pareto_mask
-from ash_core.search import search
+from ash_core.maths.pareto import pareto_mask
+from ash_core.methods import _registry as registry_module
+from ash_core.reports.leaderboard import curve_methods, figure1, leaderboard
+from ash_core.search.grid import search
 from ash_core.setting import Setting
 from ash_core.sweep import sweep
 

@@ -9,8 +9,8 @@ import pytest
 import reference_features as ref
 import torch
 
-from ash_core.detectors import FitData, get_feature_score, list_feature_scores
 from ash_core.errors import ParameterError
+from ash_core.features import FitData, get_feature_score, list_feature_scores
 
 C, D = 5, 8
 
@@ -94,7 +94,7 @@ def test_knn_k_equal_to_the_bank_and_beyond():
 
 
 def test_vim_default_dim_is_the_official_rule():
-    from ash_core.detectors.subspace import auto_dim
+    from ash_core.features.vim import auto_dim
     assert [auto_dim(d) for d in (64, 512, 767, 768, 2047, 2048, 4096)] == \
         [32, 256, 383, 512, 512, 1000, 1000]
     data = make_data(5)

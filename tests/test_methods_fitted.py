@@ -17,9 +17,9 @@ from conftest import make_synthetic_bundle
 
 from ash_core import Evaluator, Setting, load_bundle
 from ash_core.cli import main
-from ash_core.combine import compatible_scores, split_params
-from ash_core.detectors import get_feature_score, list_feature_scores
 from ash_core.errors import ParameterError
+from ash_core.features import get_feature_score, list_feature_scores
+from ash_core.setting import compatible_scores, split_params
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import reference_features as rf
 from sklearn.metrics import roc_auc_score
 
 from ash_core import Evaluator, Setting, load_bundle
-from ash_core.detectors import list_feature_scores
+from ash_core.features import list_feature_scores
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ["cifar10_resnet20", "cifar10_resnet56"]

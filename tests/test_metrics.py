@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from ash_core import CONVENTIONS, METRIC_NAMES, OODMetrics, average_metrics, ood_metrics
 from ash_core.errors import FeatureError, ParameterError
-from ash_core.metrics import IdScoreBlock, IdScores, batched_metric
+from ash_core.maths.metrics import IdScoreBlock, IdScores, batched_metric
 
 
 def sklearn_metrics(id_scores, ood_scores, convention="id"):

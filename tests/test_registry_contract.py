@@ -24,7 +24,7 @@ from ash_core import (
     register_method,
 )
 from ash_core.errors import ParameterError
-from ash_core.shaping import rank_order
+from ash_core.maths.shaping import rank_order
 
 EXPECTED = ["none", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale"]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -290,7 +290,7 @@ def test_contract_p_extremes(name, mode):
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
 def test_contract_precomputed_rank_order_changes_nothing(name, mode):
     """Every method accepts order=rank_order(x) and gives bit-identical results with it."""
-    from ash_core.shaping import rank_order
+    from ash_core.maths.shaping import rank_order
 
     x = data()
     order = rank_order(x)
@@ -303,7 +303,7 @@ def test_contract_precomputed_rank_order_changes_nothing(name, mode):
 
 def test_rank_order_of_other_features_is_refused():
     from ash_core.errors import FeatureError
-    from ash_core.shaping import ash_p, rank_order
+    from ash_core.maths.shaping import ash_p, rank_order
 
     x = data()
     with pytest.raises(FeatureError, match="rank_order"):

@@ -15,8 +15,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from safetensors.torch import save_file as save_torch
 
-from ash_core.errors import BundleError
-from ash_core.safetensors_io import (
+from ash_core.bundle.safetensors_io import (
     DTYPES,
     MAX_HEADER_BYTES,
     TensorInfo,
@@ -24,6 +23,7 @@ from ash_core.safetensors_io import (
     read_tensors,
     write_tensors,
 )
+from ash_core.errors import BundleError
 
 
 def raw(path: Path, header: dict | bytes, data: bytes = b"") -> Path:

@@ -9,7 +9,7 @@ import torch
 
 from ash_core import accuracy, energy_score, get_score, list_scores, maxlogit_score, msp_score
 from ash_core.errors import ParameterError
-from ash_core.scores import gen_score, temperature_msp_score
+from ash_core.maths.scores import gen_score, temperature_msp_score
 
 
 def logits(seed: int = 0, n: int = 20, c: int = 7) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""``ash_core.search`` and ``ash-explore search``: parameters chosen on validation splits.
+"""``ash_core.search.grid`` and ``ash-explore search``: parameters chosen on validation splits.
 
 The choice is checked against an independent computation (tests/reference.py shaping and
 metrics in float64, numpy's first-occurrence argmax for OpenOOD's tie rule); the test
@@ -20,8 +20,8 @@ from ash_core import Evaluator, SplitData, evaluate, load_bundle, write_bundle
 from ash_core.cli import main
 from ash_core.cube import get_cube
 from ash_core.errors import BundleError, ParameterError
-from ash_core.recommended import benchmark_family, recommended_params
-from ash_core.search import (
+from ash_core.methods.recommended import benchmark_family, recommended_params
+from ash_core.search.grid import (
     param_marks,
     parse_grid_assignment,
     search,

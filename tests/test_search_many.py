@@ -1,4 +1,4 @@
-"""``ash_core.search_many`` and ``ash-explore search --all-methods``: every method's validated
+"""``ash_core.search.many`` and ``ash-explore search --all-methods``: every method's validated
 parameters at once, cached beside the bundle's cubes (JSON, keyed like the cubes)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from test_search import make_val_bundle
 
-import ash_core.search_many as sm
+import ash_core.search.many as sm
 from ash_core import load_bundle
 from ash_core.cli import main
 from ash_core.errors import ParameterError
-from ash_core.search import search
-from ash_core.search_many import search_many, searchable_methods
+from ash_core.search.grid import search
+from ash_core.search.many import search_many, searchable_methods
 from ash_core.setting import Setting
 
 SOME = ["ash-s", "react", "gen", "nci"]  # cube, clip cube, exact on logits, feature score
@@ -136,7 +136,7 @@ def test_scores_on_features_are_validated_with_their_own_scorer(bundle, method):
     import numpy as np
 
     from ash_core import Evaluator
-    from ash_core.metrics import IdScores
+    from ash_core.maths.metrics import IdScores
 
     result = search(bundle, method)
     ev = Evaluator(bundle)

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ash_core import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale, shaping
+from ash_core import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
 from ash_core.errors import FeatureError, ParameterError
-from ash_core.shaping import percentile_of
+from ash_core.maths import shaping
+from ash_core.maths.shaping import percentile_of
 
 VARIANTS = {"ash-p": (ash_p, ref.ash_p), "ash-b": (ash_b, ref.ash_b), "ash-s": (ash_s, ref.ash_s)}
 

@@ -13,10 +13,10 @@ from cube_helpers import assert_sweep_frames_close
 
 from ash_core.bundle import load_bundle
 from ash_core.cli import main
+from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
-from ash_core.evaluation import Evaluator
-from ash_core.metrics import METRIC_NAMES
-from ash_core.registry import get_method, list_methods
+from ash_core.maths.metrics import METRIC_NAMES
+from ash_core.methods import get_method, list_methods
 from ash_core.sweep import parse_grid, sweep
 
 

@@ -11,7 +11,7 @@ A bundle is a directory::
 Modules, one job each: ``manifest`` (the schema and the split/label rules), ``files``
 (confined paths, bounded reads, hashes), ``model`` (``Bundle``, ``Split``), ``load``
 (``load_bundle``), ``write`` (``write_bundle``), ``publish`` (atomic rename, recovery of a
-killed writer's leftovers). Every safetensors byte goes through ``ash_core.safetensors_io``.
+killed writer's leftovers). Every safetensors byte goes through ``ash_core.bundle.safetensors_io``.
 See the README section "Feature bundle format" for the full specification.
 """
 
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..safetensors_io import read_tensors
-from .files import inside, is_bundle_dir, sha256_file
-from .load import load_bundle
-from .manifest import (
+from ash_core.bundle.files import inside, is_bundle_dir, sha256_file
+from ash_core.bundle.load import load_bundle
+from ash_core.bundle.manifest import (
     FEATURE_DTYPES,
     FORMAT,
     ID_ROLES,
@@ -36,12 +35,13 @@ from .manifest import (
     check_split_name,
     check_split_roles,
 )
-from .model import Bundle, Split, SplitInfo, negative_fraction
-from .write import SplitData, write_bundle
+from ash_core.bundle.model import Bundle, Split, SplitInfo, negative_fraction
+from ash_core.bundle.safetensors_io import read_tensors
+from ash_core.bundle.write import SplitData, write_bundle
 
 
 def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
-    """Compatibility name for ``ash_core.safetensors_io.read_tensors`` (strictly validated)."""
+    """Compatibility name for ``ash_core.bundle.safetensors_io.read_tensors`` (strictly validated)."""
     return read_tensors(path, mmap=mmap)
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
-from ..safetensors_io import parse_json, read_header, read_tensors
-from .manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, check_manifest, short
+from ash_core.bundle.manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, check_manifest, short
+from ash_core.bundle.safetensors_io import parse_json, read_header, read_tensors
+from ash_core.errors import BundleError
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
-from ..safetensors_io import looks_pickled
-from .files import check_sidecar, inside, open_tensors, read_manifest
-from .manifest import (
+from ash_core.bundle.files import check_sidecar, inside, open_tensors, read_manifest
+from ash_core.bundle.manifest import (
     HEAD_TENSORS,
     MANIFEST,
     SPLIT_TENSORS,
@@ -20,8 +18,10 @@ from .manifest import (
     check_labels,
     referenced_files,
 )
-from .model import Bundle, Split, SplitInfo
-from .publish import restore_interrupted
+from ash_core.bundle.model import Bundle, Split, SplitInfo
+from ash_core.bundle.publish import restore_interrupted
+from ash_core.bundle.safetensors_io import looks_pickled
+from ash_core.errors import BundleError
 
 _KNOWN_SPLIT_KEYS = {"name", "role", "file", "n", "meta", "thumbnails", "variants"}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
+from ash_core.errors import BundleError
 
 FORMAT = "ash-bundle"
 VERSION = 1

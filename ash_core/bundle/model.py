@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import BundleError
-from ..safetensors_io import release_pages
-from .files import inside, open_tensors
-from .manifest import THUMB_TENSORS
+from ash_core.bundle.files import inside, open_tensors
+from ash_core.bundle.manifest import THUMB_TENSORS
+from ash_core.bundle.safetensors_io import release_pages
+from ash_core.errors import BundleError
 
 
 @dataclass(frozen=True)

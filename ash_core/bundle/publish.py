@@ -28,11 +28,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .. import faults
-from ..errors import BundleError
-from ..safetensors_io import fsync_dir
-from .files import is_bundle_dir
-from .manifest import MANIFEST
+from ash_core import faults
+from ash_core.bundle.files import is_bundle_dir
+from ash_core.bundle.manifest import MANIFEST
+from ash_core.bundle.safetensors_io import fsync_dir
+from ash_core.errors import BundleError
 
 #: what a writer's temp directory may hold (plus write_tensors' own ``.*.tmp`` files)
 _TMP_ENTRIES = {MANIFEST, "head.safetensors", "splits", "thumbs"}

@@ -14,11 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import faults
-from ..errors import BundleError
-from ..safetensors_io import write_tensors
-from .files import sha256_file
-from .manifest import (
+from ash_core import faults
+from ash_core.bundle.files import sha256_file
+from ash_core.bundle.manifest import (
     FEATURE_DTYPES,
     FORMAT,
     MANIFEST,
@@ -27,7 +25,9 @@ from .manifest import (
     check_split_roles,
     check_variant_params,
 )
-from .publish import check_replaceable, clean_leftovers, new_tmp_dir, publish
+from ash_core.bundle.publish import check_replaceable, clean_leftovers, new_tmp_dir, publish
+from ash_core.bundle.safetensors_io import write_tensors
+from ash_core.errors import BundleError
 
 _RESERVED = {"format", "version", "name", "feature_dim", "num_classes", "classes", "head",
              "feature_dtype", "splits", "files", "variants"}

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-from ..errors import AshError
+from ash_core.errors import AshError
 
 #: Subcommand modules under ash_core.cli, in --help order.
 SUBCOMMANDS = ("evaluate", "sweep", "search", "methods", "extract", "dashboard")
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ash-explore", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from .. import __version__
+    from ash_core import __version__
 
     parser.add_argument("--version", action="version", version=f"ash-explore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

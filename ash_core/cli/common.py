@@ -6,13 +6,13 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ..detectors import list_feature_scores
-from ..device import DEVICES
-from ..errors import ParameterError
-from ..metrics import CONVENTIONS
-from ..params import parse_assignment
-from ..registry import THRESHOLD_MODES, list_methods
-from ..scores import list_scores
+from ash_core.device import DEVICES
+from ash_core.errors import ParameterError
+from ash_core.features import list_feature_scores
+from ash_core.maths.metrics import CONVENTIONS
+from ash_core.maths.scores import list_scores
+from ash_core.methods import THRESHOLD_MODES, list_methods
+from ash_core.params import parse_assignment
 
 
 def add_setting_args(parser: argparse.ArgumentParser) -> None:

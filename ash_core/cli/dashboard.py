@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..device import resolve_device
-from ..errors import AshError
-from .common import add_device_arg
+from ash_core.cli.common import add_device_arg
+from ash_core.device import resolve_device
+from ash_core.errors import AshError
 
 DEFAULT_BUNDLE = "cached_features/cifar10_resnet20"
 #: how long the child gets to exit after a forwarded signal before it is killed

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..bundle import load_bundle
-from ..device import resolve_device
-from ..layers import layer_evaluator
-from ..registry import list_methods
-from ..report import dumps_json, evaluation_frame, render_frame
-from ..setting import Setting
-from .common import (
+from ash_core.bundle import load_bundle
+from ash_core.cli.common import (
     add_device_arg,
     add_param_arg,
     add_setting_args,
@@ -19,7 +14,12 @@ from .common import (
     parse_params,
     split_list,
 )
-from .layer_args import add_layer_arg
+from ash_core.cli.layer_args import add_layer_arg
+from ash_core.device import resolve_device
+from ash_core.layers import layer_evaluator
+from ash_core.methods import list_methods
+from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame
+from ash_core.setting import Setting
 
 
 def register(sub: argparse._SubParsersAction) -> None:

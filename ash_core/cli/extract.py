@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..errors import AshError
+from ash_core.errors import AshError
 
 EPILOG = """\
 data specs (relative paths are resolved against --data-root):
@@ -122,8 +122,8 @@ def _split(text: str, default_name: str) -> tuple[str, str]:
 
 
 def build_config(args: argparse.Namespace):  # -> ExtractConfig
-    from ..extract import ExtractConfig, SplitSpec
-    from ..extract.odin import parse_odin
+    from ash_core.extract import ExtractConfig, SplitSpec
+    from ash_core.extract.odin import parse_odin
 
     flags = {
         "out": args.out, "name": args.name, "model": args.model, "weights": args.weights,
@@ -165,7 +165,7 @@ def build_config(args: argparse.Namespace):  # -> ExtractConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..extract import extract
+    from ash_core.extract import extract
 
     cfg = build_config(args)
     path = extract(cfg, log=lambda s: print(s, flush=True))

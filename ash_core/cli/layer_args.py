@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ParameterError
+from ash_core.errors import ParameterError
 
 
 def add_layer_arg(p: argparse.ArgumentParser) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..detectors import list_feature_scores
-from ..registry import get_method, list_methods
-from ..scores import list_scores
+from ash_core.features import list_feature_scores
+from ash_core.maths.scores import list_scores
+from ash_core.methods import get_method, list_methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,11 +7,12 @@ import sys
 
 import pandas as pd
 
-from ..bundle import load_bundle
-from ..errors import ParameterError
-from ..registry import list_methods
-from ..report import dumps_json, render_frame
-from ..search import (
+from ash_core.bundle import load_bundle
+from ash_core.cli.common import add_setting_args, method_help, parse_named, split_list
+from ash_core.errors import ParameterError
+from ash_core.methods import list_methods
+from ash_core.reports.tables import dumps_json, render_frame
+from ash_core.search.grid import (
     SEARCH_ENGINES,
     SEARCH_METRICS,
     SearchResult,
@@ -19,9 +20,8 @@ from ..search import (
     search,
     search_points,
 )
-from ..search_many import search_many
-from ..setting import Setting
-from .common import add_setting_args, method_help, parse_named, split_list
+from ash_core.search.many import search_many
+from ash_core.setting import Setting
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,18 +7,24 @@ import sys
 
 from tqdm import tqdm
 
-from ..bundle import load_bundle
-from ..detectors import get_feature_score
-from ..device import resolve_device
-from ..errors import ParameterError
-from ..evaluation import Evaluator
-from ..layers import PENULTIMATE
-from ..layers.sweep import sweep_frame
-from ..registry import get_method
-from ..report import render_frame, sweep_columns
-from ..sweep import parse_grid, sweep, sweep_settings
-from .common import add_device_arg, add_param_arg, add_setting_args, parse_params, split_list
-from .layer_args import add_layer_arg, check_layer_setting
+from ash_core.bundle import load_bundle
+from ash_core.cli.common import (
+    add_device_arg,
+    add_param_arg,
+    add_setting_args,
+    parse_params,
+    split_list,
+)
+from ash_core.cli.layer_args import add_layer_arg, check_layer_setting
+from ash_core.device import resolve_device
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import ParameterError
+from ash_core.features import get_feature_score
+from ash_core.layers import PENULTIMATE
+from ash_core.layers.sweep import sweep_frame
+from ash_core.methods import get_method
+from ash_core.reports.tables import render_frame, sweep_columns
+from ash_core.sweep import parse_grid, sweep, sweep_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,14 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..device import is_cuda
-from ..errors import ParameterError
-from ..evaluation import Evaluator
-from ..registry import check_seed, check_threshold_mode, get_method
-from ..shaping import kept_count
-from . import kernel as _kernel
-from . import native as _native
-from .model import (
+from ash_core.cube import kernel as _kernel
+from ash_core.cube import native as _native
+from ash_core.cube.model import (
     CUBE_METHODS,
     CUBE_STRATEGIES,
     ScoreCube,
@@ -33,9 +28,14 @@ from .model import (
     grid_strategy,
     is_cube_method,
 )
-from .strategies import build_strategy
-from .thresholds import fit_global_thresholds, normalize_grid
-from .torch_backend import run_torch
+from ash_core.cube.strategies import build_strategy
+from ash_core.cube.thresholds import fit_global_thresholds, normalize_grid
+from ash_core.cube.torch_backend import run_torch
+from ash_core.device import is_cuda
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import ParameterError
+from ash_core.maths.shaping import kept_count
+from ash_core.methods import check_seed, check_threshold_mode, get_method
 
 RAND_LOW, RAND_HIGH = 0.0, 10.0
 #: Rows per native block (draws for ASH-RAND are made block by block); torch chunks:

@@ -31,14 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import BundleError
-from ..evaluation import Evaluator
-from ..registry import check_seed
-from .build import Progress, build_cubes, check_request
-from .model import ScoreCube, fits_on_id_fit
-from .store import load_cube, save_cube
-from .thresholds import normalize_grid
+from ash_core.bundle import Bundle
+from ash_core.cube.build import Progress, build_cubes, check_request
+from ash_core.cube.model import ScoreCube, fits_on_id_fit
+from ash_core.cube.store import load_cube, save_cube
+from ash_core.cube.thresholds import normalize_grid
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import BundleError
+from ash_core.methods import check_seed
 
 #: Bumped whenever the cube's content or file layout changes (old entries become stale).
 CUBE_VERSION = 4  # 4: ReAct clips units >= c, ties of rows clipped everywhere exact

@@ -27,7 +27,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .private_dir import UntrustedPath, ensure_private_dir, why_untrusted_dir, why_untrusted_file
+from ash_core.cube.private_dir import (
+    UntrustedPath,
+    ensure_private_dir,
+    why_untrusted_dir,
+    why_untrusted_file,
+)
 
 SOURCE = Path(__file__).with_name("kernel.c")
 #: Every file the build reads (``kernel.c`` includes the header): all are in the build key.

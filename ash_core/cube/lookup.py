@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParameterError
-from ..evaluation import EvalResult
-from ..metrics import IdScores, check_convention
-from ..scores import get_score
-from .model import ScoreCube
+from ash_core.cube.model import ScoreCube
+from ash_core.engine.exact import EvalResult
+from ash_core.errors import ParameterError
+from ash_core.maths.metrics import IdScores, check_convention
+from ash_core.maths.scores import get_score
 
 
 def _ood_names(cube: ScoreCube, ood: Iterable[str] | None) -> list[str]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParameterError
-from ..registry import get_method, list_methods
-from ..scores import list_scores
-from ..shaping import check_percentile
+from ash_core.errors import ParameterError
+from ash_core.maths.scores import list_scores
+from ash_core.maths.shaping import check_percentile
+from ash_core.methods import get_method, list_methods
 
 #: Stored per split and grid point, with their dtypes. ``gap`` = logsumexp - max logit,
 #: so that MSP = exp(-gap) keeps float64 resolution near 1 (as ``scores.msp_score``).

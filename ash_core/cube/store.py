@@ -3,7 +3,7 @@
 Layout: the tensors of ``tensor_layout(key)`` (every one's dtype and shape follow from
 the key; nothing else is accepted) and a ``__metadata__`` holding the JSON key, the
 split names, the backend and ``sha256``. Reading and writing go through
-``ash_core.safetensors_io`` (strict header checks, atomic writes).
+``ash_core.bundle.safetensors_io`` (strict header checks, atomic writes).
 
 Checksum: sha256 over the canonical header without the checksum (the metadata minus
 ``sha256``, and every tensor's name, dtype and shape, as sorted JSON) followed by every
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, CubeCacheError
-from ..safetensors_io import DTYPES, read_header, read_tensors, write_tensors
-from .model import FIELD_DTYPES, FIELDS, ScoreCube, SplitCube, fits_on_id_fit
+from ash_core.bundle.safetensors_io import DTYPES, read_header, read_tensors, write_tensors
+from ash_core.cube.model import FIELD_DTYPES, FIELDS, ScoreCube, SplitCube, fits_on_id_fit
+from ash_core.errors import BundleError, CubeCacheError
 
 DIGEST_FIELD = "sha256"
 _DTYPE_NAME = {dt: name for name, dt in DTYPES.items() if name != "BF16"}

@@ -23,13 +23,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..evaluation import Evaluator
-from ..shaping import kept_count, scale_factor
-from . import kernel as _kernel
-from . import native as _native
-from .model import SplitCube, empty_fields
-from .thresholds import fit_global_thresholds
-from .torch_backend import (
+from ash_core.cube import kernel as _kernel
+from ash_core.cube import native as _native
+from ash_core.cube.model import SplitCube, empty_fields
+from ash_core.cube.thresholds import fit_global_thresholds
+from ash_core.cube.torch_backend import (
     Chunk,
     band_product,
     chunk_rows,
@@ -39,6 +37,8 @@ from .torch_backend import (
     store_scores,
     store_unshaped,
 )
+from ash_core.engine.exact import Evaluator
+from ash_core.maths.shaping import kept_count, scale_factor
 
 Tick = Callable[[int], None]
 

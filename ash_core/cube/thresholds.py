@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..errors import FeatureError, ParameterError
-from ..evaluation import Evaluator
-from ..shaping import check_percentile
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import FeatureError, ParameterError
+from ash_core.maths.shaping import check_percentile
 
 
 def normalize_grid(grid: Iterable[float]) -> np.ndarray:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..scores import energy_score, maxlogit_score
-from .model import FIELD_DTYPES
+from ash_core.cube.model import FIELD_DTYPES
+from ash_core.maths.scores import energy_score, maxlogit_score
 
 
 def gap_score(logits: torch.Tensor) -> torch.Tensor:

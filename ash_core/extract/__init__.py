@@ -12,12 +12,12 @@ run loop), ``head`` and ``writer`` (the bundle's head, splits and provenance), `
 (replacing the output safely). The command line lives in ``ash_core.cli.extract``.
 """
 
-from ..errors import DataError, ExtractError, ModelError
-from .config import ExtractConfig, SplitSpec, check_split_roles
-from .data import parse_spec
-from .head import fit_linear_head
-from .hook import FeatureHook
-from .models import (
+from ash_core.errors import DataError, ExtractError, ModelError
+from ash_core.extract.config import ExtractConfig, SplitSpec, check_split_roles
+from ash_core.extract.data import parse_spec
+from ash_core.extract.head import fit_linear_head
+from ash_core.extract.hook import FeatureHook
+from ash_core.extract.models import (
     CifarResNet,
     LoadedModel,
     MnistCNN,
@@ -25,8 +25,8 @@ from .models import (
     read_state_dict,
     rename_mobilenet_v2_backbone,
 )
-from .protocol import Protocol, make_protocol
-from .runner import Extractor, extract
+from ash_core.extract.protocol import Protocol, make_protocol
+from ash_core.extract.runner import Extractor, extract
 
 __all__ = [
     "CifarResNet", "DataError", "ExtractConfig", "ExtractError", "Extractor", "FeatureHook",

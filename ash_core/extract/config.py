@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle import ROLES, check_split_name
-from ..bundle import check_split_roles as _bundle_split_rules
-from ..errors import BundleError, ExtractError
-from .odin import check_odin
+from ash_core.bundle import ROLES, check_split_name
+from ash_core.bundle import check_split_roles as _bundle_split_rules
+from ash_core.errors import BundleError, ExtractError
+from ash_core.extract.odin import check_odin
 
 
 @dataclass

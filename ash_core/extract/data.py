@@ -28,9 +28,9 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .protocol import Protocol
-from .sources import (  # noqa: F401  (re-exported: the sources used to live here)
+from ash_core.errors import DataError
+from ash_core.extract.protocol import Protocol
+from ash_core.extract.sources import (  # noqa: F401  (re-exported: the sources used to live here)
     IMAGE_EXTS,
     ArraySource,
     FolderSource,

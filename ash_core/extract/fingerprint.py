@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import ExtractConfig
+from ash_core.extract.config import ExtractConfig
 
 
 def digest(obj: Any) -> str:

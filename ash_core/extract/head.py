@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExtractError
-from .hook import FeatureHook
+from ash_core.errors import ExtractError
+from ash_core.extract.hook import FeatureHook
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ExtractError
+from ash_core.errors import ExtractError
 
 
 class _Stop(Exception):

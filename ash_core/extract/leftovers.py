@@ -24,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..faults import checkpoint
+from ash_core.faults import checkpoint
 
 BUNDLE_ENTRIES = frozenset({"manifest.json", "head.safetensors", "splits", "thumbs",
                             ".cube_cache"})

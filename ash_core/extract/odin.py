@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ExtractError
+from ash_core.errors import ExtractError
 
 
 def _bad(value: object) -> ExtractError:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
+from ash_core.errors import DataError
 
 
 @dataclass(frozen=True)

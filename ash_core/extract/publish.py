@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..bundle import FORMAT, MANIFEST
-from ..errors import ExtractError
-from ..faults import checkpoint
-from .leftovers import sibling
+from ash_core.bundle import FORMAT, MANIFEST
+from ash_core.errors import ExtractError
+from ash_core.extract.leftovers import sibling
+from ash_core.faults import checkpoint
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -22,18 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ExtractError
-from .config import ExtractConfig, SplitSpec
-from .data import PreparedDataset, Source, parse_spec
-from .fingerprint import Fingerprints, make_fingerprints
-from .head import NO_HEAD
-from .hook import FeatureHook, MapHooks
-from .leftovers import clean_leftovers
-from .models import LoadedModel, load_model
-from .odin import perturb
-from .protocol import Protocol, make_protocol
-from .publish import bundle_recipe, check_target
-from .workdir import ChunkPlan, WorkDir
+from ash_core.errors import ExtractError
+from ash_core.extract.config import ExtractConfig, SplitSpec
+from ash_core.extract.data import PreparedDataset, Source, parse_spec
+from ash_core.extract.fingerprint import Fingerprints, make_fingerprints
+from ash_core.extract.head import NO_HEAD
+from ash_core.extract.hook import FeatureHook, MapHooks
+from ash_core.extract.leftovers import clean_leftovers
+from ash_core.extract.models import LoadedModel, load_model
+from ash_core.extract.odin import perturb
+from ash_core.extract.protocol import Protocol, make_protocol
+from ash_core.extract.publish import bundle_recipe, check_target
+from ash_core.extract.workdir import ChunkPlan, WorkDir
+from ash_core.extract.writer import write_and_publish
+from ash_core.layers.tails import capture_point
 
 # ---------------------------------------------------------------------------- distributed
 
@@ -117,7 +119,6 @@ class Extractor:
         ``ash_core.layers.tails``), checked before any image is read."""
         if not self.cfg.layers:
             return None
-        from ..layers.tails import capture_point
 
         self.points = {name: capture_point(self.lm.name, self.lm.model, name)
                        for name in self.cfg.layers}
@@ -294,7 +295,6 @@ class Extractor:
         if self.rank != 0:
             _barrier(self.world)
             return None
-        from .writer import write_and_publish
 
         try:
             path = write_and_publish(self, start)

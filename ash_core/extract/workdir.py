@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import read_safetensors
-from ..errors import ExtractError
-from ..faults import checkpoint
-from .fingerprint import Fingerprints
-from .leftovers import remove_tree, sibling
+from ash_core.bundle import read_safetensors
+from ash_core.errors import ExtractError
+from ash_core.extract.fingerprint import Fingerprints
+from ash_core.extract.leftovers import remove_tree, sibling
+from ash_core.faults import checkpoint
 
 MARKER = "progress.json"
 WORK_FORMAT = "ash-extract-work"

@@ -9,20 +9,23 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..bundle import ID_ROLES, SplitData, write_bundle
-from ..faults import checkpoint
-from .config import SplitSpec
-from .head import Head, fitted_head, head_accuracy, model_head
-from .publish import publish
+from ash_core.bundle import ID_ROLES, SplitData, write_bundle
+from ash_core.extract.config import SplitSpec
+from ash_core.extract.head import Head, fitted_head, head_accuracy, model_head
+from ash_core.extract.publish import publish
+from ash_core.faults import checkpoint
+from ash_core.layers.store import add_layers
+from ash_core.layers.tails import stages, tail_state
 
-if TYPE_CHECKING:
-    from .runner import Extractor
+#: the ``runner.Extractor`` whose outputs are written (typed loosely: the runner imports
+#: this module, never the other way round)
+Extractor = Any
 
 Arrays = tuple[np.ndarray, "np.ndarray | None"]
 
@@ -73,8 +76,6 @@ def assemble(ex: Extractor) -> tuple[dict[str, Arrays], dict[str, dict[str, Any]
 def write_maps(ex: Extractor, num_classes: int) -> None:
     """``--layers``: every split's maps (from its chunks) and each layer's tail weights into
     the unpublished bundle (format: ``ash_core.layers.store``)."""
-    from ..layers.store import add_layers
-    from ..layers.tails import stages, tail_state
 
     maps: dict[str, dict[str, np.ndarray]] = {name: {} for name in ex.cfg.layers}
     for spec in ex.cfg.splits:

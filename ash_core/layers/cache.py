@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import AshError
-from ..safetensors_io import read_tensors, write_tensors
+from ash_core.bundle import Bundle
+from ash_core.bundle.safetensors_io import read_tensors, write_tensors
+from ash_core.errors import AshError
 
 CACHE_DIR = ".layer_cache"
 #: bump when the replay's numbers change (2: batch norms folded into the tail's convolutions)

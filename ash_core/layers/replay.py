@@ -14,14 +14,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..bundle import Bundle
-from ..device import resolve_device
-from ..errors import ParameterError
-from ..evaluation import Evaluator
-from ..registry import Shaper, get_method
-from ..setting import Setting, as_setting
-from ..shaping import rank_order
-from .store import PENULTIMATE, LayerMaps, open_layers
+from ash_core.bundle import Bundle
+from ash_core.device import resolve_device
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import ParameterError
+from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
+from ash_core.maths.shaping import rank_order
+from ash_core.methods import Shaper, get_method
+from ash_core.setting import Setting, as_setting
 
 BATCH = 256
 

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import ParameterError
-from ..evaluation import EvalResult
-from ..metrics import check_convention, ood_metrics_many
-from ..registry import create_method
-from .replay import LayerEvaluator
-from .sweep import LayerSweep
+from ash_core.bundle import Bundle
+from ash_core.engine.exact import EvalResult
+from ash_core.errors import ParameterError
+from ash_core.layers.replay import LayerEvaluator
+from ash_core.layers.sweep import LayerSweep
+from ash_core.maths.metrics import check_convention, ood_metrics_many
+from ash_core.methods import create_method
 
 
 def engine_of(layer: str) -> str:

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from ..bundle import Bundle, check_split_name, sha256_file
-from ..bundle.files import existing_file, inside, open_tensors
-from ..errors import BundleError
-from ..safetensors_io import fsync_dir, read_header, write_tensors
-from .tails import build_tail
+from ash_core.bundle import Bundle, check_split_name, sha256_file
+from ash_core.bundle.files import existing_file, inside, open_tensors
+from ash_core.bundle.safetensors_io import fsync_dir, read_header, write_tensors
+from ash_core.errors import BundleError
+from ash_core.layers.tails import build_tail
 
 KEY = "layers"
 PENULTIMATE = "penultimate"

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..bundle import Bundle
-from ..errors import AshError
-from ..evaluation import Evaluator
-from ..metrics import OODMetrics, average_metrics, ood_metrics_many
-from ..registry import Shaper, create_method
-from ..scores import energy_score
-from .cache import Arrays, cache_path, read_layer, write_layer
-from .replay import BATCH, pick_device, replay_batches
-from .store import PENULTIMATE, LayerMaps, open_layers
+from ash_core.bundle import Bundle
+from ash_core.engine.exact import Evaluator
+from ash_core.errors import AshError
+from ash_core.layers.cache import Arrays, cache_path, read_layer, write_layer
+from ash_core.layers.replay import BATCH, pick_device, replay_batches
+from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
+from ash_core.maths.metrics import OODMetrics, average_metrics, ood_metrics_many
+from ash_core.maths.scores import energy_score
+from ash_core.methods import Shaper, create_method
 
 DEFAULT_GRID = tuple(range(0, 100, 5))
 Progress = Callable[[int, int], None]

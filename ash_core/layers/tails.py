@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..errors import ModelError
+from ash_core.errors import ModelError
+from ash_core.models.architectures import CifarResNet
 
 CIFAR_RESNETS = ("cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56")
 TV_STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -94,8 +95,6 @@ class _TorchvisionResNetTail(nn.Module):
 
 def _full_model(arch: str, num_classes: int) -> nn.Module:
     if arch in CIFAR_RESNETS:
-        from ..extract.models import CifarResNet
-
         return CifarResNet(int(arch.removeprefix("cifar_resnet")), num_classes)
     import torchvision
 

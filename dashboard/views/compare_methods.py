@@ -6,7 +6,7 @@ toggle, the parameters chosen on the validation splits), labelled with those par
 and where they came from, on the current bundle, OOD selection, threshold mode, score and
 convention, from the same engine as every view (``dashboard.replay``; exact for validated
 parameters other than p). Methods the bundle cannot serve, from a link, are named and left
-out. The overlay data (histograms, pooled ROC) is ``ash_core.overlay``.
+out. The overlay data (histograms, pooled ROC) is ``ash_core.reports.overlay``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pandas as pd
 import streamlit as st
 
 from ash_core import EvalResult
-from ash_core.leaderboard import Choice
-from ash_core.overlay import overlay
-from ash_core.report import column_label
+from ash_core.reports.leaderboard import Choice
+from ash_core.reports.overlay import overlay
+from ash_core.reports.tables import column_label
 from dashboard import cache, figures_methods, offer, validation
 from dashboard import replay as engines
 from dashboard.state import MAX_OVERLAY

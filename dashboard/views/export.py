@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from ash_core.report import best_settings, evaluation_frame, headline, tradeoff_sentence
+from ash_core.reports.tables import best_settings, evaluation_frame, headline, tradeoff_sentence
 from dashboard import cache, export, figures, figures_methods, offer, plotdata, validation
 from dashboard import replay as engines
 from dashboard.param_marks import add_param_marks

@@ -1,6 +1,6 @@
 """Leaderboard: every method the bundle can serve, side by side, and the paper's Figure 1.
 
-The table is ``ash_core.leaderboard`` (each row exact, at the method's defaults or, with
+The table is ``ash_core.reports.leaderboard`` (each row exact, at the method's defaults or, with
 the "validated parameters" toggle, at the parameters chosen on the validation splits);
 Figure 1 adds the ASH variants' curves over p from the trade-off's sweep (score cube).
 The board is computed once per bundle, OOD selection, score, convention, threshold mode
@@ -13,8 +13,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ash_core.leaderboard import Leaderboard, curve_methods, figure1, leaderboard
-from ash_core.report import column_label
+from ash_core.reports.leaderboard import Leaderboard, curve_methods, figure1, leaderboard
+from ash_core.reports.tables import column_label
 from dashboard import cache, export, figures_methods, offer, plotdata, validation
 from dashboard.state import PARETO_METRICS
 from dashboard.views.common import Context, bind, commit, plain

@@ -9,7 +9,7 @@ import streamlit as st
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.layers import PENULTIMATE, refusal
-from ash_core.scores import SCORES
+from ash_core.maths.scores import SCORES
 from dashboard import cache, figures, layer_replay, offer
 from dashboard.config import DEMO_BUNDLE, AppArgs
 from dashboard.paths import BundlePolicy

@@ -1,0 +1,171 @@
+"""Fitted state of the scores on features: computed once from id_fit, cached beside the bundle.
+
+A feature score (``ash_core.features``: KNN, Mahalanobis, ViM ...) composes with any
+shaping method: id_fit and every query split are shaped by the setting's method (and
+scored through its head, e.g. DICE's masked one), the score is fitted on shaped id_fit,
+then applied to each shaped split. The fitted state (class means, precisions, principal
+subspaces, neighbour banks) is a dict of numpy arrays, kept in memory per Evaluator and on
+disk as one safetensors file (never pickled):
+
+    <cache dir>/<bundle content hash>/fitted-<score>-<slot digest>.safetensors
+
+The cache directory and its rules are the score cube's (``cube.cache.resolve_cache_dir``:
+``<bundle>/.cube_cache`` or ``ASH_CUBE_CACHE`` ...; a symlinked cache or bundle directory is
+not followed). The key holds the bundle's content hash, a digest of the head and id_fit as
+read (``cube.cache.data_digest``), the shaping setting (method, its parameters, threshold
+mode, seed), the score and its parameters; the slot is a digest of the key without the
+data digest, so a stale entry is replaced in place. A stale, corrupt or unreadable entry
+is rebuilt with a warning; an unusable cache directory means no cache, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ash_core.bundle.safetensors_io import read_header, read_tensors, write_tensors
+from ash_core.errors import BundleError, CubeCacheError, ParameterError
+from ash_core.features import FitData, get_feature_score
+from ash_core.features.base import FeatureScore, State
+from ash_core.methods import Shaper
+from ash_core.setting import Setting, split_params
+
+#: bumped whenever a fit's content or the file layout changes (old entries become stale)
+FITTED_VERSION = 1
+KEY_FIELD, DIGEST_FIELD = "ash_fitted", "sha256"
+#: ``scorer(split name) -> (shaped logits, scores as numpy)``
+SplitScorer = Callable[[str], tuple[torch.Tensor, np.ndarray]]
+
+
+def fitted_key(ev: Any, shaper: Shaper, score: str, score_params: Mapping[str, float]
+               ) -> dict[str, Any]:
+    """Everything a fitted state depends on (compared exactly when loading)."""
+    from ash_core.cube.cache import data_digest  # the cube package imports the engines
+    fit = ev.bundle.id_fit
+    return {
+        "version": FITTED_VERSION,
+        "bundle": ev.bundle.content_hash,
+        "data": data_digest(ev.bundle, [fit.name]),
+        "id_fit": fit.name,
+        "method": shaper.name,
+        "method_params": dict(shaper.params),
+        "threshold": shaper.threshold_mode,
+        "seed": shaper.seed if shaper.spec.stochastic else 0,
+        "score": score,
+        "score_params": dict(score_params),
+    }
+
+
+def fitted_path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
+    slot = {k: v for k, v in key.items() if k != "data"}
+    digest = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / key["bundle"] / f"fitted-{key['score']}-{digest}.safetensors"
+
+
+def _checksum(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
+    from ash_core.cube.store import checksum
+    return checksum(dict(arrays), dict(meta))
+
+
+def save_state(path: Path, key: Mapping[str, Any], state: State) -> Path:
+    """Write ``state`` with its key and a sha256 over header and data (atomic)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    meta = {KEY_FIELD: json.dumps(key, sort_keys=True)}
+    meta[DIGEST_FIELD] = _checksum(arrays, meta)
+    return write_tensors(path, arrays, meta)
+
+
+def load_state(path: Path, key: Mapping[str, Any]) -> State:
+    """The cached state at ``path``; CubeCacheError when stale, corrupt or a symlink."""
+    if os.path.islink(path) or os.path.islink(path.parent):
+        raise CubeCacheError(f"{path} is a symbolic link (not followed)")
+    try:
+        _, meta = read_header(path)
+        if meta.get(KEY_FIELD) != json.dumps(key, sort_keys=True):
+            raise CubeCacheError(f"{path} is stale (fitted for a different key)")
+        arrays = read_tensors(path, mmap=False)
+    except BundleError as exc:
+        raise CubeCacheError(f"{path} is corrupt ({exc})") from None
+    if _checksum(arrays, meta) != meta.get(DIGEST_FIELD):
+        raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
+    return arrays
+
+
+def _cached(ev: Any, key: dict[str, Any], compute: Callable[[], State],
+            use_cache: bool) -> State:
+    """``compute()``'s state, through the on-disk cache when one can be used."""
+    from ash_core.cube.cache import resolve_cache_dir
+    cdir, problem = resolve_cache_dir(ev.bundle) if use_cache else (None, None)
+    if problem:
+        warnings.warn(problem.replace("score cubes", "fitted states"), stacklevel=4)
+    path = fitted_path(cdir, key) if cdir is not None else None
+    if path is not None and os.path.lexists(path):
+        try:
+            return load_state(path, key)
+        except Exception as exc:  # noqa: BLE001 - any broken entry is rebuilt and replaced
+            warnings.warn(f"rebuilding the fitted {key['score']} state: {exc}", stacklevel=4)
+    state = compute()
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.islink(path.parent):
+                raise BundleError(f"{path.parent} is a symbolic link (not followed)")
+            save_state(path, key, state)
+        except (OSError, BundleError) as exc:
+            warnings.warn(f"could not cache the fitted {key['score']} state in {path.parent} "
+                          f"({exc}); continuing without the cache", stacklevel=4)
+    return state
+
+
+def _fit_data(ev: Any, shaper: Shaper, spec: FeatureScore) -> FitData:
+    fit = ev.bundle.id_fit
+    if fit is None:
+        raise ParameterError(
+            f"score {spec.name!r} is fitted on ID training features and bundle "
+            f"{ev.bundle.name} has no 'id_fit' split; choose a score on logits (energy, msp, "
+            "maxlogit) or re-extract with an id_fit split."
+        )
+    labels = fit.labels_tensor()
+    weight, bias = shaper.head(ev.weight, ev.bias)
+    return FitData(ev.shaped_features(shaper, fit.name),
+                   None if labels is None else labels.numpy(), weight, bias)
+
+
+def fitted_state(ev: Any, shaper: Shaper, spec: FeatureScore,
+                 score_params: Mapping[str, float], use_cache: bool = True) -> State:
+    """The state of ``spec`` fitted on id_fit shaped by ``shaper`` (memory, disk, or fit)."""
+    if ev.bundle.id_fit is None:
+        _fit_data(ev, shaper, spec)  # raises the missing-id_fit error
+    key = fitted_key(ev, shaper, spec.name, score_params)
+    memo_key = json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
+    if memo_key not in ev._states:
+        ev._states[memo_key] = _cached(
+            ev, key, lambda: spec.fit(_fit_data(ev, shaper, spec), score_params), use_cache)
+    return ev._states[memo_key]
+
+
+def feature_scorer(ev: Any, shaper: Shaper, setting: Setting) -> SplitScorer | None:
+    """``split -> (top-1 predictions, scores)`` for a setting whose score is on features,
+    else None (the score is on logits)."""
+    spec = get_feature_score(setting.score)
+    if spec is None:
+        return None
+    score_params = split_params(setting.method, setting.score, setting.params)[1]
+    state = fitted_state(ev, shaper, spec, score_params)
+    head = shaper.head(ev.weight, ev.bias)
+
+    def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
+        x = ev.shaped_features(shaper, name)
+        logits = ev.shaped_logits(shaper, name) if shaper.spec.identity else ev.logits(x, head)
+        scores = spec.score(x, logits, head, state, score_params)
+        return logits.argmax(dim=1).cpu(), scores.to(torch.float64).numpy()
+
+    return one

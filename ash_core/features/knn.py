@@ -1,0 +1,107 @@
+"""KNN: the distance to the k-th nearest id_fit neighbour of the L2-normalised feature.
+
+Sun, Ming, Zhu & Li, "Out-of-Distribution Detection with Deep Nearest Neighbors",
+ICML 2022, Sec. 3 (Algorithm 1); OpenOOD's ``knn_postprocessor.py``: features are divided
+by ``norm + 1e-10``, the bank is the normalised id_fit features, and the score is minus
+the k-th smallest *squared* L2 distance (faiss ``IndexFlatL2`` returns squared distances),
+higher = more ID. Always exact, never an approximate index: with faiss-cpu installed (a
+dependency) faiss's exact ``IndexFlatL2`` (a float32 BLAS product and a heap per query),
+else the same sum in torch (a float32 matrix product and ``topk`` per row chunk). Both
+give the same scores to float32 rounding (~1e-7 relative; tested both ways); faiss is
+the faster (see ``benchmarks/bench_feature_scores.py``). ``ASH_KNN_BACKEND=torch`` forces
+the torch path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ash_core.errors import ParameterError
+from ash_core.features.base import FeatureScore, FitData, State, chunked, register_feature_score
+from ash_core.params import ParamSpec
+
+EPS = 1e-10
+
+
+def l2_normalise(x: torch.Tensor) -> torch.Tensor:
+    """``x / (||x|| + 1e-10)`` per row, in float64 (a zero row stays zero)."""
+    x = x.to(torch.float64)
+    return x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS)
+
+
+def fit_knn(data: FitData, params: Mapping[str, float]) -> State:
+    k = int(params["k"])
+    n = data.features.shape[0]
+    if k > n:
+        raise ParameterError(f"knn: k={k} exceeds the {n} id_fit samples; choose k <= {n}.")
+    return {"bank": l2_normalise(data.features).to(torch.float32).numpy()}
+
+
+def _kth_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest squared distance of each (normalised) query to the bank."""
+    sq = (bank * bank).sum(dim=1)
+    d2 = torch.addmm(sq[None, :], queries, bank.T, alpha=-2.0)
+    d2 += (queries * queries).sum(dim=1, keepdim=True)
+    return torch.topk(d2, k, dim=1, largest=False).values[:, -1].clamp_min(0.0)
+
+
+@functools.cache
+def faiss_module() -> Any:
+    """The faiss module, or None when it is not importable (the torch path is used)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def backend() -> str:
+    """"faiss" when faiss is importable and ``ASH_KNN_BACKEND`` is not "torch", else "torch"."""
+    if os.environ.get("ASH_KNN_BACKEND", "auto") == "torch" or faiss_module() is None:
+        return "torch"
+    return "faiss"
+
+
+def _faiss_kth(bank: np.ndarray, k: int):
+    """``queries -> k-th smallest squared distance`` with faiss's exact flat L2 index."""
+    faiss = faiss_module()
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(np.ascontiguousarray(bank, dtype=np.float32))
+
+    def kth(queries: torch.Tensor) -> torch.Tensor:
+        dist, _ = index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
+        return torch.from_numpy(dist[:, k - 1]).clamp_min(0.0)
+
+    return kth
+
+
+def score_knn(features: torch.Tensor, logits: torch.Tensor, head, state: State,
+              params: Mapping[str, float]) -> torch.Tensor:
+    bank = np.array(state["bank"], dtype=np.float32)
+    k = int(params["k"])
+    if k > bank.shape[0]:
+        raise ParameterError(f"knn: k={k} exceeds the {bank.shape[0]} id_fit samples.")
+    if backend() == "faiss":
+        kth = _faiss_kth(bank, k)
+    else:
+        bank_t = torch.from_numpy(bank)
+        kth = lambda q: _kth_distance(q, bank_t, k)  # noqa: E731
+    return chunked(lambda c: -kth(l2_normalise(c).to(torch.float32)).to(torch.float64),
+                   features)
+
+
+KNN = register_feature_score(FeatureScore(
+    "knn", "KNN: minus the squared distance to the k-th nearest normalised id_fit feature",
+    fit_knn, score_knn,
+    params=(ParamSpec("k", 50, 1, 1_000_001, "neighbour rank (the k-th nearest id_fit feature)",
+                      kind="int", recommended={"cifar10": 50, "imagenet": 1000},
+                      search_grid=(1, 10, 20, 50, 100, 200, 500, 1000)),),
+    reference="Sun et al., ICML 2022",
+))

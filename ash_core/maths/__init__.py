@@ -1,0 +1,1 @@
+"""Pure maths on tensors and arrays: shaping, scores, metrics, statistics, curves, the Pareto front. Imports nothing above ``ash_core.errors``."""

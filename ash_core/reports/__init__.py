@@ -1,0 +1,1 @@
+"""What the front ends render: tables, the leaderboard, several methods overlaid."""

@@ -1,0 +1,215 @@
+"""Validated parameters of several methods at once, cached beside the bundle.
+
+``search_many(source, methods)`` runs ``search`` for each method (default: every method
+with a declared search grid, ``searchable_methods()``) and returns ``{method:
+SearchResult}`` in the order asked; the leaderboard's "validated parameters" mode reads
+it. Each result is cached as JSON next to the bundle's score cubes, keyed like them:
+
+    <cube cache dir>/<bundle content hash>/search-<method>-<threshold>-<slot>.json
+
+(the cube cache's directory rules: ``cache_dir=``, ``ASH_CUBE_CACHE``, ``<bundle>/.cube_cache``
+or the user cache; a symbolic link is never followed). The key holds everything the
+result depends on: the bundle's content hash and a digest of the bytes read (head, test,
+validation and id_fit splits), the setting, the metric, the grid, the OOD test sets and
+the engine used. An entry whose key differs is recomputed and replaced; one that does
+not parse is recomputed with one warning. Nothing is ever unpickled. A result read from
+the cache carries no per-sample scores (``test.id_scores`` is None).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ash_core.bundle import Bundle
+from ash_core.cube.cache import data_digest, resolve_cache_dir
+from ash_core.engine.exact import EvalResult, Evaluator
+from ash_core.errors import ParameterError
+from ash_core.maths.metrics import OODMetrics
+from ash_core.methods import get_method, list_methods
+from ash_core.search.engines import (
+    SEARCH_ENGINES,
+    ValidationSplits,
+    choose_search_engine,
+    validation_splits,
+)
+from ash_core.search.grid import SEARCH_METRICS, SearchResult, search, search_points
+from ash_core.setting import Setting
+
+#: bumped whenever a cached result's content or layout changes (old entries are replaced)
+SEARCH_CACHE_VERSION = 1
+
+
+def searchable_methods() -> list[str]:
+    """Registered methods with a declared search grid on at least one parameter."""
+    return [m for m in list_methods() if any(q.search_grid for q in get_method(m).params)]
+
+
+def search_many(
+    source: Bundle | Evaluator,
+    methods: Sequence[str | Setting] | None = None,
+    metric: str = "auroc",
+    *,
+    threshold: str = "local",
+    score: str = "energy",
+    convention: str = "id",
+    seed: int = 0,
+    ood: Iterable[str] | None = None,
+    engine: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, SearchResult]:
+    """``search`` of every method (names or Settings) on its declared search grid.
+
+    A name takes ``threshold`` where the method supports it (else "local"), ``score``,
+    ``convention`` and ``seed``; a Setting keeps its own. ``cache_dir``/``use_cache``
+    govern both the score cubes and the cached results. ``progress(done, total)`` counts
+    methods. Errors are those of ``search`` (e.g. a BundleError without validation
+    splits), except that with ``methods=None`` a method whose declared grid this bundle
+    cannot serve (a ParameterError: ViM's dim 256 on 64 features, KNN's k over the id_fit
+    size) is left out with one warning saying why.
+    """
+    if isinstance(source, Evaluator):  # keep its OOD selection unless ``ood`` names one
+        ev = source if ood is None else source.with_ood(ood)
+    else:
+        ev = Evaluator(source, ood)
+    if metric not in SEARCH_METRICS or engine not in SEARCH_ENGINES:  # not one per method
+        raise ParameterError(f"unknown search metric {metric!r} or engine {engine!r}; use "
+                             f"one of {', '.join(SEARCH_METRICS)} and one of "
+                             f"{', '.join(SEARCH_ENGINES)}.")
+    settings = [_setting(m, threshold, score, convention, seed)
+                for m in (searchable_methods() if methods is None else methods)]
+    if not settings:
+        raise ParameterError("no methods to search; pass at least one, e.g. ['ash-s'].")
+    cdir = resolve_cache_dir(ev.bundle, cache_dir)[0] if use_cache else None
+    out: dict[str, SearchResult] = {}
+    for i, setting in enumerate(settings):
+        try:
+            out[setting.method] = _cached_search(ev, setting, metric, engine, cdir,
+                                                 cache_dir, use_cache)
+        except ParameterError as exc:
+            if methods is not None:
+                raise
+            warnings.warn(f"search_many: {setting.method} left out ({exc})", stacklevel=2)
+        if progress:
+            progress(i + 1, len(settings))
+    return out
+
+
+def _setting(method: str | Setting, threshold: str, score: str, convention: str,
+             seed: int) -> Setting:
+    if isinstance(method, Setting):
+        return method.validated()
+    mode = threshold if threshold in get_method(method).thresholds else "local"
+    return Setting(method, {}, mode, score, convention, seed).validated()
+
+
+def _cached_search(ev: Evaluator, setting: Setting, metric: str, engine: str,
+                   cdir: Path | None, cache_dir: Any, use_cache: bool) -> SearchResult:
+    """The cached result when its key matches, else a fresh search (then cached)."""
+    if cdir is None:
+        return search(ev, setting, None, metric, engine=engine, cache_dir=cache_dir,
+                      use_cache=use_cache)
+    key = result_key(ev, setting, metric, engine)
+    path = result_path(cdir, key)
+    cached = _load(path, key)
+    if cached is not None:
+        return cached
+    result = search(ev, setting, None, metric, engine=engine, cache_dir=cache_dir,
+                    use_cache=use_cache)
+    _save(path, key, result)
+    return result
+
+
+def result_key(ev: Evaluator, setting: Setting, metric: str, engine: str) -> dict[str, Any]:
+    """Everything a cached search result depends on (compared exactly when loading)."""
+    val = validation_splits(ev.bundle)
+    fit = [ev.bundle.id_fit.name] if ev.bundle.id_fit is not None else []
+    return {
+        "search_cache_version": SEARCH_CACHE_VERSION,
+        "bundle": ev.bundle.content_hash,
+        "data": data_digest(ev.bundle, [*ev.split_names, *val.names, *fit]),
+        "setting": setting.to_dict(),
+        "metric": metric,
+        "grid": search_points(setting.method),
+        "ood": list(ev.ood_names),
+        "engine": choose_search_engine(ev, setting, engine),
+    }
+
+
+def result_path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
+    """``<cache_dir>/<bundle hash>/search-<method>-<threshold>-<slot>.json``; the slot is a
+    digest of the key without the data digest (a stale entry is replaced in place)."""
+    slot = json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
+    digest = hashlib.sha256(slot.encode()).hexdigest()[:16]
+    s = key["setting"]
+    return Path(cache_dir) / key["bundle"] / f"search-{s['method']}-{s['threshold']}-{digest}.json"
+
+
+def _load(path: Path, key: Mapping[str, Any]) -> SearchResult | None:
+    if not os.path.lexists(path):
+        return None
+    try:
+        if os.path.islink(path) or os.path.islink(path.parent):
+            raise OSError(f"{path} or its directory is a symbolic link (not followed)")
+        with open(path, encoding="utf-8") as f:
+            entry = json.load(f)
+        if entry.get("key") != json.loads(json.dumps(key)):
+            return None  # stale: recomputed and replaced
+        return result_from_dict(entry["result"], Setting.from_dict(key["setting"]).validated())
+    except (OSError, ValueError, KeyError, TypeError, ParameterError) as exc:
+        warnings.warn(f"recomputing the search result: {path} does not load ({exc})",
+                      stacklevel=4)
+        return None
+
+
+def _save(path: Path, key: Mapping[str, Any], result: SearchResult) -> None:
+    """Write atomically (a temporary sibling renamed over the entry); an unusable cache
+    directory gives one warning and no cache."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.islink(path.parent):
+            raise OSError(f"{path.parent} is a symbolic link (not followed)")
+        fd, tmp = tempfile.mkstemp(prefix=".search-", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"key": key, "result": result.to_dict()}, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(f"could not cache the search result in {path.parent} ({exc}); "
+                      "continuing without the cache", stacklevel=4)
+
+
+def _eval_result(d: Mapping[str, Any], engine: str) -> EvalResult:
+    """An ``EvalResult`` from its ``to_dict`` form (no per-sample scores)."""
+    convention = d["fpr_convention"]
+    return EvalResult(
+        bundle=d["bundle"], method=d["method"], p=d["p"], threshold=d["threshold"],
+        score=d["score"], convention=convention, id_accuracy=dict(d["id_accuracy"]),
+        ood={n: OODMetrics(**m, convention=convention) for n, m in d["ood"].items()},
+        fitted_threshold=d["fitted_threshold"], params=dict(d["params"]), seed=d["seed"],
+        engine=engine,
+    )
+
+
+def result_from_dict(d: Mapping[str, Any], setting: Setting) -> SearchResult:
+    """A ``SearchResult`` from its ``to_dict`` form (the JSON of ``ash-explore search``)."""
+    points = [dict(g["params"]) for g in d["validation"]["grid"]]
+    return SearchResult(
+        setting=setting, metric=d["metric"],
+        validated_on=ValidationSplits(d["validated_on"]["id_val"],
+                                      tuple(d["validated_on"]["ood_val"])),
+        points=points, validation=[g["value"] for g in d["validation"]["grid"]],
+        test_values=[g["value"] for g in d["test_grid"]],
+        selected_index=points.index(dict(d["selected"])),
+        optimal_index=points.index(dict(d["test_optimal"]["params"])),
+        test=_eval_result(d["test"], d["engine"]),
+        test_optimal=_eval_result(d["test_optimal"]["test"], d["engine"]),
+        engine=d["engine"], bundle=d["bundle"],
+    )
