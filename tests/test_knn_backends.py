@@ -11,7 +11,7 @@ import pytest
 import reference_features as ref
 from test_methods_features import f32, make_data, run
 
-from ash_core.features import neighbours
+from ash_core.features import knn as neighbours
 
 if neighbours.faiss_module() is None:  # a dependency: CI has it, a stale venv may not
     if os.environ.get("CI"):
