@@ -12,7 +12,7 @@ Modules, one job each: ``manifest`` (the schema and the split/label rules), ``fi
 (confined paths, bounded reads, hashes), ``model`` (``Bundle``, ``Split``), ``load``
 (``load_bundle``), ``write`` (``write_bundle``), ``publish`` (atomic rename, recovery of a
 killed writer's leftovers). Every safetensors byte goes through ``ash_core.safetensors_io``.
-See the README section "Feature bundle format" for the full specification.
+The full specification: docs/bundle-format.md.
 """
 
 from __future__ import annotations
