@@ -8,7 +8,7 @@ variant, and the scores on features) at its default parameters and local thresho
 fitted on id_fit where it needs to be (no cache, so the fit is timed) and evaluated on the
 ID and every OOD test split, printing per-method seconds and the total over all methods
 (goal: <= 30 s for all methods on both bundles together). Features and unshaped logits
-are loaded before the clock starts. ``--table`` also prints AUROC per OOD set (README).
+are loaded before the clock starts. ``--table`` also prints AUROC per OOD set (docs/benchmarks.md).
 ``--imagenet``: synthetic ImageNet shapes (10k id_fit rows, 85k queries, D = 2048, C =
 1000, seeded; ``--quick`` divides the rows by 10), each score on features' fit and score
 time, KNN with both backends (faiss and torch).

@@ -11,7 +11,7 @@ does when p, the variant's cached sweep or the OOD selection changes: Table 6 at
 (metrics per layer and OOD set) plus Figure 5 (ID accuracy per layer over the grid), and what
 the layer control does when p moves on the grid at an inner layer (the shaped and unshaped
 ``EvalResult`` from the sweep); goal <= 300 ms each. Prints the Figure 5 and Table 6 numbers
-(README) and the load average (the machine is shared).
+(docs/where.md) and the load average (the machine is shared).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ A bundle is a directory::
 Modules, one job each: ``manifest`` (the schema and the split/label rules), ``files``
 (confined paths, bounded reads, hashes), ``model`` (``Bundle``, ``Split``), ``load``
 (``load_bundle``), ``write`` (``write_bundle``), ``publish`` (atomic rename, recovery of a
-killed writer's leftovers). Every safetensors byte goes through ``ash_core.bundle.safetensors_io``.
-See the README section "Feature bundle format" for the full specification.
+killed writer's leftovers), ``safetensors_io`` (every safetensors byte read or written).
+The full specification: docs/bundle-format.md.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def validation_splits(bundle: Bundle) -> ValidationSplits:
             "(held-out ID features) and at least one 'ood_val' split (OOD features not among "
             "the test sets): give them these roles in the extraction config and re-extract, "
             "or write them with write_bundle(..., SplitData(name, 'id_val' | 'ood_val', "
-            "features)); README, 'Feature bundle format', lists the roles."
+            "features)); docs/bundle-format.md lists the roles."
         )
     return ValidationSplits(bundle.id_val.name, tuple(s.name for s in bundle.ood_val_splits))
 
