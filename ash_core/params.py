@@ -69,7 +69,10 @@ class ParamSpec:
                                                              np.floating)):
             raise ParameterError(f"{method}: {self.name} must be a number in "
                                  f"{self.range_text}{what}, got {value!r}.")
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond the float range (a JSON recipe may hold one)
+            v = math.inf if value > 0 else -math.inf
         if not math.isfinite(v) or not self.contains(v):
             raise ParameterError(f"{method}: {self.name} must be in {self.range_text}{what}, "
                                  f"got {value!r}.")

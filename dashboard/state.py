@@ -169,9 +169,11 @@ class State:
         """Query parameters (strings only); the OOD selection is comma-separated.
 
         ``compact`` leaves out fields at their default value (a missing key means the
-        default when the link is opened), except the bundle, method, p and view.
+        default when the link is opened, for ``bp`` that of ``bmethod``), except the
+        bundle, method, p and view.
         """
-        default = State()
+        # what from_query reads for a key left out: the compare method's own default p
+        default = replace(State(), bp=default_p(self.bmethod))
         out: dict[str, str] = {}
         for f in fields(self):
             v = getattr(self, f.name)
