@@ -44,8 +44,8 @@ from cube_helpers import assert_scores_close
 
 from ash_core import SplitData, get_method, list_methods, load_bundle, write_bundle
 from ash_core.cube import build_cubes, point_result
-from ash_core.evaluation import Evaluator
-from ash_core.metrics import METRIC_NAMES
+from ash_core.engine.exact import Evaluator
+from ash_core.maths.metrics import METRIC_NAMES
 from ash_core.params import ParamSpec
 from ash_core.setting import Setting
 

@@ -25,8 +25,8 @@ from bundle_helpers import small_splits, write_small
 
 from ash_core import Setting, create_method, get_method, list_methods, load_bundle
 from ash_core.cli import main as cli_main
-from ash_core.detectors import get_feature_score, list_feature_scores
 from ash_core.errors import ParameterError
+from ash_core.features import get_feature_score, list_feature_scores
 from ash_core.params import ParamSpec
 
 PARAMS = [(m, q) for m in list_methods() for q in get_method(m).params]
