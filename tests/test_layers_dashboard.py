@@ -14,7 +14,6 @@ from test_dashboard_app import APP, ok
 from ash_core import SplitData, evaluate, kept_count, load_bundle, write_bundle
 from ash_core.cli import main as cli_main
 from ash_core.errors import BundleError, ParameterError
-from ash_core.models.architectures import CifarResNet
 from ash_core.layers import (
     LayerEvaluator,
     layer_result,
@@ -26,6 +25,7 @@ from ash_core.layers import (
 from ash_core.layers.store import add_layers
 from ash_core.layers.tails import capture_point, tail_state
 from ash_core.maths.curves import tpr_threshold
+from ash_core.models.architectures import CifarResNet
 
 LAYERS = ("layer1", "layer2", "layer3")
 
