@@ -1,6 +1,6 @@
-"""Which engine serves a setting, and the result it gives, labelled truthfully.
+"""A setting's numbers at the penultimate layer: exact, or from the score cube.
 
-The policy is ash_core's (``ash_core.cube.choose_engine`` / ``evaluate_setting``: exact
+The policy is ash_core's (``ash_core.policy.choose_engine`` / ``evaluate_setting``: exact
 where one exact evaluation is cheap, the score cube where not; ``result.engine`` says
 which served). This module adds what a page needs on top: one in-memory cube per bundle,
 method and threshold mode, shared by every session and built in a background thread
@@ -11,12 +11,13 @@ method and threshold mode, shared by every session and built in a background thr
   polls it and switches to the cube when it is ready);
 * when the cube fails or cannot serve an explicit ``?engine=cube``, the exact numbers are
   shown, labelled exact, with the reason in ``Replay.note``.
+
+Reached through ``dashboard.replay``, which routes a setting here or to an inner layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import streamlit as st
 
@@ -24,8 +25,6 @@ from ash_core import Bundle, EvalResult
 from ash_core.cube import get_cube
 from ash_core.cube.model import fits_on_id_fit
 from ash_core.errors import ParameterError
-from ash_core.layers import PENULTIMATE
-from ash_core.maths.stats import max_abs_difference
 from ash_core.policy import (
     DEFAULT_GRID,
     EXACT_MAX_WORK,
@@ -33,12 +32,13 @@ from ash_core.policy import (
     evaluate_setting,
     exact_work,
 )
+from ash_core.setting import Setting
 from dashboard import cache
 from dashboard.builds import Build, Builds
+from dashboard.result import Replay
 
 Progress = Callable[[int, int], None]
 
-OVERRIDES = ("auto", "exact", "cube")
 #: In-memory cubes kept (shared by every session).
 CUBES_KEPT = 4
 #: Bundles whose exact pass costs more multiply-adds build their cubes in the background:
@@ -47,29 +47,6 @@ CUBES_KEPT = 4
 BACKGROUND_MIN_WORK = EXACT_MAX_WORK
 #: How often a waiting page redraws the build's progress.
 POLL_S = 0.1
-LABELS = {
-    "exact": "exact, as `ash-explore evaluate`",
-    "cube": "score cube (float32; equal to `ash-explore evaluate` up to rounding)",
-}
-
-
-@dataclass(frozen=True)
-class Replay:
-    """A setting's result (``result.engine``: what computed it) and, when the asked or
-    automatic engine was not used, why."""
-
-    result: EvalResult
-    note: str = ""
-    #: the cube's background build while exact numbers stand in for it
-    preparing: Build | None = None
-
-    @property
-    def engine(self) -> str:
-        return self.result.engine
-
-    @property
-    def label(self) -> str:
-        return LABELS[self.engine]
 
 
 @st.cache_resource(show_spinner=False)
@@ -117,62 +94,52 @@ def cube_for(bundle: Bundle, method: str, threshold: str, progress: Progress | N
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: float,
-                 threshold: str, score: str, convention: str, _bundle: Bundle) -> EvalResult:
-    return evaluate_setting(cache.get_evaluator(_bundle, ood), method, p, threshold=threshold,
-                            score=score, convention=convention, engine="cube",
+def _cube_result(path: str, chash: str, ood: tuple[str, ...], key: str, _setting: Setting,
+                 _bundle: Bundle) -> EvalResult:
+    return evaluate_setting(cache.get_evaluator(_bundle, ood), _setting, engine="cube",
                             cube_provider=lambda m, t, seed: cube_for(_bundle, m, t))
 
 
-def _while_preparing(bundle: Bundle, ood: Sequence[str], method: str, p: float,
-                     threshold: str, score: str, convention: str) -> Replay:
+def cube_result(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
+    """The setting's numbers looked up in its cube (cached by small keys; read only)."""
+    return _cube_result(*cache.bundle_key(bundle), tuple(ood), cache.setting_key(setting),
+                        setting, bundle)
+
+
+def _while_preparing(bundle: Bundle, ood: Sequence[str], setting: Setting) -> Replay:
     """A large bundle's result: from the cube when it is ready; else the exact result at
     p, computed before the cube's build starts (the first numbers get the cores first),
     with the build in ``preparing``. Raises the error of a failed build."""
+    method, threshold = setting.method, setting.threshold
     key = _key(bundle, method, threshold)
     job = _builds().running(key)
     if _builds().ready.get(key) is None and (job is None or not job.done):
-        cache.prefetch_unshaped(bundle, score)
-        result = cache.exact(bundle, ood, method, p, threshold, score, convention)
+        cache.prefetch_unshaped(bundle, setting.score)
+        result = cache.exact(bundle, ood, setting)
         job = cube_build(bundle, method, threshold)
         if job is not None and not job.done:
             return Replay(result, preparing=job)
     cube_for(bundle, method, threshold)  # ready: returns at once, or raises the failure
-    return Replay(_cube_result(*cache.bundle_key(bundle), tuple(ood), method, float(p),
-                               threshold, score, convention, bundle))
+    return Replay(cube_result(bundle, ood, setting))
 
 
-def replay(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
-           score: str, convention: str, override: str = "auto",
-           progress: Progress | None = None, layer: str | None = None) -> Replay:
-    """One setting's result from the engine the policy picks (cached; read only)."""
-    if layer not in (None, PENULTIMATE):  # shaping at an inner layer: dashboard/layer_replay
-        from dashboard import layer_replay  # it builds on this module's Replay
-
-        return layer_replay.replay(bundle, layer, ood, method, p, threshold, score, convention,
-                                   progress)
-    p, threshold = cache.normalized(method, p, threshold)
+def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "auto",
+           progress: Progress | None = None) -> Replay:
+    """A validated setting's result from the engine the policy picks (``engine``: the
+    page's ``auto``/``exact``/``cube``); cached, read only."""
     try:
-        engine = choose_engine(cache.get_evaluator(bundle, ood), method, threshold, override,
-                               p=p).engine
+        used = choose_engine(cache.get_evaluator(bundle, ood), setting.method,
+                             setting.threshold, engine, p=setting.p).engine
         note = ""
     except ParameterError as exc:  # ?engine=cube where the cube cannot serve: say so
-        engine, note = "exact", f"{exc} Exact numbers shown."
-    if engine == "cube":
+        used, note = "exact", f"{exc} Exact numbers shown."
+    if used == "cube":
         try:
             if _background(bundle, ood):
-                return _while_preparing(bundle, ood, method, p, threshold, score, convention)
-            cube_for(bundle, method, threshold, progress)
-            return Replay(_cube_result(*cache.bundle_key(bundle), tuple(ood), method,
-                                       float(p), threshold, score, convention, bundle))
+                return _while_preparing(bundle, ood, setting)
+            cube_for(bundle, setting.method, setting.threshold, progress)
+            return Replay(cube_result(bundle, ood, setting))
         except Exception as exc:  # noqa: BLE001 - shown in the page, never hidden
             note = (f"the score cube failed ({cache.error_text(exc)}); exact numbers shown "
                     "instead")
-    return Replay(cache.exact(bundle, ood, method, p, threshold, score, convention), note)
-
-
-def verify(bundle: Bundle, ood: Sequence[str], shown: Replay) -> tuple[float, int]:
-    """(max |shown - exact|, numbers compared) over the metrics and accuracies shown."""
-    r = shown.result
-    truth = cache.exact(bundle, ood, r.method, r.p, r.threshold, r.score, r.convention)
-    return max_abs_difference(r.to_dict(), truth.to_dict())
+    return Replay(cache.exact(bundle, ood, setting), note)
