@@ -15,6 +15,7 @@ from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.methods import setting_label
+from ash_core.policy import ENGINES
 from ash_core.setting import Setting
 
 VIEWS: dict[str, str] = {
@@ -41,7 +42,8 @@ COMPARE_MODES: dict[str, str] = {
 }
 #: the most methods the Compare view overlays (``cmethods``)
 MAX_OVERLAY = 4
-ENGINES: dict[str, str] = {
+#: what each of ash_core's engine choices (``ash_core.policy.ENGINES``) means, for the sidebar
+ENGINE_HELP: dict[str, str] = {
     "auto": "automatic: exact where one evaluation is cheap (demo sizes), the score cube "
             "where not",
     "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",

@@ -26,11 +26,12 @@ from ash_core.cli import build_parser
 from ash_core.cli import dashboard as cli_dashboard
 from ash_core.errors import BundleError
 from ash_core.maths.stats import max_abs_difference, row_zero_counts, share_pruning_only_zeros
+from ash_core.policy import ENGINES
 from ash_core.reports.tables import evaluation_frame
 from ash_core.setting import Setting
 from dashboard import cache, config, export, figures, offer
 from dashboard.paths import BundlePolicy
-from dashboard.state import MAX_PARAM_LEN, VIEWS, State, default_p, p_range
+from dashboard.state import ENGINE_HELP, MAX_PARAM_LEN, VIEWS, State, default_p, p_range
 from dashboard.views.common import plain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +90,12 @@ def test_the_state_hands_out_one_setting():
     assert hash(s.setting()) == hash(Setting("ash-s", {"p": 60}, "local", "msp", "ood"))
     key = cache.setting_key(s.setting())
     assert isinstance(key, str) and key == cache.setting_key(s.setting()) and len(key) < 200
+
+
+def test_the_engine_choices_are_ash_cores():
+    # one list of engines (ash_core.policy); the dashboard only adds their descriptions
+    assert list(ENGINE_HELP) == list(ENGINES)
+    assert State.from_query({"engine": "cube"})[0].engine == "cube"
 
 
 def test_app_args_from_argv_and_env(tmp_path):
