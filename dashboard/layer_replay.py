@@ -153,9 +153,6 @@ def _zero_counts(path: str, chash: str, layer: str) -> np.ndarray:
 
 
 def p_counts(bundle: Bundle, layer: str) -> tuple[int, np.ndarray]:
-    """(units per sample D, exact zeros per ID row) at ``layer``: what the p caption's kept
-    count k and zero share are computed from."""
-    if layer == PENULTIMATE:
-        return bundle.dim, cache.id_zero_counts(bundle)
+    """(units per sample D, exact zeros per ID row) at an inner ``layer``."""
     return int(np.prod(open_layers(bundle).info(layer).shape)), \
         _zero_counts(*cache.bundle_key(bundle), layer)

@@ -1,8 +1,8 @@
 """A setting's numbers at the penultimate layer: exact, or from the score cube.
 
-The policy is ash_core's (``ash_core.policy.choose_engine`` / ``evaluate_setting``: exact
-where one exact evaluation is cheap, the score cube where not; ``result.engine`` says
-which served). This module adds what a page needs on top: one in-memory cube per bundle,
+The policy is ash_core's (``ash_core.policy.choose_engine``: exact where one exact
+evaluation is cheap, the score cube where not), asked once per setting; the cube's
+numbers are ``ash_core.cube.lookup.point_result`` (``result.engine`` says which served). This module adds what a page needs on top: one in-memory cube per bundle,
 method and threshold mode, shared by every session and built in a background thread
 (``dashboard.builds``); cached results; and visible stand-ins:
 
@@ -23,15 +23,10 @@ import streamlit as st
 
 from ash_core import Bundle, EvalResult
 from ash_core.cube import get_cube
+from ash_core.cube.lookup import point_result
 from ash_core.cube.model import fits_on_id_fit
 from ash_core.errors import ParameterError
-from ash_core.policy import (
-    DEFAULT_GRID,
-    EXACT_MAX_WORK,
-    choose_engine,
-    evaluate_setting,
-    exact_work,
-)
+from ash_core.policy import DEFAULT_GRID, EXACT_MAX_WORK, choose_engine, exact_work
 from ash_core.setting import Setting
 from dashboard import cache
 from dashboard.builds import Build, Builds
@@ -96,12 +91,14 @@ def cube_for(bundle: Bundle, method: str, threshold: str, progress: Progress | N
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _cube_result(path: str, chash: str, ood: tuple[str, ...], key: str, _setting: Setting,
                  _bundle: Bundle) -> EvalResult:
-    return evaluate_setting(cache.get_evaluator(_bundle, ood), _setting, engine="cube",
-                            cube_provider=lambda m, t, seed: cube_for(_bundle, m, t))
+    s = _setting
+    return point_result(cube_for(_bundle, s.method, s.threshold), s.p, s.score, s.convention,
+                        ood)
 
 
 def cube_result(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
-    """The setting's numbers looked up in its cube (cached by small keys; read only)."""
+    """The numbers of a setting the policy gave to the cube, looked up in its cube (cached
+    by small keys; read only)."""
     return _cube_result(*cache.bundle_key(bundle), tuple(ood), cache.setting_key(setting),
                         setting, bundle)
 

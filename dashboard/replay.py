@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ash_core import Bundle, EvalResult
 from ash_core.layers import PENULTIMATE
 from ash_core.maths.stats import max_abs_difference
@@ -37,6 +39,14 @@ def baseline(bundle: Bundle, ood: Sequence[str], setting: Setting,
     if layer != PENULTIMATE:
         return layer_replay.baseline(bundle, layer, ood, setting)
     return cache.baseline(bundle, ood, setting.score, setting.convention)
+
+
+def p_counts(bundle: Bundle, layer: str = PENULTIMATE) -> tuple[int, np.ndarray]:
+    """(units per sample D, exact zeros per ID row) where shaping happens: what the p
+    caption's kept count k and zero share are computed from."""
+    if layer != PENULTIMATE:
+        return layer_replay.p_counts(bundle, layer)
+    return bundle.dim, cache.id_zero_counts(bundle)
 
 
 def verify(bundle: Bundle, ood: Sequence[str], setting: Setting, shown: Replay

@@ -545,7 +545,7 @@ def test_a_cube_failure_is_shown_and_the_numbers_labelled_exact(bundles, ev, mon
 
     # both the build and the lookup fail (another test may have built this cube already)
     monkeypatch.setattr(penultimate, "get_cube", broken)
-    monkeypatch.setattr(penultimate, "evaluate_setting", broken)
+    monkeypatch.setattr(penultimate, "point_result", broken)
     at = run_app(bundles["main"], method="ash-p", p=43, engine="cube")
     assert not at.exception and not at.error
     assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)

@@ -12,7 +12,7 @@ from dashboard.views.common import Context, plain
 def render(ctx: Context) -> None:
     """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
     s = ctx.state
-    dim, zeros = layer_replay.p_counts(ctx.bundle, ctx.layer)
+    dim, zeros = replay.p_counts(ctx.bundle, ctx.layer)
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
     if layer_replay.caption(s):
         st.caption(plain(layer_replay.caption(s)))
