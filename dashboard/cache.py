@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,9 @@ from ash_core.maths.stats import row_zero_counts
 from ash_core.reports.tables import evaluation_frame
 from ash_core.setting import Setting
 from dashboard.paths import BundlePolicy
+
+#: ``progress(done, total)``: how the dashboard's long computations report (a bar draws it)
+Progress = Callable[[int, int], None]
 
 
 class LRU:

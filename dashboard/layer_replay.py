@@ -12,7 +12,7 @@ the rest do not). No maths here: this module picks, caches and labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import streamlit as st
@@ -33,7 +33,6 @@ from ash_core.setting import Setting
 from dashboard import cache
 from dashboard.result import LayerReplay
 
-Progress = Callable[[int, int], None]
 GRID = tuple(float(p) for p in DEFAULT_GRID)
 #: views whose numbers follow the layer control; the others show the penultimate layer
 FOLLOWS = ("overview", "distributions", "curves")
@@ -100,7 +99,7 @@ def _sweeps() -> cache.LRU:
 
 
 def sweep_for(bundle: Bundle, method: str, layer: str | None,
-              progress: Progress | None = None) -> LayerSweep:
+              progress: cache.Progress | None = None) -> LayerSweep:
     """The sweep of ``method`` over the grid at ``layer`` (None: every layer, for the "Where
     to ASH" view), once per bundle, variant and layer; the disk cache is per layer, shared."""
     key = (*cache.bundle_key(bundle), method, layer)
@@ -126,7 +125,7 @@ def _on_grid(p: float | None) -> bool:
 
 
 def replay(bundle: Bundle, layer: str, ood: Sequence[str], setting: Setting,
-           progress: Progress | None = None) -> LayerReplay:
+           progress: cache.Progress | None = None) -> LayerReplay:
     """A validated setting's numbers shaped at ``layer`` (cached; read only)."""
     lookup = setting.score == "energy" and _on_grid(setting.p)
     sweep = sweep_for(bundle, setting.method, layer, progress) if lookup else None

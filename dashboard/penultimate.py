@@ -17,7 +17,7 @@ Reached through ``dashboard.replay``, which routes a setting here or to an inner
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -31,8 +31,6 @@ from ash_core.setting import Setting
 from dashboard import cache
 from dashboard.builds import Build, Builds
 from dashboard.result import Replay
-
-Progress = Callable[[int, int], None]
 
 #: In-memory cubes kept (shared by every session).
 CUBES_KEPT = 4
@@ -69,7 +67,7 @@ def cube_build(bundle: Bundle, method: str, threshold: str) -> Build | None:
                                                      threshold, progress=progress))
 
 
-def cube_for(bundle: Bundle, method: str, threshold: str, progress: Progress | None = None):
+def cube_for(bundle: Bundle, method: str, threshold: str, progress: cache.Progress | None = None):
     """The score cube of one method and threshold mode over the slider's grid (shared,
     read-only), waiting for its build with ``progress(done, total)``; raises the error
     of a failed build."""
@@ -121,7 +119,7 @@ def _while_preparing(bundle: Bundle, ood: Sequence[str], setting: Setting) -> Re
 
 
 def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "auto",
-           progress: Progress | None = None) -> Replay:
+           progress: cache.Progress | None = None) -> Replay:
     """A validated setting's result from the engine the policy picks (``engine``: the
     page's ``auto``/``exact``/``cube``); cached, read only."""
     try:

@@ -9,7 +9,7 @@ canonical form, so one cache entry per setting) and routes it: the penultimate l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,11 +20,9 @@ from ash_core.setting import Setting
 from dashboard import cache, layer_replay, penultimate
 from dashboard.result import Replay
 
-Progress = Callable[[int, int], None]
-
 
 def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "auto",
-           layer: str = PENULTIMATE, progress: Progress | None = None) -> Replay:
+           layer: str = PENULTIMATE, progress: cache.Progress | None = None) -> Replay:
     """The setting's result at ``layer`` (cached, shared between sessions: read only)."""
     setting = setting.validated()
     if layer != PENULTIMATE:

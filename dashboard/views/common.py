@@ -68,7 +68,7 @@ def write_url() -> None:
 
 
 @contextmanager
-def progress_bar(text: str) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(text: str) -> Iterator[cache.Progress]:
     """A ``progress(done, total)`` callback that draws a bar on first use; removed after."""
     slot = st.empty()
 
