@@ -69,6 +69,7 @@ def synthetic(path: Path, n_id: int, n_ood: int, n_sets: int, dim: int = 64) -> 
 
 def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
            engine: str = "cube") -> dict[str, list[float]]:
+    from ash_core.setting import Setting
     from dashboard import cache, figures, inspection, plotdata, replay
     from dashboard.views.export import report_parts  # noqa: F401  (import cost excluded)
 
@@ -82,7 +83,7 @@ def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
         for view in VIEWS:
             p = next(fresh)
             t = time.perf_counter()
-            r = replay.replay(bundle, ood, method, float(p), "local", "energy", "id", engine)
+            r = replay.replay(bundle, ood, Setting(method, {"p": float(p)}), engine)
             if r.engine != engine:
                 raise RuntimeError(f"asked for {engine}, got {r.engine}: {r.note}")
             b = cache.baseline(bundle, ood, "energy", "id")

@@ -50,7 +50,7 @@ METHODS = [("ash-s", "local"), ("ash-b", "global"), ("ash-rand", "local"),
            ("react", "local"), ("scale", "local")]
 VIEWS = ["overview", "distributions", "curves"]
 CHECK_PS = [10.0, 65.0, 90.0]
-#: The dashboard keeps this many cubes in memory (``dashboard.replay``'s LRU).
+#: The dashboard keeps this many cubes in memory (``dashboard.penultimate``'s LRU).
 CUBES_KEPT = 4
 
 
@@ -151,9 +151,10 @@ def build_cpu_s(method: str, threshold: str) -> float:
     """CPU seconds of the cube build that prepared ``method``/``threshold`` (its thread's
     CPU time, ``dashboard.builds.Build.cpu_s``): the preparation's cost, without the
     reruns this harness makes meanwhile."""
-    from dashboard import replay
+    from dashboard import penultimate
 
-    times = [s for key, s in replay._builds().cpu_s.items() if key[-2:] == (method, threshold)]
+    times = [s for key, s in penultimate._builds().cpu_s.items()
+             if key[-2:] == (method, threshold)]
     if len(times) != 1:
         raise RuntimeError(f"expected one build of {method} {threshold}, found {len(times)}")
     return times[0]

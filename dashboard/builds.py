@@ -20,9 +20,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ash_core.engine.memory import release_free_memory
-from dashboard.cache import LRU
-
-Progress = Callable[[int, int], None]
+from dashboard.cache import LRU, Progress
 
 
 class Build:

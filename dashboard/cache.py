@@ -11,22 +11,26 @@ All numbers come from ``ash_core``; this module only wires calls and caches them
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ash_core import Bundle, EvalResult, Evaluator, get_method, load_bundle
+from ash_core import Bundle, EvalResult, Evaluator, load_bundle
 from ash_core.engine.exact import unshaped_score
 from ash_core.errors import AshError, BundleError
 from ash_core.maths.stats import row_zero_counts
 from ash_core.reports.tables import evaluation_frame
 from ash_core.setting import Setting
 from dashboard.paths import BundlePolicy
+
+#: ``progress(done, total)``: how the dashboard's long computations report (a bar draws it)
+Progress = Callable[[int, int], None]
 
 
 class LRU:
@@ -177,35 +181,21 @@ def get_evaluator(bundle: Bundle, ood: Sequence[str]) -> Evaluator:
     return _evaluator(*bundle_key(bundle), tuple(ood))
 
 
-def normalized(method: str, p: float | None, threshold: str) -> tuple[float | None, str]:
-    """p and threshold as the method takes them (None for methods without p; its first
-    threshold mode when it lacks the asked one)."""
-    spec = get_method(method)
-    p = float(p) if spec.has_p and p is not None else None
-    return p, threshold if threshold in spec.thresholds else spec.thresholds[0]
+def setting_key(setting: Setting) -> str:
+    """A setting as a small cache key: its JSON form (``Setting.to_dict``), keys sorted."""
+    return json.dumps(setting.to_dict(), sort_keys=True)
 
 
 @st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
-def _exact(path: str, content_hash: str, ood: tuple[str, ...], method: str,
-           params: tuple[tuple[str, float], ...], threshold: str, score: str,
-           convention: str) -> EvalResult:
-    return _evaluator(path, content_hash, ood).evaluate(
-        Setting(method, dict(params), threshold, score, convention))
+def _exact(path: str, content_hash: str, ood: tuple[str, ...], key: str,
+           _setting: Setting) -> EvalResult:
+    return _evaluator(path, content_hash, ood).evaluate(_setting)
 
 
-def exact(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, threshold: str,
-          score: str, convention: str) -> EvalResult:
-    """``Evaluator.evaluate``: the CLI's numbers bit for bit (cached; read only)."""
-    p, threshold = normalized(method, p, threshold)
-    return exact_setting(bundle, ood, Setting.of(method, p, threshold, score, convention))
-
-
-def exact_setting(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
-    """``exact`` for any setting, e.g. parameters other than p the engines do not take
-    (GEN's validated gamma and M); one cache with ``exact``."""
-    return _exact(*bundle_key(bundle), tuple(ood), setting.method,
-                  tuple(sorted(setting.params.items())), setting.threshold, setting.score,
-                  setting.convention)
+def exact(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
+    """``Evaluator.evaluate``: the CLI's numbers bit for bit (cached by the setting's key;
+    read only). Give a validated setting, so that one setting is one cache entry."""
+    return _exact(*bundle_key(bundle), tuple(ood), setting_key(setting), setting)
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring the ID split by energy...")
@@ -216,15 +206,15 @@ def _id_energies(path: str, content_hash: str, method: str, p: float | None,
 
 
 def id_energies(bundle: Bundle, method: str, p: float | None, threshold: str) -> np.ndarray:
-    """Energies of the ID split with ``method`` applied, whatever its own score
-    (``Evaluator.energies``; computed once per setting, not per inspector rerun)."""
-    p, threshold = normalized(method, p, threshold)
+    """Energies of the ID split with ``method`` applied at ``p`` (None for a method without
+    one) and ``threshold``, whatever its own score (``Evaluator.energies``; computed once
+    per setting, not per inspector rerun)."""
     return _id_energies(*bundle_key(bundle), method, p, threshold)
 
 
 def baseline(bundle: Bundle, ood: Sequence[str], score: str, convention: str) -> EvalResult:
     """No shaping, same score and convention: what every delta is measured against."""
-    return exact(bundle, ood, "none", None, "local", score, convention)
+    return exact(bundle, ood, Setting("none", {}, "local", score, convention).validated())
 
 
 # --------------------------------------------------------------------------- tables

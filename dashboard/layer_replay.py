@@ -12,8 +12,7 @@ the rest do not). No maths here: this module picks, caches and labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import streamlit as st
@@ -30,10 +29,10 @@ from ash_core.layers import (
 )
 from ash_core.layers.sweep import DEFAULT_GRID
 from ash_core.maths.stats import row_zero_counts
+from ash_core.setting import Setting
 from dashboard import cache
-from dashboard.replay import Replay
+from dashboard.result import LayerReplay
 
-Progress = Callable[[int, int], None]
 GRID = tuple(float(p) for p in DEFAULT_GRID)
 #: views whose numbers follow the layer control; the others show the penultimate layer
 FOLLOWS = ("overview", "distributions", "curves")
@@ -88,20 +87,6 @@ def caption(state) -> str | None:
     return text
 
 
-@dataclass(frozen=True)
-class LayerReplay(Replay):
-    """A setting's result at an inner layer (``engine``: ``replay:<layer>``)."""
-
-    layer: str = PENULTIMATE
-    looked_up: bool = False
-
-    @property
-    def label(self) -> str:
-        how = "a lookup in the layer's sweep" if self.looked_up else \
-            "an exact replay (p off the grid 0..95 step 5, or a score other than energy)"
-        return f"replayed from {self.layer} through the network's tail, {how}"
-
-
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _evaluator(path: str, chash: str, layer: str) -> LayerEvaluator:
     return LayerEvaluator(cache.load(path), layer, cache.nonempty_ood(cache.load(path))[0],
@@ -114,7 +99,7 @@ def _sweeps() -> cache.LRU:
 
 
 def sweep_for(bundle: Bundle, method: str, layer: str | None,
-              progress: Progress | None = None) -> LayerSweep:
+              progress: cache.Progress | None = None) -> LayerSweep:
     """The sweep of ``method`` over the grid at ``layer`` (None: every layer, for the "Where
     to ASH" view), once per bundle, variant and layer; the disk cache is per layer, shared."""
     key = (*cache.bundle_key(bundle), method, layer)
@@ -127,37 +112,37 @@ def sweep_for(bundle: Bundle, method: str, layer: str | None,
 
 
 @st.cache_resource(max_entries=64, show_spinner="Replaying through the network's tail...")
-def _result(path: str, chash: str, layer: str, ood: tuple[str, ...], method: str,
-            p: float | None, threshold: str, score: str, convention: str,
-            _sweep: LayerSweep | None) -> EvalResult:
+def _result(path: str, chash: str, layer: str, ood: tuple[str, ...], key: str,
+            _setting: Setting, _sweep: LayerSweep | None) -> EvalResult:
     ev = _evaluator(path, chash, layer).with_ood(list(ood))
-    return layer_result(ev, method, p, threshold, score, convention, sweep=_sweep)
+    s = _setting
+    return layer_result(ev, s.method, s.p, s.threshold, s.score, s.convention, s.seed,
+                        sweep=_sweep)
 
 
 def _on_grid(p: float | None) -> bool:
     return p is not None and any(abs(p - g) < 1e-9 for g in GRID)
 
 
-def replay(bundle: Bundle, layer: str, ood: Sequence[str], method: str, p: float | None,
-           threshold: str, score: str, convention: str,
-           progress: Progress | None = None) -> LayerReplay:
-    """The setting's numbers shaped at ``layer`` (cached; read only)."""
-    p, threshold = cache.normalized(method, p, threshold)
-    lookup = score == "energy" and _on_grid(p)
-    sweep = sweep_for(bundle, method, layer, progress) if lookup else None
-    result = _result(*cache.bundle_key(bundle), layer, tuple(ood), method, p, threshold, score,
-                     convention, sweep)
+def replay(bundle: Bundle, layer: str, ood: Sequence[str], setting: Setting,
+           progress: cache.Progress | None = None) -> LayerReplay:
+    """A validated setting's numbers shaped at ``layer`` (cached; read only)."""
+    lookup = setting.score == "energy" and _on_grid(setting.p)
+    sweep = sweep_for(bundle, setting.method, layer, progress) if lookup else None
+    result = _result(*cache.bundle_key(bundle), layer, tuple(ood), cache.setting_key(setting),
+                     setting, sweep)
     return LayerReplay(result, layer=layer, looked_up=lookup)
 
 
-def baseline(bundle: Bundle, layer: str, ood: Sequence[str], method: str, score: str,
-             convention: str) -> EvalResult:
-    """No shaping, replayed from ``layer``: what the deltas at that layer are measured
-    against (from ``method``'s sweep of the layer when it is in memory, else exactly)."""
-    sweep = _sweeps().get((*cache.bundle_key(bundle), method, layer)) \
-        if score == "energy" else None
-    return _result(*cache.bundle_key(bundle), layer, tuple(ood), "none", None, "local", score,
-                   convention, sweep)
+def baseline(bundle: Bundle, layer: str, ood: Sequence[str], setting: Setting) -> EvalResult:
+    """No shaping, replayed from ``layer``, with the setting's score and convention: what
+    the deltas at that layer are measured against (from the sweep of the setting's method
+    at that layer when it is in memory, else exactly)."""
+    unshaped = Setting("none", {}, "local", setting.score, setting.convention).validated()
+    sweep = _sweeps().get((*cache.bundle_key(bundle), setting.method, layer)) \
+        if setting.score == "energy" else None
+    return _result(*cache.bundle_key(bundle), layer, tuple(ood), cache.setting_key(unshaped),
+                   unshaped, sweep)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -167,9 +152,6 @@ def _zero_counts(path: str, chash: str, layer: str) -> np.ndarray:
 
 
 def p_counts(bundle: Bundle, layer: str) -> tuple[int, np.ndarray]:
-    """(units per sample D, exact zeros per ID row) at ``layer``: what the p caption's kept
-    count k and zero share are computed from."""
-    if layer == PENULTIMATE:
-        return bundle.dim, cache.id_zero_counts(bundle)
+    """(units per sample D, exact zeros per ID row) at an inner ``layer``."""
     return int(np.prod(open_layers(bundle).info(layer).shape)), \
         _zero_counts(*cache.bundle_key(bundle), layer)

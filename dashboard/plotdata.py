@@ -8,7 +8,7 @@ arguments).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
@@ -70,7 +70,7 @@ def _sweep_cache() -> cache.LRU:
 
 def sweep_frame(bundle: Bundle, ood: Sequence[str], grid: Sequence[float], threshold: str,
                 score: str, convention: str, methods: Sequence[str],
-                progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                progress: cache.Progress | None = None) -> pd.DataFrame:
     """``ash_core.sweep.sweep`` over ``methods``, cached by small keys.
 
     Computed outside Streamlit's function caches so that ``progress`` (which draws a

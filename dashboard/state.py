@@ -15,6 +15,8 @@ from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.methods import setting_label
+from ash_core.policy import ENGINES
+from ash_core.setting import Setting
 
 VIEWS: dict[str, str] = {
     "overview": "Overview",
@@ -40,7 +42,8 @@ COMPARE_MODES: dict[str, str] = {
 }
 #: the most methods the Compare view overlays (``cmethods``)
 MAX_OVERLAY = 4
-ENGINES: dict[str, str] = {
+#: what each of ash_core's engine choices (``ash_core.policy.ENGINES``) means, for the sidebar
+ENGINE_HELP: dict[str, str] = {
     "auto": "automatic: exact where one evaluation is cheap (demo sizes), the score cube "
             "where not",
     "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
@@ -74,6 +77,14 @@ def default_p(method: str) -> int:
     """The method's declared default p (ParamSpec.default), as the slider's integer."""
     p = get_method(method).default_p
     return int(round(p)) if p is not None else 90
+
+
+def _setting(method: str, p: float, threshold: str, score: str, convention: str) -> Setting:
+    """A setting as ash_core describes it: p only for a method that has one, the method's
+    first threshold mode where it lacks ``threshold``. Not validated (the replay does it)."""
+    spec = get_method(method)
+    mode = threshold if threshold in spec.thresholds else spec.thresholds[0]
+    return Setting(method, {"p": float(p)} if spec.has_p else {}, mode, score, convention)
 
 
 def _shown(value: Any) -> str:
@@ -274,6 +285,19 @@ class State:
         return asdict(self)
 
     # ------------------------------------------------------------------ helpers
+
+    def setting(self, *, p: float | None = None, score: str | None = None,
+                convention: str | None = None) -> Setting:
+        """The sidebar's setting (method, p, threshold mode, score, convention): what every
+        view hands to ``dashboard.replay``; ``p``, ``score`` or ``convention`` given: the
+        same setting with that one changed (the validated p, the inspector's energy)."""
+        return _setting(self.method, self.p if p is None else p, self.threshold,
+                        score or self.score, convention or self.convention)
+
+    def b_setting(self) -> Setting:
+        """Compare's setting B: its method, p and threshold mode, the sidebar's score and
+        convention."""
+        return _setting(self.bmethod, self.bp, self.bthreshold, self.score, self.convention)
 
     @property
     def p_value(self) -> float | None:

@@ -26,10 +26,12 @@ from ash_core.cli import build_parser
 from ash_core.cli import dashboard as cli_dashboard
 from ash_core.errors import BundleError
 from ash_core.maths.stats import max_abs_difference, row_zero_counts, share_pruning_only_zeros
+from ash_core.policy import ENGINES
 from ash_core.reports.tables import evaluation_frame
-from dashboard import config, export, figures, offer
+from ash_core.setting import Setting
+from dashboard import cache, config, export, figures, offer
 from dashboard.paths import BundlePolicy
-from dashboard.state import MAX_PARAM_LEN, VIEWS, State, default_p, p_range
+from dashboard.state import ENGINE_HELP, MAX_PARAM_LEN, VIEWS, State, default_p, p_range
 from dashboard.views.common import plain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +76,26 @@ def test_state_threshold_follows_the_method():
     assert State(method="ash-s", p=90).setting_label() == "ash-s p=90 local"
     assert set(VIEWS) >= {"overview", "distributions", "curves", "tradeoff", "inspector",
                           "compare", "export"}
+
+
+def test_the_state_hands_out_one_setting():
+    s = State(method="ash-s", p=60, score="msp", convention="ood", bmethod="react", bp=85)
+    assert s.setting() == Setting("ash-s", {"p": 60.0}, "local", "msp", "ood")
+    assert s.setting(p=72, score="energy") == Setting("ash-s", {"p": 72.0}, "local", "energy",
+                                                     "ood")
+    assert s.b_setting() == Setting("react", {"p": 85.0}, "local", "msp", "ood")
+    assert State(method="none", p=90).setting().params == {}  # no p: none in the setting
+    assert State(method="react", threshold="global").setting().threshold == "local"
+    # a Setting keys the page's memo; the caches key on its small JSON form
+    assert hash(s.setting()) == hash(Setting("ash-s", {"p": 60}, "local", "msp", "ood"))
+    key = cache.setting_key(s.setting())
+    assert isinstance(key, str) and key == cache.setting_key(s.setting()) and len(key) < 200
+
+
+def test_the_engine_choices_are_ash_cores():
+    # one list of engines (ash_core.policy); the dashboard only adds their descriptions
+    assert list(ENGINE_HELP) == list(ENGINES)
+    assert State.from_query({"engine": "cube"})[0].engine == "cube"
 
 
 def test_app_args_from_argv_and_env(tmp_path):
@@ -398,7 +420,8 @@ def test_engine_choice_is_automatic_with_an_override(synthetic_bundle, monkeypat
     b = load_bundle(shutil.copytree(synthetic_bundle, tmp_path / "b"))
 
     def engine(method, p, override="auto"):
-        rep = replay.replay(b, ["far", "near"], method, p, "local", "energy", "id", override)
+        rep = replay.replay(b, ["far", "near"], Setting(method, {} if p is None else {"p": p}),
+                            override)
         return rep.engine, rep.note
 
     assert engine("ash-s", 60) == ("exact", "")  # small: one exact pass is cheap
@@ -429,7 +452,7 @@ def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / "cubes"))
     b = load_bundle(shutil.copytree(synthetic_bundle, tmp_path / "b"))
     calls: list[tuple[int, int]] = []
-    rep = replay.replay(b, ["far", "near"], "ash-p", 50, "local", "energy", "id", "cube",
+    rep = replay.replay(b, ["far", "near"], Setting("ash-p", {"p": 50}), "cube",
                         progress=lambda done, total: calls.append((done, total)))
     assert rep.engine == "cube" and rep.note == ""
     assert calls and calls[-1][0] == calls[-1][1] == 400 + 300 + 300  # every scored row
@@ -443,8 +466,8 @@ def test_context_result_follows_p_across_fragment_reruns(synthetic_bundle, monke
     from dashboard.views import common
 
     calls = []
-    monkeypatch.setattr(common.engines, "replay", lambda *a: calls.append(a[3])
-                        or SimpleNamespace(preparing=None))
+    monkeypatch.setattr(common.replay, "replay", lambda bundle, ood, setting, *a:
+                        calls.append(setting.p) or SimpleNamespace(preparing=None))
     ctx = common.Context(state=State(method="ash-s", p=60), args=config.AppArgs((), None),
                          bundles=[], policy=_policy(), bundle=load_bundle(synthetic_bundle),
                          ood=["far"])

@@ -538,14 +538,14 @@ def test_cube_engine_slider_tracks_the_exact_numbers(bundles, ev):
 
 def test_a_cube_failure_is_shown_and_the_numbers_labelled_exact(bundles, ev, monkeypatch):
     # regression: any cube exception fell back to exact while the caption said "score cube"
-    from dashboard import replay
+    from dashboard import penultimate
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     # both the build and the lookup fail (another test may have built this cube already)
-    monkeypatch.setattr(replay, "get_cube", broken)
-    monkeypatch.setattr(replay, "evaluate_setting", broken)
+    monkeypatch.setattr(penultimate, "get_cube", broken)
+    monkeypatch.setattr(penultimate, "point_result", broken)
     at = run_app(bundles["main"], method="ash-p", p=43, engine="cube")
     assert not at.exception and not at.error
     assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)
@@ -568,9 +568,9 @@ def _cube_shown(at: AppTest, tries: int = 200) -> AppTest:
 
 def _slow_build(monkeypatch, gate, calls, error: Exception | None = None):
     """Make the app's cube builds large (in the background) and wait for ``gate``."""
-    from dashboard import replay
+    from dashboard import penultimate
 
-    real = replay.get_cube
+    real = penultimate.get_cube
 
     def gated(*args, **kwargs):
         calls.append(args[1:4])
@@ -579,9 +579,9 @@ def _slow_build(monkeypatch, gate, calls, error: Exception | None = None):
             raise error
         return real(*args, **kwargs)
 
-    replay._builds.clear()
-    monkeypatch.setattr(replay, "BACKGROUND_MIN_WORK", 0)
-    monkeypatch.setattr(replay, "get_cube", gated)
+    penultimate._builds.clear()
+    monkeypatch.setattr(penultimate, "BACKGROUND_MIN_WORK", 0)
+    monkeypatch.setattr(penultimate, "get_cube", gated)
 
 
 def test_a_large_cube_builds_in_the_background_behind_exact_numbers(bundles, ev, monkeypatch):

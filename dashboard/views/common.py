@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from ash_core import Bundle, EvalResult
-from dashboard import cache, layer_replay
-from dashboard import replay as engines
+from ash_core.search.grid import ParamMarks
+from dashboard import cache, layer_replay, replay, validation
 from dashboard.builds import Build
 from dashboard.config import AppArgs
 from dashboard.paths import BundlePolicy
+from dashboard.result import Replay
 from dashboard.state import State, default_p
 
 STORE = "_ash_state"
@@ -67,7 +68,7 @@ def write_url() -> None:
 
 
 @contextmanager
-def progress_bar(text: str) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(text: str) -> Iterator[cache.Progress]:
     """A ``progress(done, total)`` callback that draws a bar on first use; removed after."""
     slot = st.empty()
 
@@ -107,7 +108,7 @@ class Context:
     ood: list[str] = field(default_factory=list)
     colors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
-    _replay: tuple[tuple, engines.Replay] | None = None
+    _replay: tuple[tuple, Replay] | None = None
 
     @property
     def setting(self) -> str:
@@ -124,19 +125,22 @@ class Context:
             return None
         return kind if kind in ("light", "dark") else None
 
-    def replay(self) -> engines.Replay:
+    @property
+    def layer(self) -> str:
+        """The layer the numbers are at (``layer_replay.active``)."""
+        return layer_replay.active(self.state)
+
+    def replay(self) -> Replay:
         """The current setting's result and the engine that computed it.
 
         Memoised for this run only: a fragment rerun (p moved) calls the views with the
         same Context, so the memo is keyed by the setting, never reused for another p."""
         s = self.state
-        layer = layer_replay.active(s)
-        key = (s.method, s.p_value, s.threshold, s.score, s.convention, s.engine,
-               tuple(self.ood), layer)
+        setting, layer = s.setting(), self.layer
+        key = (setting, s.engine, tuple(self.ood), layer)
         if self._replay is None or self._replay[0] != key:
             with progress_bar("Preparing the slider: scoring every p at once") as progress:
-                rep = engines.replay(self.bundle, self.ood, s.method, s.p_value, s.threshold,
-                                     s.score, s.convention, s.engine, progress, layer)
+                rep = replay.replay(self.bundle, self.ood, setting, s.engine, layer, progress)
             if rep.preparing is not None:
                 preparing(rep.preparing)
             self._replay = (key, rep)
@@ -148,11 +152,11 @@ class Context:
 
     def baseline(self) -> EvalResult:
         """No shaping, same score and convention: what deltas are measured against."""
-        s, layer = self.state, layer_replay.active(self.state)
-        if layer != layer_replay.PENULTIMATE:
-            return layer_replay.baseline(self.bundle, layer, self.ood, s.method, s.score,
-                                         s.convention)
-        return cache.baseline(self.bundle, self.ood, s.score, s.convention)
+        return replay.baseline(self.bundle, self.ood, self.state.setting(), self.layer)
+
+    def marks(self) -> ParamMarks | None:
+        """The current method's validated, test-optimal and paper's p (None: no p)."""
+        return validation.marks(self.bundle, self.ood, self.state.setting())
 
 
 def guarded(fn: Callable[[Context], None], ctx: Context) -> None:

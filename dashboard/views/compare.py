@@ -17,8 +17,8 @@ import streamlit as st
 
 from ash_core import EvalResult, get_method
 from ash_core.errors import BundleError
-from dashboard import cache, figures, offer
-from dashboard import replay as engines
+from ash_core.setting import Setting
+from dashboard import cache, figures, offer, replay
 from dashboard.state import COMPARE_MODES, p_range
 from dashboard.views import compare_methods
 from dashboard.views.cards import CARD_PX, card_row
@@ -64,18 +64,17 @@ def _setting_b(ctx: Context) -> Side:
     st.caption(plain("B: " + offer.p_caption(ctx.bundle, s.bmethod, s.bp, s.bthreshold,
                                               cache.id_zero_counts(ctx.bundle))))
     label = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
-    return Side(label, lambda: _result(ctx.bundle, ctx.ood, s.bmethod, s.bp_value,
-                                       s.bthreshold))
+    return Side(label, lambda: _result(ctx.bundle, ctx.ood, s.b_setting()))
 
 
-def _result(bundle, ood, method, p, threshold) -> tuple[EvalResult, pd.DataFrame]:
+def _result(bundle, ood, setting: Setting) -> tuple[EvalResult, pd.DataFrame]:
     s = store()
-    if threshold not in offer.thresholds_for(bundle, method):
-        raise BundleError(f"{bundle.name} cannot serve {method} with {threshold} thresholds: "
-                         "it has no id_fit split (ID training features).")
-    res = engines.replay(bundle, ood, method, p, threshold, s.score, s.convention,
-                         s.engine).result
-    return res, cache.metrics_frame(res, cache.baseline(bundle, ood, s.score, s.convention))
+    if setting.threshold not in offer.thresholds_for(bundle, setting.method):
+        raise BundleError(f"{bundle.name} cannot serve {setting.method} with "
+                          f"{setting.threshold} thresholds: it has no id_fit split (ID "
+                          "training features).")
+    res = replay.replay(bundle, ood, setting, s.engine).result
+    return res, cache.metrics_frame(res, replay.baseline(bundle, ood, setting))
 
 
 def _pick_bundle_b(ctx: Context) -> str:
@@ -126,7 +125,7 @@ def _bundles_ab(ctx: Context) -> tuple[list[str], Side]:
                          "average is over its own sets, so the two are not comparable."),
                    icon=":material/warning:")
     return ood_a, Side(f"{bundle_b.name}: {ctx.setting}",
-                       lambda: _result(bundle_b, ood_b, s.method, s.p_value, s.threshold))
+                       lambda: _result(bundle_b, ood_b, s.setting()))
 
 
 def _column(col, name: str, side: Side) -> pd.DataFrame | None:
@@ -163,7 +162,7 @@ def render(ctx: Context) -> None:
     else:
         ood_a, side_b = _bundles_ab(ctx)
     side_a = Side(f"{ctx.bundle.name}: {ctx.setting}",
-                  lambda: _result(ctx.bundle, ood_a, s.method, s.p_value, s.threshold))
+                  lambda: _result(ctx.bundle, ood_a, s.setting()))
     left, right = st.columns(2)
     fa = _column(left, "A", side_a)
     fb = _column(right, "B", side_b)

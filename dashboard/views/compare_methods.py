@@ -4,8 +4,7 @@ Each method at the parameters the Leaderboard would give it (``validation.choice
 declared defaults, the sidebar's method at the slider's p; with the "validated parameters"
 toggle, the parameters chosen on the validation splits), labelled with those parameters
 and where they came from, on the current bundle, OOD selection, threshold mode, score and
-convention, from the same engine as every view (``dashboard.replay``; exact for validated
-parameters other than p). Methods the bundle cannot serve, from a link, are named and left
+convention, from the same engine as every view (``dashboard.replay``). Methods the bundle cannot serve, from a link, are named and left
 out. The overlay data (histograms, pooled ROC) is ``ash_core.reports.overlay``.
 """
 
@@ -15,12 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from ash_core import EvalResult
-from ash_core.reports.leaderboard import Choice
 from ash_core.reports.overlay import overlay
 from ash_core.reports.tables import column_label
-from dashboard import cache, figures_methods, offer, validation
-from dashboard import replay as engines
+from dashboard import cache, figures_methods, offer, replay, validation
 from dashboard.state import MAX_OVERLAY
+from dashboard.views import validated
 from dashboard.views.common import Context, bind, plain, store
 
 
@@ -46,17 +44,6 @@ def _chosen(ctx: Context) -> list[str]:
     return list(s.cmethods)
 
 
-def _result(ctx: Context, choice: Choice) -> EvalResult:
-    """The replayed result (cube or exact, as every view) where the setting is one the
-    engines take (a method at p, the rest at defaults), else the exact evaluation."""
-    s, setting = store(), choice.setting
-    p = setting.params.get("p")
-    if setting == validation.replayable(setting):
-        return engines.replay(ctx.bundle, ctx.ood, setting.method, p, s.threshold, s.score,
-                              s.convention, s.engine).result
-    return cache.exact_setting(ctx.bundle, ctx.ood, setting)
-
-
 def summary_frame(results: dict[str, EvalResult], pooled: dict[str, float],
                   sources: dict[str, str]) -> pd.DataFrame:
     """One row per overlaid method: averages, pooled AUROC, both ID accuracies and where
@@ -70,15 +57,17 @@ def summary_frame(results: dict[str, EvalResult], pooled: dict[str, float],
 
 
 def render(ctx: Context) -> None:
-    validation.view_toggle(ctx)
+    validated.view_toggle(ctx)
     methods = _chosen(ctx)
     if not methods:
         st.info("Pick at least one method to overlay.", icon=":material/info:")
         return
-    picked, note = validation.choices(ctx, methods)
+    s = ctx.state
+    picked, note = validation.choices(ctx.bundle, ctx.ood, methods, s.setting(), bool(s.val))
     if note:
         st.info(plain(f"Nothing validated: {note}"), icon=":material/info:")
-    results = {c.label: _result(ctx, c) for c in picked}
+    results = {c.label: replay.replay(ctx.bundle, ctx.ood, c.setting, s.engine).result
+               for c in picked}
     data = overlay(results)
     frame = summary_frame(results, {k: v.pooled_auroc for k, v in data.items()},
                           {c.label: c.source for c in picked})

@@ -12,8 +12,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from ash_core.reports.tables import best_settings, evaluation_frame, headline, tradeoff_sentence
-from dashboard import cache, export, figures, figures_methods, offer, plotdata, validation
-from dashboard import replay as engines
+from dashboard import cache, export, figures, figures_methods, offer, plotdata, replay, validation
 from dashboard.param_marks import add_param_marks
 from dashboard.views import leaderboard
 from dashboard.views.common import Context
@@ -39,7 +38,7 @@ def report_parts(ctx: Context):
         "ID accuracy shaped": "-" if acc["shaped"] is None else f"{100 * acc['shaped']:.2f}%",
         "ID accuracy unshaped": "-" if acc["unshaped"] is None
         else f"{100 * acc['unshaped']:.2f}%",
-        **validation.export_rows(ctx),
+        **validation.export_rows(ctx.marks()),
     }
     hb, ha, thr_b, thr_a = plotdata.histograms(ctx.bundle, result, base)
     mets = {n: (base.ood[n], result.ood[n]) for n in ctx.ood}
@@ -72,7 +71,7 @@ def _tradeoff_section(ctx: Context) -> export.Section:
         {"Best p per method (by average AUROC)": best_settings(df)},
         {"Trade-off": add_param_marks(
             figures.tradeoff_figure(df, s.p_value, s.convention, theme="light"),
-            validation.marks(ctx), method=s.method),
+            ctx.marks(), method=s.method),
          "Pareto view": figures.pareto_figure(df, front, "average/auroc", s.convention,
                                               theme="light")})
 
@@ -86,12 +85,10 @@ def _compare_section(ctx: Context) -> export.Section:
         if s.cmode == "bundle" and s.bbundle:
             bundle_b = cache.get_bundle(s.bbundle, ctx.policy)
             ood_b = [n for n in ctx.ood if n in cache.nonempty_ood(bundle_b)[0]]
-            res_b = engines.replay(bundle_b, ood_b, s.method, s.p_value, s.threshold,
-                                   s.score, s.convention, s.engine).result
+            res_b = replay.replay(bundle_b, ood_b, s.setting(), s.engine).result
             label_b = f"{bundle_b.name}: {ctx.setting}"
         else:
-            res_b = engines.replay(ctx.bundle, ctx.ood, s.bmethod, s.bp_value, s.bthreshold,
-                                   s.score, s.convention, s.engine).result
+            res_b = replay.replay(ctx.bundle, ctx.ood, s.b_setting(), s.engine).result
             label_b = f"{ctx.bundle.name}: {s.setting_label(s.bmethod, s.bp_value, s.bthreshold)}"
         fa, fb = evaluation_frame(res_a.to_dict()), evaluation_frame(res_b.to_dict())
         try:
@@ -197,7 +194,7 @@ def _table_buttons(ctx: Context) -> None:
     frame = cache.metrics_frame(ctx.result(), ctx.baseline())
     caption = (f"{ctx.bundle.name}: {ctx.setting}, score={s.score}, FPR convention="
                f"{s.convention}; values in %, Δ in pp against no shaping. "
-               + " ".join(f"{k}: {v}" for k, v in validation.export_rows(ctx).items()))
+               + " ".join(f"{k}: {v}" for k, v in validation.export_rows(ctx.marks()).items()))
     st.markdown("**Tables** (CSV keeps fractions and column names; LaTeX and Markdown show "
                 "%, with units in the headers)")
     cols = st.columns(len(export.TABLE_FORMATS))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, figures, inspection
-from dashboard import replay as engines
+from dashboard import cache, figures, inspection, replay
 from dashboard.images import SampleImage, sample_image
 from dashboard.state import INSPECT_MODES
 from dashboard.views.cards import CARD_PX, card_row
@@ -113,8 +112,8 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Inspector: {ctx.setting}")
     split, index = _pick(ctx)
-    shaped = engines.replay(ctx.bundle, ctx.ood, s.method, s.p_value, s.threshold, "energy",
-                            "id", s.engine).result
+    shaped = replay.replay(ctx.bundle, ctx.ood, s.setting(score="energy", convention="id"),
+                           s.engine).result
     base = cache.baseline(ctx.bundle, ctx.ood, "energy", "id")
     insp = inspection.inspect(ctx.bundle, ctx.ood, shaped, base, split, index)
     cards = card_row("inspector_cards")  # one width, wrapping: readable from 800 px up

@@ -15,8 +15,9 @@ import streamlit as st
 
 from ash_core.reports.leaderboard import Leaderboard, curve_methods, figure1, leaderboard
 from ash_core.reports.tables import column_label
-from dashboard import cache, export, figures_methods, offer, plotdata, validation
+from dashboard import cache, export, figures_methods, offer, plotdata
 from dashboard.state import PARETO_METRICS
+from dashboard.views import validated
 from dashboard.views.common import Context, bind, commit, plain
 
 #: boards kept (each holds every method's scores for one selection)
@@ -138,7 +139,7 @@ def _figure1(ctx: Context, board: Leaderboard) -> None:
 
 def render(ctx: Context) -> None:
     st.subheader(f"Leaderboard: every method on {plain(ctx.bundle.name)}")
-    validation.view_toggle(ctx)
+    validated.view_toggle(ctx)
     board = get_board(ctx)
     st.caption(plain(caption(ctx, board)) + " Click a column header to sort.")
     _table(board)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import layer_replay, offer, validation
-from dashboard import replay as engines
+from dashboard import layer_replay, offer, replay
+from dashboard.views import validated
 from dashboard.views.common import Context, plain
 
 
 def render(ctx: Context) -> None:
     """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
     s = ctx.state
-    dim, zeros = layer_replay.p_counts(ctx.bundle, layer_replay.active(s))
+    dim, zeros = replay.p_counts(ctx.bundle, ctx.layer)
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
     if layer_replay.caption(s):
         st.caption(plain(layer_replay.caption(s)))
-    validation.render_toggle(ctx)
+    validated.render_toggle(ctx)
     try:
         rep = ctx.replay()
     except Exception:  # noqa: BLE001 - the view below shows the error
@@ -28,6 +28,6 @@ def render(ctx: Context) -> None:
     if rep.engine == "cube" and right.button("verify at this p", key="verify",
                                              help="compute the exact value of every shown "
                                                   "number at this p and compare"):
-        diff, n = engines.verify(ctx.bundle, ctx.ood, rep)
+        diff, n = replay.verify(ctx.bundle, ctx.ood, s.setting(), rep)
         st.info(f"Exact check at p = {s.p}: max |Δ| = {100 * diff:.2g} pp over {n} numbers "
                 "(metrics per OOD set, averages and ID accuracy).", icon=":material/check:")

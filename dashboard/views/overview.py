@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cache, figures, validation
+from ash_core import EvalResult
+from ash_core.search.grid import validation_statement
+from dashboard import cache, figures, replay
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
 
@@ -33,8 +35,21 @@ def _cards(avg, acc) -> None:
         row.metric("ID accuracy", "n/a (no labels)", border=True, width=CARD_PX)
 
 
+def _shown(ctx: Context) -> tuple[EvalResult, str, str | None]:
+    """(result, setting label, note): at the validated p when the toggle is on and the
+    bundle has validation splits, else at the slider's."""
+    s = ctx.state
+    m = ctx.marks() if s.val else None
+    if m is None or m.validated is None:
+        note = "no validated p for this bundle: showing the slider's p" if s.val else None
+        return ctx.result(), ctx.setting, note
+    p = m.validated["p"]
+    result = replay.replay(ctx.bundle, ctx.ood, s.setting(p=p), s.engine, ctx.layer).result
+    return result, s.setting_label(p=p), validation_statement(m.result)
+
+
 def render(ctx: Context) -> None:
-    (result, label, note), base = validation.overview_result(ctx), ctx.baseline()
+    (result, label, note), base = _shown(ctx), ctx.baseline()
     frame = cache.metrics_frame(result, base)
     avg = frame[frame["ood_set"] == "Average"].iloc[0]
     acc = result.id_accuracy

@@ -10,10 +10,11 @@ import streamlit as st
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.layers import PENULTIMATE, refusal
 from ash_core.maths.scores import SCORES
+from ash_core.policy import ENGINES
 from dashboard import cache, figures, layer_replay, offer
 from dashboard.config import DEMO_BUNDLE, AppArgs
 from dashboard.paths import BundlePolicy
-from dashboard.state import DEFAULT_METHOD, ENGINES, VIEWS, State, default_p
+from dashboard.state import DEFAULT_METHOD, ENGINE_HELP, VIEWS, State, default_p
 from dashboard.views.common import (
     STORE,
     Context,
@@ -85,7 +86,7 @@ def render(args: AppArgs) -> Context:
         with st.expander("Advanced: numbers engine"):
             bind("engine")
             st.radio("Engine", list(ENGINES), key="engine",
-                     help="\n".join(f"- **{k}**: {v}" for k, v in ENGINES.items()))
+                     help="\n".join(f"- **{k}**: {ENGINE_HELP[k]}" for k in ENGINES))
             commit("engine")
         st.divider()
         bind("view")

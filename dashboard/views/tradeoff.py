@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, offer, plotdata, validation
+from dashboard import figures, offer, plotdata
 from dashboard.param_marks import add_param_marks
 from dashboard.state import GRID_STEPS, PARETO_METRICS
 from dashboard.views.common import Context, bind, commit, plain, progress_bar
@@ -38,7 +38,7 @@ def render(ctx: Context) -> None:
         st.caption(plain(missing))
     current = s.p_value
     fig = add_param_marks(figures.tradeoff_figure(df, current, s.convention, theme=ctx.theme),
-                          validation.marks(ctx), method=s.method)
+                          ctx.marks(), method=s.method)
     st.plotly_chart(fig, key="tradeoff_chart")
     y = s.pareto
     front = plotdata.pareto(df, y)

@@ -1,4 +1,4 @@
-"""Where to ASH: shape after an inner block and replay the network (issue 11; docs/where.md).
+"""Where to ASH: shape after an inner block and replay the network (docs/where.md).
 
 The paper's Figure 5 (ID accuracy against p, one curve per layer) and Table 6 (FPR95/AUROC per
 layer at the chosen p) for bundles extracted with ``--layers``, following the sidebar's
