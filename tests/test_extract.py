@@ -32,7 +32,7 @@ from ash_core.extract import (
     parse_spec,
     rename_mobilenet_v2_backbone,
 )
-from ash_core.extract.data import read_idx
+from ash_core.extract.sources import read_idx
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:

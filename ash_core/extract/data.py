@@ -30,16 +30,13 @@ import torch
 
 from ash_core.errors import DataError
 from ash_core.extract.protocol import Protocol
-from ash_core.extract.sources import (  # noqa: F401  (re-exported: the sources used to live here)
-    IMAGE_EXTS,
-    ArraySource,
+from ash_core.extract.sources import (
     FolderSource,
     NoiseSource,
     Source,
     TorchvisionSource,
     idx_source,
     npz_source,
-    read_idx,
 )
 
 KINDS = ("folder", "idx", "npz", "noise", "torchvision")

@@ -24,7 +24,7 @@ import torch
 
 from ash_core.errors import ExtractError
 from ash_core.extract.config import ExtractConfig, SplitSpec
-from ash_core.extract.data import PreparedDataset, Source, parse_spec
+from ash_core.extract.data import PreparedDataset, parse_spec
 from ash_core.extract.fingerprint import Fingerprints, make_fingerprints
 from ash_core.extract.head import NO_HEAD
 from ash_core.extract.hook import FeatureHook, MapHooks
@@ -33,6 +33,7 @@ from ash_core.extract.models import LoadedModel, load_model
 from ash_core.extract.odin import perturb
 from ash_core.extract.protocol import Protocol, make_protocol
 from ash_core.extract.publish import bundle_recipe, check_target
+from ash_core.extract.sources import Source
 from ash_core.extract.workdir import ChunkPlan, WorkDir
 from ash_core.extract.writer import write_and_publish
 from ash_core.layers.tails import capture_point
