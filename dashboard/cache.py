@@ -185,6 +185,12 @@ def normalized(method: str, p: float | None, threshold: str) -> tuple[float | No
     return p, threshold if threshold in spec.thresholds else spec.thresholds[0]
 
 
+def setting_of(method: str, p: float | None, threshold: str = "local", score: str = "energy",
+               convention: str = "id") -> Setting:
+    """The setting a page's controls describe (``p`` None: a method without one)."""
+    return Setting(method, {} if p is None else {"p": p}, threshold, score, convention)
+
+
 @st.cache_resource(max_entries=64, show_spinner="Shaping and scoring...")
 def _exact(path: str, content_hash: str, ood: tuple[str, ...], method: str,
            params: tuple[tuple[str, float], ...], threshold: str, score: str,
@@ -197,7 +203,7 @@ def exact(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, thre
           score: str, convention: str) -> EvalResult:
     """``Evaluator.evaluate``: the CLI's numbers bit for bit (cached; read only)."""
     p, threshold = normalized(method, p, threshold)
-    return exact_setting(bundle, ood, Setting.of(method, p, threshold, score, convention))
+    return exact_setting(bundle, ood, setting_of(method, p, threshold, score, convention))
 
 
 def exact_setting(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
@@ -212,7 +218,7 @@ def exact_setting(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalR
 def _id_energies(path: str, content_hash: str, method: str, p: float | None,
                  threshold: str) -> np.ndarray:
     ev = _base_evaluator(path, content_hash)
-    return ev.energies(ev.shaper(method, p, threshold), ev.id_name)
+    return ev.energies(ev.shaper(setting_of(method, p, threshold)), ev.id_name)
 
 
 def id_energies(bundle: Bundle, method: str, p: float | None, threshold: str) -> np.ndarray:

@@ -105,7 +105,7 @@ class LayerReplay(Replay):
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _evaluator(path: str, chash: str, layer: str) -> LayerEvaluator:
     return LayerEvaluator(cache.load(path), layer, cache.nonempty_ood(cache.load(path))[0],
-                          device="auto", warn=False)
+                          device="auto")
 
 
 @st.cache_resource(show_spinner=False)
@@ -131,7 +131,8 @@ def _result(path: str, chash: str, layer: str, ood: tuple[str, ...], method: str
             p: float | None, threshold: str, score: str, convention: str,
             _sweep: LayerSweep | None) -> EvalResult:
     ev = _evaluator(path, chash, layer).with_ood(list(ood))
-    return layer_result(ev, method, p, threshold, score, convention, sweep=_sweep)
+    return layer_result(ev, cache.setting_of(method, p, threshold, score, convention),
+                        sweep=_sweep)
 
 
 def _on_grid(p: float | None) -> bool:

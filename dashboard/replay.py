@@ -119,9 +119,9 @@ def cube_for(bundle: Bundle, method: str, threshold: str, progress: Progress | N
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _cube_result(path: str, chash: str, ood: tuple[str, ...], method: str, p: float,
                  threshold: str, score: str, convention: str, _bundle: Bundle) -> EvalResult:
-    return evaluate_setting(cache.get_evaluator(_bundle, ood), method, p, threshold=threshold,
-                            score=score, convention=convention, engine="cube",
-                            cube_provider=lambda m, t, seed: cube_for(_bundle, m, t))
+    return evaluate_setting(cache.get_evaluator(_bundle, ood),
+                            cache.setting_of(method, p, threshold, score, convention),
+                            engine="cube", cube_provider=lambda m, t, seed: cube_for(_bundle, m, t))
 
 
 def _while_preparing(bundle: Bundle, ood: Sequence[str], method: str, p: float,

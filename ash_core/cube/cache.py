@@ -36,7 +36,7 @@ from ash_core.cube.build import Progress, build_cubes, check_request
 from ash_core.cube.model import ScoreCube, fits_on_id_fit
 from ash_core.cube.store import load_cube, save_cube
 from ash_core.cube.thresholds import normalize_grid
-from ash_core.engine.exact import Evaluator
+from ash_core.engine.store import Selection
 from ash_core.errors import BundleError
 from ash_core.methods import check_seed
 
@@ -83,23 +83,23 @@ def data_digest(bundle: Bundle, splits: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def cube_key(ev: Evaluator, method: str, threshold: str, grid: np.ndarray,
+def cube_key(sel: Selection, method: str, threshold: str, grid: np.ndarray,
              seed: int) -> dict[str, Any]:
     """Everything a cached cube depends on (compared exactly when loading)."""
-    names = ev.split_names
-    fit = ev.bundle.id_fit
+    names = sel.split_names
+    fit = sel.bundle.id_fit
     used = names + ([fit.name] if fits_on_id_fit(method, threshold) and fit is not None else [])
     return {
         "cube_version": CUBE_VERSION,
-        "bundle": ev.bundle.content_hash,
-        "data": data_digest(ev.bundle, used),
+        "bundle": sel.bundle.content_hash,
+        "data": data_digest(sel.bundle, used),
         "method": method,
         "threshold": threshold,
         "grid": [float(v) for v in grid],
         "seed": int(seed) if method == "ash-rand" else 0,
         "splits": list(names),
-        "rows": {nm: len(ev.bundle.split(nm)) for nm in names},
-        "labels": ev.bundle.id_split.labels is not None,
+        "rows": {nm: len(sel.bundle.split(nm)) for nm in names},
+        "labels": sel.bundle.id_split.labels is not None,
     }
 
 
@@ -170,7 +170,7 @@ def _store(cube: ScoreCube, path: Path, key: dict[str, Any]) -> bool:
 
 
 def get_cubes(
-    source: Bundle | Evaluator,
+    source: Bundle | Selection,
     methods: Sequence[str],
     grid: Iterable[float],
     threshold: str = "local",
@@ -181,25 +181,25 @@ def get_cubes(
     progress: Progress | None = None,
 ) -> dict[str, ScoreCube]:
     """Cubes of several ASH methods: loaded from the cache, or built together and cached."""
-    ev = source if isinstance(source, Evaluator) else Evaluator(source)
+    sel = source if isinstance(source, Selection) else Selection(source)
     seed = check_seed(seed)
-    methods = check_request(ev, methods, threshold)
+    methods = check_request(sel, methods, threshold)
     g = normalize_grid(grid)
-    cdir, problem = resolve_cache_dir(ev.bundle, cache_dir) if use_cache else (None, None)
+    cdir, problem = resolve_cache_dir(sel.bundle, cache_dir) if use_cache else (None, None)
     if problem:
         _warn(problem)
-    keys = {m: cube_key(ev, m, threshold, g, seed) for m in methods} if cdir else {}
+    keys = {m: cube_key(sel, m, threshold, g, seed) for m in methods} if cdir else {}
     out = {m: _load_cached(cube_path(cdir, keys[m]), keys[m]) for m in keys}
     missing = [m for m in methods if out.get(m) is None]
     if missing:
-        for m, cube in build_cubes(ev, missing, g, threshold, seed, backend, progress).items():
+        for m, cube in build_cubes(sel, missing, g, threshold, seed, backend, progress).items():
             if cdir is not None and not _store(cube, cube_path(cdir, keys[m]), keys[m]):
                 cdir = None  # one warning per call, not one per method
             out[m] = cube
     return {m: out[m].freeze() for m in methods}
 
 
-def get_cube(source: Bundle | Evaluator, method: str, grid: Iterable[float],
+def get_cube(source: Bundle | Selection, method: str, grid: Iterable[float],
              threshold: str = "local", seed: int = 0, **options: Any) -> ScoreCube:
     """The cube of one method over ``grid`` (cached; see the module doc). ``options``: the
     other arguments of ``get_cubes`` (cache_dir, use_cache, backend, progress)."""

@@ -19,10 +19,11 @@ import pandas as pd
 import torch
 
 from ash_core.bundle import Bundle
-from ash_core.engine.exact import Evaluator
+from ash_core.device import resolve_device
+from ash_core.engine.store import FeatureStore
 from ash_core.errors import AshError
 from ash_core.layers.cache import Arrays, cache_path, read_layer, write_layer
-from ash_core.layers.replay import BATCH, pick_device, replay_batches
+from ash_core.layers.replay import BATCH, replay_batches
 from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
 from ash_core.maths.metrics import OODMetrics, average_metrics, ood_metrics_many
 from ash_core.maths.scores import energy_score
@@ -152,16 +153,17 @@ def _replayed(maps: LayerMaps, layer: str, splits: list[tuple[str, int]],
 
 def _penultimate(bundle: Bundle, splits: list[tuple[str, int]], shapers: Sequence[Shaper]
                  ) -> Arrays:
-    ev = Evaluator(bundle, warn=False)
+    store = FeatureStore(bundle, warn=False)
     names = [n for n, _ in splits]
     energy, pred = [], []
     for shaper in shapers:
-        logits = {n: ev.shaped_logits(shaper, n) for n in names}
+        logits = {n: store.shaped_logits(shaper, n, names) for n in names}
         energy.append(torch.cat([energy_score(logits[n]) for n in names]).numpy())
         pred.append(logits[names[0]].argmax(1).numpy())
+    base = {n: store.base_logits(n, names) for n in names}
     return {"energy": np.stack(energy), "pred": np.stack(pred),
-            "base_energy": torch.cat([energy_score(ev.base_logits(n)) for n in names]).numpy(),
-            "base_pred": ev.base_logits(names[0]).argmax(1).numpy()}
+            "base_energy": torch.cat([energy_score(base[n]) for n in names]).numpy(),
+            "base_pred": base[names[0]].argmax(1).numpy()}
 
 
 def _compute(bundle: Bundle, layer: str, shapers: Sequence[Shaper],
@@ -205,7 +207,7 @@ def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str
         stored = read_layer(path, len(grid), n_all, n_id) if cache else None
         if stored is None:
             t1 = time.perf_counter()
-            stored = _compute(bundle, layer, shapers, splits, pick_device(device), batch,
+            stored = _compute(bundle, layer, shapers, splits, resolve_device(device), batch,
                               progress)
             log(f"layer sweep: {layer} x {len(grid)} p in {time.perf_counter() - t1:.1f}s")
             if cache:

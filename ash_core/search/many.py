@@ -190,11 +190,9 @@ def _eval_result(d: Mapping[str, Any], engine: str) -> EvalResult:
     """An ``EvalResult`` from its ``to_dict`` form (no per-sample scores)."""
     convention = d["fpr_convention"]
     return EvalResult(
-        bundle=d["bundle"], method=d["method"], p=d["p"], threshold=d["threshold"],
-        score=d["score"], convention=convention, id_accuracy=dict(d["id_accuracy"]),
+        bundle=d["bundle"], setting=Setting.from_dict(d), id_accuracy=dict(d["id_accuracy"]),
         ood={n: OODMetrics(**m, convention=convention) for n, m in d["ood"].items()},
-        fitted_threshold=d["fitted_threshold"], params=dict(d["params"]), seed=d["seed"],
-        engine=engine,
+        fitted_threshold=d["fitted_threshold"], engine=engine,
     )
 
 
