@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import warnings
-import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,52 +34,13 @@ from ash_core.cube.build import Progress, build_cubes, check_request
 from ash_core.cube.model import ScoreCube, fits_on_id_fit
 from ash_core.cube.store import load_cube, save_cube
 from ash_core.cube.thresholds import normalize_grid
+from ash_core.diskcache import data_digest, resolve_cache_dir
 from ash_core.engine.store import Selection
 from ash_core.errors import BundleError
 from ash_core.methods import check_seed
 
 #: Bumped whenever the cube's content or file layout changes (old entries become stale).
 CUBE_VERSION = 4  # 4: ReAct clips units >= c, ties of rows clipped everywhere exact
-ENV_CACHE = "ASH_CUBE_CACHE"
-
-_digests: weakref.WeakKeyDictionary[Bundle, dict[str, str]] = weakref.WeakKeyDictionary()
-_digest_lock = threading.Lock()
-
-
-def _array_digest(h: Any, arr: np.ndarray | None) -> None:
-    if arr is None:
-        h.update(b"none")
-        return
-    h.update(f"{arr.dtype.str}{list(arr.shape)}".encode())
-    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
-
-
-def _part_digest(bundle: Bundle, part: str) -> str:
-    """sha256 of the head (``part=""``) or of one split's features and labels, as read."""
-    h = hashlib.sha256(part.encode() + b"\0")
-    if part == "":
-        _array_digest(h, bundle.head_weight.numpy())
-        _array_digest(h, bundle.head_bias.numpy())
-    else:
-        split = bundle.split(part)
-        _array_digest(h, split.features)
-        _array_digest(h, split.labels)
-        split.release_pages()  # read once: not resident next to the float32 copy
-    return h.hexdigest()
-
-
-def data_digest(bundle: Bundle, splits: Sequence[str]) -> str:
-    """A digest of the head and ``splits`` as this Bundle object reads them (memoised per
-    Bundle object: its arrays are read-only maps of files the loader checked once)."""
-    with _digest_lock:
-        memo = _digests.setdefault(bundle, {})
-    parts = []
-    for part in ["", *splits]:
-        if part not in memo:
-            memo[part] = _part_digest(bundle, part)
-        parts.append(memo[part])
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
 
 def cube_key(sel: Selection, method: str, threshold: str, grid: np.ndarray,
              seed: int) -> dict[str, Any]:
@@ -110,27 +69,6 @@ def cube_path(cache_dir: Path, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / key["bundle"] / \
         f"{key['method']}-{key['threshold']}-{digest}.safetensors"
-
-
-def resolve_cache_dir(bundle: Bundle, cache_dir: str | os.PathLike | None = None,
-                      ) -> tuple[Path | None, str | None]:
-    """(cache directory, None), or (None, why cubes cannot be cached) (see module doc)."""
-    if cache_dir is not None:
-        return Path(cache_dir), None
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]), None
-    beside = Path(bundle.root) / ".cube_cache"
-    if os.path.islink(beside):
-        return None, (f"{beside} is a symbolic link, which is not followed; score cubes are "
-                      "not cached (remove the link, or set ASH_CUBE_CACHE)")
-    if os.path.isdir(beside) or os.access(bundle.root, os.W_OK):
-        return beside, None
-    try:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    except (RuntimeError, KeyError):
-        return None, ("the bundle directory is read-only and there is no home directory; "
-                      "score cubes are not cached (set ASH_CUBE_CACHE to a writable directory)")
-    return Path(base) / "ash-explorer" / "cubes", None
 
 
 def default_cache_dir(bundle: Bundle) -> Path | None:

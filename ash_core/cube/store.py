@@ -16,7 +16,6 @@ the per-name data order catches swapped offsets. The digest lives in the header 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,9 +25,9 @@ import numpy as np
 
 from ash_core.bundle.safetensors_io import DTYPES, read_header, read_tensors, write_tensors
 from ash_core.cube.model import FIELD_DTYPES, FIELDS, ScoreCube, SplitCube, fits_on_id_fit
+from ash_core.diskcache import DIGEST_FIELD, checksum
 from ash_core.errors import BundleError, CubeCacheError
 
-DIGEST_FIELD = "sha256"
 _DTYPE_NAME = {dt: name for name, dt in DTYPES.items() if name != "BF16"}
 
 
@@ -71,19 +70,6 @@ def _metadata(cube: ScoreCube, key: dict[str, Any]) -> dict[str, str]:
         "bundle_name": cube.bundle_name,
         "backend": cube.backend,
     }
-
-
-def checksum(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
-    """sha256 of the canonical header without the checksum, then the data in name order."""
-    names = sorted(arrays)
-    layout = {nm: [_DTYPE_NAME.get(arrays[nm].dtype, str(arrays[nm].dtype)),
-                   list(arrays[nm].shape)] for nm in names}
-    meta = {k: v for k, v in metadata.items() if k != DIGEST_FIELD}
-    h = hashlib.sha256(json.dumps({"metadata": meta, "tensors": layout},
-                                  sort_keys=True).encode())
-    for nm in names:
-        h.update(memoryview(np.ascontiguousarray(arrays[nm])).cast("B"))
-    return h.hexdigest()
 
 
 def save_cube(cube: ScoreCube, path: Path, key: dict[str, Any]) -> Path:

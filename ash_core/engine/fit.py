@@ -36,6 +36,7 @@ import torch
 
 from ash_core.bundle import Bundle
 from ash_core.bundle.safetensors_io import read_header, read_tensors, write_tensors
+from ash_core.diskcache import checksum, data_digest, resolve_cache_dir
 from ash_core.engine.store import FeatureStore
 from ash_core.errors import BundleError, CubeCacheError, ParameterError
 from ash_core.features import FitData, get_feature_score
@@ -53,7 +54,6 @@ SplitScorer = Callable[[str], tuple[torch.Tensor, np.ndarray]]
 def fitted_key(store: FeatureStore, shaper: Shaper, score: str,
                score_params: Mapping[str, float]) -> dict[str, Any]:
     """Everything a fitted state depends on (compared exactly when loading)."""
-    from ash_core.cube.cache import data_digest  # the cube package imports the engines
     fit = store.bundle.id_fit
     return {
         "version": FITTED_VERSION,
@@ -75,16 +75,11 @@ def fitted_path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
     return Path(cache_dir) / key["bundle"] / f"fitted-{key['score']}-{digest}.safetensors"
 
 
-def _checksum(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
-    from ash_core.cube.store import checksum
-    return checksum(dict(arrays), dict(meta))
-
-
 def save_state(path: Path, key: Mapping[str, Any], state: State) -> Path:
     """Write ``state`` with its key and a sha256 over header and data (atomic)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
     meta = {KEY_FIELD: json.dumps(key, sort_keys=True)}
-    meta[DIGEST_FIELD] = _checksum(arrays, meta)
+    meta[DIGEST_FIELD] = checksum(arrays, meta)
     return write_tensors(path, arrays, meta)
 
 
@@ -99,7 +94,7 @@ def load_state(path: Path, key: Mapping[str, Any]) -> State:
         arrays = read_tensors(path, mmap=False)
     except BundleError as exc:
         raise CubeCacheError(f"{path} is corrupt ({exc})") from None
-    if _checksum(arrays, meta) != meta.get(DIGEST_FIELD):
+    if checksum(arrays, meta) != meta.get(DIGEST_FIELD):
         raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
     return arrays
 
@@ -107,7 +102,6 @@ def load_state(path: Path, key: Mapping[str, Any]) -> State:
 def _cached(store: FeatureStore, key: dict[str, Any], compute: Callable[[], State],
             use_cache: bool) -> State:
     """``compute()``'s state, through the on-disk cache when one can be used."""
-    from ash_core.cube.cache import resolve_cache_dir
     cdir, problem = resolve_cache_dir(store.bundle) if use_cache else (None, None)
     if problem:
         warnings.warn(problem.replace("score cubes", "fitted states"), stacklevel=4)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ash_core.bundle import Bundle
-from ash_core.cube.cache import data_digest, resolve_cache_dir
+from ash_core.diskcache import data_digest, resolve_cache_dir
 from ash_core.engine.exact import EvalResult, Evaluator
 from ash_core.errors import ParameterError
 from ash_core.maths.metrics import OODMetrics
