@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ash_core.bundle import Bundle
-from ash_core.bundle.safetensors_io import DTYPES
+from ash_core.bundle.safetensors_io import DTYPES, read_header, read_tensors, write_tensors
 from ash_core.errors import BundleError, CubeCacheError
 
 ENV_CACHE = "ASH_CUBE_CACHE"
@@ -163,6 +163,42 @@ def text_checksum(text: str) -> str:
 def same_key(stored: Any, key: Mapping[str, Any]) -> bool:
     """Whether a stored key (as read back from JSON) is ``key`` exactly."""
     return stored == json.loads(json.dumps(key, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- array entries
+
+
+def write_arrays(path: Path, arrays: Mapping[str, np.ndarray], key_field: str,
+                 key: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` as safetensors with ``key`` (JSON, under ``key_field``) and their
+    checksum in the metadata (atomic)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    meta = {key_field: json.dumps(key, sort_keys=True)}
+    meta[DIGEST_FIELD] = checksum(arrays, meta)
+    return write_tensors(path, arrays, meta)
+
+
+def read_arrays(path: Path, key_field: str, key: Mapping[str, Any],
+                check: Callable[[dict[str, np.ndarray]], None] | None = None
+                ) -> dict[str, np.ndarray]:
+    """The arrays ``write_arrays`` wrote for ``key``; CubeCacheError when the entry is
+    stale (another key), corrupt, or refused by ``check``."""
+    try:
+        _, meta = read_header(path)
+        stored = json.loads(meta[key_field])
+    except (BundleError, KeyError, TypeError, ValueError) as exc:
+        raise CubeCacheError(f"{path} is corrupt ({exc})") from None
+    if not same_key(stored, key):
+        raise CubeCacheError(f"{path} is stale (made for a different key)")
+    try:
+        arrays = read_tensors(path, mmap=False)
+    except BundleError as exc:
+        raise CubeCacheError(f"{path} is corrupt ({exc})") from None
+    if check is not None:
+        check(arrays)
+    if checksum(arrays, meta) != meta.get(DIGEST_FIELD):
+        raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
+    return arrays
 
 
 # --------------------------------------------------------------------------- reading, writing

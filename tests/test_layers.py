@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from extract_helpers import R20
 
 from ash_core import Setting, evaluate, load_bundle
+from ash_core.diskcache import resolve_cache_dir
 from ash_core.errors import BundleError, ParameterError
 from ash_core.extract import ExtractConfig, Extractor, SplitSpec, extract, load_model
 from ash_core.extract.data import PreparedDataset
@@ -181,13 +182,14 @@ def test_layer_sweep_cached_and_reused(r20):
 def test_corrupt_layer_cache_is_recomputed(r20):
     bundle, _, _ = r20
     grid = [0, 80]
-    before = set((bundle.root / ".layer_cache").glob("*")) if \
-        (bundle.root / ".layer_cache").exists() else set()
+    entries = resolve_cache_dir(bundle)[0] / bundle.content_hash
+    before = set(entries.glob("layer-*")) if entries.exists() else set()
     layer_sweep(bundle, ["layer3"], "ash-p", grid=grid)
-    (path,) = set((bundle.root / ".layer_cache").glob("*")) - before
+    (path,) = set(entries.glob("layer-*")) - before
     assert layer_sweep(bundle, ["layer3"], "ash-p", grid=grid).cached
     path.write_bytes(b"garbage")
-    again = layer_sweep(bundle, ["layer3"], "ash-p", grid=grid)
+    with pytest.warns(UserWarning, match="rebuilding the layer sweep"):
+        again = layer_sweep(bundle, ["layer3"], "ash-p", grid=grid)
     assert not again.cached and again.energy["layer3"].shape == (2, 84)
 
 

@@ -12,21 +12,17 @@ as one safetensors file (never pickled):
 
     <cache dir>/<bundle content hash>/fitted-<score>-<slot digest>.safetensors
 
-The cache directory and its rules are the score cube's (``cube.cache.resolve_cache_dir``:
-``<bundle>/.cube_cache`` or ``ASH_CUBE_CACHE`` ...; a symlinked cache or bundle directory is
-not followed). The key holds the bundle's content hash, a digest of the head and id_fit as
-read (``cube.cache.data_digest``), the shaping setting (method, its parameters, threshold
-mode, seed), the score and its parameters; the slot is a digest of the key without the
-data digest, so a stale entry is replaced in place. A stale, corrupt or unreadable entry
-is rebuilt with a warning; an unusable cache directory means no cache, with a warning.
+The directory, slot, checks and writes are the disk cache's (``ash_core.diskcache``). The
+key holds the bundle's content hash, a digest of the head and id_fit as read, the shaping
+setting (method, its parameters, threshold mode, seed), the score and its parameters. A
+stale, corrupt or unreadable entry is rebuilt with a warning; an unusable cache directory
+means no cache, with a warning.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-import os
-import warnings
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,10 +31,16 @@ import numpy as np
 import torch
 
 from ash_core.bundle import Bundle
-from ash_core.bundle.safetensors_io import read_header, read_tensors, write_tensors
-from ash_core.diskcache import checksum, data_digest, resolve_cache_dir
+from ash_core.diskcache import (
+    cache_dir_of,
+    cached,
+    data_digest,
+    entry_path,
+    read_arrays,
+    write_arrays,
+)
 from ash_core.engine.store import FeatureStore
-from ash_core.errors import BundleError, CubeCacheError, ParameterError
+from ash_core.errors import ParameterError
 from ash_core.features import FitData, get_feature_score
 from ash_core.features.base import FeatureScore, State
 from ash_core.methods import Shaper
@@ -46,7 +48,7 @@ from ash_core.setting import Setting, split_params
 
 #: bumped whenever a fit's content or the file layout changes (old entries become stale)
 FITTED_VERSION = 1
-KEY_FIELD, DIGEST_FIELD = "ash_fitted", "sha256"
+KEY_FIELD = "ash_fitted"
 #: ``scorer(split name) -> (shaped logits, scores as numpy)``
 SplitScorer = Callable[[str], tuple[torch.Tensor, np.ndarray]]
 
@@ -70,58 +72,18 @@ def fitted_key(store: FeatureStore, shaper: Shaper, score: str,
 
 
 def fitted_path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
-    slot = {k: v for k, v in key.items() if k != "data"}
-    digest = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / key["bundle"] / f"fitted-{key['score']}-{digest}.safetensors"
+    """``<cache_dir>/<bundle hash>/fitted-<score>-<slot digest>.safetensors``."""
+    return entry_path(cache_dir, key, f"fitted-{key['score']}", ".safetensors")
 
 
 def save_state(path: Path, key: Mapping[str, Any], state: State) -> Path:
     """Write ``state`` with its key and a sha256 over header and data (atomic)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    meta = {KEY_FIELD: json.dumps(key, sort_keys=True)}
-    meta[DIGEST_FIELD] = checksum(arrays, meta)
-    return write_tensors(path, arrays, meta)
+    return write_arrays(path, state, KEY_FIELD, key)
 
 
 def load_state(path: Path, key: Mapping[str, Any]) -> State:
-    """The cached state at ``path``; CubeCacheError when stale, corrupt or a symlink."""
-    if os.path.islink(path) or os.path.islink(path.parent):
-        raise CubeCacheError(f"{path} is a symbolic link (not followed)")
-    try:
-        _, meta = read_header(path)
-        if meta.get(KEY_FIELD) != json.dumps(key, sort_keys=True):
-            raise CubeCacheError(f"{path} is stale (fitted for a different key)")
-        arrays = read_tensors(path, mmap=False)
-    except BundleError as exc:
-        raise CubeCacheError(f"{path} is corrupt ({exc})") from None
-    if checksum(arrays, meta) != meta.get(DIGEST_FIELD):
-        raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
-    return arrays
-
-
-def _cached(store: FeatureStore, key: dict[str, Any], compute: Callable[[], State],
-            use_cache: bool) -> State:
-    """``compute()``'s state, through the on-disk cache when one can be used."""
-    cdir, problem = resolve_cache_dir(store.bundle) if use_cache else (None, None)
-    if problem:
-        warnings.warn(problem.replace("score cubes", "fitted states"), stacklevel=4)
-    path = fitted_path(cdir, key) if cdir is not None else None
-    if path is not None and os.path.lexists(path):
-        try:
-            return load_state(path, key)
-        except Exception as exc:  # noqa: BLE001 - any broken entry is rebuilt and replaced
-            warnings.warn(f"rebuilding the fitted {key['score']} state: {exc}", stacklevel=4)
-    state = compute()
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.islink(path.parent):
-                raise BundleError(f"{path.parent} is a symbolic link (not followed)")
-            save_state(path, key, state)
-        except (OSError, BundleError) as exc:
-            warnings.warn(f"could not cache the fitted {key['score']} state in {path.parent} "
-                          f"({exc}); continuing without the cache", stacklevel=4)
-    return state
+    """The cached state at ``path``; CubeCacheError when stale or corrupt."""
+    return read_arrays(path, KEY_FIELD, key)
 
 
 def _fit_data(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
@@ -152,7 +114,14 @@ def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
     def fit() -> State:
         return spec.fit(_fit_data(store, shaper, spec, in_use), score_params)
 
-    return store.once(("state", slot), lambda: _cached(store, key, fit, use_cache))
+    def fit_or_read() -> State:
+        cdir = cache_dir_of(store.bundle, None, use_cache, "fitted states")
+        return cached(None if cdir is None else fitted_path(cdir, key),
+                      functools.partial(load_state, key=key), fit,
+                      lambda path, state: save_state(path, key, state),
+                      f"fitted {spec.name} state")
+
+    return store.once(("state", slot), fit_or_read)
 
 
 def feature_scorer(store: FeatureStore, shaper: Shaper, setting: Setting,
