@@ -28,7 +28,6 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ash_core.bundle import Bundle
 from ash_core.cube.cache import get_cube
@@ -36,10 +35,11 @@ from ash_core.cube.lookup import point_result
 from ash_core.cube.model import ScoreCube, fits_on_id_fit, is_cube_method
 from ash_core.cube.store import tensor_layout
 from ash_core.cube.thresholds import normalize_grid
-from ash_core.engine.exact import EvalResult, Evaluator
+from ash_core.engine.exact import Evaluator
+from ash_core.engine.result import EvalResult
 from ash_core.errors import ParameterError
 from ash_core.methods import check_threshold_mode, get_method
-from ash_core.setting import Setting, as_setting
+from ash_core.setting import Setting
 
 ENGINES = ("auto", "exact", "cube")
 #: The slider's grid: every integer p.
@@ -144,8 +144,7 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold: str = "loc
 
 def evaluate_setting(
     source: Bundle | Evaluator,
-    method: str | Setting,
-    p: float | None = None,
+    setting: Setting,
     *,
     engine: str = "auto",
     ood: Iterable[str] | None = None,
@@ -153,19 +152,14 @@ def evaluate_setting(
     cube_provider: CubeProvider | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
-    **fields: Any,
 ) -> EvalResult:
     """One setting's ``EvalResult`` through the chosen engine (``result.engine`` says which).
-
-    The setting is a ``Setting`` or the historical fields (``method``, ``p`` and the keywords
-    ``threshold``, ``score``, ``convention``, ``seed``, ``params``), validated in one place
-    (``ash_core.setting.as_setting``).
 
     Raises on any failure of the chosen engine; never falls back. ``cube_provider(method,
     threshold, seed)`` supplies cubes (e.g. from an in-memory cache); by default
     ``get_cube`` loads or builds one over ``grid`` (cached on disk).
     """
-    setting = as_setting(method, p, **fields)  # threshold, score, convention, seed, params
+    setting = setting.validated()
     ev = _evaluator(source, ood)
     p = setting.params.get("p")
     choice = choose_engine(ev, setting.method, setting.threshold, engine, p=p, grid=grid)

@@ -30,7 +30,6 @@ from ash_core.methods import (
     get_method,
     setting_label,
 )
-from ash_core.params import merge_p
 
 # ------------------------------------------------------------------ plug-and-play scores
 
@@ -98,14 +97,6 @@ class Setting:
         return hash((self.method, tuple(sorted(self.params.items())), self.threshold,
                      self.score, self.convention, self.seed))
 
-    @classmethod
-    def of(cls, method: str, p: float | None = None, threshold: str = "local",
-           score: str = "energy", convention: str = "id", seed: int = 0, *,
-           params: Mapping[str, Any] | None = None) -> Setting:
-        """The historical call form ``(method, p, threshold, score, convention, seed)``, with
-        ``p`` folded into ``params``."""
-        return cls(method, merge_p(params, p), threshold, score, convention, seed)
-
     def validated(self) -> Setting:
         """This setting checked through the registry: every parameter in range and of the
         right kind (missing ones take their defaults), a threshold mode the method
@@ -159,15 +150,3 @@ class Setting:
         """Inverse of ``to_dict`` (unvalidated; call ``validated()``)."""
         return cls(d["method"], d.get("params") or {}, d.get("threshold", "local"),
                    d.get("score", "energy"), d.get("fpr_convention", "id"), d.get("seed", 0))
-
-
-def as_setting(method: str | Setting, p: float | None = None, threshold: str = "local",
-               score: str = "energy", convention: str = "id", seed: int = 0,
-               params: Mapping[str, Any] | None = None) -> Setting:
-    """A validated Setting from either a Setting or the historical argument list."""
-    if isinstance(method, Setting):
-        if p is not None or params:
-            raise ParameterError("give the parameters inside the Setting, not beside it.")
-        return method.validated()
-    return Setting.of(method, p, threshold, score, convention, seed, params=params).validated()
-

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from ash_core import load_bundle  # noqa: E402
+from ash_core import Setting, load_bundle  # noqa: E402
 from ash_core.layers import LayerEvaluator, layer_result, layer_sweep  # noqa: E402
 
 BUNDLES = ("cifar10_resnet20", "cifar10_resnet56")
@@ -58,12 +58,12 @@ def layer_control_ms(bundle, sweep, p: float, rounds: int = 7) -> float:
     layer's median."""
     worst = 0.0
     for layer in [n for n in sweep.layers if n != "penultimate"]:
-        ev = LayerEvaluator(bundle, layer, device="cpu", warn=False)
+        ev = LayerEvaluator(bundle, layer, device="cpu")
         times = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            layer_result(ev, sweep.method, p, sweep=sweep)
-            layer_result(ev, "none", None, sweep=sweep)
+            layer_result(ev, Setting(sweep.method, {"p": p}), sweep=sweep)
+            layer_result(ev, Setting("none"), sweep=sweep)
             times.append(time.perf_counter() - t0)
         worst = max(worst, statistics.median(times))
     return 1000 * worst

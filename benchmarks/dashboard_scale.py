@@ -253,7 +253,7 @@ def exactness(bundle_path: str, cache_dir: str, methods: list[tuple[str, str]]) 
     by what reordering scores closer than that can cause (``rounding_slack``: near-tied
     scores are common where a method makes rows alike, e.g. ReAct clipping 90% of the
     units at p = 10), and ID accuracy by one sample."""
-    from ash_core import Evaluator, load_bundle
+    from ash_core import Evaluator, Setting, load_bundle
     from ash_core.policy import evaluate_setting
 
     ev = Evaluator(load_bundle(bundle_path, verify=False), warn=False)
@@ -261,9 +261,9 @@ def exactness(bundle_path: str, cache_dir: str, methods: list[tuple[str, str]]) 
     failures = []
     for method, threshold in methods:
         for p in CHECK_PS:
-            cube = evaluate_setting(ev, method, p, threshold=threshold, engine="cube",
-                                    cache_dir=cache_dir)
-            exact = ev.evaluate(method, p, threshold)
+            setting = Setting(method, {"p": p}, threshold)
+            cube = evaluate_setting(ev, setting, engine="cube", cache_dir=cache_dir)
+            exact = ev.evaluate(setting)
             pairs = [(cube.id_scores, exact.id_scores),
                      *((cube.ood_scores[n], exact.ood_scores[n]) for n in exact.ood_scores)]
             scale = max(float(np.abs(e).max()) for _, e in pairs)

@@ -13,6 +13,7 @@ import torch
 from ash_core.cube import build_cubes
 from ash_core.engine.exact import Evaluator
 from ash_core.maths.scores import energy_score
+from ash_core.setting import Setting
 
 METHODS = ("react", "scale")
 CHECK_PS = (0.0, 10.0, 65.0, 85.0, 90.0, 99.0)
@@ -38,7 +39,7 @@ def grid_exactness(ev: Evaluator, method: str, cube, rows: int) -> tuple[float, 
         x = ev.features(name)[:rows]
         for p in CHECK_PS:
             err, bad = point_error(cube, name, p,
-                                   torch.addmm(ev.bias, ev.shaper(method, p)(x), ev.weight.T))
+                                   torch.addmm(ev.bias, ev.shaper(Setting(method, {"p": p}))(x), ev.weight.T))
             worst, mismatches, checked = max(worst, err), mismatches + bad, checked + len(x)
     return worst, mismatches, checked
 

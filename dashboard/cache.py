@@ -202,7 +202,8 @@ def exact(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
 def _id_energies(path: str, content_hash: str, method: str, p: float | None,
                  threshold: str) -> np.ndarray:
     ev = _base_evaluator(path, content_hash)
-    return ev.energies(ev.shaper(method, p, threshold), ev.id_name)
+    setting = Setting(method, {} if p is None else {"p": p}, threshold)
+    return ev.energies(ev.shaper(setting), ev.id_name)
 
 
 def id_energies(bundle: Bundle, method: str, p: float | None, threshold: str) -> np.ndarray:

@@ -30,7 +30,7 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
     n = len(bundle.split(split))
     if not 0 <= index < n:
         raise BundleError(f"index {index} is out of range for {split!r} (0..{n - 1}).")
-    shaper = ev.shaper(shaped.method, shaped.p, shaped.threshold)
+    shaper = ev.shaper(shaped.setting)
     feats = ev.features(split)
     if shaper.spec.variant is not None:  # the method reads a stored variant (ODIN): show it
         read = ev.shaped_features(shaper, split)[index : index + 1]

@@ -90,7 +90,7 @@ def caption(state) -> str | None:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _evaluator(path: str, chash: str, layer: str) -> LayerEvaluator:
     return LayerEvaluator(cache.load(path), layer, cache.nonempty_ood(cache.load(path))[0],
-                          device="auto", warn=False)
+                          device="auto")
 
 
 @st.cache_resource(show_spinner=False)
@@ -115,9 +115,7 @@ def sweep_for(bundle: Bundle, method: str, layer: str | None,
 def _result(path: str, chash: str, layer: str, ood: tuple[str, ...], key: str,
             _setting: Setting, _sweep: LayerSweep | None) -> EvalResult:
     ev = _evaluator(path, chash, layer).with_ood(list(ood))
-    s = _setting
-    return layer_result(ev, s.method, s.p, s.threshold, s.score, s.convention, s.seed,
-                        sweep=_sweep)
+    return layer_result(ev, _setting, sweep=_sweep)
 
 
 def _on_grid(p: float | None) -> bool:

@@ -23,7 +23,7 @@ from bundle_helpers import (
 
 import ash_core.bundle.publish as publish_mod
 import ash_core.bundle.write as write_mod
-from ash_core import Bundle, SplitData, evaluate, load_bundle, write_bundle
+from ash_core import Bundle, Setting, SplitData, evaluate, load_bundle, write_bundle
 from ash_core.errors import BundleError
 
 # --------------------------------------------------------------------------- helpers
@@ -143,7 +143,7 @@ def test_evaluate_on_real_mnist_bundle(mnist, tmp_path):
     b = load_bundle(path)
     for method, p, threshold in [("ash-s", 65.0, "local"), ("ash-b", 80.0, "global"),
                                  ("react", 90.0, "local")]:
-        r = evaluate(b, method, p, threshold)
+        r = evaluate(b, Setting(method, {"p": p}, threshold))
         assert r.id_accuracy["unshaped"] > 0.5
         # pinned against the independent reference on real features
         expected = ref.evaluate(feats[:200], {"fashion": ood}, weight, bias, method, p,

@@ -23,7 +23,7 @@ from bundle_helpers import (
 from conftest import make_synthetic_bundle
 from safetensors.numpy import save_file
 
-from ash_core import SplitData, evaluate, load_bundle
+from ash_core import Setting, SplitData, evaluate, load_bundle
 from ash_core.errors import BundleError, FeatureError
 
 # --------------------------------------------------------------------------- loader errors
@@ -255,7 +255,7 @@ def test_nan_or_inf_features_in_a_loaded_bundle(tmp_path, bad):
     (path / "splits" / "ood_a.csv").unlink()
     edit_manifest(path, lambda m: m["splits"][2].pop("meta"))
     with pytest.raises(FeatureError, match=r"split 'ood_a' has 1 NaN/Inf feature values.*re-extract"):
-        evaluate(load_bundle(path), "ash-s", 65)
+        evaluate(load_bundle(path), Setting("ash-s", {"p": 65}))
 
 
 def test_empty_split_in_a_loaded_bundle(tmp_path):
@@ -266,7 +266,7 @@ def test_empty_split_in_a_loaded_bundle(tmp_path):
     b = load_bundle(path)
     assert len(b.split("ood_a")) == 0
     with pytest.raises(FeatureError, match="split 'ood_a' has no samples"):
-        evaluate(b, "ash-p", 65)
+        evaluate(b, Setting("ash-p", {"p": 65}))
 
 
 def test_negative_activations_warn_and_still_compute(tmp_path):
@@ -277,7 +277,7 @@ def test_negative_activations_warn_and_still_compute(tmp_path):
     assert 0 < frac < 1
     with pytest.warns(UserWarning, match=rf"split 'id_test': {100 * frac:.1f}% of activations "
                                          "are negative") as record:
-        r = evaluate(load_bundle(path), "ash-s", 65)
+        r = evaluate(load_bundle(path), Setting("ash-s", {"p": 65}))
     # computed on the negative features as stored (not clipped), as the reference does
     w, b = small_head()
     expected = ref.evaluate(np.asarray(splits[0].features, np.float32),

@@ -16,7 +16,7 @@ import pytest
 from bundle_helpers import edit_manifest, rehash, small_splits, write_small
 from safetensors.numpy import save_file
 
-from ash_core import SplitData, evaluate, load_bundle
+from ash_core import Setting, SplitData, evaluate, load_bundle
 from ash_core.errors import BundleError
 
 
@@ -207,5 +207,5 @@ def test_validation_roles_round_trip(tmp_path):
     assert b.id_val.name == "id_v" and [s.name for s in b.ood_val_splits] == ["ood_v1", "ood_v2"]
     assert [s.name for s in b.ood_splits] == ["ood_a"]  # validation sets are not test sets
     assert load_bundle(write_small(tmp_path / "c")).id_val is None
-    r = evaluate(b, "ash-s", 65)
+    r = evaluate(b, Setting("ash-s", {"p": 65}))
     assert list(r.ood) == ["ood_a"]

@@ -18,6 +18,7 @@ import reference as ref
 
 from ash_core import (
     METRIC_NAMES,
+    Setting,
     SplitData,
     evaluate,
     get_method,
@@ -34,25 +35,25 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def expected_dict(bundle, **kw) -> dict:
-    return evaluate(load_bundle(bundle), **kw).to_dict()
+def expected_dict(bundle, setting: Setting, ood=None) -> dict:
+    return evaluate(load_bundle(bundle), setting, ood).to_dict()
 
 
 # --------------------------------------------------------------------------- evaluate
 
 
 @pytest.mark.parametrize(
-    ("args", "kw"),
+    ("args", "setting", "ood"),
     [
-        ([], {"method": "ash-s", "p": 90.0}),
-        (["--threshold", "global"], {"method": "ash-s", "p": 90.0, "threshold": "global"}),
+        ([], Setting("ash-s", {"p": 90.0}), None),
+        (["--threshold", "global"], Setting("ash-s", {"p": 90.0}, "global"), None),
         (["--score", "msp", "--fpr-convention", "ood"],
-         {"method": "ash-s", "p": 90.0, "score": "msp", "convention": "ood"}),
+         Setting("ash-s", {"p": 90.0}, "local", "msp", "ood"), None),
         (["--score", "maxlogit", "--ood", "near"],
-         {"method": "ash-s", "p": 90.0, "score": "maxlogit", "ood": ["near"]}),
+         Setting("ash-s", {"p": 90.0}, "local", "maxlogit"), ["near"]),
     ],
 )
-def test_evaluate_json_equals_evaluate(capsys, synthetic_bundle, args, kw):
+def test_evaluate_json_equals_evaluate(capsys, synthetic_bundle, args, setting, ood):
     rc, out, err = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-s", "--p", "90",
                        "--format", "json", *args)
     assert rc == 0, err
@@ -62,7 +63,7 @@ def test_evaluate_json_equals_evaluate(capsys, synthetic_bundle, args, kw):
     assert set(got["id_accuracy"]) == {"shaped", "unshaped"}
     for metrics in [*got["ood"].values(), got["average"]]:
         assert set(metrics) == set(METRIC_NAMES)
-    assert got == expected_dict(synthetic_bundle, **kw)  # exact: JSON floats round-trip
+    assert got == expected_dict(synthetic_bundle, setting, ood)  # exact: JSON floats round-trip
 
 
 @pytest.mark.parametrize("method", list_methods())
@@ -72,7 +73,7 @@ def test_evaluate_every_method_default_p(capsys, synthetic_bundle, method):
     assert rc == 0, err
     got = json.loads(out)
     assert got["method"] == method
-    assert got == expected_dict(synthetic_bundle, method=method)
+    assert got == expected_dict(synthetic_bundle, Setting(method))
 
 
 def test_evaluate_csv_parses_to_the_same_fractions(capsys, synthetic_bundle):
@@ -82,7 +83,7 @@ def test_evaluate_csv_parses_to_the_same_fractions(capsys, synthetic_bundle):
     frame = pd.read_csv(io.StringIO(out))
     assert list(frame.columns) == ["ood_set", *METRIC_NAMES]
     assert list(frame["ood_set"]) == ["far", "near", "Average"]
-    exp = expected_dict(synthetic_bundle, method="ash-b", p=70.0)
+    exp = expected_dict(synthetic_bundle, Setting("ash-b", {"p": 70.0}))
     rows = {r["ood_set"]: r for r in frame.to_dict("records")}
     for name in ("far", "near"):
         for k in METRIC_NAMES:
@@ -94,7 +95,7 @@ def test_evaluate_csv_parses_to_the_same_fractions(capsys, synthetic_bundle):
 def test_evaluate_table_shows_percentages_and_accuracy(capsys, synthetic_bundle):
     rc, out, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-s", "--p", "90")
     assert rc == 0
-    exp = expected_dict(synthetic_bundle, method="ash-s", p=90.0)
+    exp = expected_dict(synthetic_bundle, Setting("ash-s", {"p": 90.0}))
     assert "ash-s p=90" in out and "threshold=local" in out and "values in %" in out
     lines = out.splitlines()
     far = next(line for line in lines if line.split()[:1] == ["far"]).split()
@@ -107,7 +108,7 @@ def test_evaluate_table_shows_percentages_and_accuracy(capsys, synthetic_bundle)
 
 
 def test_evaluate_markdown_and_latex_parse(capsys, synthetic_bundle):
-    exp = expected_dict(synthetic_bundle, method="ash-p", p=65.0)
+    exp = expected_dict(synthetic_bundle, Setting("ash-p", {"p": 65.0}))
     rc, out, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-p", "--p", "65",
                      "--format", "markdown")
     assert rc == 0
@@ -250,7 +251,7 @@ def test_evaluate_param_equals_p_shorthand_and_json_lists_params(capsys, synthet
     assert rc == 0, err
     got = json.loads(out)
     assert got["params"] == {"p": 80.0} and got["p"] == 80.0
-    assert got == expected_dict(synthetic_bundle, method="ash-b", p=80.0)
+    assert got == expected_dict(synthetic_bundle, Setting("ash-b", {"p": 80.0}))
     rc, out2, _ = run(capsys, "evaluate", synthetic_bundle, "--method", "ash-b", "--p", "80",
                       "--format", "json")
     assert rc == 0 and json.loads(out2) == got
@@ -305,7 +306,7 @@ def test_sweep_csv_matches_evaluate(capsys, synthetic_bundle):
     assert list(zip(frame["method"], frame["p"].fillna(-1), strict=True)) == [
         ("ash-p", 60), ("ash-p", 90), ("ash-s", 60), ("ash-s", 90), ("none", -1)]
     row = frame[(frame["method"] == "ash-s") & (frame["p"] == 90)].iloc[0]
-    exp = expected_dict(synthetic_bundle, method="ash-s", p=90.0)
+    exp = expected_dict(synthetic_bundle, Setting("ash-s", {"p": 90.0}))
     assert row["far/auroc"] == pytest.approx(exp["ood"]["far"]["auroc"], abs=1e-12)
     assert row["average/fpr95"] == pytest.approx(exp["average"]["fpr95"], abs=1e-12)
     assert row["id_acc"] == pytest.approx(exp["id_accuracy"]["shaped"], abs=1e-12)
@@ -348,7 +349,7 @@ def test_console_script_subprocess(synthetic_bundle):
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == expected_dict(synthetic_bundle, method="ash-s", p=90.0)
+    assert json.loads(proc.stdout) == expected_dict(synthetic_bundle, Setting("ash-s", {"p": 90.0}))
     bad = subprocess.run([*_console_script(), "evaluate", str(synthetic_bundle), "--p", "100"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stdout == ""
@@ -387,8 +388,8 @@ def test_evaluation_frame_deltas_are_result_minus_base(synthetic_bundle):
     from ash_core.errors import ParameterError
     from ash_core.reports.tables import evaluation_frame
 
-    r = evaluate(load_bundle(synthetic_bundle), "ash-s", 80).to_dict()
-    b = evaluate(load_bundle(synthetic_bundle), "none").to_dict()
+    r = evaluate(load_bundle(synthetic_bundle), Setting("ash-s", {"p": 80})).to_dict()
+    b = evaluate(load_bundle(synthetic_bundle), Setting("none")).to_dict()
     frame = evaluation_frame(r, b)
     assert frame["ood_set"].tolist() == [*r["ood"], "Average"]
     for m in METRIC_NAMES:
@@ -396,7 +397,7 @@ def test_evaluation_frame_deltas_are_result_minus_base(synthetic_bundle):
         want.append(r["average"][m] - b["average"][m])
         assert frame[f"{m}_delta"].tolist() == pytest.approx(want, abs=1e-15)
     assert "auroc_delta" not in evaluation_frame(r).columns
-    one = evaluate(load_bundle(synthetic_bundle), "none", ood=["far"]).to_dict()
+    one = evaluate(load_bundle(synthetic_bundle), Setting("none"), ood=["far"]).to_dict()
     with pytest.raises(ParameterError, match="base result lacks OOD set"):
         evaluation_frame(r, one)
 
@@ -407,7 +408,7 @@ def test_sweep_names_parameters_other_than_p(capsys, synthetic_bundle):
     assert rc == 0, err
     frame = pd.read_csv(io.StringIO(out))
     assert frame["setting"].tolist() == ["ash-s p=80 local", "gen gamma=0.5 M=100"]
-    want = evaluate(load_bundle(synthetic_bundle), "gen", params={"gamma": 0.5})
+    want = evaluate(load_bundle(synthetic_bundle), Setting("gen", {"gamma": 0.5}))
     assert frame["average/auroc"].iloc[1] == pytest.approx(want.average["auroc"], abs=1e-12)
     rc, out, _ = run(capsys, "sweep", synthetic_bundle, "--methods", "ash-s", "--p", "80",
                      "--format", "csv", "--no-cache")

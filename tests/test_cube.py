@@ -10,7 +10,7 @@ import pytest
 import torch
 from cube_helpers import assert_metrics_close, assert_scores_close
 
-from ash_core import SplitData, write_bundle
+from ash_core import Setting, SplitData, write_bundle
 from ash_core.bundle import load_bundle
 from ash_core.cube import (
     CUBE_METHODS,
@@ -72,7 +72,7 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def reference(ev: Evaluator, method: str, p: float, threshold: str, seed: int, split: str):
-    shaper = ev.shaper(method, p, threshold, seed)
+    shaper = ev.shaper(Setting(method, {"p": p}, threshold, "energy", "id", seed))
     return ev.shaped_logits(shaper, split)
 
 
@@ -183,7 +183,7 @@ def test_react_and_scale_cubes_equal_per_p_evaluation(tricky: Path, wide: Path,
         cube = build_cubes(ev, [method, "ash-s"], grid, backend=backend)[method]
         assert cube.backend == backend and cube.method == method
         assert assert_matches(cube, ev, method, "local", 0) == len(grid) * 3
-        fitted = [ev.shaper(method, p).fitted_threshold for p in cube.grid]
+        fitted = [ev.shaper(Setting(method, {"p": p})).fitted_threshold for p in cube.grid]
         assert (cube.fitted_thresholds is None and fitted == [None] * len(grid)) or \
             cube.fitted_thresholds.tolist() == fitted
 
@@ -198,7 +198,7 @@ def test_rand_depends_on_the_seed(tricky: Path) -> None:
 def test_global_thresholds_equal_the_shapers(tricky: Path) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
     cube = build_cubes(ev, ["ash-p"], GRID, "global")["ash-p"]
-    expected = [ev.shaper("ash-p", p, "global").fitted_threshold for p in cube.grid]
+    expected = [ev.shaper(Setting("ash-p", {"p": p}, "global")).fitted_threshold for p in cube.grid]
     assert cube.fitted_thresholds.tolist() == expected
 
 
@@ -266,7 +266,7 @@ def test_point_result_equals_evaluate_up_to_float32_rounding(synthetic_bundle: P
                 for score in ("energy", "msp", "maxlogit"):
                     for conv in ("id", "ood"):
                         what = (threshold, method, p, score, conv)
-                        want = ev.evaluate(method, p, threshold, score, conv, 4)
+                        want = ev.evaluate(Setting(method, {"p": p}, threshold, score, conv, 4))
                         got = point_result(cube, p, score, conv)
                         assert (got.engine, want.engine) == ("cube", "exact")
                         assert got.id_accuracy == want.id_accuracy, what

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cube_helpers import assert_metrics_close, assert_scores_close
 
+from ash_core import Setting
 from ash_core import policy as policy_mod
 from ash_core.bundle import load_bundle
 from ash_core.bundle.safetensors_io import read_header
@@ -72,17 +73,16 @@ def test_memory_estimate_is_the_real_cube_layout(ev: Evaluator, tmp_path: Path) 
 
 @pytest.mark.parametrize("score", ["energy", "msp"])
 def test_evaluate_setting_serves_both_engines_and_says_which(ev: Evaluator, score: str) -> None:
-    exact = evaluate_setting(ev, "ash-s", 90.0, score=score, engine="exact")
-    cube = evaluate_setting(ev, "ash-s", 90.0, score=score, engine="cube", grid=GRID,
-                            use_cache=False)
+    exact = evaluate_setting(ev, Setting("ash-s", {"p": 90.0}, "local", score), engine="exact")
+    cube = evaluate_setting(ev, Setting("ash-s", {"p": 90.0}, "local", score), engine="cube", grid=GRID, use_cache=False)
     assert (exact.engine, cube.engine) == ("exact", "cube")
     assert cube.id_accuracy == exact.id_accuracy
     assert_scores_close(cube.id_scores, exact.id_scores)
     n_ood = {n: len(ev.bundle.split(n)) for n in ev.ood_names}
     assert_metrics_close(cube.to_dict()["ood"], exact.to_dict()["ood"],
                          len(ev.bundle.id_split), n_ood, "id")
-    assert evaluate_setting(ev, "ash-s", 90.0, score=score).engine == "exact"  # auto, cheap
-    assert evaluate_setting(ev, "none", engine="auto").engine == "exact"
+    assert evaluate_setting(ev, Setting("ash-s", {"p": 90.0}, "local", score)).engine == "exact"  # auto, cheap
+    assert evaluate_setting(ev, Setting("none"), engine="auto").engine == "exact"
 
 
 def test_evaluate_setting_never_falls_back_silently(ev: Evaluator) -> None:
@@ -90,18 +90,16 @@ def test_evaluate_setting_never_falls_back_silently(ev: Evaluator) -> None:
         raise RuntimeError("cube store is down")
 
     with pytest.raises(RuntimeError, match="cube store is down"):
-        evaluate_setting(ev, "ash-s", 90.0, engine="cube", cube_provider=broken)
+        evaluate_setting(ev, Setting("ash-s", {"p": 90.0}), engine="cube", cube_provider=broken)
     other_grid = get_cube(ev, "ash-s", [10.0], use_cache=False)
     with pytest.raises(ParameterError, match="not in the cube grid"):
-        evaluate_setting(ev, "ash-s", 90.0, engine="cube",
-                         cube_provider=lambda m, t, s: other_grid)
+        evaluate_setting(ev, Setting("ash-s", {"p": 90.0}), engine="cube", cube_provider=lambda m, t, s: other_grid)
 
 
 def test_evaluate_setting_uses_the_provided_cube(ev: Evaluator) -> None:
     cube = get_cube(ev, "ash-p", GRID, use_cache=False)
     calls = []
-    result = evaluate_setting(ev, "ash-p", 65.0, engine="cube", ood=["far"],
-                              cube_provider=lambda m, t, s: calls.append((m, t, s)) or cube)
+    result = evaluate_setting(ev, Setting("ash-p", {"p": 65.0}), engine="cube", ood=["far"], cube_provider=lambda m, t, s: calls.append((m, t, s)) or cube)
     assert calls == [("ash-p", "local", 0)]
     assert list(result.ood) == ["far"] and math.isfinite(result.average["auroc"])
 

@@ -14,7 +14,7 @@ import pytest
 from cube_helpers import assert_metrics_close, assert_scores_close
 from test_cube import assert_matches
 
-from ash_core import SplitData, write_bundle
+from ash_core import Setting, SplitData, write_bundle
 from ash_core.bundle import load_bundle
 from ash_core.cube import build as build_mod
 from ash_core.cube import build_cubes, point_result
@@ -83,7 +83,7 @@ def test_native_grid_equals_exact_evaluation(bundles: dict[str, Path], method: s
     assert cube.backend == "native"
     assert assert_matches(cube, ev, method, "local", 0) == len(GRID) * 3
     if method == "react":
-        fitted = np.asarray([ev.shaper(method, p).fitted_threshold for p in cube.grid])
+        fitted = np.asarray([ev.shaper(Setting(method, {"p": p})).fitted_threshold for p in cube.grid])
         assert cube.fitted_thresholds.tolist() == fitted.tolist()
         assert fitted.min() < 0 < fitted.max()  # negative clips are exercised
 
@@ -105,7 +105,7 @@ def test_point_results_equal_evaluate(bundles: dict[str, Path], method: str,
         for score in ("energy", "msp", "maxlogit"):
             for conv in ("id", "ood"):
                 what = (method, p, score, conv)
-                want = ev.evaluate(method, p, "local", score, conv, 0)
+                want = ev.evaluate(Setting(method, {"p": p}, "local", score, conv, 0))
                 got = point_result(cube, p, score, conv)
                 assert len(want.id_accuracy) == 2, what  # shaped and unshaped
                 assert got.id_accuracy == want.id_accuracy, what

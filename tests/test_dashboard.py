@@ -21,14 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ash_core import Evaluator, get_method, kept_count, list_methods, load_bundle
+from ash_core import Evaluator, Setting, get_method, kept_count, list_methods, load_bundle
 from ash_core.cli import build_parser
 from ash_core.cli import dashboard as cli_dashboard
 from ash_core.errors import BundleError
 from ash_core.maths.stats import max_abs_difference, row_zero_counts, share_pruning_only_zeros
 from ash_core.policy import ENGINES
 from ash_core.reports.tables import evaluation_frame
-from ash_core.setting import Setting
 from dashboard import cache, config, export, figures, offer
 from dashboard.paths import BundlePolicy
 from dashboard.state import ENGINE_HELP, MAX_PARAM_LEN, VIEWS, State, default_p, p_range
@@ -243,8 +242,8 @@ def test_stats_zero_counts_and_differences():
 
 def test_report_is_self_contained(synthetic_bundle):
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
-    r = ev.evaluate("ash-s", 80)
-    frame = evaluation_frame(r.to_dict(), ev.evaluate("none").to_dict())
+    r = ev.evaluate(Setting("ash-s", {"p": 80}))
+    frame = evaluation_frame(r.to_dict(), ev.evaluate(Setting("none")).to_dict())
     fig = figures.overview_figure(frame, {}, "ash-s p=80", "id")
     html = export.build_report("Report <x>", {"method": "ash-s", "p": 80},
                                {"model": {"name": "synthetic"}}, {"Metrics": frame},
@@ -438,10 +437,10 @@ def test_the_baseline_reuses_the_unshaped_logits(synthetic_bundle, monkeypatch):
     # regression: "none" shaped a copy of the features and ran the head again, so every
     # page's "no shaping" baseline cost one more dense pass (4 s at ImageNet scale)
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
-    expected = ev.evaluate("none").to_dict()
+    expected = ev.evaluate(Setting("none")).to_dict()
     monkeypatch.setattr(Evaluator, "logits",
                         lambda *a, **k: pytest.fail("the unshaped logits were recomputed"))
-    assert ev.evaluate("none").to_dict() == expected
+    assert ev.evaluate(Setting("none")).to_dict() == expected
 
 
 def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):
@@ -456,7 +455,7 @@ def test_a_cube_build_reports_progress(synthetic_bundle, tmp_path, monkeypatch):
                         progress=lambda done, total: calls.append((done, total)))
     assert rep.engine == "cube" and rep.note == ""
     assert calls and calls[-1][0] == calls[-1][1] == 400 + 300 + 300  # every scored row
-    exact = Evaluator(b, ["far", "near"], warn=False).evaluate("ash-p", 50.0).to_dict()
+    exact = Evaluator(b, ["far", "near"], warn=False).evaluate(Setting("ash-p", {"p": 50.0})).to_dict()
     assert max_abs_difference(rep.result.to_dict(), exact)[0] < 1e-4
 
 

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from ash_core import (
     Evaluator,
+    Setting,
     SplitData,
     get_method,
     list_methods,
@@ -190,7 +191,7 @@ def test_moving_p_changes_the_numbers_and_the_url(bundles, ev):
     ok(at)
     after = metrics(at)
     assert after["avg AUROC"] != before["avg AUROC"]
-    assert after == {**after, **expected_metrics(ev.evaluate("ash-s", 95).to_dict())}
+    assert after == {**after, **expected_metrics(ev.evaluate(Setting("ash-s", {"p": 95})).to_dict())}
     assert at.query_params["p"] == "95"
     assert at.slider(key="p").label.startswith("p")
     assert (at.slider(key="p").min, at.slider(key="p").max, at.slider(key="p").step) == (0, 99, 1)
@@ -237,7 +238,7 @@ def test_every_sidebar_control_changes_state(bundles, ev):
     at.selectbox(key="method").set_value("ash-p").run()
     at.radio(key="threshold").set_value("global").run()
     ok(at)
-    r = ev.evaluate("ash-p", float(at.slider(key="p").value), "global").to_dict()
+    r = ev.evaluate(Setting("ash-p", {"p": float(at.slider(key="p").value)}, "global")).to_dict()
     assert metrics(at)["avg AUROC"] == expected_metrics(r)["avg AUROC"]
     for score in list_scores():
         at.selectbox(key="score").set_value(score).run()
@@ -301,10 +302,10 @@ def test_inspector_shows_a_sample(bundles, ev):
     at = ok(run_app(bundles["main"], view="inspector", method="ash-p", p=75, iset="far",
                     idx=7, engine="exact"))
     assert at.selectbox(key="iset").value == "far" and at.number_input(key="idx").value == 7
-    shaper = ev.shaper("ash-p", 75.0)
+    shaper = ev.shaper(Setting("ash-p", {"p": 75.0}))
     insp = inspect_sample(ev.features("far")[7:8], shaper, ev.weight, ev.bias,
-                          ev.bundle.classes, ev.evaluate("none").id_scores,
-                          ev.evaluate("ash-p", 75.0).id_scores)
+                          ev.bundle.classes, ev.evaluate(Setting("none")).id_scores,
+                          ev.evaluate(Setting("ash-p", {"p": 75.0})).id_scores)
     m = metrics(at)
     assert m["energy before"] == f"{insp.energy_before:.3f}"
     assert m["energy after"] == f"{insp.energy_after:.3f}"
@@ -334,7 +335,7 @@ def test_inspector_ash_rand_shows_the_evaluated_row(bundles, ev):
     # regression: ASH-RAND rows were shaped alone (row 0's draws), not as in the split
     at = ok(run_app(bundles["main"], view="inspector", method="ash-rand", p=70, iset="id_test",
                     idx=9, engine="exact"))
-    expected = ev.evaluate("ash-rand", 70.0).id_scores[9]
+    expected = ev.evaluate(Setting("ash-rand", {"p": 70.0})).id_scores[9]
     assert metrics(at)["energy after"] == f"{expected:.3f}"
 
 
@@ -410,8 +411,8 @@ def test_inspector_reads_images_under_the_data_root(bundles, monkeypatch, tmp_pa
 def test_compare_two_settings(bundles, ev):
     at = ok(run_app(bundles["main"], view="compare", method="ash-s", p=90, bmethod="ash-p",
                     bp=60, engine="exact"))
-    a = ev.evaluate("ash-s", 90).to_dict()
-    b = ev.evaluate("ash-p", 60).to_dict()
+    a = ev.evaluate(Setting("ash-s", {"p": 90})).to_dict()
+    b = ev.evaluate(Setting("ash-p", {"p": 60})).to_dict()
     aurocs = [m.value for m in at.metric if m.label == "avg AUROC"]
     assert aurocs == [f"{100 * a['average']['auroc']:.2f}%", f"{100 * b['average']['auroc']:.2f}%"]
     at.slider(key="bp").set_value(80).run()
@@ -519,7 +520,7 @@ def test_cube_engine_slider_tracks_the_exact_numbers(bundles, ev):
         ok(at)
         shown = float(metrics(at)["avg AUROC"].rstrip("%"))
         assert numbers_caption(at).startswith("Numbers: score cube")
-        exact = 100 * ev.evaluate("ash-s", float(p)).average["auroc"]
+        exact = 100 * ev.evaluate(Setting("ash-s", {"p": float(p)})).average["auroc"]
         assert shown == pytest.approx(exact, abs=0.01)
         seen.append(shown)
     assert len(set(seen)) == 3
@@ -529,7 +530,7 @@ def test_cube_engine_slider_tracks_the_exact_numbers(bundles, ev):
     assert numbers_caption(at).startswith("Numbers: exact")
     at.radio(key="engine").set_value("auto").run()
     assert "engine" not in at.query_params  # the default is implicit in the link
-    exact = ev.evaluate("ash-s", 95.0).to_dict()
+    exact = ev.evaluate(Setting("ash-s", {"p": 95.0})).to_dict()
     assert metrics(at)["avg AUROC"] == expected_metrics(exact)["avg AUROC"]
 
 
@@ -551,7 +552,7 @@ def test_a_cube_failure_is_shown_and_the_numbers_labelled_exact(bundles, ev, mon
     assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)
     assert numbers_caption(at).startswith("Numbers: exact")
     assert metrics(at) == {**metrics(at),
-                           **expected_metrics(ev.evaluate("ash-p", 43.0).to_dict())}
+                           **expected_metrics(ev.evaluate(Setting("ash-p", {"p": 43.0})).to_dict())}
 
 
 def _cube_shown(at: AppTest, tries: int = 200) -> AppTest:
@@ -592,7 +593,7 @@ def test_a_large_cube_builds_in_the_background_behind_exact_numbers(bundles, ev,
     _slow_build(monkeypatch, gate, calls)
     at = ok(run_app(bundles["main"], method="ash-p", p=44, engine="cube"))
     assert numbers_caption(at).startswith("Numbers: exact")  # labelled for what they are
-    assert metrics(at) == {**metrics(at), **expected_metrics(ev.evaluate("ash-p", 44.0).to_dict())}
+    assert metrics(at) == {**metrics(at), **expected_metrics(ev.evaluate(Setting("ash-p", {"p": 44.0})).to_dict())}
     (bar,) = at.get("progress")
     assert "Preparing the score cube" in bar.proto.text
     other = ok(run_app(bundles["main"], method="ash-p", p=45, engine="cube"))  # 2nd session
@@ -603,7 +604,7 @@ def test_a_large_cube_builds_in_the_background_behind_exact_numbers(bundles, ev,
     assert not at.get("progress") and len(calls) == 1  # one build, shared by both sessions
     cube = {k: float(v.rstrip("%")) for k, v in metrics(at).items() if v.endswith("%")}
     exact = {k: float(v.rstrip("%"))
-             for k, v in expected_metrics(ev.evaluate("ash-p", 44.0).to_dict()).items()}
+             for k, v in expected_metrics(ev.evaluate(Setting("ash-p", {"p": 44.0})).to_dict()).items()}
     assert all(abs(cube[k] - v) < 0.1 for k, v in exact.items())
 
 
@@ -621,7 +622,7 @@ def test_a_failed_background_build_is_reported(bundles, ev, monkeypatch):
             break
     assert any("Score cube not used" in w.value and "disk full" in w.value for w in at.warning)
     assert numbers_caption(at).startswith("Numbers: exact") and not at.get("progress")
-    assert metrics(at) == {**metrics(at), **expected_metrics(ev.evaluate("ash-b", 41.0).to_dict())}
+    assert metrics(at) == {**metrics(at), **expected_metrics(ev.evaluate(Setting("ash-b", {"p": 41.0})).to_dict())}
 
 
 def test_verify_at_this_p_compares_the_cube_with_the_exact_numbers(bundles):

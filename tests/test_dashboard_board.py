@@ -12,7 +12,7 @@ from test_dashboard_app import DEMO, _make_bundles, ok, texts
 from test_dashboard_app import run_app as run
 from test_search import make_val_bundle
 
-from ash_core import evaluate, get_method, list_methods, load_bundle
+from ash_core import Setting, evaluate, get_method, list_methods, load_bundle
 from ash_core.reports.leaderboard import leaderboard
 from ash_core.reports.tables import column_label
 from dashboard import cache, figures
@@ -47,7 +47,7 @@ def test_leaderboard_lists_every_method_with_the_evaluate_numbers(bundles):
     bundle = load_bundle(bundles["main"])
     for method in ("ash-s", "knn", "gen"):
         row = df[df["method"] == method].iloc[0]
-        ref = evaluate(bundle, method)
+        ref = evaluate(bundle, Setting(method))
         assert row["average/auroc"] == pytest.approx(100 * ref.average["auroc"], abs=1e-9)
         assert row["id_acc"] == pytest.approx(100 * ref.id_accuracy["shaped"], abs=1e-9)
         assert row["parameters"] == "default"
@@ -111,7 +111,7 @@ def test_compare_methods_overlay_equals_evaluate(bundles):
     bundle = load_bundle(bundles["main"])
     for setting, (method, p) in zip(table["setting"], [("none", None), ("ash-b", 80),
                                                        ("knn", None)], strict=True):
-        ref = evaluate(bundle, method, p)
+        ref = evaluate(bundle, Setting(method, {} if p is None else {"p": p}))
         got = table[table["setting"] == setting].iloc[0]
         assert got["average/auroc"] == pytest.approx(100 * ref.average["auroc"], abs=1e-9)
     assert len(at.get("plotly_chart")) == 2

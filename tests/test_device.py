@@ -17,6 +17,7 @@ import torch
 from cube_helpers import assert_scores_close
 from test_cube import GRID, assert_matches, make_tricky_bundle
 
+from ash_core import Setting
 from ash_core import device as device_mod
 from ash_core.bundle import load_bundle
 from ash_core.cli import main as cli_main
@@ -80,8 +81,8 @@ def test_evaluator_on_a_device_equals_shaping_by_hand(synthetic_bundle: Path,
     """The device path (features and head moved once, scores brought back) equals the
     shaper and head applied by hand on host tensors; public tensors stay on the host."""
     ev = Evaluator(load_bundle(synthetic_bundle), device="cpu", warn=False)
-    got = ev.evaluate(method, None, "local", seed=3)
-    shaper = ev.shaper(method, None, seed=3)
+    got = ev.evaluate(Setting(method, {}, "local", "energy", "id", 3))
+    shaper = ev.shaper(Setting(method, {}, "local", "energy", "id", 3))
     weight, bias = shaper.head(ev.weight, ev.bias)
     for split, scores in [("id_test", got.id_scores), *got.ood_scores.items()]:
         x = ev.features(split)

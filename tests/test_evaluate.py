@@ -12,6 +12,7 @@ from ash_core import (
     METRIC_NAMES,
     EvalResult,
     Evaluator,
+    Setting,
     SplitData,
     evaluate,
     load_bundle,
@@ -71,7 +72,8 @@ def assert_close_to_manual(r: EvalResult, expected, n_min: int):
 @pytest.mark.parametrize(("score", "convention"), [("energy", "id"), ("msp", "ood")])
 def test_evaluate_equals_manual_reference_computation(small_bundle, method, p, threshold,
                                                       score, convention):
-    r = evaluate(small_bundle, method, p, threshold, score, convention)
+    r = evaluate(small_bundle, Setting(method, {} if p is None else {"p": p}, threshold, score,
+                                        convention))
     assert (r.method, r.p, r.threshold, r.score, r.convention) == (method, p, threshold, score,
                                                                   convention)
     assert all(m.convention == convention for m in r.ood.values())
@@ -79,13 +81,13 @@ def test_evaluate_equals_manual_reference_computation(small_bundle, method, p, t
 
 
 def test_maxlogit_matches_manual(small_bundle):
-    r = evaluate(small_bundle, "ash-b", 75, score="maxlogit")
+    r = evaluate(small_bundle, Setting("ash-b", {"p": 75}, "local", "maxlogit"))
     assert_close_to_manual(r, manual(small_bundle, "ash-b", 75, score="maxlogit"), 80)
 
 
 def test_none_equals_raw_energy_metrics(synthetic_bundle):
     b = load_bundle(synthetic_bundle)
-    r = evaluate(b, "none")
+    r = evaluate(b, Setting("none"))
     w, bias = b.head_weight, b.head_bias
     id_scores = torch.logsumexp(b.id_split.features_tensor() @ w.T + bias, dim=1).numpy()
     np.testing.assert_allclose(r.id_scores, id_scores, rtol=1e-5)
@@ -100,7 +102,7 @@ def test_none_equals_raw_energy_metrics(synthetic_bundle):
 
 def test_p_zero_ash_p_equals_unshaped_exactly(synthetic_bundle):
     ev = Evaluator(load_bundle(synthetic_bundle))
-    none, p0 = ev.evaluate("none"), ev.evaluate("ash-p", 0)
+    none, p0 = ev.evaluate(Setting("none")), ev.evaluate(Setting("ash-p", {"p": 0}))
     assert p0.id_accuracy["shaped"] == p0.id_accuracy["unshaped"] == none.id_accuracy["shaped"]
     np.testing.assert_array_equal(p0.id_scores, none.id_scores)
     for name in none.ood:
@@ -113,7 +115,7 @@ def test_id_accuracy_shaped_and_unshaped(synthetic_bundle):
     logits = b.id_split.features_tensor() @ b.head_weight.T + b.head_bias
     unshaped = float((logits.argmax(1).numpy() == labels).mean())
     assert unshaped == pytest.approx(0.9, abs=0.1)  # the fixture mislabels 10%
-    r = evaluate(b, "ash-b", 95)
+    r = evaluate(b, Setting("ash-b", {"p": 95}))
     assert r.id_accuracy["unshaped"] == pytest.approx(unshaped, abs=1e-12)
     shaped = torch.from_numpy(ref.ash_b(np.asarray(b.id_split.features), 95)).float()
     expected = float(((shaped @ b.head_weight.T + b.head_bias).argmax(1).numpy() == labels).mean())
@@ -123,7 +125,7 @@ def test_id_accuracy_shaped_and_unshaped(synthetic_bundle):
 
 def test_global_mode_fits_on_id_fit(synthetic_bundle, tmp_path):
     b = load_bundle(synthetic_bundle)
-    r = evaluate(b, "ash-s", 70, threshold="global")
+    r = evaluate(b, Setting("ash-s", {"p": 70}, "global"))
     assert r.fitted_threshold == pytest.approx(
         np.percentile(np.asarray(b.id_fit.features, np.float64), 70), rel=1e-5)
     assert r.fitted_threshold == pytest.approx(ref.global_threshold(b.id_fit.features, 70),
@@ -136,16 +138,16 @@ def test_global_mode_fits_on_id_fit(synthetic_bundle, tmp_path):
     ]
     other = load_bundle(write_bundle(tmp_path / "o", b.head_weight, b.head_bias, b.classes,
                                      shifted))
-    r2 = evaluate(other, "ash-s", 70, threshold="global")
+    r2 = evaluate(other, Setting("ash-s", {"p": 70}, "global"))
     assert r2.fitted_threshold == pytest.approx(3 * r.fitted_threshold, rel=1e-5)
     assert r2.ood["far"].auroc != r.ood["far"].auroc
     # local mode ignores id_fit entirely
-    assert evaluate(other, "ash-s", 70).ood["far"] == evaluate(b, "ash-s", 70).ood["far"]
+    assert evaluate(other, Setting("ash-s", {"p": 70})).ood["far"] == evaluate(b, Setting("ash-s", {"p": 70})).ood["far"]
 
 
 def test_react_clip_is_fitted_on_id_fit(synthetic_bundle):
     b = load_bundle(synthetic_bundle)
-    r = evaluate(b, "react")
+    r = evaluate(b, Setting("react"))
     assert r.p == 90.0
     assert r.fitted_threshold == pytest.approx(ref.global_threshold(b.id_fit.features, 90),
                                                rel=1e-5)
@@ -163,10 +165,10 @@ def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold, advice):
                         [SplitData("id", "id", feats, rng.integers(0, 3, 30)),
                          SplitData("ood", "ood", feats * 2)])
     with pytest.raises(ParameterError, match=r"needs an 'id_fit' split.*has none") as err:
-        evaluate(load_bundle(path), method, threshold=threshold)
+        evaluate(load_bundle(path), Setting(method, {}, threshold))
     assert advice in str(err.value)
     # local thresholds need no id_fit: the numbers are the reference pipeline's
-    got = evaluate(load_bundle(path), "ash-p", threshold="local")
+    got = evaluate(load_bundle(path), Setting("ash-p", {}, "local"))
     want = ref.evaluate(feats, {"ood": feats * 2}, *head_of(path), "ash-p", 65.0)
     assert got.ood["ood"].auroc == pytest.approx(want["ood"]["ood"]["auroc"], abs=1e-9)
 
@@ -174,30 +176,30 @@ def test_missing_id_fit_is_a_clear_error(tmp_path, method, threshold, advice):
 def test_bad_settings_are_parameter_errors(synthetic_bundle):
     b = load_bundle(synthetic_bundle)
     with pytest.raises(ParameterError, match=r"ash-s: p must be in \[0, 100\)"):
-        evaluate(b, "ash-s", 100)
+        evaluate(b, Setting("ash-s", {"p": 100}))
     with pytest.raises(ParameterError, match="p must be"):
-        evaluate(b, "ash-s", -5)
+        evaluate(b, Setting("ash-s", {"p": -5}))
     with pytest.raises(ParameterError, match="unknown method 'ash-z'"):
-        evaluate(b, "ash-z")
+        evaluate(b, Setting("ash-z"))
     with pytest.raises(ParameterError, match="unknown score 'odin'"):
-        evaluate(b, "ash-s", score="odin")
+        evaluate(b, Setting("ash-s", {}, "local", "odin"))
     with pytest.raises(ParameterError, match="unknown FPR convention"):
-        evaluate(b, "ash-s", convention="both")
+        evaluate(b, Setting("ash-s", {}, "local", "energy", "both"))
     with pytest.raises(ParameterError, match="supports threshold mode"):
-        evaluate(b, "scale", threshold="global")
+        evaluate(b, Setting("scale", {}, "global"))
     with pytest.raises(BundleError, match="unknown OOD split"):
-        evaluate(b, "ash-s", ood=["far", "mars"])
+        evaluate(b, Setting("ash-s"), ood=["far", "mars"])
     with pytest.raises(ParameterError, match="no OOD split selected"):
-        evaluate(b, "ash-s", ood=[])
+        evaluate(b, Setting("ash-s"), ood=[])
 
 
 def test_ood_selection_and_average(synthetic_bundle):
     b = load_bundle(synthetic_bundle)
-    full = evaluate(b, "ash-s", 90)
-    near = evaluate(b, "ash-s", 90, ood=["near"])
+    full = evaluate(b, Setting("ash-s", {"p": 90}))
+    near = evaluate(b, Setting("ash-s", {"p": 90}), ood=["near"])
     assert list(full.ood) == ["far", "near"] and list(near.ood) == ["near"]
     assert near.ood["near"] == full.ood["near"]
-    assert list(evaluate(b, "ash-s", 90, ood="near").ood) == ["near"]  # a name, not letters
+    assert list(evaluate(b, Setting("ash-s", {"p": 90}), ood="near").ood) == ["near"]  # a name, not letters
     for k in METRIC_NAMES:
         assert full.average[k] == pytest.approx((full.ood["far"][k] + full.ood["near"][k]) / 2)
     # far OOD is easier than near OOD in the fixture
@@ -205,7 +207,7 @@ def test_ood_selection_and_average(synthetic_bundle):
 
 
 def test_to_dict_structure(synthetic_bundle):
-    d = evaluate(load_bundle(synthetic_bundle), "ash-b", 80, convention="ood").to_dict()
+    d = evaluate(load_bundle(synthetic_bundle), Setting("ash-b", {"p": 80}, "local", "energy", "ood")).to_dict()
     for key in ("method", "p", "threshold", "score", "id_accuracy", "ood", "average"):
         assert key in d
     assert (d["method"], d["p"], d["threshold"], d["score"]) == ("ash-b", 80.0, "local", "energy")
@@ -218,8 +220,8 @@ def test_to_dict_structure(synthetic_bundle):
 
 def test_ash_rand_is_seeded_through_evaluate(synthetic_bundle):
     ev = Evaluator(load_bundle(synthetic_bundle))
-    a, b, c = ev.evaluate("ash-rand", 65, seed=1), ev.evaluate("ash-rand", 65, seed=1), \
-        ev.evaluate("ash-rand", 65, seed=2)
+    a, b, c = ev.evaluate(Setting("ash-rand", {"p": 65}, "local", "energy", "id", 1)), ev.evaluate(Setting("ash-rand", {"p": 65}, "local", "energy", "id", 1)), \
+        ev.evaluate(Setting("ash-rand", {"p": 65}, "local", "energy", "id", 2))
     np.testing.assert_array_equal(a.id_scores, b.id_scores)
     assert not np.array_equal(a.id_scores, c.id_scores)
 
@@ -229,10 +231,10 @@ def test_repeated_evaluation_is_identical_and_never_mutates(synthetic_bundle):
     before = np.array(b.id_split.features)
     ev = Evaluator(b)
     cached = ev.features("id_test").clone()
-    first = ev.evaluate("ash-s", 90)
-    ev.evaluate("react")
-    ev.evaluate("ash-b", 50, threshold="global")
-    again = ev.evaluate("ash-s", 90)
+    first = ev.evaluate(Setting("ash-s", {"p": 90}))
+    ev.evaluate(Setting("react"))
+    ev.evaluate(Setting("ash-b", {"p": 50}, "global"))
+    again = ev.evaluate(Setting("ash-s", {"p": 90}))
     assert first.ood == again.ood
     assert torch.equal(ev.features("id_test"), cached)
     np.testing.assert_array_equal(np.asarray(b.id_split.features), before)
@@ -243,7 +245,7 @@ def test_fp16_bundle_gives_nearly_the_same_metrics(synthetic_bundle, tmp_path):
     splits = [SplitData(s.name, s.role, np.asarray(s.features), s.labels) for s in b.splits]
     half = load_bundle(write_bundle(tmp_path / "h", b.head_weight, b.head_bias, b.classes,
                                     splits, feature_dtype="float16"))
-    r32, r16 = evaluate(b, "ash-s", 90), evaluate(half, "ash-s", 90)
+    r32, r16 = evaluate(b, Setting("ash-s", {"p": 90})), evaluate(half, Setting("ash-s", {"p": 90}))
     for name in r32.ood:
         assert r16.ood[name].auroc == pytest.approx(r32.ood[name].auroc, abs=0.01)
 
@@ -267,42 +269,42 @@ def test_ash_s_overflow_is_reported_clearly(tmp_path):
                         [SplitData("id", "id", feats, np.zeros(20, np.int64)),
                          SplitData("ood", "ood", feats * 2)])
     with pytest.raises(FeatureError, match=r"NaN/Inf.*lower p"):
-        evaluate(load_bundle(path), "ash-s", 99.9)
+        evaluate(load_bundle(path), Setting("ash-s", {"p": 99.9}))
 
 
 def test_cached_rank_orders_give_the_uncached_numbers(synthetic_bundle, monkeypatch):
     """The Evaluator's p-independent sort cache is an optimisation only."""
     from ash_core import Evaluator, load_bundle
-    from ash_core.engine import exact as evaluation
+    from ash_core.engine import store as store_mod
 
     bundle = load_bundle(synthetic_bundle)
     cached = Evaluator(bundle)
-    results = {(m, p): cached.evaluate(m, p).to_dict()
+    results = {(m, p): cached.evaluate(Setting(m, {"p": p})).to_dict()
                for m in ("ash-p", "ash-b", "ash-s", "ash-rand", "scale") for p in (10, 65, 95)}
-    assert cached._orders  # the cache was used
-    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", 0)
+    assert cached.store.cached_orders()  # the cache was used
+    monkeypatch.setattr(store_mod, "ORDER_CACHE_UNITS", 0)
     uncached = Evaluator(bundle)
     for (m, p), want in results.items():
-        assert uncached.evaluate(m, p).to_dict() == want
-    assert not uncached._orders
+        assert uncached.evaluate(Setting(m, {"p": p})).to_dict() == want
+    assert not uncached.store.cached_orders()
 
 
 def test_rank_orders_are_cached_for_all_splits_in_use_or_none(synthetic_bundle, monkeypatch):
     """A budget that one split fits but not all of them caches none (a p without a
     cached order is a selection, cheaper than sorting the splits that would fit)."""
     from ash_core import Evaluator, load_bundle
-    from ash_core.engine import exact as evaluation
+    from ash_core.engine import store as store_mod
 
     bundle = load_bundle(synthetic_bundle)
     ev = Evaluator(bundle)
     units = {n: ev.features(n).numel() for n in (ev.id_name, *ev.ood_names)}
-    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", sum(units.values()) - 1)
-    assert max(units.values()) <= evaluation.ORDER_CACHE_UNITS
-    ev.evaluate("ash-s", 65)
-    assert not ev._orders
-    monkeypatch.setattr(evaluation, "ORDER_CACHE_UNITS", sum(units.values()))
-    ev.evaluate("ash-s", 65)
-    assert set(ev._orders) == set(units)
+    monkeypatch.setattr(store_mod, "ORDER_CACHE_UNITS", sum(units.values()) - 1)
+    assert max(units.values()) <= store_mod.ORDER_CACHE_UNITS
+    ev.evaluate(Setting("ash-s", {"p": 65}))
+    assert not ev.store.cached_orders()
+    monkeypatch.setattr(store_mod, "ORDER_CACHE_UNITS", sum(units.values()))
+    ev.evaluate(Setting("ash-s", {"p": 65}))
+    assert set(ev.store.cached_orders()) == set(units)
 
 
 def test_with_ood_shares_the_caches_and_gives_the_same_numbers(synthetic_bundle):
@@ -310,15 +312,16 @@ def test_with_ood_shares_the_caches_and_gives_the_same_numbers(synthetic_bundle)
 
     bundle = load_bundle(synthetic_bundle)
     base = Evaluator(bundle, warn=False)
-    full = base.evaluate("ash-s", 80, "global").to_dict()
+    full = base.evaluate(Setting("ash-s", {"p": 80}, "global")).to_dict()
     far = base.with_ood(["far"])
     assert far.ood_names == ["far"] and base.ood_names == ["far", "near"]
+    assert far.store is base.store
     assert far.features("id_test") is base.features("id_test")  # not copied again
-    got = far.evaluate("ash-s", 80, "global").to_dict()
+    got = far.evaluate(Setting("ash-s", {"p": 80}, "global")).to_dict()
     assert got["ood"]["far"] == full["ood"]["far"] and list(got["ood"]) == ["far"]
     assert got["fitted_threshold"] == full["fitted_threshold"]
     far.rank_order("near")  # computed once, seen by every selection
-    assert "near" in base._orders
+    assert "near" in base.store.cached_orders()
 
 
 def test_rank_order_budget_survives_a_concurrent_insert(synthetic_bundle):
@@ -330,10 +333,10 @@ def test_rank_order_budget_survives_a_concurrent_insert(synthetic_bundle):
 
     class Racing:  # an order whose numel() lets "another thread" insert into the cache
         def numel(self) -> int:
-            ev._orders.setdefault("late", torch.zeros((1, 1), dtype=torch.int16))
+            ev.store._orders.setdefault("late", torch.zeros((1, 1), dtype=torch.int16))
             return 1
 
-    ev._orders["early"] = Racing()
+    ev.store._orders["early"] = Racing()
     assert ev.rank_order("far") is not None
 
 
@@ -348,7 +351,7 @@ def test_dice_evaluates_like_the_reference(small_bundle, p):
     def scores(split):
         return ref.energy(np.asarray(split.features, dtype=np.float64) @ masked.T + bias)
 
-    r = evaluate(b, "dice", p)
+    r = evaluate(b, Setting("dice", {"p": p}))
     id_scores = scores(b.id_split)
     np.testing.assert_allclose(r.id_scores, id_scores, rtol=1e-4, atol=1e-4)
     for s in b.ood_splits:
@@ -367,20 +370,21 @@ def test_splits_scored_in_threads_give_the_sequential_numbers(synthetic_bundle, 
 
     from ash_core import Evaluator, load_bundle
     from ash_core.engine import threads as split_threads
+    from ash_core.engine.store import FeatureStore
 
     bundle = load_bundle(synthetic_bundle)
     methods = ("ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale", "none")
     monkeypatch.setattr(split_threads, "split_workers", lambda device: 1)
-    sequential = {m: Evaluator(bundle).evaluate(m).to_dict() for m in methods}
+    sequential = {m: Evaluator(bundle).evaluate(Setting(m)).to_dict() for m in methods}
     threads = set()
-    shaped = Evaluator.feature_blocks
+    shaped = FeatureStore.feature_blocks
 
-    def recording(self, shaper, name):
+    def recording(self, shaper, name, in_use):
         threads.add(threading.current_thread().name)
-        return shaped(self, shaper, name)
+        return shaped(self, shaper, name, in_use)
 
-    monkeypatch.setattr(Evaluator, "feature_blocks", recording)
+    monkeypatch.setattr(FeatureStore, "feature_blocks", recording)
     monkeypatch.setattr(split_threads, "split_workers", lambda device: 3)
     for m in methods:
-        assert Evaluator(bundle).evaluate(m).to_dict() == sequential[m], m
+        assert Evaluator(bundle).evaluate(Setting(m)).to_dict() == sequential[m], m
     assert any(t.startswith("ash-split") for t in threads)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, load_bundle
+from ash_core import Evaluator, Setting, load_bundle
 from ash_core.engine import blocks
-from ash_core.engine import exact as evaluation
+from ash_core.engine import store as store_mod
 from ash_core.engine import threads as split_threads
 from ash_core.engine.memo import Once
+from ash_core.engine.store import FeatureStore
 from ash_core.maths.scores import energy_score
 from ash_core.methods import Shaper
 
@@ -24,7 +25,7 @@ METHODS = [("ash-s", "local"), ("ash-b", "global"), ("ash-rand", "local"), ("rea
 
 def reference_energies(ev: Evaluator, method: str, threshold: str, name: str) -> np.ndarray:
     """Energy of the whole split shaped in one call and run through the head in float64."""
-    shaper = ev.shaper(method, threshold=threshold)
+    shaper = ev.shaper(Setting(method, {}, threshold))
     shaped = shaper(ev.features(name)).to(torch.float64)
     logits = shaped @ ev.weight.to(torch.float64).T + ev.bias.to(torch.float64)
     return energy_score(logits).numpy()
@@ -44,7 +45,7 @@ def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
 
     monkeypatch.setattr(Shaper, "blocks", recording)
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
-    result = ev.evaluate(method, threshold=threshold)
+    result = ev.evaluate(Setting(method, {}, threshold))
     assert rows_seen and max(rows_seen) == 7  # never a whole split (400 / 300 rows)
     assert blocks.block_rows(32) == 7 and blocks.block_rows(10**9) == 1
     for name, got in [(ev.id_name, result.id_scores), *result.ood_scores.items()]:
@@ -55,7 +56,7 @@ def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
 def test_shaped_logits_of_a_split_are_gathered_from_its_blocks(synthetic_bundle, monkeypatch):
     monkeypatch.setattr(blocks, "BLOCK_VALUES", 7 * 32)  # 7 rows of the bundle's 32
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
-    shaper = ev.shaper("ash-rand", 60.0)
+    shaper = ev.shaper(Setting("ash-rand", {"p": 60.0}))
     got = ev.shaped_logits(shaper, "near")
     want = shaper(ev.features("near")) @ ev.weight.T + ev.bias
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -64,32 +65,32 @@ def test_shaped_logits_of_a_split_are_gathered_from_its_blocks(synthetic_bundle,
 def test_unshaped_logits_are_not_kept_past_the_budget(synthetic_bundle, monkeypatch):
     bundle = load_bundle(synthetic_bundle)
     kept = Evaluator(bundle, warn=False)
-    expected = {m: kept.evaluate(m).to_dict() for m in ("none", "ash-s", "scale")}
-    assert kept._base_logits  # small: cached
-    monkeypatch.setattr(evaluation, "BASE_LOGITS_CACHE_VALUES", 0)
+    expected = {m: kept.evaluate(Setting(m)).to_dict() for m in ("none", "ash-s", "scale")}
+    assert kept.store.cached_base_logits()  # small: cached
+    monkeypatch.setattr(store_mod, "BASE_LOGITS_CACHE_VALUES", 0)
     ev = Evaluator(bundle, warn=False)
     unshaped_passes = []
-    logit_blocks = Evaluator.logit_blocks
+    logit_blocks = FeatureStore.logit_blocks
 
-    def counting(self, shaper, name):
+    def counting(self, shaper, name, in_use):
         if shaper.spec.identity:
             unshaped_passes.append(name)
-        return logit_blocks(self, shaper, name)
+        return logit_blocks(self, shaper, name, in_use)
 
-    monkeypatch.setattr(Evaluator, "logit_blocks", counting)
+    monkeypatch.setattr(FeatureStore, "logit_blocks", counting)
     for m in ("none", "ash-s", "scale", "none"):
-        assert ev.evaluate(m).to_dict() == expected[m], m
-    assert not ev._base_logits
+        assert ev.evaluate(Setting(m)).to_dict() == expected[m], m
+    assert not ev.store.cached_base_logits()
     # one unshaped pass per split: the baseline's scores, and the unshaped accuracy from
     # the same pass, are kept (a few bytes per row)
     assert sorted(unshaped_passes) == sorted(ev.split_names)
 
 
 def test_unshaped_accuracy_reuses_the_scoring_of_the_setting(synthetic_bundle, monkeypatch):
-    monkeypatch.setattr(evaluation, "BASE_LOGITS_CACHE_VALUES", 0)
+    monkeypatch.setattr(store_mod, "BASE_LOGITS_CACHE_VALUES", 0)
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
-    ev.evaluate("none", score="msp")
-    monkeypatch.setattr(Evaluator, "logit_blocks", lambda *a: pytest.fail("a second pass"))
+    ev.evaluate(Setting("none", {}, "local", "msp"))
+    monkeypatch.setattr(FeatureStore, "logit_blocks", lambda *a: pytest.fail("a second pass"))
     assert ev.id_accuracy(ev.unshaped(ev.id_name, "msp")[0], "maxlogit")["unshaped"] > 0
 
 
@@ -134,9 +135,9 @@ def test_split_threads_give_their_freed_memory_back(synthetic_bundle, monkeypatc
     calls = []
     monkeypatch.setattr(split_threads, "release_free_memory", lambda: calls.append(1))
     monkeypatch.setattr(split_threads, "split_workers", lambda device: 2)
-    Evaluator(load_bundle(synthetic_bundle), warn=False).evaluate("ash-s")
+    Evaluator(load_bundle(synthetic_bundle), warn=False).evaluate(Setting("ash-s"))
     assert calls  # once the split threads are done
     calls.clear()
     monkeypatch.setattr(split_threads, "split_workers", lambda device: 1)
-    Evaluator(load_bundle(synthetic_bundle), warn=False).evaluate("ash-s")
+    Evaluator(load_bundle(synthetic_bundle), warn=False).evaluate(Setting("ash-s"))
     assert not calls  # one thread reuses its own arena: nothing to trim

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ash_core import Evaluator, load_bundle
+from ash_core import Evaluator, Setting, load_bundle
 from ash_core.reports.tables import (
     best_settings,
     column_label,
@@ -83,7 +83,7 @@ def test_column_labels_carry_units():
 
 
 def test_plain_language_sentences(ev):
-    r, b = ev.evaluate("ash-s", 80), ev.evaluate("none")
+    r, b = ev.evaluate(Setting("ash-s", {"p": 80})), ev.evaluate(Setting("none"))
     frame = evaluation_frame(r.to_dict(), b.to_dict())
     text = headline(frame, r.id_accuracy, "ash-s p=80")
     avg = frame.iloc[-1]
@@ -151,7 +151,7 @@ def test_report_pdf_without_a_browser_says_what_to_do(monkeypatch):
 
 
 def test_static_figures_or_the_html_fallback(ev):
-    r = ev.evaluate("ash-s", 80)
+    r = ev.evaluate(Setting("ash-s", {"p": 80}))
     fig = figures.compare_figure(evaluation_frame(r.to_dict()), evaluation_frame(r.to_dict()),
                                  "A", "B", "id", theme="light")
     if not export.renderer_available():

@@ -14,7 +14,7 @@ import torch.nn as nn
 from extract_helpers import run_forked
 from PIL import Image
 
-from ash_core import evaluate, load_bundle
+from ash_core import Setting, evaluate, load_bundle
 from ash_core.cli import main
 from ash_core.extract import CifarResNet, ExtractConfig, ExtractError, SplitSpec
 from ash_core.extract.fingerprint import make_fingerprints
@@ -170,7 +170,7 @@ def test_extract_odin_end_to_end(pictures: Path, tmp_path: Path) -> None:
     got = b.split("pets").variant_features_tensor("odin").numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert not np.allclose(got, np.asarray(b.split("pets").features))
-    res = evaluate(b, "odin")
+    res = evaluate(b, Setting("odin"))
     assert 0.0 <= res.ood["noise"].auroc <= 1.0 and res.score == "odin"
     assert "odin_id_accuracy" in b.manifest["classifier"]
 

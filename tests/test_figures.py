@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import pytest
 from test_leaderboard import brute_front
 
-from ash_core import Evaluator, list_methods, load_bundle
+from ash_core import Evaluator, Setting, list_methods, load_bundle
 from ash_core.maths import curves as ac
 from ash_core.reports.tables import evaluation_frame
 from ash_core.samples import inspect_sample
@@ -27,7 +27,7 @@ def ev(synthetic_bundle):
 
 @pytest.fixture(scope="module")
 def results(ev):
-    return ev.evaluate("ash-s", 80), ev.evaluate("none")
+    return ev.evaluate(Setting("ash-s", {"p": 80})), ev.evaluate(Setting("none"))
 
 
 def test_set_colors_are_stable_and_distinct():
@@ -124,8 +124,8 @@ def test_tradeoff_front_keeps_exact_duplicates_as_the_leaderboard(y):
 
 
 def test_inspector_figures(ev):
-    shaper = ev.shaper("ash-p", 75)
-    base, shaped = ev.evaluate("none"), ev.evaluate("ash-p", 75)
+    shaper = ev.shaper(Setting("ash-p", {"p": 75}))
+    base, shaped = ev.evaluate(Setting("none")), ev.evaluate(Setting("ash-p", {"p": 75}))
     insp = inspect_sample(ev.features("far")[:1], shaper, ev.weight, ev.bias,
                           ev.bundle.classes, base.id_scores, shaped.id_scores)
     fig = figures.activations_figure(insp, "ash-p p=75")
@@ -161,8 +161,8 @@ def _all_figures(ev, results, theme):
                   ac.roc_curve(r.id_scores, r.ood_scores[n])) for n in r.ood_scores}
     sw = sweep(ev.bundle, ["none", "ash-p", "ash-s"], [0, 50, 90], evaluator=ev)
     front = plotdata.pareto(sw, "average/auroc")
-    insp = inspect_sample(ev.features("far")[:1], ev.shaper("ash-p", 75), ev.weight, ev.bias,
-                          ev.bundle.classes, b.id_scores, ev.evaluate("ash-p", 75).id_scores)
+    insp = inspect_sample(ev.features("far")[:1], ev.shaper(Setting("ash-p", {"p": 75})), ev.weight, ev.bias,
+                          ev.bundle.classes, b.id_scores, ev.evaluate(Setting("ash-p", {"p": 75})).id_scores)
     return {
         "overview": figures.overview_figure(df, colors, "ash-s p=80", "id", theme=theme),
         "distributions": figures.distributions_figure(hb, ha, "id_test", 1.0, 2.0, colors,

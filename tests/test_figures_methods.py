@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_figures import _ink_colours
 
-from ash_core import Evaluator, list_methods, load_bundle
+from ash_core import Evaluator, Setting, list_methods, load_bundle
 from ash_core.reports.leaderboard import curve_methods, figure1, leaderboard
 from ash_core.reports.overlay import overlay
 from ash_core.sweep import sweep
@@ -34,7 +34,7 @@ def fig1(parts):
 
 @pytest.fixture(scope="module")
 def scores(ev):
-    return overlay({"none": ev.evaluate("none"), EVIL: ev.evaluate("ash-s", 80)})
+    return overlay({"none": ev.evaluate(Setting("none")), EVIL: ev.evaluate(Setting("ash-s", {"p": 80}))})
 
 
 def _figs(fig1, scores, theme):

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from extract_helpers import R20
 
-from ash_core import evaluate, load_bundle
+from ash_core import Setting, evaluate, load_bundle
+from ash_core.diskcache import resolve_cache_dir
 from ash_core.errors import BundleError, ParameterError
 from ash_core.extract import ExtractConfig, Extractor, SplitSpec, extract, load_model
 from ash_core.extract.data import PreparedDataset
@@ -108,7 +109,7 @@ def test_penultimate_equals_todays_evaluation(r20):
     bundle, _, _ = r20
     sweep = layer_sweep(bundle, ["penultimate"], "ash-s", grid=[0, 65, 90], cache=False)
     for p in (0, 65, 90):
-        today = evaluate(bundle, "ash-s", p=p)
+        today = evaluate(bundle, Setting("ash-s", {"p": p}))
         got = sweep.scores("penultimate", p)
         assert np.array_equal(got["cifar"], today.id_scores)
         for name, scores in today.ood_scores.items():
@@ -148,7 +149,7 @@ def test_inner_layer_matches_an_independent_hooked_forward(r20, method):
         return torch.from_numpy(_numpy_ash(method, _fp16(t).numpy(), 65).astype(np.float32))
     expected = _hooked_logits(model, images, "layer2", shape)
     ev = LayerEvaluator(bundle, "layer2", device="cpu")
-    got = ev.shaped_logits(ev.shaper(method, p=65), "cifar")
+    got = ev.shaped_logits(ev.shaper(Setting(method, {"p": 65})), "cifar")
     assert torch.allclose(got, expected, atol=1e-3, rtol=1e-4)
     unshaped = ev.base_logits("cifar")
     assert not torch.allclose(got, unshaped, atol=1e-1)  # shaping did something
@@ -156,7 +157,7 @@ def test_inner_layer_matches_an_independent_hooked_forward(r20, method):
 
 def test_layer_evaluate_reports_like_evaluate(r20):
     bundle, _, _ = r20
-    res = LayerEvaluator(bundle, "layer3", device="cpu").evaluate("ash-s", p=65)
+    res = LayerEvaluator(bundle, "layer3", device="cpu").evaluate(Setting("ash-s", {"p": 65}))
     assert set(res.ood) == {"mnist", "noise"}
     assert res.id_accuracy["unshaped"] >= 0.7
     assert 0.0 <= res.average["auroc"] <= 1.0
@@ -171,7 +172,7 @@ def test_layer_sweep_cached_and_reused(r20):
     for layer in ("layer3", "penultimate"):
         assert np.array_equal(first.energy[layer], again.energy[layer])
         assert np.array_equal(first.accuracy(layer), again.accuracy(layer))
-    ev = LayerEvaluator(bundle, "layer3", device="cpu").evaluate("ash-s", p=50)
+    ev = LayerEvaluator(bundle, "layer3", device="cpu").evaluate(Setting("ash-s", {"p": 50}))
     assert np.allclose(again.scores("layer3", 50)["cifar"], ev.id_scores, atol=1e-5)
     assert again.accuracy("layer3")[1] == pytest.approx(ev.id_accuracy["shaped"])
     rows = again.table(90)
@@ -181,13 +182,14 @@ def test_layer_sweep_cached_and_reused(r20):
 def test_corrupt_layer_cache_is_recomputed(r20):
     bundle, _, _ = r20
     grid = [0, 80]
-    before = set((bundle.root / ".layer_cache").glob("*")) if \
-        (bundle.root / ".layer_cache").exists() else set()
+    entries = resolve_cache_dir(bundle)[0] / bundle.content_hash
+    before = set(entries.glob("layer-*")) if entries.exists() else set()
     layer_sweep(bundle, ["layer3"], "ash-p", grid=grid)
-    (path,) = set((bundle.root / ".layer_cache").glob("*")) - before
+    (path,) = set(entries.glob("layer-*")) - before
     assert layer_sweep(bundle, ["layer3"], "ash-p", grid=grid).cached
     path.write_bytes(b"garbage")
-    again = layer_sweep(bundle, ["layer3"], "ash-p", grid=grid)
+    with pytest.warns(UserWarning, match="rebuilding the layer sweep"):
+        again = layer_sweep(bundle, ["layer3"], "ash-p", grid=grid)
     assert not again.cached and again.energy["layer3"].shape == (2, 84)
 
 
@@ -195,7 +197,7 @@ def test_inner_layers_refuse_fitted_methods_and_unknown_layers(r20, synthetic_bu
     bundle, _, _ = r20
     ev = LayerEvaluator(bundle, "layer1", device="cpu")
     with pytest.raises(ParameterError, match="not cached"):
-        ev.shaper("ash-s", p=65, threshold="global")
+        ev.shaper(Setting("ash-s", {"p": 65}, "global"))
     with pytest.raises(BundleError, match="no maps for layer 'layer9'"):
         LayerEvaluator(bundle, "layer9")
     with pytest.raises(ParameterError, match="has no layer maps"):

@@ -11,7 +11,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 from test_dashboard_app import APP, ok
 
-from ash_core import SplitData, evaluate, kept_count, load_bundle, write_bundle
+from ash_core import Setting, SplitData, evaluate, kept_count, load_bundle, write_bundle
 from ash_core.cli import main as cli_main
 from ash_core.errors import BundleError, ParameterError
 from ash_core.layers import (
@@ -153,8 +153,8 @@ def _table(at) -> dict[str, dict[str, float]]:
 
 def _expected(path, layer, p, convention="id"):
     ev = LayerEvaluator(load_bundle(path), layer, device="cpu")
-    return (ev.evaluate("ash-s", p=p, convention=convention),
-            ev.evaluate("none", convention=convention))
+    return (ev.evaluate(Setting("ash-s", {"p": p}, "local", "energy", convention)),
+            ev.evaluate(Setting("none", {}, "local", "energy", convention)))
 
 
 @pytest.mark.parametrize("p", [65, 63])  # on the layer grid (a sweep lookup), off it (exact)
@@ -173,7 +173,7 @@ def test_layer_control_shows_the_replay_at_that_layer(layered, monkeypatch, p):
                 100 * (v - unshaped.ood[name].as_dict()[k]), abs=1e-9), (name, k)
     cards = {m.label: m.value for m in at.metric}
     assert cards["ID accuracy (shaped)"] == f"{100 * shaped.id_accuracy['shaped']:.2f}%"
-    penultimate = evaluate(load_bundle(path), "ash-s", p=p, convention="ood")
+    penultimate = evaluate(load_bundle(path), Setting("ash-s", {"p": p}, "local", "energy", "ood"))
     assert any(table[n]["auroc"] != 100 * penultimate.ood[n]["auroc"] for n in table
                if n != "Average")
     captions = " ".join(c.value for c in at.caption)
@@ -208,7 +208,7 @@ def test_invalid_layer_in_a_link_is_reported(layered, monkeypatch):
     assert any("ignored layer='layer9'" in w.value and "layer1, layer2, layer3, penultimate"
                in w.value for w in at.warning)
     assert at.selectbox(key="layer").value == "penultimate"
-    penultimate = evaluate(load_bundle(path), "ash-s", p=65)
+    penultimate = evaluate(load_bundle(path), Setting("ash-s", {"p": 65}))
     table = _table(at)
     assert all(table[n]["auroc"] == 100 * m["auroc"] for n, m in penultimate.ood.items())
 
@@ -240,22 +240,22 @@ def test_layer_result_lookup_equals_the_exact_replay(layered):
     sweep = layer_sweep(bundle, ["layer1"], "ash-s", grid=[0, 65], cache=False)
     ev = LayerEvaluator(bundle, "layer1", ["near"], device="cpu")
     for method, p in (("ash-s", 0), ("ash-s", 65), ("none", None)):
-        looked_up = layer_result(ev, method, p, convention="ood", sweep=sweep)
-        exact = layer_result(ev, method, p, convention="ood")
+        looked_up = layer_result(ev, Setting(method, {} if p is None else {"p": p}, "local", "energy", "ood"), sweep=sweep)
+        exact = layer_result(ev, Setting(method, {} if p is None else {"p": p}, "local", "energy", "ood"))
         assert looked_up.to_dict() == exact.to_dict() == \
-            ev.evaluate(method, p, convention="ood").to_dict()
+            ev.evaluate(Setting(method, {} if p is None else {"p": p}, "local", "energy", "ood")).to_dict()
         assert np.array_equal(looked_up.id_scores, exact.id_scores)
         assert list(looked_up.ood_scores) == ["near"]
         assert np.array_equal(looked_up.ood_scores["near"], exact.ood_scores["near"])
         assert looked_up.engine == exact.engine == "replay:layer1"
-    penultimate = evaluate(bundle, "none")
-    assert not np.array_equal(layer_result(ev, "none", None, sweep=sweep).id_scores,
+    penultimate = evaluate(bundle, Setting("none"))
+    assert not np.array_equal(layer_result(ev, Setting("none"), sweep=sweep).id_scores,
                               penultimate.id_scores)  # replayed from the fp16 map
     assert sweep_result(sweep, bundle, "layer1", 50) is None  # off the grid: not a lookup
     with pytest.raises(ParameterError, match="gen is not an ASH variant"):
-        layer_result(ev, "gen", None)
+        layer_result(ev, Setting("gen"))
     with pytest.raises(ParameterError, match="global thresholds needs the activations"):
-        layer_result(ev, "ash-s", 65, threshold="global")
+        layer_result(ev, Setting("ash-s", {"p": 65}, "global"))
 
 
 def test_validated_p_is_shown_at_the_layer(tmp_path, monkeypatch):

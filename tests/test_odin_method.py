@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import reference as ref
 
-from ash_core import SplitData, evaluate, get_method, load_bundle, write_bundle
+from ash_core import Setting, SplitData, evaluate, get_method, load_bundle, write_bundle
 from ash_core.errors import ParameterError
 
 C, D = 4, 6
@@ -39,7 +39,7 @@ def _bundle(path, temperature=1000.0, odin_on=("id", "ood_a", "ood_b"), seed=0):
 @pytest.mark.parametrize("temperature", [1.0, 1000.0])
 def test_odin_matches_the_numpy_reference(tmp_path, temperature):
     b, w, bias, pert, labels = _bundle(tmp_path / "b", temperature)
-    res = evaluate(b, "odin")
+    res = evaluate(b, Setting("odin"))
     logits = {n: x.astype(np.float64) @ w.T.astype(np.float64) for n, x in pert.items()}
     want_id = ref.temperature_msp(logits["id"], temperature)
     np.testing.assert_allclose(res.id_scores, want_id, rtol=1e-6, atol=1e-12)
@@ -54,15 +54,15 @@ def test_odin_matches_the_numpy_reference(tmp_path, temperature):
 
 
 def test_odin_reads_the_temperature_from_the_bundle(tmp_path):
-    low = evaluate(_bundle(tmp_path / "a", 1.0)[0], "odin").id_scores
-    high = evaluate(_bundle(tmp_path / "b", 1000.0)[0], "odin").id_scores
+    low = evaluate(_bundle(tmp_path / "a", 1.0)[0], Setting("odin")).id_scores
+    high = evaluate(_bundle(tmp_path / "b", 1000.0)[0], Setting("odin")).id_scores
     assert high.max() < 0.3 < low.max()          # T = 1000 flattens the softmax (C = 4)
 
 
 def test_odin_without_the_variant_says_how_to_extract_it(tmp_path):
     b = _bundle(tmp_path / "b", odin_on=())[0]
     with pytest.raises(ParameterError, match=r"odin.*--odin T,EPS"):
-        evaluate(b, "odin")
+        evaluate(b, Setting("odin"))
     assert "--odin T,EPS" in get_method("odin").unavailable(b)
     from bundle_helpers import write_small
 
@@ -74,18 +74,18 @@ def test_odin_without_the_variant_says_how_to_extract_it(tmp_path):
 def test_odin_on_a_split_without_the_variant_names_it(tmp_path):
     b = _bundle(tmp_path / "b", odin_on=("id", "ood_a"))[0]
     assert "ood_b" in get_method("odin").unavailable(b)
-    assert evaluate(b, "odin", ood=["ood_a"]).ood["ood_a"].auroc >= 0  # the rest works
+    assert evaluate(b, Setting("odin"), ood=["ood_a"]).ood["ood_a"].auroc >= 0  # the rest works
     with pytest.raises(ParameterError, match="split 'ood_b'.*lacks.*--odin"):
-        evaluate(b, "odin")
+        evaluate(b, Setting("odin"))
 
 
 def test_odin_is_refused_at_an_inner_layer():
-    from ash_core.layers.replay import LayerEvaluator
+    from ash_core.layers.replay import LayerStore
 
-    ev = LayerEvaluator.__new__(LayerEvaluator)
-    ev.layer = "layer3"
+    store = LayerStore.__new__(LayerStore)  # no maps needed to refuse
+    store.layer = "layer3"
     with pytest.raises(ParameterError, match="penultimate"):
-        ev.shaper("odin")
+        store.check(Setting("odin").validated())
 
 
 def test_dashboard_offers_odin_only_with_the_variant(tmp_path):

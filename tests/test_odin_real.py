@@ -11,7 +11,7 @@ import pytest
 import reference as ref
 from sklearn.metrics import roc_auc_score
 
-from ash_core import Evaluator, load_bundle
+from ash_core import Evaluator, Setting, load_bundle
 
 BUNDLE = Path(__file__).resolve().parents[1] / "cached_features" / "cifar10_resnet20"
 SMALL_OOD = ["dtd", "noise_gaussian", "noise_uniform"]
@@ -33,7 +33,7 @@ def test_the_demo_bundle_stores_odin_on_every_split_but_id_fit(bundle):
 
 
 def test_odin_on_the_demo_bundle_equals_the_reference(bundle):
-    res = Evaluator(bundle, SMALL_OOD).evaluate("odin")
+    res = Evaluator(bundle, SMALL_OOD).evaluate(Setting("odin"))
     w = bundle.head_weight.numpy().astype(np.float64)
     b = bundle.head_bias.numpy().astype(np.float64)
 

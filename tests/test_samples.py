@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from ash_core import Evaluator, energy_score, get_method, kept_count, list_methods, load_bundle
+from ash_core import (
+    Evaluator,
+    Setting,
+    energy_score,
+    get_method,
+    kept_count,
+    list_methods,
+    load_bundle,
+)
 from ash_core.errors import ParameterError
 from ash_core.samples import (
     inspect_sample,
@@ -23,9 +31,9 @@ def ev(synthetic_bundle):
 
 
 def _inspect(ev, method, p, threshold="local", split="far", i=3):
-    shaper = ev.shaper(method, p, threshold)
-    base = ev.evaluate("none", score="energy")
-    shaped = ev.evaluate(method, p, threshold, "energy")
+    shaper = ev.shaper(Setting(method, {} if p is None else {"p": p}, threshold))
+    base = ev.evaluate(Setting("none", {}, "local", "energy"))
+    shaped = ev.evaluate(Setting(method, {} if p is None else {"p": p}, threshold, "energy"))
     row = ev.features(split)[i : i + 1]
     before = row.clone()
     insp = inspect_sample(row, shaper, ev.weight, ev.bias, ev.bundle.classes,
@@ -51,8 +59,8 @@ def test_ash_p_local_keeps_exactly_k_top_units(ev):
 @pytest.mark.parametrize("method", ["ash-s", "dice"])  # dice: the shaped head, not the base
 def test_energy_percentile_and_top5_match_the_evaluator(ev, method):
     insp, row, shaper = _inspect(ev, method, 80, split="id_test", i=5)
-    base = ev.evaluate("none", score="energy")
-    shaped = ev.evaluate(method, 80, score="energy")
+    base = ev.evaluate(Setting("none", {}, "local", "energy"))
+    shaped = ev.evaluate(Setting(method, {"p": 80}, "local", "energy"))
     assert insp.energy_before == pytest.approx(float(base.id_scores[5]), rel=1e-5)
     assert insp.energy_after == pytest.approx(float(shaped.id_scores[5]), rel=1e-5)
     # each energy is placed within the ID energies of its own setting (ties count half)
@@ -74,7 +82,7 @@ def test_energy_percentile_and_top5_match_the_evaluator(ev, method):
 def test_shape_sample_is_the_row_of_the_shaped_split(ev, method, split):
     # regression: the inspector shaped ASH-RAND rows alone, i.e. with row 0's draws, so
     # its activations and energy differed from the evaluation's for every index > 0
-    shaper = ev.shaper(method, None)
+    shaper = ev.shaper(Setting(method))
     feats = ev.features(split)
     whole = shaper(feats)
     for i in (0, 1, 7, feats.shape[0] - 1):
@@ -85,9 +93,9 @@ def test_shape_sample_is_the_row_of_the_shaped_split(ev, method, split):
 
 
 def test_ash_rand_inspection_matches_the_evaluation(ev):
-    shaper = ev.shaper("ash-rand", 70)
-    base = ev.evaluate("none", score="energy")
-    shaped = ev.evaluate("ash-rand", 70, score="energy")
+    shaper = ev.shaper(Setting("ash-rand", {"p": 70}))
+    base = ev.evaluate(Setting("none", {}, "local", "energy"))
+    shaped = ev.evaluate(Setting("ash-rand", {"p": 70}, "local", "energy"))
     feats = ev.features("id_test")
     for i in (3, 11):
         insp = inspect_sample(feats[i : i + 1], shaper, ev.weight, ev.bias, ev.bundle.classes,
@@ -120,7 +128,7 @@ def test_global_threshold_is_the_fitted_value(ev):
 
 
 def test_worst_samples_lists(ev):
-    r = ev.evaluate("ash-s", 80)
+    r = ev.evaluate(Setting("ash-s", {"p": 80}))
     fp = worst_samples(r.id_scores, r.ood_scores, "id_test", "fp", 7)
     assert len(fp) == 7 and set(fp["set"]) <= {"far", "near"}
     assert np.all(np.diff(fp["score"]) <= 0)
@@ -164,7 +172,7 @@ def reference_worst(id_scores, ood_scores, id_name, kind, n):
 
 @pytest.mark.parametrize("kind", ["fp", "fn"])
 def test_worst_samples_match_an_independent_reference(ev, kind):
-    r = ev.evaluate("ash-s", 80, score="energy")
+    r = ev.evaluate(Setting("ash-s", {"p": 80}, "local", "energy"))
     table = worst_samples(r.id_scores, r.ood_scores, "id_test", kind, 7)
     want = reference_worst(r.id_scores, r.ood_scores, "id_test", kind, 7)
     got = list(table[["set", "index", "score", "id_percentile"]].itertuples(index=False))

@@ -7,7 +7,14 @@ import pytest
 import reference as ref
 import torch
 
-from ash_core import accuracy, energy_score, get_score, list_scores, maxlogit_score, msp_score
+from ash_core import (
+    accuracy,
+    energy_score,
+    get_score,
+    list_scores,
+    maxlogit_score,
+    msp_score,
+)
 from ash_core.errors import ParameterError
 from ash_core.maths.scores import gen_score, temperature_msp_score
 
@@ -157,9 +164,9 @@ def test_logit_methods_evaluate_like_the_reference(synthetic_bundle, method, par
 def test_a_logit_method_is_its_own_score(synthetic_bundle):
     from ash_core import Evaluator, Setting, load_bundle
 
-    assert Setting("gen", score="msp").validated().score == "gen"
+    assert Setting("gen", {}, "local", "msp").validated().score == "gen"
     assert Setting("gen").validated().label(detail=True).endswith(
         "score=gen, FPR convention=id (ID positive)")
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
-    assert ev.evaluate("gen", score="msp").to_dict() == ev.evaluate("gen").to_dict()
-    assert ev.evaluate("gen").ood != ev.evaluate("none", score="msp").ood  # GEN, not MSP
+    assert ev.evaluate(Setting("gen", {}, "local", "msp")).to_dict() == ev.evaluate(Setting("gen")).to_dict()
+    assert ev.evaluate(Setting("gen")).ood != ev.evaluate(Setting("none", {}, "local", "msp")).ood  # GEN, not MSP

@@ -152,7 +152,7 @@ def test_choice_equals_an_independent_argmax(val_bundle, tmp_path, engine, metho
 def test_global_thresholds_are_fitted_on_id_fit_for_validation_too(val_bundle, tmp_path,
                                                                      engine):
     bundle = load_bundle(val_bundle)
-    result = search(bundle, Setting("ash-b", threshold="global"), {"p": [50, 70, 90]},
+    result = search(bundle, Setting("ash-b", {}, "global"), {"p": [50, 70, 90]},
                     engine=engine, cache_dir=tmp_path)
     values = [reference_validation(bundle, "ash-b", pt["p"], "auroc", "global")
               for pt in result.points]
@@ -195,11 +195,11 @@ def test_exact_ties_at_the_best_value_keep_the_first_point_in_grid_order(val_bun
 def test_test_metrics_equal_evaluate_at_the_chosen_parameters(val_bundle, tmp_path):
     bundle = load_bundle(val_bundle)
     for engine in ("exact", "cube"):
-        result = search(bundle, Setting("ash-s", convention="ood"), engine=engine,
+        result = search(bundle, Setting("ash-s", {}, "local", "energy", "ood"), engine=engine,
                         cache_dir=tmp_path)
         for got, params in ((result.test, result.selected),
                             (result.test_optimal, result.optimal)):
-            want = evaluate(bundle, "ash-s", convention="ood", params=params).to_dict()
+            want = evaluate(bundle, Setting("ash-s", params, "local", "energy", "ood")).to_dict()
             got = got.to_dict()
             if engine == "exact":
                 assert got == want
@@ -211,7 +211,7 @@ def test_test_metrics_equal_evaluate_at_the_chosen_parameters(val_bundle, tmp_pa
 def test_test_optimal_is_the_best_test_average_and_the_gap_is_what_it_loses(val_bundle):
     bundle = load_bundle(val_bundle)
     result = search(bundle, "ash-b", {"p": [10, 40, 65, 80, 90, 95]}, engine="exact")
-    tests = [evaluate(bundle, "ash-b", **pt).average["auroc"] for pt in result.points]
+    tests = [evaluate(bundle, Setting("ash-b", pt)).average["auroc"] for pt in result.points]
     assert result.test_values == tests
     assert result.optimal == result.points[first_best(tests, "auroc")]
     assert result.gap == pytest.approx(max(tests) - tests[result.selected_index])

@@ -87,7 +87,7 @@ def test_a_broken_or_stale_entry_is_recomputed(bundle, tmp_path):
     fresh = search_many(bundle, ["ash-p"], cache_dir=tmp_path)["ash-p"].to_dict()
     (path,) = entries(tmp_path)
     path.write_text("{not json")
-    with pytest.warns(UserWarning, match="recomputing the search result"):
+    with pytest.warns(UserWarning, match="rebuilding the search result"):
         assert search_many(bundle, ["ash-p"], cache_dir=tmp_path)["ash-p"].to_dict() == fresh
     entry = json.loads(path.read_text())
     entry["key"]["data"] = "0" * 32  # the bytes read changed: a stale key

@@ -16,8 +16,6 @@ def test_validated_fills_defaults_and_keeps_the_rest():
     assert s == Setting("ash-s", {"p": 65.0}, "local", "energy", "id", 0)
     assert Setting("react", {"p": 95}).validated().params == {"p": 95.0}
     assert Setting("none").validated().params == {}
-    assert Setting.of("ash-b", 80, "global", "msp", "ood", 3) == \
-        Setting("ash-b", {"p": 80}, "global", "msp", "ood", 3)
 
 
 @pytest.mark.parametrize(
@@ -26,11 +24,11 @@ def test_validated_fills_defaults_and_keeps_the_rest():
         (Setting("ash-x"), "unknown method 'ash-x'"),
         (Setting("ash-s", {"p": 100}), r"ash-s: p must be in \[0, 100\)"),
         (Setting("ash-s", {"q": 1}), "ash-s: unknown parameter 'q'"),
-        (Setting("scale", threshold="global"), "supports threshold mode"),
-        (Setting("ash-s", threshold=0.5), "unknown threshold mode"),
-        (Setting("ash-s", score="odin"), "unknown score 'odin'"),
-        (Setting("ash-s", convention="both"), "unknown FPR convention"),
-        (Setting("ash-rand", seed=1.5), "seed must be an integer"),
+        (Setting("scale", {}, "global"), "supports threshold mode"),
+        (Setting("ash-s", {}, 0.5), "unknown threshold mode"),
+        (Setting("ash-s", {}, "local", "odin"), "unknown score 'odin'"),
+        (Setting("ash-s", {}, "local", "energy", "both"), "unknown FPR convention"),
+        (Setting("ash-rand", {}, "local", "energy", "id", 1.5), "seed must be an integer"),
     ],
 )
 def test_validated_refuses_each_bad_field(setting, match):
@@ -43,7 +41,7 @@ def test_label_is_the_one_label():
     assert Setting("ash-b", {"p": 85}, "global").label() == "ash-b p=85 global"
     assert Setting("react", {"p": 90}).label() == "react p=90"  # no mode choice: not shown
     assert Setting("none").label() == "none"
-    assert Setting("ash-s", {"p": 90}, score="msp", convention="ood").label(detail=True) == \
+    assert Setting("ash-s", {"p": 90}, "local", "msp", "ood").label(detail=True) == \
         "ash-s p=90, threshold=local, score=msp, FPR convention=ood (OOD positive)"
     for s in (Setting("ash-s", {"p": 90}, "global"), Setting("scale", {"p": 80})):
         assert s.shaper().describe() == s.label()
@@ -64,17 +62,14 @@ def test_frozen_hashable_and_json_round_trip():
     assert s.with_params(p=60).p == 60 and s.p == 90
 
 
-def test_evaluate_takes_a_setting_or_the_old_arguments(synthetic_bundle):
+def test_evaluate_takes_a_setting(synthetic_bundle):
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     s = Setting("ash-b", {"p": 80}, "global", "maxlogit", "ood", 0)
     by_setting = ev.evaluate(s).to_dict()
-    assert by_setting == ev.evaluate("ash-b", 80, "global", "maxlogit", "ood").to_dict()
     assert by_setting == evaluate(load_bundle(synthetic_bundle), s).to_dict()
     assert by_setting["params"] == {"p": 80.0} and by_setting["label"] == "ash-b p=80 global"
     assert ev.evaluate(s).setting == s.validated()
     assert by_setting != ev.evaluate(s.with_params(p=60)).to_dict()
-    with pytest.raises(ParameterError, match="inside the Setting"):
-        ev.evaluate(s, p=70)
 
 
 def test_sweep_settings_in_row_order():

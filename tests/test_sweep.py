@@ -17,6 +17,7 @@ from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
 from ash_core.maths.metrics import METRIC_NAMES
 from ash_core.methods import get_method, list_methods
+from ash_core.setting import Setting
 from ash_core.sweep import parse_grid, sweep
 
 
@@ -33,7 +34,7 @@ def per_point(bundle, methods, grid, threshold="local", score="energy", conventi
         spec = get_method(m)
         mode = threshold if threshold in spec.thresholds else "local"
         for p in (grid if spec.has_p else [None]):
-            r = ev.evaluate(m, p, mode, score, convention, seed)
+            r = ev.evaluate(Setting(m, {} if p is None else {"p": p}, mode, score, convention, seed))
             row = {"method": m, "p": np.nan if p is None else p,
                    "id_acc": r.id_accuracy["shaped"], "id_acc_unshaped": r.id_accuracy["unshaped"]}
             for name, metrics in r.ood.items():

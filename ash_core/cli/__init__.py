@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 
+from ash_core import __version__
 from ash_core.errors import AshError
 
 #: Subcommand modules under ash_core.cli, in --help order.
@@ -37,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ash-explore", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from ash_core import __version__
-
     parser.add_argument("--version", action="version", version=f"ash-explore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:

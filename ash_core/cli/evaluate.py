@@ -18,6 +18,7 @@ from ash_core.cli.layer_args import add_layer_arg
 from ash_core.device import resolve_device
 from ash_core.layers import layer_evaluator
 from ash_core.methods import list_methods
+from ash_core.params import merge_p
 from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame
 from ash_core.setting import Setting
 
@@ -47,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def setting_of(args: argparse.Namespace) -> Setting:
     """The validated setting the command line asks for."""
-    return Setting.of(args.method, args.p, args.threshold, args.score, args.fpr_convention,
-                      args.seed, params=parse_params(args.param)).validated()
+    params = merge_p(parse_params(args.param), args.p)
+    return Setting(args.method, params, args.threshold, args.score, args.fpr_convention,
+                   args.seed).validated()
 
 
 def run(args: argparse.Namespace) -> int:

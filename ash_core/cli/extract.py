@@ -6,6 +6,8 @@ import argparse
 import re
 
 from ash_core.errors import AshError
+from ash_core.extract import ExtractConfig, SplitSpec, extract
+from ash_core.extract.odin import parse_odin
 
 EPILOG = """\
 data specs (relative paths are resolved against --data-root):
@@ -121,10 +123,7 @@ def _split(text: str, default_name: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else (default_name, text)
 
 
-def build_config(args: argparse.Namespace):  # -> ExtractConfig
-    from ash_core.extract import ExtractConfig, SplitSpec
-    from ash_core.extract.odin import parse_odin
-
+def build_config(args: argparse.Namespace) -> ExtractConfig:
     flags = {
         "out": args.out, "name": args.name, "model": args.model, "weights": args.weights,
         "download": args.download, "layer": args.layer, "fit_head": args.fit_head,
@@ -165,8 +164,6 @@ def build_config(args: argparse.Namespace):  # -> ExtractConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ash_core.extract import extract
-
     cfg = build_config(args)
     path = extract(cfg, log=lambda s: print(s, flush=True))
     if path is not None:

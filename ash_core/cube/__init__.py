@@ -11,7 +11,7 @@ Words: the *engine* is how a setting's numbers are computed ("exact" Evaluator o
 """
 
 from ash_core.cube.build import BACKENDS, build_cubes, choose_backend
-from ash_core.cube.cache import cube_key, cube_path, default_cache_dir, get_cube, get_cubes
+from ash_core.cube.cache import cube_key, cube_path, get_cube, get_cubes
 from ash_core.cube.kernel import kernel_status
 from ash_core.cube.lookup import point_metrics, point_result
 from ash_core.cube.model import (
@@ -28,7 +28,7 @@ from ash_core.maths.metrics import IdScores
 __all__ = [
     "BACKENDS", "CUBE_METHODS", "CUBE_STRATEGIES", "IdScores",
     "ScoreCube", "SplitCube", "build_cubes", "choose_backend", "cube_key",
-    "cube_path", "default_cache_dir", "get_cube", "get_cubes",
+    "cube_path", "get_cube", "get_cubes",
     "grid_strategy", "is_cube_method", "kernel_status", "load_cube", "point_metrics", "point_result",
     "save_cube",
 ]

@@ -6,7 +6,7 @@ value x weight column along the order, ASH-S the same times exp(s1/s2(k)), ASH-B
 sums of the weight columns times s1/k, ASH-RAND running sums of draw x weight column.
 The *backend* computes them: the native C kernel (``kernel.c``, all variants in one pass,
 tile by tile of classes, scores reduced on the fly) or the pure-torch fallback. On a CUDA
-``Evaluator.device`` the torch backend runs there; the native kernel is the CPU path.
+``Selection.device`` the torch backend runs there; the native kernel is the CPU path.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ash_core.cube.strategies import build_strategy
 from ash_core.cube.thresholds import fit_global_thresholds, normalize_grid
 from ash_core.cube.torch_backend import run_torch
 from ash_core.device import is_cuda
-from ash_core.engine.exact import Evaluator
+from ash_core.engine.store import Selection
 from ash_core.errors import ParameterError
 from ash_core.maths.shaping import kept_count
 from ash_core.methods import check_seed, check_threshold_mode, get_method
@@ -94,10 +94,10 @@ def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
     return take
 
 
-def native_head(ev: Evaluator) -> tuple[np.ndarray, np.ndarray]:
+def native_head(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
     """The head tiled for the kernel: made once per build (8 MiB at ImageNet shapes, ~12 ms;
     once per split it was a fixed cost that weighed on small bundles)."""
-    return _native.tiled_head(ev.weight, ev.bias, _native.choose_tile(ev.weight.shape[0]))
+    return _native.tiled_head(sel.weight, sel.bias, _native.choose_tile(sel.weight.shape[0]))
 
 
 def _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full,
@@ -119,7 +119,7 @@ def _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full,
     )
 
 
-def _run_split(x: np.ndarray, ev: Evaluator, grid: np.ndarray, counts: np.ndarray | None,
+def _run_split(x: np.ndarray, sel: Selection, grid: np.ndarray, counts: np.ndarray | None,
                thresholds: np.ndarray | None, variants: list[str], seed: int,
                head: tuple[np.ndarray, np.ndarray] | None,
                progress: Callable[[int], None] | None,
@@ -133,13 +133,13 @@ def _run_split(x: np.ndarray, ev: Evaluator, grid: np.ndarray, counts: np.ndarra
     if head is not None:
         _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full, progress)
     else:
-        run_torch(x, draws, ev.weight, ev.bias, counts, thresholds, variants, outs, full,
-                  progress, chunk=TORCH_CHUNK, device=ev.device)
+        run_torch(x, draws, sel.weight, sel.bias, counts, thresholds, variants, outs, full,
+                  progress, chunk=TORCH_CHUNK, device=sel.device)
     cubes = {v: SplitCube(*(o[i] for o in outs)) for i, v in enumerate(variants)}
     return cubes, SplitCube(*full)
 
 
-def check_request(ev: Evaluator, methods: Sequence[str], threshold: str) -> list[str]:
+def check_request(sel: Selection, methods: Sequence[str], threshold: str) -> list[str]:
     """The de-duplicated methods, each a cube method supporting ``threshold``."""
     methods = list(dict.fromkeys(methods))
     for m in methods:
@@ -152,17 +152,17 @@ def check_request(ev: Evaluator, methods: Sequence[str], threshold: str) -> list
         check_threshold_mode(spec, threshold)
     if not methods:
         raise ParameterError("no methods to build a cube for.")
-    if not ev.ood_names:
+    if not sel.ood_names:
         raise ParameterError(
-            f"bundle {ev.bundle.name} has no OOD split selected; select at least one."
+            f"bundle {sel.bundle.name} has no OOD split selected; select at least one."
         )
     return methods
 
 
-def _row_counter(ev: Evaluator, passes: int, progress: Progress | None
+def _row_counter(sel: Selection, passes: int, progress: Progress | None
                  ) -> Callable[[int], None]:
     """``tick(rows)`` reporting ``progress(done, total)`` over every split's rows, per pass."""
-    total = passes * sum(len(ev.bundle.split(nm)) for nm in ev.split_names)
+    total = passes * sum(len(sel.bundle.split(nm)) for nm in sel.split_names)
     done = 0
 
     def tick(rows: int) -> None:
@@ -174,41 +174,41 @@ def _row_counter(ev: Evaluator, passes: int, progress: Progress | None
     return tick
 
 
-def _build_prefix(ev: Evaluator, methods: list[str], g: np.ndarray, threshold: str, seed: int,
+def _build_prefix(sel: Selection, methods: list[str], g: np.ndarray, threshold: str, seed: int,
                   backend: str, tick: Callable[[int], None]) -> dict[str, ScoreCube]:
     """The ASH variants ("prefix" strategy): one pass per split through the backend."""
-    chosen = choose_backend(ev.weight.shape[0], backend, ev.device)
+    chosen = choose_backend(sel.weight.shape[0], backend, sel.device)
     counts = thresholds = None
     if threshold == "local":
-        counts = np.asarray([kept_count(ev.bundle.dim, p) for p in g], dtype=np.int32)
+        counts = np.asarray([kept_count(sel.bundle.dim, p) for p in g], dtype=np.int32)
     else:
-        thresholds = fit_global_thresholds(ev, g)
-    head = native_head(ev) if chosen == "native" else None
+        thresholds = fit_global_thresholds(sel, g)
+    head = native_head(sel) if chosen == "native" else None
     per_split, unshaped = {}, {}
-    for nm in ev.split_names:
+    for nm in sel.split_names:
         per_split[nm], unshaped[nm] = _run_split(
-            ev.features(nm).numpy(), ev, g, counts, thresholds, methods, seed, head, tick)
-    return {m: _cube(ev, m, threshold, g, seed if m == "ash-rand" else 0,
-                     {nm: per_split[nm][m] for nm in ev.split_names}, unshaped, thresholds,
+            sel.features(nm).numpy(), sel, g, counts, thresholds, methods, seed, head, tick)
+    return {m: _cube(sel, m, threshold, g, seed if m == "ash-rand" else 0,
+                     {nm: per_split[nm][m] for nm in sel.split_names}, unshaped, thresholds,
                      chosen)
             for m in methods}
 
 
-def _cube(ev: Evaluator, method: str, threshold: str, g: np.ndarray, seed: int,
+def _cube(sel: Selection, method: str, threshold: str, g: np.ndarray, seed: int,
           splits: dict[str, SplitCube], unshaped: dict[str, SplitCube],
           fitted: np.ndarray | None, backend: str) -> ScoreCube:
-    labels = ev.bundle.id_split.labels
+    labels = sel.bundle.id_split.labels
     return ScoreCube(
         method=method, threshold=threshold, grid=g, seed=int(seed),
-        bundle_hash=ev.bundle.content_hash, bundle_name=ev.bundle.name, id_name=ev.id_name,
-        ood_names=list(ev.ood_names), splits=splits, unshaped=unshaped,
+        bundle_hash=sel.bundle.content_hash, bundle_name=sel.bundle.name, id_name=sel.id_name,
+        ood_names=list(sel.ood_names), splits=splits, unshaped=unshaped,
         labels=None if labels is None else np.asarray(labels, dtype=np.int64),
         fitted_thresholds=fitted, backend=backend,
     )
 
 
 def build_cubes(
-    ev: Evaluator,
+    sel: Selection,
     methods: Sequence[str],
     grid: Iterable[float],
     threshold: str = "local",
@@ -219,15 +219,15 @@ def build_cubes(
     """Compute the cubes of several methods (no cache): the ASH variants together in one
     pass per split, ReAct and SCALE in one pass each (``strategies``), all on ``backend``."""
     seed = check_seed(seed)
-    methods = check_request(ev, methods, threshold)
+    methods = check_request(sel, methods, threshold)
     g = normalize_grid(grid)
     prefix = [m for m in methods if grid_strategy(m) == "prefix"]
     others = [m for m in methods if grid_strategy(m) != "prefix"]
-    tick = _row_counter(ev, bool(prefix) + len(others), progress)
-    out = _build_prefix(ev, prefix, g, threshold, seed, backend, tick) if prefix else {}
+    tick = _row_counter(sel, bool(prefix) + len(others), progress)
+    out = _build_prefix(sel, prefix, g, threshold, seed, backend, tick) if prefix else {}
     for m in others:
-        chosen = choose_backend(ev.weight.shape[0], backend, ev.device)
-        splits, unshaped, fitted = build_strategy(grid_strategy(m), ev, g, TORCH_CHUNK, tick,
+        chosen = choose_backend(sel.weight.shape[0], backend, sel.device)
+        splits, unshaped, fitted = build_strategy(grid_strategy(m), sel, g, TORCH_CHUNK, tick,
                                                   chosen, BLOCK_ROWS, cube_threads())
-        out[m] = _cube(ev, m, threshold, g, 0, splits, unshaped, fitted, chosen)
+        out[m] = _cube(sel, m, threshold, g, 0, splits, unshaped, fitted, chosen)
     return {m: out[m] for m in methods}

@@ -1,30 +1,17 @@
-"""The cube cache policy: what a cached cube is keyed on, where it lives, when it is rebuilt.
+"""The cube cache: what a cached cube is keyed on, and get_cube / get_cubes through it.
 
-``<cache dir>/<bundle content hash>/<method>-<mode>-<slot digest>.safetensors``. The
-cache dir is ``<bundle>/.cube_cache`` when the bundle directory is writable (or that
-directory exists), else ``$XDG_CACHE_HOME/ash-explorer/cubes`` (default ``~/.cache``);
-``ASH_CUBE_CACHE`` or ``cache_dir=`` override both. A ``.cube_cache`` (or a per-bundle
-directory) that is a symbolic link is never followed: cubes are then not cached, with a
-warning. When no cache directory can be used at all (a read-only bundle and no writable
-home), cubes are computed without caching, with one warning.
-
-The key holds everything a cube depends on, including a sha256 of the bytes actually
-read (the head and every split the cube uses, id_fit for global thresholds), so a
-bundle loaded with ``verify=False`` whose features were edited never gets a stale cube.
-The file name (the *slot*) is a digest of the key without that data digest, so a stale
-or broken entry is replaced in place. ANY failure to load an entry (stale key, bad
-checksum, wrong dtype or shape, garbage, unreadable) gives one warning, a rebuild and
-a rewrite of the entry.
+``<cache dir>/<bundle content hash>/<method>-<mode>-<slot digest>.safetensors`` (the
+directory, slot, checks and writes are the disk cache's: ``ash_core.diskcache``). The key
+holds everything a cube depends on, including a digest of the bytes actually read (the
+head and every split the cube uses, id_fit for global thresholds or ReAct's clip). ANY
+failure to load an entry (stale key, bad checksum, wrong dtype or shape, garbage,
+unreadable) gives one warning, a rebuild and a rewrite of the entry.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import os
-import threading
-import warnings
-import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,141 +23,45 @@ from ash_core.cube.build import Progress, build_cubes, check_request
 from ash_core.cube.model import ScoreCube, fits_on_id_fit
 from ash_core.cube.store import load_cube, save_cube
 from ash_core.cube.thresholds import normalize_grid
-from ash_core.engine.exact import Evaluator
-from ash_core.errors import BundleError
+from ash_core.diskcache import cache_dir_of, data_digest, entry_path, read_entry, write_entry
+from ash_core.engine.store import Selection
 from ash_core.methods import check_seed
 
 #: Bumped whenever the cube's content or file layout changes (old entries become stale).
 CUBE_VERSION = 4  # 4: ReAct clips units >= c, ties of rows clipped everywhere exact
-ENV_CACHE = "ASH_CUBE_CACHE"
-
-_digests: weakref.WeakKeyDictionary[Bundle, dict[str, str]] = weakref.WeakKeyDictionary()
-_digest_lock = threading.Lock()
 
 
-def _array_digest(h: Any, arr: np.ndarray | None) -> None:
-    if arr is None:
-        h.update(b"none")
-        return
-    h.update(f"{arr.dtype.str}{list(arr.shape)}".encode())
-    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
-
-
-def _part_digest(bundle: Bundle, part: str) -> str:
-    """sha256 of the head (``part=""``) or of one split's features and labels, as read."""
-    h = hashlib.sha256(part.encode() + b"\0")
-    if part == "":
-        _array_digest(h, bundle.head_weight.numpy())
-        _array_digest(h, bundle.head_bias.numpy())
-    else:
-        split = bundle.split(part)
-        _array_digest(h, split.features)
-        _array_digest(h, split.labels)
-        split.release_pages()  # read once: not resident next to the float32 copy
-    return h.hexdigest()
-
-
-def data_digest(bundle: Bundle, splits: Sequence[str]) -> str:
-    """A digest of the head and ``splits`` as this Bundle object reads them (memoised per
-    Bundle object: its arrays are read-only maps of files the loader checked once)."""
-    with _digest_lock:
-        memo = _digests.setdefault(bundle, {})
-    parts = []
-    for part in ["", *splits]:
-        if part not in memo:
-            memo[part] = _part_digest(bundle, part)
-        parts.append(memo[part])
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-
-def cube_key(ev: Evaluator, method: str, threshold: str, grid: np.ndarray,
+def cube_key(sel: Selection, method: str, threshold: str, grid: np.ndarray,
              seed: int) -> dict[str, Any]:
     """Everything a cached cube depends on (compared exactly when loading)."""
-    names = ev.split_names
-    fit = ev.bundle.id_fit
+    names = sel.split_names
+    fit = sel.bundle.id_fit
     used = names + ([fit.name] if fits_on_id_fit(method, threshold) and fit is not None else [])
     return {
         "cube_version": CUBE_VERSION,
-        "bundle": ev.bundle.content_hash,
-        "data": data_digest(ev.bundle, used),
+        "bundle": sel.bundle.content_hash,
+        "data": data_digest(sel.bundle, used),
         "method": method,
         "threshold": threshold,
         "grid": [float(v) for v in grid],
         "seed": int(seed) if method == "ash-rand" else 0,
         "splits": list(names),
-        "rows": {nm: len(ev.bundle.split(nm)) for nm in names},
-        "labels": ev.bundle.id_split.labels is not None,
+        "rows": {nm: len(sel.bundle.split(nm)) for nm in names},
+        "labels": sel.bundle.id_split.labels is not None,
     }
 
 
 def cube_path(cache_dir: Path, key: dict[str, Any]) -> Path:
-    """The slot of ``key``: ``<cache_dir>/<bundle hash>/<method>-<mode>-<digest>``; the data
-    digest is left out so that a stale entry is overwritten, not left beside the new one."""
-    slot = {k: v for k, v in key.items() if k != "data"}
-    digest = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / key["bundle"] / \
-        f"{key['method']}-{key['threshold']}-{digest}.safetensors"
+    """The slot of ``key``: ``<cache_dir>/<bundle hash>/<method>-<mode>-<digest>``."""
+    return entry_path(cache_dir, key, f"{key['method']}-{key['threshold']}", ".safetensors")
 
 
-def resolve_cache_dir(bundle: Bundle, cache_dir: str | os.PathLike | None = None,
-                      ) -> tuple[Path | None, str | None]:
-    """(cache directory, None), or (None, why cubes cannot be cached) (see module doc)."""
-    if cache_dir is not None:
-        return Path(cache_dir), None
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]), None
-    beside = Path(bundle.root) / ".cube_cache"
-    if os.path.islink(beside):
-        return None, (f"{beside} is a symbolic link, which is not followed; score cubes are "
-                      "not cached (remove the link, or set ASH_CUBE_CACHE)")
-    if os.path.isdir(beside) or os.access(bundle.root, os.W_OK):
-        return beside, None
-    try:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    except (RuntimeError, KeyError):
-        return None, ("the bundle directory is read-only and there is no home directory; "
-                      "score cubes are not cached (set ASH_CUBE_CACHE to a writable directory)")
-    return Path(base) / "ash-explorer" / "cubes", None
-
-
-def default_cache_dir(bundle: Bundle) -> Path | None:
-    """Where ``get_cube`` caches this bundle's cubes by default (None: not cached)."""
-    return resolve_cache_dir(bundle)[0]
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, stacklevel=4)
-
-
-def _load_cached(path: Path, key: dict[str, Any]) -> ScoreCube | None:
-    """The cached cube, or None when absent; any failure to load warns once (rebuilt)."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        if os.path.islink(path.parent):
-            raise BundleError(f"{path.parent} is a symbolic link (not followed)")
-        return load_cube(path, key)
-    except Exception as exc:  # noqa: BLE001 - any broken entry is rebuilt and replaced
-        _warn(f"rebuilding the score cube: {exc}")
-        return None
-
-
-def _store(cube: ScoreCube, path: Path, key: dict[str, Any]) -> bool:
-    """Cache ``cube`` at ``path``; False (after one warning) when the cache is unusable."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.islink(path.parent):
-            raise BundleError(f"{path.parent} is a symbolic link (not followed)")
-        cube.meta["path"] = str(save_cube(cube, path, key))
-        return True
-    except (OSError, BundleError) as exc:
-        _warn(f"could not cache the score cube in {path.parent} ({exc}); continuing without "
-              "the cache")
-        return False
+def _save(cube: ScoreCube, path: Path, key: dict[str, Any]) -> None:
+    cube.meta["path"] = str(save_cube(cube, path, key))
 
 
 def get_cubes(
-    source: Bundle | Evaluator,
+    source: Bundle | Selection,
     methods: Sequence[str],
     grid: Iterable[float],
     threshold: str = "local",
@@ -181,25 +72,26 @@ def get_cubes(
     progress: Progress | None = None,
 ) -> dict[str, ScoreCube]:
     """Cubes of several ASH methods: loaded from the cache, or built together and cached."""
-    ev = source if isinstance(source, Evaluator) else Evaluator(source)
+    sel = source if isinstance(source, Selection) else Selection(source)
     seed = check_seed(seed)
-    methods = check_request(ev, methods, threshold)
+    methods = check_request(sel, methods, threshold)
     g = normalize_grid(grid)
-    cdir, problem = resolve_cache_dir(ev.bundle, cache_dir) if use_cache else (None, None)
-    if problem:
-        _warn(problem)
-    keys = {m: cube_key(ev, m, threshold, g, seed) for m in methods} if cdir else {}
-    out = {m: _load_cached(cube_path(cdir, keys[m]), keys[m]) for m in keys}
+    cdir = cache_dir_of(sel.bundle, cache_dir, use_cache, "score cubes")
+    keys = {m: cube_key(sel, m, threshold, g, seed) for m in methods} if cdir else {}
+    out = {m: read_entry(cube_path(cdir, keys[m]), functools.partial(load_cube, key=keys[m]),
+                         "score cube") for m in keys}
     missing = [m for m in methods if out.get(m) is None]
     if missing:
-        for m, cube in build_cubes(ev, missing, g, threshold, seed, backend, progress).items():
-            if cdir is not None and not _store(cube, cube_path(cdir, keys[m]), keys[m]):
+        for m, cube in build_cubes(sel, missing, g, threshold, seed, backend, progress).items():
+            if cdir is not None and not write_entry(
+                    cube_path(cdir, keys[m]),
+                    functools.partial(_save, cube, key=keys[m]), "score cube"):
                 cdir = None  # one warning per call, not one per method
             out[m] = cube
     return {m: out[m].freeze() for m in methods}
 
 
-def get_cube(source: Bundle | Evaluator, method: str, grid: Iterable[float],
+def get_cube(source: Bundle | Selection, method: str, grid: Iterable[float],
              threshold: str = "local", seed: int = 0, **options: Any) -> ScoreCube:
     """The cube of one method over ``grid`` (cached; see the module doc). ``options``: the
     other arguments of ``get_cubes`` (cache_dir, use_cache, backend, progress)."""

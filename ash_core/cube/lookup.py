@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from ash_core.cube.model import ScoreCube
-from ash_core.engine.exact import EvalResult
+from ash_core.engine.result import EvalResult
 from ash_core.errors import ParameterError
 from ash_core.maths.metrics import IdScores, check_convention
 from ash_core.maths.scores import get_score
+from ash_core.setting import Setting
 
 
 def _ood_names(cube: ScoreCube, ood: Iterable[str] | None) -> list[str]:
@@ -43,21 +44,16 @@ def point_result(
     id_scores = np.asarray(cube.splits[cube.id_name].score(score, j))
     ood_scores = {n: np.asarray(cube.splits[n].score(score, j)) for n in names}
     ids = IdScores(id_scores)
+    at = float(cube.grid[j])
     return EvalResult(
         bundle=cube.bundle_name,
-        method=cube.method,
-        p=float(cube.grid[j]),
-        threshold=cube.threshold,
-        score=score,
-        convention=convention,
+        setting=Setting(cube.method, {"p": at}, cube.threshold, score, convention, cube.seed),
         id_accuracy=cube.id_accuracy(p),
         ood={n: ids.metrics(s, convention) for n, s in ood_scores.items()},
         fitted_threshold=None if cube.fitted_thresholds is None
         else float(cube.fitted_thresholds[j]),
         id_scores=id_scores,
         ood_scores=ood_scores,
-        params={"p": float(cube.grid[j])},
-        seed=cube.seed,
         engine="cube",
     )
 

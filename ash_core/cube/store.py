@@ -5,10 +5,10 @@ the key; nothing else is accepted) and a ``__metadata__`` holding the JSON key, 
 split names, the backend and ``sha256``. Reading and writing go through
 ``ash_core.bundle.safetensors_io`` (strict header checks, atomic writes).
 
-Checksum: sha256 over the canonical header without the checksum (the metadata minus
-``sha256``, and every tensor's name, dtype and shape, as sorted JSON) followed by every
-tensor's bytes in name order. So a changed dtype or shape, a renamed or swapped tensor,
-an edited key and any changed data byte all fail the check; byte offsets are not hashed
+Checksum (``diskcache.checksum``): sha256 over the canonical header without the checksum
+(the metadata minus ``sha256``, and every tensor's name, dtype and shape, as sorted JSON)
+followed by every tensor's bytes in name order. So a changed dtype or shape, a renamed or
+swapped tensor, an edited key and any changed data byte all fail the check; byte offsets are not hashed
 because the strict header check already requires them to tile the data exactly, and
 the per-name data order catches swapped offsets. The digest lives in the header itself
 (the file stays plain safetensors, no sidecar to lose).
@@ -16,9 +16,7 @@ the per-name data order catches swapped offsets. The digest lives in the header 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,9 @@ import numpy as np
 
 from ash_core.bundle.safetensors_io import DTYPES, read_header, read_tensors, write_tensors
 from ash_core.cube.model import FIELD_DTYPES, FIELDS, ScoreCube, SplitCube, fits_on_id_fit
+from ash_core.diskcache import DIGEST_FIELD, check_not_linked, checksum, same_key
 from ash_core.errors import BundleError, CubeCacheError
 
-DIGEST_FIELD = "sha256"
 _DTYPE_NAME = {dt: name for name, dt in DTYPES.items() if name != "BF16"}
 
 
@@ -73,19 +71,6 @@ def _metadata(cube: ScoreCube, key: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def checksum(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
-    """sha256 of the canonical header without the checksum, then the data in name order."""
-    names = sorted(arrays)
-    layout = {nm: [_DTYPE_NAME.get(arrays[nm].dtype, str(arrays[nm].dtype)),
-                   list(arrays[nm].shape)] for nm in names}
-    meta = {k: v for k, v in metadata.items() if k != DIGEST_FIELD}
-    h = hashlib.sha256(json.dumps({"metadata": meta, "tensors": layout},
-                                  sort_keys=True).encode())
-    for nm in names:
-        h.update(memoryview(np.ascontiguousarray(arrays[nm])).cast("B"))
-    return h.hexdigest()
-
-
 def save_cube(cube: ScoreCube, path: Path, key: dict[str, Any]) -> Path:
     """Write a cube (whole-file sha256 in its metadata), atomically via safetensors_io."""
     tensors = _tensors(cube)
@@ -104,7 +89,7 @@ def _check_metadata(meta: Any, key: dict[str, Any]) -> dict[str, Any]:
         id_name = meta["id_name"]
     except (KeyError, TypeError, ValueError) as exc:
         raise CubeCacheError(f"its metadata is corrupt ({exc})") from None
-    if stored != json.loads(json.dumps(key, sort_keys=True)):
+    if not same_key(stored, key):
         raise CubeCacheError("it is stale (built for a different key)")
     if [id_name, *ood_names] != list(key["splits"]):
         raise CubeCacheError("its split names do not match its key")
@@ -147,13 +132,12 @@ def _assemble(arrays: dict[str, np.ndarray], key: dict[str, Any], info: dict[str
 def load_cube(path: Path, key: dict[str, Any], verify: bool = True) -> ScoreCube:
     """Load a cached cube; ``CubeCacheError`` when it is stale, corrupt or malformed.
 
-    Checks, in order: not a symlink; the header (strictly, by safetensors_io); stored
+    Checks, in order: not a symbolic link (nor its directory); the header (strictly, by safetensors_io); stored
     key == ``key``; every tensor's name, dtype and shape as the key implies; the sha256
     of header and data (``verify``).
     """
     path = Path(path)
-    if os.path.islink(path):
-        raise CubeCacheError(f"{path} is a symbolic link (not followed)")
+    check_not_linked(path)
     try:
         _, meta = read_header(path)
         info = _check_metadata(meta, key)

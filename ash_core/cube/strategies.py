@@ -2,7 +2,7 @@
 
 One pass over each split, every grid p at once, on the native kernel (``ash_clip_rows``,
 ``ash_scale_rows``: scores reduced on the fly, no ``[rows, C]`` logits per p) or on torch
-(the fallback without a C compiler, and the CUDA path, on the Evaluator's device):
+(the fallback without a C compiler, and the CUDA path, on the Selection's device):
 
 * **clip** (ReAct at p): clip ``c_p`` = the p-th percentile of id_fit activations (bit for
   bit as the shaper fits it). With each row sorted once (descending), the units at or
@@ -37,7 +37,7 @@ from ash_core.cube.torch_backend import (
     store_scores,
     store_unshaped,
 )
-from ash_core.engine.exact import Evaluator
+from ash_core.engine.store import Selection
 from ash_core.maths.shaping import kept_count, scale_factor
 
 Tick = Callable[[int], None]
@@ -80,13 +80,13 @@ def _row_scale_walk(ch: Chunk, z: torch.Tensor, counts: np.ndarray, bias: torch.
         store_scores(bufs, 0, j, scale_factor(ch.s1, s2)[:, None] * z + bias)
 
 
-def _split_cube(strategy: str, x: np.ndarray, ev: Evaluator, grid: np.ndarray,
+def _split_cube(strategy: str, x: np.ndarray, sel: Selection, grid: np.ndarray,
                 clips: np.ndarray | None, chunk: int, tick: Tick) -> tuple[SplitCube, SplitCube]:
-    """One split's cube under ``strategy`` and its unshaped scores, on ``ev.device``."""
-    dev = ev.device
+    """One split's cube under ``strategy`` and its unshaped scores, on ``sel.device``."""
+    dev = sel.device
     outs = empty_fields(1, grid.size, x.shape[0])
     full = empty_fields(1, x.shape[0])
-    wt, bias = ev.weight.T.contiguous().to(dev), ev.bias.to(dev)
+    wt, bias = sel.weight.T.contiguous().to(dev), sel.bias.to(dev)
     counts = np.asarray([kept_count(x.shape[1], p) for p in grid])
     clips32 = None if clips is None else torch.from_numpy(clips.astype(np.float32)).to(dev)
     for lo in range(0, x.shape[0], chunk):
@@ -127,28 +127,28 @@ def _native_split_cube(strategy: str, x: np.ndarray, grid: np.ndarray,
     return SplitCube(*(o[0] for o in outs)), SplitCube(*full)
 
 
-def _native_inputs(ev: Evaluator, strategy: str) -> tuple:
+def _native_inputs(sel: Selection, strategy: str) -> tuple:
     """The loaded kernel, the tiled head and SCALE's dense products (padded to the tile)."""
-    tile = _native.choose_tile(ev.weight.shape[0])
-    products = _native.padded_products(ev.weight, tile) if strategy == "row-scale" else None
-    return _kernel.load_kernel(tile), _native.tiled_head(ev.weight, ev.bias, tile), products
+    tile = _native.choose_tile(sel.weight.shape[0])
+    products = _native.padded_products(sel.weight, tile) if strategy == "row-scale" else None
+    return _kernel.load_kernel(tile), _native.tiled_head(sel.weight, sel.bias, tile), products
 
 
-def build_strategy(strategy: str, ev: Evaluator, grid: np.ndarray, chunk: int | None,
+def build_strategy(strategy: str, sel: Selection, grid: np.ndarray, chunk: int | None,
                    tick: Tick, backend: str = "torch", block: int = 4096, threads: int = 1,
                    ) -> tuple[dict[str, SplitCube], dict[str, SplitCube], np.ndarray | None]:
     """(cube per split, unshaped per split, fitted clips or None) for "clip" / "row-scale"
     on ``backend`` ("native": ``block`` rows at a time on ``threads`` threads; "torch":
     ``chunk`` rows at a time, None = the device's default)."""
-    chunk = chunk or chunk_rows(ev.device)
-    clips = fit_global_thresholds(ev, grid, "ReAct's clip") if strategy == "clip" else None
-    native = _native_inputs(ev, strategy) if backend == "native" else None
+    chunk = chunk or chunk_rows(sel.device)
+    clips = fit_global_thresholds(sel, grid, "ReAct's clip") if strategy == "clip" else None
+    native = _native_inputs(sel, strategy) if backend == "native" else None
     cubes, unshaped = {}, {}
-    for nm in ev.split_names:
-        x = ev.features(nm).numpy()
+    for nm in sel.split_names:
+        x = sel.features(nm).numpy()
         if native is not None:
             cubes[nm], unshaped[nm] = _native_split_cube(strategy, x, grid, clips, native,
                                                          block, threads, tick)
         else:
-            cubes[nm], unshaped[nm] = _split_cube(strategy, x, ev, grid, clips, chunk, tick)
+            cubes[nm], unshaped[nm] = _split_cube(strategy, x, sel, grid, clips, chunk, tick)
     return cubes, unshaped, clips

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ash_core.engine.exact import Evaluator
+from ash_core.engine.store import Selection
 from ash_core.errors import FeatureError, ParameterError
 from ash_core.maths.shaping import check_percentile
 
@@ -48,14 +48,14 @@ def percentiles(values: np.ndarray, grid: Iterable[float]) -> np.ndarray:
     return out
 
 
-def fit_global_thresholds(ev: Evaluator, grid: np.ndarray,
+def fit_global_thresholds(sel: Selection, grid: np.ndarray,
                           purpose: str = "threshold='global'") -> np.ndarray:
     """Global thresholds (or ReAct clips) for every grid p: the p-th percentiles of id_fit
     activations, as the shaper fits them."""
-    fit = ev.bundle.id_fit
+    fit = sel.bundle.id_fit
     if fit is None:
         raise ParameterError(
             f"{purpose} needs an 'id_fit' split (ID training features) and bundle "
-            f"{ev.bundle.name} has none; use threshold='local' (ASH) or re-extract with id_fit."
+            f"{sel.bundle.name} has none; use threshold='local' (ASH) or re-extract with id_fit."
         )
-    return percentiles(ev.features(fit.name).numpy(), grid)
+    return percentiles(sel.features(fit.name).numpy(), grid)

@@ -8,8 +8,9 @@ know nothing of bundles or methods live here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from ash_core.errors import FeatureError
@@ -53,3 +54,15 @@ def gather_rows(blocks: Iterable[torch.Tensor], rows: int, cols: int,
                            "while it was read (reload the bundle).")
     return out
 
+
+
+def score_blocks(blocks: Iterable[torch.Tensor],
+                 score_fn: Callable[[torch.Tensor], torch.Tensor]
+                 ) -> tuple[torch.Tensor, np.ndarray]:
+    """(top-1 predictions, scores) over logit blocks, on the CPU (scores on logits are
+    per row, so block by block they are the same numbers)."""
+    preds, scores = [], []
+    for logits in blocks:
+        preds.append(logits.argmax(dim=1).cpu())
+        scores.append(score_fn(logits).cpu().numpy())
+    return torch.cat(preds), np.concatenate(scores)

@@ -1,38 +1,46 @@
-"""Fitted state of the scores on features: computed once from id_fit, cached beside the bundle.
+"""Fits on id_fit: a shaper's cutoff (and state), and the state of a score on features.
 
-A feature score (``ash_core.features``: KNN, Mahalanobis, ViM ...) composes with any
+``fitted_shaper`` fits what a method needs on id_fit (a global threshold, ReAct's clip,
+DICE's masked head) once per ``FeatureStore`` and parameters (``FeatureStore.once``).
+
+A score on features (``ash_core.features``: KNN, Mahalanobis, ViM ...) composes with any
 shaping method: id_fit and every query split are shaped by the setting's method (and
 scored through its head, e.g. DICE's masked one), the score is fitted on shaped id_fit,
 then applied to each shaped split. The fitted state (class means, precisions, principal
-subspaces, neighbour banks) is a dict of numpy arrays, kept in memory per Evaluator and on
-disk as one safetensors file (never pickled):
+subspaces, neighbour banks) is a dict of numpy arrays, kept once per store and on disk
+as one safetensors file (never pickled):
 
     <cache dir>/<bundle content hash>/fitted-<score>-<slot digest>.safetensors
 
-The cache directory and its rules are the score cube's (``cube.cache.resolve_cache_dir``:
-``<bundle>/.cube_cache`` or ``ASH_CUBE_CACHE`` ...; a symlinked cache or bundle directory is
-not followed). The key holds the bundle's content hash, a digest of the head and id_fit as
-read (``cube.cache.data_digest``), the shaping setting (method, its parameters, threshold
-mode, seed), the score and its parameters; the slot is a digest of the key without the
-data digest, so a stale entry is replaced in place. A stale, corrupt or unreadable entry
-is rebuilt with a warning; an unusable cache directory means no cache, with a warning.
+The directory, slot, checks and writes are the disk cache's (``ash_core.diskcache``). The
+key holds the bundle's content hash, a digest of the head and id_fit as read, the shaping
+setting (method, its parameters, threshold mode, seed), the score and its parameters. A
+stale, corrupt or unreadable entry is rebuilt with a warning; an unusable cache directory
+means no cache, with a warning.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-import os
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ash_core.bundle.safetensors_io import read_header, read_tensors, write_tensors
-from ash_core.errors import BundleError, CubeCacheError, ParameterError
+from ash_core.bundle import Bundle
+from ash_core.diskcache import (
+    cache_dir_of,
+    cached,
+    data_digest,
+    entry_path,
+    read_arrays,
+    write_arrays,
+)
+from ash_core.engine.store import FeatureStore
+from ash_core.errors import ParameterError
 from ash_core.features import FitData, get_feature_score
 from ash_core.features.base import FeatureScore, State
 from ash_core.methods import Shaper
@@ -40,20 +48,19 @@ from ash_core.setting import Setting, split_params
 
 #: bumped whenever a fit's content or the file layout changes (old entries become stale)
 FITTED_VERSION = 1
-KEY_FIELD, DIGEST_FIELD = "ash_fitted", "sha256"
+KEY_FIELD = "ash_fitted"
 #: ``scorer(split name) -> (shaped logits, scores as numpy)``
 SplitScorer = Callable[[str], tuple[torch.Tensor, np.ndarray]]
 
 
-def fitted_key(ev: Any, shaper: Shaper, score: str, score_params: Mapping[str, float]
-               ) -> dict[str, Any]:
+def fitted_key(store: FeatureStore, shaper: Shaper, score: str,
+               score_params: Mapping[str, float]) -> dict[str, Any]:
     """Everything a fitted state depends on (compared exactly when loading)."""
-    from ash_core.cube.cache import data_digest  # the cube package imports the engines
-    fit = ev.bundle.id_fit
+    fit = store.bundle.id_fit
     return {
         "version": FITTED_VERSION,
-        "bundle": ev.bundle.content_hash,
-        "data": data_digest(ev.bundle, [fit.name]),
+        "bundle": store.bundle.content_hash,
+        "data": data_digest(store.bundle, [fit.name]),
         "id_fit": fit.name,
         "method": shaper.name,
         "method_params": dict(shaper.params),
@@ -65,107 +72,117 @@ def fitted_key(ev: Any, shaper: Shaper, score: str, score_params: Mapping[str, f
 
 
 def fitted_path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
-    slot = {k: v for k, v in key.items() if k != "data"}
-    digest = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / key["bundle"] / f"fitted-{key['score']}-{digest}.safetensors"
-
-
-def _checksum(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
-    from ash_core.cube.store import checksum
-    return checksum(dict(arrays), dict(meta))
+    """``<cache_dir>/<bundle hash>/fitted-<score>-<slot digest>.safetensors``."""
+    return entry_path(cache_dir, key, f"fitted-{key['score']}", ".safetensors")
 
 
 def save_state(path: Path, key: Mapping[str, Any], state: State) -> Path:
     """Write ``state`` with its key and a sha256 over header and data (atomic)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    meta = {KEY_FIELD: json.dumps(key, sort_keys=True)}
-    meta[DIGEST_FIELD] = _checksum(arrays, meta)
-    return write_tensors(path, arrays, meta)
+    return write_arrays(path, state, KEY_FIELD, key)
 
 
 def load_state(path: Path, key: Mapping[str, Any]) -> State:
-    """The cached state at ``path``; CubeCacheError when stale, corrupt or a symlink."""
-    if os.path.islink(path) or os.path.islink(path.parent):
-        raise CubeCacheError(f"{path} is a symbolic link (not followed)")
-    try:
-        _, meta = read_header(path)
-        if meta.get(KEY_FIELD) != json.dumps(key, sort_keys=True):
-            raise CubeCacheError(f"{path} is stale (fitted for a different key)")
-        arrays = read_tensors(path, mmap=False)
-    except BundleError as exc:
-        raise CubeCacheError(f"{path} is corrupt ({exc})") from None
-    if _checksum(arrays, meta) != meta.get(DIGEST_FIELD):
-        raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
-    return arrays
+    """The cached state at ``path``; CubeCacheError when stale or corrupt."""
+    return read_arrays(path, KEY_FIELD, key)
 
 
-def _cached(ev: Any, key: dict[str, Any], compute: Callable[[], State],
-            use_cache: bool) -> State:
-    """``compute()``'s state, through the on-disk cache when one can be used."""
-    from ash_core.cube.cache import resolve_cache_dir
-    cdir, problem = resolve_cache_dir(ev.bundle) if use_cache else (None, None)
-    if problem:
-        warnings.warn(problem.replace("score cubes", "fitted states"), stacklevel=4)
-    path = fitted_path(cdir, key) if cdir is not None else None
-    if path is not None and os.path.lexists(path):
-        try:
-            return load_state(path, key)
-        except Exception as exc:  # noqa: BLE001 - any broken entry is rebuilt and replaced
-            warnings.warn(f"rebuilding the fitted {key['score']} state: {exc}", stacklevel=4)
-    state = compute()
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.islink(path.parent):
-                raise BundleError(f"{path.parent} is a symbolic link (not followed)")
-            save_state(path, key, state)
-        except (OSError, BundleError) as exc:
-            warnings.warn(f"could not cache the fitted {key['score']} state in {path.parent} "
-                          f"({exc}); continuing without the cache", stacklevel=4)
-    return state
-
-
-def _fit_data(ev: Any, shaper: Shaper, spec: FeatureScore) -> FitData:
-    fit = ev.bundle.id_fit
+def _fit_data(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
+              in_use: Collection[str]) -> FitData:
+    fit = store.bundle.id_fit
     if fit is None:
         raise ParameterError(
             f"score {spec.name!r} is fitted on ID training features and bundle "
-            f"{ev.bundle.name} has no 'id_fit' split; choose a score on logits (energy, msp, "
-            "maxlogit) or re-extract with an id_fit split."
+            f"{store.bundle.name} has no 'id_fit' split; choose a score on logits (energy, "
+            "msp, maxlogit) or re-extract with an id_fit split."
         )
     labels = fit.labels_tensor()
-    weight, bias = shaper.head(ev.weight, ev.bias)
-    return FitData(ev.shaped_features(shaper, fit.name),
+    weight, bias = shaper.head(store.weight, store.bias)
+    return FitData(store.shaped_features(shaper, fit.name, in_use),
                    None if labels is None else labels.numpy(), weight, bias)
 
 
-def fitted_state(ev: Any, shaper: Shaper, spec: FeatureScore,
-                 score_params: Mapping[str, float], use_cache: bool = True) -> State:
-    """The state of ``spec`` fitted on id_fit shaped by ``shaper`` (memory, disk, or fit)."""
-    if ev.bundle.id_fit is None:
-        _fit_data(ev, shaper, spec)  # raises the missing-id_fit error
-    key = fitted_key(ev, shaper, spec.name, score_params)
-    memo_key = json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
-    if memo_key not in ev._states:
-        ev._states[memo_key] = _cached(
-            ev, key, lambda: spec.fit(_fit_data(ev, shaper, spec), score_params), use_cache)
-    return ev._states[memo_key]
+def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
+                 score_params: Mapping[str, float], in_use: Collection[str] = (),
+                 use_cache: bool = True) -> State:
+    """The state of ``spec`` fitted on id_fit shaped by ``shaper`` (made once per store,
+    read from the disk cache, or fitted)."""
+    if store.bundle.id_fit is None:
+        _fit_data(store, shaper, spec, in_use)  # raises the missing-id_fit error
+    key = fitted_key(store, shaper, spec.name, score_params)
+    slot = json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
+
+    def fit() -> State:
+        return spec.fit(_fit_data(store, shaper, spec, in_use), score_params)
+
+    def fit_or_read() -> State:
+        cdir = cache_dir_of(store.bundle, None, use_cache, "fitted states")
+        return cached(None if cdir is None else fitted_path(cdir, key),
+                      functools.partial(load_state, key=key), fit,
+                      lambda path, state: save_state(path, key, state),
+                      f"fitted {spec.name} state")
+
+    return store.once(("state", slot), fit_or_read)
 
 
-def feature_scorer(ev: Any, shaper: Shaper, setting: Setting) -> SplitScorer | None:
+def feature_scorer(store: FeatureStore, shaper: Shaper, setting: Setting,
+                   in_use: Collection[str]) -> SplitScorer | None:
     """``split -> (top-1 predictions, scores)`` for a setting whose score is on features,
-    else None (the score is on logits)."""
+    else None (the score is on logits); ``in_use``: the splits the caller scores."""
     spec = get_feature_score(setting.score)
     if spec is None:
         return None
     score_params = split_params(setting.method, setting.score, setting.params)[1]
-    state = fitted_state(ev, shaper, spec, score_params)
-    head = shaper.head(ev.weight, ev.bias)
+    state = fitted_state(store, shaper, spec, score_params, in_use)
+    head = shaper.head(store.weight, store.bias)
 
     def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
-        x = ev.shaped_features(shaper, name)
-        logits = ev.shaped_logits(shaper, name) if shaper.spec.identity else ev.logits(x, head)
+        x = store.shaped_features(shaper, name, in_use)
+        logits = store.shaped_logits(shaper, name, in_use) if shaper.spec.identity \
+            else store.logits(x, head)
         scores = spec.score(x, logits, head, state, score_params)
         return logits.argmax(dim=1).cpu(), scores.to(torch.float64).numpy()
 
     return one
+
+
+# --------------------------------------------------------------------------- shapers
+
+
+def fitted_shaper(store: FeatureStore, setting: Setting) -> Shaper:
+    """A validated shaper for ``setting``, fitted on id_fit when its method and threshold
+    mode need it (once per store: a fit depends on the parameters, not on the
+    selection), with the settings of the feature variant it reads bound from the bundle."""
+    shaper = setting.shaper()
+    if shaper.needs_fit:
+        on = setting.method if shaper.spec.fit == "always" else "global"
+        key = ("cutoff", on, tuple(sorted(shaper.params.items())))
+        shaper.fitted_threshold, shaper.fitted_state = store.once(
+            key, lambda: _fit(store, shaper))
+    if shaper.spec.variant is not None:
+        shaper.variant_settings = _variant_settings(store.bundle, shaper)
+    return shaper
+
+
+def _fit(store: FeatureStore, shaper: Shaper) -> tuple[float | None, Any]:
+    """(cutoff, state) of ``shaper`` fitted on the bundle's id_fit split."""
+    fit_split = store.bundle.id_fit
+    if fit_split is None:
+        way_out = ("use threshold='local' or" if shaper.spec.fit == "global"
+                   else "choose a method that is not fitted, or")
+        raise ParameterError(
+            f"{shaper.describe()} needs an 'id_fit' split (ID training features) "
+            f"and bundle {store.bundle.name} has none; {way_out} re-extract with "
+            "an id_fit split."
+        )
+    shaper.fit(store.features(fit_split.name), head=(store.weight, store.bias))
+    return shaper.fitted_threshold, shaper.fitted_state
+
+
+def _variant_settings(bundle: Bundle, shaper: Shaper) -> dict[str, Any]:
+    """The settings the bundle's variant was extracted with (ParameterError if the
+    bundle has no such variant)."""
+    settings = bundle.variant(shaper.spec.variant)
+    if settings is None:
+        raise ParameterError(f"{shaper.describe()} is not available on bundle "
+                             f"{bundle.name}: {shaper.spec.unavailable(bundle)}.")
+    return settings

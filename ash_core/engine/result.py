@@ -17,16 +17,11 @@ class EvalResult:
     """What ``ash-explore evaluate`` reports; ``to_dict`` is its JSON form."""
 
     bundle: str
-    method: str
-    p: float | None
-    threshold: str
-    score: str
-    convention: str
+    #: the setting these numbers are of (validated)
+    setting: Setting
     id_accuracy: dict[str, float | None]
     ood: dict[str, OODMetrics]
     fitted_threshold: float | None = None
-    params: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
@@ -34,14 +29,36 @@ class EvalResult:
     variant: dict[str, Any] | None = None
 
     @property
-    def average(self) -> dict[str, float]:
-        return average_metrics(self.ood)
+    def method(self) -> str:
+        return self.setting.method
 
     @property
-    def setting(self) -> Setting:
-        """The setting these numbers are of."""
-        return Setting(self.method, self.params or ({} if self.p is None else {"p": self.p}),
-                       self.threshold, self.score, self.convention, self.seed)
+    def params(self) -> dict[str, float]:
+        return dict(self.setting.params)
+
+    @property
+    def p(self) -> float | None:
+        return self.setting.p
+
+    @property
+    def threshold(self) -> str:
+        return self.setting.threshold
+
+    @property
+    def score(self) -> str:
+        return self.setting.score
+
+    @property
+    def convention(self) -> str:
+        return self.setting.convention
+
+    @property
+    def seed(self) -> int:
+        return self.setting.seed
+
+    @property
+    def average(self) -> dict[str, float]:
+        return average_metrics(self.ood)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""

@@ -6,16 +6,16 @@ per layer in ``cache``), ``results`` (a layer's numbers as an ``EvalResult``).
 """
 
 from ash_core.layers.replay import (
-           LayerEvaluator,
-           layer_evaluator,
-           layer_names,
-           refusal,
-           replay_logits,
+    LayerEvaluator,
+    LayerStore,
+    layer_evaluator,
+    refusal,
+    replay_logits,
 )
 from ash_core.layers.results import engine_of, layer_result, sweep_result
 from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
 from ash_core.layers.sweep import LayerSweep, layer_sweep
 
-__all__ = ["PENULTIMATE", "LayerEvaluator", "LayerMaps", "LayerSweep", "engine_of",
-           "layer_evaluator", "layer_names", "layer_result", "layer_sweep", "open_layers",
+__all__ = ["PENULTIMATE", "LayerEvaluator", "LayerMaps", "LayerStore", "LayerSweep",
+           "engine_of", "layer_evaluator", "layer_result", "layer_sweep", "open_layers",
            "refusal", "replay_logits", "sweep_result"]

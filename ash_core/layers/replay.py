@@ -1,27 +1,31 @@
 """Replay: shape a cached layer's maps and run the network's tail to logits.
 
-``LayerEvaluator`` is an ``Evaluator`` whose logits come from a layer's maps through its
-tail instead of penultimate features through the head, so metrics, scores and accuracy are
-computed by the very same code. At ``penultimate`` it *is* the bundle's Evaluator (bit for
-bit today's evaluation). Shaping is per sample over C*H*W (as the official code on 4-D
+A ``LayerStore`` gives an ``Evaluator`` logits from a layer's maps through its tail instead
+of penultimate features through the head, so metrics, scores and accuracy are computed by
+the very same code (``LayerEvaluator``). At ``penultimate`` the bundle's own Evaluator
+serves (``layer_evaluator``). Shaping is per sample over C*H*W (as the official code on 4-D
 tensors); only local (per-sample) thresholds, since maps of ``id_fit`` are not cached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ash_core.bundle import Bundle
-from ash_core.device import resolve_device
+from ash_core.device import DeviceLike, resolve_device
+from ash_core.engine.blocks import score_blocks
 from ash_core.engine.exact import Evaluator
+from ash_core.engine.memo import Once
 from ash_core.errors import ParameterError
+from ash_core.features import get_feature_score
 from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
+from ash_core.maths.scores import get_score, list_scores
 from ash_core.maths.shaping import rank_order
 from ash_core.methods import Shaper, get_method
-from ash_core.setting import Setting, as_setting
+from ash_core.setting import Setting
 
 BATCH = 256
 
@@ -49,11 +53,6 @@ def refusal(method: str, threshold: str = "local") -> str | None:
         return (f"{method} with {threshold} thresholds needs the activations of ID training "
                 "maps, which are not cached (use local thresholds)")
     return None
-
-
-def pick_device(name: str | torch.device | None = "auto") -> torch.device:
-    """The project's device rule (``ash_core.device.resolve_device``; None: ``ASH_DEVICE``)."""
-    return resolve_device(name)
 
 
 def _shape(shaper: Shaper | None, x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -89,18 +88,14 @@ def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None
     return torch.cat(outs) if outs else torch.empty(0, maps.num_classes)
 
 
-def layer_names(bundle: Bundle) -> list[str]:
-    """Layers ``--layer`` accepts for this bundle (``penultimate`` always)."""
-    maps = open_layers(bundle)
-    return maps.names if maps is not None else [PENULTIMATE]
+class LayerStore:
+    """A layer's store: its maps shaped and replayed through the network's tail, in place
+    of penultimate features through the head (what an ``Evaluator`` reads of a
+    ``FeatureStore`` to score splits). Serves ``none`` and the per-sample ASH variants
+    with local thresholds and scores on logits (``check``)."""
 
-
-class LayerEvaluator(Evaluator):
-    """An Evaluator whose logits are replayed from ``layer`` (see the module docstring)."""
-
-    def __init__(self, bundle: Bundle, layer: str, ood: Iterable[str] | None = None,
-                 device: str = "auto", batch: int = BATCH, warn: bool = True):
-        super().__init__(bundle, ood, warn=warn)
+    def __init__(self, bundle: Bundle, layer: str, device: DeviceLike = "auto",
+                 batch: int = BATCH):
         maps = open_layers(bundle)
         if maps is None:
             raise ParameterError(
@@ -108,39 +103,34 @@ class LayerEvaluator(Evaluator):
                 "replayed; re-extract with `ash-explore extract --layers layer1,layer2,...` "
                 "(or `make layers` for the demo bundles).")
         maps.info(layer)
-        self.maps, self.layer = maps, layer
-        self.device, self.batch = pick_device(device), batch
+        self.bundle, self.maps, self.layer = bundle, maps, layer
+        self.device, self.batch = resolve_device(device), batch
+        self._base_logits: dict[str, torch.Tensor] = {}
+        self._unshaped = Once()  # (split, score) -> (predictions, scores)
 
-    def with_ood(self, ood: Iterable[str] | None) -> LayerEvaluator:
-        ev = LayerEvaluator.__new__(LayerEvaluator)
-        ev.__dict__.update(self.__dict__)
-        ev.ood_names = [s.name for s in self.bundle.select_ood(ood)]
-        return ev
-
-    def shaper(self, method: str | Setting, p: float | None = None, threshold: str = "local",
-               seed: int = 0, *, params: Mapping[str, float] | None = None) -> Shaper:
-        """A shaper for this layer's maps: the per-sample ASH variants (``refusal`` says
-        why the rest have no meaning here) and ``none``."""
-        setting = as_setting(method, p, threshold, seed=seed, params=params)
+    def check(self, setting: Setting) -> None:
+        """ParameterError for a setting with no meaning at this layer (``refusal``)."""
         why = None if setting.method == "none" else refusal(setting.method, setting.threshold)
         if why:
             raise ParameterError(
                 f"--layer {self.layer}: {why}; at inner layers use a per-sample method "
                 "(ash-p/ash-b/ash-s/ash-rand, threshold local), or none for no shaping.")
-        return setting.shaper()
+        if get_feature_score(setting.score) is not None:
+            raise ParameterError(
+                f"--layer {self.layer}: score {setting.score!r} is fitted on penultimate "
+                "id_fit features; at inner layers use a score on logits "
+                f"({', '.join(list_scores())}).")
 
-    def base_logits(self, name: str) -> torch.Tensor:
+    def base_logits(self, name: str, in_use: Collection[str] = ()) -> torch.Tensor:
+        """Unshaped logits of a split replayed from this layer, on the CPU (kept)."""
         if name not in self._base_logits:
             self._base_logits[name] = replay_logits(self.maps, self.layer, name, None,
                                                     self.batch, self.device)
         return self._base_logits[name]
 
-    def _device_base_logits(self, name: str) -> torch.Tensor:
-        return self.base_logits(name)  # used by main's id_accuracy (unshaped)
-
-    def logit_blocks(self, shaper: Shaper, name: str) -> Iterator[torch.Tensor]:
-        """The layer's maps shaped and replayed through the tail, batch by batch (main's
-        ``Evaluator.split_scorer`` scores these)."""
+    def logit_blocks(self, shaper: Shaper, name: str, in_use: Collection[str] = ()
+                     ) -> Iterator[torch.Tensor]:
+        """The layer's maps shaped and replayed through the tail, batch by batch."""
         if shaper.spec.identity:
             yield self.base_logits(name)
             return
@@ -148,13 +138,39 @@ class LayerEvaluator(Evaluator):
                                         self.device):
             yield logits
 
-    def _device_shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
-        return self.shaped_logits(shaper, name)  # main's Evaluator.evaluate calls this one
-
-    def shaped_logits(self, shaper: Shaper, name: str) -> torch.Tensor:
+    def shaped_logits(self, shaper: Shaper, name: str, in_use: Collection[str] = ()
+                      ) -> torch.Tensor:
+        """Logits of a split shaped at this layer, on the CPU."""
         if shaper.spec.identity:
             return self.base_logits(name)
         return replay_logits(self.maps, self.layer, name, shaper, self.batch, self.device)
+
+    def unshaped(self, name: str, score: str, in_use: Collection[str] = ()
+                 ) -> tuple[torch.Tensor, np.ndarray]:
+        """(top-1 predictions, scores) of a split's unshaped replay under ``score``."""
+        return self._unshaped.get(
+            (name, score), lambda: score_blocks([self.base_logits(name)], get_score(score)))
+
+    def unshaped_predictions(self, name: str, score: str, in_use: Collection[str] = ()
+                             ) -> torch.Tensor:
+        """Top-1 predictions of a split's unshaped replay."""
+        return self.unshaped(name, score, in_use)[0]
+
+
+class LayerEvaluator(Evaluator):
+    """An Evaluator over a layer's store (``LayerStore``; see the module docstring)."""
+
+    def __init__(self, bundle: Bundle, layer: str, ood: Iterable[str] | None = None,
+                 device: DeviceLike = "auto", batch: int = BATCH):
+        super().__init__(LayerStore(bundle, layer, device, batch), ood)
+
+    @property
+    def layer(self) -> str:
+        return self.store.layer
+
+    @property
+    def maps(self) -> LayerMaps:
+        return self.store.maps
 
 
 def layer_evaluator(bundle: Bundle, layer: str | None = None,

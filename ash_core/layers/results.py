@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ash_core.bundle import Bundle
-from ash_core.engine.exact import EvalResult
+from ash_core.engine.result import EvalResult
 from ash_core.errors import ParameterError
 from ash_core.layers.replay import LayerEvaluator
 from ash_core.layers.sweep import LayerSweep
 from ash_core.maths.metrics import check_convention, ood_metrics_many
 from ash_core.methods import create_method
+from ash_core.setting import Setting
 
 
 def engine_of(layer: str) -> str:
@@ -53,28 +54,27 @@ def sweep_result(sweep: LayerSweep, bundle: Bundle, layer: str, p: float | None,
     method = "none" if p is None else sweep.method
     params = dict(create_method(method, p=p, seed=seed).params)
     return EvalResult(
-        bundle=bundle.name, method=method, p=None if p is None else float(p),
-        threshold="local", score="energy", convention=convention,
+        bundle=bundle.name, setting=Setting(method, params, "local", "energy", convention, seed),
         id_accuracy={"shaped": unshaped if i is None else float(sweep.accuracy(layer)[i]),
                      "unshaped": unshaped},
-        ood=ood_metrics_many(id_scores, ood_scores, convention), params=params, seed=seed,
+        ood=ood_metrics_many(id_scores, ood_scores, convention),
         id_scores=np.asarray(id_scores), ood_scores=ood_scores, engine=engine_of(layer))
 
 
-def layer_result(evaluator: LayerEvaluator, method: str, p: float | None,
-                 threshold: str = "local", score: str = "energy", convention: str = "id",
-                 seed: int = 0, sweep: LayerSweep | None = None) -> EvalResult:
+def layer_result(evaluator: LayerEvaluator, setting: Setting,
+                 sweep: LayerSweep | None = None) -> EvalResult:
     """The numbers of a setting shaped at ``evaluator.layer`` (``none``: the unshaped replay):
     from ``sweep`` when it holds them, else an exact replay. Refused (ParameterError, with
     ``replay.refusal``'s reason) for methods that have no meaning at an inner layer."""
-    evaluator.shaper(method, p, threshold, seed)  # refuses what has no meaning at the layer
+    setting = setting.validated()
+    evaluator.shaper(setting)  # refuses what has no meaning at the layer
     bundle, layer = evaluator.bundle, evaluator.layer
-    if sweep is not None and score == "energy" and layer in sweep.layers and \
-            (method == "none" or method == sweep.method):
-        found = sweep_result(sweep, bundle, layer, None if method == "none" else p,
-                             convention, evaluator.ood_names, seed)
+    if sweep is not None and setting.score == "energy" and layer in sweep.layers and \
+            (setting.method == "none" or setting.method == sweep.method):
+        found = sweep_result(sweep, bundle, layer, setting.p, setting.convention,
+                             evaluator.ood_names, setting.seed)
         if found is not None:
             return found
-    result = evaluator.evaluate(method, p, threshold, score, convention, seed)
+    result = evaluator.evaluate(setting)
     result.engine = engine_of(layer)
     return result

@@ -10,6 +10,7 @@ pass; the cost is one tail forward per (row, p).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ import pandas as pd
 import torch
 
 from ash_core.bundle import Bundle
-from ash_core.engine.exact import Evaluator
+from ash_core.device import resolve_device
+from ash_core.diskcache import cache_dir_of, read_entry, write_entry
+from ash_core.engine.store import FeatureStore
 from ash_core.errors import AshError
-from ash_core.layers.cache import Arrays, cache_path, read_layer, write_layer
-from ash_core.layers.replay import BATCH, pick_device, replay_batches
+from ash_core.layers.cache import Arrays, layer_key, layer_path, load_layer, save_layer
+from ash_core.layers.replay import BATCH, replay_batches
 from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
 from ash_core.maths.metrics import OODMetrics, average_metrics, ood_metrics_many
 from ash_core.maths.scores import energy_score
@@ -152,16 +155,17 @@ def _replayed(maps: LayerMaps, layer: str, splits: list[tuple[str, int]],
 
 def _penultimate(bundle: Bundle, splits: list[tuple[str, int]], shapers: Sequence[Shaper]
                  ) -> Arrays:
-    ev = Evaluator(bundle, warn=False)
+    store = FeatureStore(bundle, warn=False)
     names = [n for n, _ in splits]
     energy, pred = [], []
     for shaper in shapers:
-        logits = {n: ev.shaped_logits(shaper, n) for n in names}
+        logits = {n: store.shaped_logits(shaper, n, names) for n in names}
         energy.append(torch.cat([energy_score(logits[n]) for n in names]).numpy())
         pred.append(logits[names[0]].argmax(1).numpy())
+    base = {n: store.base_logits(n, names) for n in names}
     return {"energy": np.stack(energy), "pred": np.stack(pred),
-            "base_energy": torch.cat([energy_score(ev.base_logits(n)) for n in names]).numpy(),
-            "base_pred": ev.base_logits(names[0]).argmax(1).numpy()}
+            "base_energy": torch.cat([energy_score(base[n]) for n in names]).numpy(),
+            "base_pred": base[names[0]].argmax(1).numpy()}
 
 
 def _compute(bundle: Bundle, layer: str, shapers: Sequence[Shaper],
@@ -199,17 +203,20 @@ def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str
     shapers = [create_method(method, p=p, seed=seed) for p in grid]  # validated early
     splits = _split_rows(bundle)
     n_all, n_id = sum(n for _, n in splits), splits[0][1]
+    cdir = cache_dir_of(bundle, None, cache, "layer sweeps")
     t0, found, arrays = time.perf_counter(), 0, {}
     for layer in layers:
-        path = cache_path(bundle, method, layer, grid, seed)
-        stored = read_layer(path, len(grid), n_all, n_id) if cache else None
+        key = layer_key(bundle, method, layer, grid, seed, [n for n, _ in splits])
+        path = None if cdir is None else layer_path(cdir, key)
+        stored = read_entry(path, functools.partial(load_layer, key=key, n_p=len(grid),
+                                                    n_all=n_all, n_id=n_id), "layer sweep")
         if stored is None:
             t1 = time.perf_counter()
-            stored = _compute(bundle, layer, shapers, splits, pick_device(device), batch,
+            stored = _compute(bundle, layer, shapers, splits, resolve_device(device), batch,
                               progress)
             log(f"layer sweep: {layer} x {len(grid)} p in {time.perf_counter() - t1:.1f}s")
-            if cache:
-                write_layer(path, stored)
+            write_entry(path, functools.partial(save_layer, key=key, arrays=stored),
+                        "layer sweep")
         else:
             found += 1
         arrays[layer] = stored

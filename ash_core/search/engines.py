@@ -97,10 +97,9 @@ class CubePoints:
 
     def __init__(self, ev: Evaluator, base: Setting, val: ValidationSplits, metric: str,
                  points: list[Params], **cube_options: Any):
-        full = ev.with_ood(ev.ood_names)
         # the cube's non-ID list also holds the validation splits; test lookups always
         # pass the test selection explicitly, so id_val is never scored as OOD
-        full.ood_names = [*ev.ood_names, *val.names]
+        full = ev.with_splits([*ev.ood_names, *val.names])
         self.cube = get_cube(full, base.method, [p["p"] for p in points], base.threshold,
                              base.seed, **cube_options)
         self.ev, self.base, self.val, self.metric = ev, base, val, metric

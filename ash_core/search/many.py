@@ -7,30 +7,39 @@ it. Each result is cached as JSON next to the bundle's score cubes, keyed like t
 
     <cube cache dir>/<bundle content hash>/search-<method>-<threshold>-<slot>.json
 
-(the cube cache's directory rules: ``cache_dir=``, ``ASH_CUBE_CACHE``, ``<bundle>/.cube_cache``
-or the user cache; a symbolic link is never followed). The key holds everything the
-result depends on: the bundle's content hash and a digest of the bytes read (head, test,
-validation and id_fit splits), the setting, the metric, the grid, the OOD test sets and
-the engine used. An entry whose key differs is recomputed and replaced; one that does
-not parse is recomputed with one warning. Nothing is ever unpickled. A result read from
+(the disk cache's rules, ``ash_core.diskcache``: ``cache_dir=``, ``ASH_CUBE_CACHE``,
+``<bundle>/.cube_cache`` or the user cache; a symbolic link is never followed). The key
+holds everything the result depends on: the bundle's content hash and a digest of the
+bytes read (head, test, validation and id_fit splits), the setting, the metric, the grid,
+the OOD test sets and the engine used; the entry holds a sha256 of its key and result. An
+entry whose key differs, or that does not load, is recomputed and replaced, with one
+warning. Nothing is ever unpickled. A result read from
 the cache carries no per-sample scores (``test.id_scores`` is None).
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ash_core.bundle import Bundle
-from ash_core.cube.cache import data_digest, resolve_cache_dir
+from ash_core.diskcache import (
+    DIGEST_FIELD,
+    cache_dir_of,
+    cached,
+    data_digest,
+    entry_path,
+    same_key,
+    text_checksum,
+    write_text_atomic,
+)
 from ash_core.engine.exact import EvalResult, Evaluator
-from ash_core.errors import ParameterError
+from ash_core.errors import CubeCacheError, ParameterError
 from ash_core.maths.metrics import OODMetrics
 from ash_core.methods import get_method, list_methods
 from ash_core.search.engines import (
@@ -43,7 +52,7 @@ from ash_core.search.grid import SEARCH_METRICS, SearchResult, search, search_po
 from ash_core.setting import Setting
 
 #: bumped whenever a cached result's content or layout changes (old entries are replaced)
-SEARCH_CACHE_VERSION = 1
+SEARCH_CACHE_VERSION = 2  # 2: the entry holds a sha256 of its key and result
 
 
 def searchable_methods() -> list[str]:
@@ -88,7 +97,7 @@ def search_many(
                 for m in (searchable_methods() if methods is None else methods)]
     if not settings:
         raise ParameterError("no methods to search; pass at least one, e.g. ['ash-s'].")
-    cdir = resolve_cache_dir(ev.bundle, cache_dir)[0] if use_cache else None
+    cdir = cache_dir_of(ev.bundle, cache_dir, use_cache, "search results")
     out: dict[str, SearchResult] = {}
     for i, setting in enumerate(settings):
         try:
@@ -114,18 +123,15 @@ def _setting(method: str | Setting, threshold: str, score: str, convention: str,
 def _cached_search(ev: Evaluator, setting: Setting, metric: str, engine: str,
                    cdir: Path | None, cache_dir: Any, use_cache: bool) -> SearchResult:
     """The cached result when its key matches, else a fresh search (then cached)."""
-    if cdir is None:
+    def fresh() -> SearchResult:
         return search(ev, setting, None, metric, engine=engine, cache_dir=cache_dir,
                       use_cache=use_cache)
+
+    if cdir is None:
+        return fresh()
     key = result_key(ev, setting, metric, engine)
-    path = result_path(cdir, key)
-    cached = _load(path, key)
-    if cached is not None:
-        return cached
-    result = search(ev, setting, None, metric, engine=engine, cache_dir=cache_dir,
-                    use_cache=use_cache)
-    _save(path, key, result)
-    return result
+    return cached(result_path(cdir, key), functools.partial(load_result, key=key), fresh,
+                  lambda path, result: save_result(path, key, result), "search result")
 
 
 def result_key(ev: Evaluator, setting: Setting, metric: str, engine: str) -> dict[str, Any]:
@@ -145,56 +151,46 @@ def result_key(ev: Evaluator, setting: Setting, metric: str, engine: str) -> dic
 
 
 def result_path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
-    """``<cache_dir>/<bundle hash>/search-<method>-<threshold>-<slot>.json``; the slot is a
-    digest of the key without the data digest (a stale entry is replaced in place)."""
-    slot = json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
-    digest = hashlib.sha256(slot.encode()).hexdigest()[:16]
+    """``<cache_dir>/<bundle hash>/search-<method>-<threshold>-<slot>.json``."""
     s = key["setting"]
-    return Path(cache_dir) / key["bundle"] / f"search-{s['method']}-{s['threshold']}-{digest}.json"
+    return entry_path(cache_dir, key, f"search-{s['method']}-{s['threshold']}", ".json")
 
 
-def _load(path: Path, key: Mapping[str, Any]) -> SearchResult | None:
-    if not os.path.lexists(path):
-        return None
+def _body(key: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+    """The canonical text the checksum covers (keys sorted: the file keeps their order)."""
+    return json.dumps({"key": key, "result": result}, sort_keys=True)
+
+
+def save_result(path: Path, key: Mapping[str, Any], result: SearchResult) -> Path:
+    """Write ``result`` with its key and a sha256 of both (atomic)."""
+    entry = {"key": key, "result": result.to_dict()}
+    digest = text_checksum(_body(entry["key"], entry["result"]))
+    return write_text_atomic(path, json.dumps({**entry, DIGEST_FIELD: digest}))
+
+
+def load_result(path: Path, key: Mapping[str, Any]) -> SearchResult:
+    """The cached result at ``path``; CubeCacheError when stale or corrupt."""
     try:
-        if os.path.islink(path) or os.path.islink(path.parent):
-            raise OSError(f"{path} or its directory is a symbolic link (not followed)")
         with open(path, encoding="utf-8") as f:
             entry = json.load(f)
-        if entry.get("key") != json.loads(json.dumps(key)):
-            return None  # stale: recomputed and replaced
-        return result_from_dict(entry["result"], Setting.from_dict(key["setting"]).validated())
-    except (OSError, ValueError, KeyError, TypeError, ParameterError) as exc:
-        warnings.warn(f"recomputing the search result: {path} does not load ({exc})",
-                      stacklevel=4)
-        return None
-
-
-def _save(path: Path, key: Mapping[str, Any], result: SearchResult) -> None:
-    """Write atomically (a temporary sibling renamed over the entry); an unusable cache
-    directory gives one warning and no cache."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.islink(path.parent):
-            raise OSError(f"{path.parent} is a symbolic link (not followed)")
-        fd, tmp = tempfile.mkstemp(prefix=".search-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"key": key, "result": result.to_dict()}, f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        warnings.warn(f"could not cache the search result in {path.parent} ({exc}); "
-                      "continuing without the cache", stacklevel=4)
+        body = _body(entry["key"], entry["result"])
+        if text_checksum(body) != entry.get(DIGEST_FIELD):
+            raise CubeCacheError(f"{path} is corrupt (checksum mismatch)")
+        if not same_key(entry["key"], key):
+            raise CubeCacheError(f"{path} is stale (searched for a different key)")
+        setting = Setting.from_dict(key["setting"]).validated()
+        return result_from_dict(entry["result"], setting)
+    except (ValueError, KeyError, TypeError, ParameterError) as exc:
+        raise CubeCacheError(f"{path} does not load ({exc})") from None
 
 
 def _eval_result(d: Mapping[str, Any], engine: str) -> EvalResult:
     """An ``EvalResult`` from its ``to_dict`` form (no per-sample scores)."""
     convention = d["fpr_convention"]
     return EvalResult(
-        bundle=d["bundle"], method=d["method"], p=d["p"], threshold=d["threshold"],
-        score=d["score"], convention=convention, id_accuracy=dict(d["id_accuracy"]),
+        bundle=d["bundle"], setting=Setting.from_dict(d), id_accuracy=dict(d["id_accuracy"]),
         ood={n: OODMetrics(**m, convention=convention) for n, m in d["ood"].items()},
-        fitted_threshold=d["fitted_threshold"], params=dict(d["params"]), seed=d["seed"],
-        engine=engine,
+        fitted_threshold=d["fitted_threshold"], engine=engine,
     )
 
 
