@@ -182,7 +182,7 @@ def normalized(method: str, p: float | None, threshold: str) -> tuple[float | No
     threshold mode when it lacks the asked one)."""
     spec = get_method(method)
     p = float(p) if spec.has_p and p is not None else None
-    return p, threshold if threshold in spec.thresholds else spec.thresholds[0]
+    return p, threshold if threshold in spec.threshold_modes else spec.threshold_modes[0]
 
 
 def setting_of(method: str, p: float | None, threshold: str = "local", score: str = "energy",
@@ -210,7 +210,7 @@ def exact_setting(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalR
     """``exact`` for any setting, e.g. parameters other than p the engines do not take
     (GEN's validated gamma and M); one cache with ``exact``."""
     return _exact(*bundle_key(bundle), tuple(ood), setting.method,
-                  tuple(sorted(setting.params.items())), setting.threshold, setting.score,
+                  tuple(sorted(setting.params.items())), setting.threshold_mode, setting.score,
                   setting.convention)
 
 

@@ -27,8 +27,8 @@ from ash_core.errors import ParameterError
 from ash_core.layers import PENULTIMATE
 from ash_core.maths.stats import max_abs_difference
 from ash_core.policy import (
-    DEFAULT_GRID,
     EXACT_MAX_WORK,
+    SLIDER_GRID,
     choose_engine,
     evaluate_setting,
     exact_work,
@@ -38,7 +38,6 @@ from dashboard.builds import Build, Builds
 
 Progress = Callable[[int, int], None]
 
-OVERRIDES = ("auto", "exact", "cube")
 #: In-memory cubes kept (shared by every session).
 CUBES_KEPT = 4
 #: Bundles whose exact pass costs more multiply-adds build their cubes in the background:
@@ -93,7 +92,7 @@ def cube_build(bundle: Bundle, method: str, threshold: str) -> Build | None:
     fit = [bundle.id_fit.name] if bundle.id_fit and fits_on_id_fit(method, threshold) else []
     evaluator = cache.warm_features(bundle, fit)
     return _builds().start(_key(bundle, method, threshold),
-                           lambda progress: get_cube(evaluator, method, DEFAULT_GRID,
+                           lambda progress: get_cube(evaluator, method, SLIDER_GRID,
                                                      threshold, progress=progress))
 
 
@@ -174,5 +173,5 @@ def replay(bundle: Bundle, ood: Sequence[str], method: str, p: float | None, thr
 def verify(bundle: Bundle, ood: Sequence[str], shown: Replay) -> tuple[float, int]:
     """(max |shown - exact|, numbers compared) over the metrics and accuracies shown."""
     r = shown.result
-    truth = cache.exact(bundle, ood, r.method, r.p, r.threshold, r.score, r.convention)
+    truth = cache.exact(bundle, ood, r.method, r.p, r.threshold_mode, r.score, r.convention)
     return max_abs_difference(r.to_dict(), truth.to_dict())

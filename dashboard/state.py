@@ -15,6 +15,7 @@ from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
 from ash_core.methods import setting_label
+from ash_core.policy import ENGINES
 
 VIEWS: dict[str, str] = {
     "overview": "Overview",
@@ -40,13 +41,6 @@ COMPARE_MODES: dict[str, str] = {
 }
 #: the most methods the Compare view overlays (``cmethods``)
 MAX_OVERLAY = 4
-ENGINES: dict[str, str] = {
-    "auto": "automatic: exact where one evaluation is cheap (demo sizes), the score cube "
-            "where not",
-    "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
-    "cube": "score cube: precomputed lookup (ASH methods; equal to the CLI up to float32 "
-            "rounding)",
-}
 GRID_STEPS = (1, 2, 5, 10)
 ALWAYS_IN_URL = ("bundle", "method", "p", "view")
 PARETO_METRICS = {"average/auroc": "average AUROC", "average/fpr95": "average FPR95"}
@@ -259,13 +253,13 @@ class State:
         """Make method-dependent fields consistent (threshold mode the method supports)."""
         spec = get_method(self.method)
         s = self
-        if self.threshold not in spec.thresholds:
+        if self.threshold not in spec.threshold_modes:
             if notes is not None and self.threshold != "local":
-                notes.append(f"{self.method} supports threshold {'/'.join(spec.thresholds)} only")
-            s = replace(s, threshold=spec.thresholds[0])
+                notes.append(f"{self.method} supports threshold {'/'.join(spec.threshold_modes)} only")
+            s = replace(s, threshold=spec.threshold_modes[0])
         bspec = get_method(s.bmethod)
-        if s.bthreshold not in bspec.thresholds:
-            s = replace(s, bthreshold=bspec.thresholds[0])
+        if s.bthreshold not in bspec.threshold_modes:
+            s = replace(s, bthreshold=bspec.threshold_modes[0])
         return s
 
     def as_dict(self) -> dict[str, Any]:
@@ -289,5 +283,5 @@ class State:
         method = method or self.method
         p = self.p_value if p is None and method == self.method else p
         params = {"p": p} if get_method(method).has_p and p is not None else {}
-        mode = len(get_method(method).thresholds) > 1
+        mode = len(get_method(method).threshold_modes) > 1
         return setting_label(method, params, threshold or self.threshold, mode=mode)

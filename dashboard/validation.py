@@ -82,7 +82,7 @@ def _choice(path: str, chash: str, ood: tuple[str, ...], method: str, threshold:
             score: str, convention: str, validated: bool, _ctx_bundle) -> Choice:
     ev = cache.get_evaluator(_ctx_bundle, ood)
     splits = validation_or_reason(ev.bundle)[0] if validated else None
-    return choose_params(ev, method, splits, threshold=threshold, score=score,
+    return choose_params(ev, method, splits, threshold_mode=threshold, score=score,
                          convention=convention)
 
 

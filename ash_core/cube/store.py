@@ -56,8 +56,8 @@ def _tensors(cube: ScoreCube) -> dict[str, np.ndarray]:
             out[f"{nm}/unshaped_{f}"] = getattr(sc, f)
     if cube.labels is not None:
         out["labels"] = cube.labels
-    if cube.fitted_thresholds is not None:
-        out["thresholds"] = cube.fitted_thresholds
+    if cube.cutoffs is not None:
+        out["thresholds"] = cube.cutoffs
     return out
 
 
@@ -119,12 +119,12 @@ def _assemble(arrays: dict[str, np.ndarray], key: dict[str, Any], info: dict[str
 
     names = list(key["splits"])
     return ScoreCube(
-        method=key["method"], threshold=key["threshold"], grid=np.asarray(arrays["grid"]),
+        method=key["method"], threshold_mode=key["threshold"], grid=np.asarray(arrays["grid"]),
         seed=key["seed"], bundle_hash=key["bundle"], bundle_name=info["bundle_name"],
         id_name=info["id_name"], ood_names=info["ood_names"],
         splits={nm: split(nm) for nm in names},
         unshaped={nm: split(nm, "unshaped_") for nm in names},
-        labels=arrays.get("labels"), fitted_thresholds=arrays.get("thresholds"),
+        labels=arrays.get("labels"), cutoffs=arrays.get("thresholds"),
         backend=info["backend"], meta={"path": str(path), "cached": True},
     )
 

@@ -172,7 +172,7 @@ class Evaluator(Selection):
             setting=setting,
             id_accuracy=self.id_accuracy(id_predictions, setting.score),
             ood=ood_metrics_many(id_scores, ood_scores, setting.convention),
-            fitted_threshold=shaper.fitted_threshold,
+            cutoff=shaper.cutoff,
             id_scores=id_scores,
             ood_scores=ood_scores,
             variant=dict(shaper.variant_settings) or None,
