@@ -145,9 +145,9 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold_mode: str =
     if work <= EXACT_MAX_WORK:
         return EngineChoice("exact", f"exact evaluation: one pass is cheap ({work:.2g} "
                                      f"multiply-adds <= {EXACT_MAX_WORK:.0e})")
+    mb = cube_nbytes(ev, method, threshold_mode, grid) / 2**20
     return EngineChoice("cube", f"score cube: one exact pass costs {work:.2g} multiply-adds; "
-                                f"the cube ({cube_nbytes(ev, method, threshold_mode, grid) / 2**20:.0f} MB) "
-                                "answers every grid p by lookup")
+                                f"the cube ({mb:.0f} MB) answers every grid p by lookup")
 
 
 def evaluate_setting(

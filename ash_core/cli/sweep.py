@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         settings = sweep_settings(methods, grid, args.threshold_mode, args.score,
                                   args.fpr_convention, args.seed, fixed)
         frame.insert(2, "setting", [s.label() for s in settings])
-    caption = (f"{bundle.name}: threshold={args.threshold_mode}, score={args.score}, FPR convention="
-               f"{args.fpr_convention}; values in %")
+    caption = (f"{bundle.name}: threshold={args.threshold_mode}, score={args.score}, "
+               f"FPR convention={args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
     return 0

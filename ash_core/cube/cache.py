@@ -36,7 +36,8 @@ def cube_key(sel: Selection, method: str, threshold_mode: str, grid: np.ndarray,
     """Everything a cached cube depends on (compared exactly when loading)."""
     names = sel.split_names
     fit = sel.bundle.id_fit
-    used = names + ([fit.name] if fits_on_id_fit(method, threshold_mode) and fit is not None else [])
+    fits = fits_on_id_fit(method, threshold_mode) and fit is not None
+    used = names + ([fit.name] if fits else [])
     return {
         "cube_version": CUBE_VERSION,
         "bundle": sel.bundle.content_hash,
@@ -82,7 +83,8 @@ def get_cubes(
                          "score cube") for m in keys}
     missing = [m for m in methods if out.get(m) is None]
     if missing:
-        for m, cube in build_cubes(sel, missing, g, threshold_mode, seed, backend, progress).items():
+        built = build_cubes(sel, missing, g, threshold_mode, seed, backend, progress)
+        for m, cube in built.items():
             if cdir is not None and not write_entry(
                     cube_path(cdir, keys[m]),
                     functools.partial(_save, cube, key=keys[m]), "score cube"):

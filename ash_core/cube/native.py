@@ -107,7 +107,7 @@ def _prepare_call(lib, kind, x, head, counts, cutoffs, jmap, slots, outs, full) 
         lib=lib, kind=kind, n=x.shape[0], d=x.shape[1], head=head, mode=0 if counts is not None else 1,
         counts=np.ascontiguousarray(counts if counts is not None else np.zeros(1), np.int32),
         cutoffs=np.ascontiguousarray(cutoffs if cutoffs is not None else np.zeros(1),
-                                        np.float32),
+                                     np.float32),
         slots=np.ascontiguousarray(slots, np.int32), jmap=np.ascontiguousarray(jmap, np.int32),
         outs=outs, full_ptrs=full_ptrs)
 

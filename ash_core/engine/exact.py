@@ -67,7 +67,7 @@ class Evaluator(Selection):
     (or ``with_ood``) shares one.
     """
 
-    # ------------------------------------------------------------------ the store, for this selection
+    # ------------------------------------------------------------ the store, for this selection
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The kept per-row unit ranking of a split (``FeatureStore.rank_order``)."""

@@ -30,7 +30,7 @@ import torch
 
 from ash_core.errors import DataError
 from ash_core.extract.protocol import Protocol
-from ash_core.extract.sources import (  # noqa: F401  (re-exported: one import for specs and sources)
+from ash_core.extract.sources import (  # noqa: F401  (re-exported with the specs)
     IMAGE_EXTS,
     ArraySource,
     FolderSource,
