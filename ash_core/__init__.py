@@ -8,9 +8,12 @@ Public API::
     from ash_core import load_bundle, write_bundle, evaluate    # bundles and evaluation
     from ash_core import Setting                                # one setting, labelled
 
-Modules: ``evaluation`` (Evaluator, evaluate), ``sweep`` (sweep, score cubes; the function
-is not re-exported here so that it never hides its module), ``samples`` (per-sample
-inspection), ``curves``, ``metrics``, ``scores``, ``shaping``, ``registry``, ``params``.
+Packages by layer, imports pointing down: ``maths`` (shaping, scores, metrics, curves),
+``bundle``, ``methods`` (the registry), ``features`` (scores on features), ``engine``
+(``FeatureStore``, fits, ``Evaluator``, ``EvalResult``), ``cube``, ``layers``, ``policy``,
+``sweep`` (the function is not re-exported here so that it never hides its module),
+``search``, ``reports``, ``cli``; ``diskcache`` (the cache beside a bundle), ``samples``
+(per-sample inspection).
 """
 
 from ash_core.bundle import Bundle, Split, SplitData, load_bundle, write_bundle

@@ -26,8 +26,8 @@ class ParamSpec:
 
     ``recommended`` maps a benchmark family (e.g. ``"imagenet"``, ``"cifar10"``) to the
     value its paper recommends; ``search_grid`` is OpenOOD's hyper-parameter search grid.
-    The first four attributes keep the historical ``ParamSpec(name, default, low, high)``
-    positional form working.
+    The first four attributes may be given by position: ``ParamSpec(name, default, low,
+    high)``.
     """
 
     name: str

@@ -41,9 +41,17 @@ from ash_core.errors import ParameterError
 from ash_core.methods import check_threshold_mode, get_method
 from ash_core.setting import Setting
 
-ENGINES = ("auto", "exact", "cube")
+#: The engines that compute a setting's numbers, with what each does (the CLI's and the
+#: dashboard's choices; a search's "auto" picks the cube for every method that has one).
+ENGINES: dict[str, str] = {
+    "auto": "automatic: exact where one evaluation is cheap (demo sizes), the score cube "
+            "where not",
+    "exact": "exact: one Evaluator pass per p (bit-for-bit the CLI's numbers)",
+    "cube": "score cube: precomputed lookup (ASH methods; equal to the CLI up to float32 "
+            "rounding)",
+}
 #: The slider's grid: every integer p.
-DEFAULT_GRID: tuple[float, ...] = tuple(float(p) for p in range(100))
+SLIDER_GRID: tuple[float, ...] = tuple(float(p) for p in range(100))
 #: One exact evaluation at most this many head multiply-adds is "cheap" (see module doc).
 EXACT_MAX_WORK = 10**9
 ENV_MAX_MB = "ASH_CUBE_MAX_MB"
@@ -74,11 +82,11 @@ def cube_budget_bytes() -> int:
         raise ParameterError(f"{ENV_MAX_MB} must be a number of megabytes, got {raw!r}.") from None
 
 
-def cube_nbytes(ev: Evaluator, method: str, threshold: str, grid: Sequence[float]) -> int:
+def cube_nbytes(ev: Evaluator, method: str, threshold_mode: str, grid: Sequence[float]) -> int:
     """Bytes of the cube of ``method`` over ``grid``, from the real file layout."""
     names = ev.split_names
     layout = tensor_layout({
-        "grid": list(grid), "splits": names, "threshold": threshold, "method": method,
+        "grid": list(grid), "splits": names, "threshold": threshold_mode, "method": method,
         "rows": {nm: len(ev.bundle.split(nm)) for nm in names},
         "labels": ev.bundle.id_split.labels is not None,
     })
@@ -91,7 +99,7 @@ def exact_work(ev: Evaluator) -> int:
     return rows * ev.bundle.dim * int(ev.weight.shape[0])
 
 
-def _why_no_cube(ev: Evaluator, method: str, threshold: str, p: float | None,
+def _why_no_cube(ev: Evaluator, method: str, threshold_mode: str, p: float | None,
                  grid: Sequence[float]) -> str | None:
     """None when the cube can serve the setting, else the reason it cannot."""
     if not is_cube_method(method):
@@ -100,19 +108,19 @@ def _why_no_cube(ev: Evaluator, method: str, threshold: str, p: float | None,
         return f"p={p} is not a point of the cube grid"
     if not ev.ood_names:
         return "no OOD split is selected"
-    if fits_on_id_fit(method, threshold) and ev.bundle.id_fit is None:
+    if fits_on_id_fit(method, threshold_mode) and ev.bundle.id_fit is None:
         return "it needs an id_fit split"
-    size, budget = cube_nbytes(ev, method, threshold, grid), cube_budget_bytes()
+    size, budget = cube_nbytes(ev, method, threshold_mode, grid), cube_budget_bytes()
     if size > budget:
         return (f"its cube would take {size / 2**20:.0f} MB, over {ENV_MAX_MB}="
                 f"{budget / 2**20:.0f}")
     return None
 
 
-def choose_engine(source: Bundle | Evaluator, method: str, threshold: str = "local",
+def choose_engine(source: Bundle | Evaluator, method: str, threshold_mode: str = "local",
                   requested: str = "auto", *, p: float | None = None,
                   ood: Iterable[str] | None = None,
-                  grid: Sequence[float] = DEFAULT_GRID) -> EngineChoice:
+                  grid: Sequence[float] = SLIDER_GRID) -> EngineChoice:
     """The engine serving ``method`` at ``p`` (see the module doc for the rule).
 
     ``requested="cube"`` where the cube cannot serve the setting is a ParameterError
@@ -120,12 +128,12 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold: str = "loc
     """
     if requested not in ENGINES:
         raise ParameterError(f"unknown engine {requested!r}; use one of {', '.join(ENGINES)}.")
-    check_threshold_mode(get_method(method), threshold)
+    check_threshold_mode(get_method(method), threshold_mode)
     if requested == "exact":
         return EngineChoice("exact", "exact evaluation was asked for")
     ev = _evaluator(source, ood)
     grid = normalize_grid(grid).tolist()
-    why = _why_no_cube(ev, method, threshold, p, grid)
+    why = _why_no_cube(ev, method, threshold_mode, p, grid)
     if requested == "cube":
         if why:
             raise ParameterError(f"the score cube cannot serve this setting: {why}; use "
@@ -137,9 +145,9 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold: str = "loc
     if work <= EXACT_MAX_WORK:
         return EngineChoice("exact", f"exact evaluation: one pass is cheap ({work:.2g} "
                                      f"multiply-adds <= {EXACT_MAX_WORK:.0e})")
+    mb = cube_nbytes(ev, method, threshold_mode, grid) / 2**20
     return EngineChoice("cube", f"score cube: one exact pass costs {work:.2g} multiply-adds; "
-                                f"the cube ({cube_nbytes(ev, method, threshold, grid) / 2**20:.0f} MB) "
-                                "answers every grid p by lookup")
+                                f"the cube ({mb:.0f} MB) answers every grid p by lookup")
 
 
 def evaluate_setting(
@@ -148,7 +156,7 @@ def evaluate_setting(
     *,
     engine: str = "auto",
     ood: Iterable[str] | None = None,
-    grid: Sequence[float] = DEFAULT_GRID,
+    grid: Sequence[float] = SLIDER_GRID,
     cube_provider: CubeProvider | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
@@ -162,12 +170,12 @@ def evaluate_setting(
     setting = setting.validated()
     ev = _evaluator(source, ood)
     p = setting.params.get("p")
-    choice = choose_engine(ev, setting.method, setting.threshold, engine, p=p, grid=grid)
+    choice = choose_engine(ev, setting.method, setting.threshold_mode, engine, p=p, grid=grid)
     if choice.engine == "exact":
         return ev.evaluate(setting)
     if cube_provider is not None:
-        cube = cube_provider(setting.method, setting.threshold, setting.seed)
+        cube = cube_provider(setting.method, setting.threshold_mode, setting.seed)
     else:
-        cube = get_cube(ev, setting.method, grid, setting.threshold, setting.seed,
+        cube = get_cube(ev, setting.method, grid, setting.threshold_mode, setting.seed,
                         cache_dir=cache_dir, use_cache=use_cache)
     return point_result(cube, float(p), setting.score, setting.convention, ev.ood_names)

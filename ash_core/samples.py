@@ -1,8 +1,8 @@
 """Per-sample inspection: what shaping does to one image's activations and prediction.
 
 Pure functions returning plain data (numpy arrays, floats, DataFrames) for the
-dashboard's inspector and reports; no plotting here. (Formerly ``ash_core.inspect``,
-renamed so that it does not shadow the standard library's ``inspect``.)
+dashboard's inspector and reports; no plotting here. (The module is not called
+``inspect``: that name would shadow the standard library's.)
 """
 
 from __future__ import annotations
@@ -92,11 +92,11 @@ def _percentiles_within(values: np.ndarray, reference: np.ndarray) -> np.ndarray
 def threshold_value(shaper: Shaper, features: torch.Tensor) -> tuple[float | None, str]:
     """The activation value where the method cuts for this sample, and what it means
     (none for methods that leave activations alone: DICE's fitted cutoff is on weights)."""
-    if shaper.spec.identity:
+    if shaper.spec.keeps_features:
         return None, "none"
-    if shaper.fitted_threshold is not None:
+    if shaper.cutoff is not None:
         kind = "clip" if shaper.spec.fit == "always" else "global threshold"
-        return float(shaper.fitted_threshold), kind
+        return float(shaper.cutoff), kind
     if shaper.p is None:
         return None, "none"
     row = _row(features)[0]

@@ -77,7 +77,7 @@ def split_params(method: str, score: str, values: Mapping[str, Any] | None
 @dataclass(frozen=True)
 class Setting:
     """A method with its parameters, the threshold mode, the score, the FPR convention and
-    the seed. ``threshold`` is the mode string ("local"/"global"), never a number.
+    the seed. ``threshold_mode`` is the mode string ("local"/"global"), never a number.
 
     Construction does not validate (so a front end can hold what a user typed);
     ``validated()`` returns the checked, defaults-filled setting or raises ParameterError.
@@ -85,7 +85,7 @@ class Setting:
 
     method: str
     params: Mapping[str, float] = field(default_factory=dict)
-    threshold: str = "local"
+    threshold_mode: str = "local"
     score: str = "energy"
     convention: str = "id"
     seed: int = 0
@@ -94,7 +94,7 @@ class Setting:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params or {})))
 
     def __hash__(self) -> int:
-        return hash((self.method, tuple(sorted(self.params.items())), self.threshold,
+        return hash((self.method, tuple(sorted(self.params.items())), self.threshold_mode,
                      self.score, self.convention, self.seed))
 
     def validated(self) -> Setting:
@@ -105,9 +105,9 @@ class Setting:
         score on features (``ash-s`` then ``knn``) ``params`` holds both the method's and
         the score's parameters (see ``registry.split_params``)."""
         spec = get_method(self.method)
-        check_threshold_mode(spec, self.threshold)
-        score = check_score_name(spec.check_score(self.score)) \
-            if spec.scorer is None else spec.check_score(self.score)
+        check_threshold_mode(spec, self.threshold_mode)
+        score = check_score_name(spec.scored_with(self.score)) \
+            if spec.scorer is None else spec.scored_with(self.score)
         check_convention(self.convention)
         own, theirs = split_params(self.method, score, self.params)
         return replace(self, params={**own, **theirs}, score=score,
@@ -125,7 +125,7 @@ class Setting:
     def shaper(self) -> Shaper:
         """A validated, unfitted shaper for this setting's method and parameters."""
         own = [q.name for q in get_method(self.method).params]
-        return create_method(self.method, threshold=self.threshold, seed=self.seed,
+        return create_method(self.method, threshold_mode=self.threshold_mode, seed=self.seed,
                              params={k: v for k, v in self.params.items() if k in own})
 
     def label(self, detail: bool = False) -> str:
@@ -133,16 +133,16 @@ class Setting:
         with ``detail`` every field is spelled out for captions: ``ash-s p=90,
         threshold=local, score=energy, FPR convention=id (ID positive)``."""
         if not detail:
-            return setting_label(self.method, self.params, self.threshold)
+            return setting_label(self.method, self.params, self.threshold_mode)
         head = setting_label(self.method, self.params, mode=False)
         side = "ID" if self.convention == "id" else "OOD"
-        return (f"{head}, threshold={self.threshold}, score={self.score}, "
+        return (f"{head}, threshold={self.threshold_mode}, score={self.score}, "
                 f"FPR convention={self.convention} ({side} positive)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: method, params, threshold, score, fpr_convention, seed."""
         return {"method": self.method, "params": dict(self.params),
-                "threshold": self.threshold, "score": self.score,
+                "threshold": self.threshold_mode, "score": self.score,
                 "fpr_convention": self.convention, "seed": self.seed}
 
     @classmethod

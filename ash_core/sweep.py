@@ -44,6 +44,7 @@ from ash_core.engine.exact import Evaluator
 from ash_core.errors import ParameterError
 from ash_core.features import get_feature_score
 from ash_core.maths.metrics import METRIC_NAMES, check_convention
+from ash_core.maths.shaping import check_percentile
 from ash_core.methods import get_method
 from ash_core.setting import Setting
 
@@ -77,8 +78,10 @@ def parse_grid(text: str) -> list[float]:
     if not values:
         raise ParameterError(f"the p grid {text!r} is empty.")
     for v in values:
-        if not 0 <= v < 100:
-            raise ParameterError(f"p grid value {v:g} is outside [0, 100).")
+        try:
+            check_percentile(v)
+        except ParameterError:  # the CLI names the grid value
+            raise ParameterError(f"p grid value {v:g} is outside [0, 100).") from None
     return values
 
 
@@ -94,11 +97,11 @@ def _row(setting: Setting, result: dict) -> dict:
     return row
 
 
-def sweep_settings(methods: Sequence[str], grid: Sequence[float], threshold: str = "local",
+def sweep_settings(methods: Sequence[str], grid: Sequence[float], threshold_mode: str = "local",
                    score: str = "energy", convention: str = "id", seed: int = 0,
                    params: Mapping[str, Mapping[str, float]] | None = None) -> list[Setting]:
     """The validated settings of a sweep, in row order: each method at every grid p (one
-    setting for methods without ``p``), in ``threshold`` mode where the method supports
+    setting for methods without ``p``), in ``threshold_mode`` mode where the method supports
     it, else "local". ``params``: fixed values of other parameters, per method name."""
     methods = list(dict.fromkeys(methods))
     if not methods:
@@ -114,7 +117,7 @@ def sweep_settings(methods: Sequence[str], grid: Sequence[float], threshold: str
         if "p" in fixed and spec.has_p:
             raise ParameterError(f"{m}: p is the swept parameter; give it as the grid, not as "
                                  "a fixed parameter.")
-        mode = threshold if threshold in spec.thresholds else "local"
+        mode = threshold_mode if threshold_mode in spec.threshold_modes else "local"
         base = Setting(m, fixed, mode, score, convention, seed)
         points = [base.with_params(p=float(p)) for p in grid] if spec.has_p else [base]
         settings += [s.validated() for s in points]
@@ -125,7 +128,7 @@ def sweep(
     bundle: Bundle,
     methods: Sequence[str],
     grid: Sequence[float],
-    threshold: str = "local",
+    threshold_mode: str = "local",
     score: str = "energy",
     convention: str = "id",
     ood: Iterable[str] | None = None,
@@ -145,13 +148,13 @@ def sweep(
     its ``label()`` names each row's parameters). Methods without a percentile
     (``none``) contribute a single row with ``p`` NaN. Methods whose grid strategy is
     "cube" come from cached score cubes (``cache_dir``, ``use_cache``, ``engine``: see
-    ``get_cube``); a method that does not support ``threshold`` is evaluated with local
+    ``get_cube``); a method that does not support ``threshold_mode`` is evaluated with local
     thresholds. ``params`` fixes other parameters per method (see ``sweep_settings``). A
     score on logits (gen, temp-scaling) is its own score whatever ``score`` says.
     ``progress(done, total)`` counts rows of features for the cube build, then points.
     """
     check_convention(convention)
-    settings = sweep_settings(methods, grid, threshold, score, convention, seed, params)
+    settings = sweep_settings(methods, grid, threshold_mode, score, convention, seed, params)
     ev = evaluator or Evaluator(bundle, ood)
     if not ev.ood_names:
         raise ParameterError(
@@ -174,7 +177,7 @@ def sweep(
 def _cubes(ev: Evaluator, settings: Sequence[Setting], grid: list[float],
            **options) -> dict[str, ScoreCube]:
     """Score cubes of every cube-computed method of a sweep, one batch per threshold mode."""
-    modes = {s.method: s.threshold for s in settings  # a score on features is exact
+    modes = {s.method: s.threshold_mode for s in settings  # a score on features is exact
              if is_cube_method(s.method) and get_feature_score(s.score) is None}
     seed = settings[0].seed if settings else 0
     cubes: dict[str, ScoreCube] = {}

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
           f"dense logits pass {1000 * dense:.1f} ms (median of {repeats})")
     print(f"{'setting':24s} {'cold ms':>9s} {'warm ms':>9s} {'warm/dense':>11s}")
     for method in list_methods():
-        for mode in get_method(method).thresholds:
+        for mode in get_method(method).threshold_modes:
             why = get_method(method).unavailable(bundle, mode)
             if why:  # e.g. odin on a bundle without its variant
                 print(f"{method} {mode}: skipped, {why.split(';')[0]}")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 fresh.features(n)
             if fresh.bundle.id_fit is not None:
                 fresh.features(fresh.bundle.id_fit.name)
-            setting = Setting(method, threshold=mode).validated()  # default parameters
+            setting = Setting(method, threshold_mode=mode).validated()  # default parameters
             fresh.shaper(setting)  # fit once; fitting is not a parameter change
             cold = timed(lambda s=setting, e=fresh: e.evaluate(s), 1)
             warm = timed(lambda s=setting, e=fresh: e.evaluate(s), repeats)

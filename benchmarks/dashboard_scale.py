@@ -119,14 +119,14 @@ def dense_child(bundle_path: str, out: str) -> None:
 def features_and_cube_bytes(bundle_path: str, methods: list[tuple[str, str]]) -> tuple[int, int]:
     """fp32 features the server holds (ID, OOD, id_fit) and the bytes of the cubes kept."""
     from ash_core import Evaluator, load_bundle
-    from ash_core.policy import DEFAULT_GRID, cube_nbytes
+    from ash_core.policy import SLIDER_GRID, cube_nbytes
 
     bundle = load_bundle(bundle_path, verify=False)
     ev = Evaluator(bundle, warn=False)
     names = ev.split_names + ([bundle.id_fit.name] if bundle.id_fit else [])
     feats = sum(len(bundle.split(n)) * bundle.dim * 4 for n in names)
     kept = methods[-CUBES_KEPT:]
-    cubes = sum(cube_nbytes(ev, m, t, DEFAULT_GRID) for m, t in kept)
+    cubes = sum(cube_nbytes(ev, m, t, SLIDER_GRID) for m, t in kept)
     return feats, cubes
 
 
@@ -288,7 +288,7 @@ def gpu_cube(bundle_path: str) -> dict | None:
         return None
     from ash_core import Evaluator, load_bundle
     from ash_core.cube import build_cubes
-    from ash_core.policy import DEFAULT_GRID
+    from ash_core.policy import SLIDER_GRID
 
     bundle = load_bundle(bundle_path, verify=False)
     gpu = Evaluator(bundle, warn=False, device="cuda")
@@ -297,10 +297,10 @@ def gpu_cube(bundle_path: str) -> dict | None:
     build_cubes(gpu, ["ash-p"], [50.0])  # warm-up: CUDA context, cuSPARSE handles
     torch.cuda.synchronize()
     t = time.perf_counter()
-    cubes = build_cubes(gpu, ["ash-p", "ash-s", "ash-b"], DEFAULT_GRID)
+    cubes = build_cubes(gpu, ["ash-p", "ash-s", "ash-b"], SLIDER_GRID)
     torch.cuda.synchronize()
     wall = time.perf_counter() - t
-    cpu = build_cubes(Evaluator(bundle, warn=False), ["ash-s"], DEFAULT_GRID)["ash-s"]
+    cpu = build_cubes(Evaluator(bundle, warn=False), ["ash-s"], SLIDER_GRID)["ash-s"]
     worst = 0.0
     for name in gpu.split_names:
         a, b = cubes["ash-s"].splits[name].energy, cpu.splits[name].energy

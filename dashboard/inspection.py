@@ -37,7 +37,7 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
     else:
         read = ai.shape_sample(shaper, feats, index)
     after = shaped.id_scores if shaped.score == "energy" else \
-        cache.id_energies(bundle, shaped.method, shaped.p, shaped.threshold)
+        cache.id_energies(bundle, shaped.method, shaped.p, shaped.threshold_mode)
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
                              bundle.classes, base.id_scores, after, shaped=read)
 

@@ -27,13 +27,13 @@ from ash_core.layers import (
     open_layers,
     refusal,
 )
-from ash_core.layers.sweep import DEFAULT_GRID
+from ash_core.layers.sweep import LAYER_GRID
 from ash_core.maths.stats import row_zero_counts
 from ash_core.setting import Setting
 from dashboard import cache
 from dashboard.result import LayerReplay
 
-GRID = tuple(float(p) for p in DEFAULT_GRID)
+GRID = tuple(float(p) for p in LAYER_GRID)
 #: views whose numbers follow the layer control; the others show the penultimate layer
 FOLLOWS = ("overview", "distributions", "curves")
 

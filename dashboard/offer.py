@@ -20,7 +20,7 @@ def _servable(bundle: Bundle, method: str, threshold: str) -> bool:
 
 def thresholds_for(bundle: Bundle, method: str) -> list[str]:
     """The threshold modes of ``method`` this bundle can serve (may be empty)."""
-    return [t for t in get_method(method).thresholds if _servable(bundle, method, t)]
+    return [t for t in get_method(method).threshold_modes if _servable(bundle, method, t)]
 
 
 def methods_for(bundle: Bundle) -> list[str]:
@@ -38,7 +38,7 @@ def sweepable_for(bundle: Bundle) -> list[str]:
 def missing_caption(bundle: Bundle) -> str:
     """Why methods or modes are not offered ("" when everything is)."""
     methods = [m for m in list_methods() if not thresholds_for(bundle, m)]
-    declared = {t for m in list_methods() for t in get_method(m).thresholds}
+    declared = {t for m in list_methods() for t in get_method(m).threshold_modes}
     served = {t for m in list_methods() for t in thresholds_for(bundle, m)}
     modes = sorted(declared - served)
     what = [*(f"method {m}" for m in methods), *(f"threshold {t}" for t in modes)]
@@ -46,7 +46,7 @@ def missing_caption(bundle: Bundle) -> str:
         return ""
     why: dict[str, list[str]] = {}
     for m in list_methods():
-        for t in get_method(m).thresholds:
+        for t in get_method(m).threshold_modes:
             if not _servable(bundle, m, t):
                 why.setdefault(get_method(m).unavailable(bundle, t), []).append(f"{m} ({t})")
     return f"Not offered: {', '.join(what)}. " + " ".join(

@@ -26,7 +26,7 @@ from ash_core.cube import get_cube
 from ash_core.cube.lookup import point_result
 from ash_core.cube.model import fits_on_id_fit
 from ash_core.errors import ParameterError
-from ash_core.policy import DEFAULT_GRID, EXACT_MAX_WORK, choose_engine, exact_work
+from ash_core.policy import EXACT_MAX_WORK, SLIDER_GRID, choose_engine, exact_work
 from ash_core.setting import Setting
 from dashboard import cache
 from dashboard.builds import Build, Builds
@@ -63,7 +63,7 @@ def cube_build(bundle: Bundle, method: str, threshold: str) -> Build | None:
     fit = [bundle.id_fit.name] if bundle.id_fit and fits_on_id_fit(method, threshold) else []
     evaluator = cache.warm_features(bundle, fit)
     return _builds().start(_key(bundle, method, threshold),
-                           lambda progress: get_cube(evaluator, method, DEFAULT_GRID,
+                           lambda progress: get_cube(evaluator, method, SLIDER_GRID,
                                                      threshold, progress=progress))
 
 
@@ -90,7 +90,7 @@ def cube_for(bundle: Bundle, method: str, threshold: str, progress: cache.Progre
 def _cube_result(path: str, chash: str, ood: tuple[str, ...], key: str, _setting: Setting,
                  _bundle: Bundle) -> EvalResult:
     s = _setting
-    return point_result(cube_for(_bundle, s.method, s.threshold), s.p, s.score, s.convention,
+    return point_result(cube_for(_bundle, s.method, s.threshold_mode), s.p, s.score, s.convention,
                         ood)
 
 
@@ -105,7 +105,7 @@ def _while_preparing(bundle: Bundle, ood: Sequence[str], setting: Setting) -> Re
     """A large bundle's result: from the cube when it is ready; else the exact result at
     p, computed before the cube's build starts (the first numbers get the cores first),
     with the build in ``preparing``. Raises the error of a failed build."""
-    method, threshold = setting.method, setting.threshold
+    method, threshold = setting.method, setting.threshold_mode
     key = _key(bundle, method, threshold)
     job = _builds().running(key)
     if _builds().ready.get(key) is None and (job is None or not job.done):
@@ -124,7 +124,7 @@ def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "
     page's ``auto``/``exact``/``cube``); cached, read only."""
     try:
         used = choose_engine(cache.get_evaluator(bundle, ood), setting.method,
-                             setting.threshold, engine, p=setting.p).engine
+                             setting.threshold_mode, engine, p=setting.p).engine
         note = ""
     except ParameterError as exc:  # ?engine=cube where the cube cannot serve: say so
         used, note = "exact", f"{exc} Exact numbers shown."
@@ -132,7 +132,7 @@ def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "
         try:
             if _background(bundle, ood):
                 return _while_preparing(bundle, ood, setting)
-            cube_for(bundle, setting.method, setting.threshold, progress)
+            cube_for(bundle, setting.method, setting.threshold_mode, progress)
             return Replay(cube_result(bundle, ood, setting))
         except Exception as exc:  # noqa: BLE001 - shown in the page, never hidden
             note = (f"the score cube failed ({cache.error_text(exc)}); exact numbers shown "

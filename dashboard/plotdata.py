@@ -23,7 +23,7 @@ from dashboard import cache
 def result_key(bundle: Bundle, result: EvalResult) -> tuple:
     """What identifies a result: bundle, OOD selection, setting and the engine used."""
     return (*cache.bundle_key(bundle), tuple(result.ood_scores), result.method, result.p,
-            result.threshold, result.score, result.convention, result.engine)
+            result.threshold_mode, result.score, result.convention, result.engine)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -83,7 +83,7 @@ def _setting(method: str, p: float, threshold: str, score: str, convention: str)
     """A setting as ash_core describes it: p only for a method that has one, the method's
     first threshold mode where it lacks ``threshold``. Not validated (the replay does it)."""
     spec = get_method(method)
-    mode = threshold if threshold in spec.thresholds else spec.thresholds[0]
+    mode = threshold if threshold in spec.threshold_modes else spec.threshold_modes[0]
     return Setting(method, {"p": float(p)} if spec.has_p else {}, mode, score, convention)
 
 
@@ -272,13 +272,13 @@ class State:
         """Make method-dependent fields consistent (threshold mode the method supports)."""
         spec = get_method(self.method)
         s = self
-        if self.threshold not in spec.thresholds:
+        if self.threshold not in spec.threshold_modes:
             if notes is not None and self.threshold != "local":
-                notes.append(f"{self.method} supports threshold {'/'.join(spec.thresholds)} only")
-            s = replace(s, threshold=spec.thresholds[0])
+                notes.append(f"{self.method} supports threshold {'/'.join(spec.threshold_modes)} only")
+            s = replace(s, threshold=spec.threshold_modes[0])
         bspec = get_method(s.bmethod)
-        if s.bthreshold not in bspec.thresholds:
-            s = replace(s, bthreshold=bspec.thresholds[0])
+        if s.bthreshold not in bspec.threshold_modes:
+            s = replace(s, bthreshold=bspec.threshold_modes[0])
         return s
 
     def as_dict(self) -> dict[str, Any]:
@@ -315,5 +315,5 @@ class State:
         method = method or self.method
         p = self.p_value if p is None and method == self.method else p
         params = {"p": p} if get_method(method).has_p and p is not None else {}
-        mode = len(get_method(method).thresholds) > 1
+        mode = len(get_method(method).threshold_modes) > 1
         return setting_label(method, params, threshold or self.threshold, mode=mode)

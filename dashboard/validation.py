@@ -51,7 +51,7 @@ def _choice(path: str, chash: str, ood: tuple[str, ...], method: str, threshold:
             score: str, convention: str, validated: bool, _bundle: Bundle) -> Choice:
     ev = cache.get_evaluator(_bundle, ood)
     splits = validation_or_reason(ev.bundle)[0] if validated else None
-    return choose_params(ev, method, splits, threshold=threshold, score=score,
+    return choose_params(ev, method, splits, threshold_mode=threshold, score=score,
                          convention=convention)
 
 
@@ -64,7 +64,7 @@ def choices(bundle: Bundle, ood: Sequence[str], methods: Sequence[str], slider: 
     note = validation_or_reason(bundle)[1] if validated else None
     out = []
     for m in methods:
-        c = _choice(*cache.bundle_key(bundle), tuple(ood), m, slider.threshold, slider.score,
+        c = _choice(*cache.bundle_key(bundle), tuple(ood), m, slider.threshold_mode, slider.score,
                     slider.convention, validated and note is None, bundle)
         if m == slider.method and slider.p is not None and not c.validated:
             c = Choice(c.setting.with_params(p=slider.p), "the slider's p", "slider")

@@ -183,9 +183,9 @@ def test_react_and_scale_cubes_equal_per_p_evaluation(tricky: Path, wide: Path,
         cube = build_cubes(ev, [method, "ash-s"], grid, backend=backend)[method]
         assert cube.backend == backend and cube.method == method
         assert assert_matches(cube, ev, method, "local", 0) == len(grid) * 3
-        fitted = [ev.shaper(Setting(method, {"p": p})).fitted_threshold for p in cube.grid]
-        assert (cube.fitted_thresholds is None and fitted == [None] * len(grid)) or \
-            cube.fitted_thresholds.tolist() == fitted
+        fitted = [ev.shaper(Setting(method, {"p": p})).cutoff for p in cube.grid]
+        assert (cube.cutoffs is None and fitted == [None] * len(grid)) or \
+            cube.cutoffs.tolist() == fitted
 
 
 def test_rand_depends_on_the_seed(tricky: Path) -> None:
@@ -198,8 +198,8 @@ def test_rand_depends_on_the_seed(tricky: Path) -> None:
 def test_global_thresholds_equal_the_shapers(tricky: Path) -> None:
     ev = Evaluator(load_bundle(tricky), warn=False)
     cube = build_cubes(ev, ["ash-p"], GRID, "global")["ash-p"]
-    expected = [ev.shaper(Setting("ash-p", {"p": p}, "global")).fitted_threshold for p in cube.grid]
-    assert cube.fitted_thresholds.tolist() == expected
+    expected = [ev.shaper(Setting("ash-p", {"p": p}, "global")).cutoff for p in cube.grid]
+    assert cube.cutoffs.tolist() == expected
 
 
 def test_percentiles_equal_percentile_of_bit_for_bit() -> None:
@@ -270,7 +270,7 @@ def test_point_result_equals_evaluate_up_to_float32_rounding(synthetic_bundle: P
                         got = point_result(cube, p, score, conv)
                         assert (got.engine, want.engine) == ("cube", "exact")
                         assert got.id_accuracy == want.id_accuracy, what
-                        assert got.fitted_threshold == want.fitted_threshold, what
+                        assert got.cutoff == want.cutoff, what
                         assert_scores_close(got.id_scores, want.id_scores, what)
                         for name in want.ood_scores:
                             assert_scores_close(got.ood_scores[name], want.ood_scores[name],

@@ -57,7 +57,7 @@ def test_cache_is_written_reused_and_keyed(tricky: Path, tmp_path: Path) -> None
     assert np.array_equal(first.labels, second.labels)
     # another grid, method, mode or seed is another file
     get_cube(bundle, "ash-s", [50.0], cache_dir=tmp_path)
-    get_cube(bundle, "ash-s", GRID, threshold="global", cache_dir=tmp_path)
+    get_cube(bundle, "ash-s", GRID, threshold_mode="global", cache_dir=tmp_path)
     get_cube(bundle, "ash-rand", GRID, seed=1, cache_dir=tmp_path)
     get_cube(bundle, "ash-rand", GRID, seed=2, cache_dir=tmp_path)
     assert len(list(tmp_path.rglob("*.safetensors"))) == 5

@@ -83,8 +83,8 @@ def test_native_grid_equals_exact_evaluation(bundles: dict[str, Path], method: s
     assert cube.backend == "native"
     assert assert_matches(cube, ev, method, "local", 0) == len(GRID) * 3
     if method == "react":
-        fitted = np.asarray([ev.shaper(Setting(method, {"p": p})).fitted_threshold for p in cube.grid])
-        assert cube.fitted_thresholds.tolist() == fitted.tolist()
+        fitted = np.asarray([ev.shaper(Setting(method, {"p": p})).cutoff for p in cube.grid])
+        assert cube.cutoffs.tolist() == fitted.tolist()
         assert fitted.min() < 0 < fitted.max()  # negative clips are exercised
 
 
@@ -109,7 +109,7 @@ def test_point_results_equal_evaluate(bundles: dict[str, Path], method: str,
                 got = point_result(cube, p, score, conv)
                 assert len(want.id_accuracy) == 2, what  # shaped and unshaped
                 assert got.id_accuracy == want.id_accuracy, what
-                assert got.fitted_threshold == want.fitted_threshold, what
+                assert got.cutoff == want.cutoff, what
                 if score != "msp":  # MSP's rounding scales with the logits (SCALE's are
                     # large): pinned at that scale by the test above
                     assert_scores_close(got.id_scores, want.id_scores, what)

@@ -74,7 +74,7 @@ def test_evaluate_equals_manual_reference_computation(small_bundle, method, p, t
                                                       score, convention):
     r = evaluate(small_bundle, Setting(method, {} if p is None else {"p": p}, threshold, score,
                                         convention))
-    assert (r.method, r.p, r.threshold, r.score, r.convention) == (method, p, threshold, score,
+    assert (r.method, r.p, r.threshold_mode, r.score, r.convention) == (method, p, threshold, score,
                                                                   convention)
     assert all(m.convention == convention for m in r.ood.values())
     assert_close_to_manual(r, manual(small_bundle, method, p, threshold, score, convention), 80)
@@ -97,7 +97,7 @@ def test_none_equals_raw_energy_metrics(synthetic_bundle):
         for k in METRIC_NAMES:
             assert r.ood[s.name][k] == pytest.approx(expected[k], abs=1 / 300)
     assert r.id_accuracy["shaped"] == r.id_accuracy["unshaped"]
-    assert r.p is None and r.fitted_threshold is None
+    assert r.p is None and r.cutoff is None
 
 
 def test_p_zero_ash_p_equals_unshaped_exactly(synthetic_bundle):
@@ -126,9 +126,9 @@ def test_id_accuracy_shaped_and_unshaped(synthetic_bundle):
 def test_global_mode_fits_on_id_fit(synthetic_bundle, tmp_path):
     b = load_bundle(synthetic_bundle)
     r = evaluate(b, Setting("ash-s", {"p": 70}, "global"))
-    assert r.fitted_threshold == pytest.approx(
+    assert r.cutoff == pytest.approx(
         np.percentile(np.asarray(b.id_fit.features, np.float64), 70), rel=1e-5)
-    assert r.fitted_threshold == pytest.approx(ref.global_threshold(b.id_fit.features, 70),
+    assert r.cutoff == pytest.approx(ref.global_threshold(b.id_fit.features, 70),
                                                rel=1e-5)
     # a different id_fit split changes the threshold and the result
     shifted = [
@@ -139,7 +139,7 @@ def test_global_mode_fits_on_id_fit(synthetic_bundle, tmp_path):
     other = load_bundle(write_bundle(tmp_path / "o", b.head_weight, b.head_bias, b.classes,
                                      shifted))
     r2 = evaluate(other, Setting("ash-s", {"p": 70}, "global"))
-    assert r2.fitted_threshold == pytest.approx(3 * r.fitted_threshold, rel=1e-5)
+    assert r2.cutoff == pytest.approx(3 * r.cutoff, rel=1e-5)
     assert r2.ood["far"].auroc != r.ood["far"].auroc
     # local mode ignores id_fit entirely
     assert evaluate(other, Setting("ash-s", {"p": 70})).ood["far"] == evaluate(b, Setting("ash-s", {"p": 70})).ood["far"]
@@ -149,7 +149,7 @@ def test_react_clip_is_fitted_on_id_fit(synthetic_bundle):
     b = load_bundle(synthetic_bundle)
     r = evaluate(b, Setting("react"))
     assert r.p == 90.0
-    assert r.fitted_threshold == pytest.approx(ref.global_threshold(b.id_fit.features, 90),
+    assert r.cutoff == pytest.approx(ref.global_threshold(b.id_fit.features, 90),
                                                rel=1e-5)
 
 

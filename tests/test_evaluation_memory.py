@@ -73,7 +73,7 @@ def test_unshaped_logits_are_not_kept_past_the_budget(synthetic_bundle, monkeypa
     logit_blocks = FeatureStore.logit_blocks
 
     def counting(self, shaper, name, in_use):
-        if shaper.spec.identity:
+        if shaper.spec.keeps_features:
             unshaped_passes.append(name)
         return logit_blocks(self, shaper, name, in_use)
 

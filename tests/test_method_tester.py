@@ -180,7 +180,7 @@ def param_boundaries(q: ParamSpec) -> list[float]:
 def boundary_settings(name: str, data: Data) -> list[Setting]:
     spec = get_method(name)
     out = []
-    for mode in spec.thresholds:
+    for mode in spec.threshold_modes:
         for q in spec.params:
             values = list(P_VALUES) if q.name == "p" else param_boundaries(q)
             if name == "dice":
@@ -336,14 +336,14 @@ def check_exact_against_reference(data: Data, s: Setting, score: str, conv: str,
     assert abs(got.id_accuracy["shaped"] - acc) <= slack, (what, got.id_accuracy, acc)
     spec = get_method(s.method)
     if spec.needs_fit(s.threshold) and spec.fitter is get_method("ash-p").fitter:
-        assert got.fitted_threshold == pytest.approx(
+        assert got.cutoff == pytest.approx(
             ref.global_threshold(data.fit, s.params["p"]), rel=1e-6, abs=1e-7), what
     return got
 
 
 def cube_methods() -> list[tuple[str, str]]:
     return [(m, mode) for m in list_methods() if get_method(m).grid != "exact"
-            for mode in get_method(m).thresholds]
+            for mode in get_method(m).threshold_modes]
 
 
 @pytest.mark.parametrize("name", list_methods())
@@ -375,7 +375,7 @@ def test_cube_equals_exact_at_the_boundaries(name, mode, backend, data):
             got = point_result(cube, p, score, conv)
             what = (name, mode, backend, p, score, conv)
             assert got.id_accuracy == want.id_accuracy, what
-            assert got.fitted_threshold == want.fitted_threshold, what
+            assert got.cutoff == want.cutoff, what
             assert_scores_close(got.id_scores, want.id_scores, what)
             for n in want.ood_scores:
                 assert_scores_close(got.ood_scores[n], want.ood_scores[n], (what, n))

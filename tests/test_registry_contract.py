@@ -29,7 +29,7 @@ from ash_core.maths.shaping import rank_order
 EXPECTED = ["none", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale"]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
-SETTINGS = [(m, mode) for m in list_methods() for mode in get_method(m).thresholds]
+SETTINGS = [(m, mode) for m in list_methods() for mode in get_method(m).threshold_modes]
 IDS = [f"{m}-{mode}" for m, mode in SETTINGS]
 
 
@@ -55,10 +55,10 @@ HEAD = (torch.randn(5, 36, generator=torch.Generator().manual_seed(1)), torch.ze
 
 
 def make(name: str, mode: str, p: float | None, seed: int = 0) -> Shaper:
-    shaper = create_method(name, p=p, threshold=mode, seed=seed)
+    shaper = create_method(name, p=p, threshold_mode=mode, seed=seed)
     if shaper.needs_fit:
         shaper.fit(ID_FIT, head=HEAD)
-        assert shaper.fitted_threshold is not None and np.isfinite(shaper.fitted_threshold)
+        assert shaper.cutoff is not None and np.isfinite(shaper.cutoff)
     return shaper
 
 
@@ -76,7 +76,7 @@ def test_registry_lists_the_issue_methods():
 def test_spec_is_complete(name):
     spec = get_method(name)
     assert isinstance(spec, MethodSpec) and spec.name == name and spec.description
-    assert spec.thresholds and set(spec.thresholds) <= set(THRESHOLD_MODES)
+    assert spec.threshold_modes and set(spec.threshold_modes) <= set(THRESHOLD_MODES)
     for param in spec.params:
         assert param.low <= param.default < param.high
         assert param.validate(param.default, name) == param.default
@@ -90,7 +90,7 @@ def test_defaults_of_the_issue():
     assert get_method("none").has_p is False and create_method("none", p=None).p is None
     assert get_method("ash-rand").stochastic
     for name in ("ash-p", "ash-b", "ash-s", "ash-rand"):
-        assert set(get_method(name).thresholds) == {"local", "global"}
+        assert set(get_method(name).threshold_modes) == {"local", "global"}
 
 
 def test_unknown_method_lists_the_known_ones():
@@ -109,14 +109,14 @@ def test_create_rejects_bad_p(name, p):
 
 def test_threshold_modes_are_validated():
     with pytest.raises(ParameterError, match="unknown threshold mode 'median'"):
-        create_method("ash-s", threshold="median")
+        create_method("ash-s", threshold_mode="median")
     with pytest.raises(ParameterError, match="supports threshold mode"):
-        create_method("scale", threshold="global")
+        create_method("scale", threshold_mode="global")
 
 
-@pytest.mark.parametrize(("name", "mode"), [s for s in SETTINGS if create_method(s[0], threshold=s[1]).needs_fit])
+@pytest.mark.parametrize(("name", "mode"), [s for s in SETTINGS if create_method(s[0], threshold_mode=s[1]).needs_fit])
 def test_unfitted_shaper_says_fit_first(name, mode):
-    shaper = create_method(name, threshold=mode)
+    shaper = create_method(name, threshold_mode=mode)
     with pytest.raises(ParameterError, match=r"id_fit.*\.fit\("):
         shaper(data())
 
@@ -125,7 +125,7 @@ def test_register_rejects_duplicates_and_unknown_modes():
     with pytest.raises(ValueError, match="already registered"):
         register_method("ash-p", description="dup")(lambda x, **k: x)
     with pytest.raises(ValueError, match="unknown threshold mode"):
-        register_method("ash-new", description="x", thresholds=("median",))(lambda x, **k: x)
+        register_method("ash-new", description="x", threshold_modes=("median",))(lambda x, **k: x)
     assert "ash-new" not in list_methods()
 
 
@@ -162,14 +162,14 @@ def test_contract_low_precision_matches_fp32_maths(name, mode, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_contract_fit_accepts_every_dtype(name, mode, dtype):
     for p in p_values(name):
-        shaper = create_method(name, p=p, threshold=mode)
+        shaper = create_method(name, p=p, threshold_mode=mode)
         if shaper.needs_fit:
-            fitted = shaper.fit(ID_FIT.to(dtype), head=HEAD).fitted_threshold
-            expected = make(name, mode, p).fitted_threshold
+            fitted = shaper.fit(ID_FIT.to(dtype), head=HEAD).cutoff
+            expected = make(name, mode, p).cutoff
             assert fitted == pytest.approx(expected, rel=1e-2, abs=1e-2)
             assert shaper(data().to(dtype)).dtype == dtype
         else:
-            assert shaper.fit(ID_FIT.to(dtype), head=HEAD).fitted_threshold is None
+            assert shaper.fit(ID_FIT.to(dtype), head=HEAD).cutoff is None
 
 
 @pytest.mark.parametrize(("name", "mode"), SETTINGS, ids=IDS)
@@ -214,7 +214,7 @@ def test_contract_ties_go_to_the_lower_unit_index(name, mode):
         shaper = make(name, mode, p, seed=5)
         out = shaper(TIED).numpy()
         if spec.stochastic:
-            mask = ref.survivors(x, p, shaper.fitted_threshold)
+            mask = ref.survivors(x, p, shaper.cutoff)
             np.testing.assert_array_equal(out != 0, mask, err_msg=f"{name} p={p}")
         else:
             want = ref.shape(name, x, p, mode, ID_FIT.numpy())
@@ -359,10 +359,10 @@ def test_param_range_and_kind_are_enforced(name, q):
 @pytest.mark.parametrize(("name", "q"), PARAMS, ids=PARAM_IDS)
 def test_every_grid_value_shapes_without_mutation_and_deterministically(name, q):
     spec = get_method(name)
-    for mode in spec.thresholds:
+    for mode in spec.threshold_modes:
         for value in q.search_grid or (q.default,):
             given = {q.name: value}
-            shaper = create_method(name, params=given, threshold=mode, seed=3)
+            shaper = create_method(name, params=given, threshold_mode=mode, seed=3)
             assert given == {q.name: value}  # the caller's mapping is not touched
             if shaper.needs_fit:
                 shaper.fit(ID_FIT, head=HEAD)
@@ -371,7 +371,7 @@ def test_every_grid_value_shapes_without_mutation_and_deterministically(name, q)
             out = shaper(x)
             assert torch.equal(x, before), (name, value)
             if not spec.stochastic:
-                again = create_method(name, params=given, threshold=mode, seed=4)
+                again = create_method(name, params=given, threshold_mode=mode, seed=4)
                 again.fit(ID_FIT, head=HEAD)
                 assert torch.equal(out, again(x)), (name, value)
 

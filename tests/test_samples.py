@@ -113,18 +113,18 @@ def test_every_method_can_be_inspected(ev, method):
     insp, row, _ = _inspect(ev, method, 70 if spec.has_p else None)
     assert insp.before.shape == insp.after.shape == (row.shape[1],)
     assert insp.kept.dtype == bool
-    if spec.identity:  # none and the scores on logits leave the features alone
+    if spec.keeps_features:  # none and the scores on logits leave the features alone
         assert insp.threshold_value is None
         np.testing.assert_allclose(insp.after, insp.before)
 
 
 def test_global_threshold_is_the_fitted_value(ev):
     insp, _, shaper = _inspect(ev, "ash-p", 60, "global")
-    assert insp.threshold_value == pytest.approx(shaper.fitted_threshold)
+    assert insp.threshold_value == pytest.approx(shaper.cutoff)
     assert insp.threshold_kind == "global threshold"
-    assert np.all(insp.before[insp.kept] > shaper.fitted_threshold)
+    assert np.all(insp.before[insp.kept] > shaper.cutoff)
     react, _, rs = _inspect(ev, "react", 90)
-    assert react.threshold_kind == "clip" and react.after.max() <= rs.fitted_threshold + 1e-6
+    assert react.threshold_kind == "clip" and react.after.max() <= rs.cutoff + 1e-6
 
 
 def test_worst_samples_lists(ev):

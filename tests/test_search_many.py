@@ -71,13 +71,13 @@ def test_results_are_cached_and_read_back_equal(bundle, tmp_path, monkeypatch):
     {"metric": "fpr95"},
     {"convention": "ood"},
     {"ood": ["far"]},
-    {"threshold": "global"},
+    {"threshold_mode": "global"},
 ])
 def test_a_different_request_is_not_served_from_the_cache(bundle, tmp_path, change):
     search_many(bundle, ["ash-b"], cache_dir=tmp_path)
     metric = change.pop("metric", "auroc")
     got = search_many(bundle, ["ash-b"], metric, cache_dir=tmp_path, **change)["ash-b"]
-    setting = Setting("ash-b", {}, change.get("threshold", "local"), "energy",
+    setting = Setting("ash-b", {}, change.get("threshold_mode", "local"), "energy",
                       change.get("convention", "id"))
     want = search(bundle, setting, metric=metric, ood=change.get("ood"), cache_dir=tmp_path)
     assert got.to_dict() == want.to_dict()

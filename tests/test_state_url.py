@@ -50,7 +50,7 @@ def _p_values(method: str) -> list[int]:
 
 
 def _global_methods() -> list[str]:
-    return [m for m in list_methods() if "global" in get_method(m).thresholds]
+    return [m for m in list_methods() if "global" in get_method(m).threshold_modes]
 
 
 def _ood() -> list[Changes]:
@@ -73,7 +73,7 @@ def _p() -> list[Changes]:
 
 def _threshold() -> list[Changes]:
     return [{"method": m, "threshold": t} for t in others(THRESHOLD_MODES, DEFAULT.threshold)
-            for m in list_methods() if t in get_method(m).thresholds]
+            for m in list_methods() if t in get_method(m).threshold_modes]
 
 
 def _bmethod() -> list[Changes]:

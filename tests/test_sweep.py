@@ -32,7 +32,7 @@ def per_point(bundle, methods, grid, threshold="local", score="energy", conventi
     rows = []
     for m in methods:
         spec = get_method(m)
-        mode = threshold if threshold in spec.thresholds else "local"
+        mode = threshold if threshold in spec.threshold_modes else "local"
         for p in (grid if spec.has_p else [None]):
             r = ev.evaluate(Setting(m, {} if p is None else {"p": p}, mode, score, convention, seed))
             row = {"method": m, "p": np.nan if p is None else p,

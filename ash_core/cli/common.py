@@ -17,7 +17,8 @@ from ash_core.params import parse_assignment
 
 def add_setting_args(parser: argparse.ArgumentParser) -> None:
     """--threshold, --score, --fpr-convention, --ood, --seed."""
-    parser.add_argument("--threshold", choices=list(THRESHOLD_MODES), default="local",
+    parser.add_argument("--threshold", dest="threshold_mode", choices=list(THRESHOLD_MODES),
+                        default="local",
                         help="local: per-sample percentile (default); global: one threshold "
                              "fitted on the id_fit split (paper ablation)")
     parser.add_argument("--score", choices=[*list_scores(), *list_feature_scores()],

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def setting_of(args: argparse.Namespace) -> Setting:
     """The validated setting the command line asks for."""
     params = merge_p(parse_params(args.param), args.p)
-    return Setting(args.method, params, args.threshold, args.score, args.fpr_convention,
+    return Setting(args.method, params, args.threshold_mode, args.score, args.fpr_convention,
                    args.seed).validated()
 
 

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     for name in list_methods():
         spec = get_method(name)
         print(f"{name:10s} {spec.description}")
-        traits = [f"thresholds: {'/'.join(spec.thresholds)}", f"grid: {spec.grid}"]
+        traits = [f"thresholds: {'/'.join(spec.threshold_modes)}", f"grid: {spec.grid}"]
         if spec.fit_on:
             when = ("always" if spec.fit in ("always", None)
                     else f"under {spec.fit} thresholds")

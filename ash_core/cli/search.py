@@ -11,9 +11,9 @@ from ash_core.bundle import load_bundle
 from ash_core.cli.common import add_setting_args, method_help, parse_named, split_list
 from ash_core.errors import ParameterError
 from ash_core.methods import list_methods
+from ash_core.policy import ENGINES
 from ash_core.reports.tables import dumps_json, render_frame
 from ash_core.search.grid import (
-    SEARCH_ENGINES,
     SEARCH_METRICS,
     SearchResult,
     parse_grid_assignment,
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(fpr95); default auroc, as OpenOOD")
     add_setting_args(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--engine", choices=list(SEARCH_ENGINES), default="auto",
+    p.add_argument("--engine", choices=list(ENGINES), default="auto",
                    help="cube: one score cube over test and validation splits (ASH family, "
                         "ReAct, SCALE); exact: one evaluation per point; auto: cube where "
                         "the method has one")
@@ -110,7 +110,7 @@ def run_all(args: argparse.Namespace) -> int:
         raise ParameterError("--grid names one method's parameters; with --all-methods each "
                              "method takes its declared search grid (drop --grid).")
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
-    results = search_many(bundle, None, args.metric, threshold=args.threshold,
+    results = search_many(bundle, None, args.metric, threshold_mode=args.threshold_mode,
                           score=args.score, convention=args.fpr_convention, seed=args.seed,
                           ood=split_list(args.ood), engine=args.engine,
                           cache_dir=args.cache_dir, use_cache=not args.no_cache)
@@ -127,7 +127,7 @@ def run_all(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.all_methods:
         return run_all(args)
-    base = Setting(args.method, {}, args.threshold, args.score, args.fpr_convention,
+    base = Setting(args.method, {}, args.threshold_mode, args.score, args.fpr_convention,
                    args.seed).validated()
     grid = grid_of(args.grid)
     search_points(base.method, grid)  # bad input is reported before the bundle is read

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         frame = sweep_frame(bundle, args.layer, methods, grid, args.fpr_convention,
                             split_list(args.ood), args.seed, args.device)
     else:
-        frame = sweep(bundle, methods, grid, args.threshold, args.score, args.fpr_convention,
+        frame = sweep(bundle, methods, grid, args.threshold_mode, args.score, args.fpr_convention,
                       split_list(args.ood), args.seed, evaluator=evaluator, progress=progress,
                       params=fixed,
                       cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
@@ -112,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
     frame = frame[sweep_columns(ood)]
     if any(get_method(m).param_names not in ((), ("p",)) for m in methods):
         # name the parameters other than p, with the one label of each row's setting
-        settings = sweep_settings(methods, grid, args.threshold, args.score,
+        settings = sweep_settings(methods, grid, args.threshold_mode, args.score,
                                   args.fpr_convention, args.seed, fixed)
         frame.insert(2, "setting", [s.label() for s in settings])
-    caption = (f"{bundle.name}: threshold={args.threshold}, score={args.score}, FPR convention="
-               f"{args.fpr_convention}; values in %")
+    caption = (f"{bundle.name}: threshold={args.threshold_mode}, score={args.score}, "
+               f"FPR convention={args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
     return 0

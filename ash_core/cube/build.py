@@ -29,7 +29,7 @@ from ash_core.cube.model import (
     is_cube_method,
 )
 from ash_core.cube.strategies import build_strategy
-from ash_core.cube.thresholds import fit_global_thresholds, normalize_grid
+from ash_core.cube.thresholds import fit_cutoffs, normalize_grid
 from ash_core.cube.torch_backend import run_torch
 from ash_core.device import is_cuda
 from ash_core.engine.store import Selection
@@ -95,12 +95,12 @@ def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
 
 
 def native_head(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
-    """The head tiled for the kernel: made once per build (8 MiB at ImageNet shapes, ~12 ms;
-    once per split it was a fixed cost that weighed on small bundles)."""
+    """The head tiled for the kernel: made once per build (8 MiB at ImageNet shapes, ~12 ms:
+    made per split, it would be a fixed cost that weighs on small bundles)."""
     return _native.tiled_head(sel.weight, sel.bias, _native.choose_tile(sel.weight.shape[0]))
 
 
-def _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full,
+def _run_native(x, draws, head, grid, counts, cutoffs, variants, outs, full,
                 progress) -> None:
     tile = head[0].shape[2]
     lib = _kernel.load_kernel(tile)
@@ -114,13 +114,13 @@ def _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full,
     _native.run_native(
         lib, x, None if draws is None else (lambda xb: draws(xb.shape[0])), head,
         None if counts is None else counts[order],
-        None if thresholds is None else thresholds[order].astype(np.float32),
+        None if cutoffs is None else cutoffs[order].astype(np.float32),
         order, slots, outs, full, threads=cube_threads(), block=BLOCK_ROWS, progress=progress,
     )
 
 
 def _run_split(x: np.ndarray, sel: Selection, grid: np.ndarray, counts: np.ndarray | None,
-               thresholds: np.ndarray | None, variants: list[str], seed: int,
+               cutoffs: np.ndarray | None, variants: list[str], seed: int,
                head: tuple[np.ndarray, np.ndarray] | None,
                progress: Callable[[int], None] | None,
                ) -> tuple[dict[str, SplitCube], SplitCube]:
@@ -131,16 +131,16 @@ def _run_split(x: np.ndarray, sel: Selection, grid: np.ndarray, counts: np.ndarr
     full = empty_fields(1, n)
     draws = _draw_stream(seed, x.shape[1]) if "ash-rand" in variants else None
     if head is not None:
-        _run_native(x, draws, head, grid, counts, thresholds, variants, outs, full, progress)
+        _run_native(x, draws, head, grid, counts, cutoffs, variants, outs, full, progress)
     else:
-        run_torch(x, draws, sel.weight, sel.bias, counts, thresholds, variants, outs, full,
+        run_torch(x, draws, sel.weight, sel.bias, counts, cutoffs, variants, outs, full,
                   progress, chunk=TORCH_CHUNK, device=sel.device)
     cubes = {v: SplitCube(*(o[i] for o in outs)) for i, v in enumerate(variants)}
     return cubes, SplitCube(*full)
 
 
-def check_request(sel: Selection, methods: Sequence[str], threshold: str) -> list[str]:
-    """The de-duplicated methods, each a cube method supporting ``threshold``."""
+def check_request(sel: Selection, methods: Sequence[str], threshold_mode: str) -> list[str]:
+    """The de-duplicated methods, each a cube method supporting ``threshold_mode``."""
     methods = list(dict.fromkeys(methods))
     for m in methods:
         spec = get_method(m)  # unknown names: a clear "unknown method" error
@@ -149,7 +149,7 @@ def check_request(sel: Selection, methods: Sequence[str], threshold: str) -> lis
                 f"{m!r} is not computed by the score cube (it covers "
                 f"{', '.join(CUBE_STRATEGIES)}); evaluate it with Evaluator."
             )
-        check_threshold_mode(spec, threshold)
+        check_threshold_mode(spec, threshold_mode)
     if not methods:
         raise ParameterError("no methods to build a cube for.")
     if not sel.ood_names:
@@ -174,36 +174,36 @@ def _row_counter(sel: Selection, passes: int, progress: Progress | None
     return tick
 
 
-def _build_prefix(sel: Selection, methods: list[str], g: np.ndarray, threshold: str, seed: int,
+def _build_prefix(sel: Selection, methods: list[str], g: np.ndarray, threshold_mode: str, seed: int,
                   backend: str, tick: Callable[[int], None]) -> dict[str, ScoreCube]:
     """The ASH variants ("prefix" strategy): one pass per split through the backend."""
     chosen = choose_backend(sel.weight.shape[0], backend, sel.device)
-    counts = thresholds = None
-    if threshold == "local":
+    counts = cutoffs = None
+    if threshold_mode == "local":
         counts = np.asarray([kept_count(sel.bundle.dim, p) for p in g], dtype=np.int32)
     else:
-        thresholds = fit_global_thresholds(sel, g)
+        cutoffs = fit_cutoffs(sel, g)
     head = native_head(sel) if chosen == "native" else None
     per_split, unshaped = {}, {}
     for nm in sel.split_names:
         per_split[nm], unshaped[nm] = _run_split(
-            sel.features(nm).numpy(), sel, g, counts, thresholds, methods, seed, head, tick)
-    return {m: _cube(sel, m, threshold, g, seed if m == "ash-rand" else 0,
-                     {nm: per_split[nm][m] for nm in sel.split_names}, unshaped, thresholds,
+            sel.features(nm).numpy(), sel, g, counts, cutoffs, methods, seed, head, tick)
+    return {m: _cube(sel, m, threshold_mode, g, seed if m == "ash-rand" else 0,
+                     {nm: per_split[nm][m] for nm in sel.split_names}, unshaped, cutoffs,
                      chosen)
             for m in methods}
 
 
-def _cube(sel: Selection, method: str, threshold: str, g: np.ndarray, seed: int,
+def _cube(sel: Selection, method: str, threshold_mode: str, g: np.ndarray, seed: int,
           splits: dict[str, SplitCube], unshaped: dict[str, SplitCube],
           fitted: np.ndarray | None, backend: str) -> ScoreCube:
     labels = sel.bundle.id_split.labels
     return ScoreCube(
-        method=method, threshold=threshold, grid=g, seed=int(seed),
+        method=method, threshold_mode=threshold_mode, grid=g, seed=int(seed),
         bundle_hash=sel.bundle.content_hash, bundle_name=sel.bundle.name, id_name=sel.id_name,
         ood_names=list(sel.ood_names), splits=splits, unshaped=unshaped,
         labels=None if labels is None else np.asarray(labels, dtype=np.int64),
-        fitted_thresholds=fitted, backend=backend,
+        cutoffs=fitted, backend=backend,
     )
 
 
@@ -211,7 +211,7 @@ def build_cubes(
     sel: Selection,
     methods: Sequence[str],
     grid: Iterable[float],
-    threshold: str = "local",
+    threshold_mode: str = "local",
     seed: int = 0,
     backend: str = "auto",
     progress: Progress | None = None,
@@ -219,15 +219,15 @@ def build_cubes(
     """Compute the cubes of several methods (no cache): the ASH variants together in one
     pass per split, ReAct and SCALE in one pass each (``strategies``), all on ``backend``."""
     seed = check_seed(seed)
-    methods = check_request(sel, methods, threshold)
+    methods = check_request(sel, methods, threshold_mode)
     g = normalize_grid(grid)
     prefix = [m for m in methods if grid_strategy(m) == "prefix"]
     others = [m for m in methods if grid_strategy(m) != "prefix"]
     tick = _row_counter(sel, bool(prefix) + len(others), progress)
-    out = _build_prefix(sel, prefix, g, threshold, seed, backend, tick) if prefix else {}
+    out = _build_prefix(sel, prefix, g, threshold_mode, seed, backend, tick) if prefix else {}
     for m in others:
         chosen = choose_backend(sel.weight.shape[0], backend, sel.device)
         splits, unshaped, fitted = build_strategy(grid_strategy(m), sel, g, TORCH_CHUNK, tick,
                                                   chosen, BLOCK_ROWS, cube_threads())
-        out[m] = _cube(sel, m, threshold, g, 0, splits, unshaped, fitted, chosen)
+        out[m] = _cube(sel, m, threshold_mode, g, 0, splits, unshaped, fitted, chosen)
     return {m: out[m] for m in methods}

@@ -31,18 +31,19 @@ from ash_core.methods import check_seed
 CUBE_VERSION = 4  # 4: ReAct clips units >= c, ties of rows clipped everywhere exact
 
 
-def cube_key(sel: Selection, method: str, threshold: str, grid: np.ndarray,
+def cube_key(sel: Selection, method: str, threshold_mode: str, grid: np.ndarray,
              seed: int) -> dict[str, Any]:
     """Everything a cached cube depends on (compared exactly when loading)."""
     names = sel.split_names
     fit = sel.bundle.id_fit
-    used = names + ([fit.name] if fits_on_id_fit(method, threshold) and fit is not None else [])
+    fits = fits_on_id_fit(method, threshold_mode) and fit is not None
+    used = names + ([fit.name] if fits else [])
     return {
         "cube_version": CUBE_VERSION,
         "bundle": sel.bundle.content_hash,
         "data": data_digest(sel.bundle, used),
         "method": method,
-        "threshold": threshold,
+        "threshold": threshold_mode,
         "grid": [float(v) for v in grid],
         "seed": int(seed) if method == "ash-rand" else 0,
         "splits": list(names),
@@ -64,7 +65,7 @@ def get_cubes(
     source: Bundle | Selection,
     methods: Sequence[str],
     grid: Iterable[float],
-    threshold: str = "local",
+    threshold_mode: str = "local",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
@@ -74,15 +75,16 @@ def get_cubes(
     """Cubes of several ASH methods: loaded from the cache, or built together and cached."""
     sel = source if isinstance(source, Selection) else Selection(source)
     seed = check_seed(seed)
-    methods = check_request(sel, methods, threshold)
+    methods = check_request(sel, methods, threshold_mode)
     g = normalize_grid(grid)
     cdir = cache_dir_of(sel.bundle, cache_dir, use_cache, "score cubes")
-    keys = {m: cube_key(sel, m, threshold, g, seed) for m in methods} if cdir else {}
+    keys = {m: cube_key(sel, m, threshold_mode, g, seed) for m in methods} if cdir else {}
     out = {m: read_entry(cube_path(cdir, keys[m]), functools.partial(load_cube, key=keys[m]),
                          "score cube") for m in keys}
     missing = [m for m in methods if out.get(m) is None]
     if missing:
-        for m, cube in build_cubes(sel, missing, g, threshold, seed, backend, progress).items():
+        built = build_cubes(sel, missing, g, threshold_mode, seed, backend, progress)
+        for m, cube in built.items():
             if cdir is not None and not write_entry(
                     cube_path(cdir, keys[m]),
                     functools.partial(_save, cube, key=keys[m]), "score cube"):
@@ -92,7 +94,7 @@ def get_cubes(
 
 
 def get_cube(source: Bundle | Selection, method: str, grid: Iterable[float],
-             threshold: str = "local", seed: int = 0, **options: Any) -> ScoreCube:
+             threshold_mode: str = "local", seed: int = 0, **options: Any) -> ScoreCube:
     """The cube of one method over ``grid`` (cached; see the module doc). ``options``: the
     other arguments of ``get_cubes`` (cache_dir, use_cache, backend, progress)."""
-    return get_cubes(source, [method], grid, threshold, seed, **options)[method]
+    return get_cubes(source, [method], grid, threshold_mode, seed, **options)[method]

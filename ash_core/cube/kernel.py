@@ -38,7 +38,7 @@ SOURCE = Path(__file__).with_name("kernel.c")
 #: Every file the build reads (``kernel.c`` includes the header): all are in the build key.
 SOURCES = (SOURCE, Path(__file__).with_name("kernel_core.h"))
 ENV_BACKEND = "ASH_CUBE_BACKEND"
-ENV_BACKEND_OLD = "ASH_CUBE_ENGINE"  # the name before the engine/backend split; still read
+ENV_BACKEND_OLD = "ASH_CUBE_ENGINE"  # also read, so that existing setups keep working
 _lock = threading.Lock()
 _cache: dict[int, ctypes.CDLL | None] = {}
 _why: dict[int, str] = {}

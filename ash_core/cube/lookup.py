@@ -47,11 +47,11 @@ def point_result(
     at = float(cube.grid[j])
     return EvalResult(
         bundle=cube.bundle_name,
-        setting=Setting(cube.method, {"p": at}, cube.threshold, score, convention, cube.seed),
+        setting=Setting(cube.method, {"p": at}, cube.threshold_mode, score, convention, cube.seed),
         id_accuracy=cube.id_accuracy(p),
         ood={n: ids.metrics(s, convention) for n, s in ood_scores.items()},
-        fitted_threshold=None if cube.fitted_thresholds is None
-        else float(cube.fitted_thresholds[j]),
+        cutoff=None if cube.cutoffs is None
+        else float(cube.cutoffs[j]),
         id_scores=id_scores,
         ood_scores=ood_scores,
         engine="cube",
@@ -60,5 +60,5 @@ def point_result(
 
 def point_metrics(cube: ScoreCube, p: float, score: str = "energy", convention: str = "id",
                   ood: Iterable[str] | None = None) -> dict[str, Any]:
-    """``point_result(...).to_dict()`` (kept for callers of the older dict API)."""
+    """``point_result(...).to_dict()``: the dict a sweep row is read from."""
     return point_result(cube, p, score, convention, ood).to_dict()

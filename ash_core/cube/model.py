@@ -51,14 +51,9 @@ def is_cube_method(method: str) -> bool:
     return grid_strategy(method) is not None
 
 
-def fits_on_id_fit(method: str, threshold: str) -> bool:
+def fits_on_id_fit(method: str, threshold_mode: str) -> bool:
     """Whether the cube of ``method`` depends on id_fit (global thresholds, ReAct's clip)."""
-    return threshold == "global" or grid_strategy(method) == "clip"
-
-
-def bytes_per_point() -> int:
-    """Bytes one (sample, grid point) takes in a cube: the sum of the field itemsizes."""
-    return sum(dt.itemsize for dt in FIELD_DTYPES.values())
+    return threshold_mode == "global" or grid_strategy(method) == "clip"
 
 
 def empty_fields(*shape: int) -> tuple[np.ndarray, ...]:
@@ -116,7 +111,7 @@ class ScoreCube:
     """
 
     method: str
-    threshold: str
+    threshold_mode: str
     grid: np.ndarray
     seed: int
     bundle_hash: str
@@ -126,7 +121,7 @@ class ScoreCube:
     splits: dict[str, SplitCube]
     unshaped: dict[str, SplitCube]
     labels: np.ndarray | None = None
-    fitted_thresholds: np.ndarray | None = None
+    cutoffs: np.ndarray | None = None
     backend: str = "native"
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -136,7 +131,7 @@ class ScoreCube:
             for sc in group.values():
                 for name in FIELDS:
                     getattr(sc, name).flags.writeable = False
-        for arr in (self.grid, self.labels, self.fitted_thresholds):
+        for arr in (self.grid, self.labels, self.cutoffs):
             if arr is not None:
                 arr.flags.writeable = False
         return self

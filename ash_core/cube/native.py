@@ -68,7 +68,7 @@ class _Call:
     head: tuple[np.ndarray, np.ndarray]
     mode: int
     counts: np.ndarray
-    thresholds: np.ndarray
+    cutoffs: np.ndarray
     slots: np.ndarray
     jmap: np.ndarray
     outs: tuple[np.ndarray, ...]
@@ -83,10 +83,10 @@ class _Call:
             rc = self.lib.ash_cube_rows(
                 lo, hi, self.n, self.d, bias.shape[0], _ptr(xb), _ptr(db), _ptr(wt),
                 _ptr(bias), len(self.jmap), self.mode, _ptr(self.counts),
-                _ptr(self.thresholds), _ptr(self.slots), _ptr(self.jmap), *outs,
+                _ptr(self.cutoffs), _ptr(self.slots), _ptr(self.jmap), *outs,
                 self.full_ptrs)
         else:
-            fn, second, table = ((self.lib.ash_clip_rows, wt, self.thresholds)
+            fn, second, table = ((self.lib.ash_clip_rows, wt, self.cutoffs)
                                   if self.kind == "clip"
                                   else (self.lib.ash_scale_rows, db, self.counts))
             rc = fn(lo, hi, self.n, self.d, bias.shape[0], _ptr(xb), _ptr(second), _ptr(bias),
@@ -95,7 +95,7 @@ class _Call:
             raise MemoryError("score-cube kernel could not allocate its row buffers")
 
 
-def _prepare_call(lib, kind, x, head, counts, thresholds, jmap, slots, outs, full) -> _Call:
+def _prepare_call(lib, kind, x, head, counts, cutoffs, jmap, slots, outs, full) -> _Call:
     """Contiguous argument arrays, checked outputs and the pointers of ``full``."""
     for a in (*outs, *(full or ())):
         if not a.flags.c_contiguous:
@@ -106,8 +106,8 @@ def _prepare_call(lib, kind, x, head, counts, thresholds, jmap, slots, outs, ful
     return _Call(
         lib=lib, kind=kind, n=x.shape[0], d=x.shape[1], head=head, mode=0 if counts is not None else 1,
         counts=np.ascontiguousarray(counts if counts is not None else np.zeros(1), np.int32),
-        thresholds=np.ascontiguousarray(thresholds if thresholds is not None else np.zeros(1),
-                                        np.float32),
+        cutoffs=np.ascontiguousarray(cutoffs if cutoffs is not None else np.zeros(1),
+                                     np.float32),
         slots=np.ascontiguousarray(slots, np.int32), jmap=np.ascontiguousarray(jmap, np.int32),
         outs=outs, full_ptrs=full_ptrs)
 
@@ -137,7 +137,7 @@ def run_native(
     extra: Callable[[np.ndarray], np.ndarray] | None,
     head: tuple[np.ndarray, np.ndarray],
     counts: np.ndarray | None,
-    thresholds: np.ndarray | None,
+    cutoffs: np.ndarray | None,
     jmap: np.ndarray,
     slots: np.ndarray,
     outs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -154,7 +154,7 @@ def run_native(
     second input (ASH-RAND's draws, continuing one seeded generator; SCALE's dense
     products), or None. Each block is split across ``threads`` Python threads.
     """
-    call = _prepare_call(lib, kind, x, head, counts, thresholds, jmap, slots, outs, full)
+    call = _prepare_call(lib, kind, x, head, counts, cutoffs, jmap, slots, outs, full)
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         for b0 in range(0, x.shape[0], block):

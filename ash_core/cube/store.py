@@ -8,7 +8,8 @@ split names, the backend and ``sha256``. Reading and writing go through
 Checksum (``diskcache.checksum``): sha256 over the canonical header without the checksum
 (the metadata minus ``sha256``, and every tensor's name, dtype and shape, as sorted JSON)
 followed by every tensor's bytes in name order. So a changed dtype or shape, a renamed or
-swapped tensor, an edited key and any changed data byte all fail the check; byte offsets are not hashed
+swapped tensor, an edited key and any changed data byte all fail the check; byte offsets are
+not hashed
 because the strict header check already requires them to tile the data exactly, and
 the per-name data order catches swapped offsets. The digest lives in the header itself
 (the file stays plain safetensors, no sidecar to lose).
@@ -56,8 +57,8 @@ def _tensors(cube: ScoreCube) -> dict[str, np.ndarray]:
             out[f"{nm}/unshaped_{f}"] = getattr(sc, f)
     if cube.labels is not None:
         out["labels"] = cube.labels
-    if cube.fitted_thresholds is not None:
-        out["thresholds"] = cube.fitted_thresholds
+    if cube.cutoffs is not None:
+        out["thresholds"] = cube.cutoffs
     return out
 
 
@@ -119,12 +120,12 @@ def _assemble(arrays: dict[str, np.ndarray], key: dict[str, Any], info: dict[str
 
     names = list(key["splits"])
     return ScoreCube(
-        method=key["method"], threshold=key["threshold"], grid=np.asarray(arrays["grid"]),
+        method=key["method"], threshold_mode=key["threshold"], grid=np.asarray(arrays["grid"]),
         seed=key["seed"], bundle_hash=key["bundle"], bundle_name=info["bundle_name"],
         id_name=info["id_name"], ood_names=info["ood_names"],
         splits={nm: split(nm) for nm in names},
         unshaped={nm: split(nm, "unshaped_") for nm in names},
-        labels=arrays.get("labels"), fitted_thresholds=arrays.get("thresholds"),
+        labels=arrays.get("labels"), cutoffs=arrays.get("thresholds"),
         backend=info["backend"], meta={"path": str(path), "cached": True},
     )
 
@@ -132,7 +133,8 @@ def _assemble(arrays: dict[str, np.ndarray], key: dict[str, Any], info: dict[str
 def load_cube(path: Path, key: dict[str, Any], verify: bool = True) -> ScoreCube:
     """Load a cached cube; ``CubeCacheError`` when it is stale, corrupt or malformed.
 
-    Checks, in order: not a symbolic link (nor its directory); the header (strictly, by safetensors_io); stored
+    Checks, in order: not a symbolic link (nor its directory); the header (strictly, by
+    safetensors_io); stored
     key == ``key``; every tensor's name, dtype and shape as the key implies; the sha256
     of header and data (``verify``).
     """

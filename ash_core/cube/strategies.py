@@ -26,7 +26,7 @@ import torch
 from ash_core.cube import kernel as _kernel
 from ash_core.cube import native as _native
 from ash_core.cube.model import SplitCube, empty_fields
-from ash_core.cube.thresholds import fit_global_thresholds
+from ash_core.cube.thresholds import fit_cutoffs
 from ash_core.cube.torch_backend import (
     Chunk,
     band_product,
@@ -141,7 +141,7 @@ def build_strategy(strategy: str, sel: Selection, grid: np.ndarray, chunk: int |
     on ``backend`` ("native": ``block`` rows at a time on ``threads`` threads; "torch":
     ``chunk`` rows at a time, None = the device's default)."""
     chunk = chunk or chunk_rows(sel.device)
-    clips = fit_global_thresholds(sel, grid, "ReAct's clip") if strategy == "clip" else None
+    clips = fit_cutoffs(sel, grid, "ReAct's clip") if strategy == "clip" else None
     native = _native_inputs(sel, strategy) if backend == "native" else None
     cubes, unshaped = {}, {}
     for nm in sel.split_names:

@@ -48,7 +48,7 @@ def percentiles(values: np.ndarray, grid: Iterable[float]) -> np.ndarray:
     return out
 
 
-def fit_global_thresholds(sel: Selection, grid: np.ndarray,
+def fit_cutoffs(sel: Selection, grid: np.ndarray,
                           purpose: str = "threshold='global'") -> np.ndarray:
     """Global thresholds (or ReAct clips) for every grid p: the p-th percentiles of id_fit
     activations, as the shaper fits them."""

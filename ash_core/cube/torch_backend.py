@@ -155,7 +155,7 @@ def _walk_grid(ch: Chunk, wt: torch.Tensor, bias: torch.Tensor, variants: list[s
 
 
 def run_torch(x: np.ndarray, draws: Callable[[int], np.ndarray] | None, weight: torch.Tensor,
-              bias: torch.Tensor, counts: np.ndarray | None, thresholds: np.ndarray | None,
+              bias: torch.Tensor, counts: np.ndarray | None, cutoffs: np.ndarray | None,
               variants: list[str], outs: tuple[np.ndarray, ...], full: tuple[np.ndarray, ...],
               progress: Callable[[int], None] | None, chunk: int | None = None,
               device: torch.device | None = None) -> None:
@@ -165,8 +165,8 @@ def run_torch(x: np.ndarray, draws: Callable[[int], np.ndarray] | None, weight: 
     chunk = chunk or chunk_rows(device)
     weight, bias = weight.to(device), bias.to(device)
     wt = weight.T.contiguous()
-    thr32 = (None if thresholds is None
-             else torch.from_numpy(thresholds.astype(np.float32)).to(device))
+    thr32 = (None if cutoffs is None
+             else torch.from_numpy(cutoffs.astype(np.float32)).to(device))
     for lo in range(0, x.shape[0], chunk):
         rows = torch.from_numpy(np.ascontiguousarray(x[lo:lo + chunk])).to(device)
         bufs = device_fields(len(variants), outs[0].shape[1], rows.shape[0], device)

@@ -67,7 +67,7 @@ class Evaluator(Selection):
     (or ``with_ood``) shares one.
     """
 
-    # ------------------------------------------------------------------ the store, for this selection
+    # ------------------------------------------------------------ the store, for this selection
 
     def rank_order(self, name: str) -> torch.Tensor | None:
         """The kept per-row unit ranking of a split (``FeatureStore.rank_order``)."""
@@ -172,7 +172,7 @@ class Evaluator(Selection):
             setting=setting,
             id_accuracy=self.id_accuracy(id_predictions, setting.score),
             ood=ood_metrics_many(id_scores, ood_scores, setting.convention),
-            fitted_threshold=shaper.fitted_threshold,
+            cutoff=shaper.cutoff,
             id_scores=id_scores,
             ood_scores=ood_scores,
             variant=dict(shaper.variant_settings) or None,

@@ -137,7 +137,7 @@ def feature_scorer(store: FeatureStore, shaper: Shaper, setting: Setting,
 
     def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
         x = store.shaped_features(shaper, name, in_use)
-        logits = store.shaped_logits(shaper, name, in_use) if shaper.spec.identity \
+        logits = store.shaped_logits(shaper, name, in_use) if shaper.spec.keeps_features \
             else store.logits(x, head)
         scores = spec.score(x, logits, head, state, score_params)
         return logits.argmax(dim=1).cpu(), scores.to(torch.float64).numpy()
@@ -156,7 +156,7 @@ def fitted_shaper(store: FeatureStore, setting: Setting) -> Shaper:
     if shaper.needs_fit:
         on = setting.method if shaper.spec.fit == "always" else "global"
         key = ("cutoff", on, tuple(sorted(shaper.params.items())))
-        shaper.fitted_threshold, shaper.fitted_state = store.once(
+        shaper.cutoff, shaper.fitted_state = store.once(
             key, lambda: _fit(store, shaper))
     if shaper.spec.variant is not None:
         shaper.variant_settings = _variant_settings(store.bundle, shaper)
@@ -175,7 +175,7 @@ def _fit(store: FeatureStore, shaper: Shaper) -> tuple[float | None, Any]:
             "an id_fit split."
         )
     shaper.fit(store.features(fit_split.name), head=(store.weight, store.bias))
-    return shaper.fitted_threshold, shaper.fitted_state
+    return shaper.cutoff, shaper.fitted_state
 
 
 def _variant_settings(bundle: Bundle, shaper: Shaper) -> dict[str, Any]:

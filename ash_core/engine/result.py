@@ -21,7 +21,7 @@ class EvalResult:
     setting: Setting
     id_accuracy: dict[str, float | None]
     ood: dict[str, OODMetrics]
-    fitted_threshold: float | None = None
+    cutoff: float | None = None
     id_scores: np.ndarray | None = field(default=None, repr=False)
     ood_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
@@ -41,8 +41,8 @@ class EvalResult:
         return self.setting.p
 
     @property
-    def threshold(self) -> str:
-        return self.setting.threshold
+    def threshold_mode(self) -> str:
+        return self.setting.threshold_mode
 
     @property
     def score(self) -> str:
@@ -67,7 +67,7 @@ class EvalResult:
             **self.setting.to_dict(),
             "p": self.p,
             "label": self.setting.label(),
-            "fitted_threshold": self.fitted_threshold,
+            "fitted_threshold": self.cutoff,
             "id_accuracy": dict(self.id_accuracy),
             "ood": {name: m.as_dict() for name, m in self.ood.items()},
             "average": self.average,

@@ -77,7 +77,7 @@ def check_features(split: Split, x: torch.Tensor) -> None:
 def leaves_logits(shaper: Shaper) -> bool:
     """Whether ``shaper`` changes neither the features nor the head: its logits are the
     unshaped ones (it may still bring its own score, e.g. GEN)."""
-    return shaper.spec.identity and shaper.spec.head_fn is None
+    return shaper.spec.keeps_features and shaper.spec.head_fn is None
 
 
 class FeatureStore:
@@ -253,7 +253,7 @@ class FeatureStore:
         if variant is not None:  # stored features in place of shaping (ODIN)
             return self._on(f"variant/{variant}/{name}",
                             lambda: self.variant_features(variant, name, shaper.name))
-        if shaper.spec.identity:
+        if shaper.spec.keeps_features:
             return self.device_features(name)
         return shaper(self.device_features(name), order=self._order(shaper, name, in_use))
 
@@ -272,7 +272,7 @@ class FeatureStore:
                        ) -> Iterator[torch.Tensor]:
         """A split's features as ``shaper`` shapes them, in blocks of ``block_rows`` rows on
         ``self.device`` (the stored ones, sliced, for a method that shapes nothing)."""
-        if shaper.spec.variant is not None or shaper.spec.identity:
+        if shaper.spec.variant is not None or shaper.spec.keeps_features:
             yield from row_blocks(self.device_shaped_features(shaper, name, in_use))
             return
         order = self._order(shaper, name, in_use)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ash_core.device import resolve_device
 from ash_core.errors import ExtractError
 from ash_core.extract.config import ExtractConfig, SplitSpec
 from ash_core.extract.data import PreparedDataset, parse_spec
@@ -49,14 +50,6 @@ def dist_env() -> tuple[int, int]:
 def _barrier(world: int) -> None:
     if world > 1:
         torch.distributed.barrier()
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ExtractError(f"--device {name}: CUDA is not available here; use --device cpu.")
-    return torch.device(name)
 
 
 @contextlib.contextmanager
@@ -88,7 +81,7 @@ class Extractor:
         self.workdir = WorkDir(self.out)
         self.work = self.workdir.path
         self.data_root = Path(cfg.data_root) if cfg.data_root else None
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.lm: LoadedModel = load_model(cfg.model, cfg.weights, download=cfg.download)
         self.lm.model.to(self.device)
         self.protocol: Protocol = make_protocol(
@@ -326,7 +319,7 @@ def extract(cfg: ExtractConfig, log: Callable[[str], None] | None = None) -> Pat
     rank, world = dist_env()
     initialised = False
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if pick_device(cfg.device).type == "cuda" else "gloo"
+        backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(backend=backend)
@@ -339,9 +332,3 @@ def extract(cfg: ExtractConfig, log: Callable[[str], None] | None = None) -> Pat
         if initialised:
             torch.distributed.destroy_process_group()
 
-
-def iter_batches(dataset: torch.utils.data.Dataset, batch_size: int
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches without a DataLoader (for benchmarks/tests)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0)
-    yield from loader

@@ -1,4 +1,4 @@
-"""Where to ASH: shape inside the network (issue 11; docs/where.md).
+"""Where to ASH: shape inside the network (docs/where.md).
 
 ``store`` (maps and tails in a bundle), ``tails`` (tail architectures and weights),
 ``replay`` (shaping a layer's maps and running the tail), ``sweep`` (layers x p grid, cached

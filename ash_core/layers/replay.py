@@ -39,8 +39,8 @@ WHY = {
 }
 
 
-def refusal(method: str, threshold: str = "local") -> str | None:
-    """Why ``method`` with ``threshold`` cannot be shown at an inner layer (None: it can; the
+def refusal(method: str, threshold_mode: str = "local") -> str | None:
+    """Why ``method`` with ``threshold_mode`` cannot be shown at an inner layer (None: it can; the
     per-sample ASH variants with local thresholds)."""
     spec = get_method(method)
     if spec.variant is not None:
@@ -49,14 +49,14 @@ def refusal(method: str, threshold: str = "local") -> str | None:
     if spec.family != "ash":
         return (f"{method} is not an ASH variant: "
                 f"{WHY.get(spec.family, 'only ASH variants prune a map per sample')}")
-    if threshold != "local":
-        return (f"{method} with {threshold} thresholds needs the activations of ID training "
+    if threshold_mode != "local":
+        return (f"{method} with {threshold_mode} thresholds needs the activations of ID training "
                 "maps, which are not cached (use local thresholds)")
     return None
 
 
 def _shape(shaper: Shaper | None, x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    if shaper is None or shaper.spec.identity:
+    if shaper is None or shaper.spec.keeps_features:
         return x
     return shaper(x, order=order if shaper.spec.uses_order(shaper.threshold_mode) else None)
 
@@ -71,7 +71,7 @@ def replay_batches(maps: LayerMaps, layer: str, split: str,
     device = torch.device(device)
     tail = maps.tail(layer).to(device)
     stored = maps.maps(layer, split)
-    ranked = any(s is not None and not s.spec.identity and s.spec.uses_order(s.threshold_mode)
+    ranked = any(s is not None and not s.spec.keeps_features and s.spec.uses_order(s.threshold_mode)
                  for s in shapers)
     with torch.inference_mode():
         for i in range(0, len(stored), batch):
@@ -110,7 +110,7 @@ class LayerStore:
 
     def check(self, setting: Setting) -> None:
         """ParameterError for a setting with no meaning at this layer (``refusal``)."""
-        why = None if setting.method == "none" else refusal(setting.method, setting.threshold)
+        why = None if setting.method == "none" else refusal(setting.method, setting.threshold_mode)
         if why:
             raise ParameterError(
                 f"--layer {self.layer}: {why}; at inner layers use a per-sample method "
@@ -131,7 +131,7 @@ class LayerStore:
     def logit_blocks(self, shaper: Shaper, name: str, in_use: Collection[str] = ()
                      ) -> Iterator[torch.Tensor]:
         """The layer's maps shaped and replayed through the tail, batch by batch."""
-        if shaper.spec.identity:
+        if shaper.spec.keeps_features:
             yield self.base_logits(name)
             return
         for (logits,) in replay_batches(self.maps, self.layer, name, [shaper], self.batch,
@@ -141,7 +141,7 @@ class LayerStore:
     def shaped_logits(self, shaper: Shaper, name: str, in_use: Collection[str] = ()
                       ) -> torch.Tensor:
         """Logits of a split shaped at this layer, on the CPU."""
-        if shaper.spec.identity:
+        if shaper.spec.keeps_features:
             return self.base_logits(name)
         return replay_logits(self.maps, self.layer, name, shaper, self.batch, self.device)
 

@@ -31,7 +31,7 @@ from ash_core.maths.metrics import OODMetrics, average_metrics, ood_metrics_many
 from ash_core.maths.scores import energy_score
 from ash_core.methods import Shaper, create_method
 
-DEFAULT_GRID = tuple(range(0, 100, 5))
+LAYER_GRID = tuple(range(0, 100, 5))
 Progress = Callable[[int, int], None]
 
 
@@ -193,7 +193,7 @@ def _check_layers(bundle: Bundle, layers: Sequence[str] | None) -> list[str]:
 
 
 def layer_sweep(bundle: Bundle, layers: Sequence[str] | None = None, method: str = "ash-s",
-                grid: Sequence[float] = DEFAULT_GRID, seed: int = 0, device: str = "auto",
+                grid: Sequence[float] = LAYER_GRID, seed: int = 0, device: str = "auto",
                 batch: int = BATCH, cache: bool = True,
                 log: Callable[[str], None] = lambda s: None,
                 progress: Progress = lambda done, total: None) -> LayerSweep:

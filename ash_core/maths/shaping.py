@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ash_core.errors import FeatureError, ParameterError
+from ash_core.params import ParamSpec
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -41,18 +42,15 @@ def kept_count(dim: int, p: float) -> int:
     return int(dim - int(np.round(dim * p / 100.0)))
 
 
-def check_percentile(p: float, name: str = "p") -> float:
-    """Validate a pruning percentile: a finite number in [0, 100)."""
-    try:
-        value = float(p)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number in [0, 100), got {p!r}.") from None
-    if not np.isfinite(value) or not 0.0 <= value < 100.0:
-        raise ParameterError(
-            f"{name} must be in [0, 100) (the percentile of activations to prune), got {p!r}. "
-            "Use e.g. 65 or 90."
-        )
-    return value
+#: the percentile every primitive takes, declared like a method's parameter so that one
+#: validator (``ParamSpec.validate``) checks p wherever it is given
+PERCENTILE = ParamSpec("p", 65.0, 0.0, 100.0, "the percentile of activations to prune")
+
+
+def check_percentile(p: float) -> float:
+    """``p`` as a float if it is a pruning percentile in [0, 100), else ParameterError
+    (``PERCENTILE.validate``)."""
+    return PERCENTILE.validate(p, "shaping")
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The method registry and the built-in methods, one family per file.
 
-``_registry`` holds the catalogue and imports no method; each family module registers its
-methods when this package is imported, in the order the tools list them. Adding a method
+``_registry`` holds the catalogue and imports no method, ``shaper`` the configured,
+callable method (``Shaper``, ``create_method``); each family module registers its methods
+when this package is imported, in the order the tools list them. Adding a method
 is one new file here plus one import line below.
 """
 
@@ -10,10 +11,8 @@ from ash_core.methods._registry import (
     SEED_RANGE,
     THRESHOLD_MODES,
     MethodSpec,
-    Shaper,
     check_seed,
     check_threshold_mode,
-    create_method,
     fit_percentile,
     get_method,
     list_methods,
@@ -21,6 +20,7 @@ from ash_core.methods._registry import (
     setting_label,
     unchanged,
 )
+from ash_core.methods.shaper import Shaper, create_method
 
 # isort: off
 # the families register in this order, which is the order every tool lists them in

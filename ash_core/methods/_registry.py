@@ -19,7 +19,7 @@ It returns a new tensor of the same shape and dtype, each row shaped on its own 
 shape a large split in row blocks, ``Shaper.blocks``); a ``stochastic`` method also takes
 ``generator=`` (a ``torch.Generator`` to draw from, continued across the blocks of one
 split) and draws as if it filled the whole batch in row-major order. A method on logits
-(temperature scaling, GEN) declares ``identity=True`` and a ``scorer(logits, **params)``
+(temperature scaling, GEN) declares ``keeps_features=True`` and a ``scorer(logits, **params)``
 that replaces the setting's score; a method on the head (DICE) declares a ``fitter``
 returning ``(cutoff, state)`` and a ``head_fn(weight, bias, state)``; a method that reads
 a stored feature variant in place of each split's features (ODIN) declares ``variant``
@@ -30,19 +30,18 @@ live one family per file in ``ash_core.methods`` and register when that package 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ash_core.errors import ParameterError
-from ash_core.features import FIT_HEAD, list_feature_scores
+from ash_core.features import list_feature_scores
 from ash_core.maths import shaping
 from ash_core.maths.scores import list_scores
-from ash_core.params import ParamSpec, merge_p
+from ash_core.params import ParamSpec
 
 THRESHOLD_MODES: dict[str, str] = {
     "local": "per-sample threshold: keep each sample's top (100-p)% units (the paper's default)",
@@ -77,7 +76,7 @@ class MethodSpec:
     fn: ShapeFn
     description: str
     params: tuple[ParamSpec, ...] = ()
-    thresholds: tuple[str, ...] = ("local",)
+    threshold_modes: tuple[str, ...] = ("local",)
     #: when the fit runs: "global" (under global thresholds only), "always", or None
     fit: str | None = None
     #: what the fit reads (FIT_FEATURES, FIT_LABELS, FIT_HEAD); empty when never fitted
@@ -92,8 +91,9 @@ class MethodSpec:
     main_param: str | None = None
     #: how a grid over ``main_param`` is computed fast: one of ``GRID_STRATEGIES``
     grid: str = "exact"
-    #: the features pass through unchanged (callers may reuse the unshaped logits)
-    identity: bool = False
+    #: the method leaves the features as they are (it may still rewrite the head, as DICE
+    #: does, or bring its own score); without a ``head_fn`` its logits are the unshaped ones
+    keeps_features: bool = False
     #: a method on logits: ``scorer(logits, **params)`` replaces the setting's score
     scorer: Callable[..., torch.Tensor] | None = None
     #: a method on the head (e.g. DICE): ``head_fn(weight, bias, fitted_state)``
@@ -105,7 +105,6 @@ class MethodSpec:
     variant: str | None = None
     #: how to obtain that variant (said when a bundle lacks it)
     variant_hint: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> ParamSpec:
         """The declaration of parameter ``name``, else a ParameterError listing the valid ones."""
@@ -134,25 +133,25 @@ class MethodSpec:
     def default_p(self) -> float | None:
         return self.defaults.get("p")
 
-    def uses_order(self, threshold: str) -> bool:
+    def uses_order(self, threshold_mode: str) -> bool:
         """Whether a precomputed ``rank_order`` speeds this method up in this mode."""
-        return self.ranks and threshold == "local"
+        return self.ranks and threshold_mode == "local"
 
-    def needs_fit(self, threshold: str) -> bool:
+    def needs_fit(self, threshold_mode: str) -> bool:
         """Whether the shaper is fitted on id_fit under this threshold mode (its cutoff)."""
-        return self.fit == "always" or (threshold == "global" and self.fit == "global")
+        return self.fit == "always" or (threshold_mode == "global" and self.fit == "global")
 
-    def needs_id_fit(self, threshold: str) -> bool:
+    def needs_id_fit(self, threshold_mode: str) -> bool:
         """Whether evaluating this method needs the bundle's id_fit split at all: its shaper
         is fitted there, or it is a score on features fitted there (KNN's bank, ...)."""
-        return self.needs_fit(threshold) or self.feature_score is not None
+        return self.needs_fit(threshold_mode) or self.feature_score is not None
 
-    def unavailable(self, bundle: Any, threshold: str = "local") -> str:
+    def unavailable(self, bundle: Any, threshold_mode: str = "local") -> str:
         """Why ``bundle`` cannot serve this method in this threshold mode, in words ("" when
         it can): it lacks the id_fit split the method is fitted on, or the feature variant
         the method reads (on the ID split or an OOD test split). The one rule behind the
         evaluator's errors and the dashboard's offer."""
-        if self.needs_id_fit(threshold) and bundle.id_fit is None:
+        if self.needs_id_fit(threshold_mode) and bundle.id_fit is None:
             return ("needs ID training features (an id_fit split), which this bundle lacks; "
                     "re-extract with an id_fit split")
         if self.variant is not None:
@@ -165,7 +164,7 @@ class MethodSpec:
                         f"{', '.join(missing)} of this bundle lack; {self.variant_hint}")
         return ""
 
-    def check_score(self, score: str) -> str:
+    def scored_with(self, score: str) -> str:
         """The score this method is evaluated with: a method on logits always uses its own
         (results then name it, e.g. score "gen"), every other method ``score``."""
         return score if self.scorer is None and self.feature_score is None else self.name
@@ -200,7 +199,7 @@ def register_method(
     *,
     description: str,
     params: tuple[ParamSpec, ...] = (),
-    thresholds: tuple[str, ...] = ("local",),
+    threshold_modes: tuple[str, ...] = ("local",),
     main_param: str | None = None,
     grid: str = "exact",
     **options: Any,
@@ -214,7 +213,7 @@ def register_method(
     def deco(fn: ShapeFn) -> ShapeFn:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
-        for t in thresholds:
+        for t in threshold_modes:
             if t not in THRESHOLD_MODES:
                 raise ValueError(f"unknown threshold mode {t!r}")
         if grid not in GRID_STRATEGIES:
@@ -223,7 +222,8 @@ def register_method(
         if main is not None and main not in [q.name for q in params]:
             raise ValueError(f"main_param {main!r} is not a declared parameter of {name!r}")
         _REGISTRY[name] = MethodSpec(
-            name=name, fn=fn, description=description, params=params, thresholds=thresholds,
+            name=name, fn=fn, description=description, params=params,
+            threshold_modes=threshold_modes,
             main_param=main, grid=grid, **options,
         )
         return fn
@@ -246,18 +246,18 @@ def get_method(name: str) -> MethodSpec:
         ) from None
 
 
-def check_threshold_mode(spec: MethodSpec, threshold: str) -> str:
-    """``threshold`` if it is a known mode that ``spec`` supports, else ParameterError."""
-    if threshold not in THRESHOLD_MODES:
+def check_threshold_mode(spec: MethodSpec, threshold_mode: str) -> str:
+    """``threshold_mode`` if it is a known mode that ``spec`` supports, else ParameterError."""
+    if threshold_mode not in THRESHOLD_MODES:
         raise ParameterError(
-            f"unknown threshold mode {threshold!r}; use 'local' or 'global'."
+            f"unknown threshold mode {threshold_mode!r}; use 'local' or 'global'."
         )
-    if threshold not in spec.thresholds:
+    if threshold_mode not in spec.threshold_modes:
         raise ParameterError(
-            f"method {spec.name!r} supports threshold mode(s) {', '.join(spec.thresholds)}, "
-            f"not {threshold!r}."
+            f"method {spec.name!r} supports threshold mode(s) {', '.join(spec.threshold_modes)}, "
+            f"not {threshold_mode!r}."
         )
-    return threshold
+    return threshold_mode
 
 
 #: the seeds a torch.Generator accepts (a signed or unsigned 64-bit integer)
@@ -274,7 +274,7 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def setting_label(method: str, params: Mapping[str, float], threshold: str = "local",
+def setting_label(method: str, params: Mapping[str, float], threshold_mode: str = "local",
                   mode: bool | None = None) -> str:
     """``ash-s p=90 local``: the method, its parameters, and the threshold mode (by default
     only where the method has a choice; ``mode=True`` always). The one label function
@@ -282,126 +282,13 @@ def setting_label(method: str, params: Mapping[str, float], threshold: str = "lo
     spec = get_method(method)
     parts = [method, *(f"{k}={v:g}" for k, v in params.items())]
     if mode is None:
-        mode = len(spec.thresholds) > 1 or threshold != "local"
+        mode = len(spec.threshold_modes) > 1 or threshold_mode != "local"
     if mode:
-        parts.append(threshold)
+        parts.append(threshold_mode)
     return " ".join(parts)
-
-
-@dataclass
-class Shaper:
-    """A configured method: validated parameters, optionally fitted on id_fit, callable.
-
-    ``fit`` computes what the method needs from ID training features (the global
-    threshold, ReAct's clip value) and stores only a float, ``fitted_threshold`` (the
-    ``cutoff`` the method receives); calling the shaper never mutates its input.
-    """
-
-    spec: MethodSpec
-    params: Mapping[str, float] = field(default_factory=dict)
-    threshold_mode: str = "local"
-    seed: int = 0
-    fitted_threshold: float | None = None
-    #: what else the fit produced (e.g. DICE's masked weight); None for most methods
-    fitted_state: Any = None
-    #: the settings of the feature variant a method reads (``spec.variant``), bound by the
-    #: evaluator from the bundle's manifest, e.g. ODIN's temperature and epsilon
-    variant_settings: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.params = MappingProxyType(dict(self.params))
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def p(self) -> float | None:
-        """The parameter ``p`` (None for methods without one)."""
-        return self.params.get("p")
-
-    @property
-    def needs_fit(self) -> bool:
-        return self.spec.needs_fit(self.threshold_mode)
-
-    def fit(self, id_fit_features: torch.Tensor | np.ndarray,
-            head: tuple[torch.Tensor, torch.Tensor] | None = None) -> Shaper:
-        """Fit what the method needs on id_fit features, and on the ``head`` (weight, bias)
-        for methods fitted on it (a no-op when the method needs nothing)."""
-        if not self.needs_fit:
-            return self
-        if FIT_HEAD in self.spec.fit_on and head is None:
-            raise ParameterError(f"{self.describe()} is fitted on the linear head too; call "
-                                 ".fit(id_fit_features, head=(weight, bias)).")
-        cutoff, state = self.spec.fitter(id_fit_features, self.params, head)
-        self.fitted_threshold, self.fitted_state = float(cutoff), state
-        return self
-
-    def head(self, weight: torch.Tensor, bias: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The linear head this method scores with: ``(weight, bias)`` unchanged, or the
-        head rewritten by a method on the head (fitted first)."""
-        if self.spec.head_fn is None:
-            return weight, bias
-        self._check_fitted()
-        return self.spec.head_fn(weight, bias, self.fitted_state)
-
-    def _check_fitted(self) -> None:
-        if self.needs_fit and self.fitted_threshold is None:
-            raise ParameterError(
-                f"{self.describe()} needs statistics of the id_fit split; call "
-                ".fit(id_fit_features) first (the bundle needs an 'id_fit' split)."
-            )
-
-    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
-        self._check_fitted()
-        return self.spec.fn(x, cutoff=self.fitted_threshold, seed=self.seed, order=order,
-                            **self.params)
-
-    def blocks(self, x: torch.Tensor, rows: int,
-               order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
-        """``self(x, order)`` in successive blocks of ``rows`` rows, equal to the slices of
-        the whole call, so that a split's shaped features are never held whole (410 MB
-        for 50,000 ImageNet rows). Rows are shaped on their own; a stochastic method's
-        blocks continue one generator seeded with ``self.seed``, which is what one call
-        on the whole batch draws."""
-        self._check_fitted()
-        if rows < 1:
-            raise ParameterError(f"rows per block must be >= 1, got {rows!r}.")
-        drawn = ({"generator": torch.Generator().manual_seed(self.seed)}
-                 if self.spec.stochastic else {})
-        for i in range(0, x.shape[0], rows):
-            yield self.spec.fn(x[i:i + rows], cutoff=self.fitted_threshold, seed=self.seed,
-                               order=None if order is None else order[i:i + rows],
-                               **drawn, **self.params)
-
-    def describe(self) -> str:
-        """A short label such as ``ash-s p=90 local`` (see ``setting_label``)."""
-        return setting_label(self.name, self.params, self.threshold_mode)
 
 
 def unchanged(x, *, cutoff, seed, order=None, **params):
     """The shape function of a method that leaves the features as they are (a copy: a
     shaper never returns its input)."""
     return x.clone()
-
-
-def create_method(
-    name: str,
-    p: float | None = None,
-    threshold: str = "local",
-    seed: int = 0,
-    *,
-    params: Mapping[str, Any] | None = None,
-) -> Shaper:
-    """Validate every parameter in one place and return a ready-to-use (unfitted) shaper.
-
-    ``params`` maps parameter names to values; parameters not given take the method's
-    declared defaults. ``p=`` is shorthand for ``params={"p": ...}``. ``threshold`` is
-    the threshold *mode* ("local" or "global").
-    """
-    spec = get_method(name)
-    check_threshold_mode(spec, threshold)
-    values = spec.validate_params(merge_p(params, p))
-    return Shaper(spec=spec, params=values, threshold_mode=threshold, seed=check_seed(seed))

@@ -30,8 +30,9 @@ P_ASH = ParamSpec("p", 65.0, 0.0, 100.0, P_HELP, search_grid=OPENOOD_P_GRID)
 P_ASH_S = ash_param({"imagenet": 90.0, "cifar10": 95.0, "cifar100": 90.0})
 P_ASH_B = ash_param({"imagenet": 65.0, "cifar10": 95.0, "cifar100": 85.0})
 
-ASH_OPTIONS = dict(thresholds=("local", "global"), fit="global", fit_on=frozenset({FIT_FEATURES}),
-                   family="ash", ranks=True, grid="prefix", reference="Djurisic et al., ICLR 2023")
+ASH_OPTIONS = dict(threshold_modes=("local", "global"), fit="global",
+                   fit_on=frozenset({FIT_FEATURES}), family="ash", ranks=True, grid="prefix",
+                   reference="Djurisic et al., ICLR 2023")
 
 
 @register_method("ash-p", params=(P_ASH,), **ASH_OPTIONS,

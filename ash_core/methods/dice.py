@@ -36,7 +36,7 @@ register_method(
                       "contribution on id_fit", recommended={"cifar10": 90.0, "cifar100": 90.0},
                       search_grid=(90.0,)),),
     fit="always", fit_on=frozenset({FIT_FEATURES, FIT_HEAD}), fitter=fit_dice,
-    head_fn=lambda weight, bias, masked: (masked, bias), identity=True, family="head",
+    head_fn=lambda weight, bias, masked: (masked, bias), keeps_features=True, family="head",
     description="DICE: sparsify the head, keeping the weights with the largest contribution "
                 "(id_fit mean x weight); energy score",
     reference="Sun & Li, ECCV 2022",

@@ -15,7 +15,7 @@ def register_feature_score_methods() -> None:
         register_method(
             name, description=fs.description + " (no shaping; combine with a shaping method "
             f"as --score {name})", params=fs.params, fit_on=fs.fit_on, family="features",
-            reference=fs.reference, identity=True, feature_score=name,
+            reference=fs.reference, keeps_features=True, feature_score=name,
         )(unchanged)
 
 

@@ -7,7 +7,7 @@ from ash_core.maths import scores
 from ash_core.methods._registry import register_method, unchanged
 from ash_core.params import ParamSpec
 
-LOGIT_OPTIONS = dict(identity=True, family="logits")
+LOGIT_OPTIONS = dict(keeps_features=True, family="logits")
 
 
 register_method(

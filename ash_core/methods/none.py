@@ -2,5 +2,5 @@
 
 from ash_core.methods._registry import register_method, unchanged
 
-register_method("none", identity=True,
+register_method("none", keeps_features=True,
                 description="no shaping: the plain energy/MSP/max-logit baseline")(unchanged)

@@ -69,7 +69,7 @@ class Leaderboard:
 
     bundle: str
     ood: list[str]
-    threshold: str
+    threshold_mode: str
     score: str
     convention: str
     validated: bool
@@ -117,21 +117,21 @@ class Leaderboard:
 # --------------------------------------------------------------------------- which methods
 
 
-def unavailable_reason(bundle: Bundle, method: str, threshold: str) -> str | None:
-    """Why ``bundle`` cannot serve ``method`` in ``threshold`` mode (None when it can)."""
+def unavailable_reason(bundle: Bundle, method: str, threshold_mode: str) -> str | None:
+    """Why ``bundle`` cannot serve ``method`` in ``threshold_mode`` mode (None when it can)."""
     spec = get_method(method)
-    if threshold not in spec.thresholds:
-        return f"{method} supports threshold {'/'.join(spec.thresholds)} only"
-    if bundle.id_fit is None and spec.needs_id_fit(threshold):
+    if threshold_mode not in spec.threshold_modes:
+        return f"{method} supports threshold {'/'.join(spec.threshold_modes)} only"
+    if bundle.id_fit is None and spec.needs_id_fit(threshold_mode):
         return (f"{method} is fitted on ID training features (an id_fit split) and bundle "
                 f"{bundle.name} has none; re-extract with an id_fit split to rank it")
     return None
 
 
-def mode_for(method: str, threshold: str) -> str:
-    """``threshold`` where the method supports it, else its first mode (as sweeps do)."""
-    modes = get_method(method).thresholds
-    return threshold if threshold in modes else modes[0]
+def mode_for(method: str, threshold_mode: str) -> str:
+    """``threshold_mode`` where the method supports it, else its first mode (as sweeps do)."""
+    modes = get_method(method).threshold_modes
+    return threshold_mode if threshold_mode in modes else modes[0]
 
 
 def search_skip_reason(method: str, search_fitted: bool = False) -> str | None:
@@ -153,7 +153,7 @@ def search_skip_reason(method: str, search_fitted: bool = False) -> str | None:
 
 
 def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
-                threshold: str = "local", score: str = "energy", convention: str = "id",
+                threshold_mode: str = "local", score: str = "energy", convention: str = "id",
                 validated: bool = False, metric: str = "auroc",
                 methods: Sequence[str] | None = None, search_fitted: bool = False,
                 progress: Progress | None = None) -> Leaderboard:
@@ -171,7 +171,7 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
     ev = source if isinstance(source, Evaluator) else Evaluator(source, ood, warn=False)
     if ood is not None and isinstance(source, Evaluator):
         ev = source.with_ood(ood)
-    board = Leaderboard(ev.bundle.name, list(ev.ood_names), threshold, score, convention,
+    board = Leaderboard(ev.bundle.name, list(ev.ood_names), threshold_mode, score, convention,
                         validated, metric)
     if validated:
         board.validated_on, board.note = validation_or_reason(ev.bundle)
@@ -179,7 +179,7 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
     for i, method in enumerate(names):
         if progress:
             progress(i, len(names), method)
-        reason = unavailable_reason(ev.bundle, method, mode_for(method, threshold))
+        reason = unavailable_reason(ev.bundle, method, mode_for(method, threshold_mode))
         if reason:
             board.unavailable[method] = reason
             continue
@@ -195,7 +195,7 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
 def _row(ev: Evaluator, board: Leaderboard, method: str, search_fitted: bool) -> Row:
     """One method timed: search (when asked and possible), then one exact evaluation."""
     start = time.perf_counter()
-    chosen = choose_params(ev, method, board.validated_on, threshold=board.threshold,
+    chosen = choose_params(ev, method, board.validated_on, threshold_mode=board.threshold_mode,
                            score=board.score, convention=board.convention,
                            metric=board.metric, search_fitted=search_fitted)
     result = ev.evaluate(chosen.setting)
@@ -235,13 +235,13 @@ def validation_or_reason(bundle: Bundle) -> tuple[ValidationSplits | None, str |
 
 
 def choose_params(ev: Evaluator, method: str, validated_on: ValidationSplits | None, *,
-                  threshold: str = "local", score: str = "energy", convention: str = "id",
+                  threshold_mode: str = "local", score: str = "energy", convention: str = "id",
                   metric: str = "auroc", search_fitted: bool = False) -> Choice:
     """``method``'s parameters as the leaderboard picks them: its declared defaults, or,
     with ``validated_on`` (``validation_splits(bundle)``; None: defaults), ``search``'s
     choice by ``metric`` unless ``search_skip_reason`` keeps it at its defaults. The one
     rule behind every "validated parameters" comparison (board, Compare's overlay)."""
-    base = Setting(method, {}, mode_for(method, threshold), score, convention).validated()
+    base = Setting(method, {}, mode_for(method, threshold_mode), score, convention).validated()
     if validated_on is None:
         return Choice(base, "default", "default")
     skip = search_skip_reason(method, search_fitted)

@@ -24,9 +24,9 @@ from ash_core.cube.model import fits_on_id_fit
 from ash_core.engine.exact import EvalResult, Evaluator
 from ash_core.errors import BundleError, ParameterError
 from ash_core.maths.metrics import IdScoreBlock, IdScores
+from ash_core.policy import ENGINES
 from ash_core.setting import Setting
 
-SEARCH_ENGINES = ("auto", "cube", "exact")
 RULE = ("first best in grid order; a later point replaces it only when strictly better "
         "(OpenOOD v1.5)")
 
@@ -100,7 +100,7 @@ class CubePoints:
         # the cube's non-ID list also holds the validation splits; test lookups always
         # pass the test selection explicitly, so id_val is never scored as OOD
         full = ev.with_splits([*ev.ood_names, *val.names])
-        self.cube = get_cube(full, base.method, [p["p"] for p in points], base.threshold,
+        self.cube = get_cube(full, base.method, [p["p"] for p in points], base.threshold_mode,
                              base.seed, **cube_options)
         self.ev, self.base, self.val, self.metric = ev, base, val, metric
 
@@ -170,13 +170,13 @@ class ExactPoints:
 
 def choose_search_engine(ev: Evaluator, setting: Setting, requested: str = "auto") -> str:
     """"cube" for a method with a score cube (unless "exact" is asked for), else "exact"."""
-    if requested not in SEARCH_ENGINES:
+    if requested not in ENGINES:
         raise ParameterError(f"unknown search engine {requested!r}; use one of "
-                             f"{', '.join(SEARCH_ENGINES)}.")
+                             f"{', '.join(ENGINES)}.")
     why = None
     if not is_cube_method(setting.method):
         why = f"{setting.method} has no score cube"
-    elif fits_on_id_fit(setting.method, setting.threshold) and ev.bundle.id_fit is None:
+    elif fits_on_id_fit(setting.method, setting.threshold_mode) and ev.bundle.id_fit is None:
         why = f"{setting.label()} needs an id_fit split"
     if requested == "cube" and why:
         raise ParameterError(f"the score cube cannot serve this search: {why}; use "

@@ -36,7 +36,6 @@ from ash_core.methods import get_method
 from ash_core.methods.recommended import benchmark_family, recommended_params
 from ash_core.search.engines import (
     RULE,
-    SEARCH_ENGINES,
     CubePoints,
     ExactPoints,
     Params,
@@ -48,7 +47,7 @@ from ash_core.search.engines import (
 from ash_core.setting import Setting
 
 __all__ = [
-    "RULE", "SEARCH_ENGINES", "SEARCH_METRICS", "ParamMarks", "Params", "SearchResult",
+    "RULE", "SEARCH_METRICS", "ParamMarks", "Params", "SearchResult",
     "ValidationSplits", "choose_search_engine", "param_marks", "parse_grid_assignment",
     "parse_values", "search", "search_points", "select_first_best", "validation_splits",
     "validation_statement", "validation_value",
@@ -168,7 +167,7 @@ class SearchResult:
         s = self.setting
         return {
             "bundle": self.bundle, "method": s.method, "metric": self.metric,
-            "threshold": s.threshold, "score": s.score, "fpr_convention": s.convention,
+            "threshold": s.threshold_mode, "score": s.score, "fpr_convention": s.convention,
             "seed": s.seed, "engine": self.engine,
             "selected": self.selected,
             "validated_on": self.validated_on.to_dict(),

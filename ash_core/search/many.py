@@ -42,8 +42,8 @@ from ash_core.engine.exact import EvalResult, Evaluator
 from ash_core.errors import CubeCacheError, ParameterError
 from ash_core.maths.metrics import OODMetrics
 from ash_core.methods import get_method, list_methods
+from ash_core.policy import ENGINES
 from ash_core.search.engines import (
-    SEARCH_ENGINES,
     ValidationSplits,
     choose_search_engine,
     validation_splits,
@@ -65,7 +65,7 @@ def search_many(
     methods: Sequence[str | Setting] | None = None,
     metric: str = "auroc",
     *,
-    threshold: str = "local",
+    threshold_mode: str = "local",
     score: str = "energy",
     convention: str = "id",
     seed: int = 0,
@@ -77,7 +77,7 @@ def search_many(
 ) -> dict[str, SearchResult]:
     """``search`` of every method (names or Settings) on its declared search grid.
 
-    A name takes ``threshold`` where the method supports it (else "local"), ``score``,
+    A name takes ``threshold_mode`` where the method supports it (else "local"), ``score``,
     ``convention`` and ``seed``; a Setting keeps its own. ``cache_dir``/``use_cache``
     govern both the score cubes and the cached results. ``progress(done, total)`` counts
     methods. Errors are those of ``search`` (e.g. a BundleError without validation
@@ -89,11 +89,11 @@ def search_many(
         ev = source if ood is None else source.with_ood(ood)
     else:
         ev = Evaluator(source, ood)
-    if metric not in SEARCH_METRICS or engine not in SEARCH_ENGINES:  # not one per method
+    if metric not in SEARCH_METRICS or engine not in ENGINES:  # not one per method
         raise ParameterError(f"unknown search metric {metric!r} or engine {engine!r}; use "
                              f"one of {', '.join(SEARCH_METRICS)} and one of "
-                             f"{', '.join(SEARCH_ENGINES)}.")
-    settings = [_setting(m, threshold, score, convention, seed)
+                             f"{', '.join(ENGINES)}.")
+    settings = [_setting(m, threshold_mode, score, convention, seed)
                 for m in (searchable_methods() if methods is None else methods)]
     if not settings:
         raise ParameterError("no methods to search; pass at least one, e.g. ['ash-s'].")
@@ -112,11 +112,11 @@ def search_many(
     return out
 
 
-def _setting(method: str | Setting, threshold: str, score: str, convention: str,
+def _setting(method: str | Setting, threshold_mode: str, score: str, convention: str,
              seed: int) -> Setting:
     if isinstance(method, Setting):
         return method.validated()
-    mode = threshold if threshold in get_method(method).thresholds else "local"
+    mode = threshold_mode if threshold_mode in get_method(method).threshold_modes else "local"
     return Setting(method, {}, mode, score, convention, seed).validated()
 
 
@@ -190,7 +190,7 @@ def _eval_result(d: Mapping[str, Any], engine: str) -> EvalResult:
     return EvalResult(
         bundle=d["bundle"], setting=Setting.from_dict(d), id_accuracy=dict(d["id_accuracy"]),
         ood={n: OODMetrics(**m, convention=convention) for n, m in d["ood"].items()},
-        fitted_threshold=d["fitted_threshold"], engine=engine,
+        cutoff=d["fitted_threshold"], engine=engine,
     )
 
 

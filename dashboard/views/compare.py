@@ -69,9 +69,9 @@ def _setting_b(ctx: Context) -> Side:
 
 def _result(bundle, ood, setting: Setting) -> tuple[EvalResult, pd.DataFrame]:
     s = store()
-    if setting.threshold not in offer.thresholds_for(bundle, setting.method):
+    if setting.threshold_mode not in offer.thresholds_for(bundle, setting.method):
         raise BundleError(f"{bundle.name} cannot serve {setting.method} with "
-                          f"{setting.threshold} thresholds: it has no id_fit split (ID "
+                          f"{setting.threshold_mode} thresholds: it has no id_fit split (ID "
                           "training features).")
     res = replay.replay(bundle, ood, setting, s.engine).result
     return res, cache.metrics_frame(res, replay.baseline(bundle, ood, setting))

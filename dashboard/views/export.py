@@ -33,7 +33,7 @@ def report_parts(ctx: Context):
         "ID split": f"{ctx.bundle.id_split.name} ({len(ctx.bundle.id_split)} samples)",
         "OOD sets": ", ".join(ctx.ood), "method": s.method,
         "p (pruning percentile)": "-" if s.p_value is None else f"{s.p_value:g}",
-        "threshold": result.threshold, "score": s.score, "numbers": ctx.replay().label,
+        "threshold": result.threshold_mode, "score": s.score, "numbers": ctx.replay().label,
         "FPR convention": f"{s.convention} ({figures.convention_label(s.convention)})",
         "ID accuracy shaped": "-" if acc["shaped"] is None else f"{100 * acc['shaped']:.2f}%",
         "ID accuracy unshaped": "-" if acc["unshaped"] is None

@@ -55,7 +55,7 @@ def get_board(ctx: Context) -> Leaderboard:
                            "only; fitted states are cached beside the bundle)")
 
     try:
-        board = leaderboard(cache.get_evaluator(ctx.bundle, ctx.ood), threshold=s.threshold,
+        board = leaderboard(cache.get_evaluator(ctx.bundle, ctx.ood), threshold_mode=s.threshold,
                             score=s.score, convention=s.convention, validated=bool(s.val),
                             progress=progress)
     finally:

@@ -82,7 +82,7 @@ def render(args: AppArgs) -> Context:
             st.session_state[NOTES] += _fit_to_bundle(ctx, fresh)
             _setting_controls(ctx)
         else:
-            _method_controls(list_methods(), lambda m: list(get_method(m).thresholds))
+            _method_controls(list_methods(), lambda m: list(get_method(m).threshold_modes))
         with st.expander("Advanced: numbers engine"):
             bind("engine")
             st.radio("Engine", list(ENGINES), key="engine",
