@@ -84,7 +84,7 @@ def test_the_state_hands_out_one_setting():
                                                      "ood")
     assert s.b_setting() == Setting("react", {"p": 85.0}, "local", "msp", "ood")
     assert State(method="none", p=90).setting().params == {}  # no p: none in the setting
-    assert State(method="react", threshold="global").setting().threshold == "local"
+    assert State(method="react", threshold="global").setting().threshold_mode == "local"
     # a Setting keys the page's memo; the caches key on its small JSON form
     assert hash(s.setting()) == hash(Setting("ash-s", {"p": 60}, "local", "msp", "ood"))
     key = cache.setting_key(s.setting())

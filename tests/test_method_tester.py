@@ -215,9 +215,9 @@ def shaped(data: Data, s: Setting, split: str) -> np.ndarray:
     shape)."""
     x, p = data.x[split], s.params.get("p")
     if s.method == "ash-rand":
-        cutoff = ref.global_threshold(data.fit, p) if s.threshold == "global" else None
+        cutoff = ref.global_threshold(data.fit, p) if s.threshold_mode == "global" else None
         return ref.ash_rand(x, p, _draws(len(x), s.seed), cutoff)
-    return ref.shape(s.method, x, p, s.threshold, data.fit)
+    return ref.shape(s.method, x, p, s.threshold_mode, data.fit)
 
 
 def feature_score(name: str, params: dict) -> Callable[[Data, np.ndarray], np.ndarray]:
@@ -322,7 +322,7 @@ def check_exact_against_reference(data: Data, s: Setting, score: str, conv: str,
     """Evaluate ``s`` exactly with ``score`` and ``conv``, compare with the reference and
     return the result."""
     want = want or reference(data, s, score)
-    setting = Setting(s.method, s.params, s.threshold, score, conv, s.seed)
+    setting = Setting(s.method, s.params, s.threshold_mode, score, conv, s.seed)
     got = data.ev.evaluate(setting)
     what = (setting.label(detail=True), repr(s.params))
     id_name = data.splits[0]
@@ -335,7 +335,7 @@ def check_exact_against_reference(data: Data, s: Setting, score: str, conv: str,
     slack = near_ties(logits) / len(logits) + 1e-12
     assert abs(got.id_accuracy["shaped"] - acc) <= slack, (what, got.id_accuracy, acc)
     spec = get_method(s.method)
-    if spec.needs_fit(s.threshold) and spec.fitter is get_method("ash-p").fitter:
+    if spec.needs_fit(s.threshold_mode) and spec.fitter is get_method("ash-p").fitter:
         assert got.cutoff == pytest.approx(
             ref.global_threshold(data.fit, s.params["p"]), rel=1e-6, abs=1e-7), what
     return got
