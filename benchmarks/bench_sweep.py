@@ -1,6 +1,7 @@
 """Benchmark of the score-cube sweep engine, printed as ratios measured in one run.
 
     python benchmarks/bench_sweep.py --quick     # CI smoke test (< 60 s): ImageNet shapes, small N
+    python benchmarks/bench_sweep.py --quick --torch-grids   # + the torch ReAct/SCALE grids
     python benchmarks/bench_sweep.py             # full: ResNet-50 ImageNet scale (50k ID + 35k OOD)
     python benchmarks/bench_sweep.py --bundle cached_features/cifar10_resnet20
 
@@ -386,6 +387,9 @@ def report(r: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small N (CI smoke test, < 60 s)")
+    ap.add_argument("--torch-grids", action="store_true",
+                    help="with --quick, also build the ReAct and SCALE grids on the torch "
+                         "backend side by side with the native one (about 90 s more)")
     ap.add_argument("--bundle", action="append", default=[],
                     help="also (or only, with --no-synthetic) benchmark this bundle")
     ap.add_argument("--no-synthetic", action="store_true")
@@ -405,10 +409,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"synthetic bundle ({sum(sizes['ood']) + sizes['id']} rows) made in "
                   f"{time.perf_counter() - t:.1f} s")
             label = "synthetic ImageNet shapes, " + ("quick" if args.quick else "full scale")
-            # the torch grids take minutes at full scale: side by side in quick mode only
+            # the torch grids take minutes at full scale: side by side in quick mode only,
+            # on request (they are ~100x the native kernel's cost, so a smoke run skips them)
+            torch_too = args.quick and args.torch_grids
             results.append(run(path, label, [90.0] if args.quick else [65.0, 90.0],
                                300 if args.quick else 1000, memory=True, extras=True,
-                               grid_backends=("native", "torch") if args.quick
+                               grid_backends=("native", "torch") if torch_too
                                else ("native",), repeat=3 if args.quick else 1))
         for bundle in args.bundle:
             results.append(run(Path(bundle), f"bundle {bundle}", [65.0, 90.0], 2000,
