@@ -12,7 +12,7 @@ It also reports the resident memory before and after many reruns (it must not gr
 with each rerun).
 
     python benchmarks/bench_dashboard.py [--quick] [--bundle DIR ...] [--large N]
-    python benchmarks/bench_dashboard.py --imagenet [--quick] [--methods M:T,...]  # issue 8
+    python benchmarks/bench_dashboard.py --imagenet [--quick] [--methods M:T,...]
 
 Without --bundle it uses the demo bundles under cached_features/ (or, when they are
 missing, a synthetic bundle of the demo's shape, and says so).
@@ -146,7 +146,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer p values (CI smoke run)")
     ap.add_argument("--imagenet", action="store_true",
-                    help="the ImageNet-shaped synthetic bundle instead (issue 8 goals; see "
+                    help="the ImageNet-shaped synthetic bundle instead (its goals; see "
                          "benchmarks/dashboard_scale.py); with --quick a small one")
     ap.add_argument("--methods", default=None,
                     help="with --imagenet: METHOD:THRESHOLD,... (default: ash-s:local, "

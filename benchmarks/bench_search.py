@@ -4,7 +4,7 @@
     python benchmarks/bench_search.py             # ImageNet scale with validation splits
     python benchmarks/bench_search.py --bundle cached_features/cifar10_resnet20
 
-Goal (issue 10): a search of an ASH method over a 100-point grid with the cube engine
+Goal: a search of an ASH method over a 100-point grid with the cube engine
 costs at most 2x ONE cube preparation of that method over the same grid (the cube
 ``sweep`` builds over the ID and OOD test splits). The search builds one cube over the
 test AND the validation splits, then computes the validation metric and the average test

@@ -1,4 +1,4 @@
-"""The dashboard at the paper's scale (issue 8): ``bench_dashboard.py --imagenet [--quick]``.
+"""The dashboard at the paper's scale: ``bench_dashboard.py --imagenet [--quick]``.
 
 A seeded synthetic bundle of ImageNet / ResNet-50 shapes (50,000 ID + 10,000 id_fit +
 35,640 OOD rows in four sets, D = 2048, C = 1000, float16 features; ``--quick``: 1,000

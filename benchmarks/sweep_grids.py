@@ -1,6 +1,6 @@
 """The ReAct ("clip") and SCALE ("row-scale") part of ``bench_sweep.py``: preparing each
 method's cube over p = 0..99 (ReAct's clips fitted on id_fit included), timed next to the
-dense pass of the same run (issue 8: at most 5x one dense logits pass), per backend, and
+dense pass of the same run (at most 5x one dense logits pass), per backend, and
 its exactness on a row sample against the shaper + head."""
 
 from __future__ import annotations

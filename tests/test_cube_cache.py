@@ -115,7 +115,7 @@ def _deep(path: Path) -> None:  # RecursionError in a plain json.loads
 
 HEADER_EDITS = {
     "stale": _stale,
-    "energy_dtype": _set("id_test/energy", "dtype", "I32"),   # issue 13: gave AUROC 1.0
+    "energy_dtype": _set("id_test/energy", "dtype", "I32"),   # gave AUROC 1.0
     "grid_dtype": _set("grid", "dtype", "I64"),
     "pred_dtype": _set("far/pred", "dtype", "F32"),
     "shape": _set("far/gap", "shape", [5, 14]),

@@ -1,6 +1,6 @@
 """The native kernel is only ever loaded from a directory and file that only we control.
 
-Threat (issue 13): another local user pre-creates the predictable fallback directory
+Threat: another local user pre-creates the predictable fallback directory
 ``$TMPDIR/ash-explorer-kernels-<uid>`` (or our cache directory) with a library under the
 expected name; ``sweep`` run by us (as root, say) must never dlopen it."""
 

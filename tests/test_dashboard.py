@@ -126,7 +126,7 @@ def _policy(*roots: Path, bundles: tuple[str, ...] = ()) -> BundlePolicy:
 
 def test_path_policy_opens_only_given_bundles_and_those_under_the_roots(tmp_path,
                                                                          synthetic_bundle):
-    # regression (issue 13.11): ?bundle=/etc or ~ was opened and said whether paths exist
+    # regression: ?bundle=/etc or ~ was opened and said whether paths exist
     root = tmp_path / "root"
     (root / "b").mkdir(parents=True)
     (root / "escape").symlink_to("/etc")
@@ -149,7 +149,7 @@ def test_path_policy_opens_only_given_bundles_and_those_under_the_roots(tmp_path
 
 
 def test_plain_text_helper_disarms_markdown():
-    # regression (issue 13.12): bundle names rendered as markdown loaded outside images
+    # regression: bundle names rendered as markdown loaded outside images
     evil = "![x](http://evil.example/x.png) <img src=x> [link](http://e) :red[big] `c` *b*"
     out = plain(evil)
     assert re.search(r"(?<!\\)[\[\]()<>`*!_]", out) is None  # every one escaped
@@ -157,7 +157,7 @@ def test_plain_text_helper_disarms_markdown():
 
 
 def test_state_bounds_url_lengths_and_ood_count():
-    # regression (issue 13.13): a 100k-character method= never rendered
+    # regression: a 100k-character method= never rendered
     s, notes = State.from_query({"method": "x" * 100_000, "p": "80", "bundle": "b" * 300})
     assert s.method == "ash-s" and s.p == 80 and s.bundle == ""
     assert len(notes) == 2 and all(len(n) < 200 for n in notes)
@@ -168,7 +168,7 @@ def test_state_bounds_url_lengths_and_ood_count():
 
 
 def test_state_p_starts_at_each_methods_declared_default_and_range():
-    # regression (issue 12.5): p was one number for all methods, range hard-coded 0..99
+    # regression: p was one number for all methods, range hard-coded 0..99
     for m in list_methods():
         spec = get_method(m)
         if spec.has_p:
@@ -214,7 +214,7 @@ def _without_id_fit(path: Path, tmp_path: Path) -> Path:
 
 
 def test_p_caption_shows_k_repeated_steps_and_zero_only_pruning(synthetic_bundle):
-    # regression (issue 12.6 / 12.7): repeated numbers on narrow layers, zero-only pruning
+    # regression: repeated numbers on narrow layers, zero-only pruning
     b = load_bundle(synthetic_bundle)  # D = 32
     counts = row_zero_counts(b.id_split.features)
     text = offer.p_caption(b, "ash-s", 60, "local", counts)
@@ -313,7 +313,6 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_streamlit_or_dashboard_import_anywhere_in_ash_core():
-    # fixed: the old test grepped one file of ash_core
     files = sorted((REPO / "ash_core").rglob("*.py"))
     assert len(files) > 20
     offenders = {str(f.relative_to(REPO)): sorted(_imports(f) & {"streamlit", "dashboard"})
@@ -374,7 +373,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigterm_stops_the_streamlit_child(tmp_path):
-    # regression (issue 12.14): SIGTERM to `ash-explore dashboard` left Streamlit running
+    # regression: SIGTERM to `ash-explore dashboard` left Streamlit running
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     parent = subprocess.Popen([sys.executable, "-m", "ash_core.cli", "dashboard", "--port",

@@ -269,7 +269,7 @@ def test_every_view_renders(bundles, view):
 
 
 def test_curves_show_roc_or_pr_one_figure_at_a_time(bundles):
-    # issue 12: two 8-panel figures took the browser over 0.5 s per slider move
+    # two 8-panel figures took the browser over 0.5 s per slider move
     at = ok(run_app(bundles["main"], view="curves", p=70))
     assert at.radio(key="curve").value == "roc" and "curve" not in at.query_params
     (title,) = chart_titles(at)
@@ -586,7 +586,7 @@ def _slow_build(monkeypatch, gate, calls, error: Exception | None = None):
 
 
 def test_a_large_cube_builds_in_the_background_behind_exact_numbers(bundles, ev, monkeypatch):
-    # issue 8: the first page waited for the default method's cube (113 s at ImageNet scale)
+    # the first page waited for the default method's cube (113 s at ImageNet scale)
     import threading
 
     gate, calls = threading.Event(), []
@@ -637,11 +637,11 @@ def test_verify_at_this_p_compares_the_cube_with_the_exact_numbers(bundles):
     assert not any(b.key == "verify" for b in exact.button)  # nothing to verify
 
 
-# --------------------------------------------------------------------------- issue 12
+# --------------------------------------------------------------------------- pages and offers
 
 
 def test_tradeoff_on_a_bundle_without_id_fit(bundles):
-    # regression (12.1): the sweep ran ReAct, which needs id_fit, and the view stopped
+    # regression: the sweep ran ReAct, which needs id_fit, and the view stopped
     at = ok(run_app(bundles["nofit"], view="tradeoff", step=10))
     assert charts(at) == 2
     sweep_caption = next(c.value for c in at.caption if "settings of" in c.value)
@@ -649,7 +649,7 @@ def test_tradeoff_on_a_bundle_without_id_fit(bundles):
 
 
 def test_methods_and_modes_a_bundle_cannot_serve_are_not_offered(bundles):
-    # regression (12.2): react and global were offered on a bundle without id_fit
+    # regression: react and global were offered on a bundle without id_fit
     at = ok(run_app(bundles["nofit"]))
     assert "react" not in at.selectbox(key="method").options
     assert at.radio(key="threshold").options == ["local"]
@@ -663,7 +663,7 @@ def test_methods_and_modes_a_bundle_cannot_serve_are_not_offered(bundles):
 
 
 def test_compare_shows_a_when_b_cannot_serve_the_setting(bundles):
-    # regression (12.3): one failing side replaced the whole page with errors
+    # regression: one failing side replaced the whole page with errors
     at = run_app(bundles["main"], method="ash-b", threshold="global", view="compare",
                  cmode="bundle", bbundle=str(bundles["nofit"]))
     assert not at.exception
@@ -673,7 +673,7 @@ def test_compare_shows_a_when_b_cannot_serve_the_setting(bundles):
 
 
 def test_compare_two_bundles_on_their_common_ood_sets(bundles):
-    # regression (12.4): averages over different OOD lists were shown side by side
+    # regression: averages over different OOD lists were shown side by side
     at = ok(run_app(bundles["main"], view="compare", cmode="bundle",
                     bbundle=str(bundles["other"])))
     assert "over the 1 OOD set(s) both bundles have: far" in texts(at, "info")
@@ -684,7 +684,7 @@ def test_compare_two_bundles_on_their_common_ood_sets(bundles):
 
 
 def test_switching_method_starts_at_its_declared_default_p(bundles):
-    # regression (12.5): ASH-S@57 -> ReAct showed ReAct at p = 57
+    # regression: ASH-S@57 -> ReAct showed ReAct at p = 57
     at = ok(run_app(bundles["main"], method="ash-s", p=57))
     at.selectbox(key="method").set_value("react").run()
     ok(at)
@@ -698,7 +698,7 @@ def test_switching_method_starts_at_its_declared_default_p(bundles):
 
 
 def test_p_shows_the_kept_count_and_repeated_steps(bundles):
-    # regression (12.6): on narrow layers neighbouring p gave the same numbers unexplained
+    # regression: on narrow layers neighbouring p gave the same numbers unexplained
     at = ok(run_app(bundles["main"], method="ash-s", p=65))  # D = 32: k = 11 for p = 65, 66
     caption = texts(at, "caption")
     assert "p = 65 keeps k = 11 of D = 32 units" in caption
@@ -707,7 +707,7 @@ def test_p_shows_the_kept_count_and_repeated_steps(bundles):
 
 
 def test_mnist_pruning_only_zeros_is_said(bundles, monkeypatch):
-    # regression (12.7): mnist_cnn at ASH-S@65 prunes only zero activations, silently
+    # regression: mnist_cnn at ASH-S@65 prunes only zero activations, silently
     monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(REPO / "cached_features"))
     at = ok(run_app(REPO / "cached_features" / "mnist_cnn", method="ash-s", p=65))
     caption = texts(at, "caption")
@@ -716,7 +716,7 @@ def test_mnist_pruning_only_zeros_is_said(bundles, monkeypatch):
 
 
 def test_inspector_neutral_energy_delta_headers_and_gallery(bundles):
-    # regression (12.12): green up-arrow for energy, raw headers, no pictures of the worst
+    # regression: green up-arrow for energy, raw headers, no pictures of the worst
     at = ok(run_app(bundles["pics"], view="inspector", imode="fp"))
     (after,) = [m for m in at.metric if m.label == "energy after"]
     assert after.proto.color == after.proto.MetricColor.GRAY
@@ -728,7 +728,7 @@ def test_inspector_neutral_energy_delta_headers_and_gallery(bundles):
 
 
 def test_unknown_ood_names_in_a_link_are_reported(bundles):
-    # regression (12.13): ?ood=far,foo dropped foo silently
+    # regression: ?ood=far,foo dropped foo silently
     at = ok(run_app(bundles["main"], ood="far,foo"))
     assert "ignored unknown OOD set(s): 'foo'" in texts(at, "warning")
     assert at.multiselect(key="ood").value == ["far"]
@@ -742,13 +742,13 @@ def test_opening_another_bundle_starts_from_its_own_ood_sets(bundles):
     assert at.multiselect(key="ood").value == ["far", "other"]
 
 
-# --------------------------------------------------------------------------- issue 13
+# --------------------------------------------------------------------------- hostile links
 
 
 @pytest.mark.parametrize("path", ["/etc", "/etc/passwd", "~", "/does/not/exist", "..",
                                   "cached_features/../../shared"])
 def test_links_cannot_open_or_probe_paths_outside_the_bundle_roots(bundles, path):
-    # regression (13.11): ?bundle=/etc was opened and said whether paths exist
+    # regression: ?bundle=/etc was opened and said whether paths exist
     at = run_app(path)
     assert not at.exception
     shown = texts(at)
@@ -768,7 +768,7 @@ def test_a_cube_is_never_written_into_a_bundle_outside_the_roots(bundles, tmp_pa
 
 
 def test_bundle_supplied_strings_are_plain_text(bundles):
-    # regression (13.12): a manifest name "![x](http://...)" rendered an outside image
+    # regression: a manifest name "![x](http://...)" rendered an outside image
     for view, extra in (("overview", {}), ("compare", {"cmode": "bundle",
                                                        "bbundle": str(bundles["main"])})):
         at = ok(run_app(bundles["evil"], view=view, **extra))
@@ -779,7 +779,7 @@ def test_bundle_supplied_strings_are_plain_text(bundles):
 
 
 def test_an_overlong_url_parameter_is_ignored_with_a_note(bundles):
-    # regression (13.13): a 100k-character method= never rendered
+    # regression: a 100k-character method= never rendered
     at = ok(run_app(bundles["main"], method="x" * 100_000, ood=",".join(["far"] * 70)))
     assert at.selectbox(key="method").value == "ash-s"
     notes = texts(at, "warning")

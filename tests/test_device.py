@@ -1,4 +1,4 @@
-"""Device handling (issue 8): ``resolve_device``, ``--device`` on the CLI, and the CUDA code
+"""Device handling: ``resolve_device``, ``--device`` on the CLI, and the CUDA code
 paths run with the CPU device standing in (the same code with a device argument).
 
 No test needs a GPU: ``cuda_available`` and the builder's ``is_cuda`` are stood in for, so

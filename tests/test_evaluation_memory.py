@@ -1,4 +1,4 @@
-"""How much of a split an exact evaluation holds at once (issue 8: the dashboard's memory at
+"""How much of a split an exact evaluation holds at once (the dashboard's memory at
 ImageNet scale): shaped features and logits in row blocks, unshaped logits cached only while
 small, the unshaped scores computed once even when threads ask for them together."""
 

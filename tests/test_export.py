@@ -107,7 +107,7 @@ def test_only_public_links_reach_a_report(link, public):
 
 
 def test_report_stands_alone(report, ctx):
-    # regression (issue 12): the report was the overview only, linked to localhost, had
+    # regression: the report was the overview only, linked to localhost, had
     # no summary, no definitions, raw column names and no version
     text = re.sub(r"<[^>]+>", " ", report)
     for needle in ("Summary", "This report compares ash-s p=80 local with no shaping",

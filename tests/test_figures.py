@@ -193,7 +193,7 @@ def _ink_colours(fig: go.Figure) -> list[str]:
 
 @pytest.mark.parametrize("theme", [None, "light", "dark"])
 def test_marks_follow_the_theme(ev, results, theme):
-    # regression (defect 8): threshold and current-p lines were hard-coded black,
+    # regression: threshold and current-p lines were hard-coded black,
     # invisible on the dark theme
     th = figures.theme_of(theme)
     for name, fig in _all_figures(ev, results, theme).items():
@@ -212,7 +212,7 @@ def test_marks_follow_the_theme(ev, results, theme):
 
 
 def test_legends_and_titles_never_cover_the_panels(ev, results):
-    # regression (defect 9): the trade-off's FPR95 axis title sat on the AUROC panel and
+    # regression: the trade-off's FPR95 axis title sat on the AUROC panel and
     # Compare's legend (below the axes) covered the x labels
     for name, fig in _all_figures(ev, results, None).items():
         lay = fig.layout
@@ -230,7 +230,7 @@ def test_legends_and_titles_never_cover_the_panels(ev, results):
 
 
 def test_overview_legend_swatches_are_the_bar_colours(results):
-    # regression (defect 10): the "shaped" swatch was orange while the shaped bars used
+    # regression: the "shaped" swatch was orange while the shaped bars used
     # each set's colour
     r, b = results
     df = evaluation_frame(r.to_dict(), b.to_dict())
@@ -254,7 +254,7 @@ def test_curves_legend_does_not_claim_one_sets_colour(results):
 
 
 def test_histogram_says_how_many_scores_it_clips():
-    # regression (defect 11): outliers were piled into the edge bins without a note
+    # regression: outliers were piled into the edge bins without a note
     rng = np.random.default_rng(0)
     ind = np.concatenate([rng.normal(0, 1, 2000), [50.0] * 7])
     ood = np.concatenate([rng.normal(-2, 1, 2000), [-60.0] * 3])

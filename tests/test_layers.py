@@ -1,4 +1,4 @@
-"""Where to ASH (issue 11): maps of inner blocks, replay through the network's tail.
+"""Where to ASH: maps of inner blocks, replay through the network's tail.
 
 Pinned: replay at the penultimate layer is today's evaluation; replay with p = 0 / ``none``
 at every layer is the plain forward pass; ASH-S at an inner layer matches an independent
