@@ -17,9 +17,10 @@ Which (bundle, theme, width) cases run, each over every view (``matrix()``):
   800 px: one bundle, both themes, both widths, every view (and both Compare modes);
 * in CI (``CI`` set): a covering set of 4 cases, not the 12 of the product: every
   bundle, every theme x width pair, every view at least once each
-  (``test_the_matrices_cover_every_bundle_view_theme_and_width`` checks it). Each case
-  costs ~20 s on 2 busy cores; the product's 8 more cases would cost ~3 more minutes
-  that CI's 6-minute budget does not have (docs/testing.md, "Speed");
+  (``test_the_matrices_cover_every_bundle_view_theme_and_width`` checks it). A case
+  costs ~20-25 s on 2 busy cores (the first ~45 s: it warms the server); the product's
+  8 more cases would add ~3 minutes there, ~1.5 idle, which CI's 6-minute budget does
+  not have (docs/testing.md, "Speed");
 * with ``ASH_BROWSER_FULL=1``: the full product, every demo bundle x theme x width.
 
 ``test_p_slider_updates_the_numbers`` moves the p slider with the keyboard and checks
@@ -33,6 +34,7 @@ first on ``PYTHONPATH``), whichever checkout the virtual environment was install
 Runs in CI (never skipped there); skipped locally only when /usr/bin/chromium is
 missing (install it with `make browser`).
 """
+
 from __future__ import annotations
 
 import os
