@@ -26,6 +26,8 @@ demo: setup
 	$(VENV)/bin/ash-explore dashboard $(BUNDLE) --port $(PORT) \
 	  $(if $(wildcard ../shared/data),--data-root ../shared/data,)
 
+# pytest runs in 2 worker processes (pytest-xdist; `-n 2 --dist loadfile` in pyproject's
+# addopts); the browser test's CI matrix when CI is set (docs/testing.md)
 test: setup browser
 	$(PY) -m ruff check ash_core dashboard tests benchmarks
 	$(PY) -m pytest -q

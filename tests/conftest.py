@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic bundle and the path to ../shared/data."""
+"""Shared fixtures: a small synthetic bundle and the path to ../shared/data; the set-up
+of a parallel run (pytest-xdist, ``-n 2`` in pyproject's addopts: see docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,33 @@ from ash_core import SplitData, write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ASH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+#: set in each pytest-xdist worker ("gw0", "gw1", ...); absent in a serial run
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+if XDIST_WORKER:
+    # N workers on N cores: one intra-op thread each, or torch's (and BLAS's) thread pools
+    # oversubscribe the cores and everything slows down several-fold. Only this process:
+    # the environment is left alone, so a subprocess a test starts (the CLI, the dashboard
+    # server, torchrun) keeps its own defaults, which some tests check.
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - sklearn always brings it
+        pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the files marked ``slow`` first (browser, real-data extraction): the parallel
+    run hands out whole files (``--dist loadfile``), so a long file started last would
+    leave the other worker idle at the end. The order is stable otherwise."""
+    def slow(item: pytest.Item) -> bool:
+        return any(m.name == "slow" for m in item.iter_markers())
+
+    files_slow = {item.path for item in items if slow(item)}
+    items.sort(key=lambda item: item.path not in files_slow)
 
 
 def shared_data_or_skip() -> Path:

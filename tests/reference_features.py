@@ -45,7 +45,9 @@ def _class_gaussian(fit: np.ndarray, labels: np.ndarray):
 
 def _maha(x: np.ndarray, mean: np.ndarray, prec: np.ndarray) -> np.ndarray:
     d = x - mean
-    return np.einsum("nd,de,ne->n", d, prec, d)
+    # (d P) . d row by row: the same sum as einsum("nd,de,ne->n"), whose unoptimised
+    # three-operand loop took ~5 s per call on the demo bundles' 70k rows
+    return ((d @ prec) * d).sum(1)
 
 
 def mahalanobis(fit: np.ndarray, labels: np.ndarray, x: np.ndarray) -> np.ndarray:

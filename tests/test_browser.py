@@ -1,8 +1,8 @@
 """The dashboard in a real browser: `ash-explore dashboard` + headless Debian Chromium.
 
 One server serves the three demo bundles (cifar10_resnet20, cifar10_resnet56,
-mnist_cnn). Every view of every bundle is opened by URL, in the light and the dark
-theme, 1400 and 800 px wide (one reused page per theme and width), and fails on:
+mnist_cnn). Every view of a bundle is opened by URL in a given theme (light/dark) and
+width (1400/800 px; one reused page per theme and width), and fails on:
 
 * a Streamlit error box (``stException``, an error ``stAlert``) or a browser console
   error / uncaught page error;
@@ -11,9 +11,25 @@ theme, 1400 and 800 px wide (one reused page per theme and width), and fails on:
   with an ellipsis);
 * a chart that does not render.
 
+Which (bundle, theme, width) cases run, each over every view (``matrix()``):
+
+* by default (a local ``make test``): cifar10_resnet20 light at 1400 px and dark at
+  800 px: one bundle, both themes, both widths, every view (and both Compare modes);
+* in CI (``CI`` set): a covering set of 4 cases, not the 12 of the product: every
+  bundle, every theme x width pair, every view at least once each
+  (``test_the_matrices_cover_every_bundle_view_theme_and_width`` checks it). A case
+  costs ~20-25 s on 2 busy cores (the first ~45 s: it warms the server); the product's
+  8 more cases would add ~3 minutes there, ~1.5 idle, which CI's 6-minute budget does
+  not have (docs/testing.md, "Speed");
+* with ``ASH_BROWSER_FULL=1``: the full product, every demo bundle x theme x width.
+
 ``test_p_slider_updates_the_numbers`` moves the p slider with the keyboard and checks
 the overview's numbers follow. Screenshots of the demo bundle's views are written to
-docs/img/ only with ``ASH_SCREENSHOTS=1`` (else nowhere), so CI rewrites no file.
+docs/img/ only with ``ASH_SCREENSHOTS=1`` (else nowhere), so CI rewrites no file; both
+cases they need (light 1400 px, dark 800 px) are in every matrix.
+
+The server runs this checkout's code (``python -m ash_core.cli`` with this repository
+first on ``PYTHONPATH``), whichever checkout the virtual environment was installed from.
 
 Runs in CI (never skipped there); skipped locally only when /usr/bin/chromium is
 missing (install it with `make browser`).
@@ -43,6 +59,21 @@ VIEWS = {  # view key -> charts expected at least
 }
 THEMES = ("light", "dark")
 WIDTHS = (1400, 800)
+#: every demo bundle x theme x width (ASH_BROWSER_FULL=1)
+FULL = [(b, t, w) for b in BUNDLES for t in THEMES for w in WIDTHS]
+#: CI: every bundle, every theme x width pair (so each theme and width), every view
+COVERING = [(DEMO, "light", 1400), (DEMO, "dark", 800), (BUNDLES[1], "dark", 1400),
+            (BUNDLES[2], "light", 800)]
+#: a local run: one bundle, both themes, both widths (and the screenshots' two cases)
+DEFAULT = [(DEMO, "light", 1400), (DEMO, "dark", 800)]
+
+
+def matrix(env=os.environ) -> list[tuple[str, str, int]]:
+    """The (bundle, theme, width) cases of this run (see the module docstring)."""
+    if env.get("ASH_BROWSER_FULL", "") not in ("", "0"):
+        return FULL
+    return COVERING if env.get("CI") else DEFAULT
+
 FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = bool(os.environ.get("ASH_SCREENSHOTS"))
@@ -102,11 +133,13 @@ def server():
     for p in paths:
         assert (REPO / p / "manifest.json").is_file(), f"demo bundle {p} missing (committed)"
     port = _free_port()
-    exe = Path(sys.executable).with_name("ash-explore")
-    cmd = [str(exe) if exe.exists() else "ash-explore", "dashboard", *paths, "--port",
-           str(port)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # `python -m ash_core.cli` with this checkout first on the path, not the venv's
+    # `ash-explore` script, which imports whichever checkout the venv was installed from
+    cmd = [sys.executable, "-m", "ash_core.cli", "dashboard", *paths, "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_healthy(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -212,9 +245,19 @@ def _problems(tab: Tab, charts: int) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("theme", THEMES)
-@pytest.mark.parametrize("bundle", BUNDLES)
+def test_the_matrices_cover_every_bundle_view_theme_and_width():
+    pairs = {(t, w) for t in THEMES for w in WIDTHS}
+    for cases in (DEFAULT, COVERING, FULL):  # every case opens every view
+        assert {t for _, t, _ in cases} == set(THEMES) and {w for *_, w in cases} == set(WIDTHS)
+        assert (DEMO, "light", 1400) in cases and (DEMO, "dark", 800) in cases  # screenshots
+    assert {(t, w) for _, t, w in COVERING} == pairs and len(COVERING) == 4
+    assert {b for b, _, _ in COVERING} == set(BUNDLES) and len(set(FULL)) == 12
+    assert matrix({}) == DEFAULT and matrix({"CI": "true"}) == COVERING
+    assert matrix({"CI": "true", "ASH_BROWSER_FULL": "1"}) == FULL
+
+
+@pytest.mark.parametrize("bundle, theme, width", matrix(),
+                         ids=[f"{b}-{t}-{w}" for b, t, w in matrix()])
 def test_every_view_is_clean(server, tabs, bundle, theme, width):
     tab = tabs(theme, width)
     failures = []
