@@ -8,11 +8,9 @@ PORT   ?= 8501
 
 .PHONY: setup browser demo test lint bench bundles layers clean
 
-# --no-compile: Python compiles a module's bytecode when it is first imported, so only the
-# modules in use pay for it (torch ships thousands that no command imports)
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile --upgrade-strategy only-if-needed -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --upgrade-strategy only-if-needed -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
