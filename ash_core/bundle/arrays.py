@@ -9,6 +9,7 @@ a ``BundleError`` saying what was wrong and what to do.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def _load_pt(path: Path) -> dict[str, np.ndarray]:
     import torch  # only for .pt files: the rest of `bundle` runs without it
 
     try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # weights_only refuses pickled objects: UnpicklingError
         raise BundleError(
             f"{path} is not a weights-only torch file: it holds objects other than tensors "
@@ -58,6 +61,8 @@ def _load_np(path: Path, suffix: str) -> dict[str, np.ndarray]:
         if suffix == ".npy":
             if looks_pickled(head):
                 raise pickle_refusal(path, ".npy")
+            if head[:6] != b"\x93NUMPY":
+                raise BundleError(f"{path} is not a .npy file; save it with np.save.")
             return {"features": np.load(path, allow_pickle=False)}
         if head[:4] != b"PK\x03\x04":
             raise BundleError(f"{path} is not a .npz archive; save it with np.savez.")
@@ -105,5 +110,5 @@ def read_head(path: str | os.PathLike, key: str | None = None) -> tuple[np.ndarr
         found = ", ".join(sorted(arrays)[:12]) or "none"
         hint = ("; pick the classifier with --head-key (e.g. --head-key fc for fc.weight)"
                 if not key else "; check --head-key")
-        raise BundleError(f"{path} has no {' or '.join(missing)} (found: {found}){hint}.")
+        raise BundleError(f"{path} has no {', '.join(missing)} (found: {found}){hint}.")
     return arrays[names[0]], arrays[names[1]]
