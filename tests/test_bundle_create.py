@@ -227,6 +227,14 @@ def test_refusals_exit_2_with_one_error_line_and_write_nothing(tmp_path, capsys,
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
 
 
+def test_a_refusal_leaves_no_parent_directories(tmp_path, capsys):
+    d = _data()
+    files = _files(tmp_path, d, ".npz")
+    bad = dict(files, ood=_save(tmp_path / "n.npz", {"features": np.full((5, D), np.nan)}))
+    assert main(_create_args(tmp_path / "new" / "deeper" / "o", bad)) == 2
+    assert not (tmp_path / "new").exists()
+
+
 def test_existing_out_is_kept_without_overwrite(tmp_path, capsys):
     d = _data()
     files = _files(tmp_path, d, ".npz")

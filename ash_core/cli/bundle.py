@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -89,8 +90,16 @@ def run_create(args: argparse.Namespace) -> int:
                           "or choose another directory.")
     head = read_head(args.head, args.head_key)
     splits = {name: SplitArrays(role, *read_split(file)) for name, role, file in parsed}
-    path = create_bundle(out, head, splits, classes=_classes(args.classes), name=args.name,
-                         feature_dtype=args.dtype, overwrite=args.overwrite)
+    classes = _classes(args.classes)
+    missing = [p for p in out.absolute().parents if not p.exists()]
+    try:
+        path = create_bundle(out, head, splits, classes=classes, name=args.name,
+                             feature_dtype=args.dtype, overwrite=args.overwrite)
+    except BaseException:
+        for parent in missing:  # nothing written: not even the parents write_bundle made
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
     print(f"wrote {path} ({len(splits)} splits)")
     return 0
 
