@@ -126,6 +126,15 @@ def test_library_create_bundle_numpy_and_torch(tmp_path, capsys):
     assert _evaluated_auroc(out, capsys) == pytest.approx(_energy_auroc(ref), abs=1e-4)
 
 
+def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
+    text = (REPO / "docs" / "bundle-format.md").read_text()
+    block = text.split("## Bring your own features")[1].split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "bundle-format.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "mine"
+    assert main(["bundle", "verify", "mine"]) == 0
+
+
 def test_classes_name_dtype_and_overwrite_from_the_cli(tmp_path):
     d = _data(2)
     files = _files(tmp_path, d, ".npz")
