@@ -16,7 +16,15 @@ Packages by layer, imports pointing down: ``maths`` (shaping, scores, metrics, c
 (per-sample inspection).
 """
 
-from ash_core.bundle import Bundle, Split, SplitData, load_bundle, write_bundle
+from ash_core.bundle import (
+    Bundle,
+    Split,
+    SplitArrays,
+    SplitData,
+    create_bundle,
+    load_bundle,
+    write_bundle,
+)
 from ash_core.engine.exact import EvalResult, Evaluator, evaluate
 from ash_core.errors import (
     AshError,
@@ -64,8 +72,8 @@ __all__ = [
     "CONVENTIONS", "HIGHER_IS_BETTER", "METRIC_NAMES", "THRESHOLD_MODES",
     "AshError", "Bundle", "BundleError", "CubeCacheError", "DataError", "EvalResult",
     "Evaluator", "ExtractError", "FeatureError", "MethodSpec", "ModelError", "OODMetrics",
-    "ParamSpec", "ParameterError", "Setting", "Shaper", "Split", "SplitData",
-    "accuracy", "ash_b", "ash_p", "ash_rand", "ash_s", "average_metrics", "create_method",
+    "ParamSpec", "ParameterError", "Setting", "Shaper", "Split", "SplitArrays", "SplitData",
+    "accuracy", "ash_b", "ash_p", "ash_rand", "ash_s", "average_metrics", "create_bundle", "create_method",
     "energy_score", "evaluate", "get_method", "get_score", "higher_is_better", "kept_count",
     "list_methods", "list_scores", "load_bundle", "maxlogit_score", "msp_score",
     "ood_metrics", "react", "register_method", "scale", "write_bundle",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ash_core.bundle.create import SplitArrays, create_bundle
 from ash_core.bundle.files import inside, is_bundle_dir, sha256_file
 from ash_core.bundle.load import load_bundle
 from ash_core.bundle.manifest import (
@@ -48,6 +49,6 @@ def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
 __all__ = [
     "FEATURE_DTYPES", "FORMAT", "ID_ROLES", "MANIFEST", "ROLES", "VERSION", "Bundle", "Split",
     "SplitData", "SplitInfo", "check_labels", "check_manifest", "check_split_name",
-    "check_split_roles", "inside", "is_bundle_dir", "load_bundle", "negative_fraction",
+    "check_split_roles", "create_bundle", "SplitArrays", "inside", "is_bundle_dir", "load_bundle", "negative_fraction",
     "read_safetensors", "sha256_file", "write_bundle",
 ]

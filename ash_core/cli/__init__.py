@@ -17,7 +17,7 @@ from ash_core import __version__
 from ash_core.errors import AshError
 
 #: Subcommand modules under ash_core.cli, in --help order.
-SUBCOMMANDS = ("evaluate", "sweep", "search", "methods", "extract", "dashboard")
+SUBCOMMANDS = ("evaluate", "sweep", "search", "methods", "extract", "bundle", "dashboard")
 #: Subcommands that need an optional extra: command -> (module it imports, extra name).
 EXTRAS = {"dashboard": ("streamlit", "dashboard")}
 
