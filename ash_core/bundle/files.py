@@ -39,7 +39,7 @@ def inside(root: Path, rel: Any) -> Path:
     except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte, ...
         raise BundleError(
             f"bundle {root}: manifest path {rel[:200]!r} cannot be resolved ({exc}); a "
-            "symlink loop or an invalid name. Re-create the bundle."
+            "symlink loop or an invalid name. Rebuild the bundle (`ash-explore bundle create`)."
         ) from None
     if not resolved.is_relative_to(base):
         raise BundleError(
@@ -69,13 +69,22 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """The parsed and schema-checked manifest of the bundle at ``root``."""
-    path = root / MANIFEST
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` and fsync it (callers rename it into place)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_manifest(root: Path, path: Path | None = None) -> dict[str, Any]:
+    """The parsed and schema-checked manifest of the bundle at ``root`` (read from
+    ``path`` instead of ``root/manifest.json`` when given: a candidate manifest)."""
+    path = root / MANIFEST if path is None else path
     if not path.is_file():
         raise BundleError(
             f"{root} has no {MANIFEST}; it is not an ASH bundle (or was not written "
-            "completely). Re-create it with `ash-explore extract`."
+            "completely). Rebuild it with `ash-explore bundle create` or `ash-explore extract`."
         )
     manifest = parse_json(read_bounded(path, MAX_MANIFEST_BYTES), f"{path}: corrupt manifest")
     check_manifest(manifest, path)
@@ -98,7 +107,8 @@ def check_sha256(root: Path, rel: str, full: Path, sha256: str | None) -> None:
     if sha256 is not None and sha256_file(full) != sha256:
         raise BundleError(
             f"bundle {root}: {rel} does not match the sha256 in the manifest: it was "
-            "modified or corrupted after writing. Re-create the bundle."
+            "modified after writing. If you edited it on purpose, run `ash-explore bundle "
+            f"rehash {root}`; otherwise rebuild the bundle (`ash-explore bundle create`)."
         )
 
 
@@ -123,7 +133,8 @@ def check_sidecar(root: Path, rel: Any, sha256: str | None, n: int) -> Path:
     if size > (n + 1) * SIDECAR_BYTES_PER_ROW:
         raise BundleError(
             f"bundle {root}: sidecar {rel!r} is {size} bytes for {n} samples (more than "
-            f"{SIDECAR_BYTES_PER_ROW} bytes a row); it is corrupt. Re-create the bundle."
+            f"{SIDECAR_BYTES_PER_ROW} bytes a row); it is corrupt. Rebuild the bundle "
+            "(`ash-explore bundle create` or `ash-explore extract`)."
         )
     check_sha256(root, rel, full, sha256)
     return full

@@ -26,17 +26,20 @@ from ash_core.errors import BundleError
 _KNOWN_SPLIT_KEYS = {"name", "role", "file", "n", "meta", "thumbnails", "variants"}
 
 
-def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
+def load_bundle(path: str | os.PathLike, verify: bool = True, *,
+                manifest_file: str | os.PathLike | None = None) -> Bundle:
     """Open a bundle directory (memory-mapped; nothing is unpickled).
 
     ``verify`` checks every file against the sha256 recorded in the manifest (which
     detects tampering); a manifest that lacks the sha256 of a file it names is refused.
     ``verify=False`` skips hashing and, where hashes are missing, warns naming those
-    files. Shapes, dtypes, sizes and label ranges are always checked.
+    files. Shapes, dtypes, sizes and label ranges are always checked. ``manifest_file``
+    reads that manifest instead of the bundle's own (``bundle rehash`` checks its new
+    manifest this way before it replaces the old one).
     """
     root = _bundle_dir(Path(path))
     try:
-        manifest = read_manifest(root)
+        manifest = read_manifest(root, None if manifest_file is None else Path(manifest_file))
         hashes = _expected_hashes(root, manifest, verify)
         head = _load_head(root, manifest, hashes)
         dim = int(head["weight"].shape[1])
@@ -76,8 +79,8 @@ def _expected_hashes(root: Path, manifest: dict[str, Any], verify: bool) -> dict
     if missing and verify:
         raise BundleError(
             f"bundle {root}: the manifest records no sha256 for {', '.join(missing[:5])}"
-            f"{' ...' if len(missing) > 5 else ''}, so it cannot be verified. Re-create the "
-            "bundle, or load it with verify=False (--no-verify) to skip verification."
+            f"{' ...' if len(missing) > 5 else ''}, so it cannot be verified. Record them with `ash-explore "
+            f"bundle rehash {root}`, or skip verification (verify=False, --no-verify)."
         )
     if missing:
         warnings.warn(
@@ -150,13 +153,13 @@ def _check_features(root: Path, what: str, feats: np.ndarray | None, n: int,
         raise BundleError(
             f"bundle {root}: split {what} stores features as {feats.dtype} but the "
             f"manifest says feature_dtype {manifest['feature_dtype']!r}; the file was "
-            "replaced or the manifest edited. Re-create the bundle."
+            "replaced or the manifest edited. Rebuild the bundle (`ash-explore bundle create`)."
         )
     if feats.shape[1] != dim:
         raise BundleError(
             f"bundle {root}: split {what} has feature dimension {feats.shape[1]} but "
             f"the head expects {dim}; the features and head come from different models or "
-            "layers. Re-extract the bundle."
+            "layers. Rebuild the bundle (`ash-explore extract` or `ash-explore bundle create`)."
         )
     if feats.shape[0] != n:
         raise BundleError(

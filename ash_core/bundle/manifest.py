@@ -150,7 +150,8 @@ def _check_top_level(manifest: Any, where: Path) -> None:
     files = manifest.get("files", {})
     _require(isinstance(files, dict) and all(isinstance(v, str) for v in files.values()), where,
              "manifest \"files\" must be an object mapping each relative path to its sha256 "
-             "hex digest; the manifest is corrupt or was edited by hand. Re-create the bundle.")
+             "hex digest; the manifest is corrupt or was edited by hand. Rebuild the bundle "
+             "(`ash-explore bundle create`).")
 
 
 def _check_split_entry(entry: Any, where: Path) -> None:
@@ -213,8 +214,8 @@ def _check_variants(manifest: dict[str, Any], where: Path) -> None:
         for name in entry.get("variants", {}):
             _require(name in declared, where,
                      f"split {entry['name']!r} has variant {short(name)}, which the manifest's "
-                     "\"variants\" does not declare; the manifest is corrupt. Re-create the "
-                     "bundle.")
+                     "\"variants\" does not declare; the manifest is corrupt. Rebuild the "
+                     "bundle (`ash-explore extract`).")
 
 
 def check_manifest(manifest: Any, where: Path) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ash_core import faults
-from ash_core.bundle.files import sha256_file
+from ash_core.bundle.files import sha256_file, write_text
 from ash_core.bundle.manifest import (
     FEATURE_DTYPES,
     FORMAT,
@@ -90,7 +90,7 @@ def write_bundle(
             "feature_dtype": feature_dtype, **dict(provenance or {}),
             **({"variants": variants} if variants else {}), "splits": entries, "files": files,
         }
-        _write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         publish(tmp, path, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -195,13 +195,6 @@ def _stored_labels(s: SplitData, n: int, num_classes: int) -> np.ndarray | None:
 # --------------------------------------------------------------------------- files
 
 
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     write_tensors(path, arrays)
 
@@ -235,7 +228,7 @@ def _write_split(tmp: Path, s: SplitData, head_shape: tuple[int, int], feature_d
     _save(tmp, rel, arrays, files)
     entry: dict[str, Any] = {"name": s.name, "role": s.role, "file": rel, "n": int(n),
                              "meta": f"splits/{s.name}.csv"}
-    _write_text(tmp / entry["meta"], meta.to_csv(index=False))
+    write_text(tmp / entry["meta"], meta.to_csv(index=False))
     files[entry["meta"]] = sha256_file(tmp / entry["meta"])
     if s.thumbnails is not None:
         thumbs = np.asarray(s.thumbnails, dtype=np.uint8)

@@ -1,4 +1,10 @@
-"""``ash-explore bundle``: create a bundle from your own features, inspect it, verify it."""
+"""``ash-explore bundle``: create a bundle from your own features, inspect it, verify it,
+rehash it after a deliberate edit.
+
+Nothing here imports torch at module level (``bundle info`` answers in well under a
+second): the writer and the loader, which do, are imported inside the actions that
+need them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,7 @@ import os
 from pathlib import Path
 
 from ash_core.bundle.arrays import read_head, read_split
-from ash_core.bundle.create import SplitArrays, create_bundle
 from ash_core.bundle.files import read_manifest
-from ash_core.bundle.load import load_bundle
 from ash_core.bundle.manifest import FEATURE_DTYPES, ROLES
 from ash_core.bundle.safetensors_io import read_header
 from ash_core.errors import BundleError
@@ -50,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = bsub.add_parser("verify", help="check every file of a bundle against its sha256")
     v.add_argument("bundle")
     v.set_defaults(func=run_verify)
+    r = bsub.add_parser("rehash", help="record new sha256s after a deliberate edit of "
+                                       "a bundle's files (checked before writing)")
+    r.add_argument("bundle")
+    r.set_defaults(func=run_rehash)
 
 
 def parse_split(text: str) -> tuple[str, str, str]:
@@ -88,6 +96,8 @@ def run_create(args: argparse.Namespace) -> int:
     if (out.exists() or out.is_symlink()) and not args.overwrite:
         raise BundleError(f"{out} already exists; pass --overwrite to replace a bundle there "
                           "or choose another directory.")
+    from ash_core.bundle.create import SplitArrays, create_bundle  # imports torch
+
     head = read_head(args.head, args.head_key)
     splits = {name: SplitArrays(role, *read_split(file)) for name, role, file in parsed}
     classes = _classes(args.classes)
@@ -129,6 +139,8 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"  {key:24s} {text if len(text) <= 100 else text[:97] + '...'}")
     print(f"size:        {_size(root) / 1e6:.2f} MB on disk")
     if args.verify:
+        from ash_core.bundle.load import load_bundle  # imports torch
+
         load_bundle(root, verify=True)
         print("verified:    yes (every sha256 matches)")
     else:
@@ -137,6 +149,19 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ash_core.bundle.load import load_bundle  # imports torch
+
     load_bundle(os.fspath(args.bundle), verify=True)
     print("ok")
+    return 0
+
+
+def run_rehash(args: argparse.Namespace) -> int:
+    from ash_core.bundle.rehash import rehash_bundle  # imports torch (via the loader)
+
+    changed, unchanged = rehash_bundle(args.bundle)
+    for rel, (old, new) in changed.items():
+        print(f"{rel}: {old or '(none)'} -> {new}")
+    print(f"{len(changed)} changed, {unchanged} unchanged"
+          + ("; manifest written" if changed else "; manifest left as it was"))
     return 0
