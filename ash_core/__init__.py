@@ -16,55 +16,74 @@ Packages by layer, imports pointing down: ``maths`` (shaping, scores, metrics, c
 (per-sample inspection).
 """
 
-from ash_core.bundle import (
-    Bundle,
-    Split,
-    SplitArrays,
-    SplitData,
-    create_bundle,
-    load_bundle,
-    write_bundle,
-)
-from ash_core.engine.exact import EvalResult, Evaluator, evaluate
-from ash_core.errors import (
-    AshError,
-    BundleError,
-    CubeCacheError,
-    DataError,
-    ExtractError,
-    FeatureError,
-    ModelError,
-    ParameterError,
-)
-from ash_core.maths.metrics import (
-    CONVENTIONS,
-    HIGHER_IS_BETTER,
-    METRIC_NAMES,
-    OODMetrics,
-    average_metrics,
-    higher_is_better,
-    ood_metrics,
-)
-from ash_core.maths.scores import (
-    accuracy,
-    energy_score,
-    get_score,
-    list_scores,
-    maxlogit_score,
-    msp_score,
-)
-from ash_core.maths.shaping import ash_b, ash_p, ash_rand, ash_s, kept_count, react, scale
-from ash_core.methods import (
-    THRESHOLD_MODES,
-    MethodSpec,
-    Shaper,
-    create_method,
-    get_method,
-    list_methods,
-    register_method,
-)
-from ash_core.params import ParamSpec
-from ash_core.setting import Setting
+import importlib
+
+#: public name -> the module that defines it; imported on first use (PEP 562), so
+#: ``import ash_core`` (and the CLI's fast paths, e.g. ``bundle info``) never pull in
+#: torch until a name that needs it is touched.
+_LAZY = {
+    "Bundle": "ash_core.bundle",
+    "Split": "ash_core.bundle",
+    "SplitArrays": "ash_core.bundle",
+    "SplitData": "ash_core.bundle",
+    "create_bundle": "ash_core.bundle",
+    "load_bundle": "ash_core.bundle",
+    "write_bundle": "ash_core.bundle",
+    "EvalResult": "ash_core.engine.exact",
+    "Evaluator": "ash_core.engine.exact",
+    "evaluate": "ash_core.engine.exact",
+    "AshError": "ash_core.errors",
+    "BundleError": "ash_core.errors",
+    "CubeCacheError": "ash_core.errors",
+    "DataError": "ash_core.errors",
+    "ExtractError": "ash_core.errors",
+    "FeatureError": "ash_core.errors",
+    "ModelError": "ash_core.errors",
+    "ParameterError": "ash_core.errors",
+    "CONVENTIONS": "ash_core.maths.metrics",
+    "HIGHER_IS_BETTER": "ash_core.maths.metrics",
+    "METRIC_NAMES": "ash_core.maths.metrics",
+    "OODMetrics": "ash_core.maths.metrics",
+    "average_metrics": "ash_core.maths.metrics",
+    "higher_is_better": "ash_core.maths.metrics",
+    "ood_metrics": "ash_core.maths.metrics",
+    "accuracy": "ash_core.maths.scores",
+    "energy_score": "ash_core.maths.scores",
+    "get_score": "ash_core.maths.scores",
+    "list_scores": "ash_core.maths.scores",
+    "maxlogit_score": "ash_core.maths.scores",
+    "msp_score": "ash_core.maths.scores",
+    "ash_b": "ash_core.maths.shaping",
+    "ash_p": "ash_core.maths.shaping",
+    "ash_rand": "ash_core.maths.shaping",
+    "ash_s": "ash_core.maths.shaping",
+    "kept_count": "ash_core.maths.shaping",
+    "react": "ash_core.maths.shaping",
+    "scale": "ash_core.maths.shaping",
+    "THRESHOLD_MODES": "ash_core.methods",
+    "MethodSpec": "ash_core.methods",
+    "Shaper": "ash_core.methods",
+    "create_method": "ash_core.methods",
+    "get_method": "ash_core.methods",
+    "list_methods": "ash_core.methods",
+    "register_method": "ash_core.methods",
+    "ParamSpec": "ash_core.params",
+    "Setting": "ash_core.setting",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -17,32 +17,57 @@ The full specification: docs/bundle-format.md.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
 
-from ash_core.bundle.create import SplitArrays, create_bundle
-from ash_core.bundle.files import inside, is_bundle_dir, sha256_file
-from ash_core.bundle.load import load_bundle
-from ash_core.bundle.manifest import (
-    FEATURE_DTYPES,
-    FORMAT,
-    ID_ROLES,
-    MANIFEST,
-    ROLES,
-    VERSION,
-    check_labels,
-    check_manifest,
-    check_split_name,
-    check_split_roles,
-)
-from ash_core.bundle.model import Bundle, Split, SplitInfo, negative_fraction
-from ash_core.bundle.safetensors_io import read_tensors
-from ash_core.bundle.write import SplitData, write_bundle
+#: public name -> its module, imported on first use (PEP 562): importing one
+#: submodule (``ash_core.bundle.files``, say) does not import the writer and the
+#: model, which import torch.
+_LAZY = {
+    "SplitArrays": "ash_core.bundle.create",
+    "create_bundle": "ash_core.bundle.create",
+    "inside": "ash_core.bundle.files",
+    "is_bundle_dir": "ash_core.bundle.files",
+    "sha256_file": "ash_core.bundle.files",
+    "load_bundle": "ash_core.bundle.load",
+    "FEATURE_DTYPES": "ash_core.bundle.manifest",
+    "FORMAT": "ash_core.bundle.manifest",
+    "ID_ROLES": "ash_core.bundle.manifest",
+    "MANIFEST": "ash_core.bundle.manifest",
+    "ROLES": "ash_core.bundle.manifest",
+    "VERSION": "ash_core.bundle.manifest",
+    "check_labels": "ash_core.bundle.manifest",
+    "check_manifest": "ash_core.bundle.manifest",
+    "check_split_name": "ash_core.bundle.manifest",
+    "check_split_roles": "ash_core.bundle.manifest",
+    "Bundle": "ash_core.bundle.model",
+    "Split": "ash_core.bundle.model",
+    "SplitInfo": "ash_core.bundle.model",
+    "negative_fraction": "ash_core.bundle.model",
+    "SplitData": "ash_core.bundle.write",
+    "write_bundle": "ash_core.bundle.write",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
     """Compatibility name for ``ash_core.bundle.safetensors_io.read_tensors`` (strictly validated)."""
+    from ash_core.bundle.safetensors_io import read_tensors
+
     return read_tensors(path, mmap=mmap)
 
 
