@@ -107,8 +107,9 @@ def check_sha256(root: Path, rel: str, full: Path, sha256: str | None) -> None:
     if sha256 is not None and sha256_file(full) != sha256:
         raise BundleError(
             f"bundle {root}: {rel} does not match the sha256 in the manifest: it was "
-            "modified after writing. If you edited it on purpose, run `ash-explore bundle "
-            f"rehash {root}`; otherwise rebuild the bundle (`ash-explore bundle create`)."
+            "modified or corrupted after writing. If you edited it on purpose, run "
+            f"`ash-explore bundle rehash {root}`; otherwise rebuild the bundle "
+            "(`ash-explore bundle create`)."
         )
 
 
