@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from bundle_helpers import edit_manifest
 
-from ash_core import create_bundle, load_bundle
+from ash_core import METRIC_NAMES, create_bundle, load_bundle
+from ash_core.cli import main
 from ash_core.errors import BundleError
+from ash_core.sweep import sweep
 
 GROUPS = {"near": ["n1", "n2"], "far": ["f1"]}
 
@@ -62,3 +64,74 @@ def test_bad_groups_are_refused_at_load_and_write(tmp_path, groups, words):
     with pytest.raises(BundleError, match=words):
         _bundle(tmp_path / "c", groups=groups)
     assert not (tmp_path / "c").exists()
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _run(capsys, *argv):
+    assert main([str(a) for a in argv]) == 0
+    return capsys.readouterr().out
+
+
+def _mean(per_set, names):
+    return {k: float(np.mean([per_set[n][k] for n in names])) for k in METRIC_NAMES}
+
+
+@pytest.mark.parametrize("ood", [None, "n1,f1,other"])
+def test_evaluate_json_group_averages_are_the_means_of_their_sets(tmp_path, capsys, ood):
+    root = _bundle(tmp_path / "b")
+    extra = [] if ood is None else ["--ood", ood]
+    d = json.loads(_run(capsys, "evaluate", root, "--method", "ash-p", "--p", "80",
+                        "--format", "json", *extra))
+    chosen = list(d["ood"])
+    assert set(d["groups"]) == {"near", "far"}
+    for group, members in GROUPS.items():
+        names = [n for n in members if n in chosen]
+        for k, v in _mean(d["ood"], names).items():
+            assert d["groups"][group][k] == pytest.approx(v, abs=1e-12)
+    assert d["average"] == pytest.approx(_mean(d["ood"], chosen))
+
+
+def test_group_with_no_selected_set_is_left_out(tmp_path, capsys):
+    d = json.loads(_run(capsys, "evaluate", _bundle(tmp_path / "b"), "--method", "none",
+                        "--ood", "f1", "--format", "json"))
+    assert list(d["groups"]) == ["far"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "markdown", "latex"])
+def test_tables_show_group_rows_after_the_average(tmp_path, capsys, fmt):
+    out = _run(capsys, "evaluate", _bundle(tmp_path / "b"), "--method", "ash-s", "--p", "90",
+               "--format", fmt)
+    at = [out.index(word) for word in ("Average", "Average (near)", "Average (far)")]
+    assert at == sorted(at)
+    plain = _run(capsys, "evaluate", _bundle(tmp_path / "c", groups=None), "--method", "ash-s",
+                 "--p", "90", "--format", fmt)
+    assert "Average (" not in plain
+
+
+def test_bundle_without_groups_has_no_group_keys(tmp_path, capsys):
+    root = _bundle(tmp_path / "b", groups=None)
+    d = json.loads(_run(capsys, "evaluate", root, "--method", "ash-p", "--p", "80",
+                        "--format", "json"))
+    assert "groups" not in d
+    out = _run(capsys, "sweep", root, "--methods", "ash-p", "--p", "60,90", "--format", "csv")
+    assert "avg (" not in out and "average (" not in out
+
+
+def test_sweep_has_group_average_columns(tmp_path, capsys):
+    root = _bundle(tmp_path / "b")
+    out = _run(capsys, "sweep", root, "--methods", "ash-p,ash-b", "--p", "60,90",
+               "--format", "csv")
+    header = out.splitlines()[0].split(",")
+    at = [header.index(c) for c in ("average/fpr95", "average (near)/fpr95",
+                                    "average (near)/auroc", "average (far)/fpr95")]
+    assert at == sorted(at) and "other/fpr95" in header
+    table = _run(capsys, "sweep", root, "--methods", "ash-p", "--p", "60,90")
+    for group in GROUPS:
+        assert f"average ({group})/fpr95" in table and f"average ({group})/auroc" in table
+    frame = sweep(load_bundle(root), ["ash-p"], [60.0])
+    row = frame.iloc[0]
+    for group, members in GROUPS.items():
+        want = np.mean([row[f"{n}/fpr95"] for n in members])
+        assert row[f"average ({group})/fpr95"] == pytest.approx(want, abs=1e-12)
