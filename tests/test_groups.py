@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from bundle_helpers import edit_manifest
 
-from ash_core import METRIC_NAMES, create_bundle, load_bundle
+from ash_core import METRIC_NAMES, Setting, create_bundle, load_bundle
 from ash_core.cli import main
 from ash_core.errors import BundleError
+from ash_core.policy import evaluate_setting
 from ash_core.sweep import sweep
 
 GROUPS = {"near": ["n1", "n2"], "far": ["f1"]}
@@ -135,3 +136,13 @@ def test_sweep_has_group_average_columns(tmp_path, capsys):
     for group, members in GROUPS.items():
         want = np.mean([row[f"{n}/fpr95"] for n in members])
         assert row[f"average ({group})/fpr95"] == pytest.approx(want, abs=1e-12)
+
+
+def test_cube_engine_result_has_the_same_group_averages(tmp_path):
+    bundle = load_bundle(_bundle(tmp_path / "b"))
+    setting = Setting("ash-p", {"p": 80.0}).validated()
+    cube = evaluate_setting(bundle, setting, engine="cube", cache_dir=tmp_path / "cache")
+    exact = evaluate_setting(bundle, setting, engine="exact")
+    assert cube.engine == "cube" and set(cube.to_dict()["groups"]) == {"near", "far"}
+    for group in GROUPS:
+        assert cube.group_averages[group] == pytest.approx(exact.group_averages[group])
