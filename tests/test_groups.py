@@ -13,6 +13,7 @@ from ash_core import METRIC_NAMES, Setting, create_bundle, load_bundle
 from ash_core.cli import main
 from ash_core.errors import BundleError
 from ash_core.policy import evaluate_setting
+from ash_core.reports.tables import evaluation_frame, headline
 from ash_core.sweep import sweep
 
 GROUPS = {"near": ["n1", "n2"], "far": ["f1"]}
@@ -146,3 +147,11 @@ def test_cube_engine_result_has_the_same_group_averages(tmp_path):
     assert cube.engine == "cube" and set(cube.to_dict()["groups"]) == {"near", "far"}
     for group in GROUPS:
         assert cube.group_averages[group] == pytest.approx(exact.group_averages[group])
+
+
+def test_headline_counts_ood_sets_not_group_rows(tmp_path):
+    bundle = load_bundle(_bundle(tmp_path / "b"))
+    shaped = evaluate_setting(bundle, Setting("ash-p", {"p": 80.0}).validated()).to_dict()
+    base = evaluate_setting(bundle, Setting("none", {}).validated()).to_dict()
+    text = headline(evaluation_frame(shaped, base), shaped["id_accuracy"], "ASH-P")
+    assert text.startswith("Over 4 OOD set(s)")

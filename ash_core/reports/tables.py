@@ -208,7 +208,8 @@ def headline(frame: pd.DataFrame, id_accuracy: Mapping[str, float | None], setti
     ``frame`` is ``evaluation_frame(result, base)`` (with ``*_delta`` columns).
     """
     avg = frame[frame["ood_set"] == "Average"].iloc[0]
-    n = int((frame["ood_set"] != "Average").sum())
+    sets = frame["ood_set"].astype(str)  # not the Average row, nor a group's "Average (near)"
+    n = int(((sets != "Average") & ~sets.str.startswith("Average (")).sum())
     au, fpr = float(avg["auroc"]), float(avg["fpr95"])
     au0, fpr0 = au - float(avg["auroc_delta"]), fpr - float(avg["fpr95_delta"])
     delta = round(100 * float(avg["auroc_delta"]), 2)
