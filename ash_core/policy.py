@@ -178,4 +178,6 @@ def evaluate_setting(
     else:
         cube = get_cube(ev, setting.method, grid, setting.threshold_mode, setting.seed,
                         cache_dir=cache_dir, use_cache=use_cache)
-    return point_result(cube, float(p), setting.score, setting.convention, ev.ood_names)
+    result = point_result(cube, float(p), setting.score, setting.convention, ev.ood_names)
+    result.groups = ev.bundle.groups
+    return result

@@ -41,6 +41,7 @@ from ash_core.cube import (
     point_metrics,
 )
 from ash_core.engine.exact import Evaluator
+from ash_core.engine.result import group_averages
 from ash_core.errors import ParameterError
 from ash_core.features import get_feature_score
 from ash_core.maths.metrics import METRIC_NAMES, check_convention
@@ -85,7 +86,7 @@ def parse_grid(text: str) -> list[float]:
     return values
 
 
-def _row(setting: Setting, result: dict) -> dict:
+def _row(setting: Setting, result: dict, groups: Mapping[str, Sequence[str]]) -> dict:
     row = {"method": setting.method, "p": np.nan if setting.p is None else setting.p,
            "id_acc": result["id_accuracy"]["shaped"],
            "id_acc_unshaped": result["id_accuracy"]["unshaped"]}
@@ -94,6 +95,9 @@ def _row(setting: Setting, result: dict) -> dict:
             row[f"{name}/{k}"] = metrics[k]
     for k, v in result["average"].items():
         row[f"average/{k}"] = v
+    for group, avg in group_averages(result["ood"], groups).items():
+        for k, v in avg.items():
+            row[f"average ({group})/{k}"] = v
     return row
 
 
@@ -168,7 +172,7 @@ def sweep(
             result = point_metrics(cubes[s.method], s.p, s.score, s.convention, ev.ood_names)
         else:
             result = ev.evaluate(s).to_dict()
-        rows.append(_row(s, result))
+        rows.append(_row(s, result, ev.bundle.groups))
         if progress:
             progress(i + 1, len(settings))
     return pd.DataFrame(rows)

@@ -40,11 +40,13 @@ def _split(name: str, value: Any) -> SplitData:
 def create_bundle(out: str | os.PathLike, head: Sequence[Any],
                   splits: Mapping[str, Any], classes: Sequence[str] | None = None,
                   name: str | None = None, feature_dtype: str = "float32",
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False,
+                  groups: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Write a bundle at ``out`` from a head ``(weight [C, D], bias [C])`` and ``splits``
     (split name -> ``(role, features[, labels])`` or ``SplitArrays``); numpy or torch.
 
-    Class names default to ``class0 .. class{C-1}``. Every rule of the format is checked by
+    ``groups`` (optional) names groups of OOD test splits, e.g.
+    ``{"near": ["tin"], "far": ["mnist", "dtd"]}``. Class names default to ``class0 .. class{C-1}``. Every rule of the format is checked by
     ``write_bundle`` before anything is published; a refusal is a ``BundleError`` and
     leaves ``out`` as it was.
     """
@@ -61,4 +63,5 @@ def create_bundle(out: str | os.PathLike, head: Sequence[Any],
         classes = [f"class{i}" for i in range(shape[0])]
     data = [_split(str(k), v) for k, v in splits.items()]
     return write_bundle(out, weight, bias, list(classes), data, provenance=PROVENANCE,
-                        feature_dtype=feature_dtype, overwrite=overwrite, name=name)
+                        feature_dtype=feature_dtype, overwrite=overwrite, name=name,
+                        groups=groups)

@@ -218,6 +218,42 @@ def _check_variants(manifest: dict[str, Any], where: Path) -> None:
                      "bundle (`ash-explore extract`).")
 
 
+def check_groups(groups: Any, splits: Iterable[tuple[Any, Any]]) -> dict[str, tuple[str, ...]]:
+    """The optional ``groups`` (group name -> OOD test split names, e.g. OpenOOD's
+    ``{"near": [...], "far": [...]}``), given the bundle's ``(name, role)`` pairs: each name
+    safe, each listed split an existing ``ood`` split in at most one group; else BundleError."""
+    if not isinstance(groups, dict):
+        raise BundleError(f"\"groups\" must be an object (group name -> list of OOD split "
+                          f"names), got {short(groups)}.")
+    roles = dict(splits)
+    owner: dict[str, str] = {}
+    out: dict[str, tuple[str, ...]] = {}
+    for group, members in groups.items():
+        try:
+            check_split_name(group)
+        except BundleError:
+            raise BundleError(f"group name {short(group)} is not allowed; use 1-{MAX_NAME_LEN} "
+                              "letters, digits, '-', '_' and '.' (not starting with '.')."
+                              ) from None
+        if not isinstance(members, list) or not members or not all(
+                isinstance(m, str) for m in members):
+            raise BundleError(f"group {group!r} must list at least one OOD split name, got "
+                              f"{short(members)}.")
+        for m in members:
+            if m not in roles:
+                raise BundleError(f"group {group!r} names split {m!r}, which the bundle does "
+                                  f"not have; remove it or add that split.")
+            if roles[m] != "ood":
+                raise BundleError(f"group {group!r} names split {m!r} of role {roles[m]!r}; "
+                                  "a group lists only OOD test splits (role 'ood').")
+            if m in owner:
+                raise BundleError(f"split {m!r} is in groups {owner[m]!r} and {group!r}; "
+                                  "put each split in at most one group.")
+            owner[m] = group
+        out[group] = tuple(members)
+    return out
+
+
 def check_manifest(manifest: Any, where: Path) -> None:
     """Schema checks of a parsed manifest (types, required keys, split rules)."""
     _check_top_level(manifest, where)
@@ -231,6 +267,11 @@ def check_manifest(manifest: Any, where: Path) -> None:
     except BundleError as exc:
         raise BundleError(f"{where}: {exc}") from None
     _check_variants(manifest, where)
+    if "groups" in manifest:
+        try:
+            check_groups(manifest["groups"], ((s["name"], s["role"]) for s in splits))
+        except BundleError as exc:
+            raise BundleError(f"{where}: {exc}") from None
 
 
 def referenced_files(manifest: dict[str, Any]) -> list[str]:

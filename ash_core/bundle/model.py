@@ -173,6 +173,12 @@ class Bundle:
         h.update(json.dumps(self.manifest, sort_keys=True).encode())
         return h.hexdigest()[:16]
 
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """The manifest's OOD groups (e.g. ``near``, ``far``): name -> split names; ``{}``
+        when the bundle has none."""
+        return {g: tuple(m) for g, m in self.manifest.get("groups", {}).items()}
+
     def variant(self, name: str) -> dict[str, Any] | None:
         """The settings a feature variant was extracted with (the manifest's ``variants``,
         e.g. ``{"temperature": 1000.0, "epsilon": 0.0014}`` for "odin"); None if the bundle

@@ -21,6 +21,7 @@ from ash_core.bundle.manifest import (
     FORMAT,
     MANIFEST,
     VERSION,
+    check_groups,
     check_labels,
     check_split_roles,
     check_variant_params,
@@ -30,7 +31,7 @@ from ash_core.bundle.safetensors_io import write_tensors
 from ash_core.errors import BundleError
 
 _RESERVED = {"format", "version", "name", "feature_dim", "num_classes", "classes", "head",
-             "feature_dtype", "splits", "files", "variants"}
+             "feature_dtype", "splits", "files", "variants", "groups"}
 
 
 @dataclass
@@ -60,6 +61,7 @@ def write_bundle(
     overwrite: bool = False,
     name: str | None = None,
     variants: Mapping[str, Mapping[str, Any]] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write a bundle atomically: it appears complete at ``path`` or not at all.
 
@@ -68,7 +70,8 @@ def write_bundle(
     ``feature_dtype`` is ``"float16"`` or ``"float32"`` (storage only; maths is fp32).
     Only an existing ASH bundle is ever overwritten. ``variants`` declares the feature
     variants the splits store (name -> the settings they were extracted with, e.g.
-    ``{"odin": {"temperature": 1000.0, "epsilon": 0.0014}}``).
+    ``{"odin": {"temperature": 1000.0, "epsilon": 0.0014}}``). ``groups`` names groups of
+    OOD test splits (e.g. ``{"near": [...], "far": [...]}``); absent, the manifest has no key.
     """
     path = Path(path)
     clean_leftovers(path)
@@ -77,6 +80,11 @@ def write_bundle(
     _check_options(feature_dtype, provenance)
     check_split_roles((s.name, s.role) for s in splits)
     variants = _checked_variants(variants, splits)
+    if groups is not None:
+        if isinstance(groups, Mapping):
+            groups = {g: list(m) if isinstance(m, (list, tuple)) else m
+                      for g, m in groups.items()}
+        check_groups(groups, ((s.name, s.role) for s in splits))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_tmp_dir(path)
     try:
@@ -88,7 +96,9 @@ def write_bundle(
             "feature_dim": int(weight.shape[1]), "num_classes": int(weight.shape[0]),
             "classes": list(map(str, classes)), "head": {"file": "head.safetensors"},
             "feature_dtype": feature_dtype, **dict(provenance or {}),
-            **({"variants": variants} if variants else {}), "splits": entries, "files": files,
+            **({"variants": variants} if variants else {}),
+            **({"groups": groups} if groups is not None else {}),
+            "splits": entries, "files": files,
         }
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         publish(tmp, path, overwrite)

@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
                       cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
-    ood = [n for n in dict.fromkeys(ood) if n != "average"]
-    frame = frame[sweep_columns(ood)]
+    groups = [n[len("average ("):-1] for n in dict.fromkeys(ood) if n.startswith("average (")]
+    averages = {"average", *(f"average ({g})" for g in groups)}
+    ood = [n for n in dict.fromkeys(ood) if n not in averages]
+    frame = frame[sweep_columns(ood, groups)]
     if any(get_method(m).param_names not in ((), ("p",)) for m in methods):
         # name the parameters other than p, with the one label of each row's setting
         settings = sweep_settings(methods, grid, args.threshold_mode, args.score,

@@ -176,6 +176,7 @@ class Evaluator(Selection):
             id_scores=id_scores,
             ood_scores=ood_scores,
             variant=dict(shaper.variant_settings) or None,
+            groups=self.bundle.groups,
         )
 
 

@@ -3,6 +3,7 @@ reports), whichever engine computed them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,18 @@ import numpy as np
 
 from ash_core.maths.metrics import OODMetrics, average_metrics
 from ash_core.setting import Setting
+
+
+def group_averages(ood: Mapping[str, Mapping[str, float]],
+                   groups: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """Each group's ``average_metrics`` over its OOD sets present in ``ood`` (the sets
+    selected); a group with none selected is left out."""
+    out = {}
+    for group, members in groups.items():
+        chosen = {n: ood[n] for n in members if n in ood}
+        if chosen:
+            out[group] = average_metrics(chosen)
+    return out
 
 
 @dataclass
@@ -27,6 +40,8 @@ class EvalResult:
     engine: str = "exact"  # how the numbers were computed: "exact" (Evaluator) or "cube"
     #: the settings of the stored feature variant the method read (ODIN's T and EPS)
     variant: dict[str, Any] | None = None
+    #: the bundle's OOD groups (``Bundle.groups``: e.g. near / far -> split names)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def method(self) -> str:
@@ -60,6 +75,12 @@ class EvalResult:
     def average(self) -> dict[str, float]:
         return average_metrics(self.ood)
 
+    @property
+    def group_averages(self) -> dict[str, dict[str, float]]:
+        """Each group's average over its OOD sets that were evaluated (groups with none
+        selected are left out)."""
+        return group_averages(self.ood, self.groups)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""
         return {
@@ -71,5 +92,6 @@ class EvalResult:
             "id_accuracy": dict(self.id_accuracy),
             "ood": {name: m.as_dict() for name, m in self.ood.items()},
             "average": self.average,
+            **({"groups": self.group_averages} if self.groups else {}),
             **({"variant": dict(self.variant)} if self.variant else {}),
         }

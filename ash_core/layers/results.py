@@ -58,7 +58,8 @@ def sweep_result(sweep: LayerSweep, bundle: Bundle, layer: str, p: float | None,
         id_accuracy={"shaped": unshaped if i is None else float(sweep.accuracy(layer)[i]),
                      "unshaped": unshaped},
         ood=ood_metrics_many(id_scores, ood_scores, convention),
-        id_scores=np.asarray(id_scores), ood_scores=ood_scores, engine=engine_of(layer))
+        id_scores=np.asarray(id_scores), ood_scores=ood_scores, engine=engine_of(layer),
+        groups=bundle.groups)
 
 
 def layer_result(evaluator: LayerEvaluator, setting: Setting,

@@ -100,6 +100,7 @@ def evaluation_frame(result_dict: Mapping[str, Any],
     """
     rows = [{"ood_set": name, **m} for name, m in result_dict["ood"].items()]
     rows.append({"ood_set": "Average", **result_dict["average"]})
+    rows += [{"ood_set": f"Average ({g})", **m} for g, m in result_dict.get("groups", {}).items()]
     df = pd.DataFrame(rows, columns=["ood_set", *METRIC_NAMES])
     if base_dict is not None:
         base = evaluation_frame(base_dict).set_index("ood_set")
@@ -119,11 +120,11 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
 
 
-def sweep_columns(ood_names: Sequence[str]) -> list[str]:
-    """Columns of the paper-style sweep table: FPR95/AUROC per OOD set and average, then
-    ID accuracy shaped and unshaped."""
+def sweep_columns(ood_names: Sequence[str], groups: Sequence[str] = ()) -> list[str]:
+    """Columns of the paper-style sweep table: FPR95/AUROC per OOD set and average (and
+    each group's average, ``average (near)``), then ID accuracy shaped and unshaped."""
     cols = ["method", "p"]
-    for name in [*ood_names, "average"]:
+    for name in [*ood_names, "average", *(f"average ({g})" for g in groups)]:
         cols += [f"{name}/fpr95", f"{name}/auroc"]
     return [*cols, "id_acc", "id_acc_unshaped"]
 
@@ -149,7 +150,9 @@ def column_label(col: str) -> str:
         return f"{_METRIC_TITLES[col]} (%)"
     head, _, metric = col.rpartition("/")
     if head and metric in _METRIC_TITLES:
-        return f"{'avg' if head == 'average' else head} {_METRIC_TITLES[metric]} (%)"
+        if head.startswith("average"):  # "average" or a group's "average (near)"
+            head = "avg" + head[len("average"):]
+        return f"{head} {_METRIC_TITLES[metric]} (%)"
     return col
 
 
@@ -205,7 +208,8 @@ def headline(frame: pd.DataFrame, id_accuracy: Mapping[str, float | None], setti
     ``frame`` is ``evaluation_frame(result, base)`` (with ``*_delta`` columns).
     """
     avg = frame[frame["ood_set"] == "Average"].iloc[0]
-    n = int((frame["ood_set"] != "Average").sum())
+    sets = frame["ood_set"].astype(str)  # not the Average row, nor a group's "Average (near)"
+    n = int(((sets != "Average") & ~sets.str.startswith("Average (")).sum())
     au, fpr = float(avg["auroc"]), float(avg["fpr95"])
     au0, fpr0 = au - float(avg["auroc_delta"]), fpr - float(avg["fpr95_delta"])
     delta = round(100 * float(avg["auroc_delta"]), 2)
