@@ -16,7 +16,7 @@ Packages by layer, imports pointing down: ``maths`` (shaping, scores, metrics, c
 (per-sample inspection).
 """
 
-import importlib
+from ash_core.lazy import lazy_names
 
 #: public name -> the module that defines it; imported on first use (PEP 562), so
 #: ``import ash_core`` (and the CLI's fast paths, e.g. ``bundle info``) never pull in
@@ -72,17 +72,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)
 
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ MAX_LINES = 400
 #: (module prefix, layer): a module may import from its own layer or below. The longest
 #: matching prefix decides; the order is docs/architecture.md's picture, bottom up.
 LAYERS = (
-    ("ash_core.errors", 0), ("ash_core.faults", 0), ("ash_core.params", 0),
+    ("ash_core.errors", 0), ("ash_core.lazy", 0), ("ash_core.faults", 0), ("ash_core.params", 0),
     ("ash_core.device", 0), ("ash_core.maths", 0), ("ash_core.bundle", 0),
     ("ash_core.diskcache", 1),
     ("ash_core.features", 2), ("ash_core.models", 2),

@@ -17,10 +17,7 @@ The full specification: docs/bundle-format.md.
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
-import numpy as np
+from ash_core.lazy import lazy_names
 
 #: public name -> its module, imported on first use (PEP 562): importing one
 #: submodule (``ash_core.bundle.files``, say) does not import the writer and the
@@ -51,29 +48,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-def read_safetensors(path: Path, mmap: bool = True) -> dict[str, np.ndarray]:
-    """Compatibility name for ``ash_core.bundle.safetensors_io.read_tensors`` (strictly validated)."""
-    from ash_core.bundle.safetensors_io import read_tensors
-
-    return read_tensors(path, mmap=mmap)
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)
 
 
 __all__ = [
     "FEATURE_DTYPES", "FORMAT", "ID_ROLES", "MANIFEST", "ROLES", "VERSION", "Bundle", "Split",
     "SplitData", "SplitInfo", "check_labels", "check_manifest", "check_split_name",
     "check_split_roles", "create_bundle", "SplitArrays", "inside", "is_bundle_dir", "load_bundle", "negative_fraction",
-    "read_safetensors", "sha256_file", "write_bundle",
+    "sha256_file", "write_bundle",
 ]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ash_core.bundle import read_safetensors
+from ash_core.bundle.safetensors_io import read_tensors
 from ash_core.errors import ExtractError
 from ash_core.extract.fingerprint import Fingerprints
 from ash_core.extract.leftovers import remove_tree, sibling
@@ -187,7 +187,7 @@ class WorkDir:
         if meta.get(CHUNK_KEY) != fingerprint:
             raise ExtractError(f"chunk {path} belongs to another recipe; rerun with "
                                "--overwrite to discard the work directory.")
-        arrays = read_safetensors(path, mmap=False)
+        arrays = read_tensors(path, mmap=False)
         if arrays["features"].shape[0] != rows:
             raise ExtractError(f"chunk {path} has the wrong size; rerun with --overwrite.")
         return arrays, float(meta.get("seconds", 0.0))
