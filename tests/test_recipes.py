@@ -16,6 +16,7 @@ from PIL import Image
 
 from ash_core import load_bundle
 from ash_core.extract import DataError, ExtractConfig, extract, parse_spec
+from ash_core.extract.fingerprint import make_fingerprints
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
@@ -177,6 +178,28 @@ def test_demo_validation_splits_are_disjoint_from_what_they_validate(name: str) 
     for val in ood_val:
         for test in bundle.ood_splits:
             assert sources[val.name].isdisjoint(sources[test.name]), (val.name, test.name)
+
+
+def test_committed_demo_manifests_record_their_recipes_fingerprint() -> None:
+    """``make bundles`` recognises a committed demo bundle as its recipe's (groups and all):
+    the manifest's ``recipe_sha256`` is the recipe's bundle fingerprint."""
+    checked = 0
+    for path in sorted((REPO / "configs").glob("*.json")):
+        bundle = REPO / "cached_features" / path.stem
+        if not (bundle / "manifest.json").exists():
+            continue
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        recorded = manifest["extraction"].get("recipe_sha256")
+        if recorded is None:  # re-cut from an older extraction: its note says so
+            assert "note" in manifest["extraction"]
+            continue
+        cfg = ExtractConfig.from_json(path)
+        fps = make_fingerprints(cfg, manifest["model"]["weights_sha256"],
+                                manifest["preprocessing"], "cpu", path.stem)
+        assert fps.bundle == recorded, path.stem
+        assert manifest.get("groups") == cfg.groups, path.stem
+        checked += 1
+    assert checked >= 3
 
 
 # ------------------------------------------------------------------ ImageNet recipes

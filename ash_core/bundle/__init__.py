@@ -35,6 +35,7 @@ _LAZY = {
     "MANIFEST": "ash_core.bundle.manifest",
     "ROLES": "ash_core.bundle.manifest",
     "VERSION": "ash_core.bundle.manifest",
+    "check_groups": "ash_core.bundle.manifest",
     "check_labels": "ash_core.bundle.manifest",
     "check_manifest": "ash_core.bundle.manifest",
     "check_split_name": "ash_core.bundle.manifest",
@@ -53,7 +54,7 @@ __getattr__, __dir__ = lazy_names(globals(), _LAZY)
 
 __all__ = [
     "FEATURE_DTYPES", "FORMAT", "ID_ROLES", "MANIFEST", "ROLES", "VERSION", "Bundle", "Split",
-    "SplitData", "SplitInfo", "check_labels", "check_manifest", "check_split_name",
+    "SplitData", "SplitInfo", "check_groups", "check_labels", "check_manifest", "check_split_name",
     "check_split_roles", "create_bundle", "SplitArrays", "inside", "is_bundle_dir", "load_bundle", "negative_fraction",
     "sha256_file", "write_bundle",
 ]

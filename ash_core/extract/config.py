@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ash_core.bundle import ROLES, check_split_name
+from ash_core.bundle import ROLES, check_groups, check_split_name
 from ash_core.bundle import check_split_roles as _bundle_split_rules
 from ash_core.errors import BundleError, ExtractError
 from ash_core.extract.odin import check_odin
@@ -77,6 +77,9 @@ class ExtractConfig:
     #: ``[T, EPS]``: also store ODIN's perturbed-input features (``extract.odin``) as the
     #: "odin" variant of every split but id_fit (ODIN is not fitted); None: no ODIN
     odin: list[float] | None = None
+    #: OOD groups written to the manifest, e.g. ``{"near": ["tinyimagenet"], "far": [...]}``
+    #: (OpenOOD's near/far); None: the bundle declares none
+    groups: dict[str, list[str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +87,12 @@ class ExtractConfig:
         check_split_roles(self.splits)
         if self.fit_head and "id_fit" not in [s.role for s in self.splits]:
             raise ExtractError("--fit-head needs an id_fit split with labels (--id-fit SPEC).")
+        if self.groups is not None:
+            try:
+                check_groups(self.groups, ((s.name, s.role) for s in self.splits))
+            except BundleError as exc:
+                raise ExtractError(f"groups: {exc}") from None
+            self.groups = {g: list(m) for g, m in self.groups.items()}
         odin = check_odin(self.odin)
         self.odin = None if odin is None else list(odin)
         if self.odin is not None and self.fit_head:

@@ -64,6 +64,9 @@ def make_fingerprints(cfg: ExtractConfig, weights_sha256: str | None,
               "splits": [asdict(s) for s in cfg.splits],
               **({"odin": list(cfg.odin)} if cfg.odin is not None else {})}
     work = digest({"recipe": recipe, "splits": [splits[s.name] for s in cfg.splits]})
+    # groups change the manifest, not the features; only when declared, so recipes without
+    # groups keep their fingerprints
     bundle = digest({"work": work, "feature_dtype": cfg.feature_dtype,
-                     "fit_head": cfg.fit_head, "name": bundle_name})
+                     "fit_head": cfg.fit_head, "name": bundle_name,
+                     **({"groups": cfg.groups} if cfg.groups is not None else {})})
     return Fingerprints(work, bundle, splits, recipe)

@@ -43,7 +43,8 @@ def write_and_publish(ex: Extractor, start: float) -> Path:
     checkpoint("extract.write")
     write_bundle(ex.workdir.bundle_path, head.weight, head.bias, head.classes, splits,
                  provenance(ex, head, dim, start), feature_dtype=cfg.feature_dtype,
-                 name=cfg.name or ex.out.name, variants=odin_declaration(cfg))
+                 name=cfg.name or ex.out.name, variants=odin_declaration(cfg),
+                 groups=cfg.groups)
     if cfg.layers:
         write_maps(ex, int(head.weight.shape[0]))
     checkpoint("extract.written")
