@@ -178,6 +178,5 @@ def evaluate_setting(
     else:
         cube = get_cube(ev, setting.method, grid, setting.threshold_mode, setting.seed,
                         cache_dir=cache_dir, use_cache=use_cache)
-    result = point_result(cube, float(p), setting.score, setting.convention, ev.ood_names)
-    result.groups = ev.bundle.groups
-    return result
+    return point_result(cube, float(p), setting.score, setting.convention, ev.ood_names,
+                        ev.bundle.groups)

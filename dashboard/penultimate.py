@@ -91,7 +91,7 @@ def _cube_result(path: str, chash: str, ood: tuple[str, ...], key: str, _setting
                  _bundle: Bundle) -> EvalResult:
     s = _setting
     return point_result(cube_for(_bundle, s.method, s.threshold_mode), s.p, s.score, s.convention,
-                        ood)
+                        ood, _bundle.groups)
 
 
 def cube_result(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:

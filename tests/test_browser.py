@@ -312,3 +312,49 @@ def test_p_slider_updates_the_numbers(server, tabs):
     value = slider.get_attribute("aria-valuenow") or slider.input_value()
     assert value == "90" and "p=90" in page.url
     assert not _problems(tab, 1)
+
+
+def _readme_quickstart() -> list[list[str]]:
+    """The README's "Your own features" command lines (``ash-explore ...``), as argv."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Your own features")[1].split("```bash\n")[1].split("```")[0]
+    return [line.split()[1:] for line in block.splitlines() if line.startswith("ash-explore ")]
+
+
+def test_readme_arrays_to_bundle_to_dashboard(tmp_path, browser):
+    """The README's quickstart for your own features, as printed: arrays -> `bundle create`
+    -> `dashboard` on the new bundle, with no other step; the page shows its numbers."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "head.npz", weight=rng.normal(size=(5, 24)), bias=np.zeros(5))
+    np.savez(tmp_path / "id.npz", features=np.abs(rng.normal(size=(80, 24))),
+             labels=rng.integers(0, 5, 80))
+    np.savez(tmp_path / "ood.npz", features=np.abs(rng.normal(0.5, 1.5, size=(60, 24))))
+    create, dashboard = _readme_quickstart()
+    assert create[:2] == ["bundle", "create"] and dashboard[0] == "dashboard"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    subprocess.run([sys.executable, "-m", "ash_core.cli", *create], cwd=tmp_path, env=env,
+                   check=True, capture_output=True)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ash_core.cli", *dashboard, "--port",
+                             str(port)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    tab = Tab(browser, "light", 1400)
+    try:
+        _wait_healthy(port, proc)
+        tab.open(f"http://127.0.0.1:{port}")
+        heading = tab.page.locator("[data-testid=stMain] [data-testid=stHeading]").first
+        assert "mine" in heading.inner_text(), tab.page.locator("[data-testid=stMain]").inner_text()[:1500]
+        tab.page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=stMetricValue]').length >= 4",
+            timeout=60_000)
+        values = tab.page.locator("[data-testid=stMetricValue]").all_inner_texts()
+        assert len(values) >= 4 and all(v.endswith("%") for v in values[:4]), \
+            tab.page.locator("[data-testid=stMain]").inner_text()[:1500]
+        assert not _problems(tab, 1)
+    finally:
+        tab.context.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)

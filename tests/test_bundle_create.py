@@ -1,4 +1,4 @@
-"""Bring your own features (issue 22): ``create_bundle`` and ``ash-explore bundle``.
+"""Bring your own features: ``create_bundle`` and ``ash-explore bundle``.
 
 Every accepted input format goes from numpy arrays to ``ash-explore evaluate`` and must
 match an independent numpy/scikit-learn energy AUROC; every refusal exits 2 with one
@@ -7,7 +7,9 @@ match an independent numpy/scikit-learn energy AUROC; every refusal exits 2 with
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import pickle
 import shutil
 import time
@@ -18,7 +20,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from ash_core import BundleError, create_bundle, load_bundle
+from ash_core import BundleError, Setting, create_bundle, evaluate, load_bundle
 from ash_core.bundle.safetensors_io import write_tensors
 from ash_core.cli import main
 
@@ -58,7 +60,7 @@ def _energy_auroc(d: dict) -> float:
 
 def _evaluated_auroc(bundle: Path, capsys) -> float:
     capsys.readouterr()
-    assert main(["evaluate", str(bundle), "--method", "none", "--format", "json",
+    assert main(["evaluate", os.fspath(bundle), "--method", "none", "--format", "json",
                  "--device", "cpu"]) == 0
     return json.loads(capsys.readouterr().out)["ood"]["ood1"]["auroc"]
 
@@ -124,6 +126,33 @@ def test_library_create_bundle_numpy_and_torch(tmp_path, capsys):
     # fp16 storage: the reference on the stored (rounded) features
     ref = dict(d, id_x=d["id_x"].astype(np.float16), ood_x=d["ood_x"].astype(np.float16))
     assert _evaluated_auroc(out, capsys) == pytest.approx(_energy_auroc(ref), abs=1e-4)
+
+
+def test_groups_from_the_cli(tmp_path, capsys):
+    d = _data(3)
+    files = dict(_files(tmp_path, d, ".npz"),
+                 ood2=_save(tmp_path / "ood2.npz", {"features": d["ood_x"][:20] + 1}))
+    out = tmp_path / "mine"
+    args = _create_args(out, files, "--split", f"ood2:ood={files['ood2']}",
+                        "--group", "ood1=near", "--group", "ood2=far")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "near: ood1" in printed and f"ash-explore dashboard {out}" in printed
+    assert load_bundle(out).groups == {"near": ("ood1",), "far": ("ood2",)}
+
+
+def test_in_memory_bundle_evaluates_and_leaves_nothing_behind(tmp_path):
+    d = _data(4)
+    bundle = create_bundle(None, (d["weight"], d["bias"]),
+                           {"id1": ("id", d["id_x"], d["id_y"]), "ood1": ("ood", d["ood_x"])})
+    scratch = bundle.root.parent
+    assert scratch.name.startswith("ash-bundle-") and scratch.is_dir()
+    result = evaluate(bundle, Setting("none"))
+    assert result.ood["ood1"]["auroc"] == pytest.approx(_energy_auroc(d), abs=1e-4)
+    assert load_bundle(bundle).content_hash == bundle.content_hash  # a Bundle is a path
+    del bundle, result
+    gc.collect()
+    assert not scratch.exists()
 
 
 def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
@@ -212,6 +241,11 @@ REFUSALS = {
     **{f"bad file {k}": _bad_ood(k)
        for k in ("text.npz", "text.npy", "text.safetensors", "text.pt", "pickle.pt",
                  "torchsave_object.pt", "object.npy", "no_features.npz")},
+    "bad group syntax": lambda t, d, f: _create_args(t / "o", f, "--group", "ood1"),
+    "group of an unknown split": lambda t, d, f: _create_args(t / "o", f, "--group", "x=near"),
+    "group of an id split": lambda t, d, f: _create_args(t / "o", f, "--group", "id1=near"),
+    "split in two groups": lambda t, d, f: _create_args(t / "o", f, "--group", "ood1=near",
+                                                        "--group", "ood1=far"),
     "pickle as head": lambda t, d, f: _create_args(t / "o", dict(f, head=_bad_file(t, "pickle.pt"))),
 }
 

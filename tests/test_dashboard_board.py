@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 from test_dashboard_app import DEMO, _make_bundles, ok, texts
 from test_dashboard_app import run_app as run
+from test_groups import GROUPS
+from test_groups import _bundle as groups_bundle
 from test_search import make_val_bundle
 
 from ash_core import Setting, evaluate, get_method, list_methods, load_bundle
@@ -32,6 +34,7 @@ def bundles(tmp_path_factory):
         mp.setenv("ASH_BUNDLE_ROOTS", f"{root}:{DEMO.parent}")
         made = _make_bundles(root)
         made["val"] = make_val_bundle(root / "val")
+        made["groups"] = groups_bundle(root / "groups")
         yield made
 
 
@@ -55,6 +58,23 @@ def test_leaderboard_lists_every_method_with_the_evaluate_numbers(bundles):
     assert "Pareto front" in texts(at, "caption")
     keys = [b.key for b in at.get("download_button")]
     assert keys == ["dl_board_csv", "dl_board_latex", "dl_board_markdown"]
+
+
+@pytest.mark.parametrize("engine", ["exact", "cube"])
+def test_overview_and_leaderboard_show_the_group_averages(bundles, engine):
+    """Near/far rows in the overview's table (with deltas) and columns in the leaderboard,
+    each the mean of its group's sets."""
+    at = ok(run(bundles["groups"], method="ash-p", p=80, engine=engine))
+    table = at.dataframe[0].value.set_index("ood_set")
+    for group, members in GROUPS.items():
+        row = table.loc[f"Average ({group})"]
+        for m in ("auroc", "fpr95", "auroc_delta"):
+            assert row[m] == pytest.approx(table.loc[list(members), m].mean(), abs=1e-9)
+    at = ok(run(bundles["groups"], view="leaderboard", step=20))
+    df = board_table(at)
+    for group, members in GROUPS.items():
+        want = df[[f"{n}/auroc" for n in members]].mean(axis=1)
+        assert df[f"average ({group})/auroc"].to_numpy() == pytest.approx(want.to_numpy())
 
 
 def test_headers_have_units():

@@ -237,10 +237,12 @@ def test_extract_cli_end_to_end_and_evaluate(image_root: Path, tmp_path: Path,
                "--data-root", str(image_root), "--id", "pets=folder:pets",
                "--id-fit", "folder:pets", "--ood", "digits=idx:idx/t10k-images-idx3-ubyte.gz",
                "--ood", "noise=noise:uniform?n=9", "--thumbnails", "digits",
+               "--group", "digits=near", "--group", "noise=far",
                "--batch-size", "4", "--workers", "0", "--no-progress", "-o", str(out)])
     assert rc == 0
     b = load_bundle(out)
     assert [s.name for s in b.splits] == ["pets", "id_fit", "digits", "noise"]
+    assert b.groups == {"near": ("digits",), "far": ("noise",)}
     assert b.split("digits").thumbnails.shape == (7, 28, 28)
     assert b.split("noise").thumbnails.shape == (9, 32, 32, 3)  # noise: at input size
     assert b.split("pets").thumbnails is None
@@ -300,6 +302,12 @@ def test_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ExtractError, match="must be a JSON object"):
         ExtractConfig.from_json(p)
     split = {"name": "id", "role": "id", "data": "noise:uniform"}
+    for groups, words in (({"near": ["id"]}, "role 'id'"), ({"near": ["x"]}, "does not have"),
+                          (["id"], "must be an object")):
+        p.write_text(json.dumps({"out": "x", "model": "mnist_cnn", "splits": [split],
+                                 "groups": groups}))
+        with pytest.raises(ExtractError, match=f"groups: .*{words}"):
+            ExtractConfig.from_json(p)
     for key, bad in (("workers", -1), ("batch_size", 0), ("batch_size", "256"),
                      ("chunk_batches", 1.5), ("crop", -32), ("resize", True)):
         p.write_text(json.dumps({"out": "x", "model": "mnist_cnn", "splits": [split], key: bad}))

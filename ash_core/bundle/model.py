@@ -146,6 +146,10 @@ class Bundle:
     def __repr__(self) -> str:
         return f"Bundle({str(self.root)!r}, dim={self.dim}, splits={[s.name for s in self.splits]})"
 
+    def __fspath__(self) -> str:
+        """The bundle's directory: a ``Bundle`` goes wherever a path to one does."""
+        return str(self.root)
+
     @property
     def name(self) -> str:
         return str(self.manifest.get("name") or self.root.name)

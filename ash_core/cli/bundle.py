@@ -18,6 +18,7 @@ from ash_core.bundle.arrays import read_head, read_split
 from ash_core.bundle.files import read_manifest
 from ash_core.bundle.manifest import FEATURE_DTYPES, ROLES
 from ash_core.bundle.safetensors_io import read_header
+from ash_core.cli.groups import add_group_arg, parse_groups
 from ash_core.errors import BundleError
 
 _OWN = {"format", "version", "name", "feature_dim", "num_classes", "classes", "head",
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--name", default=None, help="bundle name (default: the directory name)")
     c.add_argument("--dtype", choices=list(FEATURE_DTYPES), default="float32",
                    help="storage dtype of the features (default float32)")
+    add_group_arg(c)
     c.add_argument("--overwrite", action="store_true",
                    help="replace an existing bundle at OUT (never any other directory)")
     c.set_defaults(func=run_create)
@@ -92,6 +94,7 @@ def run_create(args: argparse.Namespace) -> int:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise BundleError(f"split name(s) {', '.join(dupes)} given twice; give each once.")
+    groups = parse_groups(args.group)
     out = Path(args.out)
     if (out.exists() or out.is_symlink()) and not args.overwrite:
         raise BundleError(f"{out} already exists; pass --overwrite to replace a bundle there "
@@ -104,13 +107,17 @@ def run_create(args: argparse.Namespace) -> int:
     missing = [p for p in out.absolute().parents if not p.exists()]
     try:
         path = create_bundle(out, head, splits, classes=classes, name=args.name,
-                             feature_dtype=args.dtype, overwrite=args.overwrite)
+                             feature_dtype=args.dtype, overwrite=args.overwrite,
+                             groups=groups).root
     except BaseException:
         for parent in missing:  # nothing written: not even the parents write_bundle made
             with contextlib.suppress(OSError):
                 parent.rmdir()
         raise
-    print(f"wrote {path} ({len(splits)} splits)")
+    print(f"wrote {path} ({len(splits)} splits)"
+          + "".join(f"; {g}: {', '.join(m)}" for g, m in (groups or {}).items()))
+    print(f"  try: ash-explore evaluate {path} --method ash-s --param p=90\n"
+          f"       ash-explore dashboard {path}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from ash_core.cli.groups import add_group_arg, parse_groups
 from ash_core.errors import AshError
 from ash_core.extract import ExtractConfig, SplitSpec, extract
 from ash_core.extract.odin import parse_odin
@@ -94,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ID training images (split 'id_fit'), for global thresholds/--fit-head")
     g.add_argument("--ood", metavar="NAME=SPEC", action="append", default=[],
                    help="an OOD set; repeat for several")
+    add_group_arg(g)
     g.add_argument("--thumbnails", metavar="NAMES",
                    help="comma-separated splits that get thumbnails (default: generated noise "
                         "only; only for images whose license allows redistribution)")
@@ -134,6 +136,7 @@ def build_config(args: argparse.Namespace) -> ExtractConfig:
         "layers": [t.strip() for t in args.layers.split(",") if t.strip()] if args.layers
         else None,
         "odin": list(parse_odin(args.odin)) if args.odin else None,
+        "groups": parse_groups(args.group),
     }
     splits = []
     if args.id:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,9 +34,11 @@ def point_result(
     score: str = "energy",
     convention: str = "id",
     ood: Iterable[str] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> EvalResult:
     """The ``EvalResult`` of one grid point (the type ``Evaluator.evaluate`` returns, with
-    ``id_scores`` / ``ood_scores`` and ``engine="cube"``)."""
+    ``id_scores`` / ``ood_scores`` and ``engine="cube"``); ``groups`` are the bundle's OOD
+    groups (``Bundle.groups``), averaged as the exact engine does."""
     check_convention(convention)
     get_score(score)
     names = _ood_names(cube, ood)
@@ -54,6 +56,7 @@ def point_result(
         else float(cube.cutoffs[j]),
         id_scores=id_scores,
         ood_scores=ood_scores,
+        groups={g: tuple(m) for g, m in (groups or {}).items()},
         engine="cube",
     )
 

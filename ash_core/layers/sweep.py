@@ -22,6 +22,7 @@ import torch
 from ash_core.bundle import Bundle
 from ash_core.device import resolve_device
 from ash_core.diskcache import cache_dir_of, read_entry, write_entry
+from ash_core.engine.result import group_averages
 from ash_core.engine.store import FeatureStore
 from ash_core.errors import AshError
 from ash_core.layers.cache import Arrays, layer_key, layer_path, load_layer, save_layer
@@ -119,7 +120,9 @@ def sweep_frame(bundle: Bundle, layer: str, methods: Sequence[str], grid: Sequen
         for i, p in enumerate(sw.grid):
             per_set = sw.metrics(layer, p, convention, ood)
             row: dict[str, float | str] = {"method": method, "p": p}
-            for name, m in {**per_set, "average": average_metrics(per_set)}.items():
+            groups = {f"average ({g})": m
+                      for g, m in group_averages(per_set, bundle.groups).items()}
+            for name, m in {**per_set, "average": average_metrics(per_set), **groups}.items():
                 row[f"{name}/fpr95"], row[f"{name}/auroc"] = m["fpr95"], m["auroc"]
             row["id_acc"] = float(sw.accuracy(layer)[i])
             row["id_acc_unshaped"] = sw.unshaped_accuracy(layer)

@@ -82,7 +82,8 @@ class Leaderboard:
 
     def frame(self, seconds: bool = True, metrics: Sequence[str] = ("auroc", "fpr95")
               ) -> pd.DataFrame:
-        """One row per method: ``method``, ``params``, ``average/{metric}``, ``id_acc``,
+        """One row per method: ``method``, ``params``, ``average/{metric}``, each OOD
+        group's ``average ({group})/{metric}`` (bundles that declare groups), ``id_acc``,
         ``id_acc_unshaped``, ``{set}/{metric}`` per OOD set, ``parameters`` (default or
         validated on what) and ``seconds`` (fractions, as ``ash-explore sweep``'s)."""
         records = []
@@ -91,6 +92,8 @@ class Leaderboard:
                 "method": r.method,
                 "params": " ".join(f"{k}={v:g}" for k, v in r.params.items()) or "-"}
             rec.update({f"average/{k}": r.result.average[k] for k in metrics})
+            for group, avg in r.result.group_averages.items():
+                rec.update({f"average ({group})/{k}": avg[k] for k in metrics})
             rec["id_acc"] = r.result.id_accuracy["shaped"]
             rec["id_acc_unshaped"] = r.result.id_accuracy["unshaped"]
             for name, m in r.result.ood.items():

@@ -140,7 +140,7 @@ class CubePoints:
 
     def result(self, params: Params) -> EvalResult:
         return point_result(self.cube, params["p"], self.base.score, self.base.convention,
-                            self.ev.ood_names)
+                            self.ev.ood_names, self.ev.bundle.groups)
 
 
 class ExactPoints:

@@ -130,8 +130,11 @@ def _cached_search(ev: Evaluator, setting: Setting, metric: str, engine: str,
     if cdir is None:
         return fresh()
     key = result_key(ev, setting, metric, engine)
-    return cached(result_path(cdir, key), functools.partial(load_result, key=key), fresh,
-                  lambda path, result: save_result(path, key, result), "search result")
+    result = cached(result_path(cdir, key), functools.partial(load_result, key=key), fresh,
+                    lambda path, result: save_result(path, key, result), "search result")
+    # the cached JSON holds each group's average, not its members: the bundle says those
+    result.test.groups = result.test_optimal.groups = ev.bundle.groups
+    return result
 
 
 def result_key(ev: Evaluator, setting: Setting, metric: str, engine: str) -> dict[str, Any]:

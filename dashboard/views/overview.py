@@ -59,6 +59,10 @@ def render(ctx: Context) -> None:
     st.caption(f"score: {result.score} - FPR convention: "
                f"{figures.convention_label(result.convention)} - averages over "
                f"{len(result.ood)} OOD set(s); deltas against no shaping (pp = percentage points)")
+    if ctx.bundle.groups:
+        st.caption("OOD groups (each averaged in its own row): " + "; ".join(
+            f"{plain(g)}: {', '.join(plain(n) for n in members)}"
+            for g, members in ctx.bundle.groups.items()))
     _cards(avg, acc)
     metrics_table(frame, "overview_table", deltas=True)
     st.plotly_chart(figures.overview_figure(frame, ctx.colors, label, result.convention,
