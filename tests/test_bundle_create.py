@@ -314,6 +314,8 @@ def test_info_on_every_demo_bundle(bundle, capsys):
     for entry in manifest["splits"]:
         assert entry["name"] in out
     assert "not checked" in out
+    for group, members in manifest.get("groups", {}).items():
+        assert f"  {group:24s} {', '.join(members)}" in out
     print(f"bundle info {bundle.name}: {elapsed:.3f} s")  # information only, not asserted
 
 

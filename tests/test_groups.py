@@ -224,6 +224,16 @@ def test_search_cli_json_has_group_averages(tmp_path, capsys):
     assert set(out["test"]["groups"]) == set(GROUPS)
 
 
+def test_search_cli_table_names_each_groups_test_metrics(tmp_path, capsys):
+    root = _bundle(tmp_path / "b")
+    one = _run(capsys, "search", root, "--method", "ash-p", "--no-cache")
+    result = search(load_bundle(root), "ash-p", use_cache=False)
+    near = result.test.group_averages["near"]
+    assert f"near: AUROC {100 * near['auroc']:.2f}%, FPR95 {100 * near['fpr95']:.2f}%" in one
+    every = _run(capsys, "search", root, "--all-methods", "--no-cache")
+    assert "test AUROC (near)" in every and "test AUROC (far)" in every
+
+
 def test_layer_sweep_frame_has_group_columns(monkeypatch):
     per_set = {n: {k: 0.1 * i + j / 10 for j, k in enumerate(METRIC_NAMES)}
                for i, n in enumerate(["n1", "n2", "f1", "other"])}

@@ -22,7 +22,7 @@ from ash_core.cli.groups import add_group_arg, parse_groups
 from ash_core.errors import BundleError
 
 _OWN = {"format", "version", "name", "feature_dim", "num_classes", "classes", "head",
-        "feature_dtype", "splits", "files", "variants"}
+        "feature_dtype", "splits", "files", "variants", "groups"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +139,10 @@ def run_info(args: argparse.Namespace) -> int:
         rows = tensors["features"].shape[0] if "features" in tensors else entry["n"]
         labels = "labels" if "labels" in tensors else "no labels"
         print(f"  {entry['name']:24s} {entry['role']:8s} {rows:>9d} rows  {labels}")
+    groups = manifest.get("groups") or {}
+    print("groups:" + ("      none (reports show the overall average only)" if not groups else ""))
+    for group, members in groups.items():
+        print(f"  {group:24s} {', '.join(members)}")
     provenance = {k: v for k, v in manifest.items() if k not in _OWN}
     print("provenance:" + ("  none" if not provenance else ""))
     for key, value in provenance.items():

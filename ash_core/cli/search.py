@@ -85,21 +85,25 @@ def print_table(result: SearchResult) -> None:
                "; values in %")
     sys.stdout.write(render_frame(search_frame(result), "table", caption=caption,
                                   raw_cols=("params", "choice")))
-    sel, opt = result.test.average, result.test_optimal.average
-    print(f"validated {_label(result.selected)}: test AUROC {100 * sel['auroc']:.2f}%, "
-          f"FPR95 {100 * sel['fpr95']:.2f}%")
-    print(f"test-optimal {_label(result.optimal)}: test AUROC {100 * opt['auroc']:.2f}%, "
-          f"FPR95 {100 * opt['fpr95']:.2f}%")
+    for name, r, params in (("validated", result.test, result.selected),
+                            ("test-optimal", result.test_optimal, result.optimal)):
+        groups = "".join(f"; {g}: AUROC {100 * a['auroc']:.2f}%, FPR95 {100 * a['fpr95']:.2f}%"
+                         for g, a in r.group_averages.items())
+        print(f"{name} {_label(params)}: test AUROC {100 * r.average['auroc']:.2f}%, "
+              f"FPR95 {100 * r.average['fpr95']:.2f}%{groups}")
     print(f"gap (test {m} lost by validating): {100 * result.gap:.2f} points")
 
 
 def summary_frame(results: dict[str, SearchResult]) -> pd.DataFrame:
     """One row per method: the validated and the test-optimal parameters, test metric, gap."""
     m = next(iter(results.values())).metric.upper() if results else "AUROC"
+    groups = dict.fromkeys(g for r in results.values() for g in r.test.group_averages)
     return pd.DataFrame({
         "method": list(results),
         "validated": [_label(r.selected) for r in results.values()],
         f"test {m} (average)": [r.test_values[r.selected_index] for r in results.values()],
+        **{f"test {m} ({g})": [r.test.group_averages.get(g, {}).get(
+            r.metric, float("nan")) for r in results.values()] for g in groups},
         "test-optimal": [_label(r.optimal) for r in results.values()],
         f"gap ({m} points)": [r.gap for r in results.values()],
     })
