@@ -221,3 +221,15 @@ def test_a_timm_backbone_without_classifier_gets_its_pre_logits_and_a_fitted_hea
     # output of the last Linear inside the blocks
     assert b.manifest["layer"]["name"] == "head" and b.split("pets").features.shape == (8, 32)
     assert b.manifest["classifier"]["source"] == "fitted"
+
+
+def test_checkpoints_timm_converts_itself_go_through_its_checkpoint_filter(
+        tmp_path: Path) -> None:
+    # ViT weights at 32 px into the same ViT at 48 px: only timm's checkpoint_filter_fn
+    # (which resamples the position embedding) makes them fit
+    spec, path, original = saved(tmp_path, "vit")
+    name, kwargs, _ = TINY["vit"]
+    lm = load_model(spec_of(name, {**kwargs, "img_size": 48}), path)
+    assert "checkpoint_filter_fn" in lm.notes["weights_layout"] and lm.input_size == 48
+    torch.testing.assert_close(lm.model.head.weight, original.head.weight)
+    assert lm.model.pos_embed.shape[1] == 1 + 6 * 6
