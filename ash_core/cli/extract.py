@@ -33,6 +33,10 @@ examples:
       -o cached_features/my_bundle
   # also ODIN's perturbed-input features (the 'odin' variant, for --method odin):
   ash-explore extract --config configs/cifar10_resnet20.json --odin 1000,0.0014
+  # a timm model (weights from a local file; --protocol model = its resolve_data_config)
+  ash-explore extract --model timm:efficientnet_lite0 --weights lite0.safetensors ...
+  # a local Hugging Face model directory (config.json, weights, preprocessor_config.json)
+  ash-explore extract --model hf:models/vit-cifar10 ...
   # a backbone without classifier: fit a linear head on id_fit, report its accuracy
   ash-explore extract --model mobilenet_v2_backbone --weights BACKBONE.pt --fit-head ...
   # several processes (each extracts a disjoint shard; same result as one process):
@@ -67,9 +71,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="built-in (cifar_resnet20/32/44/56, mnist_cnn, "
                    "mobilenet_v2_backbone), a torchvision model name (resnet50, mobilenet_v2, "
-                   "densenet121, vit_b_16, ...) or MODULE:FACTORY for your own nn.Module")
-    g.add_argument("--weights", help="state-dict file (read with weights_only=True), or for "
-                   "torchvision models a weights enum name such as DEFAULT or IMAGENET1K_V2")
+                   "densenet121, vit_b_16, ...), timm:NAME (any timm.create_model name, "
+                   "create_model arguments as timm:NAME?img_size=32&num_classes=10; weights "
+                   "from --weights, never downloaded), hf:PATH (a local Hugging Face "
+                   "image-classification directory; needs the 'hf' extra) or MODULE:FACTORY "
+                   "for your own nn.Module. timm and hf models: features are the pre-logits "
+                   "(the input of the model's own classifier), preprocessing comes from the "
+                   "model's config (timm's resolve_data_config, the HF image processor)")
+    g.add_argument("--weights", help="state-dict file (read with weights_only=True, or "
+                   ".safetensors), or for torchvision models a weights enum name such as "
+                   "DEFAULT or IMAGENET1K_V2")
+    g.add_argument("--random-init", action="store_true", default=None,
+                   help="allow a timm model without --weights: seeded random initialisation "
+                        "(tests and demos; otherwise a model without weights is an error)")
     g.add_argument("--download", action="store_true", default=None,
                    help="allow downloading torchvision weights (never done otherwise)")
     g.add_argument("--layer", help="features to cache: NAME (that module's output; 4-D maps are "
@@ -100,9 +114,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated splits that get thumbnails (default: generated noise "
                         "only; only for images whose license allows redistribution)")
     g = p.add_argument_group("preprocessing")
-    g.add_argument("--protocol", choices=["cifar", "mnist", "imagenet", "direct"],
+    g.add_argument("--protocol", choices=["cifar", "mnist", "imagenet", "direct", "model"],
                    help="resize/crop protocol (default: the model's, e.g. cifar for 32x32 "
-                        "models: resize shorter side to 32, center crop 32)")
+                        "models: resize shorter side to 32, center crop 32; model for timm: "
+                        "and hf: models, their own config's resize, crop and interpolation)")
     g.add_argument("--resize", type=int, help="resize the shorter side to this many pixels")
     g.add_argument("--crop", type=int, help="center crop size (the model's input size)")
     g = p.add_argument_group("execution")
@@ -128,7 +143,7 @@ def _split(text: str, default_name: str) -> tuple[str, str]:
 def build_config(args: argparse.Namespace) -> ExtractConfig:
     flags = {
         "out": args.out, "name": args.name, "model": args.model, "weights": args.weights,
-        "download": args.download, "layer": args.layer, "fit_head": args.fit_head,
+        "download": args.download, "random_init": args.random_init, "layer": args.layer, "fit_head": args.fit_head,
         "data_root": args.data_root, "protocol": args.protocol, "resize": args.resize,
         "crop": args.crop, "device": args.device, "amp": args.amp,
         "batch_size": args.batch_size, "workers": args.workers,

@@ -5,9 +5,10 @@
                           data_root="../shared/data",
                           splits=[SplitSpec("cifar10_test", "id", "folder:cifar10/test")]))
 
-Modules, each with one job: ``config`` (the recipe), ``models`` (building and loading models),
-``hook`` (capturing a layer), ``protocol`` (preprocessing), ``data`` (image sources and specs),
-``fingerprint`` / ``workdir`` / ``leftovers`` (resumable, never-mixed work), ``runner`` (the
+Modules, each with one job: ``config`` (the recipe), ``models`` (building and loading models;
+``loaded`` what a loader returns, ``timm_models`` and ``hf_models`` the ``timm:`` and ``hf:``
+families), ``hook`` (capturing a layer), ``protocol`` (preprocessing), ``data`` (image sources
+and specs), ``fingerprint`` / ``workdir`` / ``leftovers`` (resumable, never-mixed work), ``runner`` (the
 run loop), ``head`` and ``writer`` (the bundle's head, splits and provenance), ``publish``
 (replacing the output safely). The command line lives in ``ash_core.cli.extract``.
 """

@@ -71,6 +71,8 @@ class ExtractConfig:
     feature_dtype: str = "float16"
     fit_head: bool = False
     download: bool = False
+    #: allow a timm model without --weights (seeded random initialisation)
+    random_init: bool = False
     overwrite: bool = False
     name: str | None = None
     progress: bool = True

@@ -55,6 +55,8 @@ def make_fingerprints(cfg: ExtractConfig, weights_sha256: str | None,
               "data_root": cfg.data_root}
     if cfg.layers:  # only when asked, so recipes without maps keep their fingerprints
         common["layers"] = list(cfg.layers)
+    if cfg.random_init:  # likewise: recipes with weights keep their fingerprints
+        common["random_init"] = True
     # ODIN's T and EPS belong to the splits that store its variant (not to id_fit), and only
     # when asked, so recipes without ODIN keep their fingerprints
     odin = {s.name: {"odin": list(cfg.odin)} if cfg.odin_on(s) else {} for s in cfg.splits}

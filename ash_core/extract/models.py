@@ -1,5 +1,6 @@
 """Model loading for extraction: built-in CIFAR ResNets and MNIST CNN, torchvision models by
-name, user models given as ``module:factory``, and the MobileNetV2 backbone key renaming.
+name, timm and Hugging Face models (``timm_models``, ``hf_models``), user models given as
+``module:factory``, and the MobileNetV2 backbone key renaming.
 
 Everything here is free of CLI concerns: ``load_model`` returns a :class:`LoadedModel` that
 says how to preprocess inputs (size, channels, normalisation) and where its weights came from.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,97 +20,25 @@ import torch.nn as nn
 
 from ash_core.bundle import sha256_file
 from ash_core.errors import ModelError
+from ash_core.extract.hf_models import PREFIX as HF_PREFIX
+from ash_core.extract.hf_models import load_hf
+from ash_core.extract.loaded import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LoadedModel,
+    load_state,
+    read_state_dict,
+)
+from ash_core.extract.timm_models import PREFIX as TIMM_PREFIX
+from ash_core.extract.timm_models import load_timm
 from ash_core.models.architectures import CifarResNet, MnistCNN
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["BUILTIN", "CifarResNet", "LoadedModel", "MnistCNN", "builtin_names", "load_model",
+           "load_state", "read_state_dict", "rename_mobilenet_v2_backbone"]
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 DIGITS = tuple(str(i) for i in range(10))
-
-
-
-# --------------------------------------------------------------------------- descriptions
-
-
-@dataclass
-class LoadedModel:
-    """A model in eval mode plus what extraction needs to know about it."""
-
-    model: nn.Module
-    name: str
-    input_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    protocol: str  # default preprocessing protocol name (see data.PROTOCOLS)
-    classes: tuple[str, ...] | None = None
-    weights: str | None = None
-    weights_sha256: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-            "weights": self.weights,
-            "weights_sha256": self.weights_sha256,
-            "num_parameters": int(sum(p.numel() for p in self.model.parameters())),
-            "input": {"size": self.input_size, "channels": self.channels,
-                      "mean": list(self.mean), "std": list(self.std)},
-            **self.notes,
-        }
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict safely (``weights_only=True``), unwrapping ``{'state_dict': ...}``
-    checkpoints and the ``module.`` prefix that DataParallel adds."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"weights file {path} does not exist; pass the path of a state dict "
-                         "(.pt/.pth/.th) with --weights.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types here
-        raise ModelError(
-            f"cannot read weights {path} with weights_only=True ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). Save a plain state dict "
-            "(torch.save(model.state_dict(), path)); pickled modules are refused."
-        ) from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    elif isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path} does not hold a state dict (name -> tensor mapping).")
-    sd = dict(obj)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def load_state(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str,
-               allow_missing: Callable[[str], bool] = lambda k: False) -> None:
-    """``load_state_dict`` with an error that names missing/unexpected keys and shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd and not allow_missing(k)
-               and not k.endswith("num_batches_tracked")]  # absent in old checkpoints
-    unexpected = [k for k in sd if k not in own]
-    bad_shape = [f"{k}: {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
-        if bad_shape:
-            parts.append(f"shape mismatches {bad_shape[:4]}")
-        raise ModelError(
-            f"weights {source} do not fit the model {type(model).__name__}: "
-            + "; ".join(parts) + ". Check --model matches the checkpoint's architecture."
-        )
-    model.load_state_dict(sd, strict=False)
 
 
 _MBV2_BLOCK = re.compile(r"^features\.(\d+)\.conv\.(\d+)\.(.+)$")
@@ -240,14 +168,32 @@ def _factory_model(spec: str) -> LoadedModel:
     return LoadedModel(made, spec, 224, 3, IMAGENET_MEAN, IMAGENET_STD, "imagenet")
 
 
+def _prefixed_model(name: str, weights_file: Path | None, enum_name: str | None,
+                    random_init: bool) -> LoadedModel:
+    """``timm:NAME`` or ``hf:PATH``, loaded by their own modules."""
+    if enum_name:
+        raise ModelError(f"--weights for {name} must be a file, not {enum_name!r}.")
+    if name.startswith(TIMM_PREFIX):
+        lm = load_timm(name, weights_file, random_init)
+    else:
+        lm = load_hf(name, weights_file)
+    if weights_file is not None:
+        lm.weights, lm.weights_sha256 = str(weights_file), sha256_file(weights_file)
+    lm.model.eval()
+    return lm
+
+
 def load_model(name: str, weights: str | Path | None = None, *, download: bool = False,
-               num_classes: int | None = None) -> LoadedModel:
+               num_classes: int | None = None, random_init: bool = False) -> LoadedModel:
     """Build a model by name and load its weights (eval mode, CPU).
 
     ``name`` is a built-in (``cifar_resnet20`` ... ``mnist_cnn``, ``mobilenet_v2_backbone``),
-    a torchvision classification model (``resnet50``, ``vit_b_16`` ...) or ``module:factory``.
+    a torchvision classification model (``resnet50``, ``vit_b_16`` ...), ``timm:NAME``
+    (``extract.timm_models``), ``hf:PATH`` (``extract.hf_models``) or ``module:factory``.
     ``weights`` is a state-dict file, or for torchvision models a weights enum name
     (``DEFAULT``, ``IMAGENET1K_V2``), fetched only when ``download`` is true or already cached.
+    A timm model without ``weights`` is refused unless ``random_init``; built-ins without
+    weights are randomly initialised with a warning in the manifest.
     """
     weights_file: Path | None = None
     enum_name: str | None = None
@@ -265,6 +211,8 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
             raise ModelError(f"{name} is a built-in model; --weights must be a file, "
                              f"not {enum_name!r}.")
         lm = BUILTIN[name]()
+    elif name.startswith((TIMM_PREFIX, HF_PREFIX)):
+        return _prefixed_model(name, weights_file, enum_name, random_init)
     elif ":" in name:
         lm = _factory_model(name)
     else:
@@ -273,7 +221,8 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
             raise ModelError(
                 f"unknown model {name!r}. Use a built-in ({', '.join(builtin_names())}), a "
                 f"torchvision classification model (e.g. resnet50, mobilenet_v2, densenet121, "
-                "vit_b_16; see torchvision.models.list_models()) or MODULE:FACTORY for your own."
+                "vit_b_16; see torchvision.models.list_models()), timm:NAME, hf:PATH or "
+                "MODULE:FACTORY for your own."
             )
         lm = _torchvision_model(name, enum_name, download,
                                 num_classes if weights_file is None else None)

@@ -82,14 +82,18 @@ class Extractor:
         self.work = self.workdir.path
         self.data_root = Path(cfg.data_root) if cfg.data_root else None
         self.device = resolve_device(cfg.device)
-        self.lm: LoadedModel = load_model(cfg.model, cfg.weights, download=cfg.download)
+        self.lm: LoadedModel = load_model(cfg.model, cfg.weights, download=cfg.download,
+                                          random_init=cfg.random_init)
         self.lm.model.to(self.device)
         self.protocol: Protocol = make_protocol(
             cfg.protocol or self.lm.protocol, self.lm.input_size, self.lm.channels,
-            self.lm.mean, self.lm.std, cfg.resize, cfg.crop)
+            self.lm.mean, self.lm.std, cfg.resize, cfg.crop, model_resize=self.lm.resize,
+            interpolation=self.lm.interpolation)
+        if "data_config" in self.lm.notes:
+            self._log_preprocessing()
         size = self.protocol.crop
         example = torch.zeros(1, self.lm.channels, size, size, device=self.device)
-        self.hook = FeatureHook(self.lm.model, cfg.layer, example)
+        self.hook = FeatureHook(self.lm.model, cfg.layer or self.lm.head_layer, example)
         self._check_head()
         self.points: dict[str, tuple[str, str]] = {}
         self.maps = self._map_hooks()
@@ -98,6 +102,14 @@ class Extractor:
         self.fps: Fingerprints = make_fingerprints(
             cfg, self.lm.weights_sha256, self.protocol.describe(), self.device.type,
             cfg.name or self.out.name)
+
+    def _log_preprocessing(self) -> None:
+        """Say which preprocessing the model's own config gave (it is in the manifest too)."""
+        p = self.protocol
+        self.log(f"{self.lm.name}: preprocessing from {self.lm.notes['data_config']['source']}: "
+                 f"resize shorter side {p.resize} ({p.interpolation}), center crop {p.crop}, "
+                 f"mean {tuple(round(v, 4) for v in p.mean)}, "
+                 f"std {tuple(round(v, 4) for v in p.std)}")
 
     def _check_head(self) -> None:
         if "head" in self.lm.notes and not self.cfg.fit_head:
