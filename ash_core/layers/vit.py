@@ -123,9 +123,15 @@ class VitTail(nn.Module):
 
 def build_tail(arch: str, layer: str, state: Mapping[str, np.ndarray],
                model_args: Mapping[str, Any] | None) -> nn.Module:
-    """The tail of ``blocks.N`` in eval mode with ``state`` loaded (every needed key and
+    """The tail of ``blocks.N`` of the recorded timm architecture (``tail_of``)."""
+    return tail_of(create(arch, model_args), arch, layer, state)
+
+
+def tail_of(model: nn.Module, arch: str, layer: str,
+            state: Mapping[str, np.ndarray]) -> nn.Module:
+    """The tail of ``blocks.N`` of ``model``, a freshly built ViT of the bundle's
+    architecture (consumed), in eval mode with ``state`` loaded (every needed key and
     shape checked first)."""
-    model = create(arch, model_args)
     if not is_vit(model):
         raise ModelError(f"{arch} is not a timm VisionTransformer; only ViT blocks have a "
                          "tail here.")
