@@ -66,7 +66,18 @@ def active(state) -> str:
     return layer
 
 
-def caption(state) -> str | None:
+def _after(bundle: Bundle | None, layer: str) -> str:
+    """Where shaping happens at ``layer``, in words."""
+    maps = open_layers(bundle) if bundle is not None else None
+    info = maps.layers.get(layer) if maps is not None else None
+    if info is not None and info.tokens:
+        tokens, channels = info.shape
+        return (f"the output of transformer block {layer} (per sample over its {tokens} "
+                f"tokens x {channels} channels)")
+    return f"the last block of {layer}"
+
+
+def caption(state, bundle: Bundle | None = None) -> str | None:
     """What the layer control does to this view, in words (None at the penultimate layer)."""
     layer = getattr(state, "layer", PENULTIMATE)
     if layer == PENULTIMATE:
@@ -79,7 +90,7 @@ def caption(state) -> str | None:
     if state.view not in FOLLOWS:
         return (f"Layer {layer} applies to Overview, Distributions and Curves only; this view "
                 "shows the penultimate layer.")
-    text = (f"Layer {layer}: {state.method} after the last block of {layer}, replayed through "
+    text = (f"Layer {layer}: {state.method} after {_after(bundle, layer)}, replayed through "
             "the rest of the network (`ash-explore evaluate --layer`).")
     if state.view == "overview" and getattr(state, "val", 0):
         text += (" The validated p is chosen at the penultimate layer (on the validation "

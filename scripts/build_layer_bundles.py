@@ -7,6 +7,10 @@ small: ResNet-20's layer1 map is 32 KiB per image). id_fit / validation splits a
 (inner layers replay with per-sample thresholds only).
 
     python scripts/build_layer_bundles.py [--id-rows 1000] [--ood-rows 300] [--device auto]
+
+Another CIFAR-10 recipe and its blocks, e.g. a timm ViT's (token maps, docs/where.md):
+
+    python scripts/build_layer_bundles.py --recipe NAME --layers blocks.1,blocks.3,blocks.5
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ def _with_every(spec: str, n: int, target: int) -> str:
     return spec if every == 1 else f"{spec}{'&' if '?' in spec else '?'}every={every}"
 
 
-def layer_recipe(name: str, id_rows: int, ood_rows: int, device: str):
+def layer_recipe(name: str, id_rows: int, ood_rows: int, device: str,
+                 layers: list[str] | None = None):
     from ash_core.extract import ExtractConfig, SplitSpec
     from ash_core.extract.data import parse_spec
 
@@ -44,7 +49,7 @@ def layer_recipe(name: str, id_rows: int, ood_rows: int, device: str):
     return ExtractConfig(
         out=str(REPO / "cached_features" / f"{name}.layers"), name=f"{name}.layers",
         model=raw["model"], weights=str((REPO / raw["weights"]).resolve()),
-        data_root=str(root), protocol=raw.get("protocol"), layers=LAYERS, splits=splits,
+        data_root=str(root), protocol=raw.get("protocol"), layers=layers or LAYERS, splits=splits,
         batch_size=raw.get("batch_size", 250), device=device, feature_dtype="float16",
         extra={"subset": f"every k-th row: about {id_rows} ID and {ood_rows} per OOD set"})
 
@@ -55,11 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ood-rows", type=int, default=300)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only", choices=RECIPES, help="build one bundle")
+    ap.add_argument("--recipe", help="build this configs/NAME.json recipe's bundle instead")
+    ap.add_argument("--layers", help=f"blocks to cache (default {','.join(LAYERS)})")
     args = ap.parse_args(argv)
     from ash_core.extract import extract
 
-    for name in [args.only] if args.only else RECIPES:
-        cfg = layer_recipe(name, args.id_rows, args.ood_rows, args.device)
+    layers = [t.strip() for t in args.layers.split(",") if t.strip()] if args.layers else None
+    names = [args.recipe] if args.recipe else [args.only] if args.only else RECIPES
+    for name in names:
+        if not (REPO / "configs" / f"{name}.json").is_file():
+            ap.error(f"no recipe configs/{name}.json")
+        cfg = layer_recipe(name, args.id_rows, args.ood_rows, args.device, layers)
         extract(cfg, log=lambda s: print(s, flush=True))
     return 0
 

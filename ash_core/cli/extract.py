@@ -89,10 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--layer", help="features to cache: NAME (that module's output; 4-D maps are "
                    "average-pooled) or NAME:input; default: the input of the final nn.Linear")
     g.add_argument("--layers", metavar="NAME[,NAME...]",
-                   help="also cache these blocks' [N, C, H, W] output maps (float16) and the "
-                        "weights of the network after them, for replaying ASH inside the "
-                        "network (`--layer` of evaluate/sweep; docs/where.md). CIFAR/torchvision "
-                        "ResNets: layer1, layer2, ... (the last block of each stage)")
+                   help="also cache these blocks' output maps (float16; [N, C, H, W], or "
+                        "[N, T, C] tokens) and the weights of the network after them, for "
+                        "replaying ASH inside the network (`--layer` of evaluate/sweep; "
+                        "docs/where.md). CIFAR/torchvision ResNets: layer1, layer2, ... (the "
+                        "last block of each stage); timm ViTs: blocks.0, blocks.1, ...")
     g.add_argument("--odin", metavar="T,EPS",
                    help="also store ODIN's features of input-perturbed images (Liang et al., "
                         "2018: temperature T, perturbation EPS, e.g. 1000,0.0014) as the 'odin' "

@@ -120,8 +120,9 @@ class FeatureHook:
 
 
 class MapHooks:
-    """Capture the [N, C, H, W] output of several modules (``--layers``) during the forward
-    pass that ``FeatureHook`` runs; ``points`` maps a layer name to its module name."""
+    """Capture the [N, C, H, W] (CNN) or [N, T, C] (transformer tokens) output of several
+    modules (``--layers``) during the forward pass that ``FeatureHook`` runs; ``points`` maps
+    a layer name to its module name."""
 
     def __init__(self, model: nn.Module, points: dict[str, str]):
         modules = dict(model.named_modules())
@@ -132,10 +133,11 @@ class MapHooks:
 
     def _make(self, layer: str):
         def hook(module: nn.Module, inp: Any, out: torch.Tensor) -> None:
-            if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            if not isinstance(out, torch.Tensor) or out.ndim not in (3, 4):
                 raise ExtractError(f"--layers {layer}: {self.points[layer]} outputs "
                                    f"{getattr(out, 'shape', type(out).__name__)}, not a "
-                                   "[N, C, H, W] map; choose a convolutional block.")
+                                   "[N, C, H, W] map or [N, T, C] tokens; choose a "
+                                   "convolutional or transformer block.")
             self.values[layer] = out.detach().to(torch.float16)
         return hook
 

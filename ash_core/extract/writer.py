@@ -21,7 +21,7 @@ from ash_core.extract.head import Head, fitted_head, head_accuracy, model_head
 from ash_core.extract.publish import publish
 from ash_core.faults import checkpoint
 from ash_core.layers.store import add_layers
-from ash_core.layers.tails import stages, tail_state
+from ash_core.layers.tails import has_tail, tail_state
 
 #: the ``runner.Extractor`` whose outputs are written (typed loosely: the runner imports
 #: this module, never the other way round)
@@ -85,10 +85,13 @@ def write_maps(ex: Extractor, num_classes: int) -> None:
                                         len(plan.span(c)))[0] for c in range(plan.count)]
         for name in ex.cfg.layers:
             maps[name][spec.name] = np.concatenate([ch[f"map.{name}"] for ch in chunks])
-    arch = ex.lm.name
-    tails = {name: tail_state(arch, ex.lm.model, name) if name in stages(arch) else None
+    arch, args = ex.lm.name, None
+    if ex.lm.notes.get("family") == "timm":  # rebuilt from the name and its arguments
+        arch, args = f"timm:{ex.lm.notes['architecture']}", ex.lm.notes["model_args"]
+    model = ex.lm.model
+    tails = {name: tail_state(arch, model, name) if has_tail(arch, model, name) else None
              for name in ex.cfg.layers}
-    add_layers(ex.workdir.bundle_path, arch, num_classes, ex.points, tails, maps)
+    add_layers(ex.workdir.bundle_path, arch, num_classes, ex.points, tails, maps, args)
 
 
 def odin_declaration(cfg: Any) -> dict[str, dict[str, float]] | None:

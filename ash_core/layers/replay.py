@@ -3,8 +3,10 @@
 A ``LayerStore`` gives an ``Evaluator`` logits from a layer's maps through its tail instead
 of penultimate features through the head, so metrics, scores and accuracy are computed by
 the very same code (``LayerEvaluator``). At ``penultimate`` the bundle's own Evaluator
-serves (``layer_evaluator``). Shaping is per sample over C*H*W (as the official code on 4-D
-tensors); only local (per-sample) thresholds, since maps of ``id_fit`` are not cached.
+serves (``layer_evaluator``). Shaping is per sample over the whole map: C*H*W for a CNN
+block (as the official code on 4-D tensors), T*C for a transformer block's tokens (the same
+rule: positions and channels together; docs/where.md says why not per token); only local
+(per-sample) thresholds, since maps of ``id_fit`` are not cached.
 """
 
 from __future__ import annotations
@@ -76,8 +78,11 @@ def replay_batches(maps: LayerMaps, layer: str, split: str,
     with torch.inference_mode():
         for i in range(0, len(stored), batch):
             x = torch.from_numpy(stored[i:i + batch].astype(np.float32)).to(device)
+            shape = x.shape
+            if x.dim() == 3:  # tokens [B, T, C]: one row of T*C units per sample
+                x = x.reshape(len(x), -1)
             order = rank_order(x).long() if ranked else None  # int64: no cast per p
-            yield [tail(_shape(s, x, order)).float().cpu() for s in shapers]
+            yield [tail(_shape(s, x, order).reshape(shape)).float().cpu() for s in shapers]
 
 
 def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None = None,

@@ -3,7 +3,8 @@
 A bundle with maps is an ordinary version-1 bundle (old readers ignore the extra key and
 files) plus::
 
-  layers/<layer>/<split>.safetensors   maps [N, C, H, W] F16 (rows = the split's rows)
+  layers/<layer>/<split>.safetensors   maps [N, C, H, W] (CNN blocks) or [N, T, C] (the
+                                       tokens of a transformer block), F16, rows = the split's
   layers/<layer>.tail.safetensors      the tail's weights (F32), see ``tails``
 
 and in ``manifest.json``::
@@ -12,6 +13,9 @@ and in ``manifest.json``::
              "maps": {"layer1": {"point": "layer1.2.add", "where": "...", "shape": [C, H, W],
                                  "tail": "layers/layer1.tail.safetensors" | null,
                                  "files": {"<split>": "layers/layer1/<split>.safetensors"}}}}
+
+A timm architecture is ``"arch": "timm:NAME"`` plus ``"model_args"``, the ``create_model``
+keyword arguments the model was built with (JSON: tuples are written as lists).
 
 Every file is listed with its sha256 in the manifest's ``files``; reading checks the header
 against the file size, then the hash, before mapping (``bundle.files.open_tensors``).
@@ -42,13 +46,17 @@ FORMAT = 1
 
 def add_layers(root: Path, arch: str, num_classes: int, points: Mapping[str, tuple[str, str]],
                tails: Mapping[str, dict[str, np.ndarray] | None],
-               maps: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+               maps: Mapping[str, Mapping[str, np.ndarray]],
+               model_args: Mapping[str, Any] | None = None) -> None:
     """Write maps and tails into the (unpublished) bundle at ``root`` and record them in its
-    manifest. ``maps[layer][split]`` must cover every split, in the split's row order."""
+    manifest. ``maps[layer][split]`` must cover every split, in the split's row order;
+    ``model_args``: the ``create_model`` arguments of a timm ``arch``."""
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     splits = {s["name"]: s["n"] for s in manifest["splits"]}
     entry: dict[str, Any] = {"format": FORMAT, "arch": arch, "num_classes": num_classes,
                              "maps": {}}
+    if model_args is not None:
+        entry["model_args"] = dict(model_args)
     for layer, per_split in maps.items():
         check_split_name(layer)
         shapes = {tuple(a.shape[1:]) for a in per_split.values()}
@@ -56,9 +64,10 @@ def add_layers(root: Path, arch: str, num_classes: int, points: Mapping[str, tup
             raise BundleError(f"layer {layer!r}: maps must cover every split with one shape.")
         files = {}
         for split, arr in per_split.items():
-            if arr.ndim != 4 or len(arr) != splits[split]:
+            if arr.ndim not in (3, 4) or len(arr) != splits[split]:
                 raise BundleError(f"layer {layer!r} split {split!r}: maps must be "
-                                  f"[{splits[split]}, C, H, W], got {list(arr.shape)}.")
+                                  f"[{splits[split]}, C, H, W] or [{splits[split]}, T, C], "
+                                  f"got {list(arr.shape)}.")
             files[split] = _save(root, f"layers/{layer}/{split}.safetensors",
                                  {"maps": arr.astype(np.float16)}, manifest)
         tail = None
@@ -94,6 +103,11 @@ class LayerInfo:
     tail: str | None
     files: dict[str, str]
 
+    @property
+    def tokens(self) -> bool:
+        """A transformer block's token map [T, C] (else a CNN map [C, H, W])."""
+        return len(self.shape) == 2
+
 
 class LayerMaps:
     """The maps and tails of a bundle (``open_layers``); files are verified when first read."""
@@ -102,6 +116,10 @@ class LayerMaps:
         self.bundle = bundle
         self.arch = str(entry["arch"])
         self.num_classes = int(entry["num_classes"])
+        self.model_args = entry.get("model_args")
+        if self.model_args is not None and not isinstance(self.model_args, dict):
+            raise BundleError(f"bundle {bundle.name}: manifest entry layers.model_args is not "
+                              "an object of create_model arguments; re-extract.")
         self.layers = {name: _layer_info(bundle, name, e) for name, e in entry["maps"].items()}
         self._verify = verify
         self._maps: dict[tuple[str, str], np.ndarray] = {}
@@ -122,7 +140,8 @@ class LayerMaps:
         return self.bundle.manifest.get("files", {}).get(rel) if self._verify else None
 
     def maps(self, layer: str, split: str) -> np.ndarray:
-        """The read-only float16 maps [N, C, H, W] of a split (memory-mapped)."""
+        """The read-only float16 maps [N, C, H, W] or tokens [N, T, C] of a split
+        (memory-mapped)."""
         info = self.info(layer)
         if split not in info.files:
             raise BundleError(f"layer {layer!r} has no maps for split {split!r}.")
@@ -130,7 +149,7 @@ class LayerMaps:
         if key not in self._maps:
             rel = info.files[split]
             arr = open_tensors(self.bundle.root, rel, self._sha(rel), {"maps": ("F16",)})["maps"]
-            if arr.ndim != 4 or tuple(arr.shape[1:]) != info.shape or \
+            if arr.ndim != 1 + len(info.shape) or tuple(arr.shape[1:]) != info.shape or \
                     len(arr) != len(self.bundle.split(split)):
                 raise BundleError(f"bundle {self.bundle.name}: {rel} holds maps of shape "
                                   f"{list(arr.shape)}, expected [n, {', '.join(map(str, info.shape))}].")
@@ -145,7 +164,8 @@ class LayerMaps:
                               "maps but no tail, so it cannot be replayed.")
         if layer not in self._tails:
             state = self._tail_state(info.tail)
-            self._tails[layer] = build_tail(self.arch, layer, self.num_classes, state)
+            self._tails[layer] = build_tail(self.arch, layer, self.num_classes, state,
+                                            self.model_args)
         return self._tails[layer]
 
     def _tail_state(self, rel: str) -> dict[str, np.ndarray]:

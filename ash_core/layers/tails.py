@@ -5,13 +5,15 @@ torchvision model name plus the layer name) and the tail's own weights; never pi
 Supported tails: the built-in CIFAR ResNets (``layer1``..``layer3``: the last block of each
 stage, after the residual add and before its final ReLU, where the official ASH code hooks)
 and torchvision ResNets (``layer1``..``layer4``: the stage's output, after its final ReLU,
-since torchvision reuses one ReLU module per block). Other models' maps can be cached by any
-module name but have no tail, so they cannot be replayed.
+since torchvision reuses one ReLU module per block) here; timm ``VisionTransformer`` blocks
+(``blocks.0``.., token maps) in ``vit``. Other models' maps can be cached by any module name
+but have no tail, so they cannot be replayed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ash_core.errors import ModelError
+from ash_core.layers import vit
 from ash_core.models.architectures import CifarResNet
 
 CIFAR_RESNETS = ("cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56")
@@ -38,8 +41,17 @@ def stages(arch: str) -> tuple[str, ...]:
     return ()
 
 
+def has_tail(arch: str, model: nn.Module, layer: str) -> bool:
+    """Whether ``layer``'s maps can be replayed (its tail is stored with them)."""
+    if vit.is_timm(arch) and vit.is_vit(model):
+        return layer in vit.block_names(model)
+    return layer in stages(arch)
+
+
 def capture_point(arch: str, model: nn.Module, layer: str) -> tuple[str, str]:
     """(module name whose output is the map, a description of where that is)."""
+    if vit.is_timm(arch) and vit.is_vit(model):
+        return vit.capture_point(arch, model, layer)
     modules = dict(model.named_modules())
     if arch in CIFAR_RESNETS and layer in stages(arch):
         last = len(getattr(model, layer)) - 1
@@ -67,6 +79,8 @@ def _tail_prefixes(arch: str, layer: str) -> tuple[str, ...]:
 
 def tail_state(arch: str, model: nn.Module, layer: str) -> dict[str, np.ndarray]:
     """The weights (and batch-norm statistics) the tail of ``layer`` needs, as numpy arrays."""
+    if vit.is_timm(arch):
+        return vit.tail_state(arch, model, layer)
     prefixes = _tail_prefixes(arch, layer)
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
             if k.startswith(prefixes) and not k.endswith("num_batches_tracked")}
@@ -121,10 +135,13 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_tail(arch: str, layer: str, num_classes: int,
-               state: Mapping[str, np.ndarray]) -> nn.Module:
+def build_tail(arch: str, layer: str, num_classes: int, state: Mapping[str, np.ndarray],
+               model_args: Mapping[str, Any] | None = None) -> nn.Module:
     """The tail of ``layer`` in eval mode with ``state`` loaded (every needed key checked),
-    batch norms folded into their convolutions (``fold_batch_norms``)."""
+    batch norms folded into their convolutions (``fold_batch_norms``). A timm ``arch`` is
+    built from its ``create_model`` arguments ``model_args`` (its head size among them)."""
+    if vit.is_timm(arch):
+        return vit.build_tail(arch, layer, state, model_args)
     prefixes = _tail_prefixes(arch, layer)
     model = _full_model(arch, num_classes)
     own = model.state_dict()

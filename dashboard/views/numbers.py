@@ -14,8 +14,8 @@ def render(ctx: Context) -> None:
     s = ctx.state
     dim, zeros = replay.p_counts(ctx.bundle, ctx.layer)
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
-    if layer_replay.caption(s):
-        st.caption(plain(layer_replay.caption(s)))
+    if layer_replay.caption(s, ctx.bundle):
+        st.caption(plain(layer_replay.caption(s, ctx.bundle)))
     validated.render_toggle(ctx)
     try:
         rep = ctx.replay()

@@ -24,7 +24,8 @@ def render(ctx: Context) -> None:
     if open_layers(bundle) is None:
         st.info(f"{bundle.name} has no layer maps. Build the demo ones with `make layers` and "
                 "pick `cifar10_resnet20.layers` (or `..._resnet56.layers`) in the sidebar, or "
-                "extract your own with `ash-explore extract --layers layer1,layer2,layer3`.")
+                "extract your own with `ash-explore extract --layers layer1,layer2,layer3` "
+                "(timm ViTs: `--layers blocks.0,blocks.1,...`).")
         return
     method = s.method if s.method in VARIANTS else "ash-s"
     if method != s.method:
