@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from ash_core import Bundle, EvalResult
-from ash_core.maths.bootstrap import BootstrapCI
+from ash_core.maths.bootstrap import BootstrapCI, PairedCI, paired_bootstrap
 from ash_core.maths.operating import OperatingPoint, operating_point, threshold_at_id_kept
 from ash_core.reports.intervals import SPREAD_SEEDS, rand_spread, result_ci
 from ash_core.setting import Setting
@@ -36,6 +36,19 @@ def ci(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
        seed: int = SEED) -> BootstrapCI:
     """The result's 95% bootstrap intervals and sample counts (once per setting)."""
     return _ci(result_key(bundle, result), resamples, seed, result)
+
+
+@st.cache_data(max_entries=16, show_spinner="Bootstrapping A - B...")
+def _paired(key_a: tuple, key_b: tuple, resamples: int, seed: int, _a: EvalResult,
+            _b: EvalResult) -> PairedCI:
+    return paired_bootstrap(_a.id_scores, _a.ood_scores, _b.id_scores, _b.ood_scores,
+                            resamples, seed, convention=_a.convention)
+
+
+def paired(bundle: Bundle, a: EvalResult, b: EvalResult, resamples: int = RESAMPLES,
+           seed: int = SEED) -> PairedCI:
+    """A - B with paired bootstrap intervals: two results on the same images."""
+    return _paired(result_key(bundle, a), result_key(bundle, b), resamples, seed, a, b)
 
 
 @st.cache_data(max_entries=8, show_spinner=f"Evaluating {len(SPREAD_SEEDS)} seeds...")

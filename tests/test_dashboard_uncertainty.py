@@ -11,6 +11,7 @@ from conftest import make_synthetic_bundle
 from test_dashboard_app import ok, run_app, texts
 
 from ash_core import Setting, evaluate, load_bundle
+from ash_core.maths.bootstrap import paired_bootstrap
 from ash_core.maths.operating import threshold_at_id_kept
 from ash_core.reports.intervals import bracket, result_ci
 from dashboard import uncertainty
@@ -86,3 +87,16 @@ def test_ash_rand_shows_its_spread_over_seeds(bundle):
               .average["auroc"] for s in range(10)]
     assert table.loc["avg AUROC", "mean"] == pytest.approx(100 * np.mean(aurocs))
     assert table.loc["avg AUROC", "max"] == pytest.approx(100 * np.max(aurocs))
+
+
+def test_compare_gives_a_minus_b_with_its_paired_interval(bundle):
+    at = ok(run_app(bundle, method="ash-s", p=90, view="compare", bmethod="none"))
+    a, b = shaped(bundle), evaluate(load_bundle(bundle), Setting("none"))
+    pair = paired_bootstrap(a.id_scores, a.ood_scores, b.id_scores, b.ood_scores,
+                            uncertainty.RESAMPLES, uncertainty.SEED)
+    text = texts(at, "markdown")
+    assert (f"AUROC {100 * pair.average['auroc']:+.2f} pp "
+            f"{bracket(*pair.average_ci['auroc'])} ({pair.verdict('auroc')})") in text
+    # the same setting on both sides: no difference, and an interval of zero width
+    at = ok(run_app(bundle, method="ash-s", p=90, view="compare", bmethod="ash-s", bp=90))
+    assert "AUROC +0.00 pp [0.00, 0.00] (no clear difference)" in texts(at, "markdown")
