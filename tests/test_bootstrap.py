@@ -145,3 +145,16 @@ def test_bad_arguments_are_refused(kwargs, match):
         bs.bootstrap_ci(ids, {"x": ood}, **kwargs)
     with pytest.raises(ParameterError, match="no OOD sets"):
         bs.bootstrap_ci(ids, {})
+
+
+def test_wide_counts_give_the_same_replicates_as_compact_ones():
+    # counts come as uint8 unless one exceeds 255; the int64 path must agree
+    ids, ood = normal_scores(11, 300, 200, decimals=1)
+    c_id, c_ood = bs.resample_counts(2, "id", 300, {"x": 200}, 6)
+    assert c_id.dtype == np.uint8
+    scored = bs._Scored(ids, {"x": ood}, 0.95)
+    narrow = scored.replicate(c_id, c_ood, "id")["x"]
+    wide = scored.replicate(c_id.astype(np.int64), {"x": c_ood["x"].astype(np.int64)},
+                            "id")["x"]
+    for m in METRIC_NAMES:
+        np.testing.assert_array_equal(narrow[m], wide[m])

@@ -17,6 +17,7 @@ same samples can be resampled with the same counts (``paired_bootstrap``).
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ DEFAULT_LEVEL = 0.95
 DEFAULT_SEED = 0
 #: count cells (rows x samples) of one block of replicates: bounds the memory to ~100 MB
 BLOCK_CELLS = 4_000_000
+#: draws of at most this many count cells (bytes, as uint8) are kept for the next call
+DRAW_CACHE_BYTES = 64_000_000
 #: splits of at least this many samples draw their counts one replicate at a time
 ROW_AT_A_TIME = 4096
 
@@ -63,23 +66,27 @@ def _stream(seed: int, role: int, name: str) -> np.random.Generator:
 
 
 def _counts(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
-    """``rows`` resamples of ``n`` items with replacement, as counts per item ``[rows, n]``.
+    """``rows`` resamples of ``n`` items with replacement, as counts per item ``[rows, n]``
+    (uint8 where every count fits, as nearly always: a quarter of the memory traffic).
     Large ``n`` one row at a time (a row's counts stay in cache: several times faster than
     one ``bincount`` over the block); the draws are the same either way."""
-    draws = rng.integers(0, n, size=(rows, n), dtype=np.uint32) if n < ROW_AT_A_TIME else None
-    if draws is not None:
-        flat = draws.astype(np.intp) + np.arange(rows)[:, None] * n
-        return np.bincount(flat.reshape(-1), minlength=rows * n).reshape(rows, n)
-    out = np.empty((rows, n), dtype=np.int64)
-    for r in range(rows):
-        out[r] = np.bincount(rng.integers(0, n, size=n, dtype=np.uint32), minlength=n)
-    return out
+    if n < ROW_AT_A_TIME:
+        flat = rng.integers(0, n, size=(rows, n), dtype=np.uint32).astype(np.intp)
+        flat += np.arange(rows)[:, None] * n
+        out = np.bincount(flat.reshape(-1), minlength=rows * n).reshape(rows, n)
+    else:
+        out = np.empty((rows, n), dtype=np.int64)
+        for r in range(rows):
+            out[r] = np.bincount(rng.integers(0, n, size=n, dtype=np.uint32), minlength=n)
+    return out.astype(np.uint8) if out.max() <= 255 else out
 
 
 def _prefix(counts: np.ndarray) -> np.ndarray:
-    """Prefix sums ``[rows, n + 1]`` with a leading zero column."""
-    out = np.zeros((counts.shape[0], counts.shape[1] + 1), dtype=np.int64)
-    np.cumsum(counts, axis=1, out=out[:, 1:])
+    """Prefix sums ``[rows, n + 1]`` with a leading zero column (int32: a count of samples;
+    int64 from 2**31 samples on)."""
+    dtype = np.int32 if counts.shape[1] < 2**31 else np.int64
+    out = np.zeros((counts.shape[0], counts.shape[1] + 1), dtype=dtype)
+    np.cumsum(counts, axis=1, dtype=dtype, out=out[:, 1:])
     return out
 
 
@@ -135,16 +142,18 @@ class _Pair:
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot product of two integer blocks, exact in int64."""
-    return np.einsum("ij,ij->i", a, b)
+    """Row-wise dot product of two integer blocks, in float64: exact, the sums being at
+    most n x m < 2**53."""
+    return np.einsum("ij,ij->i", a, b, dtype=np.float64, casting="same_kind")
 
 
 def _ap(counts: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Sum over positives of count x precision at its value (AP without the 1/n):
     precision = positives / (positives + negatives) at or beyond the value. Where both are
     0 the item was drawn no time (``pos`` counts it when it was): it adds 0."""
-    ratio = pos / np.maximum(pos + neg, 1)
-    return np.einsum("ij,ij->i", counts, ratio)
+    denom = pos + neg
+    np.maximum(denom, 1, out=denom)
+    return np.einsum("ij,ij->i", counts, pos / denom)
 
 
 @dataclass(frozen=True)
@@ -187,10 +196,8 @@ class _Scored:
                 for name, p in self.pairs.items()}
 
 
-def _draws(seed: int, id_name: str, n_id: int, n_ood: Mapping[str, int], resamples: int
+def _drawn(seed: int, id_name: str, n_id: int, n_ood: Mapping[str, int], resamples: int
            ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Blocks of (ID counts, per-set OOD counts), ``resamples`` rows in all. The block size
-    does not change the draws: each stream is read in order."""
     streams = {name: _stream(seed, 1, name) for name in n_ood}
     id_stream = _stream(seed, 0, id_name)
     rows = max(1, BLOCK_CELLS // (n_id + max(n_ood.values())))
@@ -198,6 +205,28 @@ def _draws(seed: int, id_name: str, n_id: int, n_ood: Mapping[str, int], resampl
         b = min(rows, resamples - start)
         yield _counts(id_stream, n_id, b), {k: _counts(streams[k], m, b)
                                             for k, m in n_ood.items()}
+
+
+@functools.lru_cache(maxsize=2)
+def _kept_draws(seed: int, id_name: str, n_id: int, n_ood: tuple[tuple[str, int], ...],
+                resamples: int, block_cells: int, row_at_a_time: int) -> tuple:
+    blocks = tuple(_drawn(seed, id_name, n_id, dict(n_ood), resamples))
+    for c, co in blocks:  # shared by every later call: read only
+        for a in (c, *co.values()):
+            a.flags.writeable = False
+    return blocks
+
+
+def _draws(seed: int, id_name: str, n_id: int, n_ood: Mapping[str, int], resamples: int
+           ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Blocks of (ID counts, per-set OOD counts), ``resamples`` rows in all. The block size
+    does not change the draws: each stream is read in order. The draws depend on the seed
+    and the split sizes only, so the last ones are kept (when small) for the next setting
+    of the same splits."""
+    if resamples * (n_id + sum(n_ood.values())) > DRAW_CACHE_BYTES:
+        return _drawn(seed, id_name, n_id, n_ood, resamples)
+    return iter(_kept_draws(int(seed), id_name, n_id, tuple(n_ood.items()), resamples,
+                            BLOCK_CELLS, ROW_AT_A_TIME))
 
 
 def resample_counts(seed: int, id_name: str, n_id: int, n_ood: Mapping[str, int],
