@@ -100,3 +100,8 @@ def test_compare_gives_a_minus_b_with_its_paired_interval(bundle):
     # the same setting on both sides: no difference, and an interval of zero width
     at = ok(run_app(bundle, method="ash-s", p=90, view="compare", bmethod="ash-s", bp=90))
     assert "AUROC +0.00 pp [0.00, 0.00] (no clear difference)" in texts(at, "markdown")
+
+
+def test_a_linked_share_below_the_control_range_starts_at_its_lowest(bundle):
+    at = ok(run_app(bundle, method="ash-s", p=90, view="distributions", op="kept:0.05"))
+    assert at.number_input(key="op_kept").value == 0.1

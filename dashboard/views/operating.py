@@ -13,6 +13,8 @@ from dashboard import uncertainty
 from dashboard.op_state import OP_MODES, format_op, parse_op
 from dashboard.views.common import Context, plain
 
+#: the smallest share of ID kept (%) the control offers
+KEPT_MIN = 0.1
 HELP = ("Images scoring at or above the threshold are kept as in-distribution, below it "
         "flagged as OOD. 'share of ID kept' sets the threshold that keeps that share of the "
         "ID images (95: the FPR95 point); 'score threshold' sets it on the score axis.")
@@ -28,8 +30,9 @@ def control(ctx: Context, result: EvalResult) -> tuple[float, str]:
                horizontal=True, help=HELP)
     chosen = st.session_state["op_mode"]
     if chosen == "kept":
+        # a link's value below KEPT_MIN starts at KEPT_MIN (the widget clamps it)
         st.session_state.setdefault("op_kept", value if mode == "kept" else 95.0)
-        v = right.number_input("ID images kept (%)", 0.1, 100.0, step=0.5, key="op_kept",
+        v = right.number_input("ID images kept (%)", KEPT_MIN, 100.0, step=0.5, key="op_kept",
                                help="the share of ID test images scoring at or above the "
                                     "threshold")
         threshold = uncertainty.threshold_for(result, "kept", float(v))
