@@ -70,7 +70,7 @@ def synthetic(path: Path, n_id: int, n_ood: int, n_sets: int, dim: int = 64) -> 
 def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
            engine: str = "cube") -> dict[str, list[float]]:
     from ash_core.setting import Setting
-    from dashboard import cache, figures, inspection, plotdata, replay
+    from dashboard import cache, figures, inspection, plotdata, replay, uncertainty
     from dashboard.views.export import report_parts  # noqa: F401  (import cost excluded)
 
     bundle = cache.load(str(Path(bundle_path).resolve()))
@@ -89,9 +89,12 @@ def direct(bundle_path: str, ps: list[int], method: str = "ash-s",
             b = cache.baseline(bundle, ood, "energy", "id")
             if view == "overview":
                 frame = cache.metrics_frame(r.result, b)
+                uncertainty.ci(bundle, r.result)  # the intervals beside the metrics
                 figs = [figures.overview_figure(frame, colors, "x", "id")]
             elif view == "distributions":
                 hb, ha, tb, ta = plotdata.histograms(bundle, r.result, b)
+                uncertainty.operating(bundle, r.result,  # the operating point's readout
+                                      uncertainty.threshold_for(r.result, "kept", 95.0))
                 figs = [figures.distributions_figure(hb, ha, bundle.id_split.name, tb, ta,
                                                      colors, "x", "energy")]
             elif view == "curves":  # one kind at a time, ROC by default (?curve=)

@@ -17,6 +17,7 @@ from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, lis
 from ash_core.methods import setting_label
 from ash_core.policy import ENGINES
 from ash_core.setting import Setting
+from dashboard.op_state import DEFAULT_OP, read_op
 
 VIEWS: dict[str, str] = {
     "overview": "Overview",
@@ -163,6 +164,8 @@ class State:
     imode: str = "index"
     # curves
     curve: str = "roc"
+    # distributions and curves: the operating point ("kept:95" or "score:-3.2")
+    op: str = DEFAULT_OP
     # trade-off
     step: int = 5
     pareto: str = "average/auroc"
@@ -237,6 +240,7 @@ class State:
         self.idx = q.integer("idx", 0, 10**9, 0)
         self.imode = q.choose("imode", list(INSPECT_MODES), "index")
         self.curve = q.choose("curve", list(CURVE_KINDS), "roc")
+        self.op = read_op(q.text("op", DEFAULT_OP), q.notes)
         self.step = int(q.choose("step", [str(g) for g in GRID_STEPS], "5"))
         self.pareto = q.choose("pareto", list(PARETO_METRICS), "average/auroc")
         self.cmode = q.choose("cmode", list(COMPARE_MODES), "setting")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
+from dashboard.op_state import DEFAULT_OP, format_op, parse_op
 from dashboard.state import (
     COMPARE_MODES,
     CURVE_KINDS,
@@ -117,6 +118,8 @@ GENERATORS: dict[str, Callable[[], list[Changes]]] = {
     "idx": lambda: [{"idx": 1}, {"idx": 4321}, {"idx": 10**9}],
     "imode": choices("imode", list(INSPECT_MODES)),
     "curve": choices("curve", list(CURVE_KINDS)),
+    "op": lambda: [{"op": "kept:90"}, {"op": "kept:100"}, {"op": "score:-3.25"},
+                   {"op": "score:0.1"}],
     "step": choices("step", GRID_STEPS),
     "pareto": choices("pareto", list(PARETO_METRICS)),
     "cmode": choices("cmode", list(COMPARE_MODES)),
@@ -197,3 +200,16 @@ def test_a_compact_url_leaves_out_exactly_the_defaults():
     for name, changes in CASES:
         q = replace(base(), **changes).to_query(compact=True)
         assert name in q, (name, changes)
+
+
+@pytest.mark.parametrize("bad", ["kept:0", "kept:100.5", "score:nan", "score:inf", "kept",
+                                 "tpr:95", "kept:abc", "score:"])
+def test_a_bad_operating_point_falls_back_with_a_note(bad):
+    state, notes = State.from_query({"op": bad}, bundles=BUNDLES, ood_options=OOD_OPTIONS)
+    assert state.op == DEFAULT_OP
+    assert any(n.startswith("ignored op=") for n in notes), notes
+
+
+@pytest.mark.parametrize("value", [95.0, 0.1, -3.2500001, 1e-7, 12345.678])
+def test_an_operating_point_value_reads_back_exactly(value):
+    assert parse_op(format_op("score", value)) == ("score", value)

@@ -9,6 +9,7 @@ from typing import Any
 from ash_core.device import DEVICES
 from ash_core.errors import ParameterError
 from ash_core.features import list_feature_scores
+from ash_core.maths.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resamples
 from ash_core.maths.metrics import CONVENTIONS
 from ash_core.maths.scores import list_scores
 from ash_core.methods import THRESHOLD_MODES, list_methods
@@ -74,3 +75,32 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=list(DEVICES), default="auto",
                         help="where shaping and the head run: auto (CUDA when a GPU is "
                              "present, default), cpu, or cuda (an error without CUDA)")
+
+
+def add_ci_args(parser: argparse.ArgumentParser) -> None:
+    """--ci, --ci-resamples, --ci-seed: bootstrap intervals beside the metrics."""
+    parser.add_argument("--ci", action="store_true",
+                        help="add each metric's 95%% bootstrap confidence interval and the "
+                             "sample counts (ID and OOD rows): ID and each OOD set resampled "
+                             "separately, percentile intervals")
+    parser.add_argument("--ci-resamples", type=int, default=None, metavar="B",
+                        help=f"bootstrap resamples with --ci (default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--ci-seed", type=int, default=None, metavar="SEED",
+                        help=f"seed of the bootstrap resampling with --ci (default "
+                             f"{DEFAULT_SEED})")
+
+
+def ci_options(args: argparse.Namespace) -> tuple[int, int] | None:
+    """(resamples, seed) with --ci, None without; --ci-resamples or --ci-seed without --ci
+    is an error (it would silently do nothing)."""
+    if not args.ci:
+        given = [f for f, v in (("--ci-resamples", args.ci_resamples),
+                                ("--ci-seed", args.ci_seed)) if v is not None]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise ParameterError(f"{' and '.join(given)} only {verb} with --ci; add --ci or "
+                                 "leave them out.")
+        return None
+    resamples = DEFAULT_RESAMPLES if args.ci_resamples is None else args.ci_resamples
+    check_resamples(resamples)
+    return resamples, DEFAULT_SEED if args.ci_seed is None else args.ci_seed

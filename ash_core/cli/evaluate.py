@@ -7,9 +7,11 @@ import sys
 
 from ash_core.bundle import load_bundle
 from ash_core.cli.common import (
+    add_ci_args,
     add_device_arg,
     add_param_arg,
     add_setting_args,
+    ci_options,
     method_help,
     parse_params,
     split_list,
@@ -19,6 +21,7 @@ from ash_core.device import resolve_device
 from ash_core.layers import layer_evaluator
 from ash_core.methods import list_methods
 from ash_core.params import merge_p
+from ash_core.reports.intervals import bracketed, ci_frame, result_ci, with_ci
 from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame
 from ash_core.setting import Setting
 
@@ -41,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_setting_args(p)
     add_device_arg(p)
     add_layer_arg(p)
+    add_ci_args(p)
     p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"],
                    default="table")
     p.set_defaults(func=run)
@@ -55,19 +59,29 @@ def setting_of(args: argparse.Namespace) -> Setting:
 
 def run(args: argparse.Namespace) -> int:
     setting = setting_of(args)  # bad parameters are reported before the bundle is read
+    ci_opts = ci_options(args)
     device = resolve_device(args.device)  # --device cuda without CUDA: before the bundle
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     ev = layer_evaluator(bundle, args.layer, split_list(args.ood), device=device)
-    result = ev.evaluate(setting).to_dict()
+    evaluated = ev.evaluate(setting)
+    result = evaluated.to_dict()
+    ci = None if ci_opts is None else result_ci(evaluated, *ci_opts)
     if args.format == "json":
-        print(dumps_json(result))
+        print(dumps_json(result if ci is None else with_ci(result, ci, evaluated.groups)))
         return 0
     frame = evaluation_frame(result)
+    if ci is not None:
+        frame = ci_frame(frame, ci, evaluated.groups)
     if args.format == "csv":
         sys.stdout.write(render_frame(frame, "csv"))
         return 0
     caption = f"{bundle.name}: {setting.label(detail=True)}; values in %"
-    sys.stdout.write(render_frame(frame, args.format, caption=caption))
+    if ci is not None:
+        frame = bracketed(frame)
+        caption += (f"; [95% bootstrap interval] over {ci.resamples} resamples (seed "
+                    f"{ci.seed}), ID and each OOD set resampled separately")
+    sys.stdout.write(render_frame(frame, args.format, caption=caption,
+                                  raw_cols=("p", "n_id", "n_ood")))
     acc = result["id_accuracy"]
     if acc["shaped"] is not None:
         # a LaTeX comment in latex output, so that the whole output pastes into a paper

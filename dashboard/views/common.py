@@ -182,8 +182,13 @@ METRICS = (("fpr95", "FPR95"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"),
 
 
 def metrics_table(frame, key: str, deltas: bool = False) -> None:
-    """The per-OOD-set metrics table in %, optionally with deltas in percentage points."""
-    cols = ["ood_set", *[c for m, _ in METRICS for c in ((m, f"{m}_delta") if deltas else (m,))]]
+    """The per-OOD-set metrics table in %, optionally with deltas in percentage points;
+    with each metric's interval (``{metric}_ci``, text) and the sample counts (``n_id``,
+    ``n_ood``) where the frame has them."""
+    ci = "n_ood" in frame.columns
+    cols = ["ood_set", *[c for m, _ in METRICS for c in (
+        (m, *((f"{m}_ci",) if ci else ()), *((f"{m}_delta",) if deltas else ())))],
+        *(("n_id", "n_ood") if ci else ())]
     st.dataframe(
         cache.percent(frame), hide_index=True, key=key, width="stretch",
         column_order=cols,
@@ -191,7 +196,11 @@ def metrics_table(frame, key: str, deltas: bool = False) -> None:
             "ood_set": "OOD set",
             **{m: st.column_config.NumberColumn(f"{label} (%)", format="%.2f")
                for m, label in METRICS},
+            **{f"{m}_ci": st.column_config.TextColumn(f"{label} 95% CI (%)")
+               for m, label in METRICS},
             **{f"{m}_delta": st.column_config.NumberColumn(f"Δ {label} (pp)", format="%+.2f")
                for m, label in METRICS},
+            "n_id": st.column_config.NumberColumn("n ID"),
+            "n_ood": st.column_config.NumberColumn("n OOD"),
         },
     )

@@ -17,12 +17,14 @@ import streamlit as st
 
 from ash_core import EvalResult, get_method
 from ash_core.errors import BundleError
+from ash_core.reports.intervals import bracket
 from ash_core.setting import Setting
-from dashboard import cache, figures, offer, replay
+from dashboard import cache, figures, offer, replay, uncertainty
 from dashboard.state import COMPARE_MODES, p_range
 from dashboard.views import compare_methods
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import (
+    METRICS,
     Context,
     bind,
     commit,
@@ -128,7 +130,7 @@ def _bundles_ab(ctx: Context) -> tuple[list[str], Side]:
                        lambda: _result(bundle_b, ood_b, s.setting()))
 
 
-def _column(col, name: str, side: Side) -> pd.DataFrame | None:
+def _column(col, name: str, side: Side) -> tuple[EvalResult, pd.DataFrame] | None:
     with col:
         st.markdown(f"**{name}: {plain(side.label)}**")
         try:
@@ -144,7 +146,17 @@ def _column(col, name: str, side: Side) -> pd.DataFrame | None:
         cards.metric("ID accuracy", pct(res.id_accuracy["shaped"]), border=True,
                      width=CARD_PX)
         metrics_table(frame, f"cmp_{name.lower()}")
-        return frame
+        return res, frame
+
+
+def _paired(ctx: Context, a: EvalResult, b: EvalResult) -> None:
+    """A - B on the same images, each metric with its paired bootstrap interval."""
+    pair = uncertainty.paired(ctx.bundle, a, b)
+    parts = [f"{label} {100 * pair.average[m]:+.2f} pp {bracket(*pair.average_ci[m])} "
+             f"({pair.verdict(m)})" for m, label in METRICS]
+    st.markdown("**A − B, averages over the OOD sets** (paired bootstrap: both settings "
+                "scored on the same resampled images, 95% intervals in pp): "
+                + "; ".join(parts) + ".")
 
 
 def render(ctx: Context) -> None:
@@ -164,9 +176,12 @@ def render(ctx: Context) -> None:
     side_a = Side(f"{ctx.bundle.name}: {ctx.setting}",
                   lambda: _result(ctx.bundle, ood_a, s.setting()))
     left, right = st.columns(2)
-    fa = _column(left, "A", side_a)
-    fb = _column(right, "B", side_b)
-    if fa is not None and fb is not None:
+    ra = _column(left, "A", side_a)
+    rb = _column(right, "B", side_b)
+    if ra is not None and rb is not None:
+        if s.cmode == "setting":
+            _paired(ctx, ra[0], rb[0])
+        fa, fb = ra[1], rb[1]
         st.plotly_chart(figures.compare_figure(fa, fb, side_a.label, side_b.label,
                                                s.convention, theme=ctx.theme),
                         key="compare_chart")

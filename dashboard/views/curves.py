@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, plotdata
+from dashboard import figures, figures_operating, plotdata
 from dashboard.state import CURVE_KINDS
+from dashboard.views import operating
 from dashboard.views.common import Context, bind, commit
 
 
@@ -23,9 +24,16 @@ def render(ctx: Context) -> None:
     commit("curve")
     kind = ctx.state.curve
     st.caption(f"Positive class: {conv}. Curves are thinned server-side to a few hundred "
-               "points; dashed grey: no shaping.")
+               "points; dashed grey: no shaping; red diamonds: the operating point below.")
+    threshold, label = operating.control(ctx, result)
+    op = operating.readout_numbers(ctx, result, threshold)
     data = plotdata.curves(ctx.bundle, result, base, kind)
     mets = {n: (base.ood[n], result.ood[n]) for n in data}  # AUC titles, FPR95 points
-    st.plotly_chart(figures.curves_figure(data, kind, ctx.colors, ctx.setting,
-                                          result.convention, metrics=mets, theme=ctx.theme),
-                    key=f"{kind}_chart")
+    fig = figures.curves_figure(data, kind, ctx.colors, ctx.setting, result.convention,
+                                metrics=mets, theme=ctx.theme)
+    # ROC: (FPR, TPR); PR: (recall = TPR, precision), both in the positive class above
+    x, y = ("fpr", "tpr") if kind == "roc" else ("tpr", "precision")
+    points = {n: (op.rates(n)[x], op.rates(n)[y]) for n in data}
+    figures_operating.mark_points(fig, list(data), points, label)
+    st.plotly_chart(fig, key=f"{kind}_chart")
+    operating.readout(ctx, result, threshold, label, "curves")

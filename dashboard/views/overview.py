@@ -5,8 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from ash_core import EvalResult
+from ash_core.maths.bootstrap import BootstrapCI
+from ash_core.reports.intervals import bracket, ci_frame
 from ash_core.search.grid import validation_statement
-from dashboard import cache, figures, replay
+from dashboard import cache, figures, replay, uncertainty
+from dashboard.views import spread
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
 
@@ -17,11 +20,18 @@ HELP = {"fpr95": "share of OOD samples accepted at the threshold keeping 95% of 
         "aupr_out": "average precision with OOD as the positive class; average"}
 
 
-def _cards(avg, acc) -> None:
+def _counts(ci: BootstrapCI) -> str:
+    return (f"ID {ci.n_id} images, OOD {sum(ci.n_ood.values())} images over "
+            f"{len(ci.n_ood)} set(s)")
+
+
+def _cards(avg, acc, ci: BootstrapCI) -> None:
     """The headline numbers as cards of one width that wrap (readable from 800 px up)."""
     row = card_row("overview_cards")
     for m, label in METRICS:
-        row.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]), help=HELP[m],
+        lo, hi = ci.average[m]
+        row.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]),
+                   help=f"{HELP[m]}. 95% interval {bracket(lo, hi)} %; {_counts(ci)}",
                    delta_color="inverse" if m == "fpr95" else "normal", border=True,
                    width=CARD_PX)
     if acc["shaped"] is not None:
@@ -33,6 +43,15 @@ def _cards(avg, acc) -> None:
                    width=CARD_PX, help="top-1 accuracy on the ID test set, unshaped")
     else:
         row.metric("ID accuracy", "n/a (no labels)", border=True, width=CARD_PX)
+
+
+def _ci_caption(ci: BootstrapCI) -> str:
+    """The average's intervals and the counts, in words (the table has every row's)."""
+    avg = ", ".join(f"{label} {bracket(*ci.average[m])}" for m, label in METRICS)
+    return (f"95% bootstrap intervals of the averages (%): {avg}. {_counts(ci)}. "
+            f"{ci.resamples} resamples (seed {ci.seed}), ID and each OOD set resampled "
+            f"separately; `ash-explore evaluate --ci --ci-resamples {ci.resamples}` gives "
+            "the same intervals.")
 
 
 def _shown(ctx: Context) -> tuple[EvalResult, str, str | None]:
@@ -63,7 +82,15 @@ def render(ctx: Context) -> None:
         st.caption("OOD groups (each averaged in its own row): " + "; ".join(
             f"{plain(g)}: {', '.join(plain(n) for n in members)}"
             for g, members in ctx.bundle.groups.items()))
-    _cards(avg, acc)
+    ci = uncertainty.ci(ctx.bundle, result)
+    _cards(avg, acc, ci)
+    st.caption(_ci_caption(ci))
+    frame = ci_frame(frame, ci, result.groups)
+    for m, _ in METRICS:
+        frame[f"{m}_ci"] = [bracket(lo, hi) for lo, hi in zip(frame[f"{m}_lo"],
+                                                            frame[f"{m}_hi"], strict=True)]
     metrics_table(frame, "overview_table", deltas=True)
+    if result.method == "ash-rand":
+        spread.render(ctx, result.setting)
     st.plotly_chart(figures.overview_figure(frame, ctx.colors, label, result.convention,
                                             theme=ctx.theme), key="overview_chart")
