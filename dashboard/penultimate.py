@@ -124,7 +124,8 @@ def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "
     page's ``auto``/``exact``/``cube``); cached, read only."""
     try:
         used = choose_engine(cache.get_evaluator(bundle, ood), setting.method,
-                             setting.threshold_mode, engine, p=setting.p).engine
+                             setting.threshold_mode, engine, p=setting.p,
+                             score=setting.score).engine
         note = ""
     except ParameterError as exc:  # ?engine=cube where the cube cannot serve: say so
         used, note = "exact", f"{exc} Exact numbers shown."

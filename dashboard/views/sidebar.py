@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
-from ash_core.layers import PENULTIMATE, refusal
+from ash_core.layers import PENULTIMATE
 from ash_core.maths.scores import SCORES
 from ash_core.policy import ENGINES
 from dashboard import cache, figures, layer_replay, offer
@@ -176,7 +176,7 @@ def _layer_control(ctx: Context) -> None:
     if not layers:
         return
     s = ctx.state
-    why = refusal(s.method, s.threshold)
+    why = layer_replay.why_not(s)
     bind("layer")
     st.selectbox("Layer", layers, key="layer", disabled=why is not None,
                  help="shape after this block's output and replay the rest of the network "
