@@ -138,4 +138,4 @@ def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "
         except Exception as exc:  # noqa: BLE001 - shown in the page, never hidden
             note = (f"the score cube failed ({cache.error_text(exc)}); exact numbers shown "
                     "instead")
-    return Replay(cache.exact(bundle, ood, setting), note)
+    return Replay(cache.exact(bundle, ood, setting, progress), note)

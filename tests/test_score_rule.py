@@ -104,3 +104,15 @@ def test_a_score_on_features_is_served_exactly(synthetic_bundle):
     assert choice.engine == "exact" and "score knn is fitted" in choice.reason
     with pytest.raises(ParameterError, match="score knn is fitted"):
         choose_engine(ev, "ash-s", requested="cube", p=90.0, score="knn")
+
+
+def test_a_score_on_features_reports_its_progress_split_by_split(synthetic_bundle):
+    """The slow exact path (a score on features, fitted then applied split by split) tells
+    a progress bar of each split; the numbers are those of the call without it."""
+    ev = Evaluator(load_bundle(synthetic_bundle))
+    calls: list[tuple[int, int]] = []
+    setting = Setting("ash-s", {"p": 80, "k": 5}, score="knn")
+    got = ev.evaluate(setting, progress=lambda done, total: calls.append((done, total)))
+    n = len(ev.split_names)
+    assert calls == [(i, n) for i in range(1, n + 1)]
+    assert got.to_dict() == ev.evaluate(setting).to_dict()
