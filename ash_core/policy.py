@@ -4,8 +4,8 @@ Two engines compute a setting's ``EvalResult``: ``"exact"`` (``Evaluator.evaluat
 the features, run the head, score) and ``"cube"`` (a lookup in a score cube holding
 every grid p; equal to exact up to float32 rounding). ``"auto"`` chooses:
 
-1. exact when the cube cannot serve the setting (a method without a cube path, a p not
-   in the grid, no OOD set selected, a fitted setting without id_fit), or when the cube
+1. exact when the cube cannot serve the setting (a method without a cube path, a score
+   on features, a p not in the grid, no OOD set selected, a fitted setting without id_fit), or when the cube
    would exceed ``ASH_CUBE_MAX_MB`` (default 512 MB), its size computed from the real
    file layout (every field's dtype x grid points x rows, plus the unshaped scores,
    labels, grid and thresholds);
@@ -38,6 +38,7 @@ from ash_core.cube.thresholds import normalize_grid
 from ash_core.engine.exact import Evaluator
 from ash_core.engine.result import EvalResult
 from ash_core.errors import ParameterError
+from ash_core.maths.scores import list_scores
 from ash_core.methods import check_threshold_mode, get_method
 from ash_core.setting import Setting
 
@@ -100,10 +101,12 @@ def exact_work(ev: Evaluator) -> int:
 
 
 def _why_no_cube(ev: Evaluator, method: str, threshold_mode: str, p: float | None,
-                 grid: Sequence[float]) -> str | None:
+                 grid: Sequence[float], score: str = "energy") -> str | None:
     """None when the cube can serve the setting, else the reason it cannot."""
     if not is_cube_method(method):
         return f"{method} has no score cube"
+    if score not in list_scores():
+        return f"score {score} is fitted on the shaped features; the cube holds logit scores"
     if p is None or not any(abs(float(p) - g) <= 1e-9 for g in grid):
         return f"p={p} is not a point of the cube grid"
     if not ev.ood_names:
@@ -120,8 +123,10 @@ def _why_no_cube(ev: Evaluator, method: str, threshold_mode: str, p: float | Non
 def choose_engine(source: Bundle | Evaluator, method: str, threshold_mode: str = "local",
                   requested: str = "auto", *, p: float | None = None,
                   ood: Iterable[str] | None = None,
-                  grid: Sequence[float] = SLIDER_GRID) -> EngineChoice:
-    """The engine serving ``method`` at ``p`` (see the module doc for the rule).
+                  grid: Sequence[float] = SLIDER_GRID,
+                  score: str = "energy") -> EngineChoice:
+    """The engine serving ``method`` at ``p`` with ``score`` (see the module doc for the
+    rule; a score on features is always exact).
 
     ``requested="cube"`` where the cube cannot serve the setting is a ParameterError
     saying why; ``"exact"`` is always honoured.
@@ -133,7 +138,7 @@ def choose_engine(source: Bundle | Evaluator, method: str, threshold_mode: str =
         return EngineChoice("exact", "exact evaluation was asked for")
     ev = _evaluator(source, ood)
     grid = normalize_grid(grid).tolist()
-    why = _why_no_cube(ev, method, threshold_mode, p, grid)
+    why = _why_no_cube(ev, method, threshold_mode, p, grid, score)
     if requested == "cube":
         if why:
             raise ParameterError(f"the score cube cannot serve this setting: {why}; use "
@@ -170,7 +175,8 @@ def evaluate_setting(
     setting = setting.validated()
     ev = _evaluator(source, ood)
     p = setting.params.get("p")
-    choice = choose_engine(ev, setting.method, setting.threshold_mode, engine, p=p, grid=grid)
+    choice = choose_engine(ev, setting.method, setting.threshold_mode, engine, p=p, grid=grid,
+                           score=setting.score)
     if choice.engine == "exact":
         return ev.evaluate(setting)
     if cube_provider is not None:

@@ -28,8 +28,10 @@ from ash_core.methods import (
     check_threshold_mode,
     create_method,
     get_method,
+    list_methods,
     setting_label,
 )
+from ash_core.params import ParamSpec
 
 # ------------------------------------------------------------------ plug-and-play scores
 
@@ -46,6 +48,67 @@ def check_score_name(score: str) -> str:
     return score
 
 
+def own_score_reason(method: str) -> str:
+    """Why the setting's score does not apply to ``method`` ("" when it does): the method
+    scores itself. The one rule behind the CLI's refusal of ``--method knn --score msp``
+    and the dashboard's disabled score box."""
+    spec = get_method(method)
+    own = spec.own_score
+    if own is None:
+        return ""
+    takers = ", ".join(m for m in list_methods() if get_method(m).own_score is None)
+    if spec.fixed_score is not None:
+        return (f"{method} is the unshaped baseline scored by {own}; for another score pick "
+                f"none (or a shaping method) with that score; the methods that take a "
+                f"score: {takers}")
+    if spec.feature_score is not None:
+        return (f"{method} is a score on features of its own; to shape first and then score "
+                f"by {own}, pick a shaping method with score {own}; the methods that take a "
+                f"score: {takers}")
+    return (f"{method} brings its own score on logits; the methods that take a score: "
+            f"{takers}")
+
+
+def resolve_score(method: str, score: str | None) -> str:
+    """The score a setting of ``method`` uses when ``score`` is asked for (None: the
+    default, the method's own or energy). A score the method cannot take is a
+    ParameterError naming what applies (``own_score_reason``), never silently replaced."""
+    spec = get_method(method)
+    if score is None:
+        return spec.own_score or "energy"
+    if spec.own_score is not None and score == spec.own_score:
+        return score
+    check_score_name(score)
+    why = own_score_reason(method)
+    if why:
+        raise ParameterError(f"--score {score} does not apply to --method {method}: {why}. "
+                             "Leave --score out.")
+    return score
+
+
+def score_unavailable(bundle: Any, score: str) -> str:
+    """Why ``bundle`` cannot serve ``score`` ("" when it can): a score on features is
+    fitted on the id_fit split (and a class-conditional one on its labels)."""
+    feature = get_feature_score(score)
+    if feature is None:
+        return ""
+    if bundle.id_fit is None:
+        return (f"score {score} is fitted on ID training features (an id_fit split), which "
+                "this bundle lacks")
+    if feature.needs_labels and bundle.id_fit.labels is None:
+        return f"score {score} needs class labels on the id_fit split, which has none"
+    return ""
+
+
+def declared_params(method: str, score: str) -> tuple[ParamSpec, ...]:
+    """Every parameter a setting of ``method`` with ``score`` takes: the method's, then
+    those of the score on features it is combined with (none when the method scores
+    itself: its own are then the score's). What a UI builds its controls from."""
+    spec = get_method(method)
+    feature = get_feature_score(score) if spec.own_score is None else None
+    return (*spec.params, *(feature.params if feature is not None else ()))
+
+
 def split_params(method: str, score: str, values: Mapping[str, Any] | None
                  ) -> tuple[dict[str, float], dict[str, float]]:
     """One parameter mapping split into (the method's, the score's), each validated with
@@ -54,7 +117,7 @@ def split_params(method: str, score: str, values: Mapping[str, Any] | None
     A name neither declares is a ParameterError listing the valid ones."""
     spec = get_method(method)
     values = dict(values or {})
-    feature = get_feature_score(score) if spec.feature_score is None else None
+    feature = get_feature_score(score) if spec.own_score is None else None
     if feature is None or not feature.params:
         own = spec.validate_params(values)
         return own, (own if spec.feature_score is not None else {})
@@ -108,6 +171,8 @@ class Setting:
         check_threshold_mode(spec, self.threshold_mode)
         score = check_score_name(spec.scored_with(self.score)) \
             if spec.scorer is None else spec.scored_with(self.score)
+        # a method that scores itself ignores ``score`` here (internal callers hand every
+        # method one score); front ends refuse a user's conflicting choice (resolve_score)
         check_convention(self.convention)
         own, theirs = split_params(self.method, score, self.params)
         return replace(self, params={**own, **theirs}, score=score,

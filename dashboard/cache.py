@@ -24,6 +24,7 @@ import streamlit as st
 from ash_core import Bundle, EvalResult, Evaluator, load_bundle
 from ash_core.engine.exact import unshaped_score
 from ash_core.errors import AshError, BundleError
+from ash_core.features import get_feature_score
 from ash_core.maths.stats import row_zero_counts
 from ash_core.reports.tables import evaluation_frame
 from ash_core.setting import Setting
@@ -192,10 +193,27 @@ def _exact(path: str, content_hash: str, ood: tuple[str, ...], key: str,
     return _evaluator(path, content_hash, ood).evaluate(_setting)
 
 
-def exact(bundle: Bundle, ood: Sequence[str], setting: Setting) -> EvalResult:
+@st.cache_resource(show_spinner=False)
+def _fitted_results() -> LRU:
+    return LRU(16)
+
+
+def exact(bundle: Bundle, ood: Sequence[str], setting: Setting,
+          progress: Progress | None = None) -> EvalResult:
     """``Evaluator.evaluate``: the CLI's numbers bit for bit (cached by the setting's key;
-    read only). Give a validated setting, so that one setting is one cache entry."""
-    return _exact(*bundle_key(bundle), tuple(ood), setting_key(setting), setting)
+    read only). Give a validated setting, so that one setting is one cache entry.
+
+    A score on features (refitted on the shaped id_fit, then applied split by split: the
+    slow path) is kept outside Streamlit's function cache, so that ``progress(done,
+    splits)`` can draw its bar while it runs."""
+    if get_feature_score(setting.score) is None:
+        return _exact(*bundle_key(bundle), tuple(ood), setting_key(setting), setting)
+    key = (*bundle_key(bundle), tuple(ood), setting_key(setting))
+    found = _fitted_results().get(key)
+    if found is None:
+        found = _evaluator(*bundle_key(bundle), tuple(ood)).evaluate(setting, progress)
+        _fitted_results().put(key, found)
+    return found
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring the ID split by energy...")

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from ash_core import Bundle, EvalResult
+from ash_core import Bundle, EvalResult, get_method
+from ash_core.features import get_feature_score
 from ash_core.layers import (
     PENULTIMATE,
     LayerEvaluator,
@@ -56,12 +57,22 @@ def fit(bundle: Bundle, layer: str) -> tuple[str, list[str]]:
     return PENULTIMATE, [f"ignored layer={shown!r} ({have})"]
 
 
+def why_not(state) -> str | None:
+    """Why the state's setting has no meaning at an inner layer (None: it has): a method
+    that is not a per-sample ASH variant, or a score fitted on penultimate features."""
+    why = refusal(state.method, state.threshold)
+    if why is None and get_method(state.method).own_score is None and \
+            get_feature_score(state.score) is not None:
+        why = (f"score {state.score} is fitted on penultimate id_fit features; inner layers "
+               "use a score on logits")
+    return why
+
+
 def active(state) -> str:
-    """The layer the numbers are at: the state's, unless its method has no meaning there or
-    its view does not follow the layer control (``FOLLOWS``)."""
+    """The layer the numbers are at: the state's, unless its setting has no meaning there
+    (``why_not``) or its view does not follow the layer control (``FOLLOWS``)."""
     layer = getattr(state, "layer", PENULTIMATE)
-    if layer == PENULTIMATE or state.view not in FOLLOWS or \
-            refusal(state.method, state.threshold):
+    if layer == PENULTIMATE or state.view not in FOLLOWS or why_not(state):
         return PENULTIMATE
     return layer
 
@@ -82,7 +93,7 @@ def caption(state, bundle: Bundle | None = None) -> str | None:
     layer = getattr(state, "layer", PENULTIMATE)
     if layer == PENULTIMATE:
         return None
-    why = refusal(state.method, state.threshold)
+    why = why_not(state)
     if why:
         return f"Layer {layer} is not used: {why}. Numbers are at the penultimate layer."
     if state.view == "where":

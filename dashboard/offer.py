@@ -12,6 +12,7 @@ import numpy as np
 
 from ash_core import Bundle, get_method, kept_count, list_methods
 from ash_core.maths.stats import share_pruning_only_zeros, zero_share
+from ash_core.setting import own_score_reason, score_unavailable
 
 
 def _servable(bundle: Bundle, method: str, threshold: str) -> bool:
@@ -26,6 +27,32 @@ def thresholds_for(bundle: Bundle, method: str) -> list[str]:
 def methods_for(bundle: Bundle) -> list[str]:
     """Registered methods this bundle can serve in at least one threshold mode."""
     return [m for m in list_methods() if thresholds_for(bundle, m)]
+
+
+def scores_for(bundle: Bundle | None, method: str) -> list[str]:
+    """The scores the score box offers with ``method``: every score the method takes
+    (``MethodSpec.scores``: on logits and on features) that the bundle can serve; [] for a
+    method that scores itself (``score_note`` says why)."""
+    if own_score_reason(method):
+        return []
+    return [sc for sc in get_method(method).scores
+            if bundle is None or not score_unavailable(bundle, sc)]
+
+
+def score_note(bundle: Bundle | None, method: str) -> str:
+    """Why the score box is disabled, or which scores it leaves out ("" when neither)."""
+    why = own_score_reason(method)
+    if why:
+        return f"Score: {why}."
+    if bundle is None:
+        return ""
+    why_not: dict[str, list[str]] = {}
+    for sc in get_method(method).scores:
+        reason = score_unavailable(bundle, sc)
+        if reason:
+            why_not.setdefault(reason.split(" ", 2)[-1], []).append(sc)
+    return " ".join(f"Scores not offered: {', '.join(scs)}: each {reason}."
+                    for reason, scs in why_not.items())
 
 
 def sweepable_for(bundle: Bundle) -> list[str]:

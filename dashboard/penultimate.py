@@ -124,7 +124,8 @@ def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "
     page's ``auto``/``exact``/``cube``); cached, read only."""
     try:
         used = choose_engine(cache.get_evaluator(bundle, ood), setting.method,
-                             setting.threshold_mode, engine, p=setting.p).engine
+                             setting.threshold_mode, engine, p=setting.p,
+                             score=setting.score).engine
         note = ""
     except ParameterError as exc:  # ?engine=cube where the cube cannot serve: say so
         used, note = "exact", f"{exc} Exact numbers shown."
@@ -137,4 +138,4 @@ def replay(bundle: Bundle, ood: Sequence[str], setting: Setting, engine: str = "
         except Exception as exc:  # noqa: BLE001 - shown in the page, never hidden
             note = (f"the score cube failed ({cache.error_text(exc)}); exact numbers shown "
                     "instead")
-    return Replay(cache.exact(bundle, ood, setting), note)
+    return Replay(cache.exact(bundle, ood, setting, progress), note)

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
+from ash_core.features import list_feature_scores
 from ash_core.methods import setting_label
 from ash_core.policy import ENGINES
 from ash_core.setting import Setting
+from dashboard import controls
 from dashboard.op_state import DEFAULT_OP, read_op
 
 VIEWS: dict[str, str] = {
@@ -80,12 +82,21 @@ def default_p(method: str) -> int:
     return int(round(p)) if p is not None else 90
 
 
-def _setting(method: str, p: float, threshold: str, score: str, convention: str) -> Setting:
-    """A setting as ash_core describes it: p only for a method that has one, the method's
-    first threshold mode where it lacks ``threshold``. Not validated (the replay does it)."""
+#: every score the score box may hold (a method takes all of them or only its own)
+ALL_SCORES = (*list_scores(), *list_feature_scores())
+
+
+def _setting(method: str, p: float, threshold: str, score: str, convention: str,
+             params: Mapping[str, float] | None = None) -> Setting:
+    """A setting as ash_core describes it: p only for a method that has one, of ``params``
+    those the method and the score declare, the method's first threshold mode where it
+    lacks ``threshold``. Not validated (the replay does it)."""
     spec = get_method(method)
     mode = threshold if threshold in spec.threshold_modes else spec.threshold_modes[0]
-    return Setting(method, {"p": float(p)} if spec.has_p else {}, mode, score, convention)
+    names = controls.extra_names(method, score)
+    values = {k: float(v) for k, v in (params or {}).items() if k in names}
+    return Setting(method, {**({"p": float(p)} if spec.has_p else {}), **values}, mode, score,
+                   convention)
 
 
 def _shown(value: Any) -> str:
@@ -151,6 +162,8 @@ class State:
     p: int = field(default_factory=lambda: default_p(_default_method()))
     threshold: str = "local"
     score: str = "energy"
+    # the values of the setting's parameters other than p (away from their defaults)
+    params: dict[str, float] = field(default_factory=dict)
     convention: str = "id"
     view: str = "overview"
     engine: str = "auto"
@@ -199,6 +212,11 @@ class State:
                 if v or not compact:
                     out["cmethods"] = ",".join(v)
                 continue
+            if f.name == "params":
+                text = controls.params_text(self.used_params())
+                if text or not compact:
+                    out["params"] = text
+                continue
             if compact and f.name not in ALWAYS_IN_URL and v == getattr(default, f.name):
                 continue
             out[f.name] = str(v)
@@ -227,7 +245,9 @@ class State:
         self.method = q.choose("method", list_methods(), self.method)
         self.p = q.integer("p", *p_range(self.method), default_p(self.method))
         self.threshold = q.choose("threshold", list(THRESHOLD_MODES), "local")
-        self.score = q.choose("score", list_scores(), "energy")
+        self.score = q.choose("score", list(ALL_SCORES), "energy")
+        self.params, notes = controls.read_params(q.text("params"), self.method, self.score)
+        q.notes += notes
         self.convention = q.choose("convention", list(CONVENTIONS), "id")
         self.engine = q.choose("engine", list(ENGINES), "auto")
         self.val = q.integer("val", 0, 1, 0)
@@ -283,7 +303,14 @@ class State:
         bspec = get_method(s.bmethod)
         if s.bthreshold not in bspec.threshold_modes:
             s = replace(s, bthreshold=bspec.threshold_modes[0])
+        if s.params != s.used_params():
+            s = replace(s, params=s.used_params())
         return s
+
+    def used_params(self) -> dict[str, float]:
+        """The values of ``params`` the setting declares (other methods' are left out)."""
+        names = controls.extra_names(self.method, self.score)
+        return {k: v for k, v in self.params.items() if k in names}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,12 +323,20 @@ class State:
         view hands to ``dashboard.replay``; ``p``, ``score`` or ``convention`` given: the
         same setting with that one changed (the validated p, the inspector's energy)."""
         return _setting(self.method, self.p if p is None else p, self.threshold,
-                        score or self.score, convention or self.convention)
+                        score or self.score, convention or self.convention, self.params)
 
     def b_setting(self) -> Setting:
-        """Compare's setting B: its method, p and threshold mode, the sidebar's score and
-        convention."""
-        return _setting(self.bmethod, self.bp, self.bthreshold, self.score, self.convention)
+        """Compare's setting B: its method, p and threshold mode, the sidebar's score (with
+        its parameters) and convention."""
+        return _setting(self.bmethod, self.bp, self.bthreshold, self.score, self.convention,
+                        self.params)
+
+    @property
+    def board_score(self) -> str:
+        """The score of the views that evaluate every method over a grid (Trade-off,
+        Leaderboard, Compare's overlay, the report's sweep): the sidebar's score on logits,
+        energy for a score on features (refitted at every point, it would take minutes)."""
+        return self.score if self.score in list_scores() else "energy"
 
     @property
     def p_value(self) -> float | None:
@@ -319,5 +354,7 @@ class State:
         method = method or self.method
         p = self.p_value if p is None and method == self.method else p
         params = {"p": p} if get_method(method).has_p and p is not None else {}
+        if method == self.method:
+            params.update(self.used_params())
         mode = len(get_method(method).threshold_modes) > 1
         return setting_label(method, params, threshold or self.threshold, mode=mode)

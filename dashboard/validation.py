@@ -17,6 +17,7 @@ import streamlit as st
 
 from ash_core import Bundle, get_method
 from ash_core.errors import AshError
+from ash_core.features import list_feature_scores
 from ash_core.methods.recommended import benchmark_family, recommended_params
 from ash_core.reports.leaderboard import Choice, choose_params, validation_or_reason
 from ash_core.search.grid import ParamMarks, param_marks, validation_statement
@@ -34,8 +35,8 @@ def marks(bundle: Bundle, ood: Sequence[str], setting: Setting) -> ParamMarks | 
     """The marks of the setting's method over its search grid (None for a method without
     p, or no OOD set); a search that fails leaves only the paper's mark, with the reason
     in ``missing``."""
-    if not get_method(setting.method).has_p or not ood:
-        return None
+    if not get_method(setting.method).has_p or not ood or setting.score in list_feature_scores():
+        return None  # a score on features refits at every grid p: no marks for it here
     search = replace(setting, params={})  # the search spans p: one entry for every p
     try:
         return _marks(*cache.bundle_key(bundle), tuple(ood), cache.setting_key(search), search,

@@ -270,10 +270,10 @@ def dice_weight(id_fit: np.ndarray, weight: np.ndarray, p: float) -> np.ndarray:
 # --------------------------------------------------------------------------- evaluation
 
 
-#: methods whose shaping function passes features through unchanged (scores on logits, on the
-#: head, on features; odin, whose perturbed features are stored in the bundle)
-FEATURES_UNCHANGED = ("none", "temp-scaling", "gen", "dice", "knn", "mahalanobis", "rmds",
-                      "vim", "residual", "nci", "fdbd", "odin")
+#: methods whose shaping function passes features through unchanged (the baselines, scores on
+#: logits, on the head, on features; odin, whose perturbed features are stored in the bundle)
+FEATURES_UNCHANGED = ("none", "energy", "msp", "maxlogit", "temp-scaling", "gen", "dice", "knn",
+                      "mahalanobis", "rmds", "vim", "residual", "nci", "fdbd", "odin")
 
 
 def shape(method: str, x: np.ndarray, p: float | None, threshold: str = "local",

@@ -232,7 +232,8 @@ def test_every_sidebar_control_changes_state(bundles, ev):
         assert at.query_params["method"] == method
         seen.add(metrics(at)["avg AUROC"])
         assert at.slider(key="p").disabled == (not get_method(method).has_p)
-    assert len(seen) >= len(list_methods()) - 1
+    # one coincidence allowed, and the energy baseline is none under the default score
+    assert len(seen) >= len(list_methods()) - 2
     at.selectbox(key="method").set_value("react").run()
     assert at.radio(key="threshold").disabled  # react: local only
     at.selectbox(key="method").set_value("ash-p").run()

@@ -236,8 +236,10 @@ def feature_score(name: str, params: dict) -> Callable[[Data, np.ndarray], np.nd
 LOGIT_SCORE_FNS = {"energy": ref.energy, "msp": ref.msp, "maxlogit": ref.maxlogit}
 #: methods scored on the reference's shaped features with the setting's score on logits
 SHAPING = ("none", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale")
+#: the unshaped baselines under their own names: their score is fixed, whatever ``score`` says
+BASELINES = ("energy", "msp", "maxlogit")
 #: methods that bring their own score
-OWN_SCORE = ("temp-scaling", "gen", "odin", "dice", "knn", "mahalanobis", "rmds", "vim",
+OWN_SCORE = (*BASELINES, "temp-scaling", "gen", "odin", "dice", "knn", "mahalanobis", "rmds", "vim",
              "residual", "nci", "fdbd")
 
 
@@ -249,6 +251,9 @@ def reference(data: Data, s: Setting, score: str) -> dict[str, tuple[np.ndarray,
         if s.method in SHAPING:
             logits = data.logits(shaped(data, s, split))
             scores = LOGIT_SCORE_FNS[score](logits)
+        elif s.method in BASELINES:
+            logits = data.logits(x)
+            scores = LOGIT_SCORE_FNS[s.method](logits)
         elif s.method == "temp-scaling":
             logits = data.logits(x)
             scores = ref.temperature_msp(logits, s.params["T"])

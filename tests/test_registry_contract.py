@@ -26,7 +26,7 @@ from ash_core import (
 from ash_core.errors import ParameterError
 from ash_core.maths.shaping import rank_order
 
-EXPECTED = ["none", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale"]
+EXPECTED = ["none", "energy", "msp", "maxlogit", "ash-p", "ash-b", "ash-s", "ash-rand", "react", "scale"]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
 SETTINGS = [(m, mode) for m in list_methods() for mode in get_method(m).threshold_modes]

@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 
 from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
+from ash_core.features import list_feature_scores
+from ash_core.setting import declared_params
+from dashboard.controls import extra_controls
 from dashboard.op_state import DEFAULT_OP, format_op, parse_op
 from dashboard.state import (
     COMPARE_MODES,
@@ -97,6 +100,31 @@ def _cmethods() -> list[Changes]:
             {"cmethods": tuple(methods[-MAX_OVERLAY:][::-1])}]
 
 
+def other_value(c) -> float:
+    """A valid value of a control other than its default (from the search grid when it has
+    one, else a step up or down)."""
+    q = next(q for q in declared_params(c.owner if not c.of_score else "ash-s", c.owner)
+             if q.name == c.name)
+    grid = [float(v) for v in q.search_grid if v != q.default]
+    if grid:
+        return grid[-1]
+    up = q.default + c.step
+    return up if q.contains(up) else q.default - c.step
+
+
+def _params() -> list[Changes]:
+    """Every declared parameter of every method (and of every score on features, with
+    ash-s), each away from its default: enumerated from the registry."""
+    out = []
+    for m in list_methods():
+        for c in extra_controls(m, "energy"):
+            out.append({"method": m, "params": {c.name: other_value(c)}})
+    for score in list_feature_scores():
+        for c in extra_controls("ash-s", score):
+            out.append({"score": score, "params": {c.name: other_value(c)}})
+    return out
+
+
 def choices(name: str, options) -> Callable[[], list[Changes]]:
     return lambda: [{name: v} for v in others(options, getattr(DEFAULT, name))]
 
@@ -108,7 +136,8 @@ GENERATORS: dict[str, Callable[[], list[Changes]]] = {
     "method": _method,
     "p": _p,
     "threshold": _threshold,
-    "score": choices("score", list_scores()),
+    "score": choices("score", [*list_scores(), *list_feature_scores()]),
+    "params": _params,
     "convention": choices("convention", list(CONVENTIONS)),
     "view": choices("view", list(VIEWS)),
     "engine": choices("engine", list(ENGINES)),
@@ -213,3 +242,20 @@ def test_a_bad_operating_point_falls_back_with_a_note(bad):
 @pytest.mark.parametrize("value", [95.0, 0.1, -3.2500001, 1e-7, 12345.678])
 def test_an_operating_point_value_reads_back_exactly(value):
     assert parse_op(format_op("score", value)) == ("score", value)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("M:abc", "M must be a number in [1, 100001)"),
+    ("M:0", "M must be in [1, 100001)"),
+    ("M:2.5", "M must be an integer"),
+    ("k:3", "gen with score energy takes: gamma, M"),
+    ("M", "written NAME:VALUE"),
+])
+def test_a_bad_parameter_in_a_link_falls_back_with_a_note(text, words):
+    """Like p: a value the declaration refuses is dropped (its default is used), with a note
+    saying why; the valid ones are kept."""
+    state, notes = State.from_query({"method": "gen", "params": f"{text},gamma:0.5"},
+                                    bundles=BUNDLES)
+    assert any(words in n for n in notes), notes
+    assert state.params == {"gamma": 0.5}
+    assert state.setting().params == {"gamma": 0.5}

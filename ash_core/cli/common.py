@@ -14,6 +14,7 @@ from ash_core.maths.metrics import CONVENTIONS
 from ash_core.maths.scores import list_scores
 from ash_core.methods import THRESHOLD_MODES, list_methods
 from ash_core.params import parse_assignment
+from ash_core.setting import resolve_score
 
 
 def add_setting_args(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +24,12 @@ def add_setting_args(parser: argparse.ArgumentParser) -> None:
                         help="local: per-sample percentile (default); global: one threshold "
                              "fitted on the id_fit split (paper ablation)")
     parser.add_argument("--score", choices=[*list_scores(), *list_feature_scores()],
-                        default="energy",
+                        default=None,
                         help="OOD score: on the (shaped) logits, or on the (shaped) features, "
                              "fitted on id_fit (" + ", ".join(list_feature_scores())
-                             + "; their parameters via --param); default: energy")
+                             + "; their parameters via --param); default: energy, or the "
+                             "method's own for a method that scores itself (gen, knn, msp, "
+                             "...), which takes no other")
     parser.add_argument("--fpr-convention", choices=list(CONVENTIONS), default="id",
                         help="id: ID is positive (ASH paper, default); ood: OOD is positive "
                              "(OpenOOD)")
@@ -60,6 +63,12 @@ def parse_named(assignments: list[str], parse: Callable[[str], tuple[str, Any]],
 def parse_params(assignments: list[str]) -> dict[str, float]:
     """The ``--param NAME=VALUE`` list as a dict; a name given twice is an error."""
     return parse_named(assignments, parse_assignment, "--param")
+
+
+def score_of(args: argparse.Namespace, method: str) -> str:
+    """The score ``--score`` asks for with ``method`` (``setting.resolve_score``: the default
+    when not given; a score the method cannot take is a ParameterError, exit 2)."""
+    return resolve_score(method, args.score)
 
 
 def method_help() -> str:

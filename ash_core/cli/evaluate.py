@@ -14,6 +14,7 @@ from ash_core.cli.common import (
     ci_options,
     method_help,
     parse_params,
+    score_of,
     split_list,
 )
 from ash_core.cli.layer_args import add_layer_arg
@@ -53,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def setting_of(args: argparse.Namespace) -> Setting:
     """The validated setting the command line asks for."""
     params = merge_p(parse_params(args.param), args.p)
-    return Setting(args.method, params, args.threshold_mode, args.score, args.fpr_convention,
-                   args.seed).validated()
+    return Setting(args.method, params, args.threshold_mode, score_of(args, args.method),
+                   args.fpr_convention, args.seed).validated()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,8 @@ def add_layer_arg(p: argparse.ArgumentParser) -> None:
 
 def check_layer_setting(args: argparse.Namespace) -> None:
     """Inner layers replay the energy score with per-sample thresholds only."""
-    if getattr(args, "threshold_mode", "local") != "local" or getattr(args, "score", "energy") != \
-            "energy" or getattr(args, "param", None):
+    if getattr(args, "threshold_mode", "local") != "local" or (getattr(args, "score", None) or "energy") \
+            != "energy" or getattr(args, "param", None):
         raise ParameterError(f"--layer {args.layer}: the layer sweep uses the energy score, "
                              "local thresholds and each method's p only; drop --threshold, "
                              "--score and --param (or use evaluate --layer).")

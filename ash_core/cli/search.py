@@ -8,7 +8,13 @@ import sys
 import pandas as pd
 
 from ash_core.bundle import load_bundle
-from ash_core.cli.common import add_setting_args, method_help, parse_named, split_list
+from ash_core.cli.common import (
+    add_setting_args,
+    method_help,
+    parse_named,
+    score_of,
+    split_list,
+)
 from ash_core.errors import ParameterError
 from ash_core.methods import list_methods
 from ash_core.policy import ENGINES
@@ -115,7 +121,8 @@ def run_all(args: argparse.Namespace) -> int:
                              "method takes its declared search grid (drop --grid).")
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     results = search_many(bundle, None, args.metric, threshold_mode=args.threshold_mode,
-                          score=args.score, convention=args.fpr_convention, seed=args.seed,
+                          score=args.score or "energy", convention=args.fpr_convention,
+                          seed=args.seed,
                           ood=split_list(args.ood), engine=args.engine,
                           cache_dir=args.cache_dir, use_cache=not args.no_cache)
     if args.format == "json":
@@ -131,8 +138,8 @@ def run_all(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.all_methods:
         return run_all(args)
-    base = Setting(args.method, {}, args.threshold_mode, args.score, args.fpr_convention,
-                   args.seed).validated()
+    base = Setting(args.method, {}, args.threshold_mode, score_of(args, args.method),
+                   args.fpr_convention, args.seed).validated()
     grid = grid_of(args.grid)
     search_points(base.method, grid)  # bad input is reported before the bundle is read
     bundle = load_bundle(args.bundle, verify=not args.no_verify)

@@ -13,6 +13,7 @@ from ash_core.cli.common import (
     add_param_arg,
     add_setting_args,
     parse_params,
+    score_of,
     split_list,
 )
 from ash_core.cli.layer_args import add_layer_arg, check_layer_setting
@@ -86,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     evaluator = Evaluator(bundle, split_list(args.ood), device=device)
     methods = split_list(args.methods) or []
+    for m in methods:  # a --score that one of the methods cannot take: refused, not ignored
+        score_of(args, m)
+    score = args.score or "energy"
     grid = parse_grid(args.p)
-    fixed = fixed_params(methods, parse_params(args.param), args.score)
+    fixed = fixed_params(methods, parse_params(args.param), score)
     bar = tqdm(total=0, desc="sweep", unit="pt", disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         frame = sweep_frame(bundle, args.layer, methods, grid, args.fpr_convention,
                             split_list(args.ood), args.seed, args.device)
     else:
-        frame = sweep(bundle, methods, grid, args.threshold_mode, args.score, args.fpr_convention,
+        frame = sweep(bundle, methods, grid, args.threshold_mode, score, args.fpr_convention,
                       split_list(args.ood), args.seed, evaluator=evaluator, progress=progress,
                       params=fixed,
                       cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
@@ -114,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
     frame = frame[sweep_columns(ood, groups)]
     if any(get_method(m).param_names not in ((), ("p",)) for m in methods):
         # name the parameters other than p, with the one label of each row's setting
-        settings = sweep_settings(methods, grid, args.threshold_mode, args.score,
+        settings = sweep_settings(methods, grid, args.threshold_mode, score,
                                   args.fpr_convention, args.seed, fixed)
         frame.insert(2, "setting", [s.label() for s in settings])
-    caption = (f"{bundle.name}: threshold={args.threshold_mode}, score={args.score}, "
+    caption = (f"{bundle.name}: threshold={args.threshold_mode}, score={score}, "
                f"FPR convention={args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
     return 0

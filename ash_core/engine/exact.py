@@ -134,13 +134,20 @@ class Evaluator(Selection):
         (``threads.map_in_threads``); ``fn`` must treat splits independently."""
         return map_in_threads(fn, names, self.device)
 
-    def _score_splits(self, scorer: SplitScorer, names: list[str]
+    def _score_splits(self, scorer: SplitScorer, names: list[str],
+                      progress: Callable[[int, int], None] | None = None
                       ) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
         """``scorer`` over the splits: in threads (``map_splits``) for scores on logits (a
         seeded draw per call for ASH-RAND); scores on features keep their own threading
-        (faiss, BLAS)."""
+        (faiss, BLAS), one split after the other, each reported to ``progress(done,
+        total)`` (the slow path: the first split includes the fit)."""
         if not getattr(scorer, "splits_in_threads", False):
-            return {n: scorer(n) for n in names}
+            out = {}
+            for i, n in enumerate(names):
+                out[n] = scorer(n)
+                if progress is not None:
+                    progress(i + 1, len(names))
+            return out
         return self.map_splits(scorer, names)
 
     def id_accuracy(self, shaped_predictions: torch.Tensor, score: str = "energy"
@@ -156,15 +163,18 @@ class Evaluator(Selection):
         return {"shaped": prediction_accuracy(shaped_predictions, labels),
                 "unshaped": prediction_accuracy(unshaped, labels)}
 
-    def evaluate(self, setting: Setting) -> EvalResult:
-        """Metrics per OOD set, their average and ID accuracy (shaped and unshaped)."""
+    def evaluate(self, setting: Setting,
+                 progress: Callable[[int, int], None] | None = None) -> EvalResult:
+        """Metrics per OOD set, their average and ID accuracy (shaped and unshaped);
+        ``progress(done, total)`` hears of each split scored by a score on features."""
         setting = setting.validated()
         shaper = self.shaper(setting)
         if not self.ood_names:
             raise ParameterError(
                 f"bundle {self.bundle.name} has no OOD split selected; select at least one."
             )
-        scored = self._score_splits(self.split_scorer(shaper, setting), self.split_names)
+        scored = self._score_splits(self.split_scorer(shaper, setting), self.split_names,
+                                    progress)
         id_predictions, id_scores = scored[self.id_name]
         ood_scores = {n: scored[n][1] for n in self.ood_names}
         return EvalResult(

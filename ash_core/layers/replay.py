@@ -115,7 +115,8 @@ class LayerStore:
 
     def check(self, setting: Setting) -> None:
         """ParameterError for a setting with no meaning at this layer (``refusal``)."""
-        why = None if setting.method == "none" else refusal(setting.method, setting.threshold_mode)
+        baseline = setting.method == "none" or get_method(setting.method).fixed_score
+        why = None if baseline else refusal(setting.method, setting.threshold_mode)
         if why:
             raise ParameterError(
                 f"--layer {self.layer}: {why}; at inner layers use a per-sample method "

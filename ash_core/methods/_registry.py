@@ -100,6 +100,9 @@ class MethodSpec:
     head_fn: HeadFn | None = None
     #: a score on features (``ash_core.features``) this method stands for, unshaped
     feature_score: str | None = None
+    #: a score on logits (``maths.scores``) this method always uses: the named baselines
+    #: (energy, msp, maxlogit) are no shaping scored so, the same path as ``none``
+    fixed_score: str | None = None
     #: a stored feature variant (``Split.variants``, e.g. "odin") this method reads in
     #: place of each split's features; its settings come from the bundle's manifest
     variant: str | None = None
@@ -164,18 +167,27 @@ class MethodSpec:
                         f"{', '.join(missing)} of this bundle lack; {self.variant_hint}")
         return ""
 
+    @property
+    def own_score(self) -> str | None:
+        """The score this method always uses, None when it takes the setting's: a fixed
+        score on logits (``msp``: the MSP baseline), or its own name for a method that is
+        a score (on logits, e.g. gen; on features, e.g. knn; ODIN)."""
+        if self.fixed_score is not None:
+            return self.fixed_score
+        return self.name if self.scorer is not None or self.feature_score is not None else None
+
     def scored_with(self, score: str) -> str:
-        """The score this method is evaluated with: a method on logits always uses its own
-        (results then name it, e.g. score "gen"), every other method ``score``."""
-        return score if self.scorer is None and self.feature_score is None else self.name
+        """The score this method is evaluated with: its own where it has one (results then
+        name it, e.g. score "gen"), else ``score``."""
+        return self.own_score or score
 
     @property
     def scores(self) -> list[str]:
-        """The scores this method combines with: its own for a method that is a score
-        (on logits, e.g. gen, or on features, e.g. knn), else every score on logits and
-        every score on features (plug-and-play, e.g. ash-s then knn)."""
-        if self.scorer is not None or self.feature_score is not None:
-            return [self.name]
+        """The scores this method combines with: its own for a method that scores itself,
+        else every score on logits and every score on features (plug-and-play, e.g. ash-s
+        then knn)."""
+        if self.own_score is not None:
+            return [self.own_score]
         return [*list_scores(), *list_feature_scores()]
 
     def validate_params(self, values: Mapping[str, Any] | None) -> dict[str, float]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from ash_core import Bundle, EvalResult
+from ash_core import Bundle, EvalResult, get_method
 from ash_core.search.grid import ParamMarks
 from dashboard import cache, layer_replay, replay, validation
 from dashboard.builds import Build
@@ -139,7 +139,8 @@ class Context:
         setting, layer = s.setting(), self.layer
         key = (setting, s.engine, tuple(self.ood), layer)
         if self._replay is None or self._replay[0] != key:
-            with progress_bar("Preparing the slider: scoring every p at once") as progress:
+            with progress_bar("Computing the numbers (every p at once for the slider's "
+                              "cube; split by split for a score on features)") as progress:
                 rep = replay.replay(self.bundle, self.ood, setting, s.engine, layer, progress)
             if rep.preparing is not None:
                 preparing(rep.preparing)
@@ -157,6 +158,17 @@ class Context:
     def marks(self) -> ParamMarks | None:
         """The current method's validated, test-optimal and paper's p (None: no p)."""
         return validation.marks(self.bundle, self.ood, self.state.setting())
+
+
+def board_note(ctx: Context) -> None:
+    """Say so where a view of every method scores with ``State.board_score``, not the
+    sidebar's score on features."""
+    s = ctx.state
+    if s.board_score != s.score and get_method(s.method).own_score is None:
+        st.caption(plain(f"This view compares every method and scores with {s.board_score}: "
+                         f"score {s.score} is fitted on the shaped features at every point "
+                         "(minutes for a grid); the other views show it at the slider's "
+                         "setting."))
 
 
 def guarded(fn: Callable[[Context], None], ctx: Context) -> None:

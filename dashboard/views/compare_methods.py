@@ -19,7 +19,7 @@ from ash_core.reports.tables import column_label
 from dashboard import cache, figures_methods, offer, replay, validation
 from dashboard.state import MAX_OVERLAY
 from dashboard.views import validated
-from dashboard.views.common import Context, bind, plain, store
+from dashboard.views.common import Context, bind, board_note, plain, store
 
 
 def _chosen(ctx: Context) -> list[str]:
@@ -63,7 +63,9 @@ def render(ctx: Context) -> None:
         st.info("Pick at least one method to overlay.", icon=":material/info:")
         return
     s = ctx.state
-    picked, note = validation.choices(ctx.bundle, ctx.ood, methods, s.setting(), bool(s.val))
+    board_note(ctx)
+    picked, note = validation.choices(ctx.bundle, ctx.ood, methods,
+                                      s.setting(score=s.board_score), bool(s.val))
     if note:
         st.info(plain(f"Nothing validated: {note}"), icon=":material/info:")
     results = {c.label: replay.replay(ctx.bundle, ctx.ood, c.setting, s.engine).result

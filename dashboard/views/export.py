@@ -60,7 +60,7 @@ def _tradeoff_section(ctx: Context) -> export.Section:
     s = ctx.state
     try:
         df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
-                                  s.score, s.convention, offer.sweepable_for(ctx.bundle))
+                                  s.board_score, s.convention, offer.sweepable_for(ctx.bundle))
     except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
         return export.Section("Trade-off over p", f"The sweep failed: "
                                                   f"{cache.error_text(exc)}")

@@ -18,7 +18,7 @@ from ash_core.reports.tables import column_label
 from dashboard import cache, export, figures_methods, offer, plotdata
 from dashboard.state import PARETO_METRICS
 from dashboard.views import validated
-from dashboard.views.common import Context, bind, commit, plain
+from dashboard.views.common import Context, bind, board_note, commit, plain
 
 #: boards kept (each holds every method's scores for one selection)
 BOARDS = 8
@@ -31,7 +31,7 @@ def _boards() -> cache.LRU:
 
 def board_key(ctx: Context) -> tuple:
     s = ctx.state
-    return (*cache.bundle_key(ctx.bundle), tuple(ctx.ood), s.score, s.convention,
+    return (*cache.bundle_key(ctx.bundle), tuple(ctx.ood), s.board_score, s.convention,
             s.threshold, bool(s.val))
 
 
@@ -56,7 +56,7 @@ def get_board(ctx: Context) -> Leaderboard:
 
     try:
         board = leaderboard(cache.get_evaluator(ctx.bundle, ctx.ood), threshold_mode=s.threshold,
-                            score=s.score, convention=s.convention, validated=bool(s.val),
+                            score=s.board_score, convention=s.convention, validated=bool(s.val),
                             progress=progress)
     finally:
         slot.empty()
@@ -67,7 +67,7 @@ def get_board(ctx: Context) -> Leaderboard:
 def caption(ctx: Context, board: Leaderboard) -> str:
     """What the table holds, for the page and for exported tables."""
     s = ctx.state
-    return (f"{ctx.bundle.name}: every method, threshold={s.threshold}, score={s.score} "
+    return (f"{ctx.bundle.name}: every method, threshold={s.threshold}, score={s.board_score} "
             f"(methods that are scores use their own), FPR convention={s.convention}; "
             f"values in %. {board.statement()}")
 
@@ -111,7 +111,7 @@ def figure1_data(ctx: Context, board: Leaderboard, metric: str, progress=None):
     s = ctx.state
     methods = curve_methods(offer.sweepable_for(ctx.bundle))
     df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
-                              s.score, s.convention, methods, progress) if methods \
+                              s.board_score, s.convention, methods, progress) if methods \
         else pd.DataFrame(columns=["method", "p", "id_acc", f"average/{metric}"])
     return figure1(board, df, metric)
 
@@ -140,6 +140,7 @@ def _figure1(ctx: Context, board: Leaderboard) -> None:
 def render(ctx: Context) -> None:
     st.subheader(f"Leaderboard: every method on {plain(ctx.bundle.name)}")
     validated.view_toggle(ctx)
+    board_note(ctx)
     board = get_board(ctx)
     st.caption(plain(caption(ctx, board)) + " Click a column header to sort.")
     _table(board)

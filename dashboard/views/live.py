@@ -1,5 +1,6 @@
-"""The part of the page that one p move reruns: the p slider, what p means under it, and
-the selected view (``?view=``), in one ``st.fragment``."""
+"""The part of the page that one parameter move reruns: the p slider, the other parameters'
+controls (``views/params.py``), what p means, and the selected view (``?view=``), in one
+``st.fragment``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dashboard.views import (
     leaderboard,
     numbers,
     overview,
+    params,
     tradeoff,
     where,
 )
@@ -44,7 +46,10 @@ def p_slider(ctx: common.Context) -> None:
         st.session_state["p"] = min(max(s.p, low), high)
     common.bind("p")
     param = next((q for q in spec.params if q.name == "p"), None)
-    st.slider("p: " + (param.help if param else "(no percentile)"), low, high, step=1,
+    others = [q.name for q in spec.params]
+    none = f"{s.method} has no percentile" + (f"; its parameters: {', '.join(others)}"
+                                             if others else "")
+    st.slider("p: " + (param.help if param else f"({none})"), low, high, step=1,
               key="p", disabled=param is None,
               help=f"{s.method}'s percentile, {low}..{high}; default "
                    f"{param.default:g}" if param else f"{s.method} has no percentile parameter")
@@ -55,6 +60,7 @@ def p_slider(ctx: common.Context) -> None:
 def render(ctx: common.Context) -> None:
     """The p slider and everything it drives (reruns alone when p moves)."""
     p_slider(ctx)
+    params.render(ctx)
     if not ctx.ood:
         st.error("No OOD set selected: pick at least one in the sidebar.",
                  icon=":material/warning:")

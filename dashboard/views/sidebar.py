@@ -7,8 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ash_core import CONVENTIONS, THRESHOLD_MODES, get_method, list_methods, list_scores
-from ash_core.layers import PENULTIMATE, refusal
+from ash_core import CONVENTIONS, THRESHOLD_MODES, Bundle, get_method, list_methods
+from ash_core.features import get_feature_score, list_feature_scores
+from ash_core.layers import PENULTIMATE
 from ash_core.maths.scores import SCORES
 from ash_core.policy import ENGINES
 from dashboard import cache, figures, layer_replay, offer
@@ -26,6 +27,10 @@ from dashboard.views.common import (
 )
 
 SCORE_LABELS = {"energy": "energy", "msp": "MSP", "maxlogit": "max logit"}
+#: each score's meaning: on logits, then on features (fitted on id_fit)
+SCORE_HELP = {**{k: v[1] for k, v in SCORES.items()},
+              **{k: f"{get_feature_score(k).description} (on the shaped features, fitted "
+                    f"on id_fit)" for k in list_feature_scores()}}
 NOTES = "_url_notes"
 
 
@@ -82,7 +87,8 @@ def render(args: AppArgs) -> Context:
             st.session_state[NOTES] += _fit_to_bundle(ctx, fresh)
             _setting_controls(ctx)
         else:
-            _method_controls(list_methods(), lambda m: list(get_method(m).threshold_modes))
+            _method_controls(list_methods(), lambda m: list(get_method(m).threshold_modes),
+                             None)
         with st.expander("Advanced: numbers engine"):
             bind("engine")
             st.radio("Engine", list(ENGINES), key="engine",
@@ -134,6 +140,12 @@ def _fit_to_bundle(ctx: Context, fresh: bool) -> list[str]:
                      f"bundle; showing {modes[0]}")
         s.threshold = modes[0]
         st.session_state.pop("threshold", None)
+    scores = offer.scores_for(bundle, s.method)
+    if scores and s.score not in scores:
+        notes.append(f"score {s.score} is not available for {s.method} on this bundle; "
+                     f"showing {scores[0]}")
+        s.score = scores[0]
+        st.session_state.pop("score", None)
     if s.bmethod not in methods:
         s.bmethod, s.bp = "none", default_p("none")
     if s.bthreshold not in offer.thresholds_for(bundle, s.bmethod):
@@ -163,7 +175,8 @@ def _setting_controls(ctx: Context) -> None:
     commit("ood")
     ctx.ood = list(s.ood or [])
     ctx.colors = figures.set_colors([sp.name for sp in bundle.ood_splits])
-    _method_controls(offer.methods_for(bundle), lambda m: offer.thresholds_for(bundle, m))
+    _method_controls(offer.methods_for(bundle), lambda m: offer.thresholds_for(bundle, m),
+                     bundle)
     missing = offer.missing_caption(bundle)
     if missing:
         st.caption(plain(missing))
@@ -176,7 +189,7 @@ def _layer_control(ctx: Context) -> None:
     if not layers:
         return
     s = ctx.state
-    why = refusal(s.method, s.threshold)
+    why = layer_replay.why_not(s)
     bind("layer")
     st.selectbox("Layer", layers, key="layer", disabled=why is not None,
                  help="shape after this block's output and replay the rest of the network "
@@ -187,8 +200,10 @@ def _layer_control(ctx: Context) -> None:
         st.caption(plain(f"Layer {s.layer} is off: {why}."))
 
 
-def _method_controls(methods: list[str], modes_for: Callable[[str], list[str]]) -> None:
-    """Method, threshold mode (those ``modes_for(method)`` allows), score, convention."""
+def _method_controls(methods: list[str], modes_for: Callable[[str], list[str]],
+                     bundle: Bundle | None) -> None:
+    """Method, threshold mode (those ``modes_for(method)`` allows), score (those the
+    method takes and ``bundle`` serves), convention."""
     s = store()
     bind("method")
     st.selectbox("Method", methods, key="method", on_change=start_at_default_p,
@@ -201,13 +216,30 @@ def _method_controls(methods: list[str], modes_for: Callable[[str], list[str]]) 
     bind("threshold")
     st.radio("Threshold", modes, key="threshold", horizontal=True, disabled=len(modes) < 2,
              help="\n".join(f"- **{k}**: {v}" for k, v in THRESHOLD_MODES.items()))
-    bind("score")
-    st.selectbox("Score", list_scores(), key="score",
-                 format_func=lambda k: SCORE_LABELS.get(k, k),
-                 help="\n".join(f"- **{k}**: {v[1]}" for k, v in SCORES.items()))
+    _score_control(s.method, bundle)
     bind("convention")
     st.radio("FPR convention", list(CONVENTIONS), key="convention",
              format_func=lambda k: "ID positive (ASH paper)" if k == "id"
              else "OOD positive (OpenOOD)",
              help="\n".join(f"- **{k}**: {v}" for k, v in CONVENTIONS.items()))
-    commit("threshold", "score", "convention")
+    commit("threshold", "convention")
+
+
+def _score_control(method: str, bundle: Bundle | None) -> None:
+    """The score box: every score the method takes that the bundle serves; disabled, with
+    the reason, for a method that scores itself (``offer.score_note``)."""
+    s = store()
+    scores = offer.scores_for(bundle, method)
+    note = offer.score_note(bundle, method)
+    if not scores:  # the method's own score, shown, not chosen
+        st.selectbox("Score", [get_method(method).own_score], disabled=True,
+                     format_func=lambda k: SCORE_LABELS.get(k, k), help=plain(note))
+    else:
+        if st.session_state.get("score", s.score) not in scores:
+            st.session_state["score"] = scores[0]
+        bind("score")
+        st.selectbox("Score", scores, key="score", format_func=lambda k: SCORE_LABELS.get(k, k),
+                     help="\n".join(f"- **{k}**: {SCORE_HELP.get(k, k)}" for k in scores))
+        commit("score")
+    if note:
+        st.caption(plain(note))

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import figures, offer, plotdata
 from dashboard.param_marks import add_param_marks
 from dashboard.state import GRID_STEPS, PARETO_METRICS
-from dashboard.views.common import Context, bind, commit, plain, progress_bar
+from dashboard.views.common import Context, bind, board_note, commit, plain, progress_bar
 
 
 def _controls() -> None:
@@ -26,12 +26,13 @@ def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader("Trade-off over the pruning percentile p")
     _controls()
+    board_note(ctx)
     methods = offer.sweepable_for(ctx.bundle)  # only what this bundle can serve, with p
     with progress_bar("sweeping methods over p") as progress:
         df = plotdata.sweep_frame(ctx.bundle, ctx.ood, plotdata.grid_for(s.step), s.threshold,
-                                  s.score, s.convention, methods, progress)
+                                  s.board_score, s.convention, methods, progress)
     st.caption(f"{len(df)} settings of {', '.join(methods)}; threshold={s.threshold}, "
-               f"score={s.score}, FPR convention: {figures.convention_label(s.convention)}. "
+               f"score={s.board_score}, FPR convention: {figures.convention_label(s.convention)}. "
                "Values from ash_core.sweep.")
     missing = offer.missing_caption(ctx.bundle)
     if missing:
