@@ -19,7 +19,7 @@ from ash_core.device import resolve_device
 from ash_core.layers import layer_evaluator
 from ash_core.methods import list_methods
 from ash_core.params import merge_p
-from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame
+from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame, tie_warnings
 from ash_core.setting import Setting
 
 
@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
         print(dumps_json(result))
         return 0
     frame = evaluation_frame(result)
-    if args.format == "csv":
+    if args.format == "csv":  # the data alone on stdout; the warning beside it
         sys.stdout.write(render_frame(frame, "csv"))
+        for line in tie_warnings(result.get("ties")):
+            print(line, file=sys.stderr)
         return 0
     caption = f"{bundle.name}: {setting.label(detail=True)}; values in %"
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
@@ -74,4 +76,6 @@ def run(args: argparse.Namespace) -> int:
         print(("% " if args.format == "latex" else "")
               + f"ID accuracy: shaped {100 * acc['shaped']:.2f}%  "
               f"unshaped {100 * acc['unshaped']:.2f}%")
+    for line in tie_warnings(result.get("ties"), "% " if args.format == "latex" else ""):
+        print(line)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ash_core import EvalResult
+from ash_core.reports.tables import tie_warnings
 from ash_core.search.grid import validation_statement
 from dashboard import cache, figures, replay
 from dashboard.views.cards import CARD_PX, card_row
@@ -63,6 +64,8 @@ def render(ctx: Context) -> None:
         st.caption("OOD groups (each averaged in its own row): " + "; ".join(
             f"{plain(g)}: {', '.join(plain(n) for n in members)}"
             for g, members in ctx.bundle.groups.items()))
+    for line in tie_warnings(result.to_dict().get("ties")):  # the AUROC range over tie orders
+        st.warning(plain(line))
     _cards(avg, acc)
     metrics_table(frame, "overview_table", deltas=True)
     st.plotly_chart(figures.overview_figure(frame, ctx.colors, label, result.convention,
