@@ -106,19 +106,15 @@ def threshold_value(shaper: Shaper, features: torch.Tensor) -> tuple[float | Non
     return float(torch.sort(row, descending=True, stable=True).values[k - 1]), "local threshold"
 
 
-def shape_sample(shaper: Shaper, split_features: torch.Tensor, index: int) -> torch.Tensor:
-    """Row ``index`` of a split shaped exactly as when the whole split is shaped: ``[1, D]``.
-
-    Deterministic methods shape the row alone. A stochastic method (ASH-RAND) draws
-    row i's values at position i of its seeded stream, so shaping the row alone would
-    give it row 0's draws; rows ``0..index`` are shaped and the last one is returned.
-    """
+def shape_sample(shaper: Shaper, split_features: torch.Tensor, index: int,
+                 split: str) -> torch.Tensor:
+    """Row ``index`` of split ``split`` shaped exactly as when the whole split is shaped:
+    ``[1, D]``. The row is shaped alone; a stochastic method (ASH-RAND) draws it from the
+    stream of (seed, ``split``, ``index``), as the evaluation of the split does."""
     n = split_features.shape[0]
     if not 0 <= index < n:
         raise ParameterError(f"sample index {index} is out of range (0..{n - 1}).")
-    if shaper.spec.stochastic:
-        return shaper(split_features[: index + 1])[index : index + 1]
-    return shaper(split_features[index : index + 1])
+    return shaper(split_features[index : index + 1], split=split, rows=index)
 
 
 def inspect_sample(

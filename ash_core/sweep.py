@@ -149,7 +149,8 @@ def sweep(
 
     Columns: ``method``, ``p``, ``id_acc``, ``id_acc_unshaped``, ``{set}/{metric}`` for
     each OOD set and metric, and ``average/{metric}`` (rows in ``sweep_settings`` order:
-    its ``label()`` names each row's parameters). Methods without a percentile
+    its ``label()`` names each row's parameters); ``frame.attrs["ties"]`` maps the label of
+    each row whose ties are large to its ``EvalResult.to_dict()["ties"]``. Methods without a percentile
     (``none``) contribute a single row with ``p`` NaN. Methods whose grid strategy is
     "cube" come from cached score cubes (``cache_dir``, ``use_cache``, ``engine``: see
     ``get_cube``); a method that does not support ``threshold_mode`` is evaluated with local
@@ -166,16 +167,20 @@ def sweep(
         )
     cubes = _cubes(ev, settings, [float(p) for p in grid], cache_dir=cache_dir,
                    use_cache=use_cache, backend=engine, progress=progress)
-    rows = []
+    rows, ties = [], {}
     for i, s in enumerate(settings):
         if s.method in cubes:
             result = point_metrics(cubes[s.method], s.p, s.score, s.convention, ev.ood_names)
         else:
             result = ev.evaluate(s).to_dict()
         rows.append(_row(s, result, ev.bundle.groups))
+        if "ties" in result:
+            ties[s.label()] = result["ties"]
         if progress:
             progress(i + 1, len(settings))
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["ties"] = ties
+    return frame
 
 
 def _cubes(ev: Evaluator, settings: Sequence[Setting], grid: list[float],

@@ -35,7 +35,7 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
     if shaper.spec.variant is not None:  # the method reads a stored variant (ODIN): show it
         read = ev.shaped_features(shaper, split)[index : index + 1]
     else:
-        read = ai.shape_sample(shaper, feats, index)
+        read = ai.shape_sample(shaper, feats, index, split)
     after = shaped.id_scores if shaped.score == "energy" else \
         cache.id_energies(bundle, shaped.method, shaped.p, shaped.threshold_mode)
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,

@@ -19,6 +19,7 @@ Conventions (from the issue):
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -106,6 +107,23 @@ def ash_s(x: np.ndarray, p: float, cutoff: float | None = None) -> np.ndarray:
             if mask[i, j]:
                 out[i, j] = rows[i, j] * factor
     return out.reshape(np.shape(x))
+
+
+def rand_draws(seed: int, split: str, n: int, dim: int) -> np.ndarray:
+    """ASH-RAND's documented draws of rows 0..n-1 of ``split``, one row at a time: a
+    Philox keyed by SeedSequence([seed < 0, |seed|, sha256(split)'s first four
+    little-endian uint32 words]), row i from counter i * ceil(dim / 8), 8 float32 uniforms per counter step,
+    the first ``dim`` of them times 10."""
+    words = [int.from_bytes(hashlib.sha256(split.encode()).digest()[4 * j:4 * j + 4], "little")
+             for j in range(4)]
+    key = np.random.SeedSequence([int(seed < 0), abs(seed), *words]).generate_state(2, np.uint64)
+    steps = (dim + 7) // 8
+    out = np.empty((n, dim), dtype=np.float32)
+    for i in range(n):
+        bits = np.random.Philox(key=key, counter=np.array([i * steps, 0, 0, 0], np.uint64))
+        row = np.random.Generator(bits).random(8 * steps, dtype=np.float32)[:dim]
+        out[i] = row * np.float32(10.0)
+    return out
 
 
 def ash_rand(x: np.ndarray, p: float, draws: np.ndarray,

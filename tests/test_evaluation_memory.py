@@ -26,7 +26,7 @@ METHODS = [("ash-s", "local"), ("ash-b", "global"), ("ash-rand", "local"), ("rea
 def reference_energies(ev: Evaluator, method: str, threshold: str, name: str) -> np.ndarray:
     """Energy of the whole split shaped in one call and run through the head in float64."""
     shaper = ev.shaper(Setting(method, {}, threshold))
-    shaped = shaper(ev.features(name)).to(torch.float64)
+    shaped = shaper(ev.features(name), split=name).to(torch.float64)
     logits = shaped @ ev.weight.to(torch.float64).T + ev.bias.to(torch.float64)
     return energy_score(logits).numpy()
 
@@ -38,8 +38,8 @@ def test_splits_are_shaped_in_blocks_with_the_numbers_of_one_whole_call(
     rows_seen = []
     shaper_blocks = Shaper.blocks
 
-    def recording(self, x, rows, order=None):
-        for block in shaper_blocks(self, x, rows, order=order):
+    def recording(self, x, rows, order=None, split=""):
+        for block in shaper_blocks(self, x, rows, order=order, split=split):
             rows_seen.append(block.shape[0])
             yield block
 
@@ -58,7 +58,7 @@ def test_shaped_logits_of_a_split_are_gathered_from_its_blocks(synthetic_bundle,
     ev = Evaluator(load_bundle(synthetic_bundle), warn=False)
     shaper = ev.shaper(Setting("ash-rand", {"p": 60.0}))
     got = ev.shaped_logits(shaper, "near")
-    want = shaper(ev.features("near")) @ ev.weight.T + ev.bias
+    want = shaper(ev.features("near"), split="near") @ ev.weight.T + ev.bias
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -155,6 +155,22 @@ def test_inner_layer_matches_an_independent_hooked_forward(r20, method):
     assert not torch.allclose(got, unshaped, atol=1e-1)  # shaping did something
 
 
+def test_ash_rand_at_a_layer_draws_each_row_from_its_own_stream(r20):
+    """Replayed in batches of 3 or all at once, row i of a split draws the values of
+    (seed, split, i): the batches do not restart the draws."""
+    bundle, _, _ = r20
+    maps = open_layers(bundle)
+    shaper = create_method("ash-rand", p=65, seed=2)
+    small = replay_logits(maps, "layer2", "cifar", shaper, batch=3)
+    whole = replay_logits(maps, "layer2", "cifar", shaper, batch=10_000)
+    torch.testing.assert_close(small, whole, rtol=1e-5, atol=1e-5)
+    x = torch.from_numpy(np.asarray(maps.maps("layer2", "cifar")[:6], np.float32))
+    tail = maps.tail("layer2")
+    with torch.inference_mode():
+        by_hand = tail(shaper(x, split="cifar", rows=0)).float()
+    torch.testing.assert_close(small[:6], by_hand, rtol=1e-5, atol=1e-5)
+
+
 def test_layer_evaluate_reports_like_evaluate(r20):
     bundle, _, _ = r20
     res = LayerEvaluator(bundle, "layer3", device="cpu").evaluate(Setting("ash-s", {"p": 65}))

@@ -39,7 +39,6 @@ import numpy as np
 import pytest
 import reference as ref
 import reference_features as rf
-import torch
 from cube_helpers import assert_scores_close
 
 from ash_core import SplitData, get_method, list_methods, load_bundle, write_bundle
@@ -203,20 +202,13 @@ def runs_of(name: str) -> tuple[tuple[str, str], ...]:
 # --------------------------------------------------------------------------- references
 
 
-def _draws(n: int, seed: int) -> np.ndarray:
-    """ASH-RAND's uniform(0, 10) draws of one split: a generator seeded with the setting's
-    seed, filled row-major (the documented contract; the reference takes them as input)."""
-    g = torch.Generator().manual_seed(seed)
-    return (10.0 * torch.rand((n, D), generator=g, dtype=torch.float32)).numpy()
-
-
 def shaped(data: Data, s: Setting, split: str) -> np.ndarray:
     """The reference's shaped features of one split (unchanged for methods that do not
     shape)."""
     x, p = data.x[split], s.params.get("p")
     if s.method == "ash-rand":
         cutoff = ref.global_threshold(data.fit, p) if s.threshold_mode == "global" else None
-        return ref.ash_rand(x, p, _draws(len(x), s.seed), cutoff)
+        return ref.ash_rand(x, p, ref.rand_draws(s.seed, split, len(x), D), cutoff)
     return ref.shape(s.method, x, p, s.threshold_mode, data.fit)
 
 

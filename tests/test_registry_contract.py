@@ -256,7 +256,7 @@ def test_contract_rows_are_shaped_independently(name, mode):
 def test_contract_row_blocks_equal_the_whole_call(name, mode):
     """``Shaper.blocks`` (how the Evaluator shapes a large split without holding it whole)
     gives the slices of one call on the whole batch, bit for bit: ranked or not, and for a
-    stochastic method the same draws (its generator continues across the blocks)."""
+    stochastic method the same draws (each row drawn from its own stream)."""
     x = data(11).reshape(11, -1)
     order = rank_order(x)
     for p in p_values(name):

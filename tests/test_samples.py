@@ -84,12 +84,12 @@ def test_shape_sample_is_the_row_of_the_shaped_split(ev, method, split):
     # its activations and energy differed from the evaluation's for every index > 0
     shaper = ev.shaper(Setting(method))
     feats = ev.features(split)
-    whole = shaper(feats)
+    whole = shaper(feats, split=split)  # the whole split, as the evaluation shapes it
     for i in (0, 1, 7, feats.shape[0] - 1):
-        torch.testing.assert_close(shape_sample(shaper, feats, i), whole[i : i + 1],
+        torch.testing.assert_close(shape_sample(shaper, feats, i, split), whole[i : i + 1],
                                    rtol=0, atol=0)
     with pytest.raises(ParameterError, match="out of range"):
-        shape_sample(shaper, feats, feats.shape[0])
+        shape_sample(shaper, feats, feats.shape[0], split)
 
 
 def test_ash_rand_inspection_matches_the_evaluation(ev):
@@ -100,7 +100,7 @@ def test_ash_rand_inspection_matches_the_evaluation(ev):
     for i in (3, 11):
         insp = inspect_sample(feats[i : i + 1], shaper, ev.weight, ev.bias, ev.bundle.classes,
                               base.id_scores, shaped.id_scores,
-                              shaped=shape_sample(shaper, feats, i))
+                              shaped=shape_sample(shaper, feats, i, "id_test"))
         assert insp.energy_after == pytest.approx(float(shaped.id_scores[i]), rel=1e-6)
         alone = inspect_sample(feats[i : i + 1], shaper, ev.weight, ev.bias, ev.bundle.classes,
                                base.id_scores, shaped.id_scores)

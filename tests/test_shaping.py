@@ -210,14 +210,28 @@ def test_ash_rand_survivors_and_reproducibility():
     assert not torch.equal(a, c)
     np.testing.assert_array_equal(a.numpy() != 0, mask)
     assert float(a.min()) >= 0 and float(a.max()) < 10
-    # the draws: an independent generator with the same seed, one uniform(0, 10) value per
-    # unit of the whole [N, D] batch in row-major order; survivors take theirs
-    g = torch.Generator().manual_seed(11)
-    draws = 10.0 * torch.rand(x.shape, generator=g, dtype=torch.float32)
-    np.testing.assert_allclose(a.numpy(), ref.ash_rand(x, 65, draws=draws.numpy()),
-                               rtol=1e-6, atol=0)
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(ash_rand(t(x), 65, generator=g1), ash_rand(t(x), 65, generator=g2))
+    # the draws: the documented stream of each (seed, split, row); survivors take theirs
+    draws = ref.rand_draws(11, "", len(x), x.shape[1])
+    np.testing.assert_array_equal(a.numpy(), ref.ash_rand(x, 65, draws=draws))
+    named = ash_rand(t(x), 65, seed=11, split="far")
+    np.testing.assert_array_equal(named.numpy(),
+                                  ref.ash_rand(x, 65, ref.rand_draws(11, "far", len(x), 10)))
+    # rows 3.. alone, or any subset by index, draw what they draw in the whole split
+    assert torch.equal(ash_rand(t(x[3:]), 65, seed=11, split="far", rows=3), named[3:])
+    pick = np.array([7, 2, 9])
+    assert torch.equal(ash_rand(t(x[pick]), 65, seed=11, split="far", rows=pick), named[pick])
+
+
+def test_ash_rand_streams_differ_between_splits_and_rows():
+    """A byte copy of a split under another name draws other values, and no two rows of
+    one split share their draws (the streams restarted per split gave row i of every split
+    the same draws)."""
+    x = torch.ones(50, 16)
+    a = ash_rand(x, 0.0, seed=0, split="cifar10_test")
+    b = ash_rand(x, 0.0, seed=0, split="cifar10_test_copy")
+    assert not torch.equal(a, b)
+    assert not torch.isclose(a, b).any(dim=1).all()  # not even a shared row
+    assert torch.unique(a, dim=0).shape[0] == 50
 
 
 def test_ash_rand_draws_are_uniform_0_10():

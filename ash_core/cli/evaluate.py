@@ -23,7 +23,7 @@ from ash_core.layers import layer_evaluator
 from ash_core.methods import list_methods
 from ash_core.params import merge_p
 from ash_core.reports.intervals import bracketed, ci_frame, result_ci, with_ci
-from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame
+from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame, tie_warnings
 from ash_core.setting import Setting
 
 
@@ -73,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     frame = evaluation_frame(result)
     if ci is not None:
         frame = ci_frame(frame, ci, evaluated.groups)
-    if args.format == "csv":
+    if args.format == "csv":  # the data alone on stdout; the warning beside it
         sys.stdout.write(render_frame(frame, "csv"))
+        for line in tie_warnings(result.get("ties")):
+            print(line, file=sys.stderr)
         return 0
     caption = f"{bundle.name}: {setting.label(detail=True)}; values in %"
     if ci is not None:
@@ -89,4 +91,6 @@ def run(args: argparse.Namespace) -> int:
         print(("% " if args.format == "latex" else "")
               + f"ID accuracy: shaped {100 * acc['shaped']:.2f}%  "
               f"unshaped {100 * acc['unshaped']:.2f}%")
+    for line in tie_warnings(result.get("ties"), "% " if args.format == "latex" else ""):
+        print(line)
     return 0

@@ -24,7 +24,7 @@ from ash_core.features import get_feature_score
 from ash_core.layers import PENULTIMATE
 from ash_core.layers.sweep import sweep_frame
 from ash_core.methods import get_method
-from ash_core.reports.tables import render_frame, sweep_columns
+from ash_core.reports.tables import render_frame, sweep_columns, tie_warnings
 from ash_core.sweep import parse_grid, sweep, sweep_settings
 
 
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                       params=fixed,
                       cache_dir=args.cache_dir, use_cache=not args.no_cache, engine=args.engine)
     bar.close()
+    ties = frame.attrs.get("ties", {})
     ood = [c.split("/")[0] for c in frame.columns if c.endswith("/fpr95")]
     groups = [n[len("average ("):-1] for n in dict.fromkeys(ood) if n.startswith("average (")]
     averages = {"average", *(f"average ({g})" for g in groups)}
@@ -124,4 +125,8 @@ def run(args: argparse.Namespace) -> int:
     caption = (f"{bundle.name}: threshold={args.threshold_mode}, score={score}, "
                f"FPR convention={args.fpr_convention}; values in %")
     sys.stdout.write(render_frame(frame, args.format, caption=caption))
+    mark = "% " if args.format == "latex" else ""
+    for label, tie in ties.items():  # csv: the data alone on stdout, the warning beside it
+        for line in tie_warnings(tie, f"{mark}{label}: "):
+            print(line, file=sys.stderr if args.format == "csv" else sys.stdout)
     return 0

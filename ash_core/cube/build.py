@@ -34,10 +34,11 @@ from ash_core.cube.torch_backend import run_torch
 from ash_core.device import is_cuda
 from ash_core.engine.store import Selection
 from ash_core.errors import ParameterError
+from ash_core.maths.draws import HIGH, LOW, row_draws
 from ash_core.maths.shaping import kept_count
 from ash_core.methods import check_seed, check_threshold_mode, get_method
 
-RAND_LOW, RAND_HIGH = 0.0, 10.0
+RAND_LOW, RAND_HIGH = LOW, HIGH
 #: Rows per native block (draws for ASH-RAND are made block by block); torch chunks:
 #: ``None`` = the device's default (``torch_backend.CHUNK_ROWS``).
 BLOCK_ROWS = 4096
@@ -79,17 +80,17 @@ def choose_backend(num_classes: int, backend: str = "auto",
     return "native" if ok else "torch"
 
 
-def _draw_stream(seed: int, dim: int) -> Callable[[int], np.ndarray]:
-    """Successive row blocks of ``torch.rand((N, D), generator=seed)`` scaled to [0, 10).
-
-    Equal to the draws ``shaping.ash_rand`` makes for a whole split: torch's CPU
-    generator fills a tensor sequentially, so blocks continue the same stream.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
+def _draw_stream(seed: int, split: str, dim: int) -> Callable[[int], np.ndarray]:
+    """``take(rows)``: the draws of a split's next ``rows`` rows, from row 0 on (the
+    backends ask for the blocks in order); row i's are those ``shaping.ash_rand`` gives
+    row i of ``split`` (``ash_core.maths.draws``)."""
+    start = 0
 
     def take(rows: int) -> np.ndarray:
-        u = torch.rand((rows, dim), generator=gen, dtype=torch.float32)
-        return (RAND_LOW + (RAND_HIGH - RAND_LOW) * u).numpy()
+        nonlocal start
+        out = row_draws(int(seed), split, start, rows, dim, RAND_LOW, RAND_HIGH)
+        start += rows
+        return out
 
     return take
 
@@ -119,8 +120,9 @@ def _run_native(x, draws, head, grid, counts, cutoffs, variants, outs, full,
     )
 
 
-def _run_split(x: np.ndarray, sel: Selection, grid: np.ndarray, counts: np.ndarray | None,
-               cutoffs: np.ndarray | None, variants: list[str], seed: int,
+def _run_split(x: np.ndarray, name: str, sel: Selection, grid: np.ndarray,
+               counts: np.ndarray | None, cutoffs: np.ndarray | None, variants: list[str],
+               seed: int,
                head: tuple[np.ndarray, np.ndarray] | None,
                progress: Callable[[int], None] | None,
                ) -> tuple[dict[str, SplitCube], SplitCube]:
@@ -129,7 +131,7 @@ def _run_split(x: np.ndarray, sel: Selection, grid: np.ndarray, counts: np.ndarr
     n = x.shape[0]
     outs = empty_fields(len(variants), grid.size, n)
     full = empty_fields(1, n)
-    draws = _draw_stream(seed, x.shape[1]) if "ash-rand" in variants else None
+    draws = _draw_stream(seed, name, x.shape[1]) if "ash-rand" in variants else None
     if head is not None:
         _run_native(x, draws, head, grid, counts, cutoffs, variants, outs, full, progress)
     else:
@@ -187,7 +189,7 @@ def _build_prefix(sel: Selection, methods: list[str], g: np.ndarray, threshold_m
     per_split, unshaped = {}, {}
     for nm in sel.split_names:
         per_split[nm], unshaped[nm] = _run_split(
-            sel.features(nm).numpy(), sel, g, counts, cutoffs, methods, seed, head, tick)
+            sel.features(nm).numpy(), nm, sel, g, counts, cutoffs, methods, seed, head, tick)
     return {m: _cube(sel, m, threshold_mode, g, seed if m == "ash-rand" else 0,
                      {nm: per_split[nm][m] for nm in sel.split_names}, unshaped, cutoffs,
                      chosen)

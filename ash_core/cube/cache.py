@@ -25,6 +25,7 @@ from ash_core.cube.store import load_cube, save_cube
 from ash_core.cube.thresholds import normalize_grid
 from ash_core.diskcache import cache_dir_of, data_digest, entry_path, read_entry, write_entry
 from ash_core.engine.store import Selection
+from ash_core.maths.draws import SCHEME as DRAW_SCHEME
 from ash_core.methods import check_seed
 
 #: Bumped whenever the cube's content or file layout changes (old entries become stale).
@@ -46,6 +47,7 @@ def cube_key(sel: Selection, method: str, threshold_mode: str, grid: np.ndarray,
         "threshold": threshold_mode,
         "grid": [float(v) for v in grid],
         "seed": int(seed) if method == "ash-rand" else 0,
+        **({"draws": DRAW_SCHEME} if method == "ash-rand" else {}),
         "splits": list(names),
         "rows": {nm: len(sel.bundle.split(nm)) for nm in names},
         "labels": sel.bundle.id_split.labels is not None,

@@ -3,7 +3,7 @@
 One kernel entry point per grid strategy (``KINDS``): ``ash_cube_rows`` ("prefix": the
 ASH variants), ``ash_clip_rows`` ("clip": ReAct) and ``ash_scale_rows`` ("row-scale":
 SCALE, fed the rows' dense products ``x W^T`` block by block). Rows go in blocks (in
-order, so a seeded generator can produce ASH-RAND's draws block by block); each block is
+order, so ASH-RAND's draws can be made block by block); each block is
 split across Python threads, and ``ctypes`` releases the GIL while the kernel runs on a
 row range.
 """
@@ -151,7 +151,7 @@ def run_native(
     with the entry point of ``kind`` (``KINDS``).
 
     Rows go in blocks of ``block``, in order; ``extra(block_rows)`` gives each block's
-    second input (ASH-RAND's draws, continuing one seeded generator; SCALE's dense
+    second input (ASH-RAND's draws of those rows; SCALE's dense
     products), or None. Each block is split across ``threads`` Python threads.
     """
     call = _prepare_call(lib, kind, x, head, counts, cutoffs, jmap, slots, outs, full)

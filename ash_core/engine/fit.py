@@ -43,6 +43,7 @@ from ash_core.engine.store import FeatureStore
 from ash_core.errors import ParameterError
 from ash_core.features import FitData, get_feature_score
 from ash_core.features.base import FeatureScore, State
+from ash_core.maths.draws import SCHEME as DRAW_SCHEME
 from ash_core.methods import Shaper
 from ash_core.setting import Setting, split_params
 
@@ -66,6 +67,7 @@ def fitted_key(store: FeatureStore, shaper: Shaper, score: str,
         "method_params": dict(shaper.params),
         "threshold": shaper.threshold_mode,
         "seed": shaper.seed if shaper.spec.stochastic else 0,
+        **({"draws": DRAW_SCHEME} if shaper.spec.stochastic else {}),
         "score": score,
         "score_params": dict(score_params),
     }

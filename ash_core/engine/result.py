@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ash_core.maths.metrics import OODMetrics, average_metrics
+from ash_core.maths.ties import TIE_LEVEL, TieRange, large_ties
 from ash_core.setting import Setting
 
 
@@ -81,8 +82,17 @@ class EvalResult:
         selected are left out)."""
         return group_averages(self.ood, self.groups)
 
+    def large_ties(self) -> dict[str, TieRange]:
+        """The OOD sets whose (ID, OOD) score pairs tie above ``TIE_LEVEL``, with the AUROC
+        range over tie orders (``ash_core.maths.ties``); empty without kept scores."""
+        if self.id_scores is None or not self.ood_scores:
+            return {}
+        return large_ties(self.id_scores, self.ood_scores)
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form printed by ``ash-explore evaluate --format json`` (fractions)."""
+        """The JSON form printed by ``ash-explore evaluate --format json`` (fractions);
+        ``ties`` only where some OOD set's ties are large (``large_ties``)."""
+        ties = self.large_ties()
         return {
             "bundle": self.bundle,
             **self.setting.to_dict(),
@@ -94,4 +104,6 @@ class EvalResult:
             "average": self.average,
             **({"groups": self.group_averages} if self.groups else {}),
             **({"variant": dict(self.variant)} if self.variant else {}),
+            **({"ties": {"level": TIE_LEVEL,
+                         "ood": {n: r.as_dict() for n, r in ties.items()}}} if ties else {}),
         }

@@ -255,7 +255,8 @@ class FeatureStore:
                             lambda: self.variant_features(variant, name, shaper.name))
         if shaper.spec.keeps_features:
             return self.device_features(name)
-        return shaper(self.device_features(name), order=self._order(shaper, name, in_use))
+        return shaper(self.device_features(name), order=self._order(shaper, name, in_use),
+                      split=name)
 
     def shaped_features(self, shaper: Shaper, name: str, in_use: Collection[str]
                         ) -> torch.Tensor:
@@ -277,7 +278,8 @@ class FeatureStore:
             return
         order = self._order(shaper, name, in_use)
         x = self.device_features(name)
-        yield from shaper.blocks(x, block_rows(math.prod(x.shape[1:])), order=order)
+        yield from shaper.blocks(x, block_rows(math.prod(x.shape[1:])), order=order,
+                                 split=name)
 
     def logit_blocks(self, shaper: Shaper, name: str, in_use: Collection[str]
                      ) -> Iterator[torch.Tensor]:

@@ -10,6 +10,18 @@ else the same sum in torch (a float32 matrix product and ``topk`` per row chunk)
 give the same scores to float32 rounding (~1e-7 relative; tested both ways); faiss is
 the faster (see ``benchmarks/bench_feature_scores.py``). ``ASH_KNN_BACKEND=torch`` forces
 the torch path.
+
+Rows whose nonzero units all share one value (every ASH-B row) are, once normalised,
+their sign pattern over the square root of their survivor count: rows with the same
+survivors are the same vector, and only a handful of distances can occur. Float32
+rounding would break those ties at random (ID and OOD rows at one distance would land
+either side of each other), so when every query and bank row is such a row the distance
+is computed from exact integers instead: ``|a - b|^2 = [a != 0] + [b != 0] -
+2 m / sqrt(k_a k_b)`` with ``m`` the signed overlap of the two survivor sets (an integer
+matrix product, exact in float32 below 2^24 units) and the ratio taken as
+``sqrt(m^2 / (k_a k_b))`` of exact integers, so that distances equal in exact arithmetic
+come out equal bit for bit. (The ``1e-10`` guard of the division shifts such a row by
+``1e-10 / |x|`` relative, far below float32 and left out here.)
 """
 
 from __future__ import annotations
@@ -23,7 +35,14 @@ import numpy as np
 import torch
 
 from ash_core.errors import ParameterError
-from ash_core.features.base import FeatureScore, FitData, State, chunked, register_feature_score
+from ash_core.features.base import (
+    CHUNK,
+    FeatureScore,
+    FitData,
+    State,
+    chunked,
+    register_feature_score,
+)
 from ash_core.params import ParamSpec
 
 EPS = 1e-10
@@ -49,6 +68,46 @@ def _kth_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Te
     d2 = torch.addmm(sq[None, :], queries, bank.T, alpha=-2.0)
     d2 += (queries * queries).sum(dim=1, keepdim=True)
     return torch.topk(d2, k, dim=1, largest=False).values[:, -1].clamp_min(0.0)
+
+
+def sign_pattern(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(signs [N, D] float32 in {-1, 0, 1}, survivor counts [N] float64) when every row's
+    nonzero entries share one value (a binarised row; a zero row counts), else None."""
+    nonzero = x != 0
+    hi = torch.where(nonzero, x, torch.full((), -torch.inf, dtype=x.dtype)).amax(dim=1)
+    lo = torch.where(nonzero, x, torch.full((), torch.inf, dtype=x.dtype)).amin(dim=1)
+    if x.shape[1] >= 2**24 or not bool(((hi == lo) | ~nonzero.any(dim=1)).all()):
+        return None
+    return torch.sign(x).to(torch.float32), nonzero.sum(dim=1).to(torch.float64)
+
+
+def _exact_kth(queries: tuple[torch.Tensor, torch.Tensor],
+               bank: tuple[torch.Tensor, torch.Tensor], k: int) -> torch.Tensor:
+    """The k-th smallest squared distance (float64) of binarised queries to a binarised
+    bank, from integer overlaps (module doc). Among bank rows of one survivor count the
+    distance falls as the overlap grows, so each count's k largest overlaps (float32
+    integers, exact) hold every candidate; the distances are taken on those only."""
+    (qs, qk), (bs, bk) = queries, bank
+    bk, by_count = torch.sort(bk, stable=True)  # each count's rows a contiguous run
+    bs = bs[by_count]
+    counts, sizes = torch.unique_consecutive(bk, return_counts=True)
+    groups = list(zip(counts.tolist(), torch.cumsum(sizes, 0).tolist(), sizes.tolist(),
+                      strict=True))
+    out = []
+    for i in range(0, qs.shape[0], CHUNK):
+        overlaps = qs[i:i + CHUNK] @ bs.T  # exact integers
+        tops = [overlaps[:, end - size:end] if size <= k else
+                torch.topk(overlaps[:, end - size:end], k, dim=1, sorted=False).values
+                for _, end, size in groups]
+        m = torch.cat(tops, dim=1).to(torch.float64)
+        kb = torch.cat([torch.full((t.shape[1],), c, dtype=torch.float64)
+                        for t, (c, _, _) in zip(tops, groups, strict=True)])
+        kk = qk[i:i + CHUNK, None] * kb[None, :]
+        ratio = torch.sqrt(m * m / torch.where(kk > 0, kk, torch.ones((), dtype=kk.dtype)))
+        d2 = (qk[i:i + CHUNK, None] > 0).to(torch.float64) + (kb > 0).to(torch.float64) \
+            - 2.0 * torch.sign(m) * ratio
+        out.append(torch.topk(d2, k, dim=1, largest=False).values[:, -1].clamp_min(0.0))
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
 
 
 @functools.cache
@@ -88,6 +147,10 @@ def score_knn(features: torch.Tensor, logits: torch.Tensor, head, state: State,
     k = int(params["k"])
     if k > bank.shape[0]:
         raise ParameterError(f"knn: k={k} exceeds the {bank.shape[0]} id_fit samples.")
+    bank_signs = sign_pattern(torch.from_numpy(bank))
+    query_signs = None if bank_signs is None else sign_pattern(features)
+    if query_signs is not None:  # binarised rows: exact distances (module doc)
+        return -_exact_kth(query_signs, bank_signs, k)
     if backend() == "faiss":
         kth = _faiss_kth(bank, k)
     else:

@@ -23,6 +23,8 @@ from ash_core.bundle import Bundle
 from ash_core.diskcache import data_digest, entry_path, read_arrays, write_arrays
 from ash_core.errors import CubeCacheError
 from ash_core.layers.store import PENULTIMATE
+from ash_core.maths.draws import SCHEME as DRAW_SCHEME
+from ash_core.methods import get_method
 
 #: bump when the replay's numbers or the entry's layout change (2: batch norms folded into
 #: the tail's convolutions; 3: entries keyed and checked as every disk-cache entry)
@@ -42,6 +44,7 @@ def layer_key(bundle: Bundle, method: str, layer: str, grid: Sequence[float], se
         "layer": layer,
         "grid": [float(p) for p in grid],
         "seed": seed,
+        **({"draws": DRAW_SCHEME} if get_method(method).stochastic else {}),
         "splits": list(splits),
     }
 

@@ -57,10 +57,13 @@ def refusal(method: str, threshold_mode: str = "local") -> str | None:
     return None
 
 
-def _shape(shaper: Shaper | None, x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+def _shape(shaper: Shaper | None, x: torch.Tensor, order: torch.Tensor | None, split: str,
+           first: int) -> torch.Tensor:
+    """``x`` (rows ``first`` on of ``split``) shaped by ``shaper`` (None: as it is)."""
     if shaper is None or shaper.spec.keeps_features:
         return x
-    return shaper(x, order=order if shaper.spec.uses_order(shaper.threshold_mode) else None)
+    return shaper(x, order=order if shaper.spec.uses_order(shaper.threshold_mode) else None,
+                  split=split, rows=first)
 
 
 def replay_batches(maps: LayerMaps, layer: str, split: str,
@@ -82,7 +85,8 @@ def replay_batches(maps: LayerMaps, layer: str, split: str,
             if x.dim() == 3:  # tokens [B, T, C]: one row of T*C units per sample
                 x = x.reshape(len(x), -1)
             order = rank_order(x).long() if ranked else None  # int64: no cast per p
-            yield [tail(_shape(s, x, order).reshape(shape)).float().cpu() for s in shapers]
+            yield [tail(_shape(s, x, order, split, i).reshape(shape)).float().cpu()
+                   for s in shapers]
 
 
 def replay_logits(maps: LayerMaps, layer: str, split: str, shaper: Shaper | None = None,

@@ -27,10 +27,13 @@ Defined edge cases (the official code leaves them undefined or NaN):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from ash_core.errors import FeatureError, ParameterError
+from ash_core.maths.draws import draws_at, row_draws
 from ash_core.params import ParamSpec
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -197,21 +200,28 @@ def ash_rand(
     p: float = 65.0,
     cutoff: float | None = None,
     seed: int | None = 0,
-    generator: torch.Generator | None = None,
+    split: str = "",
+    rows: int | Sequence[int] | np.ndarray = 0,
     low: float = 0.0,
     high: float = 10.0,
     order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ASH-RAND: survivors become uniform(low, high) draws (reproducible from seed/generator)."""
-    rows = _as_rows(x)
-    mask = survivor_mask(rows, p, cutoff, order)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    # drawn where the generator lives, then moved: the same draws on every device
-    draws = torch.rand(rows.shape, generator=generator, dtype=torch.float32,
-                       device=generator.device).to(rows.device)
-    draws = low + (high - low) * draws
-    return _finish(torch.where(mask, draws, torch.zeros((), dtype=rows.dtype)), x)
+    """ASH-RAND: survivors become uniform(low, high) draws, row by row from the stream of
+    (seed, ``split``, row index) (``ash_core.maths.draws``). ``rows``: the index in its
+    split of ``x``'s first row (the rows are consecutive), or of every row."""
+    flat = _as_rows(x)
+    mask = survivor_mask(flat, p, cutoff, order)
+    seed = 0 if seed is None else int(seed)
+    dim = flat.shape[1]
+    if isinstance(rows, (int, np.integer)):
+        drawn = row_draws(seed, split, int(rows), flat.shape[0], dim, low, high)
+    else:
+        drawn = draws_at(seed, split, np.asarray(rows), dim, low, high)
+        if drawn.shape[0] != flat.shape[0]:
+            raise ParameterError(f"ash-rand: {drawn.shape[0]} row indices for "
+                                 f"{flat.shape[0]} rows.")
+    draws = torch.from_numpy(drawn).to(device=flat.device, dtype=flat.dtype)
+    return _finish(torch.where(mask, draws, torch.zeros((), dtype=flat.dtype)), x)
 
 
 def scale_factor(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,9 @@ activation value: a global threshold or ReAct's clip; None when nothing is fitte
 ``seed`` and ``order`` (``shaping.rank_order(x)`` when the caller has it, else None).
 It returns a new tensor of the same shape and dtype, each row shaped on its own (callers
 shape a large split in row blocks, ``Shaper.blocks``); a ``stochastic`` method also takes
-``generator=`` (a ``torch.Generator`` to draw from, continued across the blocks of one
-split) and draws as if it filled the whole batch in row-major order. A method on logits
+``split=`` (the split's name) and ``rows=`` (the index in the split of the first row, the
+rows consecutive, or of every row) and draws each row from its own stream of (seed,
+split, row) (``ash_core.maths.draws``), whatever the block. A method on logits
 (temperature scaling, GEN) declares ``keeps_features=True`` and a ``scorer(logits, **params)``
 that replaces the setting's score; a method on the head (DICE) declares a ``fitter``
 returning ``(cutoff, state)`` and a ``head_fn(weight, bias, state)``; a method that reads

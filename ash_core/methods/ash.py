@@ -56,5 +56,5 @@ def _ash_s(x, *, p, cutoff, seed, order=None):
 @register_method("ash-rand", params=(P_ASH,), **ASH_OPTIONS, stochastic=True,
                  description="ASH-RAND: prune, then set survivors to uniform(0, 10) draws "
                              "(seeded)")
-def _ash_rand(x, *, p, cutoff, seed, order=None, generator=None):
-    return shaping.ash_rand(x, p, cutoff, seed=seed, generator=generator, order=order)
+def _ash_rand(x, *, p, cutoff, seed, order=None, split="", rows=0):
+    return shaping.ash_rand(x, p, cutoff, seed=seed, split=split, rows=rows, order=order)

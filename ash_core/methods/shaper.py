@@ -3,7 +3,7 @@ callable on features; ``create_method`` makes one from the registry's declaratio
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -88,28 +88,29 @@ class Shaper:
                 ".fit(id_fit_features) first (the bundle needs an 'id_fit' split)."
             )
 
-    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known."""
+    def __call__(self, x: torch.Tensor, order: torch.Tensor | None = None, *,
+                 split: str = "", rows: int | Sequence[int] | np.ndarray = 0) -> torch.Tensor:
+        """Shape ``x`` (a new tensor). ``order``: ``shaping.rank_order(x)``, if already known.
+        ``split``, ``rows``: where ``x``'s rows are (the split's name; the index of its first
+        row, the rows consecutive, or of every row), which a stochastic method's draws
+        depend on (``ash_core.maths.draws``); other methods ignore them."""
         self._check_fitted()
-        return self.spec.fn(x, cutoff=self.cutoff, seed=self.seed, order=order,
+        drawn = {"split": split, "rows": rows} if self.spec.stochastic else {}
+        return self.spec.fn(x, cutoff=self.cutoff, seed=self.seed, order=order, **drawn,
                             **self.params)
 
-    def blocks(self, x: torch.Tensor, rows: int,
-               order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    def blocks(self, x: torch.Tensor, rows: int, order: torch.Tensor | None = None,
+               split: str = "") -> Iterator[torch.Tensor]:
         """``self(x, order)`` in successive blocks of ``rows`` rows, equal to the slices of
         the whole call, so that a split's shaped features are never held whole (410 MB
-        for 50,000 ImageNet rows). Rows are shaped on their own; a stochastic method's
-        blocks continue one generator seeded with ``self.seed``, which is what one call
-        on the whole batch draws."""
+        for 50,000 ImageNet rows). Rows are shaped on their own; a stochastic method draws
+        each row from its own stream (seed, ``split``, row index), whatever the block."""
         self._check_fitted()
         if rows < 1:
             raise ParameterError(f"rows per block must be >= 1, got {rows!r}.")
-        drawn = ({"generator": torch.Generator().manual_seed(self.seed)}
-                 if self.spec.stochastic else {})
         for i in range(0, x.shape[0], rows):
-            yield self.spec.fn(x[i:i + rows], cutoff=self.cutoff, seed=self.seed,
-                               order=None if order is None else order[i:i + rows],
-                               **drawn, **self.params)
+            yield self(x[i:i + rows], None if order is None else order[i:i + rows],
+                       split=split, rows=i)
 
     def describe(self) -> str:
         """A short label such as ``ash-s p=90 local`` (see ``setting_label``)."""

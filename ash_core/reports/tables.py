@@ -267,3 +267,16 @@ def tradeoff_sentence(sweep_df: pd.DataFrame, metric: str = "average/auroc") -> 
                        "no shaping at every p swept.")
     return text + (f"; with {top['method']}, ID accuracy falls more than {100 * ACC_DROP:g} pp "
                    f"below no shaping from p={drop['p'].iloc[0]:g}.")
+
+
+def tie_warnings(ties: Mapping[str, Any] | None, prefix: str = "") -> list[str]:
+    """One line per OOD set whose ties are large, from the ``ties`` field of
+    ``EvalResult.to_dict`` (``ash_core.maths.ties``): the tied share of (ID, OOD) pairs
+    and the AUROC range over tie orders; none without that field."""
+    if not ties:
+        return []
+    level = f"{100 * float(ties['level']):g}%"
+    return [f"{prefix}warning: ties decide the AUROC of {name}: {_pct(r['tied'])} of "
+            f"(ID, OOD) score pairs tie (above {level}); AUROC {_pct(r['auroc_min'])} to "
+            f"{_pct(r['auroc_max'])} over tie orders, reported with ties counted 1/2"
+            for name, r in ties["ood"].items()]

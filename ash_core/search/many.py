@@ -52,7 +52,9 @@ from ash_core.search.grid import SEARCH_METRICS, SearchResult, search, search_po
 from ash_core.setting import Setting
 
 #: bumped whenever a cached result's content or layout changes (old entries are replaced)
-SEARCH_CACHE_VERSION = 2  # 2: the entry holds a sha256 of its key and result
+#: 2: the entry holds a sha256 of its key and result; 3: ASH-RAND draws per (seed, split,
+#: row), KNN on binarised rows from exact overlaps
+SEARCH_CACHE_VERSION = 3
 
 
 def searchable_methods() -> list[str]:

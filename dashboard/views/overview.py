@@ -7,6 +7,7 @@ import streamlit as st
 from ash_core import EvalResult
 from ash_core.maths.bootstrap import BootstrapCI
 from ash_core.reports.intervals import bracket, ci_frame
+from ash_core.reports.tables import tie_warnings
 from ash_core.search.grid import validation_statement
 from dashboard import cache, figures, replay, uncertainty
 from dashboard.views import spread
@@ -82,6 +83,8 @@ def render(ctx: Context) -> None:
         st.caption("OOD groups (each averaged in its own row): " + "; ".join(
             f"{plain(g)}: {', '.join(plain(n) for n in members)}"
             for g, members in ctx.bundle.groups.items()))
+    for line in tie_warnings(result.to_dict().get("ties")):  # the AUROC range over tie orders
+        st.warning(plain(line))
     ci = uncertainty.ci(ctx.bundle, result)
     _cards(avg, acc, ci)
     st.caption(_ci_caption(ci))
