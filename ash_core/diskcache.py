@@ -104,12 +104,20 @@ def entry_path(cache_dir: Path, key: Mapping[str, Any], prefix: str, suffix: str
 # --------------------------------------------------------------------------- what
 
 
+def _bytes_of(arr: np.ndarray) -> memoryview | bytes:
+    """The bytes of ``arr`` in C order, without a copy where it is contiguous (an empty
+    array, which a memoryview cannot cast, gives no bytes)."""
+    if arr.size == 0:
+        return b""
+    return memoryview(np.ascontiguousarray(arr)).cast("B")
+
+
 def _array_digest(h: Any, arr: np.ndarray | None) -> None:
     if arr is None:
         h.update(b"none")
         return
     h.update(f"{arr.dtype.str}{list(arr.shape)}".encode())
-    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    h.update(_bytes_of(arr))
 
 
 def _part_digest(bundle: Bundle, part: str) -> str:
@@ -151,7 +159,7 @@ def checksum(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> s
     h = hashlib.sha256(json.dumps({"metadata": meta, "tensors": layout},
                                   sort_keys=True).encode())
     for nm in names:
-        h.update(memoryview(np.ascontiguousarray(arrays[nm])).cast("B"))
+        h.update(_bytes_of(arrays[nm]))
     return h.hexdigest()
 
 

@@ -102,6 +102,12 @@ def _load_head(root: Path, manifest: dict[str, Any], hashes: dict[str, str]) -> 
             f"bundle {root}: head weight must be [C, D] and bias [C]; got {weight.shape} "
             f"and {bias.shape}."
         )
+    if 0 in weight.shape:
+        raise BundleError(
+            f"bundle {root}: the head is [C, D] = {list(weight.shape)}; a head needs at least "
+            "one class and one feature. Rebuild the bundle from the model's classifier "
+            "(`ash-explore extract` or `ash-explore bundle create`)."
+        )
     if len(manifest["classes"]) != weight.shape[0]:
         raise BundleError(
             f"bundle {root}: {len(manifest['classes'])} class names but the head has "
