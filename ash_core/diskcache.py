@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import warnings
@@ -219,13 +220,31 @@ def check_not_linked(path: Path) -> None:
             raise CubeCacheError(f"{p} is a symbolic link (not followed)")
 
 
+def check_regular(path: Path) -> None:
+    """CubeCacheError unless ``path`` is a regular file. Opened without blocking and
+    without following a link, then fstat'ed: a FIFO (whose open would wait for a writer),
+    a device or a directory is never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise CubeCacheError(f"{path} cannot be opened ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(mode):
+        raise CubeCacheError(f"{path} is not a regular file (a FIFO, device or directory)")
+
+
 def read_entry(path: Path | None, load: Callable[[Path], T], what: str) -> T | None:
     """``load(path)``, or None when there is no entry; any failure to load it (a link, a
-    stale key, a bad checksum, garbage) gives one warning: the entry is rebuilt."""
+    FIFO, device or directory, a stale key, a bad checksum, garbage) gives one warning:
+    the entry is rebuilt."""
     if path is None or not os.path.lexists(path):
         return None
     try:
         check_not_linked(path)
+        check_regular(path)
         return load(path)
     except Exception as exc:  # noqa: BLE001 - any broken entry is rebuilt and replaced
         warnings.warn(f"rebuilding the {what}: {exc}", stacklevel=STACKLEVEL)

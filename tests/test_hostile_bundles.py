@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,87 @@ def test_odin_temperature_as_a_string_is_refused(tmp_path):
                variants={"odin": {"temperature": "1000", "epsilon": 0.001}})
     refused(b, "evaluate", b, "--method", "odin",
             match="variants.odin.temperature must be a finite number")
+
+
+def _ood_table(out: str) -> dict:
+    return json.loads(out)["ood"]
+
+
+def test_forged_fitted_state_with_a_recomputed_checksum_is_refitted(tmp_path):
+    """A cached KNN state whose arrays have other shapes, with the key and checksum made
+    anew (what a forger can do): refitted with a warning, the numbers of a fresh fit."""
+    from ash_core.diskcache import read_arrays, write_arrays
+
+    b = simple(tmp_path / "b", n_id=60)
+    argv = ["evaluate", b, "--method", "none", "--score", "knn", "--format", "json"]
+    code, fresh, err = run(*argv)
+    assert code == 0, err
+    [entry] = (b / ".cube_cache").rglob("fitted-knn-*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(entry), "np") as fh:
+        meta = fh.metadata()
+    key = json.loads(meta["fitted_key"] if "fitted_key" in meta else
+                     next(v for k, v in meta.items() if k != "sha256"))
+    field = next(k for k in meta if k != "sha256")
+    state = read_arrays(entry, field, key)
+    forged = {k: np.ones((3, 2, 5), v.dtype) for k, v in state.items()}
+    write_arrays(entry, forged, field, key)
+    code, out, err = run(*argv)
+    assert code == 0 and "Traceback" not in err, err
+    assert "rebuilding the fitted knn state" in err and "does not fit" in err
+    assert _ood_table(out) == _ood_table(fresh)
+
+
+def _val_bundle(root: Path) -> Path:
+    """A bundle that ``search`` can use (id_val and ood_val splits), 60 id_fit rows."""
+    from bundle_forge import forge
+
+    rng = np.random.default_rng(0)
+
+    def f(n):
+        return np.maximum(rng.normal(0.5, 1, (n, 6)), 0)
+
+    return forge(root, rng.normal(size=(3, 6)), np.zeros(3), [
+        dict(name="test", role="id", features=f(20), labels=rng.integers(0, 3, 20)),
+        dict(name="train", role="id_fit", features=f(60)),
+        dict(name="val", role="id_val", features=f(10), labels=rng.integers(0, 3, 10)),
+        dict(name="oval", role="ood_val", features=f(10)),
+        dict(name="far", role="ood", features=f(10))])
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    import signal
+
+    def expired(*_):
+        raise TimeoutError(f"hung for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [
+    (["sweep", "--methods", "ash-s", "--p", "60:90:10", "--format", "csv"], "ash-s-local-*"),
+    (["evaluate", "--method", "none", "--score", "knn", "--format", "json"], "fitted-knn-*"),
+    (["search", "--all-methods", "--format", "json"], "search-ash-s-local-*"),
+])
+def test_fifo_at_a_cache_entry_is_not_opened(tmp_path, argv, pattern):
+    import os
+
+    b = _val_bundle(tmp_path / "b")
+    full = [argv[0], b, *argv[1:]]
+    code, first, err = run(*full)
+    assert code == 0, err
+    [entry] = (b / ".cube_cache").rglob(pattern)
+    entry.unlink()
+    os.mkfifo(entry)
+    with deadline(20):
+        code, again, err = run(*full)
+    assert code == 0 and "not a regular file" in err, err
+    assert again == first
