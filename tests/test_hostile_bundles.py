@@ -162,3 +162,45 @@ def test_fifo_at_a_cache_entry_is_not_opened(tmp_path, argv, pattern):
         code, again, err = run(*full)
     assert code == 0 and "not a regular file" in err, err
     assert again == first
+
+
+def test_symlinked_manifest_out_of_the_bundle_is_refused(tmp_path):
+    b = simple(tmp_path / "b")
+    outside = tmp_path / "elsewhere.json"
+    (b / "manifest.json").rename(outside)
+    (b / "manifest.json").symlink_to(outside)
+    refused(b, "evaluate", b, "--method", "ash-s", "--p", "65",
+            match="'manifest.json' escapes the bundle directory")
+
+
+def test_odin_variant_that_is_the_splits_own_file_is_refused(tmp_path):
+    def alias(m):
+        for s in m["splits"]:
+            if "variants" in s:
+                s["variants"]["odin"] = s["file"]
+
+    odin = {"variants": {"odin": np.ones((12, 6))}}
+    b = simple(tmp_path / "b", test=odin, far={"variants": {"odin": np.ones((8, 6))}},
+               variants={"odin": {"temperature": 1000.0, "epsilon": 0.001}}, edit=alias)
+    refused(b, "evaluate", b, "--method", "odin",
+            match="names 'splits/test.safetensors' twice")
+
+
+def test_safetensors_header_with_a_duplicate_key_is_refused(tmp_path):
+    import hashlib
+    import struct
+
+    b = simple(tmp_path / "b")
+    rel = "splits/far.safetensors"
+    blob = (b / rel).read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    entry = json.dumps(header["features"])
+    text = json.dumps(header)[:-1] + f', "features": {entry}}}'
+    text += " " * (-len(text) % 8)
+    (b / rel).write_bytes(struct.pack("<Q", len(text)) + text.encode() + blob[8 + n:])
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"][rel] = hashlib.sha256((b / rel).read_bytes()).hexdigest()
+    (b / "manifest.json").write_text(json.dumps(m))
+    refused(b, "evaluate", b, "--method", "ash-s", "--p", "65",
+            match="the key 'features' appears more than once")

@@ -74,6 +74,16 @@ def _expected_hashes(root: Path, manifest: dict[str, Any], verify: bool) -> dict
     referenced = referenced_files(manifest)
     for rel in referenced:  # every path confined to the bundle before anything is read
         inside(root, rel)
+    seen: dict[str, str] = {}
+    for rel in referenced:  # one file, one role: a variant is never its split's own features
+        norm = os.path.normpath(rel)
+        if norm in seen:
+            raise BundleError(
+                f"bundle {root}: the manifest names {rel!r} twice (also as {seen[norm]!r}); "
+                "every file of a bundle holds one thing (a variant's features are a file of "
+                "their own). Rebuild the bundle (`ash-explore extract` or `ash-explore bundle "
+                "create`).")
+        seen[norm] = rel
     files = manifest.get("files", {})
     missing = [rel for rel in referenced if rel not in files]
     if missing and verify:
