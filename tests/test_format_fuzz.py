@@ -157,11 +157,15 @@ def _set(manifest: dict, path: str, value, delete: bool) -> bool:
         else:
             return False
     last = parts[-1]
-    if last in ("[]", "*"):
-        return False
-    if not isinstance(node, dict):
+    if last == "[]" and isinstance(node, list) and node:
+        last = 0
+    elif last == "*" and isinstance(node, dict) and node:
+        last = next(iter(node))
+    elif last in ("[]", "*") or not isinstance(node, dict):
         return False
     if delete:
+        if isinstance(node, list):
+            return False
         return node.pop(last, None) is not None
     node[last] = value
     return True

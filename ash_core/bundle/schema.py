@@ -141,12 +141,13 @@ class Text(Rule):
 
     pattern: re.Pattern | None = None
     text: str = "a string"
+    sample: str = "a"
 
     def ok(self, v):
         return isinstance(v, str) and (self.pattern is None or bool(self.pattern.fullmatch(v)))
 
     def examples(self):
-        return ["a"], [5, None, ["a"], {"a": 1}]
+        return [self.sample], [5, None, ["a"], {"a": 1}, *(["x"] if self.pattern else [])]
 
 
 class Name(Text):
@@ -250,7 +251,9 @@ class MapOf(Rule):
 
     def examples(self):
         good, bad = self.value.examples()
-        return [{}, {"k": good[0]}], [None, [], {"k": bad[0]}, {"": good[0]}]
+        bad_keys = [k for k in self.key.examples()[1] if isinstance(k, str)]  # JSON keys
+        return [{}, {"k": good[0]}], [None, [], {"k": bad[0]},
+                                      *({k: good[0]} for k in bad_keys[:1])]
 
 
 @dataclass
@@ -327,7 +330,7 @@ MANIFEST_RULE = Fields({
     "classes": Seq(Text(), 1, MAX_CLASSES), "head": Fields({"file": RelPath()}, ("file",)),
     "feature_dtype": Choice(FEATURE_DTYPES),
     "splits": Seq(SPLIT_RULE, 1, label=_split_label),
-    "files": MapOf(RelPath(), Text(_HEX64, "a sha256 hex digest (64 characters 0-9a-f)")),
+    "files": MapOf(RelPath(), Text(_HEX64, "a sha256 hex digest (64 characters 0-9a-f)", "0" * 64)),
     "variants": VARIANTS_RULE, "groups": MapOf(Name(), Seq(Name(), 1)),
     "layers": LAYERS_RULE,
 }, required=("head", "classes", "splits", "feature_dtype"))
