@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,37 @@ def test_safetensors_header_with_a_duplicate_key_is_refused(tmp_path):
     (b / "manifest.json").write_text(json.dumps(m))
     refused(b, "evaluate", b, "--method", "ash-s", "--p", "65",
             match="the key 'features' appears more than once")
+
+
+DEAD_PID = 99_999_999  # above any pid_max: a writer that is gone
+
+
+def _full_bundle(root: Path) -> Path:
+    """A bundle with every kind of entry (variants/ and layers/ included)."""
+    odin = {"variants": {"odin": np.ones((12, 6))}}
+    b = simple(root, test=odin, variants={"odin": {"temperature": 1000.0, "epsilon": 0.001}})
+    (b / "layers" / "layer1").mkdir(parents=True)
+    (b / "layers" / "layer1" / "test.safetensors").write_bytes(b"maps")
+    return b
+
+
+def test_a_killed_overwrite_leaves_no_old_copy_behind(tmp_path):
+    """Killed between the swap and the delete: the next run removes the old copy, variants
+    and layers included (nothing else is ever deleted)."""
+    from ash_core.extract.leftovers import clean_leftovers
+
+    out = _full_bundle(tmp_path / "out")
+    old = shutil.copytree(out, tmp_path / f".out.old-{DEAD_PID}")
+    assert clean_leftovers(out) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_kill_at_the_swap_restores_the_old_bundle_on_load(tmp_path):
+    from ash_core import load_bundle
+
+    out = _full_bundle(tmp_path / "out")
+    out.rename(tmp_path / f".out.old-{DEAD_PID}")
+    with pytest.warns(UserWarning, match="restored the previous version"):
+        bundle = load_bundle(out)
+    assert bundle.variant("odin") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -29,6 +29,9 @@ from ash_core.errors import BundleError
 FORMAT = "ash-bundle"
 VERSION = 1
 MANIFEST = "manifest.json"
+#: every entry a bundle directory may hold: what cleaning up a killed writer's copy may delete
+BUNDLE_ENTRIES = frozenset({MANIFEST, "head.safetensors", "splits", "thumbs", "variants",
+                            "layers"})
 #: ROLES: id: the ID test set (exactly one); id_fit: ID training features (at most one);
 #: id_val: ID validation set (at most one); ood / ood_val: OOD test / validation sets
 ID_ROLES = ("id", "id_fit", "id_val")
