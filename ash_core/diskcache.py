@@ -18,12 +18,20 @@ cached by the same rules:
 * **Checks** (``read_entry``): an entry or its directory that is a symbolic link is not
   followed; a stale key, a bad whole-file checksum (``checksum``), a malformed or
   unreadable file: any failure to load gives one warning and the entry is rebuilt.
-* **Writes** (``write_entry``): atomic (a temporary sibling renamed over the entry); a
-  directory that cannot be written gives one warning, and the value is used uncached.
+* **Writes** (``write_entry``): atomic (a temporary sibling renamed over the entry), with
+  the permissions of the directory they are in (new directories take their parent's),
+  never writable by others, so a cache beside a bundle is never more widely readable than
+  the bundle; a directory that
+  cannot be written gives one warning, and the value is used uncached.
+* **Trust**: checksums detect corruption, not tampering. Whoever can write a bundle's
+  caches can change its numbers, as whoever can write the bundle can; a forged entry
+  whose arrays the score cannot use is refitted (``engine.fit``), one with other values
+  of the right shapes is served as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -251,16 +259,34 @@ def read_entry(path: Path | None, load: Callable[[Path], T], what: str) -> T | N
         return None
 
 
+#: what a cache entry and directory may grant at most: nobody but the owner writes (a
+#: shared cache directory such as /tmp lends its wider bits to no entry)
+_FILE_BITS, _DIR_BITS = 0o644, 0o755
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each with its parent's permissions:
+    a cache beside a bundle is never readable by more people than the bundle is."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir()
+        os.chmod(directory, stat.S_IMODE(os.stat(directory.parent).st_mode) & _DIR_BITS)
+
+
 def write_entry(path: Path | None, write: Callable[[Path], Any], what: str) -> bool:
-    """``write(path)`` (atomic) into a created, unlinked directory; False, after one
+    """``write(path)`` (atomic) into a created, unlinked directory, with the permissions
+    of its directory (the bundle's, beside a bundle) less execute bits; False, after one
     warning, when the cache directory cannot be used."""
     if path is None:
         return False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         if os.path.islink(path.parent):
             raise BundleError(f"{path.parent} is a symbolic link (not followed)")
         write(path)
+        os.chmod(path, stat.S_IMODE(os.stat(path.parent).st_mode) & _FILE_BITS)
         return True
     except (OSError, BundleError) as exc:
         warnings.warn(f"could not cache the {what} in {path.parent} ({exc}); continuing "

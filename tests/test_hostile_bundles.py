@@ -239,3 +239,58 @@ def test_a_kill_at_the_swap_restores_the_old_bundle_on_load(tmp_path):
         bundle = load_bundle(out)
     assert bundle.variant("odin") is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _no_temporaries(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("fault", ["directory", "full_disk"])
+def test_search_leaves_no_temporary_file(tmp_path, monkeypatch, fault):
+    import errno
+    import os
+
+    b = _val_bundle(tmp_path / "b")
+    argv = ["search", b, "--all-methods", "--format", "json"]
+    code, first, err = run(*argv)
+    assert code == 0, err
+    entries = sorted((b / ".cube_cache").rglob("search-*.json"))
+    for e in entries:
+        e.unlink()
+    if fault == "directory":
+        for e in entries:
+            e.mkdir()
+    else:
+        real = os.fdopen
+
+        class Full(io.StringIO):
+            def write(self, text):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fdopen(fd, mode="r", *a, **k):
+            if "w" in mode:
+                os.close(fd)
+                return Full()
+            return real(fd, mode, *a, **k)
+
+        monkeypatch.setattr("ash_core.diskcache.os.fdopen", fdopen)
+    code, again, err = run(*argv)
+    assert code == 0 and "could not cache the search result" in err, err
+    assert again == first
+    assert _no_temporaries(b) == []
+
+
+def test_cache_files_are_never_wider_than_the_bundle(tmp_path):
+    import os
+    import stat
+
+    b = _val_bundle(tmp_path / "b")
+    os.chmod(b, 0o770)  # group-writable: the cache still lets nobody else write
+    for argv in (["sweep", b, "--methods", "ash-s", "--p", "60:90:10"],
+                 ["evaluate", b, "--method", "none", "--score", "knn"]):
+        code, _, err = run(*argv)
+        assert code == 0, err
+    made = list((b / ".cube_cache").rglob("*"))
+    assert any(p.is_file() for p in made) and any(p.is_dir() for p in made)
+    for p in made:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o750 if p.is_dir() else 0o640), p
