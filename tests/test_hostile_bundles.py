@@ -5,6 +5,7 @@ result; never a traceback, a hang or a leftover."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import shutil
@@ -294,3 +295,36 @@ def test_cache_files_are_never_wider_than_the_bundle(tmp_path):
     assert any(p.is_file() for p in made) and any(p.is_dir() for p in made)
     for p in made:
         assert stat.S_IMODE(p.stat().st_mode) == (0o750 if p.is_dir() else 0o640), p
+
+
+def test_csv_exports_never_hold_a_formula(tmp_path):
+    """A split named "-2-3" is text in a spreadsheet, not -5 (OWASP's CSV injection advice:
+    prefix cells starting with = + - @ tab CR); negative numbers stay numbers."""
+    import pandas as pd
+
+    from ash_core.reports.tables import render_frame, render_labelled
+
+    b = simple(tmp_path / "b", far={"name": "-2-3"})
+    code, out, err = run("sweep", b, "--methods", "ash-s", "--p", "60:90:10", "--format", "csv")
+    assert code == 0, err
+    header = next(csv.reader(io.StringIO(out)))
+    assert "'-2-3/auroc" in header and not any(h.startswith("-") for h in header)
+    code, out, err = run("evaluate", b, "--method", "ash-s", "--p", "65", "--format", "csv")
+    assert code == 0 and "'-2-3" in out and ",-2-3" not in out, out
+    df = pd.DataFrame({"split": ["=1+1", "+x", "@SUM(A1)", "\tx", "\rx", "ok"],
+                       "score": [-0.5, 1.0, 2.0, 3.0, 4.0, 5.0]})
+    for text in (render_frame(df, "csv"), render_labelled(df, "csv")):
+        rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+        assert [r[0][0] for r in rows[:5]] == ["'"] * 5 and rows[5][0] == "ok"
+        assert rows[0][1] == "-0.5"
+
+
+def test_a_nul_byte_in_a_dashboard_url_is_ignored_with_a_note():
+    pytest.importorskip("streamlit")
+    from dashboard.state import State
+
+    state, notes = State.from_query({"bundle": "a\x00b", "layer": "x\x00", "iset": "\x1b[31m",
+                                     "p": "80"}, bundles=["demo"])
+    assert state.bundle == "demo" and state.layer == "penultimate" and state.iset == ""
+    assert state.p == 80
+    assert sum("control character" in n for n in notes) == 3, notes
