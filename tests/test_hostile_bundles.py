@@ -328,3 +328,45 @@ def test_a_nul_byte_in_a_dashboard_url_is_ignored_with_a_note():
     assert state.bundle == "demo" and state.layer == "penultimate" and state.iset == ""
     assert state.p == 80
     assert sum("control character" in n for n in notes) == 3, notes
+
+
+@pytest.mark.slow  # two small real-data extractions (about 10 s of CPU); CI runs it
+def test_extract_onto_a_full_disk_is_a_clear_error_then_resumes(tmp_path, monkeypatch):
+    """The writer fails with ENOSPC at the second chunk: one error line, no temporary chunk
+    and no bundle; the rerun (space freed) finishes with the bundle an uninterrupted run
+    writes."""
+    import safetensors.numpy
+    from conftest import shared_data_or_skip
+    from extract_helpers import R20, assert_same_bundle
+    from safetensors import SafetensorError
+
+    data = shared_data_or_skip()
+
+    def small_r20_args(data, out, every):  # 50 CIFAR images and 24 of noise
+        return ["--model", "cifar_resnet20", "--weights", str(data / R20), "--data-root",
+                str(data), "--id", f"cifar=folder:cifar10/test?every={every}",
+                "--ood", "noise=noise:gaussian?n=24&seed=3", "--batch-size", "16",
+                "--workers", "0", "--feature-dtype", "float32", "--device", "cpu",
+                "--no-progress", "-o", str(out)]
+
+    real, calls = safetensors.numpy.save_file, []
+
+    def full_disk(arrays, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: "
+                                  "StorageFull, message: \"No space left on device\" })")
+        return real(arrays, filename, metadata=metadata)
+
+    out = tmp_path / "b"
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    code, _, err = run("extract", *small_r20_args(data, out, every=200))
+    assert code == 2 and "Traceback" not in err, err
+    assert "No space left on device" in err and "rerun the same command" in err
+    assert not out.exists() and not list(tmp_path.rglob("*.tmp*")), list(tmp_path.rglob("*"))
+    monkeypatch.setattr(safetensors.numpy, "save_file", real)
+    code, _, err = run("extract", *small_r20_args(data, out, every=200))
+    assert code == 0, err
+    code, _, err = run("extract", *small_r20_args(data, tmp_path / "clean", every=200))
+    assert code == 0, err
+    assert_same_bundle(out, tmp_path / "clean")
