@@ -370,3 +370,29 @@ def test_extract_onto_a_full_disk_is_a_clear_error_then_resumes(tmp_path, monkey
     code, _, err = run("extract", *small_r20_args(data, tmp_path / "clean", every=200))
     assert code == 0, err
     assert_same_bundle(out, tmp_path / "clean")
+
+
+@pytest.mark.parametrize("forgery", ["list", "result_list", "result_list_rehashed"])
+def test_a_forged_search_entry_is_searched_again(tmp_path, forgery):
+    """An entry replaced by ``[]``, or whose result is ``[]`` (with its checksum made anew,
+    as a forger can): a warning, a fresh search, the same numbers."""
+    from ash_core.diskcache import text_checksum
+    from ash_core.search.many import _body
+
+    b = _val_bundle(tmp_path / "b")
+    argv = ["search", b, "--all-methods", "--format", "json"]
+    code, first, err = run(*argv)
+    assert code == 0, err
+    [entry] = (b / ".cube_cache").rglob("search-ash-s-local-*.json")
+    stored = json.loads(entry.read_text())
+    if forgery == "list":
+        entry.write_text("[]")
+    else:
+        stored["result"] = []
+        if forgery == "result_list_rehashed":
+            stored["sha256"] = text_checksum(_body(stored["key"], []))
+        entry.write_text(json.dumps(stored))
+    code, again, err = run(*argv)
+    assert code == 0 and "Traceback" not in err, err
+    assert "rebuilding the search result" in err
+    assert again == first

@@ -323,3 +323,16 @@ def test_validated_p_is_shown_at_the_layer(tmp_path, monkeypatch):
     table = _table(at)
     assert all(table[n]["auroc"] == 100 * m["auroc"] for n, m in shaped.ood.items())
     assert any("validated p is chosen at the penultimate layer" in c.value for c in at.caption)
+
+
+def test_bundle_verify_checks_layer_maps_and_tails(layered, tmp_path):
+    code, err = _cli_error(["bundle", "verify", layered[0]])
+    assert code == 0, err
+    path = tmp_path / "b"
+    shutil.copytree(layered[0], path)
+    f = path / "layers" / "layer3" / "near.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    code, err = _cli_error(["bundle", "verify", path])
+    assert code == 2 and "layers/layer3/near.safetensors does not match the sha256" in err, err
