@@ -187,7 +187,7 @@ def test_absolute_and_symlinked_manifest_paths_are_refused(tmp_path):
         (lambda m: m.__setitem__("format", "other"), "not an ASH bundle manifest"),
         (lambda m: m.__setitem__("version", 99), "version 99 is not supported"),
         (lambda m: m.pop("classes"), "lacks the required key 'classes'"),
-        (lambda m: m.__setitem__("splits", []), "splits must be a list of at least 1"),
+        (lambda m: m.__setitem__("splits", []), "splits must be a list of at least one"),
         (lambda m: m["splits"][1].__setitem__("role", "id"), "exactly one split with role 'id'"),
         (lambda m: m["splits"][1].__setitem__("role", "train"), "role must be one of .* 'train'"),
         (lambda m: m["splits"][1].__setitem__("name", "id_test"), "unique; repeated: id_test"),

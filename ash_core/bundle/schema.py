@@ -200,7 +200,7 @@ class Seq(Rule):
 
     def __post_init__(self):
         size = (f"{self.min_len}" if self.max_len == self.min_len
-                else f"at least {self.min_len}")
+                else "at least one" if self.min_len == 1 else f"at least {self.min_len}")
         self.text = f"a list of {size} ({self.item.text})"
 
     def ok(self, v):
@@ -230,6 +230,8 @@ class MapOf(Rule):
     value: Rule
     #: rules of particular keys (a known variant's settings), instead of ``value``
     known: Mapping[str, Rule] = field(default_factory=dict)
+    #: what a key is called in messages ("group name")
+    key_label: str = "key"
 
     def __post_init__(self):
         self.text = f"an object ({self.key.text} -> {self.value.text})"
@@ -246,7 +248,7 @@ class MapOf(Rule):
             raise SchemaError(at, self.text, v)
         for k, x in v.items():
             if not self.key.ok(k):
-                raise SchemaError(f"{at} key", self.key.text, k)
+                raise SchemaError(f"{at} {self.key_label}", self.key.text, k)
             self.known.get(k, self.value).check(x, f"{at}.{k}")
 
     def examples(self):
@@ -331,7 +333,7 @@ MANIFEST_RULE = Fields({
     "feature_dtype": Choice(FEATURE_DTYPES),
     "splits": Seq(SPLIT_RULE, 1, label=_split_label),
     "files": MapOf(RelPath(), Text(_HEX64, "a sha256 hex digest (64 characters 0-9a-f)", "0" * 64)),
-    "variants": VARIANTS_RULE, "groups": MapOf(Name(), Seq(Name(), 1)),
+    "variants": VARIANTS_RULE, "groups": MapOf(Name(), Seq(Name(), 1), key_label="group name"),
     "layers": LAYERS_RULE,
 }, required=("head", "classes", "splits", "feature_dtype"))
 
