@@ -18,15 +18,24 @@ cached by the same rules:
 * **Checks** (``read_entry``): an entry or its directory that is a symbolic link is not
   followed; a stale key, a bad whole-file checksum (``checksum``), a malformed or
   unreadable file: any failure to load gives one warning and the entry is rebuilt.
-* **Writes** (``write_entry``): atomic (a temporary sibling renamed over the entry); a
-  directory that cannot be written gives one warning, and the value is used uncached.
+* **Writes** (``write_entry``): atomic (a temporary sibling renamed over the entry), with
+  the permissions of the directory they are in (new directories take their parent's),
+  never writable by others, so a cache beside a bundle is never more widely readable than
+  the bundle; a directory that
+  cannot be written gives one warning, and the value is used uncached.
+* **Trust**: checksums detect corruption, not tampering. Whoever can write a bundle's
+  caches can change its numbers, as whoever can write the bundle can; a forged entry
+  whose arrays the score cannot use is refitted (``engine.fit``), one with other values
+  of the right shapes is served as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import warnings
@@ -104,12 +113,20 @@ def entry_path(cache_dir: Path, key: Mapping[str, Any], prefix: str, suffix: str
 # --------------------------------------------------------------------------- what
 
 
+def _bytes_of(arr: np.ndarray) -> memoryview | bytes:
+    """The bytes of ``arr`` in C order, without a copy where it is contiguous (an empty
+    array, which a memoryview cannot cast, gives no bytes)."""
+    if arr.size == 0:
+        return b""
+    return memoryview(np.ascontiguousarray(arr)).cast("B")
+
+
 def _array_digest(h: Any, arr: np.ndarray | None) -> None:
     if arr is None:
         h.update(b"none")
         return
     h.update(f"{arr.dtype.str}{list(arr.shape)}".encode())
-    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    h.update(_bytes_of(arr))
 
 
 def _part_digest(bundle: Bundle, part: str) -> str:
@@ -151,7 +168,7 @@ def checksum(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> s
     h = hashlib.sha256(json.dumps({"metadata": meta, "tensors": layout},
                                   sort_keys=True).encode())
     for nm in names:
-        h.update(memoryview(np.ascontiguousarray(arrays[nm])).cast("B"))
+        h.update(_bytes_of(arrays[nm]))
     return h.hexdigest()
 
 
@@ -211,29 +228,65 @@ def check_not_linked(path: Path) -> None:
             raise CubeCacheError(f"{p} is a symbolic link (not followed)")
 
 
+def check_regular(path: Path) -> None:
+    """CubeCacheError unless ``path`` is a regular file. Opened without blocking and
+    without following a link, then fstat'ed: a FIFO (whose open would wait for a writer),
+    a device or a directory is never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise CubeCacheError(f"{path} cannot be opened ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(mode):
+        raise CubeCacheError(f"{path} is not a regular file (a FIFO, device or directory)")
+
+
 def read_entry(path: Path | None, load: Callable[[Path], T], what: str) -> T | None:
     """``load(path)``, or None when there is no entry; any failure to load it (a link, a
-    stale key, a bad checksum, garbage) gives one warning: the entry is rebuilt."""
+    FIFO, device or directory, a stale key, a bad checksum, garbage) gives one warning:
+    the entry is rebuilt."""
     if path is None or not os.path.lexists(path):
         return None
     try:
         check_not_linked(path)
+        check_regular(path)
         return load(path)
     except Exception as exc:  # noqa: BLE001 - any broken entry is rebuilt and replaced
         warnings.warn(f"rebuilding the {what}: {exc}", stacklevel=STACKLEVEL)
         return None
 
 
+#: what a cache entry and directory may grant at most: nobody but the owner writes (a
+#: shared cache directory such as /tmp lends its wider bits to no entry)
+_FILE_BITS, _DIR_BITS = 0o644, 0o755
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each with its parent's permissions:
+    a cache beside a bundle is never readable by more people than the bundle is."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir()
+        os.chmod(directory, stat.S_IMODE(os.stat(directory.parent).st_mode) & _DIR_BITS)
+
+
 def write_entry(path: Path | None, write: Callable[[Path], Any], what: str) -> bool:
-    """``write(path)`` (atomic) into a created, unlinked directory; False, after one
+    """``write(path)`` (atomic) into a created, unlinked directory, with the permissions
+    of its directory (the bundle's, beside a bundle) less execute bits; False, after one
     warning, when the cache directory cannot be used."""
     if path is None:
         return False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         if os.path.islink(path.parent):
             raise BundleError(f"{path.parent} is a symbolic link (not followed)")
         write(path)
+        os.chmod(path, stat.S_IMODE(os.stat(path.parent).st_mode) & _FILE_BITS)
         return True
     except (OSError, BundleError) as exc:
         warnings.warn(f"could not cache the {what} in {path.parent} ({exc}); continuing "

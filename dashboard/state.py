@@ -9,6 +9,7 @@ writes the state back, so a copied link reopens the exact view. No Streamlit her
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -104,6 +105,9 @@ def _shown(value: Any) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class _Query:
     """Query parameters read one key at a time; what is ignored is listed in ``notes``."""
 
@@ -115,6 +119,9 @@ class _Query:
             if len(str(k)) > MAX_PARAM_LEN or len(str(v)) > MAX_PARAM_LEN:
                 self.notes.append(f"ignored {_shown(k)}: longer than {MAX_PARAM_LEN} "
                                   "characters")
+            elif _CONTROL.search(str(k)) or _CONTROL.search(str(v)):
+                # a NUL byte cannot be in a path, nor any control character in a name
+                self.notes.append(f"ignored {_shown(k)}: it holds a control character")
             else:
                 self.q[str(k)] = str(v)
 

@@ -3,7 +3,10 @@ the store's checks, ``--layer`` on the CLI and the dashboard view."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -85,6 +88,54 @@ def test_tampered_map_is_refused(tmp_path):
     with pytest.raises(BundleError, match="sha256"):
         maps.maps("layer2", "far")
     assert maps.maps("layer2", "id").shape == (8, 32, 16, 16)
+
+
+def _cli_error(argv) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main([str(a) for a in argv])
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ("10", "layers.num_classes must be an integer from 1"),
+    (10**12, "layers.num_classes must be an integer from 1"),
+    (10**6, "layers.num_classes is 1000000 but the head has 10 outputs"),
+])
+def test_hostile_layer_num_classes_is_refused(layered, tmp_path, value, match):
+    path = tmp_path / "b"
+    shutil.copytree(layered[0], path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["layers"]["num_classes"] = value
+    (path / "manifest.json").write_text(json.dumps(m))
+    code, err = _cli_error(["evaluate", path, "--method", "ash-s", "--p", "65",
+                            "--layer", "layer2"])
+    assert code == 2 and "Traceback" not in err and re.search(match, err), err
+
+
+def test_lying_but_self_consistent_map_shape_is_refused(layered, tmp_path):
+    """Maps reshaped [n, 32, 16, 16] -> [n, 16, 32, 16], manifest shape and hashes updated:
+    every file agrees with the manifest, but not with the tail's weights."""
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "b"
+    shutil.copytree(layered[0], path)
+    m = json.loads((path / "manifest.json").read_text())
+    entry = m["layers"]["maps"]["layer2"]
+    for rel in entry["files"].values():
+        a = load_file(str(path / rel))["maps"]
+        a = a.reshape(len(a), a.shape[1] // 2, a.shape[2] * 2, a.shape[3])
+        save_file({"maps": a}, str(path / rel))
+        m["files"][rel] = hashlib.sha256((path / rel).read_bytes()).hexdigest()
+        entry["shape"] = list(a.shape[1:])
+    (path / "manifest.json").write_text(json.dumps(m))
+    code, err = _cli_error(["evaluate", path, "--method", "ash-s", "--p", "65",
+                            "--layer", "layer2"])
+    assert code == 2 and "Traceback" not in err, err
+    assert "declares maps of shape [16, 32, 16], which its tail" in err
 
 
 def test_replay_none_is_the_forward_of_the_stored_map(layered):
@@ -272,3 +323,16 @@ def test_validated_p_is_shown_at_the_layer(tmp_path, monkeypatch):
     table = _table(at)
     assert all(table[n]["auroc"] == 100 * m["auroc"] for n, m in shaped.ood.items())
     assert any("validated p is chosen at the penultimate layer" in c.value for c in at.caption)
+
+
+def test_bundle_verify_checks_layer_maps_and_tails(layered, tmp_path):
+    code, err = _cli_error(["bundle", "verify", layered[0]])
+    assert code == 0, err
+    path = tmp_path / "b"
+    shutil.copytree(layered[0], path)
+    f = path / "layers" / "layer3" / "near.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    code, err = _cli_error(["bundle", "verify", path])
+    assert code == 2 and "layers/layer3/near.safetensors does not match the sha256" in err, err

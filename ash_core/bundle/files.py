@@ -80,7 +80,10 @@ def write_text(path: Path, text: str) -> None:
 def read_manifest(root: Path, path: Path | None = None) -> dict[str, Any]:
     """The parsed and schema-checked manifest of the bundle at ``root`` (read from
     ``path`` instead of ``root/manifest.json`` when given: a candidate manifest)."""
-    path = root / MANIFEST if path is None else path
+    if path is None:
+        path = root / MANIFEST
+        if path.is_symlink():  # the split files' rule: nothing named is read from outside
+            inside(root, MANIFEST)
     if not path.is_file():
         raise BundleError(
             f"{root} has no {MANIFEST}; it is not an ASH bundle (or was not written "

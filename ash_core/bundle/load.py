@@ -74,6 +74,16 @@ def _expected_hashes(root: Path, manifest: dict[str, Any], verify: bool) -> dict
     referenced = referenced_files(manifest)
     for rel in referenced:  # every path confined to the bundle before anything is read
         inside(root, rel)
+    seen: dict[str, str] = {}
+    for rel in referenced:  # one file, one role: a variant is never its split's own features
+        norm = os.path.normpath(rel)
+        if norm in seen:
+            raise BundleError(
+                f"bundle {root}: the manifest names {rel!r} twice (also as {seen[norm]!r}); "
+                "every file of a bundle holds one thing (a variant's features are a file of "
+                "their own). Rebuild the bundle (`ash-explore extract` or `ash-explore bundle "
+                "create`).")
+        seen[norm] = rel
     files = manifest.get("files", {})
     missing = [rel for rel in referenced if rel not in files]
     if missing and verify:
@@ -101,6 +111,12 @@ def _load_head(root: Path, manifest: dict[str, Any], hashes: dict[str, str]) -> 
         raise BundleError(
             f"bundle {root}: head weight must be [C, D] and bias [C]; got {weight.shape} "
             f"and {bias.shape}."
+        )
+    if 0 in weight.shape:
+        raise BundleError(
+            f"bundle {root}: the head is [C, D] = {list(weight.shape)}; a head needs at least "
+            "one class and one feature. Rebuild the bundle from the model's classifier "
+            "(`ash-explore extract` or `ash-explore bundle create`)."
         )
     if len(manifest["classes"]) != weight.shape[0]:
         raise BundleError(

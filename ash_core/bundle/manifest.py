@@ -13,20 +13,32 @@ from typing import Any
 
 import numpy as np
 
+from ash_core.bundle.schema import (
+    FEATURE_DTYPES as DTYPE_NAMES,
+)
+from ash_core.bundle.schema import (
+    MANIFEST_RULE,
+    MAX_NAME_LEN,
+    ROLES,
+    VARIANTS_RULE,
+    SchemaError,
+    short,
+)
 from ash_core.errors import BundleError
 
 FORMAT = "ash-bundle"
 VERSION = 1
 MANIFEST = "manifest.json"
-#: id: the ID test set (exactly one); id_fit: ID training features (at most one);
+#: every entry a bundle directory may hold: what cleaning up a killed writer's copy may delete
+BUNDLE_ENTRIES = frozenset({MANIFEST, "head.safetensors", "splits", "thumbs", "variants",
+                            "layers"})
+#: ROLES: id: the ID test set (exactly one); id_fit: ID training features (at most one);
 #: id_val: ID validation set (at most one); ood / ood_val: OOD test / validation sets
-ROLES = ("id", "id_fit", "id_val", "ood", "ood_val")
 ID_ROLES = ("id", "id_fit", "id_val")
 #: roles of which a bundle has at most this many splits
 ROLE_LIMITS = {"id": (1, 1), "id_fit": (0, 1), "id_val": (0, 1)}
 #: manifest ``feature_dtype`` -> the safetensors dtype every split file must use
-FEATURE_DTYPES = {"float16": "F16", "float32": "F32"}
-MAX_NAME_LEN = 100
+FEATURE_DTYPES = dict(zip(DTYPE_NAMES, ("F16", "F32"), strict=True))
 MAX_MANIFEST_BYTES = 16 << 20
 #: tensors a split file may hold, with their allowed dtypes (labels checked further below)
 SPLIT_TENSORS = {"features": {"F16", "F32"}, "labels": {"I64"}}
@@ -36,12 +48,6 @@ THUMB_TENSORS = {"images": {"U8"}}
 VARIANT_TENSORS = {"features": {"F16", "F32"}}
 
 _SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (for error messages about bad input)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_split_name(name: Any) -> str:
@@ -123,7 +129,14 @@ def _require(cond: bool, where: Path, what: str) -> None:
         raise BundleError(f"{where}: {what}")
 
 
+#: what to run when a manifest breaks the declaration
+FIX_HINT = ("the manifest is corrupt or was edited by hand; rebuild the bundle "
+            "(`ash-explore bundle create` or `ash-explore extract`), or after a deliberate "
+            "edit check it with `ash-explore bundle verify`.")
+
+
 def _check_top_level(manifest: Any, where: Path) -> None:
+    """Format and version first (their own messages), then every declared field."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(
             f"{where} is not an ASH bundle manifest (missing \"format\": \"{FORMAT}\")."
@@ -132,51 +145,10 @@ def _check_top_level(manifest: Any, where: Path) -> None:
     _require(type(version) is int and version == VERSION, where,
              f"bundle version {short(version)} is not supported by this ash_core "
              f"(supports version {VERSION}); upgrade ASH Explorer or re-extract.")
-    for key in ("head", "classes", "splits", "feature_dtype"):
-        _require(key in manifest, where, f"manifest lacks the required key {key!r}.")
-    head = manifest["head"]
-    _require(isinstance(head, dict) and isinstance(head.get("file"), str), where,
-             f"manifest \"head\" must be an object with a \"file\" entry, got {short(head)}.")
-    classes = manifest["classes"]
-    _require(isinstance(classes, list) and all(isinstance(c, str) for c in classes), where,
-             "manifest \"classes\" must be a list of class names (strings).")
-    _require(manifest["feature_dtype"] in FEATURE_DTYPES, where,
-             f"manifest \"feature_dtype\" must be one of {', '.join(FEATURE_DTYPES)}, got "
-             f"{short(manifest['feature_dtype'])}.")
-    for key in ("feature_dim", "num_classes"):
-        value = manifest.get(key, 0)
-        _require(type(value) is int and value >= 0, where,
-                 f"manifest {key!r} must be a non-negative integer, got {short(value)}.")
-    files = manifest.get("files", {})
-    _require(isinstance(files, dict) and all(isinstance(v, str) for v in files.values()), where,
-             "manifest \"files\" must be an object mapping each relative path to its sha256 "
-             "hex digest; the manifest is corrupt or was edited by hand. Rebuild the bundle "
-             "(`ash-explore bundle create`).")
-
-
-def _check_split_entry(entry: Any, where: Path) -> None:
-    _require(isinstance(entry, dict), where,
-             f"every split entry must be an object, got {short(entry)}.")
-    for key in ("name", "role", "file", "n"):
-        _require(key in entry, where,
-                 f"split {short(entry.get('name'))} lacks the key {key!r}.")
-    check_split_name(entry["name"])
-    n = entry["n"]
-    _require(type(n) is int and n >= 0, where,
-             f"split {entry['name']!r}: 'n' must be a non-negative integer, got {short(n)}.")
-    _require(isinstance(entry["file"], str) and bool(entry["file"]), where,
-             f"split {entry['name']!r}: 'file' must be a non-empty relative path, got "
-             f"{short(entry['file'])}.")
-    for key in ("meta", "thumbnails"):
-        value = entry.get(key)
-        _require(value is None or isinstance(value, str), where,
-                 f"split {entry['name']!r}: {key!r} must be a relative path, got "
-                 f"{short(value)}.")
-    variants = entry.get("variants", {})
-    _require(isinstance(variants, dict) and all(isinstance(v, str) and v
-                                                for v in variants.values()), where,
-             f"split {entry['name']!r}: 'variants' must map each variant name to a relative "
-             f"path, got {short(variants)}.")
+    try:
+        MANIFEST_RULE.check(manifest, "")
+    except SchemaError as exc:
+        raise BundleError(f"{where}: {exc} The {FIX_HINT[4:]}") from None
 
 
 def check_variant_name(name: Any) -> str:
@@ -189,18 +161,16 @@ def check_variant_name(name: Any) -> str:
 
 
 def check_variant_params(variants: Any) -> None:
-    """The manifest's ``variants``: name -> an object of its settings (numbers or strings),
-    e.g. ``{"odin": {"temperature": 1000.0, "epsilon": 0.0014}}``; else BundleError."""
-    if not isinstance(variants, dict):
-        raise BundleError(f"\"variants\" must be an object (variant name -> settings), got "
-                          f"{short(variants)}.")
-    for name, settings in variants.items():
-        check_variant_name(name)
-        if not isinstance(settings, dict) or not all(
-                isinstance(v, (int, float, str)) and not isinstance(v, bool)
-                for v in settings.values()):
-            raise BundleError(f"variant {name!r}: its settings must be an object of numbers "
-                              f"and strings, got {short(settings)}.")
+    """The manifest's ``variants``: name -> an object of its settings (numbers or strings;
+    a known variant's by its declaration, ``schema.ODIN_RULE``), e.g. ``{"odin":
+    {"temperature": 1000.0, "epsilon": 0.0014}}``; else BundleError."""
+    if isinstance(variants, dict):
+        for name in variants:
+            check_variant_name(name)
+    try:
+        VARIANTS_RULE.check(variants, "variants")
+    except SchemaError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _check_variants(manifest: dict[str, Any], where: Path) -> None:
@@ -258,10 +228,6 @@ def check_manifest(manifest: Any, where: Path) -> None:
     """Schema checks of a parsed manifest (types, required keys, split rules)."""
     _check_top_level(manifest, where)
     splits = manifest["splits"]
-    _require(isinstance(splits, list) and bool(splits), where,
-             "manifest \"splits\" must be a non-empty list.")
-    for entry in splits:
-        _check_split_entry(entry, where)
     try:
         check_split_roles((s["name"], s["role"]) for s in splits)
     except BundleError as exc:

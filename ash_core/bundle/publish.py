@@ -30,12 +30,12 @@ from pathlib import Path
 
 from ash_core import faults
 from ash_core.bundle.files import is_bundle_dir
-from ash_core.bundle.manifest import MANIFEST
+from ash_core.bundle.manifest import BUNDLE_ENTRIES, MANIFEST
 from ash_core.bundle.safetensors_io import fsync_dir
 from ash_core.errors import BundleError
 
 #: what a writer's temp directory may hold (plus write_tensors' own ``.*.tmp`` files)
-_TMP_ENTRIES = {MANIFEST, "head.safetensors", "splits", "thumbs"}
+_TMP_ENTRIES = BUNDLE_ENTRIES
 
 
 def new_tmp_dir(path: Path) -> Path:
@@ -54,8 +54,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _leftovers(path: Path, kind: str) -> list[Path]:
-    """``kind`` ("tmp" or "old") siblings of ``path`` whose writing process is gone."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.{kind}-(\d+)-[A-Za-z0-9_]+")
+    """``kind`` ("tmp" or "old") siblings of ``path`` whose writing process is gone
+    (``write_bundle`` names them ``.NAME.old-PID-RANDOM``, extraction ``.NAME.old-PID``)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{kind}-(\d+)(?:-[A-Za-z0-9_]+)?")
     found = []
     try:
         siblings = list(path.parent.iterdir())

@@ -114,10 +114,28 @@ def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are unique: with a repeated key, which value counts would
+    depend on the reader (the last one wins in Python, the first in others)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dupe = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _DuplicateKey(f"the key {dupe[:100]!r} appears more than once in one object")
+    return out
+
+
 def parse_json(blob: bytes, where: str, limit: int = MAX_JSON_DEPTH) -> Any:
-    """UTF-8 JSON with bounded nesting, or BundleError ("not valid JSON", never RecursionError)."""
+    """UTF-8 JSON with bounded nesting and unique keys, or BundleError ("not valid JSON",
+    never RecursionError)."""
     try:
-        value = json.loads(blob.decode("utf-8"))
+        value = json.loads(blob.decode("utf-8"), object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        raise BundleError(f"{where}: {exc}; refusing the ambiguous JSON.") from None
     except RecursionError:
         value = None
         deep = True

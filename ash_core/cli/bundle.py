@@ -161,8 +161,15 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from ash_core.bundle.load import load_bundle  # imports torch
+    from ash_core.layers import open_layers
 
-    load_bundle(os.fspath(args.bundle), verify=True)
+    bundle = load_bundle(os.fspath(args.bundle), verify=True)  # the declaration, every sha256
+    maps = open_layers(bundle)
+    for layer in maps.layers if maps is not None else ():  # read lazily elsewhere
+        for split in maps.info(layer).files:
+            maps.maps(layer, split)
+        if maps.info(layer).tail is not None:
+            maps.tail(layer)
     print("ok")
     return 0
 

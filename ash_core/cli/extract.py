@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 
 from ash_core.cli.groups import add_group_arg, parse_groups
-from ash_core.errors import AshError
+from ash_core.errors import AshError, ExtractError
 from ash_core.extract import ExtractConfig, SplitSpec, extract
 from ash_core.extract.odin import parse_odin
 
@@ -184,7 +185,15 @@ def build_config(args: argparse.Namespace) -> ExtractConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    path = extract(cfg, log=lambda s: print(s, flush=True))
+    try:
+        path = extract(cfg, log=lambda s: print(s, flush=True))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        raise ExtractError(
+            f"extraction stopped: {exc.strerror} ({exc.filename or cfg.out}); free space and "
+            "rerun the same command: finished chunks are kept, and nothing half-written is "
+            "published.") from None
     if path is not None:
         print(f"bundle ready: {path}\n  try: ash-explore evaluate {path} --method ash-s --p 65")
     return 0

@@ -21,7 +21,6 @@ means no cache, with a warning.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -40,7 +39,7 @@ from ash_core.diskcache import (
     write_arrays,
 )
 from ash_core.engine.store import FeatureStore
-from ash_core.errors import ParameterError
+from ash_core.errors import CubeCacheError, ParameterError
 from ash_core.features import FitData, get_feature_score
 from ash_core.features.base import FeatureScore, State
 from ash_core.maths.draws import SCHEME as DRAW_SCHEME
@@ -116,14 +115,39 @@ def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
     def fit() -> State:
         return spec.fit(_fit_data(store, shaper, spec, in_use), score_params)
 
+    def read(path: Path) -> State:
+        state = load_state(path, key)
+        _probe(store, shaper, spec, state, score_params)
+        return state
+
     def fit_or_read() -> State:
         cdir = cache_dir_of(store.bundle, None, use_cache, "fitted states")
-        return cached(None if cdir is None else fitted_path(cdir, key),
-                      functools.partial(load_state, key=key), fit,
+        return cached(None if cdir is None else fitted_path(cdir, key), read, fit,
                       lambda path, state: save_state(path, key, state),
                       f"fitted {spec.name} state")
 
     return store.once(("state", slot), fit_or_read)
+
+
+def _probe(store: FeatureStore, shaper: Shaper, spec: FeatureScore, state: State,
+           score_params: Mapping[str, float]) -> None:
+    """CubeCacheError unless a cached ``state`` scores two id_fit rows to two numbers.
+
+    The checksum finds corruption, not a forged entry with a recomputed checksum: arrays
+    of shapes the score cannot use are caught here (the entry is then refitted), before
+    any split is scored. (Whoever can write a bundle's caches can change its numbers, as
+    whoever can write the bundle can: docs/bundle-format.md.)"""
+    fit = store.bundle.id_fit
+    x = torch.from_numpy(np.array(fit.features[:2], dtype=np.float32))
+    weight, bias = shaper.head(store.weight, store.bias)
+    try:
+        out = spec.score(x, x @ weight.T.to(x.device) + bias.to(x.device), (weight, bias),
+                         state, score_params)
+        fits = tuple(out.shape) == (len(x),)
+    except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
+        raise CubeCacheError(f"its state does not fit these features ({exc})") from None
+    if not fits:
+        raise CubeCacheError(f"its state scores {len(x)} rows to shape {tuple(out.shape)}")
 
 
 def feature_scorer(store: FeatureStore, shaper: Shaper, setting: Setting,

@@ -62,6 +62,11 @@ Head = tuple[torch.Tensor, torch.Tensor]
 def check_features(split: Split, x: torch.Tensor) -> None:
     """FeatureError for a split without rows or with NaN/Inf features."""
     if x.shape[0] == 0:
+        if split.role == "id_fit":
+            raise FeatureError(
+                f"split {split.name!r} (role id_fit) has no samples, and this setting fits "
+                "on id_fit; re-extract with ID training data, or choose a setting that fits "
+                "nothing (local thresholds, no score on features).")
         raise FeatureError(
             f"split {split.name!r} has no samples; drop it from the selection or re-extract."
         )

@@ -12,8 +12,8 @@ its real name. Temporary siblings of ``NAME``:
 * ``.NAME.tmp-*``            a bundle being written by ``write_bundle``.
 
 The first two are only ever created by extraction and are always removed by the next run; the
-last two are removed only when everything in them is a bundle file (``manifest.json``,
-``head.safetensors``, ``splits/``, ``thumbs/``, ``.cube_cache/``), so nothing else is deleted.
+last two are removed only when everything in them is a bundle entry
+(``bundle.manifest.BUNDLE_ENTRIES``, and ``.cube_cache/``), so nothing else is deleted.
 Two extractions into the same NAME at the same time are not supported.
 """
 
@@ -24,10 +24,11 @@ import os
 import shutil
 from pathlib import Path
 
+from ash_core.bundle.manifest import BUNDLE_ENTRIES
 from ash_core.faults import checkpoint
 
-BUNDLE_ENTRIES = frozenset({"manifest.json", "head.safetensors", "splits", "thumbs",
-                            ".cube_cache"})
+#: a bundle's entries, and the cache beside them
+LEFTOVER_ENTRIES = BUNDLE_ENTRIES | {".cube_cache"}
 
 
 def sibling(out: Path, kind: str) -> Path:
@@ -44,7 +45,7 @@ def remove_tree(path: Path, tombstone: Path) -> None:
 
 
 def _only_bundle_files(path: Path) -> bool:
-    return all(p.name in BUNDLE_ENTRIES for p in path.iterdir())
+    return all(p.name in LEFTOVER_ENTRIES for p in path.iterdir())
 
 
 def _is_leftover(path: Path, out_name: str) -> bool:

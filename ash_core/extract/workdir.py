@@ -163,13 +163,21 @@ class WorkDir:
     def save_chunk(self, split: str, c: int, arrays: dict[str, np.ndarray], fingerprint: str,
                    seconds: float) -> None:
         """Write one chunk atomically (complete or absent), tagged with its fingerprint."""
+        from safetensors import SafetensorError
         from safetensors.numpy import save_file
 
         path = self.chunk_path(split, c)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
-                  metadata={CHUNK_KEY: fingerprint, "seconds": f"{seconds:.6f}"})
-        os.replace(tmp, path)
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
+                      metadata={CHUNK_KEY: fingerprint, "seconds": f"{seconds:.6f}"})
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as exc:  # a full disk, a quota, a read-only mount
+            tmp.unlink(missing_ok=True)
+            raise ExtractError(
+                f"cannot write chunk {path} ({exc}); free space (or fix the directory) and "
+                "rerun the same command: the chunks already written are kept and reused."
+            ) from None
         checkpoint("extract.chunk")
 
     def chunk_done(self, split: str, c: int, fingerprint: str) -> bool:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from ash_core.bundle import Bundle, check_split_name, sha256_file
@@ -120,6 +121,11 @@ class LayerMaps:
         if self.model_args is not None and not isinstance(self.model_args, dict):
             raise BundleError(f"bundle {bundle.name}: manifest entry layers.model_args is not "
                               "an object of create_model arguments; re-extract.")
+        if self.num_classes != len(bundle.classes):
+            raise BundleError(f"bundle {bundle.name}: manifest field layers.num_classes is "
+                              f"{self.num_classes} but the head has {len(bundle.classes)} "
+                              "outputs; the manifest was edited. Re-extract the maps "
+                              "(`ash-explore extract --layers`).")
         self.layers = {name: _layer_info(bundle, name, e) for name, e in entry["maps"].items()}
         self._verify = verify
         self._maps: dict[tuple[str, str], np.ndarray] = {}
@@ -164,9 +170,27 @@ class LayerMaps:
                               "maps but no tail, so it cannot be replayed.")
         if layer not in self._tails:
             state = self._tail_state(info.tail)
-            self._tails[layer] = build_tail(self.arch, layer, self.num_classes, state,
-                                            self.model_args)
+            tail = build_tail(self.arch, layer, self.num_classes, state, self.model_args)
+            self._check_tail(layer, info, tail)
+            self._tails[layer] = tail
         return self._tails[layer]
+
+    def _check_tail(self, layer: str, info: LayerInfo, tail: nn.Module) -> None:
+        """The tail takes one map of the declared shape to C logits; a manifest whose
+        shapes agree with its maps but not with the tail's weights is refused here, before
+        any split is replayed."""
+        try:
+            with torch.no_grad():
+                out = tail(torch.zeros(1, *info.shape))
+            fits = tuple(out.shape) == (1, self.num_classes)
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise BundleError(
+                f"bundle {self.bundle.name}: layer {layer!r} declares maps of shape "
+                f"{list(info.shape)}, which its tail's weights do not take to "
+                f"{self.num_classes} logits; the maps or the manifest were edited. "
+                "Re-extract the maps (`ash-explore extract --layers`).")
 
     def _tail_state(self, rel: str) -> dict[str, np.ndarray]:
         """Checked like every bundle file (header, then sha256); only F32 tensors."""

@@ -28,6 +28,28 @@ def _fmt(value: Any, percent: bool) -> str:
     return str(value)
 
 
+#: first characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_STARTS):
+        value = "'" + value  # shown as text, never evaluated (a split named "-2-3")
+    return value.replace("\r", " ").replace("\n", " ")  # one cell, one line
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell and column name that a spreadsheet would evaluate as a
+    formula prefixed with ``'``; numbers stay numbers (a negative score is not text)."""
+    out = df.rename(columns={c: _safe_cell(c) for c in df.columns})
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = [_safe_cell(v) for v in out[col]]
+    return out
+
+
 def render_frame(df: pd.DataFrame, fmt: str, percent: bool = True,
                  caption: str | None = None, raw_cols: Sequence[str] = ("p",)) -> str:
     """Render a DataFrame of fractions; text formats show percentages with 2 decimals.
@@ -35,7 +57,7 @@ def render_frame(df: pd.DataFrame, fmt: str, percent: bool = True,
     CSV and JSON keep full-precision fractions so that numbers can be re-used exactly.
     """
     if fmt == "csv":
-        return df.to_csv(index=False)
+        return csv_safe(df).to_csv(index=False)
     if fmt == "json":
         return df.to_json(orient="records", indent=2)
     shown = df.copy()
