@@ -19,7 +19,8 @@ from ash_core.extract import DataError, ExtractConfig, extract, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
-DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2")
+DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2",
+         "tinyimagenet_efficientnet_lite0")
 SHAPE = (32, 32, 3)
 
 
