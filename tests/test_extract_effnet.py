@@ -111,7 +111,8 @@ def test_package_weights_spec_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_extraction_records_the_package_and_its_head_gives_the_package_logits(
-        tmp_path: Path, package_net) -> None:
+        tmp_path: Path, package_net, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo recipe's setting: package weights, ImageNet-1k labels, 224 px without crop."""
     rng = np.random.default_rng(0)
     files = []
     for wnid in WNIDS:  # class folders named by wnid, as an ImageNet subset is laid out
@@ -120,9 +121,10 @@ def test_extraction_records_the_package_and_its_head_gives_the_package_logits(
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(files[-1])
     cfg = ExtractConfig(out=str(tmp_path / "b"), model="timm:tf_efficientnet_lite0",
                         weights=WEIGHTS, data_root=str(tmp_path / "data"), workers=0,
-                        progress=False, batch_size=3,
+                        progress=False, batch_size=3, resize=224, crop=224,
                         splits=[SplitSpec("imgs", "id", "folder:imgs?classes=imagenet-1k")])
     bundle = load_bundle(extract(cfg))
+    assert "center crop 224 (resize and crop from the recipe)" in capsys.readouterr().err
     # the labels are ImageNet-1k indices (goldfish 1, tiger shark 3, hen 8), not 0, 1, 2
     assert bundle.id_split.labels.tolist() == [1, 3, 8]
     model = json.loads((Path(cfg.out) / "manifest.json").read_text())["model"]
@@ -140,7 +142,7 @@ def test_extraction_records_the_package_and_its_head_gives_the_package_logits(
 
 
 def bundle_input(path: Path) -> torch.Tensor:
-    """The recipe's preprocessing by hand: shorter side 256 (bicubic), centre 224, (x-.5)/.5."""
-    img = Image.open(path).convert("RGB").resize((256, 256), Image.BICUBIC)
-    arr = np.asarray(img.crop((16, 16, 240, 240)), dtype=np.float32) / 255.0
+    """The recipe's preprocessing by hand: 64 px -> 224 px (bicubic, no crop), (x-.5)/.5."""
+    img = Image.open(path).convert("RGB").resize((224, 224), Image.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(((arr - 0.5) / 0.5).transpose(2, 0, 1).copy())
