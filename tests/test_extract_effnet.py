@@ -146,3 +146,12 @@ def bundle_input(path: Path) -> torch.Tensor:
     img = Image.open(path).convert("RGB").resize((224, 224), Image.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(((arr - 0.5) / 0.5).transpose(2, 0, 1).copy())
+
+
+def test_extract_help_documents_package_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from ash_core.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["extract", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped hyphens
+    assert "package:MODULE[/FILE]" in text
