@@ -38,7 +38,7 @@ lint: setup
 bench: setup layers
 	$(PY) benchmarks/run_all.py --quick  # bench_layers.py needs the maps of `make layers`
 
-# Rebuild the four demo bundles in cached_features/ from ../shared/data (deterministic;
+# Rebuild the five demo bundles in cached_features/ from ../shared/data (deterministic;
 # `python scripts/build_demo_bundles.py --check` verifies the committed features instead).
 bundles: setup
 	$(PY) scripts/build_demo_bundles.py

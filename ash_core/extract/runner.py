@@ -106,9 +106,12 @@ class Extractor:
     def _log_preprocessing(self) -> None:
         """Say which preprocessing the model's own config gave (it is in the manifest too)."""
         p = self.protocol
+        # a recipe's resize/crop replace the config's, so the line says whose they are
+        given = [k for k in ("resize", "crop") if getattr(self.cfg, k) is not None]
+        note = f" ({' and '.join(given)} from the recipe)" if given else ""
         self.log(f"{self.lm.name}: preprocessing from {self.lm.notes['data_config']['source']}: "
-                 f"resize shorter side {p.resize} ({p.interpolation}), center crop {p.crop}, "
-                 f"mean {tuple(round(v, 4) for v in p.mean)}, "
+                 f"resize shorter side {p.resize} ({p.interpolation}), center crop {p.crop}"
+                 f"{note}, mean {tuple(round(v, 4) for v in p.mean)}, "
                  f"std {tuple(round(v, 4) for v in p.std)}")
 
     def _check_head(self) -> None:

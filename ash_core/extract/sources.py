@@ -51,6 +51,27 @@ class Source:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def use_classes(self, classes: list[str], name: str) -> None:
+        """Make the labels indices into ``classes`` (e.g. a classifier's own class list,
+        ImageNet-1k's 1000 wnids) instead of into this set's sorted class names, so that ID
+        accuracy is measured against the model's head. Every class of the set must be in
+        ``classes``, which has no duplicates, so the mapping is one to one."""
+        if self._labels is None or not self.class_names:
+            raise DataError(f"classes={name} relabels named classes, but this {self.kind} set "
+                            "has none (use a folder with class subfolders or annotations=).")
+        if len(set(classes)) != len(classes):
+            twice = sorted({c for c in classes if classes.count(c) > 1})
+            raise DataError(f"class list {name} names {twice[:3]} more than once.")
+        index = {c: i for i, c in enumerate(classes)}
+        missing = [c for c in self.class_names if c not in index]
+        if missing:
+            raise DataError(f"{len(missing)} class(es) of this set are not in {name} (first: "
+                            f"{missing[0]!r}); every class needs an index there.")
+        table = np.array([index[c] for c in self.class_names], dtype=np.int64)
+        self._labels = table[np.asarray(self._labels)]
+        self.class_names = list(classes)
+        self._describe["classes"] = name
+
     def labels(self) -> np.ndarray | None:
         return None if self._labels is None else np.asarray(self._labels)[self.indices]
 

@@ -7,7 +7,8 @@ checkpoint's head size or input size can be matched. The model is always created
 ``pretrained=False``: nothing is downloaded. Its weights come from ``--weights FILE`` (read
 with ``weights_only=True`` or from safetensors, the files timm's
 ``pretrained_cfg_overlay=dict(file=...)`` takes); a checkpoint in the architecture's original
-layout goes through timm's own ``checkpoint_filter_fn`` when its keys do not fit as they are.
+layout goes through timm's own ``checkpoint_filter_fn`` when its keys do not fit as they are,
+and one in ``efficientnet_lite_pytorch``'s layout is renamed (``extract.layouts``).
 Without weights the model is refused unless random initialisation is asked for explicitly.
 
 The penultimate features are the pre-logits, ``model.forward_head(x, pre_logits=True)``: the
@@ -29,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ash_core.errors import ModelError
+from ash_core.extract.layouts import from_package_layout, is_efficientnet_lite_package
 from ash_core.extract.loaded import LoadedModel, load_state, read_state_dict, state_mismatch
 
 PREFIX = "timm:"
@@ -79,12 +81,16 @@ def _create(name: str, kwargs: dict[str, Any], spec: str) -> nn.Module:
             raise ModelError(f"timm cannot build {spec!r}: {exc}.") from None
 
 
-def _load_weights(model: nn.Module, path: Path) -> str | None:
-    """Load ``path`` into ``model``; returns a note when timm's checkpoint filter converted
-    the checkpoint from the architecture's original layout."""
+def _load_weights(model: nn.Module, path: Path, spec: str) -> str | None:
+    """Load ``path`` into ``model``; returns a note when the checkpoint was converted from
+    another layout (efficientnet_lite_pytorch's, or the architecture's original one by timm's
+    own checkpoint filter)."""
     sd = read_state_dict(path)
     note = None
-    if state_mismatch(model, sd):
+    if state_mismatch(model, sd) and is_efficientnet_lite_package(sd):
+        sd = from_package_layout(model, sd, spec)
+        note = "renamed from efficientnet_lite_pytorch's layout (ash_core.extract.layouts)"
+    elif state_mismatch(model, sd):
         module = sys.modules.get(type(model).__module__)
         convert = getattr(module, "checkpoint_filter_fn", None)
         if callable(convert):
@@ -147,7 +153,7 @@ def load_timm(spec: str, weights_file: Path | None, random_init: bool) -> Loaded
     model = _create(name, kwargs, spec)
     notes: dict[str, Any] = {"family": "timm", "architecture": name, "model_args": kwargs}
     if weights_file is not None:
-        converted = _load_weights(model, weights_file)
+        converted = _load_weights(model, weights_file, spec)
         if converted:
             notes["weights_layout"] = converted
     else:
