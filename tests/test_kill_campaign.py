@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow
 SEED = 24
 N_KILLS = 40
 #: what a temporary file or directory of any writer looks like
-TEMPORARY = re.compile(r"(\.tmp|\.tmp\d+|\.partial|\.lock)$|\.tmp-|\.old-|\.dead-|^tmp")
+TEMPORARY = re.compile(r"\.(tmp|partial|lock)|\.(old|dead|new)-|^tmp")
 
 
 @dataclass
