@@ -130,8 +130,8 @@ def disk_errors(path: Path, outcome: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = exc.filename or path
-        raise BundleError(f"cannot write {path}: {exc.strerror or exc} ({where}); {outcome}. "
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise BundleError(f"cannot write {path}: {exc.strerror or exc}{where}; {outcome}. "
                           "Free space (or fix the directory) and rerun the same command."
                           ) from None
 
