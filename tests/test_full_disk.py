@@ -80,7 +80,7 @@ def tree(folder: Path) -> dict[str, str]:
 def one_error(code: int, err: str) -> str:
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
-    assert NO_SPACE in errors[0] and "Free space" in errors[0] or "free space" in errors[0]
+    assert NO_SPACE in errors[0] and "free space" in errors[0].lower()
     return errors[0]
 
 
