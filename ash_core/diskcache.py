@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 import warnings
 import weakref
@@ -47,6 +46,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ash_core.bundle import Bundle
+from ash_core.bundle.atomic import atomic_write
 from ash_core.bundle.safetensors_io import DTYPES, read_header, read_tensors, write_tensors
 from ash_core.errors import BundleError, CubeCacheError
 
@@ -296,16 +296,7 @@ def write_entry(path: Path | None, write: Callable[[Path], Any], what: str) -> b
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary sibling renamed over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, [text.encode("utf-8")])
 
 
 def cached(path: Path | None, load: Callable[[Path], T], compute: Callable[[], T],

@@ -6,6 +6,10 @@ environment lookup). A test sets ``ASH_FAULT_AT=tag`` (or ``tag:N`` for the N-th
 that tag is reached, 1-based) in a child process's environment, and the child then
 kills itself with SIGKILL at exactly that point: no cleanup handler, no ``finally``,
 as when a machine loses power or a user presses kill -9.
+
+``ASH_FAULT_TRACE=FILE`` appends every tag reached to ``FILE``, one a line: an
+uninterrupted run's trace lists every point a kill campaign can choose from
+(``tests/test_kill_campaign.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import signal
 from collections import Counter
 
 FAULT_ENV = "ASH_FAULT_AT"
+TRACE_ENV = "ASH_FAULT_TRACE"
 _seen: Counter[str] = Counter()
 
 
 def checkpoint(tag: str) -> None:
     """Die here with SIGKILL if ``$ASH_FAULT_AT`` names this tag (and this occurrence)."""
+    trace = os.environ.get(TRACE_ENV)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as fh:
+            fh.write(tag + "\n")
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return

@@ -137,7 +137,11 @@ def report_pdf(report: str, timeout: float = PDF_TIMEOUT_S) -> bytes:
                        f"or set {BROWSER_ENV}; the HTML report works without it")
     with tempfile.TemporaryDirectory(prefix="ash_report_") as tmp:
         src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
-        src.write_text(report, encoding="utf-8")
+        try:
+            src.write_text(report, encoding="utf-8")
+        except OSError as exc:  # a full temporary directory: say so, offer the HTML
+            raise AshError(f"cannot write the report to print it in {tmp} ({exc.strerror}); "
+                           "free space there or download the HTML report") from None
         cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}",
                "--no-pdf-header-footer", "--virtual-time-budget=20000",
                "--window-size=1100,1400", f"--print-to-pdf={out}", src.as_uri()]

@@ -81,42 +81,57 @@ _PRELOAD = ["torch", "torchvision", "pandas", "safetensors.numpy", "ash_core.cli
             "ash_core.cli.extract", "ash_core.extract", "extract_helpers"]
 
 
-def _extract_child(args: list[str], fault: str | None, log: str) -> None:
-    """Child: ``ash-explore extract ARGS`` with ``$ASH_FAULT_AT=fault``, output to ``log``."""
+def _cli_child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """Child: ``ash-explore ARGV`` with ``env`` set (``$ASH_FAULT_AT`` and
+    ``$ASH_FAULT_TRACE`` only where given), stdout to ``out``, stderr to ``err``."""
     import torch
 
     from ash_core.cli import main
-    from ash_core.faults import FAULT_ENV
+    from ash_core.faults import FAULT_ENV, TRACE_ENV
 
     torch.set_num_threads(1)  # 2 threads on a loaded 2-core box run ~10x slower
-    os.environ.pop(FAULT_ENV, None)
-    if fault:
-        os.environ[FAULT_ENV] = fault
-    with open(log, "w", buffering=1) as fh:
-        sys.stdout = sys.stderr = fh
-        rc = main(["extract", *args])
-        fh.flush()
+    for name in (FAULT_ENV, TRACE_ENV):
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    with open(out, "w", buffering=1) as fo, open(err, "w", buffering=1) as fe:
+        sys.stdout, sys.stderr = fo, fe
+        rc = main(argv)
+        fo.flush()
+        fe.flush()
     os._exit(rc)  # no multiprocessing teardown: exit like the CLI
+
+
+def run_cli_forked(argv: list[str], env: dict[str, str] | None = None, timeout: float = 300
+                   ) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``ash-explore ARGV`` in a child forked from a
+    forkserver that has imported torch and ash_core; exit code -9 when a
+    ``$ASH_FAULT_AT`` (in ``env``) killed it."""
+    import multiprocessing
+    import tempfile
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    with tempfile.NamedTemporaryFile("r", suffix=".out") as out, \
+            tempfile.NamedTemporaryFile("r", suffix=".err") as err:
+        proc = ctx.Process(target=_cli_child, args=(argv, dict(env or {}), out.name, err.name))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise AssertionError(f"ash-explore {argv} did not finish within {timeout}s")
+        return int(proc.exitcode), out.read(), err.read()
 
 
 def run_forked(args: list[str], fault: str | None = None, timeout: float = 300
                ) -> tuple[int, str]:
     """(exit code, output) of ``ash-explore extract ARGS`` in a forked child; exit code -9
     when ``fault`` (a ``faults.checkpoint`` tag, ``tag:N``) killed it."""
-    import multiprocessing
-    import tempfile
+    from ash_core.faults import FAULT_ENV
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
-        proc = ctx.Process(target=_extract_child, args=(args, fault, log.name))
-        proc.start()
-        proc.join(timeout)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-            raise AssertionError(f"extract {args} did not finish within {timeout}s")
-        return int(proc.exitcode), log.read()
+    rc, out, err = run_cli_forked(["extract", *args], {FAULT_ENV: fault} if fault else {},
+                                  timeout)
+    return rc, out + err
 
 
 def mnist_recipe(data: Path, **changes: object) -> dict[str, object]:

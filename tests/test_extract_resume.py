@@ -47,6 +47,8 @@ KILL_TAGS = [
 # Writer checkpoints that extraction never reaches (it publishes with its own swap, so
 # write_bundle never replaces a bundle here); tests/test_bundle_writer.py kills there.
 WRITER_ONLY_TAGS = ["write_bundle.old_moved"]
+# Every atomic file write passes this one (tests/test_kill_campaign.py kills there).
+ATOMIC_TAGS = ["atomic_write.filled"]
 CHUNKS = 7  # mnist_recipe: 3 + 2 + 2 chunks
 SEED = 13
 N_POINTS = 20
@@ -69,7 +71,7 @@ def test_every_checkpoint_is_a_kill_point() -> None:
         if path.name != "faults.py":  # its docstring shows checkpoint("tag")
             found |= set(re.findall(r"checkpoint\(\s*f?[\"']([^\"']+)[\"']", path.read_text()))
     assert found, "no faults.checkpoint calls found"
-    known = set(KILL_TAGS) | set(WRITER_ONLY_TAGS)
+    known = set(KILL_TAGS) | set(WRITER_ONLY_TAGS) | set(ATOMIC_TAGS)
     assert found <= known, f"add {sorted(found - known)} to KILL_TAGS"
 
 

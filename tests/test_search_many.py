@@ -145,3 +145,17 @@ def test_scores_on_features_are_validated_with_their_own_scorer(bundle, method):
         scores = ev.evaluate(Setting(method, params)).ood_scores
         pooled = np.concatenate([scores["ov_a"], scores["ov_b"]])
         assert value == IdScores(scores["id_v"]).metric(pooled, "auroc")
+
+
+def test_a_cached_result_keeps_its_ties(tmp_path, capsys):
+    """A result read back from the cache states the large ties the fresh one stated (the
+    kill campaign found a warm ``search`` printing less than a cold one)."""
+    from test_kill_campaign import _val_bundle
+
+    _val_bundle(tmp_path / "vb")
+    outputs = []
+    for _ in range(2):  # cold, then every result from the cache
+        assert main(["search", str(tmp_path / "vb"), "--all-methods", "--format", "json"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert '"ties"' in outputs[0]
+    assert outputs[1] == outputs[0]

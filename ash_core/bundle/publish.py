@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from ash_core import faults
+from ash_core.bundle.atomic import pid_alive
 from ash_core.bundle.files import is_bundle_dir
 from ash_core.bundle.manifest import BUNDLE_ENTRIES, MANIFEST
 from ash_core.bundle.safetensors_io import fsync_dir
@@ -43,16 +44,6 @@ def new_tmp_dir(path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
-
-
 def _leftovers(path: Path, kind: str) -> list[Path]:
     """``kind`` ("tmp" or "old") siblings of ``path`` whose writing process is gone
     (``write_bundle`` names them ``.NAME.old-PID-RANDOM``, extraction ``.NAME.old-PID``)."""
@@ -64,7 +55,7 @@ def _leftovers(path: Path, kind: str) -> list[Path]:
         return []
     for p in siblings:
         m = pattern.fullmatch(p.name)
-        if m and not p.is_symlink() and p.is_dir() and not _pid_alive(int(m.group(1))):
+        if m and not p.is_symlink() and p.is_dir() and not pid_alive(int(m.group(1))):
             found.append(p)
     return sorted(found)
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ash_core.bundle.atomic import clean_stale_temps
 from ash_core.bundle.files import (
     existing_file,
     is_bundle_dir,
@@ -39,7 +40,8 @@ def rehash_bundle(path: str | os.PathLike) -> tuple[dict[str, tuple[str | None, 
     changed = {rel: (old.get(rel), digest) for rel, digest in new.items()
                if old.get(rel) != digest}
     manifest["files"] = {**old, **new}
-    fd, name = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=root)
+    clean_stale_temps(root)  # a killed rehash's manifest (named as atomic_write names it)
+    fd, name = tempfile.mkstemp(prefix=f".{MANIFEST}.{os.getpid()}-", suffix=".tmp", dir=root)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -42,7 +42,6 @@ import math
 import mmap
 import os
 import struct
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ash_core.bundle.atomic import atomic_write, fsync_dir  # noqa: F401 - fsync_dir re-exported
 from ash_core.errors import BundleError
 
 MAX_HEADER_BYTES = 16 << 20
@@ -342,34 +342,6 @@ def write_tensors(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     arrays = {name: _storable(name, arr) for name, arr in arrays.items()}
     arrays = dict(sorted(arrays.items(), key=lambda kv: -kv[1].dtype.itemsize))
     blob = _header_blob(arrays, metadata)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(struct.pack("<Q", len(blob)))
-            fh.write(blob)
-            for arr in arrays.values():
-                if arr.nbytes:
-                    fh.write(memoryview(arr).cast("B"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (best effort where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    parts = [struct.pack("<Q", len(blob)), blob,
+             *(memoryview(arr).cast("B") for arr in arrays.values() if arr.nbytes)]
+    return atomic_write(path, parts)

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ash_core.bundle.arrays import read_head, read_split
@@ -106,9 +107,10 @@ def run_create(args: argparse.Namespace) -> int:
     classes = _classes(args.classes)
     missing = [p for p in out.absolute().parents if not p.exists()]
     try:
-        path = create_bundle(out, head, splits, classes=classes, name=args.name,
-                             feature_dtype=args.dtype, overwrite=args.overwrite,
-                             groups=groups).root
+        with disk_errors(out, "the bundle was not written (an existing one is unchanged)"):
+            path = create_bundle(out, head, splits, classes=classes, name=args.name,
+                                 feature_dtype=args.dtype, overwrite=args.overwrite,
+                                 groups=groups).root
     except BaseException:
         for parent in missing:  # nothing written: not even the parents write_bundle made
             with contextlib.suppress(OSError):
@@ -119,6 +121,19 @@ def run_create(args: argparse.Namespace) -> int:
     print(f"  try: ash-explore evaluate {path} --method ash-s --param p=90\n"
           f"       ash-explore dashboard {path}")
     return 0
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path, outcome: str) -> Iterator[None]:
+    """An OSError from the file system (a full disk, a quota, a read-only directory) as one
+    clear BundleError saying what happened to ``path`` and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise BundleError(f"cannot write {path}: {exc.strerror or exc}{where}; {outcome}. "
+                          "Free space (or fix the directory) and rerun the same command."
+                          ) from None
 
 
 def _size(root: Path) -> int:
@@ -177,7 +192,8 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_rehash(args: argparse.Namespace) -> int:
     from ash_core.bundle.rehash import rehash_bundle  # imports torch (via the loader)
 
-    changed, unchanged = rehash_bundle(args.bundle)
+    with disk_errors(Path(args.bundle), "the manifest is unchanged"):
+        changed, unchanged = rehash_bundle(args.bundle)
     for rel, (old, new) in changed.items():
         print(f"{rel}: {old or '(none)'} -> {new}")
     print(f"{len(changed)} changed, {unchanged} unchanged"

@@ -27,6 +27,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ash_core.bundle.atomic import clean_stale_temps
 from ash_core.cube.private_dir import (
     UntrustedPath,
     ensure_private_dir,
@@ -124,8 +125,11 @@ def kernel_status(tile: int = 64) -> str:
 
 
 def _compile(cc: str, tile: int, lib_path: Path) -> None:
-    """Compile ``kernel.c`` to ``lib_path`` (atomically: a private temporary, renamed)."""
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib_path.parent)
+    """Compile ``kernel.c`` to ``lib_path`` (atomically: a private temporary, named as
+    ``atomic_write`` names one, renamed)."""
+    clean_stale_temps(lib_path.parent)  # what a killed compile left
+    fd, tmp = tempfile.mkstemp(prefix=f".{lib_path.name}.{os.getpid()}-", suffix=".tmp",
+                               dir=lib_path.parent)
     os.close(fd)
     try:
         proc = subprocess.run([cc, *_flags(tile), str(SOURCE), "-o", tmp, "-lm"],

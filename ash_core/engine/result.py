@@ -43,6 +43,8 @@ class EvalResult:
     variant: dict[str, Any] | None = None
     #: the bundle's OOD groups (``Bundle.groups``: e.g. near / far -> split names)
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    #: the large ties of a result read back without its scores (a cached search result)
+    stored_ties: dict[str, TieRange] | None = field(default=None, repr=False)
 
     @property
     def method(self) -> str:
@@ -84,9 +86,10 @@ class EvalResult:
 
     def large_ties(self) -> dict[str, TieRange]:
         """The OOD sets whose (ID, OOD) score pairs tie above ``TIE_LEVEL``, with the AUROC
-        range over tie orders (``ash_core.maths.ties``); empty without kept scores."""
+        range over tie orders (``ash_core.maths.ties``); without kept scores, those stored
+        with the result (``stored_ties``), else none."""
         if self.id_scores is None or not self.ood_scores:
-            return {}
+            return dict(self.stored_ties or {})
         return large_ties(self.id_scores, self.ood_scores)
 
     def to_dict(self) -> dict[str, Any]:

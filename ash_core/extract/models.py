@@ -196,8 +196,8 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
     installed package, recorded under that name rather than its path on this machine), or for
     torchvision models a weights enum name (``DEFAULT``, ``IMAGENET1K_V2``), fetched only
     when ``download`` is true or already cached. A timm model without ``weights`` is refused
-    unless ``random_init``; built-ins without weights are randomly initialised with a warning
-    in the manifest.
+    unless ``random_init``; built-ins without weights are randomly initialised (seeded, so
+    every run builds the same model) with a warning in the manifest.
     """
     if weights is not None and str(weights).startswith(PACKAGE_PREFIX):
         path, label, info = package_weights(str(weights))
@@ -217,26 +217,13 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
             if not weights_file.is_file():
                 raise ModelError(f"weights file {weights_file} does not exist; check the path "
                                  "(relative paths are resolved from the current directory).")
-    if name in BUILTIN:
-        if enum_name:
-            raise ModelError(f"{name} is a built-in model; --weights must be a file, "
-                             f"not {enum_name!r}.")
-        lm = BUILTIN[name]()
-    elif name.startswith((TIMM_PREFIX, HF_PREFIX)):
+    if name.startswith((TIMM_PREFIX, HF_PREFIX)):
         return _prefixed_model(name, weights_file, enum_name, random_init)
-    elif ":" in name:
-        lm = _factory_model(name)
-    else:
-        tv = _torchvision_names()
-        if name not in tv:
-            raise ModelError(
-                f"unknown model {name!r}. Use a built-in ({', '.join(builtin_names())}), a "
-                f"torchvision classification model (e.g. resnet50, mobilenet_v2, densenet121, "
-                "vit_b_16; see torchvision.models.list_models()), timm:NAME, hf:PATH or "
-                "MODULE:FACTORY for your own."
-            )
-        lm = _torchvision_model(name, enum_name, download,
-                                num_classes if weights_file is None else None)
+    # seeded: what weights leave at random init is the same in every run and process, so a
+    # resumed extraction's chunks all come from one model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        lm = _built(name, enum_name, download, weights_file, num_classes)
     if weights_file is not None:
         sd = read_state_dict(weights_file)
         allow: Callable[[str], bool] = lambda k: False  # noqa: E731
@@ -255,3 +242,24 @@ def load_model(name: str, weights: str | Path | None = None, *, download: bool =
         lm.notes["warning"] = "random initialisation (no --weights given)"
     lm.model.eval()
     return lm
+
+
+def _built(name: str, enum_name: str | None, download: bool, weights_file: Path | None,
+           num_classes: int | None) -> LoadedModel:
+    """A built-in, MODULE:FACTORY or torchvision model, before its weights are loaded."""
+    if name in BUILTIN:
+        if enum_name:
+            raise ModelError(f"{name} is a built-in model; --weights must be a file, "
+                             f"not {enum_name!r}.")
+        return BUILTIN[name]()
+    if ":" in name:
+        return _factory_model(name)
+    if name not in _torchvision_names():
+        raise ModelError(
+            f"unknown model {name!r}. Use a built-in ({', '.join(builtin_names())}), a "
+            f"torchvision classification model (e.g. resnet50, mobilenet_v2, densenet121, "
+            "vit_b_16; see torchvision.models.list_models()), timm:NAME, hf:PATH or "
+            "MODULE:FACTORY for your own."
+        )
+    return _torchvision_model(name, enum_name, download,
+                              num_classes if weights_file is None else None)

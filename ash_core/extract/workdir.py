@@ -140,13 +140,18 @@ class WorkDir:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = sibling(self.out, "partial.new")
         new.mkdir()
-        for name in splits:
-            (new / name).mkdir()
-        record = {"format": WORK_FORMAT, "version": WORK_VERSION, "fingerprint": fps.work,
-                  "recipe": fps.recipe}
-        (new / MARKER).write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-        checkpoint("extract.work-new")
-        os.replace(new, self.path)
+        try:
+            for name in splits:
+                (new / name).mkdir()
+            record = {"format": WORK_FORMAT, "version": WORK_VERSION, "fingerprint": fps.work,
+                      "recipe": fps.recipe}
+            (new / MARKER).write_text(json.dumps(record, indent=1, default=str),
+                                      encoding="utf-8")
+            checkpoint("extract.work-new")
+            os.replace(new, self.path)
+        except OSError:  # a full disk: nothing of ours stays behind (a kill's goes later)
+            shutil.rmtree(new, ignore_errors=True)
+            raise
 
     def discard(self) -> None:
         """Delete the whole directory (tombstone first)."""

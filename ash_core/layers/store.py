@@ -24,7 +24,6 @@ against the file size, then the hash, before mapping (``bundle.files.open_tensor
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ import torch
 import torch.nn as nn
 
 from ash_core.bundle import Bundle, check_split_name, sha256_file
+from ash_core.bundle.atomic import atomic_write
 from ash_core.bundle.files import existing_file, inside, open_tensors
-from ash_core.bundle.safetensors_io import fsync_dir, read_header, write_tensors
+from ash_core.bundle.safetensors_io import read_header, write_tensors
 from ash_core.errors import BundleError
 from ash_core.layers.tails import build_tail
 
@@ -79,12 +79,8 @@ def add_layers(root: Path, arch: str, num_classes: int, points: Mapping[str, tup
         entry["maps"][layer] = {"point": point, "where": where, "shape": list(shapes.pop()),
                                 "tail": tail, "files": files}
     manifest[KEY] = entry
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False), encoding="utf-8")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / "manifest.json")
-    fsync_dir(root)
+    atomic_write(root / "manifest.json",
+                 [json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8")])
 
 
 def _save(root: Path, rel: str, arrays: dict[str, np.ndarray], manifest: dict) -> str:

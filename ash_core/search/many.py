@@ -41,6 +41,7 @@ from ash_core.diskcache import (
 from ash_core.engine.exact import EvalResult, Evaluator
 from ash_core.errors import CubeCacheError, ParameterError
 from ash_core.maths.metrics import OODMetrics
+from ash_core.maths.ties import TieRange
 from ash_core.methods import get_method, list_methods
 from ash_core.policy import ENGINES
 from ash_core.search.engines import (
@@ -196,7 +197,16 @@ def _eval_result(d: Mapping[str, Any], engine: str) -> EvalResult:
         bundle=d["bundle"], setting=Setting.from_dict(d), id_accuracy=dict(d["id_accuracy"]),
         ood={n: OODMetrics(**m, convention=convention) for n, m in d["ood"].items()},
         cutoff=d["fitted_threshold"], engine=engine,
+        stored_ties=_ties(d.get("ties", {"ood": {}})),
     )
+
+
+def _ties(d: Any) -> dict[str, TieRange]:
+    """The ``ties`` block of a result's JSON form (TypeError when it is not one)."""
+    if not isinstance(d, Mapping) or not isinstance(d.get("ood"), Mapping):
+        raise TypeError("its ties are not a mapping of OOD sets")
+    return {str(n): TieRange(**{k: float(r[k]) for k in ("tied", "auroc_min", "auroc_max")})
+            for n, r in d["ood"].items()}
 
 
 def result_from_dict(d: Mapping[str, Any], setting: Setting) -> SearchResult:
