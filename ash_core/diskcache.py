@@ -18,7 +18,9 @@ cached by the same rules:
 * **Checks** (``read_entry``): an entry or its directory that is a symbolic link is not
   followed; a stale key, a bad whole-file checksum (``checksum``), a malformed or
   unreadable file: any failure to load gives one warning and the entry is rebuilt.
-* **Writes** (``write_entry``): atomic (a temporary sibling renamed over the entry), with
+* **Writes** (``write_entry``): atomic (``bundle.atomic``: a temporary sibling renamed
+  over the entry; a killed writer's temporary goes at the next write into the directory;
+  a full disk gives one warning and the value is used uncached), with
   the permissions of the directory they are in (new directories take their parent's),
   never writable by others, so a cache beside a bundle is never more widely readable than
   the bundle; a directory that

@@ -78,7 +78,10 @@ def assert_same_bundle(a: Path, b: Path, atol: float = 0.0) -> None:
 # anything (no thread pools to break in the fork): each child starts in milliseconds.
 
 _PRELOAD = ["torch", "torchvision", "pandas", "safetensors.numpy", "ash_core.cli",
-            "ash_core.cli.extract", "ash_core.extract", "extract_helpers"]
+            "ash_core.cli.extract", "ash_core.extract", "extract_helpers",
+            # the kill campaign's other commands (tests/test_kill_campaign.py)
+            "ash_core.cli.sweep", "ash_core.cli.search", "ash_core.cli.bundle",
+            "ash_core.bundle.create", "ash_core.search.many", "ash_core.layers.sweep"]
 
 
 def _cli_child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:

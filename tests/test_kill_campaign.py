@@ -38,6 +38,7 @@ from conftest import make_synthetic_bundle
 from extract_helpers import manifest_without_timing, run_cli_forked
 
 from ash_core import SplitData, load_bundle, write_bundle
+from ash_core.diskcache import ENV_CACHE
 from ash_core.faults import FAULT_ENV, TRACE_ENV
 
 pytestmark = pytest.mark.slow
@@ -168,7 +169,8 @@ class Reference:
 
 def _run(w: Workload, folder: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """(exit code, stdout with ``folder`` written <F>, stderr) of ``w`` run in ``folder``."""
-    rc, out, err = run_cli_forked(w.argv(folder), env)
+    # caches beside the bundle, whatever the caller's environment says
+    rc, out, err = run_cli_forked(w.argv(folder), {ENV_CACHE: "", **(env or {})})
     return rc, out.replace(str(folder), "<F>"), err
 
 
@@ -245,3 +247,26 @@ def test_the_campaign_passes_every_writer_checkpoint(references):
             found |= set(re.findall(r"checkpoint\(\s*f?[\"']([^\"']+)[\"']", path.read_text()))
     passed = {tag for ref in references.values() for tag in ref.trace}
     assert found - passed <= {"extract.swap", "extract.tombstone"}, found - passed
+
+
+def test_a_fresh_interpreter_is_killed_and_recovers_the_same_way(references, tmp_path):
+    """The campaign's forked children stand for ``python -m ash_core.cli``: one kill of a
+    fresh interpreter (``bundle create`` with the old bundle moved aside, the new one not
+    yet in place) recovers to the same files."""
+    import subprocess
+    import sys
+
+    from test_extract_resume import REPO
+
+    w, ref = WORKLOADS[-1], references["create"]
+    folder = tmp_path / "create"
+    shutil.copytree(ref.inputs, folder)
+    env = {**os.environ, "PYTHONPATH": str(REPO), ENV_CACHE: "",
+           FAULT_ENV: "write_bundle.old_moved"}
+    proc = subprocess.run([sys.executable, "-m", "ash_core.cli", *w.argv(folder)], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert not (folder / "out").exists() and temporaries(folder)  # killed mid-swap
+    rc, out, err = _run(w, folder)
+    assert rc == 0 and out == ref.stdout, err
+    assert tree(folder) == ref.tree and temporaries(folder) == []

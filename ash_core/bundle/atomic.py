@@ -40,19 +40,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temps(directory: Path) -> list[Path]:
+def clean_stale_temps(directory: Path, name: str | None = None) -> list[Path]:
     """Remove the temporary files of dead writers in ``directory`` (regular files named as
-    ``atomic_write`` names them, never a link or a directory); returns what was removed."""
+    ``atomic_write`` names them, never a link or a directory; with ``name``, only those of
+    that file); returns what was removed."""
     removed = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
-    for name in names:
-        m = TEMP_NAME.fullmatch(name)
-        if not m or pid_alive(int(m.group(1))):
+    for entry in names:
+        m = TEMP_NAME.fullmatch(entry)
+        if not m or (name is not None and not entry.startswith(f".{name}.")) \
+                or pid_alive(int(m.group(1))):
             continue
-        path = Path(directory) / name
+        path = Path(directory) / entry
         with contextlib.suppress(OSError):
             if stat.S_ISREG(os.lstat(path).st_mode):
                 path.unlink()

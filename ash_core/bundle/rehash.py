@@ -40,7 +40,7 @@ def rehash_bundle(path: str | os.PathLike) -> tuple[dict[str, tuple[str | None, 
     changed = {rel: (old.get(rel), digest) for rel, digest in new.items()
                if old.get(rel) != digest}
     manifest["files"] = {**old, **new}
-    clean_stale_temps(root)  # a killed rehash's manifest (named as atomic_write names it)
+    clean_stale_temps(root, MANIFEST)  # a killed rehash's (named as atomic_write names it)
     fd, name = tempfile.mkstemp(prefix=f".{MANIFEST}.{os.getpid()}-", suffix=".tmp", dir=root)
     os.close(fd)
     tmp = Path(name)
