@@ -288,6 +288,9 @@ def test_cli_dashboard_builds_the_streamlit_command():
     cmd = cli_dashboard.command(args)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
     assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"  # no Deploy button
+    shipped = (Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text()
+    assert 'toolbarMode = "minimal"' in shipped  # `streamlit run dashboard/app.py` too
     assert cmd[cmd.index("--server.port") + 1] == "8765"
     assert cmd[cmd.index("--") + 1:] == ["b1", "b2", "--data-root", "/d"]
     default = cli_dashboard.command(argparse.Namespace(bundles=[], data_root=None, port=1,
