@@ -208,3 +208,18 @@ def test_report_redacts_absolute_paths():
                         "scale": "1/255", "list": ["C:\\data\\x.th", "~/y"]})
     assert got == {"weights": ".../w.pt", "rel": "splits/a.safetensors", "scale": "1/255",
                    "list": [".../x.th", ".../y"]}
+
+
+def test_report_holds_the_comparison_across_bundles_on_request(ctx, report):
+    full = export_view.build_html(ctx, link=None, with_across=True)
+    text = re.sub(r"<[^>]+>", " ", full)
+    assert "Across bundles" not in re.sub(r"<[^>]+>", " ", report)  # only when asked
+    for needle in ("Across bundles", "at its declared defaults", "Gain or loss against no "
+                   "shaping", "Near-OOD and far-OOD AUROC and ID accuracy"):
+        assert needle in text, needle
+    assert full.count("Plotly.newPlot") == report.count("Plotly.newPlot") + 2
+
+
+def test_report_summary_says_where_the_setting_gains_and_loses(report):
+    text = re.sub(r"<[^>]+>", " ", report)
+    assert re.search(r"ash-s p=80 local (gains|loses) AUROC on \d+ of 2 OOD set", text)

@@ -50,13 +50,18 @@ def _report_buttons(ctx: Context, query: str) -> None:
                         help="computed when the report is built if the Leaderboard view "
                              "has not computed it yet (about a minute with KNN on the demo "
                              "bundles)")
+    across = st.checkbox("Include the comparison across bundles (every shaping method on "
+                         "every bundle)", key="export_across", value=False,
+                         help="evaluates every shaping method at its defaults on every "
+                              "bundle this dashboard serves (about 1.5 min for the four demo "
+                              "bundles the first time, then cached)")
     c1, c2 = st.columns(2)
-    c1.download_button("Download HTML report", lambda: build_html(ctx, link, board),
+    c1.download_button("Download HTML report", lambda: build_html(ctx, link, board, across),
                        file_name="ash_report.html", mime="text/html", key="dl_report",
                        type="primary", on_click="ignore")
     pdf_ok = export.browser_path() is not None
     c2.download_button("Download PDF report",
-                       lambda: export.report_pdf(build_html(ctx, link, board)),
+                       lambda: export.report_pdf(build_html(ctx, link, board, across)),
                        file_name="ash_report.pdf", mime="application/pdf", key="dl_report_pdf",
                        disabled=not pdf_ok, on_click="ignore",
                        help=None if pdf_ok else "needs Chromium (set BROWSER_PATH)")

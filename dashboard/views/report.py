@@ -10,7 +10,9 @@ from __future__ import annotations
 from ash_core.reports.gains import gain_sentences, groups_text
 from ash_core.reports.tables import best_settings, evaluation_frame, headline, tradeoff_sentence
 from dashboard import cache, export, figures, figures_methods, offer, plotdata, replay, validation
+from dashboard.figure_style import stamped
 from dashboard.param_marks import add_param_marks
+from dashboard.views import across as across_view
 from dashboard.views import leaderboard
 from dashboard.views.common import Context
 from dashboard.views.figure_io import stamp
@@ -124,9 +126,35 @@ def leaderboard_section(ctx: Context) -> export.Section:
                           {"Figure 1: ID accuracy vs average OOD performance": fig})
 
 
-def build_html(ctx: Context, link: str | None, with_board: bool = False) -> str:
+def across_section(ctx: Context) -> export.Section:
+    """Every shaping method on every bundle the dashboard serves: the heatmaps, the gains
+    against no shaping per bundle and group, and the table behind them."""
+    try:
+        data = across_view.compute(ctx)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
+        return export.Section("Across bundles", f"The comparison across bundles failed: "
+                                                f"{cache.error_text(exc)}")
+    if data.frame.empty:
+        return export.Section("Across bundles", "No bundle could be evaluated.")
+    heat, gains = across_view.figures(data, "light")
+    left = "; ".join(f"{k}: {v}" for k, v in data.left_out.items())
+    names = ", ".join(data.bundles)
+    return export.Section(
+        "Across bundles",
+        f"Bundles: {names}. {across_view.PARAMS_NOTE}" + (f" Left out: {left}." if left
+                                                           else ""),
+        {"Every method, bundle and group (AUROC, FPR95, ID accuracy)": data.frame},
+        {"Near-OOD and far-OOD AUROC and ID accuracy": stamped(heat, f"{names}; every "
+                                                                     "method at its defaults"),
+         "Gain or loss against no shaping": stamped(gains, f"{names}; shaping methods vs "
+                                                           "none")})
+
+
+def build_html(ctx: Context, link: str | None, with_board: bool = False,
+               with_across: bool = False) -> str:
     """The whole report for the current state (summary, results, trade-off, comparison,
-    and the leaderboard when ``with_board``)."""
+    the leaderboard when ``with_board``, the comparison across bundles when
+    ``with_across``)."""
     s = ctx.state
     settings, frame, figs = report_parts(ctx)
     result = ctx.result()
@@ -144,5 +172,6 @@ def build_html(ctx: Context, link: str | None, with_board: bool = False) -> str:
         {"Metrics per OOD set (Δ against no shaping)": frame}, figs, link=link,
         summary=summary, convention=s.convention,
         sections=[trade, _compare_section(ctx),
-                  *([leaderboard_section(ctx)] if with_board else [])],
+                  *([leaderboard_section(ctx)] if with_board else []),
+                  *([across_section(ctx)] if with_across else [])],
         version=export.app_version())
