@@ -28,10 +28,25 @@ class Across:
     left_out: dict[str, str] = field(default_factory=dict)
 
 
-def across(paths: Sequence[str], policy: BundlePolicy, score: str = "energy",
-           convention: str = "id", progress: cache.Progress | None = None) -> Across:
-    """Every method of ``ACROSS_METHODS`` at its declared defaults on every bundle of
-    ``paths`` (all its non-empty OOD sets; groups as the bundle declares them)."""
+#: computed comparisons, by bundles (path and content hash), score and convention: shared
+#: by every session, bounded (a new set of bundles is a new entry)
+_DONE: dict[tuple, Across] = {}
+MAX_ENTRIES = 8
+
+
+def _key(paths: Sequence[str], policy: BundlePolicy, score: str, convention: str) -> tuple:
+    loaded, left_out = _load(paths, policy)
+    return (tuple((str(b.root), b.content_hash) for b, _ in loaded),
+            tuple(sorted(left_out)), score, convention)
+
+
+def cached(paths: Sequence[str], policy: BundlePolicy, score: str = "energy",
+           convention: str = "id") -> Across | None:
+    """The comparison when it was computed already for these bundles, else None."""
+    return _DONE.get(_key(paths, policy, score, convention))
+
+
+def _load(paths: Sequence[str], policy: BundlePolicy):
     loaded, left_out = [], {}
     for path in dict.fromkeys(paths):
         try:
@@ -44,6 +59,17 @@ def across(paths: Sequence[str], policy: BundlePolicy, score: str = "energy",
             left_out[bundle.name] = "no OOD set with samples"
             continue
         loaded.append((bundle, ood))
+    return loaded, left_out
+
+
+def across(paths: Sequence[str], policy: BundlePolicy, score: str = "energy",
+           convention: str = "id", progress: cache.Progress | None = None) -> Across:
+    """Every method of ``ACROSS_METHODS`` at its declared defaults on every bundle of
+    ``paths`` (all its non-empty OOD sets; groups as the bundle declares them)."""
+    key = _key(paths, policy, score, convention)
+    if key in _DONE:
+        return _DONE[key]
+    loaded, left_out = _load(paths, policy)
     names = _unique_names([b for b, _ in loaded])
     total = len(loaded) * len(ACROSS_METHODS)
     done = [0]
@@ -61,7 +87,11 @@ def across(paths: Sequence[str], policy: BundlePolicy, score: str = "energy",
     results, skipped = evaluate_across(
         ((name, evaluator(b, ood)) for name, (b, ood) in zip(names, loaded, strict=True)),
         score=score, convention=convention)
-    return Across(across_frame(results), names, {**left_out, **skipped})
+    out = Across(across_frame(results), names, {**left_out, **skipped})
+    if len(_DONE) >= MAX_ENTRIES:
+        _DONE.pop(next(iter(_DONE)))
+    _DONE[key] = out
+    return out
 
 
 def _unique_names(bundles) -> list[str]:

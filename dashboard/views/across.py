@@ -39,7 +39,16 @@ def figures(data: across_data.Across, theme: str | None):
 
 def render(ctx: Context) -> None:
     st.subheader("Across bundles: where shaping helps, where it hurts")
-    data = compute(ctx)
+    s = ctx.state
+    data = across_data.cached(ctx.bundles, ctx.policy, s.board_score, s.convention)
+    if data is None:  # a minute or more the first time: only when asked
+        st.caption(plain(f"Evaluates no shaping and {len(SHAPING)} shaping methods "
+                         f"({', '.join(SHAPING)}) on each of the {len(ctx.bundles)} bundle(s) "
+                         "this dashboard serves: about 20 s per demo bundle the first time, "
+                         "then kept for every session."))
+        if not st.button("Compare every bundle", key="across_run", type="primary"):
+            return
+    data = data or compute(ctx)
     if data.frame.empty:
         st.info("No bundle could be evaluated: " + plain("; ".join(
             f"{k}: {v}" for k, v in data.left_out.items()) or "none given"))
