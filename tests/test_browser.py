@@ -7,8 +7,8 @@ width (1400/800 px; one reused page per theme and width), and fails on:
 * a Streamlit error box (``stException``, an error ``stAlert``) or a browser console
   error / uncaught page error;
 * anything wider than the viewport (``scrollWidth > innerWidth``, or an element whose
-  right edge passes the viewport), and truncated card labels or values (text cut
-  with an ellipsis);
+  right edge passes the viewport: cards, charts, buttons, download buttons, tables,
+  code blocks), and truncated card labels or values (text cut with an ellipsis);
 * a chart that does not render.
 
 Which (bundle, theme, width) cases run, each over every view (``matrix()``):
@@ -88,7 +88,8 @@ _LAYOUT_JS = """() => {
   const main = document.querySelector('[data-testid=stMain]') || document.body;
   for (const el of main.querySelectorAll('[data-testid=stMetric], .js-plotly-plot, '
        + '[data-testid=stHeading], [data-testid=stButton], [data-testid=stDownloadButton], '
-       + '[data-testid=stCaptionContainer], [data-testid=stAlert]')) {
+       + '[data-testid=stCaptionContainer], [data-testid=stAlert], '
+       + '[data-testid=stDataFrame], [data-testid=stTable], [data-testid=stCode]')) {
     const r = el.getBoundingClientRect();
     if (r.width && r.right > W + 1)
       out.push(`${el.dataset.testid || el.className}: right edge ${Math.round(r.right)} > ${W}`);

@@ -476,3 +476,18 @@ def test_context_result_follows_p_across_fragment_reruns(synthetic_bundle, monke
     assert ctx.replay() is first and calls == [60.0]  # once per setting
     ctx.state.p = 70
     assert ctx.replay() is not first and calls == [60.0, 70.0]
+
+
+def test_inspector_class_names_read_wordnet_ids_through_the_data_root(tmp_path):
+    # regression: Tiny-ImageNet classes showed as WordNet ids although words.txt is there
+    from types import SimpleNamespace
+
+    from dashboard import inspection
+    (tmp_path / "tinyimagenet" / "val" / "images").mkdir(parents=True)
+    (tmp_path / "tinyimagenet" / "words.txt").write_text("n01443537\tgoldfish, Carassius\n")
+    bundle = SimpleNamespace(classes=["n01443537"], manifest={"splits": [
+        {"role": "id", "data": {"path": "tinyimagenet/val/images"}},
+        {"role": "ood", "data": {"path": "elsewhere"}}]})
+    names, used = inspection.class_names(bundle, str(tmp_path))
+    assert names == ["goldfish"] and used.endswith("tinyimagenet/words.txt")
+    assert inspection.class_names(bundle, None) == (["n01443537"], None)

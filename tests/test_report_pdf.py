@@ -93,6 +93,10 @@ def test_demo_report_pdf_reads_back_whole(name, browser):
     if ctx.bundle.groups:
         assert "By group (AUROC)" in " ".join(pages).replace("\n", " ")
     assert "displayModeBar\":false" in html.replace(" ", "")  # no toolbar drawn or printed
+    # every figure's title names the bundle, its content and the setting
+    stamp = f"{ctx.bundle.name} (content {ctx.bundle.content_hash[:12]}): "
+    assert html.count(stamp) >= html.count("Plotly.newPlot") >= 8
+    assert f"{stamp}ash-s p=90 local" in html
     # a planted fault per check: each one makes check_pdf fail
     for planted in (dict(pages=[*pages, ""]), dict(columns=[*columns, "nowhere/auroc"]),
                     dict(content_hash=ctx.bundle.content_hash[::-1]),
