@@ -47,10 +47,39 @@ class SampleInspection:
     percentile_after: float
     predicted_before: str
     predicted_after: str
+    #: what "kept" means for this method, in words (``kept_units``)
+    kept_rule: str = ""
 
     @property
     def n_kept(self) -> int:
         return int(self.kept.sum())
+
+
+def kept_units(shaper: Shaper, before_sorted: np.ndarray) -> tuple[np.ndarray, str]:
+    """Which units the method keeps, for units sorted by activation (largest first), and
+    the rule in words. One definition, the shaping's own: under a local threshold the k =
+    D - round(D*p/100) units of highest rank survive (a survivor may be 0: ranks, not
+    values, decide); under a global cutoff the units strictly above it; a method that
+    prunes nothing (ReAct clips, SCALE rescales, DICE and the scores leave the features
+    alone) keeps every unit."""
+    d = before_sorted.size
+    spec = shaper.spec
+    if spec.keeps_features or spec.variant is not None:
+        return np.ones(d, dtype=bool), "no unit is pruned: the method leaves the features alone"
+    if shaper.cutoff is not None and spec.fit == "always":
+        return np.ones(d, dtype=bool), (f"no unit is pruned: activations are clipped at "
+                                        f"{float(shaper.cutoff):.3g}")
+    if shaper.cutoff is not None:
+        return before_sorted > float(shaper.cutoff), (
+            f"kept: the units above the global cutoff {float(shaper.cutoff):.3g}")
+    if shaper.p is None:
+        return np.ones(d, dtype=bool), "no unit is pruned"
+    k = kept_count(d, shaper.p)
+    mask = np.arange(d) < k
+    if spec.grid == "row-scale":  # SCALE: the top k define s2, every unit is rescaled
+        return mask, (f"kept: the k = {k} of D = {d} top-ranked units that define s2 (no "
+                      "unit is pruned; every one is rescaled)")
+    return mask, f"kept: the k = {k} of D = {d} top-ranked units (k = D - round(D*p/100))"
 
 
 def _row(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -154,13 +183,14 @@ def inspect_sample(
     e_before = float(energy_score(logits_before)[0])
     e_after = float(energy_score(logits_after)[0])
     thr, kind = threshold_value(shaper, x)
+    kept, rule = kept_units(shaper, before[order])
     tb = top_classes(logits_before, classes, k)
     ta = top_classes(logits_after, classes, k)
     return SampleInspection(
         units=order,
         before=before[order],
         after=after[order],
-        kept=after[order] != 0,
+        kept=kept,
         threshold_value=thr,
         threshold_kind=kind,
         top_before=tb,
@@ -171,7 +201,34 @@ def inspect_sample(
         percentile_after=percentile_within(e_after, id_energy_after),
         predicted_before=str(tb["class"].iloc[0]),
         predicted_after=str(ta["class"].iloc[0]),
+        kept_rule=rule,
     )
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """One sample's detection score (the setting's own: energy, MSP, KNN, GEN, ...)
+    without and with the method, each placed within the ID scores of the same result."""
+
+    name: str
+    before: float
+    after: float
+    percentile_before: float
+    percentile_after: float
+
+
+def _score_of(result, split: str, id_name: str, index: int) -> float:
+    scores = result.id_scores if split == id_name else result.ood_scores[split]
+    return float(np.asarray(scores)[index])
+
+
+def sample_score(before, after, id_name: str, split: str, index: int) -> SampleScore:
+    """``after`` (an ``EvalResult`` of the setting) and ``before`` (the same score without
+    the method) at one sample of ``split``; percentiles within each result's ID scores."""
+    b = _score_of(before, split, id_name, index)
+    a = _score_of(after, split, id_name, index)
+    return SampleScore(after.score, b, a, percentile_within(b, before.id_scores),
+                       percentile_within(a, after.id_scores))
 
 
 def worst_samples(id_scores: np.ndarray, ood_scores: Mapping[str, np.ndarray], id_name: str,

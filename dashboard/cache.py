@@ -253,12 +253,21 @@ def percent(df: pd.DataFrame, keep: Sequence[str] = ("p",)) -> pd.DataFrame:
     return out
 
 
+#: a provenance with more class names lists the first ones and the count
+PROVENANCE_CLASSES = 20
+
+
 def provenance(bundle: Bundle) -> dict:
-    """The manifest without per-file hashes: model, layer, data, splits (for reports)."""
+    """The manifest without per-file hashes: model, layer, data, splits (for reports), and
+    the bundle's name and content hash, never where the server keeps it."""
     m = {k: v for k, v in bundle.manifest.items() if k != "files"}
     m["splits"] = [{k: s.get(k) for k in ("name", "role", "n")} for s in m.get("splits", [])]
+    classes = list(m.get("classes") or [])
+    if len(classes) > PROVENANCE_CLASSES:  # 200 class names would fill pages of the report
+        m["classes"] = (f"{len(classes)} classes: {', '.join(map(str, classes[:10]))}, ... "
+                        f"{classes[-1]}")
+    m["bundle"] = bundle.name
     m["content_hash"] = bundle.content_hash
-    m["path"] = str(bundle.root)
     return m
 
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from ash_core import __version__
@@ -157,3 +158,49 @@ def report_pdf(report: str, timeout: float = PDF_TIMEOUT_S) -> bytes:
             raise AshError(f"{browser} did not print the report (exit {run.returncode}: "
                            f"{tail[0]}); download the HTML report instead")
         return data
+
+
+def figure_frame(fig: go.Figure) -> pd.DataFrame:
+    """A figure's data as one long table, for its CSV: one row per point of every trace
+    (trace name, panel axes, x, y, z for a heatmap cell, the hover text), so any figure's
+    numbers download without a figure-specific writer."""
+    def flat(values):
+        """A two-level (multicategory) axis's labels as "outer / inner"."""
+        if values is None:
+            return None
+        values = list(values)
+        if values and isinstance(values[0], list | tuple):
+            return [" / ".join(map(str, t)) for t in zip(*values, strict=False)]
+        return values
+
+    rows = []
+    for i, tr in enumerate(fig.data):
+        name = getattr(tr, "name", None) or f"trace {i}"
+        axes_ = f"{getattr(tr, 'xaxis', None) or 'x'}/{getattr(tr, 'yaxis', None) or 'y'}"
+        z = getattr(tr, "z", None)
+        if z is not None:
+            xs = flat(tr.x) if tr.x is not None else list(range(len(z[0]) if len(z) else 0))
+            ys = flat(tr.y) if tr.y is not None else list(range(len(z)))
+            for r, yv in enumerate(ys):
+                for c, xv in enumerate(xs):
+                    rows.append((i, name, axes_, xv, yv, z[r][c], None))
+            continue
+        xs = flat(getattr(tr, "x", None))
+        ys = flat(getattr(tr, "y", None))
+        if xs is None and ys is None:
+            continue
+        n = len(xs) if xs is not None else len(ys)
+        text = getattr(tr, "text", None)
+        texts = list(text) if isinstance(text, list | tuple) else [text] * n
+        for j in range(n):
+            rows.append((i, name, axes_, None if xs is None else xs[j],
+                         None if ys is None else ys[j], None, texts[j] if j < len(texts)
+                         else None))
+    return pd.DataFrame(rows, columns=["trace", "name", "axes", "x", "y", "z", "text"])
+
+
+def light(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` on the light template (figure files are for paper and slides)."""
+    out = go.Figure(fig)
+    out.update_layout(template="plotly_white")
+    return out

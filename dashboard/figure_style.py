@@ -15,12 +15,18 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
+from ash_core import list_methods
+
 ID_COLOR = "#4C78A8"
 KEPT_COLOR = "#E45756"
 OOD_PALETTE = ("#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B",
                "#9D755D", "#FF9DA6", "#BAB0AC", "#2CA02C", "#8C564B", "#17BECF")
+#: one colour per registered method, by its registry position (``method_colors``): mid
+#: tones that read on light and dark pages; no shaping (the first) is grey
 METHOD_PALETTE = ("#8C8C8C", "#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B",
-                  "#B279A2", "#EECA3B", "#9D755D")
+                  "#B279A2", "#EECA3B", "#9D755D", "#FF9DA6", "#17BECF", "#BCBD22",
+                  "#D62728", "#9467BD", "#2CA02C", "#E377C2", "#1F9E89", "#FF7F0E",
+                  "#8C6D31", "#6B6ECF", "#AD494A", "#3182BD", "#E6550D", "#31A354")
 METRIC_LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In",
                  "aupr_out": "AUPR-Out", "id_acc": "ID accuracy"}
 #: page backgrounds the auto theme's marks must read on (Streamlit light and dark)
@@ -87,7 +93,15 @@ def set_colors(names: Sequence[str]) -> dict[str, str]:
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    return {m: METHOD_PALETTE[i % len(METHOD_PALETTE)] for i, m in enumerate(methods)}
+    """The one colour of each method, the same in every view and figure: by the method's
+    position in the registry (a name the registry does not know takes the colours after
+    the registry's, in the order given)."""
+    every = list_methods()
+    known = {m: METHOD_PALETTE[i % len(METHOD_PALETTE)] for i, m in enumerate(every)}
+    others = [m for m in dict.fromkeys(methods) if m not in known]
+    extra = {m: METHOD_PALETTE[(len(every) + i) % len(METHOD_PALETTE)]
+             for i, m in enumerate(others)}
+    return {m: known.get(m) or extra[m] for m in methods}
 
 
 def plain_text(text: str) -> str:
@@ -213,3 +227,26 @@ def axes(fig: go.Figure, i: int, x: dict | None = None, y: dict | None = None) -
         fig.layout["xaxis" + xr[1:]].update(x)
     if y:
         fig.layout["yaxis" + yr[1:]].update(y)
+
+
+def stamped(fig: go.Figure, stamp: str) -> go.Figure:
+    """A copy of ``fig`` whose title starts with a line naming what it shows (bundle,
+    method, setting), so a figure file read on its own says where it comes from. The top
+    margin, the height and the title and legend positions grow by the added lines, so the
+    plot area and the legend keep their place relative to the panels."""
+    out = go.Figure(fig)
+    head = wrap_title(plain_text(stamp), TITLE_CHARS + 30)
+    added = 20 * (head.count("<br>") + 1)
+    lay = out.layout
+    old_total = float(lay.height or 450)
+    old_top = float(lay.margin.t if lay.margin.t is not None else 80)
+    total = old_total + added
+    legend_top = (1 - float(lay.legend.y)) * old_total if lay.legend.y is not None else None
+    text = lay.title.text or ""
+    out.update_layout(height=total, margin=dict(t=old_top + added),
+                      title=dict(text=f"<b>{head}</b>" + (f"<br>{text}" if text else ""),
+                                 x=0, xanchor="left", xref="container", y=1 - 20 / total,
+                                 yanchor="top", yref="container"))
+    if legend_top is not None and lay.legend.yref == "container":
+        out.update_layout(legend=dict(y=1 - (legend_top + added) / total))
+    return out

@@ -16,7 +16,6 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ash_core.maths.curves import Curve, Histogram
-from ash_core.samples import SampleInspection
 from dashboard.figure_style import (  # noqa: F401 - re-exported for the views
     BASE_COLOR,
     ID_COLOR,
@@ -38,6 +37,11 @@ from dashboard.figure_style import (  # noqa: F401 - re-exported for the views
     subplots,
     theme_of,
     vline,
+)
+from dashboard.figures_inspector import (  # noqa: F401 - re-exported for the views
+    activations_figure,
+    placeholder_image,
+    topk_figure,
 )
 
 #: above this many points scatters use WebGL
@@ -284,8 +288,14 @@ def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str
             hovertemplate="%{text}<br>ID acc %{x:.2f}%<br>" + METRIC_LABELS[metric]
                           + " %{y:.2f}%<extra></extra>"))
     if not front.empty:
-        fig.add_trace(scatter(x=100 * front["id_acc"], y=100 * front[y], mode="lines",
-                              name="Pareto front", line=dict(color=th.ink, dash="dash")))
+        # the front sits over hundreds of markers: a thick line and open rings, drawn last
+        # of the data and in the markers' renderer (a WebGL canvas covers SVG traces)
+        f = front.sort_values("id_acc")
+        fig.add_trace(scatter(x=100 * f["id_acc"], y=100 * f[y], mode="lines+markers",
+                              name="Pareto front", line=dict(color=th.ink, dash="dash",
+                                                             width=3),
+                              marker=dict(symbol="circle-open", size=12, color=th.ink,
+                                          line=dict(width=2))))
     if current is not None and current[1] is not None:
         label, acc, value = current
         fig.add_trace(go.Scatter(x=[100 * acc], y=[100 * value], mode="markers",
@@ -299,73 +309,6 @@ def pareto_figure(df: pd.DataFrame, front: pd.DataFrame, y: str, convention: str
                       yaxis_title=f"avg {METRIC_LABELS[metric]} (%, "
                                   f"{convention_label(convention)})")
     return fig
-
-
-# --------------------------------------------------------------------------- inspector
-
-
-def activations_figure(insp: SampleInspection, setting: str, max_units: int = 512, *,
-                       titles: tuple[str, str] | None = None,
-                       theme: str | None = None) -> go.Figure:
-    """The sample's activations sorted (largest first), before and after shaping.
-
-    Kept units (non-zero after shaping) are highlighted; the dashed line is the
-    method's cut (threshold) in activation units. ``titles`` replaces the two panels'
-    titles (a method that reads other features than it shapes: ODIN).
-    """
-    th = theme_of(theme)
-    n = min(len(insp.before), max_units)
-    x = np.arange(n)
-    units = insp.units[:n]
-    kept_label = f"kept ({insp.n_kept})"
-    pruned_label = f"pruned ({len(insp.kept) - insp.n_kept})"
-    fig = subplots(1, 2, titles or ("before shaping", f"after shaping ({setting})"), theme=th,
-                   height=360, legend=(kept_label, pruned_label),
-                   title="Activations of this sample, sorted (red: kept units)")
-    colors = np.where(insp.kept[:n], KEPT_COLOR, th.base)
-    for c, values in ((1, insp.before[:n]), (2, insp.after[:n])):
-        fig.add_bar(x=x, y=values, marker_color=colors, name="activation",
-                    customdata=units, showlegend=False, **panel(c),
-                    hovertemplate="unit %{customdata}: %{y:.4g}<extra></extra>")
-    fig.add_scatter(x=[None], y=[None], mode="markers", name=kept_label,
-                    marker=dict(color=KEPT_COLOR, symbol="square"))
-    fig.add_scatter(x=[None], y=[None], mode="markers", name=pruned_label,
-                    marker=dict(color=th.base, symbol="square"))
-    if insp.threshold_value is not None:
-        fig.update_layout(shapes=[hline(0, insp.threshold_value, th.ink)])
-        fig.add_annotation(x=1, xref="x domain", y=insp.threshold_value, yref="y",
-                           text=f"{insp.threshold_kind} = {insp.threshold_value:.3g}",
-                           showarrow=False, xanchor="right", yanchor="bottom")
-    for c in (1, 2):
-        axes(fig, c - 1, x=dict(title_text="units, sorted by activation before"))
-    axes(fig, 0, y=dict(title_text="activation"))
-    fig.update_layout(bargap=0.05)
-    return fig
-
-
-def topk_figure(insp: SampleInspection, setting: str, *, theme: str | None = None
-                ) -> go.Figure:
-    """Top-5 class probabilities before and after shaping (in %)."""
-    th = theme_of(theme)
-    fig = subplots(1, 2, ("no shaping", setting), theme=th, height=280, hspace=0.22,
-                   title="Top-5 class probabilities")
-    for c, (df, color, name) in enumerate(((insp.top_before, th.base, "no shaping"),
-                                           (insp.top_after, KEPT_COLOR, setting)), start=1):
-        fig.add_bar(y=[plain_text(c) for c in df["class"][::-1]],
-                    x=100 * df["probability"][::-1], orientation="h",
-                    marker_color=color, showlegend=False, name=name, **panel(c),
-                    hovertemplate="%{y}: %{x:.2f}%<extra></extra>")
-        axes(fig, c - 1, x=dict(title_text="probability (%)", range=[0, 100]))
-    return fig
-
-
-def placeholder_image(size: int = 96) -> np.ndarray:
-    """A neutral grey square with a diagonal cross, shown when no image is available."""
-    img = np.full((size, size, 3), 230, dtype=np.uint8)
-    idx = np.arange(size)
-    img[idx, idx] = 150
-    img[idx, size - 1 - idx] = 150
-    return img
 
 
 # --------------------------------------------------------------------------- compare

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
-from ash_core import list_methods
 from ash_core.reports.leaderboard import Figure1
 from ash_core.reports.overlay import ID_KEY, OOD_KEY, MethodScores
 from dashboard.figure_style import (
@@ -32,8 +31,51 @@ from dashboard.figure_style import (
     theme_of,
 )
 
-#: where each point's label sits, alternating so that close points do not overprint
-LABEL_SIDES = ("middle right", "middle left", "top center", "bottom center")
+#: where a point's label may sit, in the order tried (``place_labels``)
+LABEL_SIDES = ("middle right", "middle left", "top center", "bottom center", "top right",
+               "bottom right", "top left", "bottom left")
+#: the plot area Figure 1's labels are laid out for (px): about the chart at 800 px
+PLOT_PX = (640, 300)
+CHAR_PX, LINE_PX, MARKER_PX = 7.0, 14.0, 7.0
+
+
+def _box(side: str, x: float, y: float, label: str) -> tuple[float, float, float, float]:
+    """The pixel box (x0, y0, x1, y1) a label takes at ``side`` of the point (x, y)."""
+    w, h = CHAR_PX * len(label), LINE_PX
+    vert, horiz = side.split()
+    x0 = {"right": x + MARKER_PX, "left": x - MARKER_PX - w, "center": x - w / 2}[horiz]
+    y0 = {"top": y + MARKER_PX, "bottom": y - MARKER_PX - h, "middle": y - h / 2}[vert]
+    return x0, y0, x0 + w, y0 + h
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(xs, ys, labels, x_range, y_range, plot_px=PLOT_PX) -> list[str | None]:
+    """A text position per point such that no label overlaps another label or a marker
+    (greedy, in the order given: the first free side of ``LABEL_SIDES``); None where no
+    side is free: that point is named in hover and under the chart instead."""
+    (x0, x1), (y0, y1) = x_range, y_range
+    sx = plot_px[0] / max(x1 - x0, 1e-9)
+    sy = plot_px[1] / max(y1 - y0, 1e-9)
+    pts = [((x - x0) * sx, (y - y0) * sy) for x, y in zip(xs, ys, strict=True)]
+    taken = [(px - MARKER_PX, py - MARKER_PX, px + MARKER_PX, py + MARKER_PX)
+             for px, py in pts]
+    out: list[str | None] = []
+    for (px, py), label in zip(pts, labels, strict=True):
+        chosen = None
+        for side in LABEL_SIDES:
+            box = _box(side, px, py, label)
+            inside = box[0] >= 0 and box[2] <= plot_px[0] and box[1] >= 0 and \
+                box[3] <= plot_px[1]
+            mine = (px - MARKER_PX, py - MARKER_PX, px + MARKER_PX, py + MARKER_PX)
+            if inside and not any(_overlaps(box, t) for t in taken if t != mine):
+                chosen = side
+                taken.append(box)
+                break
+        out.append(chosen)
+    return out
 #: the share of the points' span added around them by ``focus``
 FOCUS_MARGIN = 0.15
 
@@ -55,9 +97,7 @@ DASHES = ("solid", "dash", "dot", "dashdot")
 
 def colors_for(methods) -> dict[str, str]:
     """One colour per method, by its registry position (stable across views)."""
-    every = method_colors(list_methods())
-    fallback = method_colors(list(methods))
-    return {m: every.get(m, fallback[m]) for m in methods}
+    return method_colors(list(methods))
 
 
 def overlay_colors(labels) -> dict[str, str]:
@@ -94,10 +134,15 @@ def figure1(data: Figure1, convention: str, current: tuple[str, float | None] | 
                         name=m, line=dict(color=colors[m]), marker=dict(size=5),
                         text=[f"{m} p={p:g}" for p in d["p"]], hovertemplate=_hover(metric))
     pts = data.points.dropna(subset=["id_acc", "value"])
-    pts = pts.sort_values("value")
+    pts = pts.sort_values("value", ascending=not data.maximize)  # the best are named first
+    x_range = focus([*pts["id_acc"], *data.front["id_acc"]])
+    y_range = focus([*pts["value"], *data.front["value"]])
+    sides = place_labels(100 * pts["id_acc"], 100 * pts["value"], list(pts["method"]),
+                         x_range, y_range) if x_range and y_range else [None] * len(pts)
     fig.add_scatter(x=100 * pts["id_acc"], y=100 * pts["value"], mode="markers+text",
                     name="other methods", text=[plain_text(t) for t in pts["method"]],
-                    textposition=[LABEL_SIDES[i % len(LABEL_SIDES)] for i in range(len(pts))],
+                    textposition=[side or "middle right" for side in sides],
+                    texttemplate=["%{text}" if side else "" for side in sides],
                     hovertemplate=_hover(metric),
                     marker=dict(size=10, symbol="diamond", color=[colors[m] for m in
                                                                   pts["method"]],
@@ -110,9 +155,15 @@ def figure1(data: Figure1, convention: str, current: tuple[str, float | None] | 
                         line=dict(color=th.ink, dash="dash", width=1.5),
                         marker=dict(size=13, symbol="circle-open", color=th.ink))
     _mark_current(fig, data, current, th, metric)
-    fig.update_layout(xaxis=dict(title_text="ID accuracy (%)", range=focus(
-                          [*pts["id_acc"], *data.front["id_acc"]])),
-                      yaxis=dict(range=focus([*pts["value"], *data.front["value"]])))
+    fig.update_layout(xaxis=dict(title_text="ID accuracy (%)", range=x_range),
+                      yaxis=dict(range=y_range))
+    crowded = [m for m, side in zip(pts["method"], sides, strict=True) if side is None]
+    if crowded:  # named under the chart rather than printed over each other
+        fig.add_annotation(text="not labelled for space (hover to see): "
+                                + ", ".join(plain_text(m) for m in crowded),
+                           x=0, xref="paper", xanchor="left", y=-0.2, yref="paper",
+                           yanchor="top", showarrow=False, font=dict(size=11))
+        fig.update_layout(margin=dict(b=90))
     fig.update_layout(
                       yaxis_title=f"avg {METRIC_LABELS[metric]} (%, "
                                   f"{convention_label(convention)})")

@@ -11,7 +11,8 @@ import pandas as pd
 
 from ash_core import Bundle, EvalResult, get_method
 from ash_core import samples as ai
-from ash_core.errors import BundleError
+from ash_core.bundle.classnames import readable_classes
+from ash_core.errors import AshError, BundleError
 from dashboard import cache
 from dashboard.images import SampleImage, sample_image
 
@@ -21,7 +22,7 @@ def split_names(bundle: Bundle, ood: Sequence[str]) -> list[str]:
 
 
 def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalResult,
-            split: str, index: int) -> ai.SampleInspection:
+            split: str, index: int, data_root: str | None = None) -> ai.SampleInspection:
     """One sample before and after the shaping of ``shaped``, its energies placed within
     the ID energies of ``base`` (no shaping) and of ``shaped``'s method (its own scores
     when it is scored by energy, else the energies of its shaped ID logits: a method that
@@ -39,7 +40,38 @@ def inspect(bundle: Bundle, ood: Sequence[str], shaped: EvalResult, base: EvalRe
     after = shaped.id_scores if shaped.score == "energy" else \
         cache.id_energies(bundle, shaped.method, shaped.p, shaped.threshold_mode)
     return ai.inspect_sample(feats[index : index + 1], shaper, ev.weight, ev.bias,
-                             bundle.classes, base.id_scores, after, shaped=read)
+                             class_names(bundle, data_root)[0], base.id_scores, after,
+                             shaped=read)
+
+
+def class_names(bundle: Bundle, data_root: str | None) -> tuple[list[str], str | None]:
+    """The bundle's classes for display: WordNet ids (Tiny-ImageNet) as the first synonym
+    of the data's ``words.txt`` when the data root has it (``classnames``)."""
+    paths = [str((s.get("data") or {}).get("path") or "")
+             for s in bundle.manifest.get("splits", [])
+             if s.get("role") in ("id", "id_test", "id_fit", "id_val")]
+    return readable_classes(bundle.classes, data_root, [p for p in paths if p])
+
+
+def own_score(bundle: Bundle, ood: Sequence[str], result: EvalResult, split: str,
+              index: int) -> tuple[ai.SampleScore | None, str]:
+    """The sample's score as the setting scores it (KNN's, GEN's, MSP's, ... not the
+    energy of the logits), without and with the method, and where "without" comes from.
+
+    A method that leaves features and head alone (KNN, GEN, temperature scaling, the
+    baselines) is its own "without"; any other is compared with no shaping scored the
+    same way. None when that comparison does not exist (a score only the method defines:
+    ODIN's input perturbation)."""
+    spec = get_method(result.method)
+    if spec.keeps_features and spec.head_fn is None:
+        before, note = result, f"{result.method} does not shape: before and after are equal"
+    else:
+        try:
+            before = cache.baseline(bundle, ood, result.score, result.convention)
+        except AshError as exc:
+            return None, f"no unshaped {result.score} score to compare with: {exc}"
+        note = f"before: no shaping, scored by {result.score}"
+    return ai.sample_score(before, result, bundle.id_split.name, split, index), note
 
 
 def read_variant(bundle: Bundle, method: str) -> str | None:

@@ -32,12 +32,21 @@ h1{margin-bottom:0.2em} .sub{color:#555;margin-top:0} .caption{color:#555;margin
 table{border-collapse:collapse;margin:0.5em 0 1.5em 0;font-size:0.9em}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:0.8em;overflow:auto;font-size:0.8em;white-space:pre-wrap}
+pre{background:#f7f7f7;padding:0.8em;overflow:auto;font-size:0.8em;white-space:pre-wrap;
+overflow-wrap:anywhere}
 dt{font-weight:600;margin-top:0.5em} dd{margin-left:1.2em}
 .figure{margin:1em 0 2em 0;break-inside:avoid}
+.modebar-container,.modebar{display:none!important}
 @page{size:A4 landscape;margin:12mm}
-@media print{body{margin:0;max-width:none} h2{break-after:avoid} table{break-inside:avoid}}
+@media print{body{margin:0;max-width:none;font-size:11px} h2,h3{break-after:avoid}
+.figure{zoom:var(--fit,1)}
+tr{break-inside:avoid} table{font-size:10px}}
 """
+#: the most columns one printed table holds (an A4 landscape page at 10 px type); a wider
+#: table is wrapped into several, each repeating its leading label columns
+MAX_TABLE_COLUMNS = 12
+#: the height (CSS px) a figure may take on a printed A4 landscape page, its heading included
+PRINT_PAGE_PX = 600
 
 _LOCAL_HOSTS = {"localhost", "localhost.localdomain", "0.0.0.0", ""}
 
@@ -111,8 +120,41 @@ def definitions_html(convention: str = "id") -> str:
 
 
 def figure_html(fig: go.Figure, full: bool = False, include_js: bool | str = True) -> str:
+    """The figure as HTML, without plotly's toolbar (it would be printed with the page)."""
     return pio.to_html(fig, full_html=full, include_plotlyjs=include_js,
-                       config={"displaylogo": False, "responsive": True})
+                       config={"displaylogo": False, "responsive": True,
+                               "displayModeBar": False})
+
+
+def table_chunks(df: pd.DataFrame, max_columns: int = MAX_TABLE_COLUMNS
+                 ) -> list[pd.DataFrame]:
+    """``df`` split by columns into tables of at most ``max_columns`` that fit a printed
+    page, each repeating the leading label (non-numeric) columns; every column appears in
+    exactly one chunk besides the labels."""
+    labels = []
+    for col in df.columns:
+        if pd.api.types.is_numeric_dtype(df[col]) or len(labels) >= max_columns // 2:
+            break
+        labels.append(col)
+    rest = [c for c in df.columns if c not in labels]
+    if len(df.columns) <= max_columns or not rest:
+        return [df]
+    step = max(1, max_columns - len(labels))
+    return [df[labels + rest[i:i + step]] for i in range(0, len(rest), step)]
+
+
+def redact_paths(value: Any) -> Any:
+    """``value`` (JSON-like) with every absolute path replaced by its last component, so a
+    report never shows where the server keeps its files."""
+    if isinstance(value, Mapping):
+        return {k: redact_paths(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~", "\\\\"))
+                                   or (len(value) > 2 and value[1] == ":" and value[2] in "/\\")):
+        name = value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        return f".../{name}" if name else "..."
+    return value
 
 
 def _settings_html(settings: Mapping[str, Any]) -> str:
@@ -128,9 +170,17 @@ def _section_html(section: Section, js: list[bool]) -> list[str]:
         parts.append(f"<p>{html.escape(section.intro)}</p>")
     for name, df in section.tables.items():
         parts.append(f"<h3>{html.escape(name)}</h3>")
-        parts.append(render_labelled(df, "html"))
+        chunks = table_chunks(df)
+        if len(chunks) > 1:
+            parts.append(f"<p class='caption'>{len(df.columns)} columns, wrapped into "
+                         f"{len(chunks)} tables that each repeat the first columns.</p>")
+        parts += [render_labelled(chunk, "html") for chunk in chunks]
     for name, fig in section.figures.items():
-        parts.append(f"<h3>{html.escape(name)}</h3><div class='figure'>")
+        # the heading travels with its figure, and a figure taller than a printed page is
+        # scaled to fit one: neither is left alone on a page
+        fit = min(1.0, PRINT_PAGE_PX / float(fig.layout.height or 450))
+        parts.append(f"<div class='figure' style='--fit:{fit:.3f}'>"
+                     f"<h3>{html.escape(name)}</h3>")
         parts.append(figure_html(fig, full=False, include_js=js[0]))
         parts.append("</div>")
         js[0] = False
@@ -181,6 +231,6 @@ def build_report(
         parts += _section_html(section, js)
     parts += ["<h2>How to read the numbers</h2>", definitions_html(convention)]
     parts.append("<h2>Bundle provenance</h2>")
-    parts.append(f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre>")
+    parts.append(f"<pre>{html.escape(json.dumps(redact_paths(provenance), indent=2, default=str))}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -30,6 +30,7 @@ VIEWS: dict[str, str] = {
     "leaderboard": "Leaderboard",
     "inspector": "Inspector",
     "compare": "Compare",
+    "across": "Across bundles",
     "export": "Export",
     "where": "Where to ASH",
 }

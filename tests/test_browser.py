@@ -1,32 +1,32 @@
 """The dashboard in a real browser: `ash-explore dashboard` + headless Debian Chromium.
 
-One server serves the three demo bundles (cifar10_resnet20, cifar10_resnet56,
-mnist_cnn). Every view of a bundle is opened by URL in a given theme (light/dark) and
+One server serves the four demo bundles (cifar10_resnet20, cifar10_resnet56,
+mnist_cnn, tinyimagenet_mobilenetv2). Every view of a bundle is opened by URL in a given theme (light/dark) and
 width (1400/800 px; one reused page per theme and width), and fails on:
 
 * a Streamlit error box (``stException``, an error ``stAlert``) or a browser console
   error / uncaught page error;
 * anything wider than the viewport (``scrollWidth > innerWidth``, or an element whose
-  right edge passes the viewport), and truncated card labels or values (text cut
-  with an ellipsis);
+  right edge passes the viewport: cards, charts, buttons, download buttons, tables,
+  code blocks), and truncated card labels or values (text cut with an ellipsis);
 * a chart that does not render.
 
 Which (bundle, theme, width) cases run, each over every view (``matrix()``):
 
 * by default (a local ``make test``): cifar10_resnet20 light at 1400 px and dark at
   800 px: one bundle, both themes, both widths, every view (and both Compare modes);
-* in CI (``CI`` set): a covering set of 4 cases, not the 12 of the product: every
-  bundle, every theme x width pair, every view at least once each
+* in CI (``CI`` set): a covering set of 4 cases, not the 16 of the product: every
+  bundle once, every theme x width pair once, every view in each
   (``test_the_matrices_cover_every_bundle_view_theme_and_width`` checks it). A case
   costs ~20-25 s on 2 busy cores (the first ~45 s: it warms the server); the product's
-  8 more cases would add ~3 minutes there, ~1.5 idle, which CI's 6-minute budget does
-  not have (docs/testing.md, "Speed");
+  12 more cases would add ~4 minutes there, which CI's 6-minute budget does not have
+  (docs/testing.md, "Speed");
 * with ``ASH_BROWSER_FULL=1``: the full product, every demo bundle x theme x width.
 
 ``test_p_slider_updates_the_numbers`` moves the p slider with the keyboard and checks
 the overview's numbers follow. Screenshots of the demo bundle's views are written to
 docs/img/ only with ``ASH_SCREENSHOTS=1`` (else nowhere), so CI rewrites no file; both
-cases they need (light 1400 px, dark 800 px) are in every matrix.
+cases they need (cifar10_resnet20 light 1400 px and dark 800 px) are the local run's.
 
 The server runs this checkout's code (``python -m ash_core.cli`` with this repository
 first on ``PYTHONPATH``), whichever checkout the virtual environment was installed from.
@@ -51,19 +51,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("BROWSER_PATH") or "/usr/bin/chromium")
-BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn")
+BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2")
 DEMO = BUNDLES[0]
 VIEWS = {  # view key -> charts expected at least
     "overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2, "inspector": 2,
-    "compare": 1, "export": 0, "leaderboard": 1, "where": 0,
+    "compare": 1, "export": 0, "leaderboard": 1, "where": 0, "across": 0,
 }
 THEMES = ("light", "dark")
 WIDTHS = (1400, 800)
 #: every demo bundle x theme x width (ASH_BROWSER_FULL=1)
 FULL = [(b, t, w) for b in BUNDLES for t in THEMES for w in WIDTHS]
-#: CI: every bundle, every theme x width pair (so each theme and width), every view
-COVERING = [(DEMO, "light", 1400), (DEMO, "dark", 800), (BUNDLES[1], "dark", 1400),
-            (BUNDLES[2], "light", 800)]
+#: CI: every bundle once, every theme x width pair once, every view in each
+COVERING = [(DEMO, "light", 1400), (BUNDLES[1], "dark", 800), (BUNDLES[2], "dark", 1400),
+            (BUNDLES[3], "light", 800)]
 #: a local run: one bundle, both themes, both widths (and the screenshots' two cases)
 DEFAULT = [(DEMO, "light", 1400), (DEMO, "dark", 800)]
 
@@ -88,7 +88,8 @@ _LAYOUT_JS = """() => {
   const main = document.querySelector('[data-testid=stMain]') || document.body;
   for (const el of main.querySelectorAll('[data-testid=stMetric], .js-plotly-plot, '
        + '[data-testid=stHeading], [data-testid=stButton], [data-testid=stDownloadButton], '
-       + '[data-testid=stCaptionContainer], [data-testid=stAlert]')) {
+       + '[data-testid=stCaptionContainer], [data-testid=stAlert], '
+       + '[data-testid=stDataFrame], [data-testid=stTable], [data-testid=stCode]')) {
     const r = el.getBoundingClientRect();
     if (r.width && r.right > W + 1)
       out.push(`${el.dataset.testid || el.className}: right edge ${Math.round(r.right)} > ${W}`);
@@ -245,13 +246,20 @@ def _problems(tab: Tab, charts: int) -> list[str]:
     return out
 
 
+def _views() -> list[str]:
+    from dashboard.state import VIEWS as ALL
+    return list(ALL)
+
+
 def test_the_matrices_cover_every_bundle_view_theme_and_width():
     pairs = {(t, w) for t in THEMES for w in WIDTHS}
     for cases in (DEFAULT, COVERING, FULL):  # every case opens every view
         assert {t for _, t, _ in cases} == set(THEMES) and {w for *_, w in cases} == set(WIDTHS)
-        assert (DEMO, "light", 1400) in cases and (DEMO, "dark", 800) in cases  # screenshots
+        assert (DEMO, "light", 1400) in cases  # the demo's Compare modes
+    assert (DEMO, "dark", 800) in DEFAULT  # the screenshots' second case
     assert {(t, w) for _, t, w in COVERING} == pairs and len(COVERING) == 4
-    assert {b for b, _, _ in COVERING} == set(BUNDLES) and len(set(FULL)) == 12
+    assert {b for b, _, _ in COVERING} == set(BUNDLES) and len(set(FULL)) == 16
+    assert "tinyimagenet_mobilenetv2" in BUNDLES and set(VIEWS) == set(_views())
     assert matrix({}) == DEFAULT and matrix({"CI": "true"}) == COVERING
     assert matrix({"CI": "true", "ASH_BROWSER_FULL": "1"}) == FULL
 

@@ -288,6 +288,9 @@ def test_cli_dashboard_builds_the_streamlit_command():
     cmd = cli_dashboard.command(args)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
     assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"  # no Deploy button
+    shipped = (Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text()
+    assert 'toolbarMode = "minimal"' in shipped  # `streamlit run dashboard/app.py` too
     assert cmd[cmd.index("--server.port") + 1] == "8765"
     assert cmd[cmd.index("--") + 1:] == ["b1", "b2", "--data-root", "/d"]
     default = cli_dashboard.command(argparse.Namespace(bundles=[], data_root=None, port=1,
@@ -473,3 +476,18 @@ def test_context_result_follows_p_across_fragment_reruns(synthetic_bundle, monke
     assert ctx.replay() is first and calls == [60.0]  # once per setting
     ctx.state.p = 70
     assert ctx.replay() is not first and calls == [60.0, 70.0]
+
+
+def test_inspector_class_names_read_wordnet_ids_through_the_data_root(tmp_path):
+    # regression: Tiny-ImageNet classes showed as WordNet ids although words.txt is there
+    from types import SimpleNamespace
+
+    from dashboard import inspection
+    (tmp_path / "tinyimagenet" / "val" / "images").mkdir(parents=True)
+    (tmp_path / "tinyimagenet" / "words.txt").write_text("n01443537\tgoldfish, Carassius\n")
+    bundle = SimpleNamespace(classes=["n01443537"], manifest={"splits": [
+        {"role": "id", "data": {"path": "tinyimagenet/val/images"}},
+        {"role": "ood", "data": {"path": "elsewhere"}}]})
+    names, used = inspection.class_names(bundle, str(tmp_path))
+    assert names == ["goldfish"] and used.endswith("tinyimagenet/words.txt")
+    assert inspection.class_names(bundle, None) == (["n01443537"], None)

@@ -57,7 +57,8 @@ def test_leaderboard_lists_every_method_with_the_evaluate_numbers(bundles):
     assert len(at.get("plotly_chart")) == 1
     assert "Pareto front" in texts(at, "caption")
     keys = [b.key for b in at.get("download_button")]
-    assert keys == ["dl_board_csv", "dl_board_latex", "dl_board_markdown"]
+    assert keys == ["dl_board_csv", "dl_board_latex", "dl_board_markdown",
+                    "figure1_chart_dl_png", "figure1_chart_dl_svg", "figure1_chart_dl_csv"]
 
 
 @pytest.mark.parametrize("engine", ["exact", "cube"])

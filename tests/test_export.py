@@ -175,3 +175,51 @@ def test_export_page_says_when_figures_fall_back_to_html(synthetic_bundle, monke
     assert any("interactive HTML" in i.value for i in at.info)
     pdf = next(b for b in at.get("download_button") if b.key == "dl_report_pdf")
     assert pdf.proto.disabled
+
+
+def test_every_figure_file_is_stamped_and_its_data_exports(ev):
+    # regression: exported PNGs did not name the bundle, the method or the setting
+    import plotly.graph_objects as go
+
+    from dashboard.figure_style import stamped
+    r = ev.evaluate(Setting("ash-s", {"p": 80}))
+    frame = evaluation_frame(r.to_dict(), ev.evaluate(Setting("none")).to_dict())
+    fig = figures.overview_figure(frame, {}, "ash-s p=80 local", "id", theme="light")
+    out = stamped(fig, "synthetic (content abc): ash-s p=80 local")
+    assert out.layout.title.text.startswith("<b>synthetic (content abc): ash-s p=80 local</b>")
+    assert fig.layout.title.text in out.layout.title.text  # the figure's own title kept
+    grew = out.layout.height - fig.layout.height
+    assert grew > 0 and out.layout.margin.t - fig.layout.margin.t == grew  # plot area kept
+    assert out.layout.legend.y < fig.layout.legend.y  # the legend moves down with the title
+    assert fig.layout.title.text != out.layout.title.text  # the input is not changed
+    data = export.figure_frame(fig)
+    shaped = data[data["name"] == "ash-s p=80 local"]
+    assert list(shaped["x"])[: len(frame)] == list(frame["ood_set"])
+    assert shaped["y"].iloc[0] == pytest.approx(100 * frame["auroc"].iloc[0])
+    heat = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]], x=["a", "b"], y=["r", "s"]))
+    cells = export.figure_frame(heat)
+    assert len(cells) == 4 and cells.set_index(["x", "y"]).loc[("b", "s"), "z"] == 4
+    assert export.light(heat).layout.template.layout.paper_bgcolor is not None
+
+
+def test_report_redacts_absolute_paths():
+    from dashboard.report_html import redact_paths
+    got = redact_paths({"weights": "/home/me/w.pt", "rel": "splits/a.safetensors",
+                        "scale": "1/255", "list": ["C:\\data\\x.th", "~/y"]})
+    assert got == {"weights": ".../w.pt", "rel": "splits/a.safetensors", "scale": "1/255",
+                   "list": [".../x.th", ".../y"]}
+
+
+def test_report_holds_the_comparison_across_bundles_on_request(ctx, report):
+    full = export_view.build_html(ctx, link=None, with_across=True)
+    text = re.sub(r"<[^>]+>", " ", full)
+    assert "Across bundles" not in re.sub(r"<[^>]+>", " ", report)  # only when asked
+    for needle in ("Across bundles", "at its declared defaults", "Gain or loss against no "
+                   "shaping", "Near-OOD and far-OOD AUROC and ID accuracy"):
+        assert needle in text, needle
+    assert full.count("Plotly.newPlot") == report.count("Plotly.newPlot") + 2
+
+
+def test_report_summary_says_where_the_setting_gains_and_loses(report):
+    text = re.sub(r"<[^>]+>", " ", report)
+    assert re.search(r"ash-s p=80 local (gains|loses) AUROC on \d+ of 2 OOD set", text)

@@ -96,3 +96,69 @@ def _strings(fig) -> list[str]:
         text = getattr(t, "text", None)
         out += list(text) if isinstance(text, tuple) else [text or ""]
     return [str(x) for x in out]
+
+
+def test_figure1_labels_never_overlap():
+    # regression: Figure 1's labels overprinted each other where methods sit close
+    xs = [80.0, 80.05, 80.1, 80.1, 80.0, 80.05, 80.1, 80.0, 80.05, 85.0, 90.0]
+    ys = [90.0, 90.02, 90.0, 90.05, 90.1, 90.1, 90.1, 90.05, 90.05, 70.0, 60.0]
+    labels = ["temp-scaling", "energy", "maxlogit", "msp", "odin", "nci", "fdbd", "vim",
+              "residual", "gen", "knn"]
+    sides = figures_methods.place_labels(xs, ys, labels, (75, 95), (55, 95))
+    assert sides[-2] and sides[-1]  # lone points are always named
+    assert None in sides  # nine labels cannot fit around one spot: some go under the chart
+    sx, sy = figures_methods.PLOT_PX[0] / 20, figures_methods.PLOT_PX[1] / 40
+    boxes = [figures_methods._box(s, (x - 75) * sx, (y - 55) * sy, lab)
+             for x, y, lab, s in zip(xs, ys, labels, sides, strict=True) if s]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not figures_methods._overlaps(a, b), (a, b)
+
+
+def test_figure1_names_the_unlabelled_points_under_the_chart(fig1):
+    fig = figures_methods.figure1(fig1, "id", ("ash-s", 41.0))
+    pts = next(t for t in fig.data if t.name == "other methods")
+    hidden = [t for t, tpl in zip(pts.text, pts.texttemplate, strict=True) if tpl == ""]
+    notes = " ".join(a.text for a in fig.layout.annotations)
+    for name in hidden:
+        assert name in notes
+
+
+def test_one_colour_per_method_in_every_figure(parts, fig1):
+    # regression: a method had different colours in different views (by its position in
+    # each figure's own list)
+    from dashboard import figure_style, figures
+    board, sw = parts
+    every = figure_style.method_colors(list_methods())
+    assert len(set(every.values())) == len(every)  # distinct for every registered method
+    assert figure_style.method_colors(["scale"]) == {"scale": every["scale"]}
+
+    def colour(fig, name):
+        for t in fig.data:
+            if t.name == name:
+                return (t.line.color if t.mode and "lines" in t.mode else t.marker.color)
+        raise AssertionError(name)
+    last = list(dict.fromkeys(sw["method"]))[-2:]
+    sub = sw[sw["method"].isin(last)]  # a subset: each method's position in it shifts
+    front = sub.iloc[:0]
+    for fig in (figures.tradeoff_figure(sub, None, "id"),
+                figures.pareto_figure(sub, front, "average/auroc", "id"),
+                figures_methods.figure1(fig1, "id")):
+        for m in last:
+            assert colour(fig, m) == every[m], (m, fig.layout.title.text)
+    pts = next(t for t in figures_methods.figure1(fig1, "id").data
+               if t.name == "other methods")
+    assert list(pts.marker.color) == [every[m] for m in pts.text]
+
+
+def test_the_pareto_front_is_drawn_over_the_points(parts):
+    # regression: the front was a thin line lost under hundreds of markers
+    from dashboard import figures, plotdata
+    _, sw = parts
+    front = plotdata.pareto(sw, "average/auroc")
+    fig = figures.pareto_figure(sw, front, "average/auroc", "id")
+    names = [t.name for t in fig.data]
+    tr = fig.data[names.index("Pareto front")]
+    assert names.index("Pareto front") == len(sw["method"].unique())  # after every method
+    assert tr.line.width >= 3 and "markers" in tr.mode and tr.marker.symbol == "circle-open"
+    assert list(tr.x) == sorted(tr.x)  # one line along the front, no zigzag

@@ -192,3 +192,51 @@ def test_worst_samples_with_ties_take_the_first_and_count_ties_half():
         ("a", 1, 5.0, 100.0), ("b", 0, 5.0, 100.0), ("a", 0, 2.0, 50.0)]
     fn = worst_samples(ids, ood, "id", "fn", 2)
     assert list(fn["index"]) == [0, 1] and list(fn["id_percentile"]) == [12.5, 50.0]
+
+
+def test_kept_is_k_survivors_by_rank_including_zero_ones(ev):
+    # regression: "kept" counted the non-zero survivors (59 of 256) while the caption said
+    # k = 90; under a local threshold the k top-ranked units survive, zeros among them
+    from ash_core.samples import kept_units
+    shaper = ev.shaper(Setting("ash-p", {"p": 10.0}))
+    row = ev.features("far")[3].numpy().astype(np.float64)
+    before = np.sort(row)[::-1]
+    before[-5:] = 0.0  # zeros at the bottom ranks
+    mask, rule = kept_units(shaper, before)
+    k = kept_count(before.size, 10.0)
+    assert mask.sum() == k and mask[:k].all() and f"k = {k} of D = {before.size}" in rule
+    react = ev.shaper(Setting("react", {"p": 90.0}))
+    mask, rule = kept_units(react, before)
+    assert mask.all() and "clipped" in rule  # ReAct prunes nothing
+    glob = ev.shaper(Setting("ash-p", {"p": 60.0}, "global"))
+    mask, rule = kept_units(glob, before)
+    assert (mask == (before > glob.cutoff)).all() and "global cutoff" in rule
+    assert kept_units(ev.shaper(Setting("none")), before)[0].all()
+
+
+def test_sample_score_is_the_settings_own_score(ev):
+    from ash_core.samples import sample_score
+    knn = ev.evaluate(Setting("knn").validated())
+    base = ev.evaluate(Setting("none"))
+    got = sample_score(base, knn, ev.bundle.id_split.name, "far", 4)
+    assert got.name == "knn" and got.after == pytest.approx(float(knn.ood_scores["far"][4]))
+    assert got.before == pytest.approx(float(base.ood_scores["far"][4]))
+    assert got.percentile_after == pytest.approx(percentile_within(got.after, knn.id_scores))
+    idn = ev.bundle.id_split.name
+    assert sample_score(knn, knn, idn, idn, 1).after == pytest.approx(float(knn.id_scores[1]))
+
+
+def test_wordnet_ids_read_as_their_first_synonym(tmp_path):
+    from ash_core.bundle.classnames import readable_classes
+    data = tmp_path / "data"
+    (data / "tin" / "val" / "images").mkdir(parents=True)
+    (data / "tin" / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\n"
+                                            "n01629819\tEuropean fire salamander\n")
+    names, used = readable_classes(["n01443537", "n01629819", "n09999999"], data,
+                                   ["tin/val/images"])
+    assert names == ["goldfish", "European fire salamander", "n09999999"]
+    assert used == str(data / "tin" / "words.txt")
+    assert readable_classes(["cat", "dog"], data, ["tin/val/images"]) == (["cat", "dog"], None)
+    assert readable_classes(["n01443537"], None, ["tin"]) == (["n01443537"], None)
+    # never above the data root
+    assert readable_classes(["n01443537"], data / "tin" / "val", ["images"])[1] is None

@@ -65,6 +65,8 @@ def command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()),
            "--server.headless", "true", "--server.port", str(args.port),
            "--server.address", args.address, "--browser.gatherUsageStats", "false",
+           # no Deploy button: the app is run locally, never deployed from its toolbar
+           "--client.toolbarMode", "minimal",
            "--", *(args.bundles or [DEFAULT_BUNDLE])]
     for root in getattr(args, "bundle_root", None) or []:
         cmd += ["--bundle-root", root]

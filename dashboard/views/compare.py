@@ -21,7 +21,7 @@ from ash_core.reports.intervals import bracket
 from ash_core.setting import Setting
 from dashboard import cache, figures, offer, replay, uncertainty
 from dashboard.state import COMPARE_MODES, p_range
-from dashboard.views import compare_methods
+from dashboard.views import compare_methods, figure_io
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import (
     METRICS,
@@ -105,11 +105,12 @@ def _bundles_ab(ctx: Context) -> tuple[list[str], Side]:
             raise exc
         return ctx.ood, Side(s.bbundle, fail)
     if bundle_b.dim != ctx.bundle.dim:
-        st.error(plain(f"Bundles have different feature dimensions ({ctx.bundle.name}: "
-                       f"D={ctx.bundle.dim}, {bundle_b.name}: D={bundle_b.dim}): their units "
-                       "cannot be compared one to one. The metrics below are computed "
-                       "separately per bundle, each with its own head."),
-                 icon=":material/warning:")
+        # a caveat, not a failure: the comparison below is valid on the metrics
+        st.info(plain(f"The bundles have different feature dimensions ({ctx.bundle.name}: "
+                      f"D={ctx.bundle.dim}, {bundle_b.name}: D={bundle_b.dim}): their units "
+                      "cannot be compared one to one. The metrics below are computed "
+                      "separately per bundle, each with its own head."),
+                icon=":material/info:")
     avail = cache.nonempty_ood(bundle_b)[0]
     common = [n for n in ctx.ood if n in avail]
     only_a = [n for n in ctx.ood if n not in avail]
@@ -182,6 +183,6 @@ def render(ctx: Context) -> None:
         if s.cmode == "setting":
             _paired(ctx, ra[0], rb[0])
         fa, fb = ra[1], rb[1]
-        st.plotly_chart(figures.compare_figure(fa, fb, side_a.label, side_b.label,
-                                               s.convention, theme=ctx.theme),
-                        key="compare_chart")
+        figure_io.show(ctx, figures.compare_figure(fa, fb, side_a.label, side_b.label,
+                                                   s.convention, theme=ctx.theme),
+                       "compare_chart", "compare", f"A = {side_a.label}; B = {side_b.label}")

@@ -18,7 +18,7 @@ from ash_core.reports.overlay import overlay
 from ash_core.reports.tables import column_label
 from dashboard import cache, figures_methods, offer, replay, validation
 from dashboard.state import MAX_OVERLAY
-from dashboard.views import validated
+from dashboard.views import figure_io, validated
 from dashboard.views.common import Context, bind, board_note, plain, store
 
 
@@ -83,7 +83,8 @@ def render(ctx: Context) -> None:
                "curves); avg: the mean of the per-set values. Each setting names its "
                "parameters and where they came from (default, slider or validated).")
     scores = {label: r.score for label, r in results.items()}
-    st.plotly_chart(figures_methods.overlay_histograms(data, scores, theme=ctx.theme),
-                    key="cmp_methods_hist")
-    st.plotly_chart(figures_methods.overlay_roc(data, store().convention, theme=ctx.theme),
-                    key="cmp_methods_roc")
+    shown = "; ".join(results)
+    figure_io.show(ctx, figures_methods.overlay_histograms(data, scores, theme=ctx.theme),
+                   "cmp_methods_hist", "methods_histograms", shown)
+    figure_io.show(ctx, figures_methods.overlay_roc(data, store().convention, theme=ctx.theme),
+                   "cmp_methods_roc", "methods_roc", shown)

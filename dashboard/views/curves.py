@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import figures, figures_operating, plotdata
 from dashboard.state import CURVE_KINDS
-from dashboard.views import operating
+from dashboard.views import figure_io, operating
 from dashboard.views.common import Context, bind, commit
 
 
@@ -35,5 +35,5 @@ def render(ctx: Context) -> None:
     x, y = ("fpr", "tpr") if kind == "roc" else ("tpr", "precision")
     points = {n: (op.rates(n)[x], op.rates(n)[y]) for n in data}
     figures_operating.mark_points(fig, list(data), points, label)
-    st.plotly_chart(fig, key=f"{kind}_chart")
+    figure_io.show(ctx, fig, f"{kind}_chart", f"{kind}_curves")
     operating.readout(ctx, result, threshold, label, "curves")

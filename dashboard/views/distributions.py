@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, figures_operating, plotdata
-from dashboard.views import operating
+from dashboard.views import figure_io, operating
 from dashboard.views.common import Context
 
 
@@ -22,5 +22,5 @@ def render(ctx: Context) -> None:
     fig = figures.distributions_figure(hb, ha, ctx.bundle.id_split.name, thr_b, thr_a,
                                        ctx.colors, ctx.setting, s.score, theme=ctx.theme)
     figures_operating.mark_threshold(fig, threshold, label, panel=1, theme=ctx.theme)
-    st.plotly_chart(fig, key="distributions_chart")
+    figure_io.show(ctx, fig, "distributions_chart", "distributions")
     operating.readout(ctx, rep.result, threshold, label, "distributions")

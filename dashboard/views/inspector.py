@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import cache, figures, inspection, replay
 from dashboard.images import SampleImage, sample_image
 from dashboard.state import INSPECT_MODES
+from dashboard.views import figure_io
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import Context, bind, commit, plain, store
 
@@ -108,6 +109,22 @@ def _image(ctx: Context, split: str, index: int) -> None:
         st.info(f"No image: {plain(img.message)}", icon=":material/image:")
 
 
+def _score_cards(cards, name: str, before: float, after: float, pct_before: float,
+                 pct_after: float, note: str) -> None:
+    """The sample's own score (the setting's: KNN, GEN, MSP, ...), before and after, and
+    its percentile within the ID scores of the same result."""
+    cards.metric(f"{name} before", f"{before:.4g}", border=True, width=CARD_PX,
+                 help=f"this sample's {name} score; {note}")
+    cards.metric(f"{name} after", f"{after:.4g}", f"{after - before:+.4g}", delta_color="off",
+                 border=True, width=CARD_PX,
+                 help=f"this sample's {name} score with the setting; higher means more "
+                      "ID-like")
+    cards.metric("ID percentile before", f"{pct_before:.1f}%", border=True, width=CARD_PX,
+                 help=f"share of ID samples with a lower or equal {name} score (before)")
+    cards.metric("ID percentile after", f"{pct_after:.1f}%", border=True, width=CARD_PX,
+                 help=f"share of ID samples with a lower or equal {name} score (after)")
+
+
 def render(ctx: Context) -> None:
     s = ctx.state
     st.subheader(f"Inspector: {ctx.setting}")
@@ -115,31 +132,48 @@ def render(ctx: Context) -> None:
     shaped = replay.replay(ctx.bundle, ctx.ood, s.setting(score="energy", convention="id"),
                            s.engine).result
     base = cache.baseline(ctx.bundle, ctx.ood, "energy", "id")
-    insp = inspection.inspect(ctx.bundle, ctx.ood, shaped, base, split, index)
+    insp = inspection.inspect(ctx.bundle, ctx.ood, shaped, base, split, index,
+                              ctx.args.data_root)
+    result = ctx.result()
+    own, note = (None, "") if result.score == "energy" else \
+        inspection.own_score(ctx.bundle, ctx.ood, result, split, index)
     cards = card_row("inspector_cards")  # one width, wrapping: readable from 800 px up
+    if own is not None:
+        _score_cards(cards, own.name, own.before, own.after, own.percentile_before,
+                     own.percentile_after, note)
+    energy_help = "" if own is None else (f" (the energy of the logits, not the {own.name} "
+                                          f"score {s.method} detects with)")
     cards.metric("energy before", f"{insp.energy_before:.3f}", border=True, width=CARD_PX,
-                 help="energy score of this sample without shaping")
+                 help="energy score of this sample without shaping" + energy_help)
     cards.metric("energy after", f"{insp.energy_after:.3f}",
                  f"{insp.energy_after - insp.energy_before:+.3f}", delta_color="off",
                  border=True, width=CARD_PX,
                  help="a change in energy is neither good nor bad by itself: higher means "
-                      "more ID-like, right for ID samples and wrong for OOD samples")
-    cards.metric("ID percentile before", f"{insp.percentile_before:.1f}%", border=True,
-                 width=CARD_PX, help="share of ID samples (no shaping) with a lower or equal "
-                                     "energy")
-    cards.metric("ID percentile after", f"{insp.percentile_after:.1f}%", border=True,
-                 width=CARD_PX, help="share of ID samples (same shaping) with a lower or "
-                                     "equal energy")
+                      "more ID-like, right for ID samples and wrong for OOD samples"
+                      + energy_help)
+    if own is None:
+        cards.metric("ID percentile before", f"{insp.percentile_before:.1f}%", border=True,
+                     width=CARD_PX, help="share of ID samples (no shaping) with a lower or "
+                                         "equal energy")
+        cards.metric("ID percentile after", f"{insp.percentile_after:.1f}%", border=True,
+                     width=CARD_PX, help="share of ID samples (same shaping) with a lower or "
+                                         "equal energy")
+    if result.score != "energy" and own is None:
+        st.caption(plain(f"Scored by {result.score}; {note}. The cards show energies."))
     left, right = st.columns([1, 3])
     with left:
         _image(ctx, split, index)
         variant = inspection.read_variant(ctx.bundle, s.method)
-        kept = f"{insp.n_kept}/{len(insp.kept)} units kept" if variant is None else variant
+        kept = (f"{insp.n_kept} of {len(insp.kept)} units kept ({insp.kept_rule})"
+                if variant is None else variant)
         st.caption(plain(f"prediction: {insp.predicted_before} -> {insp.predicted_after}; "
                          f"{kept}"))
     with right:
         titles = None if variant is None else ("stored features",
                                                f"features {s.method} read ({ctx.setting})")
-        st.plotly_chart(figures.activations_figure(insp, ctx.setting, titles=titles,
-                                                   theme=ctx.theme), key="activations_chart")
-        st.plotly_chart(figures.topk_figure(insp, ctx.setting, theme=ctx.theme), key="topk_chart")
+        here = f"{ctx.setting}, {split} #{index}"
+        figure_io.show(ctx, figures.activations_figure(insp, ctx.setting, titles=titles,
+                                                       theme=ctx.theme),
+                       "activations_chart", f"activations_{split}_{index}", here)
+        figure_io.show(ctx, figures.topk_figure(insp, ctx.setting, theme=ctx.theme),
+                       "topk_chart", f"top5_{split}_{index}", here)

@@ -17,7 +17,7 @@ from ash_core.reports.leaderboard import Leaderboard, curve_methods, figure1, le
 from ash_core.reports.tables import column_label
 from dashboard import cache, export, figures_methods, offer, plotdata
 from dashboard.state import PARETO_METRICS
-from dashboard.views import validated
+from dashboard.views import figure_io, validated
 from dashboard.views.common import Context, bind, board_note, commit, plain
 
 #: boards kept (each holds every method's scores for one selection)
@@ -129,8 +129,8 @@ def _figure1(ctx: Context, board: Leaderboard) -> None:
         min(1.0, d / max(t, 1)), text=f"sweeping the ASH variants over p ... {d}/{t}"))
     slot.empty()
     current = (s.method, s.p_value) if s.method in set(data.curves["method"]) else None
-    st.plotly_chart(figures_methods.figure1(data, s.convention, current, theme=ctx.theme),
-                    key="figure1_chart")
+    figure_io.show(ctx, figures_methods.figure1(data, s.convention, current, theme=ctx.theme),
+                   "figure1_chart", "figure1", f"every method (current: {ctx.setting})")
     members = ", ".join(data.front["label"]) or "none"
     st.caption(plain(f"Pareto front (no other point has both a higher ID accuracy and a "
                      f"better average {metric.upper()}): {members}. Curves: p = 0, {s.step}, "

@@ -9,6 +9,7 @@ import streamlit as st
 from ash_core import get_method
 from dashboard.state import p_range
 from dashboard.views import (
+    across,
     common,
     compare,
     curves,
@@ -32,6 +33,7 @@ PAGES = {
     "leaderboard": leaderboard.render,
     "inspector": inspector.render,
     "compare": compare.render,
+    "across": across.render,
     "export": export.render,
     "where": where.render,
 }

@@ -10,7 +10,7 @@ from ash_core.reports.intervals import bracket, ci_frame
 from ash_core.reports.tables import tie_warnings
 from ash_core.search.grid import validation_statement
 from dashboard import cache, figures, replay, uncertainty
-from dashboard.views import spread
+from dashboard.views import figure_io, spread
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
 
@@ -95,5 +95,6 @@ def render(ctx: Context) -> None:
     metrics_table(frame, "overview_table", deltas=True)
     if result.method == "ash-rand":
         spread.render(ctx, result.setting)
-    st.plotly_chart(figures.overview_figure(frame, ctx.colors, label, result.convention,
-                                            theme=ctx.theme), key="overview_chart")
+    figure_io.show(ctx, figures.overview_figure(frame, ctx.colors, label, result.convention,
+                                                theme=ctx.theme), "overview_chart", "overview",
+                   label)

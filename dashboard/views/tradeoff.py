@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import figures, offer, plotdata
 from dashboard.param_marks import add_param_marks
 from dashboard.state import GRID_STEPS, PARETO_METRICS
+from dashboard.views import figure_io
 from dashboard.views.common import Context, bind, board_note, commit, plain, progress_bar
 
 
@@ -40,11 +41,12 @@ def render(ctx: Context) -> None:
     current = s.p_value
     fig = add_param_marks(figures.tradeoff_figure(df, current, s.convention, theme=ctx.theme),
                           ctx.marks(), method=s.method)
-    st.plotly_chart(fig, key="tradeoff_chart")
+    figure_io.show(ctx, fig, "tradeoff_chart", "tradeoff",
+                   f"every method over p (current: {ctx.setting})")
     y = s.pareto
     front = plotdata.pareto(df, y)
     r = ctx.result()
     here = (ctx.setting, r.id_accuracy["shaped"], r.average[y.split("/")[-1]])
-    st.plotly_chart(figures.pareto_figure(df, front, y, s.convention, current=here,
-                                         theme=ctx.theme),
-                    key="pareto_chart")
+    figure_io.show(ctx, figures.pareto_figure(df, front, y, s.convention, current=here,
+                                              theme=ctx.theme),
+                   "pareto_chart", "pareto", f"every method over p (current: {ctx.setting})")

@@ -13,6 +13,7 @@ import streamlit as st
 from ash_core.layers import open_layers
 from dashboard import figures_where, layer_replay
 from dashboard.layer_replay import GRID
+from dashboard.views import figure_io
 from dashboard.views.common import Context, progress_bar
 
 VARIANTS = ("ash-p", "ash-b", "ash-s", "ash-rand")
@@ -34,9 +35,9 @@ def render(ctx: Context) -> None:
     with progress_bar(f"Replaying every layer at p = 0..95 ({method}; once, then cached on "
                       "disk)") as progress:
         sweep = layer_replay.sweep_for(bundle, method, None, progress)
-    st.plotly_chart(figures_where.figure5(sweep.grid, {n: sweep.accuracy(n)
-                                                       for n in sweep.layers}, method, p),
-                    key="where_fig5")
+    figure_io.show(ctx, figures_where.figure5(sweep.grid, {n: sweep.accuracy(n)
+                                                           for n in sweep.layers}, method, p),
+                   "where_fig5", "where_figure5", f"{method}, every layer over p (at p={p:g})")
     st.markdown(f"**Table 6** at p = {p:g} ({method}), averages over "
                 f"{len(ctx.ood)} OOD set(s); values in %")
     st.dataframe(figures_where.table6(sweep.table(p, s.convention, ctx.ood), s.convention),
