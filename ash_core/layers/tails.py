@@ -22,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ash_core.errors import ModelError
 from ash_core.layers import vit
+from ash_core.layers.tail_weights import load_tail_weights
 from ash_core.models.architectures import CifarResNet
 
 CIFAR_RESNETS = ("cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56")
@@ -144,16 +145,9 @@ def build_tail(arch: str, layer: str, num_classes: int, state: Mapping[str, np.n
         return vit.build_tail(arch, layer, state, model_args)
     prefixes = _tail_prefixes(arch, layer)
     model = _full_model(arch, num_classes)
-    own = model.state_dict()
-    need = [k for k in own if k.startswith(prefixes) and not k.endswith("num_batches_tracked")]
-    missing = [k for k in need if k not in state]
-    extra = [k for k in state if k not in need]
-    bad = [k for k in need if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or extra or bad:
-        raise ModelError(f"tail weights of {arch} {layer} do not fit: missing {missing[:4]}, "
-                         f"unexpected {extra[:4]}, wrong shape {bad[:4]}. Re-extract the maps.")
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
-                          strict=False)
+    need = [k for k in model.state_dict()
+            if k.startswith(prefixes) and not k.endswith("num_batches_tracked")]
+    load_tail_weights(model, need, state, arch, layer)
     fold_batch_norms(model.eval())
     tail = _CifarTail(model, layer) if arch in CIFAR_RESNETS else \
         _TorchvisionResNetTail(model, layer)

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ash_core.errors import ModelError
+from ash_core.layers.tail_weights import load_tail_weights
 
 PREFIX = "timm:"
 #: parameters the network uses before its first block (the embedding side), never in a tail
@@ -136,14 +137,6 @@ def tail_of(model: nn.Module, arch: str, layer: str,
         raise ModelError(f"{arch} is not a timm VisionTransformer; only ViT blocks have a "
                          "tail here.")
     index = block_index(arch, model, layer)
-    own = model.state_dict()
-    need = [k for k in own if _in_tail(k, index)]
-    missing = [k for k in need if k not in state]
-    extra = [k for k in state if k not in need]
-    bad = [k for k in need if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or extra or bad:
-        raise ModelError(f"tail weights of {arch} {layer} do not fit: missing {missing[:4]}, "
-                         f"unexpected {extra[:4]}, wrong shape {bad[:4]}. Re-extract the maps.")
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
-                          strict=False)
+    need = [k for k in model.state_dict() if _in_tail(k, index)]
+    load_tail_weights(model, need, state, arch, layer)
     return VitTail(model.eval(), index).eval()
