@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -130,7 +131,7 @@ def _train(args: argparse.Namespace) -> dict:
     from ash_core.bundle.safetensors_io import write_tensors
     from ash_core.models.vit_cifar import NAME
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
@@ -207,6 +208,9 @@ def _train(args: argparse.Namespace) -> dict:
             "parameters": sum(p.numel() for p in model.parameters()),
             "trainable_parameters": sum(p.numel() for p in params),
             "stem_maps_s": round(stem_s, 1), "wall_s": round(time.perf_counter() - start, 1),
+            # on a shared machine the wall time depends on the other jobs; CPU time less so
+            "cpu_s": round(time.process_time() - cpu_start, 1),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "final_id_val_accuracy": log[-1]["id_val_accuracy"] if log else None,
             "epochs_log": log}
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
