@@ -21,7 +21,7 @@ from ash_core.extract.fingerprint import make_fingerprints
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
 DEMOS = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2",
-         "tinyimagenet_efficientnet_lite0")
+         "tinyimagenet_efficientnet_lite0", "cifar10_vit_hybrid")
 SHAPE = (32, 32, 3)
 
 

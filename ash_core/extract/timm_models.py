@@ -10,6 +10,8 @@ with ``weights_only=True`` or from safetensors, the files timm's
 layout goes through timm's own ``checkpoint_filter_fn`` when its keys do not fit as they are,
 and one in ``efficientnet_lite_pytorch``'s layout is renamed (``extract.layouts``).
 Without weights the model is refused unless random initialisation is asked for explicitly.
+The project's own timm architectures (``ash_core.models.vit_cifar``) are registered first, so
+their names work here too.
 
 The penultimate features are the pre-logits, ``model.forward_head(x, pre_logits=True)``: the
 input of the model's own classifier (``get_classifier()``), captured there, so the head stored
@@ -66,6 +68,9 @@ def parse_timm_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def _create(name: str, kwargs: dict[str, Any], spec: str) -> nn.Module:
     import timm
+
+    # the project's own timm architectures register themselves when imported
+    import ash_core.models.vit_cifar  # noqa: F401
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
