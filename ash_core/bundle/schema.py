@@ -71,6 +71,18 @@ class Rule:
         raise NotImplementedError
 
 
+class Composite(Rule):
+    """A rule over parts (a list's items, an object's fields): ``check`` says which part
+    breaks it, and ``ok`` is whether ``check`` passes."""
+
+    def ok(self, value: Any) -> bool:
+        try:
+            self.check(value, "")
+        except SchemaError:
+            return False
+        return True
+
+
 @dataclass
 class Const(Rule):
     value: Any
@@ -192,7 +204,7 @@ class Nullable(Rule):
 
 
 @dataclass
-class Seq(Rule):
+class Seq(Composite):
     item: Rule
     min_len: int = 0
     max_len: int | None = None
@@ -202,13 +214,6 @@ class Seq(Rule):
         size = (f"{self.min_len}" if self.max_len == self.min_len
                 else "at least one" if self.min_len == 1 else f"at least {self.min_len}")
         self.text = f"a list of {size} ({self.item.text})"
-
-    def ok(self, v):
-        try:
-            self.check(v, "")
-        except SchemaError:
-            return False
-        return True
 
     def check(self, v, at):
         if not isinstance(v, list) or len(v) < self.min_len or (
@@ -225,7 +230,7 @@ class Seq(Rule):
 
 
 @dataclass
-class MapOf(Rule):
+class MapOf(Composite):
     key: Rule
     value: Rule
     #: rules of particular keys (a known variant's settings), instead of ``value``
@@ -235,13 +240,6 @@ class MapOf(Rule):
 
     def __post_init__(self):
         self.text = f"an object ({self.key.text} -> {self.value.text})"
-
-    def ok(self, v):
-        try:
-            self.check(v, "")
-        except SchemaError:
-            return False
-        return True
 
     def check(self, v, at):
         if not isinstance(v, dict):
@@ -259,20 +257,13 @@ class MapOf(Rule):
 
 
 @dataclass
-class Fields(Rule):
+class Fields(Composite):
     """An object with declared fields (``required`` ones must be present); other keys are
     allowed (provenance) and ignored."""
 
     fields: Mapping[str, Rule]
     required: tuple[str, ...] = ()
     text: str = "an object"
-
-    def ok(self, v):
-        try:
-            self.check(v, "")
-        except SchemaError:
-            return False
-        return True
 
     def check(self, v, at):
         if not isinstance(v, dict):
