@@ -39,9 +39,10 @@ from ash_core.cube import (
     get_cubes,
     is_cube_method,
     point_metrics,
+    point_result,
 )
 from ash_core.engine.exact import Evaluator
-from ash_core.engine.result import group_averages
+from ash_core.engine.result import EvalResult, group_averages
 from ash_core.errors import ParameterError
 from ash_core.features import get_feature_score
 from ash_core.maths.metrics import METRIC_NAMES, check_convention
@@ -51,7 +52,8 @@ from ash_core.setting import Setting
 
 __all__ = [
     "CUBE_METHODS", "ScoreCube", "SplitCube", "build_cubes", "get_cube", "get_cubes",
-    "is_cube_method", "parse_grid", "point_metrics", "sweep", "sweep_settings",
+    "is_cube_method", "parse_grid", "point_metrics", "sweep", "sweep_results",
+    "sweep_settings", "sweep_table",
 ]
 
 
@@ -158,6 +160,32 @@ def sweep(
     score on logits (gen, temp-scaling) is its own score whatever ``score`` says.
     ``progress(done, total)`` counts rows of features for the cube build, then points.
     """
+    return sweep_table(sweep_results(
+        bundle, methods, grid, threshold_mode, score, convention, ood, seed, evaluator,
+        progress, params=params, cache_dir=cache_dir, use_cache=use_cache, engine=engine))
+
+
+def sweep_results(
+    bundle: Bundle,
+    methods: Sequence[str],
+    grid: Sequence[float],
+    threshold_mode: str = "local",
+    score: str = "energy",
+    convention: str = "id",
+    ood: Iterable[str] | None = None,
+    seed: int = 0,
+    evaluator: Evaluator | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    params: Mapping[str, Mapping[str, float]] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    engine: str = "auto",
+) -> list[tuple[Setting, EvalResult]]:
+    """``sweep``'s rows before they become a table: each row's setting and its
+    ``EvalResult``, per-sample scores included (a cube row's are the cube's scores at its
+    p, ``point_result``; the others the exact engine's), so that intervals and counts
+    (``reports.intervals``) come without evaluating anything again."""
     check_convention(convention)
     settings = sweep_settings(methods, grid, threshold_mode, score, convention, seed, params)
     ev = evaluator or Evaluator(bundle, ood)
@@ -167,17 +195,27 @@ def sweep(
         )
     cubes = _cubes(ev, settings, [float(p) for p in grid], cache_dir=cache_dir,
                    use_cache=use_cache, backend=engine, progress=progress)
-    rows, ties = [], {}
+    out = []
     for i, s in enumerate(settings):
         if s.method in cubes:
-            result = point_metrics(cubes[s.method], s.p, s.score, s.convention, ev.ood_names)
+            result = point_result(cubes[s.method], s.p, s.score, s.convention, ev.ood_names,
+                                  ev.bundle.groups)
         else:
-            result = ev.evaluate(s).to_dict()
-        rows.append(_row(s, result, ev.bundle.groups))
-        if "ties" in result:
-            ties[s.label()] = result["ties"]
+            result = ev.evaluate(s)
+        out.append((s, result))
         if progress:
             progress(i + 1, len(settings))
+    return out
+
+
+def sweep_table(results: Sequence[tuple[Setting, EvalResult]]) -> pd.DataFrame:
+    """The frame of ``sweep`` from ``sweep_results``' rows."""
+    rows, ties = [], {}
+    for s, r in results:
+        result = r.to_dict()
+        rows.append(_row(s, result, r.groups))
+        if "ties" in result:
+            ties[s.label()] = result["ties"]
     frame = pd.DataFrame(rows)
     frame.attrs["ties"] = ties
     return frame

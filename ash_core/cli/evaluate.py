@@ -22,7 +22,7 @@ from ash_core.device import resolve_device
 from ash_core.layers import layer_evaluator
 from ash_core.methods import list_methods
 from ash_core.params import merge_p
-from ash_core.reports.intervals import bracketed, ci_frame, result_ci, with_ci
+from ash_core.reports.intervals import bracketed, ci_caption, ci_frame, result_ci, with_ci
 from ash_core.reports.tables import dumps_json, evaluation_frame, render_frame, tie_warnings
 from ash_core.setting import Setting
 
@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     caption = f"{bundle.name}: {setting.label(detail=True)}; values in %"
     if ci is not None:
         frame = bracketed(frame)
-        caption += (f"; [95% bootstrap interval] over {ci.resamples} resamples (seed "
-                    f"{ci.seed}), ID and each OOD set resampled separately")
+        caption += f"; {ci_caption(ci.resamples, ci.seed)}"
     sys.stdout.write(render_frame(frame, args.format, caption=caption,
                                   raw_cols=("p", "n_id", "n_ood")))
     acc = result["id_accuracy"]

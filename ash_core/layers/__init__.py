@@ -12,10 +12,10 @@ from ash_core.layers.replay import (
     refusal,
     replay_logits,
 )
-from ash_core.layers.results import engine_of, layer_result, sweep_result
+from ash_core.layers.results import engine_of, layer_result, layer_sweep_results, sweep_result
 from ash_core.layers.store import PENULTIMATE, LayerMaps, open_layers
 from ash_core.layers.sweep import LayerSweep, layer_sweep
 
 __all__ = ["PENULTIMATE", "LayerEvaluator", "LayerMaps", "LayerStore", "LayerSweep",
-           "engine_of", "layer_evaluator", "layer_result", "layer_sweep", "open_layers",
-           "refusal", "replay_logits", "sweep_result"]
+           "engine_of", "layer_evaluator", "layer_result", "layer_sweep",
+           "layer_sweep_results", "open_layers", "refusal", "replay_logits", "sweep_result"]

@@ -18,7 +18,7 @@ from ash_core.bundle import Bundle
 from ash_core.engine.result import EvalResult
 from ash_core.errors import ParameterError
 from ash_core.layers.replay import LayerEvaluator
-from ash_core.layers.sweep import LayerSweep
+from ash_core.layers.sweep import LayerSweep, layer_sweep
 from ash_core.maths.metrics import check_convention, ood_metrics_many
 from ash_core.methods import create_method
 from ash_core.setting import Setting
@@ -79,3 +79,20 @@ def layer_result(evaluator: LayerEvaluator, setting: Setting,
     result = evaluator.evaluate(setting)
     result.engine = engine_of(layer)
     return result
+
+
+def layer_sweep_results(bundle: Bundle, layer: str, methods: Sequence[str],
+                        grid: Sequence[float], convention: str = "id",
+                        ood: Sequence[str] | None = None, seed: int = 0,
+                        device: str = "auto") -> list[tuple[Setting, EvalResult]]:
+    """The rows of ``sweep_frame`` at ``layer`` as (setting, ``EvalResult``), per-sample
+    scores included, from the same cached layer sweeps (so their intervals need no
+    replay)."""
+    out = []
+    for method in methods:
+        sw = layer_sweep(bundle, [layer], method, grid, seed, device)
+        for p in sw.grid:
+            result = sweep_result(sw, bundle, layer, p, convention, ood, seed)
+            assert result is not None  # p is on the sweep's own grid
+            out.append((result.setting, result))
+    return out

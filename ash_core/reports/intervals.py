@@ -7,7 +7,7 @@ intervals for the same setting, resamples and seed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -65,16 +65,16 @@ def with_ci(result_dict: Mapping[str, Any], ci: BootstrapCI,
     return out
 
 
-def _row_ci(ci: BootstrapCI, groups: Mapping[str, Iterable[str]], row: str
-            ) -> tuple[int, dict[str, Interval]]:
-    """(OOD rows, intervals) of one row of ``evaluation_frame``: a set, the Average or a
-    group's "Average (g)"."""
-    if row == "Average":
+def _named_ci(ci: BootstrapCI, groups: Mapping[str, Iterable[str]], name: str
+              ) -> tuple[int, dict[str, Interval]]:
+    """(OOD rows, intervals) of one OOD set, of the average ("average" or "Average") or of
+    a group's average ("average (g)")."""
+    if name in ("average", "Average"):
         return sum(ci.n_ood.values()), ci.average
-    if row.startswith("Average (") and row.endswith(")"):
-        g = row[len("Average ("):-1]
+    if name[:len("average (")] in ("average (", "Average (") and name.endswith(")"):
+        g = name[len("average ("):-1]
         return sum(ci.n_ood.get(n, 0) for n in groups.get(g, ())), ci.groups[g]
-    return ci.n_ood[row], ci.ood[row]
+    return ci.n_ood[name], ci.ood[name]
 
 
 def ci_frame(frame: pd.DataFrame, ci: BootstrapCI,
@@ -82,7 +82,7 @@ def ci_frame(frame: pd.DataFrame, ci: BootstrapCI,
     """``evaluation_frame``'s rows with ``n_id``, ``n_ood`` and each metric's interval as
     ``{metric}_lo`` / ``{metric}_hi`` columns (fractions)."""
     out = frame.copy()
-    rows = [_row_ci(ci, groups or {}, str(r)) for r in out["ood_set"]]
+    rows = [_named_ci(ci, groups or {}, str(r)) for r in out["ood_set"]]
     out["n_id"] = ci.n_id
     out["n_ood"] = [n for n, _ in rows]
     for m in METRIC_NAMES:
@@ -107,6 +107,53 @@ def bracketed(frame: pd.DataFrame) -> pd.DataFrame:
     out["n_id"] = frame["n_id"]
     out["n_ood"] = frame["n_ood"]
     return out
+
+
+def ci_caption(resamples: int, seed: int) -> str:
+    """What the bracketed intervals of a text table are, for its caption."""
+    return (f"[95% bootstrap interval] over {resamples} resamples (seed {seed}), ID and "
+            "each OOD set resampled separately")
+
+
+def sweep_ci_frame(frame: pd.DataFrame, cis: Sequence[BootstrapCI],
+                   groups: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
+    """A sweep table (one row per setting, ``{name}/{metric}`` columns for OOD sets,
+    ``average`` and ``average (g)``) with, per row's ``cis``, each metric column followed
+    by ``{name}/{metric}_lo`` and ``_hi`` (fractions), each name's metrics by
+    ``{name}/n_ood``, and ``n_id`` last."""
+    if len(cis) != len(frame):
+        raise ValueError(f"{len(cis)} intervals for {len(frame)} sweep rows")
+    cols: dict[str, list] = {}
+    for col in frame.columns:
+        cols[col] = list(frame[col])
+        name, _, metric = str(col).rpartition("/")
+        if metric not in METRIC_NAMES:
+            continue
+        rows = [_named_ci(ci, groups or {}, name) for ci in cis]
+        cols[f"{name}/{metric}_lo"] = [iv[metric][0] for _, iv in rows]
+        cols[f"{name}/{metric}_hi"] = [iv[metric][1] for _, iv in rows]
+        cols.pop(f"{name}/n_ood", None)  # after the name's last metric
+        cols[f"{name}/n_ood"] = [n for n, _ in rows]
+    cols["n_id"] = [ci.n_id for ci in cis]
+    out = pd.DataFrame(cols, index=frame.index)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def bracketed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``sweep_ci_frame``'s output for text tables: each ``X_lo``/``X_hi`` pair becomes one
+    ``X_ci`` column of intervals in brackets, in place."""
+    cols: dict[str, list] = {}
+    for col in frame.columns:
+        col = str(col)
+        if col.endswith("_hi") and f"{col[:-3]}_lo" in frame.columns:
+            continue
+        if col.endswith("_lo") and f"{col[:-3]}_hi" in frame.columns:
+            cols[f"{col[:-3]}_ci"] = [bracket(lo, hi) for lo, hi in zip(
+                frame[col], frame[f"{col[:-3]}_hi"], strict=True)]
+        else:
+            cols[col] = list(frame[col])
+    return pd.DataFrame(cols, index=frame.index)
 
 
 def rand_spread(evaluate: Callable[[Setting], EvalResult], setting: Setting,
