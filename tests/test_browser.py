@@ -1,7 +1,8 @@
 """The dashboard in a real browser: `ash-explore dashboard` + headless Debian Chromium.
 
-One server serves the four demo bundles (cifar10_resnet20, cifar10_resnet56,
-mnist_cnn, tinyimagenet_mobilenetv2). Every view of a bundle is opened by URL in a given theme (light/dark) and
+One server serves the six demo bundles (cifar10_resnet20, cifar10_resnet56,
+mnist_cnn, tinyimagenet_mobilenetv2, tinyimagenet_efficientnet_lite0, cifar10_vit_hybrid).
+Every view of a bundle is opened by URL in a given theme (light/dark) and
 width (1400/800 px; one reused page per theme and width), and fails on:
 
 * a Streamlit error box (``stException``, an error ``stAlert``) or a browser console
@@ -15,11 +16,11 @@ Which (bundle, theme, width) cases run, each over every view (``matrix()``):
 
 * by default (a local ``make test``): cifar10_resnet20 light at 1400 px and dark at
   800 px: one bundle, both themes, both widths, every view (and both Compare modes);
-* in CI (``CI`` set): a covering set of 4 cases, not the 16 of the product: every
-  bundle once, every theme x width pair once, every view in each
+* in CI (``CI`` set): a covering set of 6 cases, not the 24 of the product: every
+  bundle once, every theme x width pair at least once, every view in each
   (``test_the_matrices_cover_every_bundle_view_theme_and_width`` checks it). A case
   costs ~20-25 s on 2 busy cores (the first ~45 s: it warms the server); the product's
-  12 more cases would add ~4 minutes there, which CI's 6-minute budget does not have
+  18 more cases would add ~6 minutes there, which CI's 6-minute budget does not have
   (docs/testing.md, "Speed");
 * with ``ASH_BROWSER_FULL=1``: the full product, every demo bundle x theme x width.
 
@@ -51,7 +52,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("BROWSER_PATH") or "/usr/bin/chromium")
-BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2")
+BUNDLES = ("cifar10_resnet20", "cifar10_resnet56", "mnist_cnn", "tinyimagenet_mobilenetv2",
+           "tinyimagenet_efficientnet_lite0", "cifar10_vit_hybrid")
 DEMO = BUNDLES[0]
 VIEWS = {  # view key -> charts expected at least
     "overview": 1, "distributions": 1, "curves": 1, "tradeoff": 2, "inspector": 2,
@@ -61,9 +63,9 @@ THEMES = ("light", "dark")
 WIDTHS = (1400, 800)
 #: every demo bundle x theme x width (ASH_BROWSER_FULL=1)
 FULL = [(b, t, w) for b in BUNDLES for t in THEMES for w in WIDTHS]
-#: CI: every bundle once, every theme x width pair once, every view in each
+#: CI: every bundle once, every theme x width pair at least once, every view in each
 COVERING = [(DEMO, "light", 1400), (BUNDLES[1], "dark", 800), (BUNDLES[2], "dark", 1400),
-            (BUNDLES[3], "light", 800)]
+            (BUNDLES[3], "light", 800), (BUNDLES[4], "dark", 1400), (BUNDLES[5], "light", 800)]
 #: a local run: one bundle, both themes, both widths (and the screenshots' two cases)
 DEFAULT = [(DEMO, "light", 1400), (DEMO, "dark", 800)]
 
@@ -257,9 +259,12 @@ def test_the_matrices_cover_every_bundle_view_theme_and_width():
         assert {t for _, t, _ in cases} == set(THEMES) and {w for *_, w in cases} == set(WIDTHS)
         assert (DEMO, "light", 1400) in cases  # the demo's Compare modes
     assert (DEMO, "dark", 800) in DEFAULT  # the screenshots' second case
-    assert {(t, w) for _, t, w in COVERING} == pairs and len(COVERING) == 4
-    assert {b for b, _, _ in COVERING} == set(BUNDLES) and len(set(FULL)) == 16
-    assert "tinyimagenet_mobilenetv2" in BUNDLES and set(VIEWS) == set(_views())
+    assert {(t, w) for _, t, w in COVERING} == pairs and len(COVERING) == len(BUNDLES)
+    assert {b for b, _, _ in COVERING} == set(BUNDLES) and len(set(FULL)) == 4 * len(BUNDLES)
+    demo = {p.name for p in (REPO / "cached_features").iterdir()
+            if (p / "manifest.json").is_file()}
+    assert set(BUNDLES) == demo, "every committed demo bundle is opened in CI"
+    assert set(VIEWS) == set(_views())
     assert matrix({}) == DEFAULT and matrix({"CI": "true"}) == COVERING
     assert matrix({"CI": "true", "ASH_BROWSER_FULL": "1"}) == FULL
 
