@@ -28,9 +28,8 @@ from dashboard.views.common import Context
 from dashboard.views.report import build_html
 
 REPO = Path(__file__).resolve().parents[1]
-FULL = os.environ.get("ASH_TEST_FULL", "") not in ("", "0")
-BUNDLES = ["mnist_cnn"] + (["cifar10_resnet20", "cifar10_resnet56",
-                            "tinyimagenet_mobilenetv2"] if FULL else [])
+BUNDLES = sorted(p.name for p in (REPO / "cached_features").iterdir()
+                 if (p / "manifest.json").is_file())
 #: what a page holds at least (characters of text) to count as not blank
 MIN_PAGE_TEXT = 40
 pytestmark = pytest.mark.slow
@@ -75,6 +74,11 @@ def browser():
         if os.environ.get("CI"):
             raise RuntimeError("CI must have Chromium (make browser installs it)")
         pytest.skip("no Chromium (install it with `make browser` or set BROWSER_PATH)")
+
+
+def test_every_demo_bundle_is_checked():
+    assert {"mnist_cnn", "cifar10_resnet20", "cifar10_resnet56", "tinyimagenet_mobilenetv2",
+            "tinyimagenet_efficientnet_lite0", "cifar10_vit_hybrid"} <= set(BUNDLES)
 
 
 @pytest.mark.parametrize("name", BUNDLES)
