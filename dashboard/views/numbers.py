@@ -8,6 +8,11 @@ from dashboard import layer_replay, offer, replay
 from dashboard.views import validated
 from dashboard.views.common import Context, plain
 
+#: views that never show the current setting's numbers (their own tables, or every layer):
+#: computing them there would only delay the page (an exact pass and a cube build on a
+#: 1280-d bundle: tens of seconds before the leaderboard's first row)
+OWN_NUMBERS = ("leaderboard", "across", "where")
+
 
 def render(ctx: Context) -> None:
     """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
@@ -17,6 +22,8 @@ def render(ctx: Context) -> None:
     if layer_replay.caption(s, ctx.bundle):
         st.caption(plain(layer_replay.caption(s, ctx.bundle)))
     validated.render_toggle(ctx)
+    if s.view in OWN_NUMBERS:
+        return
     try:
         rep = ctx.replay()
     except Exception:  # noqa: BLE001 - the view below shows the error
