@@ -106,17 +106,21 @@ def test_off_grid_p_at_a_layer_is_exact_then_a_lookup_after_one_background_build
 @pytest.mark.parametrize("view", ["where", "leaderboard"])
 def test_views_without_the_settings_numbers_do_not_compute_them(synthetic_bundle,
                                                                  monkeypatch, view):
-    from dashboard import replay
+    # an exact pass, a validation search and a cube build delayed the first leaderboard row
+    from dashboard import replay, validation
 
-    calls = []
-    real = replay.replay
+    calls, searches = [], []
+    real, real_marks = replay.replay, validation.marks
     monkeypatch.setattr(replay, "replay", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(validation, "marks",
+                        lambda *a, **k: searches.append(a) or real_marks(*a, **k))
     monkeypatch.setenv("ASH_BUNDLE_ROOTS", str(synthetic_bundle.parent))
     for shown in (view, "overview"):
         at = AppTest.from_file(APP, default_timeout=300)
-        at.query_params.update({"bundle": str(synthetic_bundle), "view": shown})
+        at.query_params.update({"bundle": str(synthetic_bundle), "view": shown, "p": "80"})
         ok(at.run())
-        assert bool(calls) == (shown == "overview"), shown  # the overview shows them
+        assert bool(calls) == bool(searches) == (shown == "overview"), shown
+        assert any(t.key == "val" for t in at.toggle) == (shown != "where"), shown
 
 
 def test_the_leaderboard_shows_its_rows_as_they_come(synthetic_bundle):

@@ -146,7 +146,7 @@ def _figure1(ctx: Context, board: Leaderboard) -> None:
 
 def render(ctx: Context) -> None:
     st.subheader(f"Leaderboard: every method on {plain(ctx.bundle.name)}")
-    validated.view_toggle(ctx)
+    validated.toggle(ctx)
     board_note(ctx)
     board = get_board(ctx)
     st.caption(plain(caption(ctx, board)) + " Click a column header to sort.")

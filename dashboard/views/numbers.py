@@ -8,9 +8,10 @@ from dashboard import layer_replay, offer, replay
 from dashboard.views import validated
 from dashboard.views.common import Context, plain
 
-#: views that never show the current setting's numbers (their own tables, or every layer):
-#: computing them there would only delay the page (an exact pass and a cube build on a
-#: 1280-d bundle: tens of seconds before the leaderboard's first row)
+#: views that never show the current setting's numbers nor its validated marks (their own
+#: tables, or every layer): computing them there would only delay the page (an exact pass,
+#: a validation search and a cube build on a 1280-d bundle before the leaderboard's first
+#: row); the leaderboard shows the "validated parameters" toggle itself
 OWN_NUMBERS = ("leaderboard", "across", "where")
 
 
@@ -21,9 +22,9 @@ def render(ctx: Context) -> None:
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
     if layer_replay.caption(s, ctx.bundle):
         st.caption(plain(layer_replay.caption(s, ctx.bundle)))
-    validated.render_toggle(ctx)
     if s.view in OWN_NUMBERS:
         return
+    validated.render_toggle(ctx)
     try:
         rep = ctx.replay()
     except Exception:  # noqa: BLE001 - the view below shows the error
