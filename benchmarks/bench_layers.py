@@ -4,6 +4,9 @@
     python benchmarks/bench_layers.py --quick   # ResNet-20, layer3 + penultimate, 3 p
     python benchmarks/bench_layers.py           # both demos, 3 layers + penultimate x
                                                 # p = 0..95 step 5 x ASH-S (goal <= 10 min each)
+    python benchmarks/bench_layers.py --any-p [--only NAME] [--layers layer3,layer2,layer1]
+                                                # a move of p off the grid at an inner layer
+                                                # (goal <= 1 s, median over moves)
 
 Needs ``make layers`` first (cached_features/<name>.layers). The sweep is timed uncached
 (``cache=False``, nothing reused); a *view change* is what the dashboard's "Where to ASH" view
@@ -12,12 +15,19 @@ does when p, the variant's cached sweep or the OOD selection changes: Table 6 at
 the layer control does when p moves on the grid at an inner layer (the shaped and unshaped
 ``EvalResult`` from the sweep); goal <= 300 ms each. Prints the Figure 5 and Table 6 numbers
 (docs/where.md) and the load average (the machine is shared).
+
+``--any-p``: at each inner layer, the layer's cube (``ash_core.layers.cube``: the sweep at
+every integer p, read from the disk cache beside the bundle or built, timed), then the median
+over off-grid p moves of what the layer control computes (the shaped and unshaped
+``EvalResult``) from the cube, against one exact replay at an off-grid p (what a move cost
+before the cube); the lookup is checked equal to the exact replay bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +39,7 @@ import torch  # noqa: E402
 
 from ash_core import Setting, load_bundle  # noqa: E402
 from ash_core.layers import LayerEvaluator, layer_result, layer_sweep  # noqa: E402
+from ash_core.layers.cube import layer_cube  # noqa: E402
 
 BUNDLES = ("cifar10_resnet20", "cifar10_resnet56")
 
@@ -38,6 +49,49 @@ def load_average() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
+
+
+def cpu_model() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                 if ln.startswith("Model name")), "unknown")
+
+
+#: off-grid p of the slider a user moves to (the grid is 0..95 step 5)
+MOVES = (61, 63, 67, 72, 78, 83, 87, 91, 93)
+
+
+def any_p(bundle, layers: list[str], device: str, method: str = "ash-s") -> bool:
+    """Print the layer cube's build (or disk read) and the off-grid moves; True when every
+    layer's median move is within 1 s."""
+    met = True
+    for layer in layers:
+        t0, c0 = time.perf_counter(), time.process_time()
+        cube = layer_cube(bundle, method, layer, device=device)
+        how = "read from the disk cache" if cube.cached else "built"
+        print(f"{layer}: cube over p = 0..99 {how} in {time.perf_counter() - t0:.1f} s wall, "
+              f"{time.process_time() - c0:.1f} s CPU; load average {load_average()}",
+              flush=True)
+        ev = LayerEvaluator(bundle, layer, device=device)
+        times = []
+        for p in MOVES:
+            t0 = time.perf_counter()
+            looked_up = layer_result(ev, Setting(method, {"p": p}), sweep=cube)
+            layer_result(ev, Setting("none"), sweep=cube)
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        exact = layer_result(ev, Setting(method, {"p": MOVES[-1]}))
+        before = time.perf_counter() - t0
+        same = exact.to_dict() == looked_up.to_dict() and \
+            (exact.id_scores == looked_up.id_scores).all()
+        median = statistics.median(times)
+        met = met and median <= 1.0 and same
+        print(f"{layer}: a move of p off the grid: median {1000 * median:.1f} ms over "
+              f"{len(MOVES)} moves from the cube (goal <= 1 s: "
+              f"{'met' if median <= 1.0 else 'NOT met'}); one exact replay (without the "
+              f"cube) {before:.1f} s; lookup == exact replay bit for bit: {same}; "
+              f"load average {load_average()}", flush=True)
+    return met
 
 
 def view_change_ms(sweep, p: float, rounds: int = 7) -> float:
@@ -85,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", choices=BUNDLES, help="one demo bundle")
+    ap.add_argument("--any-p", action="store_true",
+                    help="time moves of p off the grid at inner layers (the layer cube)")
+    ap.add_argument("--layers", default="layer3,layer2,layer1",
+                    help="with --any-p: the inner layers, comma-separated")
     args = ap.parse_args(argv)
+    print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
     names = BUNDLES[:1] if args.quick else BUNDLES
     names = [args.only] if args.only else names
     grid = [0, 65, 90] if args.quick else list(range(0, 100, 5))
@@ -95,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} is missing: run `make layers` first", file=sys.stderr)
             return 2
         bundle = load_bundle(path)
+        if args.any_p:
+            if not any_p(bundle, args.layers.split(","), args.device):
+                return 1
+            continue
         layers = ["layer3", "penultimate"] if args.quick else \
             ["layer1", "layer2", "layer3", "penultimate"]
         rows = len(bundle.id_split) + sum(len(s) for s in bundle.select_ood(None))

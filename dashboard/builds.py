@@ -14,6 +14,7 @@ again. Nothing here draws: the page polls
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -22,12 +23,22 @@ from typing import Any
 from ash_core.engine.memory import release_free_memory
 from dashboard.cache import LRU, Progress
 
+#: Set when the interpreter exits: a running build stops at its next progress report, since
+#: a thread still inside torch when the process ends aborts it (exit status 134).
+_EXITING = threading.Event()
+#: At exit, how long to wait for running builds to reach their next progress report.
+EXIT_WAIT_S = 10.0
+
+
+class BuildStopped(Exception):
+    """A build stopped because the process is exiting."""
+
 
 class Build:
     """One cube being built: its progress, and when done its cube or its error."""
 
-    def __init__(self, key: Hashable):
-        self.key = key
+    def __init__(self, key: Hashable, unit: str = "rows"):
+        self.key, self.unit = key, unit  # what ``progress`` counts, for ``describe``
         self.rows_done = 0
         self.rows_total = 0
         self.started = False  # False while queued behind another build
@@ -38,6 +49,8 @@ class Build:
         self._done = threading.Event()
 
     def progress(self, done: int, total: int) -> None:
+        if _EXITING.is_set():
+            raise BuildStopped("the server is exiting")
         self.rows_done, self.rows_total = int(done), int(total)
 
     @property
@@ -57,7 +70,7 @@ class Build:
             return "queued behind another preparation"
         if not self.rows_total:
             return "starting"
-        return f"{self.rows_done:,}/{self.rows_total:,} rows"
+        return f"{self.rows_done:,}/{self.rows_total:,} {self.unit}"
 
     def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
         self.value, self.error = value, error
@@ -81,7 +94,8 @@ class Builds:
         with self._lock:
             return self._jobs.get(key)
 
-    def start(self, key: Hashable, make: Callable[[Progress], Any]) -> Build | None:
+    def start(self, key: Hashable, make: Callable[[Progress], Any], unit: str = "rows"
+              ) -> Build | None:
         """None when the cube of ``key`` is ready (``ready.get(key)``); else its build:
         the one running (or failed and not yet reported), or a new one started in a
         background thread."""
@@ -90,7 +104,7 @@ class Builds:
                 return None
             job = self._jobs.get(key)
             if job is None:
-                job = self._jobs[key] = Build(key)
+                job = self._jobs[key] = Build(key, unit)
                 threading.Thread(target=self._run, args=(job, make), daemon=True,
                                  name=f"ash-cube-build-{len(self._jobs)}").start()
             return job
@@ -121,3 +135,13 @@ class Builds:
             self._jobs.pop(job.key, None)
             self.cpu_s[job.key] = job.cpu_s
         job._finish(value)
+
+
+@atexit.register
+def _stop_builds() -> None:
+    """Stop every running build at its next progress report and wait for it (bounded)."""
+    _EXITING.set()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread in threading.enumerate():
+        if thread.name.startswith("ash-cube-build-"):
+            thread.join(max(0.0, deadline - time.monotonic()))

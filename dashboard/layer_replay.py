@@ -2,10 +2,13 @@
 
 When a bundle has layer maps (``ash-explore extract --layers``, ``make layers``), the sidebar
 offers a layer; at an inner layer a setting's numbers are ``ash_core.layers.layer_result``:
-shaping after that block, replayed through the network's tail. p on the layer grid
-(0..95 step 5) with the energy score is a lookup in the layer's sweep (computed once per
-bundle, variant and layer, with a progress bar, and cached on disk beside the bundle, shared
-with the "Where to ASH" view); other p and scores are replayed exactly (seconds; cached).
+shaping after that block, replayed through the network's tail. With the energy score, any p
+of the slider is a lookup in the layer's cube (``ash_core.layers.cube``: the sweep at every
+integer p, built once per bundle, variant and layer in the background, at most one build
+per cube, and cached on disk beside the bundle); until it is ready, p on the layer grid
+(0..95 step 5) is a lookup in the layer's sweep (shared with the "Where to ASH" view) and
+other p are replayed exactly (seconds; cached), shown with the build's progress. Other
+scores are replayed exactly. Lookups equal the exact replay bit for bit.
 Only the per-sample ASH variants have a meaning there (``ash_core.layers.refusal`` says why
 the rest do not). No maths here: this module picks, caches and labels.
 """
@@ -28,13 +31,17 @@ from ash_core.layers import (
     open_layers,
     refusal,
 )
+from ash_core.layers.cube import layer_cube
 from ash_core.layers.sweep import LAYER_GRID
 from ash_core.maths.stats import row_zero_counts
 from ash_core.setting import Setting
 from dashboard import cache
+from dashboard.builds import Build, Builds
 from dashboard.result import LayerReplay
 
 GRID = tuple(float(p) for p in LAYER_GRID)
+#: layer cubes kept in memory (each [100, rows] float32 plus ID predictions: small)
+CUBES_KEPT = 8
 #: views whose numbers follow the layer control; the others show the penultimate layer
 FOLLOWS = ("overview", "distributions", "curves")
 
@@ -144,23 +151,60 @@ def _on_grid(p: float | None) -> bool:
     return p is not None and any(abs(p - g) < 1e-9 for g in GRID)
 
 
+@st.cache_resource(show_spinner=False)
+def _cubes() -> Builds:
+    return Builds(CUBES_KEPT)
+
+
+def cube_build(bundle: Bundle, method: str, layer: str) -> tuple[LayerSweep | None,
+                                                                  Build | None]:
+    """(the layer's cube when it is ready, else None; its background build, else None),
+    starting the build when none runs: at most one per (bundle, method, layer)."""
+    key = (*cache.bundle_key(bundle), method, layer)
+    path = str(bundle.root)
+
+    def make(progress: cache.Progress) -> LayerSweep:
+        return layer_cube(cache.load(path), method, layer, progress=progress)
+
+    job = _cubes().start(key, make, unit="tail passes over batches")
+    return (_cubes().ready.get(key), None) if job is None else (None, job)
+
+
 def replay(bundle: Bundle, layer: str, ood: Sequence[str], setting: Setting,
            progress: cache.Progress | None = None) -> LayerReplay:
-    """A validated setting's numbers shaped at ``layer`` (cached; read only)."""
-    lookup = setting.score == "energy" and _on_grid(setting.p)
+    """A validated setting's numbers shaped at ``layer`` (cached; read only): with the
+    energy score a lookup in the layer's cube when it is ready, else in the layer's sweep
+    (p on its grid) or an exact replay, with the cube's build in ``preparing``."""
+    key = (*cache.bundle_key(bundle), layer, tuple(ood), cache.setting_key(setting))
+    energy = setting.score == "energy"
+    cube = _cubes().ready.get((*cache.bundle_key(bundle), setting.method, layer)) \
+        if energy else None
+    if cube is not None:
+        return LayerReplay(_result(*key, setting, cube), layer=layer, looked_up=True)
+    lookup = energy and _on_grid(setting.p)
     sweep = sweep_for(bundle, setting.method, layer, progress) if lookup else None
-    result = _result(*cache.bundle_key(bundle), layer, tuple(ood), cache.setting_key(setting),
-                     setting, sweep)
-    return LayerReplay(result, layer=layer, looked_up=lookup)
+    result = _result(*key, setting, sweep)  # the first numbers get the cores first
+    if not energy:
+        return LayerReplay(result, layer=layer, looked_up=False)
+    cube, job = cube_build(bundle, setting.method, layer)
+    if cube is not None:
+        return LayerReplay(_result(*key, setting, cube), layer=layer, looked_up=True)
+    note = ""
+    if job is not None and job.done:  # a finished build is ready: this one failed
+        note = (f"the layer's cube failed ({cache.error_text(_cubes().take_failure(job))}); "
+                "p off the grid is replayed exactly")
+        job = None
+    return LayerReplay(result, note=note, preparing=job, layer=layer, looked_up=lookup)
 
 
 def baseline(bundle: Bundle, layer: str, ood: Sequence[str], setting: Setting) -> EvalResult:
     """No shaping, replayed from ``layer``, with the setting's score and convention: what
     the deltas at that layer are measured against (from the sweep of the setting's method
-    at that layer when it is in memory, else exactly)."""
+    at that layer, or its cube, when it is in memory, else exactly)."""
     unshaped = Setting("none", {}, "local", setting.score, setting.convention).validated()
-    sweep = _sweeps().get((*cache.bundle_key(bundle), setting.method, layer)) \
-        if setting.score == "energy" else None
+    key = (*cache.bundle_key(bundle), setting.method, layer)
+    sweep = (_cubes().ready.get(key) or _sweeps().get(key)) if setting.score == "energy" \
+        else None
     return _result(*cache.bundle_key(bundle), layer, tuple(ood), cache.setting_key(unshaped),
                    unshaped, sweep)
 

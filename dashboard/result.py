@@ -50,6 +50,7 @@ class LayerReplay(Replay):
 
     @property
     def label(self) -> str:
-        how = "a lookup in the layer's sweep" if self.looked_up else \
-            "an exact replay (p off the grid 0..95 step 5, or a score other than energy)"
+        how = "a lookup in the layer's sweep (equal to the exact replay)" if self.looked_up \
+            else "an exact replay (p off the grid 0..95 step 5 while the layer's cube is " \
+                 "prepared, or a score other than energy)"
         return f"replayed from {self.layer} through the network's tail, {how}"

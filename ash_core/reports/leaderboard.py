@@ -41,6 +41,8 @@ from ash_core.setting import Setting
 
 #: ``progress(done, total, method)``: called before each method and once at the end
 Progress = Callable[[int, int, str], None]
+#: ``partial(board)``: called after each method tried, with the board so far
+Partial = Callable[["Leaderboard"], None]
 #: the methods drawn as curves over p in Figure 1
 CURVE_FAMILY = "ash"
 #: the metrics Figure 1 can plot against ID accuracy
@@ -159,14 +161,16 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
                 threshold_mode: str = "local", score: str = "energy", convention: str = "id",
                 validated: bool = False, metric: str = "auroc",
                 methods: Sequence[str] | None = None, search_fitted: bool = False,
-                progress: Progress | None = None) -> Leaderboard:
+                progress: Progress | None = None, partial: Partial | None = None
+                ) -> Leaderboard:
     """Every method of ``methods`` (default: the whole registry) on ``source``.
 
     Each row's numbers are ``Evaluator.evaluate`` at the row's parameters (exact, bit for
     bit the CLI's); with ``validated`` those parameters are ``search``'s choice on the
     validation splits by ``metric`` (a bundle without them: every row at its defaults and
     ``note`` says why). Fitted state (thresholds, feature scores) comes from the
-    Evaluator's memory and the on-disk cache of ``ash_core.engine.fit``.
+    Evaluator's memory and the on-disk cache of ``ash_core.engine.fit``. ``partial`` sees
+    the board after each method, so a page can show the rows as they come.
     """
     check_convention(convention)
     if metric not in SEARCH_METRICS:
@@ -190,6 +194,8 @@ def leaderboard(source: Bundle | Evaluator, *, ood: Iterable[str] | None = None,
             board.rows.append(_row(ev, board, method, search_fitted))
         except AshError as exc:  # one method's failure is that method's row, said plainly
             board.unavailable[method] = str(exc)
+        if partial:
+            partial(board)
     if progress:
         progress(len(names), len(names), "")
     return board

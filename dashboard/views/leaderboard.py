@@ -4,7 +4,8 @@ The table is ``ash_core.reports.leaderboard`` (each row exact, at the method's d
 the "validated parameters" toggle, at the parameters chosen on the validation splits);
 Figure 1 adds the ASH variants' curves over p from the trade-off's sweep (score cube).
 The board is computed once per bundle, OOD selection, score, convention, threshold mode
-and toggle (a progress bar names the method being fitted or scored), then shared by
+and toggle (a progress bar names the method being fitted or scored, and the rows computed
+so far are shown as they come), then shared by
 every session from a small LRU keyed by those values only (never by tensors).
 """
 
@@ -46,7 +47,7 @@ def get_board(ctx: Context) -> Leaderboard:
     if board is not None:
         return board
     s = ctx.state
-    slot = st.empty()
+    slot, rows = st.empty(), st.empty()
 
     def progress(done: int, total: int, method: str) -> None:
         what = f"fitting and scoring {method}" if method else "done"
@@ -54,12 +55,18 @@ def get_board(ctx: Context) -> Leaderboard:
                       text=f"Leaderboard: {what} ... {done}/{total} methods (first time "
                            "only; fitted states are cached beside the bundle)")
 
+    def partial(board: Leaderboard) -> None:  # the rows so far, while the others compute
+        if board.rows:
+            rows.dataframe(cache.percent(board.frame(seconds=False)), hide_index=True,
+                           width="stretch")
+
     try:
         board = leaderboard(cache.get_evaluator(ctx.bundle, ctx.ood), threshold_mode=s.threshold,
                             score=s.board_score, convention=s.convention, validated=bool(s.val),
-                            progress=progress)
+                            progress=progress, partial=partial)
     finally:
         slot.empty()
+        rows.empty()
     _boards().put(board_key(ctx), board)
     return board
 
@@ -139,7 +146,7 @@ def _figure1(ctx: Context, board: Leaderboard) -> None:
 
 def render(ctx: Context) -> None:
     st.subheader(f"Leaderboard: every method on {plain(ctx.bundle.name)}")
-    validated.view_toggle(ctx)
+    validated.toggle(ctx)
     board_note(ctx)
     board = get_board(ctx)
     st.caption(plain(caption(ctx, board)) + " Click a column header to sort.")

@@ -8,6 +8,12 @@ from dashboard import layer_replay, offer, replay
 from dashboard.views import validated
 from dashboard.views.common import Context, plain
 
+#: views that never show the current setting's numbers nor its validated marks (their own
+#: tables, or every layer): computing them there would only delay the page (an exact pass,
+#: a validation search and a cube build on a 1280-d bundle before the leaderboard's first
+#: row); the leaderboard shows the "validated parameters" toggle itself
+OWN_NUMBERS = ("leaderboard", "across", "where")
+
 
 def render(ctx: Context) -> None:
     """The p caption (kept count k, zeros), the engine caption and "verify at this p"."""
@@ -16,6 +22,8 @@ def render(ctx: Context) -> None:
     st.caption(plain(offer.p_caption(ctx.bundle, s.method, s.p, s.threshold, zeros, dim=dim)))
     if layer_replay.caption(s, ctx.bundle):
         st.caption(plain(layer_replay.caption(s, ctx.bundle)))
+    if s.view in OWN_NUMBERS:
+        return
     validated.render_toggle(ctx)
     try:
         rep = ctx.replay()

@@ -32,6 +32,12 @@ def view_toggle(ctx: Context) -> None:
         _toggle(ctx)
 
 
+def toggle(ctx: Context) -> None:
+    """The toggle alone, for a view that compares methods and shows no slider marks (the
+    leaderboard: the marks cost a validation search before its first row)."""
+    _toggle(ctx)
+
+
 def _toggle(ctx: Context, disabled: bool = False) -> None:
     bind("val", bool(ctx.state.val))
     st.toggle("validated parameters", key="val", disabled=disabled, help=TOGGLE_HELP)
