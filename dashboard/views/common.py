@@ -96,6 +96,18 @@ def preparing(build: Build) -> None:
                                      "numbers are exact, computed at this p.")
 
 
+#: How often a page polls a value made in the background (``await_value``).
+AWAIT_EVERY_S = 0.25
+
+
+@st.fragment(run_every=AWAIT_EVERY_S)
+def await_value(ready: Callable[[], bool]) -> None:
+    """Rerun the page once ``ready()`` (a value made in the background, e.g. intervals, is
+    there to draw). Polls; draws nothing, never blocks the page."""
+    if ready():
+        st.rerun()
+
+
 @dataclass
 class Context:
     """What every view needs: the state, the bundle and the OOD selection."""
