@@ -1,6 +1,8 @@
-"""Per-split tables of a score on features (``features.ScoreTable``): KNN's distances to
-the first neighbours, made once and read for every k, give bit for bit the scores of k
-scored on its own, on both backends, for binarised rows too; the fit is shared by every k."""
+"""What a score on features shares between values of its parameter gives bit for bit the
+numbers of each value computed alone: KNN's per-split tables of the distances to the first
+neighbours (``features.ScoreTable``; both backends, binarised rows too) and its one fitted
+bank for every k; ViM's and Residual's one eigendecomposition for every dim
+(``FitData.shared``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from conftest import REPO, make_synthetic_bundle
 
 from ash_core import Evaluator, Setting, load_bundle
 from ash_core.features import knn
+from ash_core.features import vim as vim_scores
 from ash_core.features.base import FitData
 
 
@@ -81,3 +84,27 @@ def test_a_table_serves_only_the_k_it_gives_bit_for_bit_on_the_widest_demo_bundl
         alone = knn.kth_score(knn.nearest_distances(x, state, k), params)
         served = knn.kth_score(table, params) if knn.table_rank(params, state) else alone
         assert torch.equal(served, alone), k
+
+
+@pytest.mark.parametrize("score", ["vim", "residual"])
+@pytest.mark.parametrize("method,params", [("none", {}), ("ash-s", {"p": 60.0})])
+def test_every_dim_fitted_on_one_shared_subspace_equals_its_own_fit(bundle, monkeypatch,
+                                                                     tmp_path, score,
+                                                                     method, params):
+    """ViM's and Residual's eigendecomposition, made once per shaping for every dim, give
+    bit for bit the scores of a store that fits that dim alone (no disk cache either)."""
+    monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / "shared"))
+    ev = Evaluator(bundle, warn=False)
+    made = []
+    real = vim_scores._basis
+    monkeypatch.setattr(vim_scores, "_basis", lambda data: made.append(1) or real(data))
+    ev.evaluate(Setting("ash-b", {"p": 50.0, "dim": 5}, score=score))  # another shaping's
+    for i, dim in enumerate((3, 17, 0, 31)):
+        setting = Setting(method, {**params, "dim": dim}, score=score)
+        got = _scores(ev.evaluate(setting))
+        monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / f"alone{i}"))
+        want = _scores(Evaluator(bundle, warn=False).evaluate(setting))
+        monkeypatch.setenv("ASH_CUBE_CACHE", str(tmp_path / "shared"))
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), dim
+    # once per shaping in the shared store, once per store fitted alone
+    assert len(made) == 2 + 4

@@ -99,8 +99,10 @@ def _fit_data(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
         )
     labels = fit.labels_tensor()
     weight, bias = shaper.head(store.weight, store.bias)
+    slot = _slot(fitted_key(store, shaper, spec.name, {}))
     return FitData(store.shaped_features(shaper, fit.name, in_use),
-                   None if labels is None else labels.numpy(), weight, bias)
+                   None if labels is None else labels.numpy(), weight, bias,
+                   lambda name, make: store.once(("shared", slot, name), make))
 
 
 def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,

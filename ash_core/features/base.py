@@ -39,6 +39,10 @@ class FitData:
     labels: np.ndarray | None
     weight: torch.Tensor
     bias: torch.Tensor
+    #: ``shared(name, make)``: ``make()`` once for every fit on this data, whatever the
+    #: parameters (ViM's eigendecomposition serves every dim); the engine keeps it
+    shared: Callable[[str, Callable[[], Any]], Any] = field(default=lambda name, make: make(),
+                                                           compare=False, repr=False)
 
     @property
     def logits(self) -> torch.Tensor:
