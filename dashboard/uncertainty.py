@@ -51,8 +51,9 @@ def ci(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
 
 def ci_soon(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
             seed: int = SEED) -> BootstrapCI | BaseException | None:
-    """``ci``, or None while it is made in the background (``ci_ready`` says when to draw
-    it); the exception where making it failed. Small results get theirs at once."""
+    """``ci``, or None while it is made in the background (asked again, it asks again
+    where a newer request replaced this one); the exception where making it failed. Small
+    results get theirs at once."""
     key = (result_key(bundle, result), resamples, seed)
     jobs = _intervals()
     found = jobs.get(key)
@@ -67,13 +68,6 @@ def ci_soon(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
             return exc
     jobs.request(key, _make(result, resamples, seed))
     return None
-
-
-def ci_ready(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
-             seed: int = SEED) -> bool:
-    """Whether ``ci_soon`` has the intervals (or their failure) now; asks again for them
-    when a newer request replaced this one."""
-    return ci_soon(bundle, result, resamples, seed) is not None
 
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping A - B...")

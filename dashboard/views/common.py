@@ -4,9 +4,11 @@ result, error boxes and the one helper that shows untrusted text as plain text."
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import streamlit as st
 
@@ -96,16 +98,26 @@ def preparing(build: Build) -> None:
                                      "numbers are exact, computed at this p.")
 
 
-#: How often a page polls a value made in the background (``await_value``).
-AWAIT_EVERY_S = 0.25
+#: How often a page looks for a value made in the background (``await_value``), and for
+#: how long at most
+AWAIT_EVERY_S = 0.1
+AWAIT_AT_MOST_S = 120.0
 
 
-@st.fragment(run_every=AWAIT_EVERY_S)
-def await_value(ready: Callable[[], bool]) -> None:
-    """Rerun the page once ``ready()`` (a value made in the background, e.g. intervals, is
-    there to draw). Polls; draws nothing, never blocks the page."""
-    if ready():
-        st.rerun()
+def await_value(get: Callable[[], Any], slot, text: str) -> Any:
+    """``get()`` once it is not None (a value made in the background, e.g. intervals),
+    saying ``text`` with the time waited in ``slot`` meanwhile; None after
+    ``AWAIT_AT_MOST_S``. Each redraw lets Streamlit stop this run for a newer one (a
+    parameter moved again), so the wait never holds a move back."""
+    start = time.monotonic()
+    while (value := get()) is None:
+        waited = time.monotonic() - start
+        if waited > AWAIT_AT_MOST_S:
+            slot.caption(f"{text}: not ready after {waited:.0f} s; rerun to look again.")
+            return None
+        slot.caption(f"{text} ... {waited:.1f} s")
+        time.sleep(AWAIT_EVERY_S)
+    return value
 
 
 @dataclass
