@@ -14,6 +14,7 @@ from ash_core.maths.operating import OperatingPoint, operating_point, threshold_
 from ash_core.reports.intervals import SPREAD_SEEDS, rand_spread, result_ci
 from ash_core.setting import Setting
 from dashboard import cache
+from dashboard.background import Latest
 
 #: resamples per setting: fewer than the CLI's default 1000, so that a slider move in the
 #: Overview stays quick; the page names the number and the CLI call that gives the same
@@ -27,15 +28,46 @@ def result_key(bundle: Bundle, result: EvalResult) -> tuple:
             cache.setting_key(result.setting), result.engine)
 
 
-@st.cache_data(max_entries=64, show_spinner="Bootstrapping the 95% intervals...")
-def _ci(key: tuple, resamples: int, seed: int, _result: EvalResult) -> BootstrapCI:
-    return result_ci(_result, resamples, seed)
+#: results with at most this many score x resample cells get their intervals at once (a
+#: few tens of ms); larger ones in the background, so that the numbers do not wait
+INLINE_CELLS = 1_000_000
+
+
+@st.cache_resource(show_spinner=False)
+def _intervals() -> Latest:
+    return Latest(64)
+
+
+def _make(result: EvalResult, resamples: int, seed: int):
+    return lambda: result_ci(result, resamples, seed)
 
 
 def ci(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
        seed: int = SEED) -> BootstrapCI:
     """The result's 95% bootstrap intervals and sample counts (once per setting)."""
-    return _ci(result_key(bundle, result), resamples, seed, result)
+    key = (result_key(bundle, result), resamples, seed)
+    return _intervals().value(key, _make(result, resamples, seed))
+
+
+def ci_soon(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
+            seed: int = SEED) -> BootstrapCI | BaseException | None:
+    """``ci``, or None while it is made in the background (asked again, it asks again
+    where a newer request replaced this one); the exception where making it failed. Small
+    results get theirs at once."""
+    key = (result_key(bundle, result), resamples, seed)
+    jobs = _intervals()
+    found = jobs.get(key)
+    if found is not None:
+        return found
+    cells = resamples * (len(result.id_scores) + sum(len(s) for s in
+                                                     result.ood_scores.values()))
+    if cells <= INLINE_CELLS:
+        try:
+            return jobs.value(key, _make(result, resamples, seed))
+        except Exception as exc:  # noqa: BLE001 - shown beside the numbers
+            return exc
+    jobs.request(key, _make(result, resamples, seed))
+    return None
 
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping A - B...")

@@ -100,13 +100,18 @@ def test_state_is_cached_beside_the_bundle_and_reused(bundle_dir: Path):
     object.__setattr__(spec, "fit", lambda *a: calls.append(1) or original(*a))
     try:
         again = Evaluator(load_bundle(bundle_dir)).evaluate(setting)
-        other = Evaluator(load_bundle(bundle_dir)).evaluate(setting.with_params(k=4))
+        # KNN's bank does not depend on k (``FeatureScore.fit_params``): k=4 reads it too
+        other_k = Evaluator(load_bundle(bundle_dir)).evaluate(setting.with_params(k=4))
+        assert calls == [] and len(fitted_files(bundle_dir)) == 1
+        other = Evaluator(load_bundle(bundle_dir)).evaluate(
+            Setting("ash-s", {"p": 80.0, "k": 3}, score="knn"))
     finally:
         object.__setattr__(spec, "fit", original)
     np.testing.assert_array_equal(first.id_scores, again.id_scores)
-    assert calls == [1]  # only k=4 was fitted; k=3 came from the cache
+    assert calls == [1]  # only the shaped bank was fitted; k=3 and k=4 came from the cache
     assert len(fitted_files(bundle_dir)) == 2
     assert not np.array_equal(first.id_scores, other.id_scores)
+    assert not np.array_equal(first.id_scores, other_k.id_scores)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "flip", "truncate", "stale"])

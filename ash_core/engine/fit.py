@@ -63,7 +63,8 @@ def fitted_key(store: FeatureStore, shaper: Shaper, score: str,
         "data": data_digest(store.bundle, [fit.name]),
         "id_fit": fit.name,
         "method": shaper.name,
-        "method_params": dict(shaper.params),
+        # a score as a method of its own shapes nothing: its parameters are the score's
+        "method_params": {} if shaper.spec.feature_score is not None else dict(shaper.params),
         "threshold": shaper.threshold_mode,
         "seed": shaper.seed if shaper.spec.stochastic else 0,
         **({"draws": DRAW_SCHEME} if shaper.spec.stochastic else {}),
@@ -98,8 +99,10 @@ def _fit_data(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
         )
     labels = fit.labels_tensor()
     weight, bias = shaper.head(store.weight, store.bias)
+    slot = _slot(fitted_key(store, shaper, spec.name, {}))
     return FitData(store.shaped_features(shaper, fit.name, in_use),
-                   None if labels is None else labels.numpy(), weight, bias)
+                   None if labels is None else labels.numpy(), weight, bias,
+                   lambda name, make: store.once(("shared", slot, name), make))
 
 
 def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
@@ -109,8 +112,8 @@ def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
     read from the disk cache, or fitted)."""
     if store.bundle.id_fit is None:
         _fit_data(store, shaper, spec, in_use)  # raises the missing-id_fit error
-    key = fitted_key(store, shaper, spec.name, score_params)
-    slot = json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
+    key = fitted_key(store, shaper, spec.name, spec.fit_key(score_params))
+    slot = _slot(key)
 
     def fit() -> State:
         return spec.fit(_fit_data(store, shaper, spec, in_use), score_params)
@@ -127,6 +130,11 @@ def fitted_state(store: FeatureStore, shaper: Shaper, spec: FeatureScore,
                       f"fitted {spec.name} state")
 
     return store.once(("state", slot), fit_or_read)
+
+
+def _slot(key: Mapping[str, Any]) -> str:
+    """A fitted key as one in-memory key (the data digest left out: one store, one data)."""
+    return json.dumps({k: v for k, v in key.items() if k != "data"}, sort_keys=True)
 
 
 def _probe(store: FeatureStore, shaper: Shaper, spec: FeatureScore, state: State,
@@ -160,12 +168,20 @@ def feature_scorer(store: FeatureStore, shaper: Shaper, setting: Setting,
     score_params = split_params(setting.method, setting.score, setting.params)[1]
     state = fitted_state(store, shaper, spec, score_params, in_use)
     head = shaper.head(store.weight, store.bias)
+    table = spec.table
+    rank = None if table is None else table.key(score_params, state)
+    slot = _slot(fitted_key(store, shaper, spec.name, spec.fit_key(score_params)))
 
     def one(name: str) -> tuple[torch.Tensor, np.ndarray]:
         x = store.shaped_features(shaper, name, in_use)
         logits = store.shaped_logits(shaper, name, in_use) if shaper.spec.keeps_features \
             else store.logits(x, head)
-        scores = spec.score(x, logits, head, state, score_params)
+        if rank is None:
+            scores = spec.score(x, logits, head, state, score_params)
+        else:  # the table of the first ``rank`` serves every value up to it (ScoreTable)
+            kept = store.table((slot, name, rank),
+                               lambda: table.make(x, logits, head, state, rank))
+            scores = table.read(kept, score_params)
         return logits.argmax(dim=1).cpu(), scores.to(torch.float64).numpy()
 
     return one

@@ -38,3 +38,25 @@ class Once:
             if key not in self._values:
                 self._values[key] = make()
         return self._values[key]
+
+
+class Recent(Once):
+    """``Once`` that keeps the ``size`` most recently used values only (for values of
+    megabytes each, made per setting: a score's per-split tables)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self._used: list[Hashable] = []
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        value = super().get(key, make)
+        with self._guard:
+            if key in self._used:
+                self._used.remove(key)
+            self._used.append(key)
+            while len(self._used) > self.size:
+                old = self._used.pop(0)
+                self._values.pop(old, None)
+                self._locks.pop(old, None)
+        return value

@@ -40,7 +40,7 @@ import torch
 from ash_core.bundle import Bundle, Split, negative_fraction
 from ash_core.device import DeviceLike, resolve_device
 from ash_core.engine.blocks import block_rows, gather_rows, head_blocks, row_blocks, score_blocks
-from ash_core.engine.memo import Once
+from ash_core.engine.memo import Once, Recent
 from ash_core.errors import FeatureError, ParameterError
 from ash_core.maths.scores import get_score, list_scores
 from ash_core.maths.shaping import rank_order
@@ -54,6 +54,9 @@ BASE_LOGITS_CACHE_VALUES = 32 * 2**20
 #: Rank orders (int16 per unit) are kept per split up to this many units in total.
 ORDER_CACHE_UNITS = 64 * 2**20
 #: the shaper that shapes nothing (the unshaped logits' scorer)
+#: per-split tables of scores on features kept (KNN's: 8 MB per 10,000 rows): three
+#: settings of a bundle of eight splits
+TABLES_KEPT = 24
 NO_SHAPING = create_method("none")
 
 Head = tuple[torch.Tensor, torch.Tensor]
@@ -100,6 +103,7 @@ class FeatureStore:
         self._orders: dict[str, torch.Tensor] = {}
         self._unshaped = Once()  # (split, score) -> (predictions, scores)
         self._derived = Once()  # ``once``: fitted cutoffs and states
+        self._tables = Recent(TABLES_KEPT)  # ``table``: a score's per-split tables
 
     @property
     def id_name(self) -> str:
@@ -111,6 +115,11 @@ class FeatureStore:
         """``make()``, made once per ``key`` for every selection of this store (a fit on
         id_fit, keyed by what it depends on); threads asking together wait for one."""
         return self._derived.get(key, make)
+
+    def table(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()`` once per ``key`` while among the ``TABLES_KEPT`` most recently used
+        (a score's per-split table: ``features.ScoreTable``)."""
+        return self._tables.get(key, make)
 
     def cached_orders(self) -> list[str]:
         """The splits whose rank orders are kept."""

@@ -11,8 +11,9 @@ method, then fit and score here (``ash_core.engine.fit``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,10 @@ class FitData:
     labels: np.ndarray | None
     weight: torch.Tensor
     bias: torch.Tensor
+    #: ``shared(name, make)``: ``make()`` once for every fit on this data, whatever the
+    #: parameters (ViM's eigendecomposition serves every dim); the engine keeps it
+    shared: Callable[[str, Callable[[], Any]], Any] = field(default=lambda name, make: make(),
+                                                           compare=False, repr=False)
 
     @property
     def logits(self) -> torch.Tensor:
@@ -50,6 +55,19 @@ ScoreFn = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
+class ScoreTable:
+    """Per split, the work that many values of a parameter share, made once and read per
+    value: ``key(params, state)`` names the table that serves ``params`` (None: score
+    them on their own), ``make(features, logits, head, state, key)`` makes it and
+    ``read(table, params)`` gives the scores, bit for bit those of ``score`` (KNN: the
+    distances to the first 200 neighbours serve every k <= 200)."""
+
+    key: Callable[[Mapping[str, float], State], Hashable | None]
+    make: Callable[..., Any]
+    read: Callable[[Any, Mapping[str, float]], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class FeatureScore:
     name: str
     description: str
@@ -59,6 +77,15 @@ class FeatureScore:
     fit_on: frozenset[str] = frozenset({FIT_FEATURES})
     reference: str = ""
     extra: dict = field(default_factory=dict)
+    #: the parameters the fit depends on (None: all of them); settings that differ only
+    #: in the others share one fitted state (KNN's bank does not depend on k)
+    fit_params: tuple[str, ...] | None = None
+    table: ScoreTable | None = None
+
+    def fit_key(self, params: Mapping[str, float]) -> dict[str, float]:
+        """The parameter values the fitted state depends on."""
+        return dict(params) if self.fit_params is None else \
+            {k: v for k, v in params.items() if k in self.fit_params}
 
     @property
     def needs_labels(self) -> bool:

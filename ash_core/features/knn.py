@@ -39,8 +39,8 @@ from ash_core.features.base import (
     CHUNK,
     FeatureScore,
     FitData,
+    ScoreTable,
     State,
-    chunked,
     register_feature_score,
 )
 from ash_core.params import ParamSpec
@@ -55,19 +55,17 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def fit_knn(data: FitData, params: Mapping[str, float]) -> State:
-    k = int(params["k"])
-    n = data.features.shape[0]
-    if k > n:
-        raise ParameterError(f"knn: k={k} exceeds the {n} id_fit samples; choose k <= {n}.")
+    _check_k(int(params["k"]), data.features.shape[0])
     return {"bank": l2_normalise(data.features).to(torch.float32).numpy()}
 
 
-def _kth_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th smallest squared distance of each (normalised) query to the bank."""
+def _nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """The k smallest squared distances [N, k] of each (normalised) query to the bank,
+    ascending."""
     sq = (bank * bank).sum(dim=1)
     d2 = torch.addmm(sq[None, :], queries, bank.T, alpha=-2.0)
     d2 += (queries * queries).sum(dim=1, keepdim=True)
-    return torch.topk(d2, k, dim=1, largest=False).values[:, -1].clamp_min(0.0)
+    return torch.topk(d2, k, dim=1, largest=False).values.clamp_min(0.0)
 
 
 def sign_pattern(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -81,10 +79,10 @@ def sign_pattern(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.sign(x).to(torch.float32), nonzero.sum(dim=1).to(torch.float64)
 
 
-def _exact_kth(queries: tuple[torch.Tensor, torch.Tensor],
-               bank: tuple[torch.Tensor, torch.Tensor], k: int) -> torch.Tensor:
-    """The k-th smallest squared distance (float64) of binarised queries to a binarised
-    bank, from integer overlaps (module doc). Among bank rows of one survivor count the
+def _exact_nearest(queries: tuple[torch.Tensor, torch.Tensor],
+                   bank: tuple[torch.Tensor, torch.Tensor], k: int) -> torch.Tensor:
+    """The k smallest squared distances [N, k] (float64, ascending) of binarised queries
+    to a binarised bank, from integer overlaps (module doc). Among bank rows of one survivor count the
     distance falls as the overlap grows, so each count's k largest overlaps (float32
     integers, exact) hold every candidate; the distances are taken on those only."""
     (qs, qk), (bs, bk) = queries, bank
@@ -106,8 +104,8 @@ def _exact_kth(queries: tuple[torch.Tensor, torch.Tensor],
         ratio = torch.sqrt(m * m / torch.where(kk > 0, kk, torch.ones((), dtype=kk.dtype)))
         d2 = (qk[i:i + CHUNK, None] > 0).to(torch.float64) + (kb > 0).to(torch.float64) \
             - 2.0 * torch.sign(m) * ratio
-        out.append(torch.topk(d2, k, dim=1, largest=False).values[:, -1].clamp_min(0.0))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+        out.append(torch.topk(d2, k, dim=1, largest=False).values.clamp_min(0.0))
+    return torch.cat(out) if out else torch.empty((0, k), dtype=torch.float64)
 
 
 @functools.cache
@@ -127,42 +125,76 @@ def backend() -> str:
     return "faiss"
 
 
-def _faiss_kth(bank: np.ndarray, k: int):
-    """``queries -> k-th smallest squared distance`` with faiss's exact flat L2 index."""
+def _faiss_nearest(bank: np.ndarray, k: int):
+    """``queries -> their k smallest squared distances [N, k]`` with faiss's exact flat L2
+    index."""
     faiss = faiss_module()
     faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.IndexFlatL2(bank.shape[1])
     index.add(np.ascontiguousarray(bank, dtype=np.float32))
 
-    def kth(queries: torch.Tensor) -> torch.Tensor:
+    def nearest(queries: torch.Tensor) -> torch.Tensor:
         dist, _ = index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
-        return torch.from_numpy(dist[:, k - 1]).clamp_min(0.0)
+        return torch.from_numpy(dist).clamp_min(0.0)
 
-    return kth
+    return nearest
+
+
+def _check_k(k: int, n: int) -> None:
+    if k > n:
+        raise ParameterError(f"knn: k={k} exceeds the {n} id_fit samples; choose k <= {n}.")
+
+
+def nearest_distances(features: torch.Tensor, state: State, k: int) -> torch.Tensor:
+    """Each row's ``k`` smallest squared distances to the normalised id_fit bank, ascending
+    ``[N, k]``: float64 for binarised rows (exact, module doc), else float32. Column
+    ``j`` does not depend on ``k`` (the same distances, selected), so one table of the
+    first K serves every k <= K (``table_rank``)."""
+    bank = np.array(state["bank"], dtype=np.float32)
+    _check_k(k, bank.shape[0])
+    bank_signs = sign_pattern(torch.from_numpy(bank))
+    query_signs = None if bank_signs is None else sign_pattern(features)
+    if query_signs is not None:  # binarised rows: exact distances (module doc)
+        return _exact_nearest(query_signs, bank_signs, k)
+    if backend() == "faiss":
+        nearest = _faiss_nearest(bank, k)
+    else:
+        bank_t = torch.from_numpy(bank)
+        nearest = lambda q: _nearest(q, bank_t, k)  # noqa: E731
+    outs = [nearest(l2_normalise(features[i:i + CHUNK]).to(torch.float32))
+            for i in range(0, features.shape[0], CHUNK)]
+    return torch.cat(outs) if outs else torch.empty((0, k), dtype=torch.float32)
+
+
+def kth_score(table: torch.Tensor, params: Mapping[str, float]) -> torch.Tensor:
+    """The KNN score at ``k`` from a table of nearest distances (``nearest_distances``
+    at any K >= k): minus the k-th, in float64."""
+    return -table[:, int(params["k"]) - 1].to(torch.float64)
 
 
 def score_knn(features: torch.Tensor, logits: torch.Tensor, head, state: State,
               params: Mapping[str, float]) -> torch.Tensor:
-    bank = np.array(state["bank"], dtype=np.float32)
-    k = int(params["k"])
-    if k > bank.shape[0]:
-        raise ParameterError(f"knn: k={k} exceeds the {bank.shape[0]} id_fit samples.")
-    bank_signs = sign_pattern(torch.from_numpy(bank))
-    query_signs = None if bank_signs is None else sign_pattern(features)
-    if query_signs is not None:  # binarised rows: exact distances (module doc)
-        return -_exact_kth(query_signs, bank_signs, k)
-    if backend() == "faiss":
-        kth = _faiss_kth(bank, k)
-    else:
-        bank_t = torch.from_numpy(bank)
-        kth = lambda q: _kth_distance(q, bank_t, k)  # noqa: E731
-    return chunked(lambda c: -kth(l2_normalise(c).to(torch.float32)).to(torch.float64),
-                   features)
+    return kth_score(nearest_distances(features, state, int(params["k"])), params)
+
+
+#: the neighbours one table holds: every k from 2 up to it is then a column lookup
+#: (OpenOOD's grid up to 200 and the paper's CIFAR k = 50); a larger k is scored on its own
+TABLE_RANK = 200
+
+
+def table_rank(params: Mapping[str, float], state: State) -> int | None:
+    """The neighbours of the table that serves ``k`` (None: ``k`` is scored on its own)."""
+    rank, k = min(TABLE_RANK, int(np.shape(state["bank"])[0])), int(params["k"])
+    # k = 1 on its own: faiss computes a single nearest neighbour with another kernel,
+    # whose distances can differ from the table's in the last bit
+    return rank if 1 < k <= rank else None
 
 
 KNN = register_feature_score(FeatureScore(
     "knn", "KNN: minus the squared distance to the k-th nearest normalised id_fit feature",
-    fit_knn, score_knn,
+    fit_knn, score_knn, fit_params=(),
+    table=ScoreTable(table_rank, lambda x, logits, head, state, rank:
+                     nearest_distances(x, state, rank), kth_score),
     params=(ParamSpec("k", 50, 1, 1_000_001, "neighbour rank (the k-th nearest id_fit feature)",
                       kind="int", recommended={"cifar10": 50, "imagenet": 1000},
                       search_grid=(1, 10, 20, 50, 100, 200, 500, 1000)),),

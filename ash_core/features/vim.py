@@ -51,13 +51,21 @@ def _dim(params: Mapping[str, float], d: int, score: str) -> int:
     return dim
 
 
-def _residual_state(data: FitData, params: Mapping[str, float], score: str) -> State:
+def _basis(data: FitData) -> tuple[np.ndarray, np.ndarray]:
+    """(u, every eigenvector of the uncentred id_fit second moment, ascending): what
+    every dim shares, made once per fit data (``FitData.shared``)."""
     w, b = rows64(data.weight), data.bias.detach().cpu().numpy().astype(np.float64)
     u = -np.linalg.pinv(w) @ b
     x = rows64(data.features) - u
-    dim = _dim(params, x.shape[1], score)
     _, vecs = np.linalg.eigh(x.T @ x / x.shape[0])   # ascending eigenvalues
-    return {"u": u, "null_space": vecs[:, : x.shape[1] - dim]}
+    return u, vecs
+
+
+def _residual_state(data: FitData, params: Mapping[str, float], score: str) -> State:
+    d = int(np.prod(data.features.shape[1:]))
+    dim = _dim(params, d, score)
+    u, vecs = data.shared("subspace", lambda: _basis(data))
+    return {"u": u, "null_space": vecs[:, : d - dim]}
 
 
 def _residual_norm(x: torch.Tensor, state: State) -> torch.Tensor:

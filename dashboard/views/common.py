@@ -4,9 +4,11 @@ result, error boxes and the one helper that shows untrusted text as plain text."
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import streamlit as st
 
@@ -94,6 +96,28 @@ def preparing(build: Build) -> None:
     st.progress(build.fraction, text=f"Preparing the score cube for the slider in the "
                                      f"background ({build.describe()}). Meanwhile the "
                                      "numbers are exact, computed at this p.")
+
+
+#: How often a page looks for a value made in the background (``await_value``), and for
+#: how long at most
+AWAIT_EVERY_S = 0.1
+AWAIT_AT_MOST_S = 120.0
+
+
+def await_value(get: Callable[[], Any], slot, text: str) -> Any:
+    """``get()`` once it is not None (a value made in the background, e.g. intervals),
+    saying ``text`` with the time waited in ``slot`` meanwhile; None after
+    ``AWAIT_AT_MOST_S``. Each redraw lets Streamlit stop this run for a newer one (a
+    parameter moved again), so the wait never holds a move back."""
+    start = time.monotonic()
+    while (value := get()) is None:
+        waited = time.monotonic() - start
+        if waited > AWAIT_AT_MOST_S:
+            slot.caption(f"{text}: not ready after {waited:.0f} s; rerun to look again.")
+            return None
+        slot.caption(f"{text} ... {waited:.1f} s")
+        time.sleep(AWAIT_EVERY_S)
+    return value
 
 
 @dataclass

@@ -10,7 +10,7 @@ from ash_core.reports.intervals import bracket, ci_frame
 from ash_core.reports.tables import tie_warnings
 from ash_core.search.grid import validation_statement
 from dashboard import cache, figures, replay, uncertainty
-from dashboard.views import figure_io, spread
+from dashboard.views import common, figure_io, spread
 from dashboard.views.cards import CARD_PX, card_row
 from dashboard.views.common import METRICS, Context, metrics_table, pct, plain, pp
 
@@ -26,13 +26,15 @@ def _counts(ci: BootstrapCI) -> str:
             f"{len(ci.n_ood)} set(s)")
 
 
-def _cards(avg, acc, ci: BootstrapCI) -> None:
-    """The headline numbers as cards of one width that wrap (readable from 800 px up)."""
-    row = card_row("overview_cards")
+def _cards(avg, acc, ci: BootstrapCI | None, suffix: str = "") -> None:
+    """The headline numbers as cards of one width that wrap (readable from 800 px up);
+    their intervals in the help once ``ci`` is there."""
+    row = card_row("overview_cards" + suffix)
     for m, label in METRICS:
-        lo, hi = ci.average[m]
+        about = "" if ci is None else \
+            f". 95% interval {bracket(*ci.average[m])} %; {_counts(ci)}"
         row.metric(f"avg {label}", pct(avg[m]), pp(avg[f"{m}_delta"]),
-                   help=f"{HELP[m]}. 95% interval {bracket(lo, hi)} %; {_counts(ci)}",
+                   help=f"{HELP[m]}{about}",
                    delta_color="inverse" if m == "fpr95" else "normal", border=True,
                    width=CARD_PX)
     if acc["shaped"] is not None:
@@ -85,16 +87,41 @@ def render(ctx: Context) -> None:
             for g, members in ctx.bundle.groups.items()))
     for line in tie_warnings(result.to_dict().get("ties")):  # the AUROC range over tie orders
         st.warning(plain(line))
-    ci = uncertainty.ci(ctx.bundle, result)
-    _cards(avg, acc, ci)
-    st.caption(_ci_caption(ci))
-    frame = ci_frame(frame, ci, result.groups)
-    for m, _ in METRICS:
-        frame[f"{m}_ci"] = [bracket(lo, hi) for lo, hi in zip(frame[f"{m}_lo"],
-                                                            frame[f"{m}_hi"], strict=True)]
-    metrics_table(frame, "overview_table", deltas=True)
+    # the numbers first; a new setting's intervals are bootstrapped in the background and
+    # drawn in place when ready (a move meanwhile starts the next run at once)
+    ci = uncertainty.ci_soon(ctx.bundle, result)
+    cards, about, table = st.empty(), st.empty(), st.empty()
+    _numbers(cards, about, table, frame, avg, acc, result, ci, "" if ci is not None
+             else "_wait")
     if result.method == "ash-rand":
         spread.render(ctx, result.setting)
     figure_io.show(ctx, figures.overview_figure(frame, ctx.colors, label, result.convention,
                                                 theme=ctx.theme), "overview_chart", "overview",
                    label)
+    if ci is None:
+        ci = common.await_value(lambda: uncertainty.ci_soon(ctx.bundle, result), about,
+                                f"95% bootstrap intervals: computing ({uncertainty.RESAMPLES} "
+                                "resamples in the background)")
+        if ci is not None:
+            _numbers(cards, about, table, frame, avg, acc, result, ci, "")
+
+
+def _numbers(cards, about, table, frame, avg, acc, result: EvalResult, ci, suffix: str
+             ) -> None:
+    """The cards, the intervals' caption and the table into their slots; without the
+    intervals while ``ci`` is None (``suffix``: the keys of that first drawing)."""
+    with cards.container():
+        _cards(avg, acc, ci if isinstance(ci, BootstrapCI) else None, suffix)
+    if ci is None:
+        about.caption(f"95% bootstrap intervals: computing ({uncertainty.RESAMPLES} "
+                      "resamples in the background); they appear here and in the table.")
+    elif isinstance(ci, BaseException):
+        about.caption(plain(f"95% bootstrap intervals unavailable: {cache.error_text(ci)}"))
+    else:
+        about.caption(_ci_caption(ci))
+        frame = ci_frame(frame, ci, result.groups)
+        for m, _ in METRICS:
+            frame[f"{m}_ci"] = [bracket(lo, hi) for lo, hi in
+                                zip(frame[f"{m}_lo"], frame[f"{m}_hi"], strict=True)]
+    with table.container():
+        metrics_table(frame, "overview_table" + suffix, deltas=True)
