@@ -57,12 +57,15 @@ def _free_port() -> int:
 
 
 def start_server(bundle: str) -> tuple[subprocess.Popen, str]:
+    """This checkout's dashboard (``python -m ash_core.cli``, the repository first on
+    ``PYTHONPATH``), whichever checkout the virtual environment was installed from."""
     port = _free_port()
-    exe = Path(sys.executable).with_name("ash-explore")
-    cmd = [str(exe) if exe.exists() else "ash-explore", "dashboard", bundle, "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, "-m", "ash_core.cli", "dashboard", bundle, "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 90
+    deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"ash-explore dashboard exited with {proc.returncode}")
@@ -72,7 +75,7 @@ def start_server(bundle: str) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.3)
     stop_server(proc)
-    raise SystemExit("dashboard not healthy after 90 s")
+    raise SystemExit("dashboard not healthy after 120 s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

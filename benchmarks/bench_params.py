@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,9 +40,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-CHROMIUM = os.environ.get("BROWSER_PATH") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# one way to start and stop the server and the browser for both browser benchmarks
+from bench_browser import CHROMIUM, FLAGS, start_server, stop_server  # noqa: E402
+
 GOAL_S = 0.5
 BUNDLES = ("cached_features/cifar10_resnet20", "cached_features/tinyimagenet_mobilenetv2")
 #: p of ASH and of the other p methods, and a sample of every other family's parameter
@@ -87,42 +87,6 @@ def cpu_model() -> str:
 
 def load_text() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle: str) -> tuple[subprocess.Popen, str]:
-    """This checkout's dashboard (``python -m ash_core.cli``, the repository first on
-    ``PYTHONPATH``), whichever checkout the virtual environment was installed from."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    cmd = [sys.executable, "-m", "ash_core.cli", "dashboard", bundle, "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"ash-explore dashboard exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise SystemExit("dashboard not healthy after 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def values_for(method: str, param: str, moves: int, dim: int) -> tuple[float, list[float]]:
