@@ -14,83 +14,21 @@ skipped or repeated a block would not pass. The test prints which one it checked
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from vit_hybrid_helpers import TRAINED, Checkpoint, random_checkpoint, script
 
 from ash_core import load_bundle
-from ash_core.extract import Extractor, extract, load_model
-from ash_core.extract.data import PreparedDataset
+from ash_core.extract import extract
 from ash_core.layers import open_layers, replay_logits
-from ash_core.models.vit_cifar import NAME as VIT_NAME
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = "cifar10_vit_hybrid"
-TRAINED = REPO / "weights" / "vit_hybrid_cifar10.safetensors"
 BLOCKS = [f"blocks.{i}" for i in range(4)]
 CHECKED = ("cifar10_test", "mnist", "noise_uniform")  # ID, a far-OOD set, noise
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def random_checkpoint(shared_data: Path, out: Path) -> Path:
-    """The architecture with the stem loaded as training loads it and every other parameter
-    drawn at random (seed 0), larger than timm's initialisation (std 0.02), which leaves
-    each block close to the identity."""
-    train = _script("train_vit_cifar")
-    model = load_model(f"timm:{VIT_NAME}", random_init=True).model
-    stem = model.patch_embed.backbone
-    stem.load_state_dict(train.stem_keys(train.read_state_dict(shared_data /
-                                                               train.STEM_WEIGHTS)))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not name.startswith("patch_embed.backbone."):
-                p.copy_(torch.randn(p.shape, generator=gen) * (0.15 if p.dim() > 1 else 0.3)
-                        + (1.0 if name.endswith("norm1.weight") or name.endswith("norm2.weight")
-                           or name == "norm.weight" else 0.0))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
-    return out
-
-
-class Checkpoint:
-    """The checkpoint's own forward pass on a split's images as extraction prepared them."""
-
-    def __init__(self, cfg):
-        self.cfg, self.model = cfg, load_model(cfg.model, cfg.weights).model
-        self.extractor, self.images = Extractor(cfg, log=lambda s: None), {}
-
-    def inputs(self, split: str) -> torch.Tensor:
-        if split not in self.images:
-            ex = self.extractor
-            src = ex.source(next(s for s in self.cfg.splits if s.name == split))
-            ds = PreparedDataset(src, ex.protocol, range(len(src)), False)
-            self.images[split] = ex.protocol.normalise(torch.stack([ds[i][0]
-                                                                    for i in range(len(ds))]))
-        return self.images[split]
-
-    def logits(self, split: str, index: int | None = None, fn=None) -> torch.Tensor:
-        """Logits with block ``index``'s output replaced by ``fn(block input, output)``."""
-        handle = None
-        if fn is not None:
-            handle = self.model.blocks[index].register_forward_hook(
-                lambda m, i, out: fn(i[0], out))
-        try:
-            with torch.no_grad():
-                return self.model(self.inputs(split))
-        finally:
-            if handle is not None:
-                handle.remove()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +38,7 @@ def where(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     which = "trained" if TRAINED.is_file() else "random"
     weights = TRAINED if which == "trained" else random_checkpoint(shared_data,
                                                                    tmp / "random.safetensors")
-    build = _script("build_layer_bundles")
+    build = script("build_layer_bundles")
     cfg = build.layer_recipe(NAME, 25, 8, "cpu")
     assert cfg.layers == BLOCKS  # make layers caches every block of the ViT
     cfg = dataclasses.replace(cfg, out=str(tmp / f"{NAME}.layers"), weights=str(weights),
@@ -136,3 +74,27 @@ def test_every_blocks_tail_replays_the_checkpoints_forward(where, split):
         for index in range(len(BLOCKS)):
             skipped = ckpt.logits(split, index, lambda i, t: i)
             assert float((skipped - plain).abs().max()) > 2e-2 * scale, index
+
+
+def test_make_layers_without_the_trained_weights_says_how_to_train_them(
+        monkeypatch, tmp_path, capsys):
+    build = script("build_layer_bundles")
+    real = build.layer_recipe
+
+    def absent(name, *args, **kwargs):  # the recipe as if weights/ were empty
+        cfg = real(name, 10, 2, "cpu")
+        cfg.weights = str(tmp_path / "absent.safetensors")
+        cfg.out = str(tmp_path / f"{name}.layers")
+        return cfg
+
+    monkeypatch.setattr(build, "layer_recipe", absent)
+    built = []
+    monkeypatch.setattr("ash_core.extract.extract", lambda cfg, log: built.append(cfg.name))
+    assert build.main(["--only", NAME]) == 2  # asked for by name: an error
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {NAME}: its weights ")
+    assert "python scripts/train_vit_cifar.py" in err[0] and not built
+    assert build.main([]) == 0  # make layers: the ResNets, and a note for the ViT
+    out = capsys.readouterr().out
+    assert f"== skipping {NAME}: " in out and "`make layers`" in out
+    assert built == ["cifar10_resnet20.layers", "cifar10_resnet56.layers"]
