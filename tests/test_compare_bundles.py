@@ -89,3 +89,20 @@ def test_an_unknown_demo_name_is_one_error_line(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no demo bundle 'no_such_bundle'")
+
+
+def test_every_kth_row_of_the_committed_bundle_matches_a_subset_extraction(pair):
+    """--every K: the committed side is cut to the rows that an extraction with ``every=K``
+    reads (row i there is row i*K of the full split), groups kept."""
+    script = _script()
+    same, _, _ = pair
+    cut = script.every_row(same, 3)
+    for s in same.splits:
+        got = cut.split(s.name)
+        np.testing.assert_array_equal(got.features, np.asarray(s.features)[::3])
+        if s.labels is not None:
+            np.testing.assert_array_equal(got.labels, s.labels[::3])
+    assert cut.groups == same.groups
+    with pytest.raises(SystemExit) as exc:
+        script.main(["cifar10_vit_hybrid", "--every", "0"])
+    assert exc.value.code == 2
