@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         result = compare(old if args.every == 1 else every_row(old, args.every),
                          load_bundle(new_path))
         result["every"] = args.every
+        result["weights_sha256"]["committed"] = old.manifest["model"].get("weights_sha256")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,7 @@ def _avg(metrics: dict, names) -> dict[str, float]:
 
 def layer_numbers(bundle, sweep, ps: list[float]) -> dict:
     """layer -> {"unshaped": {...}, "p": {p: {...}}, "best": {...}} for one method's sweep."""
+    from ash_core.errors import FeatureError
     from ash_core.maths.metrics import ood_metrics_many
 
     groups = {g: list(m) for g, m in bundle.groups.items()}
@@ -45,16 +46,27 @@ def layer_numbers(bundle, sweep, ps: list[float]) -> dict:
         out.update({f"auroc_{g}": _avg(metrics, m)["auroc"] for g, m in groups.items()})
         return out
 
+    def at(layer: str, i: int) -> dict[str, float] | None:
+        """The summary at grid position i; None where some energy overflowed (ASH-S's
+        exp(s1/s2) on signed maps, whose kept sum s2 can be near zero): no metric exists."""
+        try:
+            return summary(sweep.metrics(layer, sweep.grid[i]), sweep.accuracy(layer)[i])
+        except FeatureError:
+            return None
+
     result = {}
     for layer in sweep.layers:
         base = sweep.base_scores(layer)
         unshaped = ood_metrics_many(base[id_name], {n: base[n] for n in ood})
-        acc = sweep.accuracy(layer)
-        at = {f"{p:g}": summary(sweep.metrics(layer, p), acc[sweep.index_of(p)]) for p in ps}
-        everyp = [summary(sweep.metrics(layer, p), acc[i]) for i, p in enumerate(sweep.grid)]
-        best = max(range(len(everyp)), key=lambda i: everyp[i]["auroc"])
+        everyp = [at(layer, i) for i in range(len(sweep.grid))]
+        finite = [i for i, v in enumerate(everyp) if v is not None]
+        best = max(finite, key=lambda i: everyp[i]["auroc"]) if finite else None
         result[layer] = {"unshaped": summary(unshaped, sweep.unshaped_accuracy(layer)),
-                         "p": at, "best": {"p": sweep.grid[best], **everyp[best]}}
+                         "p": {f"{p:g}": everyp[sweep.index_of(p)] for p in ps},
+                         "best": None if best is None else {"p": sweep.grid[best],
+                                                            **everyp[best]},
+                         "overflow_p": [sweep.grid[i] for i, v in enumerate(everyp)
+                                        if v is None]}
     return result
 
 
@@ -67,10 +79,16 @@ def markdown(numbers: dict, groups: list[str]) -> str:
                   "|---|---|" + "---:|" * len(cols)]
         for layer, d in layers.items():
             rows = [("unshaped", d["unshaped"])] + [(f"p = {p}", v) for p, v in d["p"].items()]
-            rows.append((f"best p = {d['best']['p']:g}", d["best"]))
+            if d["best"] is not None:
+                rows.append((f"best p = {d['best']['p']:g}", d["best"]))
             for label, v in rows:
-                lines.append(f"| {layer} | {label} | "
-                             + " | ".join(f"{100 * v[k]:.2f}" for k in keys) + " |")
+                cells = ["overflow"] * len(keys) if v is None else \
+                    [f"{100 * v[k]:.2f}" for k in keys]
+                lines.append(f"| {layer} | {label} | " + " | ".join(cells) + " |")
+        overflow = {layer: d["overflow_p"] for layer, d in layers.items() if d["overflow_p"]}
+        if overflow:
+            lines += ["", "Energy overflows (no metric) at p = " + "; ".join(
+                f"{layer}: {', '.join(f'{p:g}' for p in ps)}" for layer, ps in overflow.items())]
         lines.append("")
     return "\n".join(lines)
 

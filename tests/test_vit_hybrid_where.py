@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from vit_hybrid_helpers import TRAINED, Checkpoint, random_checkpoint, script
+from vit_hybrid_helpers import REPO, TRAINED, Checkpoint, random_checkpoint, script
 
 from ash_core import load_bundle
 from ash_core.extract import extract
@@ -98,3 +98,19 @@ def test_make_layers_without_the_trained_weights_says_how_to_train_them(
     out = capsys.readouterr().out
     assert f"== skipping {NAME}: " in out and "`make layers`" in out
     assert built == ["cifar10_resnet20.layers", "cifar10_resnet56.layers"]
+
+
+def test_a_fresh_process_replays_the_hybrids_blocks(where, capsys):
+    """The CLI (and so the dashboard) replays the project's own registered architecture in a
+    process that has not imported it: the tail is rebuilt from the bundle's name alone."""
+    import subprocess
+    import sys
+
+    bundle, _, _ = where
+    code = ("import sys; from ash_core.cli import main; sys.exit(main(['evaluate', "
+            f"{str(bundle.root)!r}, '--layer', 'blocks.2', '--method', 'none', '--device', "
+            "'cpu', '--format', 'json']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert '"auroc"' in run.stdout
