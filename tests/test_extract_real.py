@@ -241,7 +241,8 @@ def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path:
         cfg.fit_head = False
         monkeypatch.setattr(Extractor, "_check_head", lambda self: None)
     cfg.__post_init__()
-    rebuilt = load_bundle(extract(cfg)).id_split
+    rebuilt_bundle = load_bundle(extract(cfg))
+    rebuilt = rebuilt_bundle.id_split
     assert list(rebuilt.meta["source"]) == list(bundle.id_split.meta["source"][:REEXTRACT])
     assert np.array_equal(rebuilt.labels, bundle.id_split.labels[:REEXTRACT])
     again = np.asarray(rebuilt.features, dtype=np.float32)
@@ -251,6 +252,15 @@ def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path:
         print(f"{name}: re-extracted through a stand-in network (no trained weights here)")
         return
     committed = np.asarray(bundle.id_split.features[:REEXTRACT], dtype=np.float32)
+    sha = bundle.manifest["model"]["weights_sha256"]
+    if name in TRAINED_HERE and rebuilt_bundle.manifest["model"]["weights_sha256"] != sha:
+        # retrained weights (another run of scripts/train_vit_cifar.py): close, not
+        # identical; measured 0.016 at most over 18,300 rows of a retraining (features up to
+        # 4.3; docs/extraction.md), so 0.05 allows for that and catches a different network
+        diff = float(np.abs(again - committed).max())
+        print(f"{name}: retrained weights, max |feature difference| {diff:.4f}")
+        assert diff < 0.05
+        return
     # bit-identical on the machine that built it; other CPUs may round an fp16 value differently
     np.testing.assert_allclose(again, committed, rtol=2e-3, atol=1e-3)
     assert (again == committed).mean() > 0.99
