@@ -43,8 +43,10 @@ bench: setup layers
 bundles: setup
 	$(PY) scripts/build_demo_bundles.py
 
-# "Where to ASH" maps (layer1..3 + tails) for the CIFAR-10 ResNet demos, on a spread subset of
-# rows, into git-ignored cached_features/<name>.layers (a few minutes on 2 CPU cores).
+# "Where to ASH" maps (layer1..3 + tails) for the CIFAR-10 ResNet demos, and the token maps of
+# blocks.0..3 for the hybrid ViT when its trained weights are in weights/ (else a note says how
+# to train them), on a spread subset of rows, into git-ignored cached_features/<name>.layers
+# (a few minutes on 2 CPU cores).
 layers: setup
 	$(PY) scripts/build_layer_bundles.py
 

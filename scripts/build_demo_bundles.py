@@ -12,9 +12,10 @@ deterministic (sorted file lists, seeded noise, eval mode, fixed batches), so re
 identical feature files; only the date/wall time in the manifest change.
 
 cifar10_vit_hybrid's weights are trained here, not downloaded, and not committed: when its
-recipe's weights file is absent, scripts/train_vit_cifar.py trains it first (about half an hour
-on 2 CPU cores; see docs/extraction.md), and a retrained network gives close, not identical,
-features unless it is the same machine and library versions.
+recipe's weights file is absent, scripts/train_vit_cifar.py trains it first (27 CPU-minutes,
+about 50 minutes wall on the shared 2 cores under load; see docs/extraction.md), and a
+retrained network gives close, not identical, features (scripts/compare_bundles.py measures
+how close).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from extract_helpers import (
     run_forked,
     small_r20_args,
 )
+from vit_hybrid_helpers import Checkpoint, random_checkpoint
 
 from ash_core import load_bundle
 from ash_core.cli import main
@@ -222,11 +223,15 @@ def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path:
     cfg = ExtractConfig.from_json(REPO / "configs" / f"{name}.json",
                                   out=str(tmp_path / name), data_root=str(shared_data),
                                   workers=0, progress=False)
-    if name in TRAINED_HERE and not (REPO / cfg.weights).is_file():
-        # weights trained here (scripts/train_vit_cifar.py), never committed: a clean clone
-        # (CI) checks the committed bundle above; the re-extraction runs where `make bundles`
-        # has trained them (about an hour on 2 cores, too long for the suite)
-        return
+    stand_in = name in TRAINED_HERE and not (REPO / cfg.weights).is_file()
+    if stand_in:
+        # weights trained here (scripts/train_vit_cifar.py, about an hour on 2 cores), never
+        # committed: without them (a clean clone, CI) the recipe is re-extracted through a
+        # network of the same architecture (the real ResNet-56 stem, a random transformer),
+        # which checks the recipe's images, order, labels and preprocessing on real data and
+        # that its features are that network's pre-logits; the committed features themselves
+        # are compared where the trained weights are
+        cfg.weights = str(random_checkpoint(shared_data, tmp_path / "stand_in.safetensors"))
     id_spec = next(s for s in cfg.splits if s.role == "id")
     joiner = "&" if "?" in id_spec.data else "?"
     cfg.splits = [SplitSpec(id_spec.name, "id", id_spec.data + joiner + f"limit={REEXTRACT}")]
@@ -236,8 +241,26 @@ def test_demo_bundles_are_complete_and_reproducible(shared_data: Path, tmp_path:
         cfg.fit_head = False
         monkeypatch.setattr(Extractor, "_check_head", lambda self: None)
     cfg.__post_init__()
-    again = np.asarray(load_bundle(extract(cfg)).id_split.features, dtype=np.float32)
+    rebuilt_bundle = load_bundle(extract(cfg))
+    rebuilt = rebuilt_bundle.id_split
+    assert list(rebuilt.meta["source"]) == list(bundle.id_split.meta["source"][:REEXTRACT])
+    assert np.array_equal(rebuilt.labels, bundle.id_split.labels[:REEXTRACT])
+    again = np.asarray(rebuilt.features, dtype=np.float32)
+    if stand_in:
+        direct = Checkpoint(cfg).pre_logits(id_spec.name).numpy()
+        np.testing.assert_allclose(again, direct, rtol=2e-3, atol=2e-3)  # float16 storage
+        print(f"{name}: re-extracted through a stand-in network (no trained weights here)")
+        return
     committed = np.asarray(bundle.id_split.features[:REEXTRACT], dtype=np.float32)
+    sha = bundle.manifest["model"]["weights_sha256"]
+    if name in TRAINED_HERE and rebuilt_bundle.manifest["model"]["weights_sha256"] != sha:
+        # retrained weights (another run of scripts/train_vit_cifar.py): close, not
+        # identical; measured 0.016 at most over 18,300 rows of a retraining (features up to
+        # 4.3; docs/extraction.md), so 0.05 allows for that and catches a different network
+        diff = float(np.abs(again - committed).max())
+        print(f"{name}: retrained weights, max |feature difference| {diff:.4f}")
+        assert diff < 0.05
+        return
     # bit-identical on the machine that built it; other CPUs may round an fp16 value differently
     np.testing.assert_allclose(again, committed, rtol=2e-3, atol=1e-3)
     assert (again == committed).mean() > 0.99

@@ -241,3 +241,32 @@ def test_where_view_and_layer_control_on_a_vit(vit, monkeypatch):
     assert f"keeps k = {kept_count(17 * 32, 65)} of D = 544" in captions
     assert "after the output of transformer block blocks.1 (per sample over its 17 tokens " \
            "x 32 channels)" in captions
+
+
+def test_where_table_script_gives_the_views_table6(vit, tmp_path, capsys):
+    """scripts/where_table.py (docs/where.md's per-block tables) reads the same sweep as the
+    "Where to ASH" view: its numbers at p are Table 6's, its unshaped row the replay's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "where_table", Path(__file__).resolve().parents[1] / "scripts" / "where_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bundle, _, _, _ = vit
+    out = tmp_path / "where.json"
+    assert script.main([str(bundle.root), "--methods", "ash-s", "--p", "65", "--device", "cpu",
+                        "--json", str(out)]) == 0
+    assert "| blocks.1 | p = 65 |" in capsys.readouterr().out
+    got = json.loads(out.read_text())["methods"]["ash-s"]
+    sweep = layer_sweep(bundle, None, "ash-s")
+    assert list(got) == [*LAYERS, "penultimate"]
+    for row in sweep.table(65):
+        at = got[row["layer"]]["p"]["65"]
+        assert (at["auroc"], at["fpr95"], at["id_accuracy"]) == pytest.approx(
+            (row["auroc"], row["fpr95"], row["id_accuracy"]))
+    ev = LayerEvaluator(bundle, "blocks.0", device="cpu").evaluate(Setting("none"))
+    assert got["blocks.0"]["unshaped"]["auroc"] == pytest.approx(ev.average["auroc"], abs=1e-6)
+    best = got["blocks.0"]["best"]
+    assert best["auroc"] >= max(got["blocks.0"]["p"]["65"]["auroc"], 0)
+    assert script.main([str(bundle.root), "--p", "7"]) == 2  # not on the grid
+    assert capsys.readouterr().err.startswith("error: --p 7")

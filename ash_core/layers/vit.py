@@ -96,6 +96,10 @@ def create(arch: str, model_args: Mapping[str, Any] | None) -> nn.Module:
     """``timm.create_model`` of the recorded architecture (no weights, nothing downloaded)."""
     import timm
 
+    # the project's own timm architectures (the demo hybrid ViT) register themselves when
+    # imported: a fresh process replaying a bundle of one (CLI, dashboard) has not imported it
+    import ash_core.models.vit_cifar  # noqa: F401
+
     name = arch[len(PREFIX):]
     if not timm.is_model(name):
         raise ModelError(f"the bundle's architecture {arch} is not a model of the installed "
