@@ -46,7 +46,9 @@ _SIGNATURE_JS = """() => {
   for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0;
   return `${s.length}:${h}`;
 }"""
-_IDLE_JS = """() => !document.querySelector('[data-testid^=stStatusWidgetRunning], '
+#: the app's script state is the one sign of a run that shows only a progress bar
+_IDLE_JS = """() => !document.querySelector('[data-testid=stApp][data-test-script-state=running]')
+  && !document.querySelector('[data-testid^=stStatusWidgetRunning], '
   + '[data-testid=stSpinner], [data-stale=true]')"""
 
 

@@ -52,7 +52,8 @@ CASES = ("ash-s:p", "react:p", "scale:p", "temp-scaling:T", "gen:gamma", "gen:M"
          "vim:dim", "nci:alpha")
 QUICK_CASES = ("ash-s:p", "gen:gamma")
 
-_IDLE_JS = """() => !document.querySelector('[data-testid^=stStatusWidgetRunning], '
+_IDLE_JS = """() => !document.querySelector('[data-testid=stApp][data-test-script-state=running]')
+  && !document.querySelector('[data-testid^=stStatusWidgetRunning], '
   + '[data-testid=stSpinner], [data-testid=stProgress], [data-stale=true]')"""
 _BUSY_JS = """() => !document.querySelector('[data-testid=stSpinner], [data-testid=stProgress]')"""
 #: the heading names the new value and the cards and the table are the new run's

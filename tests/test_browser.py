@@ -204,11 +204,15 @@ def tabs(browser):
 
 
 #: true while Streamlit is connecting or running the script: no view heading yet, the
-#: running indicator, a spinner, or elements marked stale by a rerun (a progress bar is
-#: no sign: a view that fails mid-sweep leaves one behind)
+#: app's script state (the only sign of a long run that shows a progress bar and nothing
+#: else, as the leaderboard's first computation does), the running indicator, a spinner,
+#: or elements marked stale by a rerun (a progress bar is no sign: a view that fails
+#: mid-sweep leaves one behind)
 BUSY_JS = """() => {
   const s = document.querySelector('[data-testid=stStatusWidget]');
+  const app = document.querySelector('[data-testid=stApp]');
   return !document.querySelector('[data-testid=stMain] [data-testid=stHeading]')
+    || (app && /^(running|rerunRequested)$/.test(app.getAttribute('data-test-script-state')))
     || (s && /Running|Connecting/.test(s.innerText))
     || !!document.querySelector('[data-testid^=stStatusWidgetRunning], '
          + '[data-testid=stSpinner], [data-stale=true]');
