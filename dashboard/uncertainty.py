@@ -42,10 +42,14 @@ def _make(result: EvalResult, resamples: int, seed: int):
     return lambda: result_ci(result, resamples, seed)
 
 
+def _key(bundle: Bundle, result: EvalResult, resamples: int, seed: int) -> tuple:
+    return (result_key(bundle, result), resamples, seed)
+
+
 def ci(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
        seed: int = SEED) -> BootstrapCI:
     """The result's 95% bootstrap intervals and sample counts (once per setting)."""
-    key = (result_key(bundle, result), resamples, seed)
+    key = _key(bundle, result, resamples, seed)
     return _intervals().value(key, _make(result, resamples, seed))
 
 
@@ -54,7 +58,7 @@ def ci_soon(bundle: Bundle, result: EvalResult, resamples: int = RESAMPLES,
     """``ci``, or None while it is made in the background (asked again, it asks again
     where a newer request replaced this one); the exception where making it failed. Small
     results get theirs at once."""
-    key = (result_key(bundle, result), resamples, seed)
+    key = _key(bundle, result, resamples, seed)
     jobs = _intervals()
     found = jobs.get(key)
     if found is not None:

@@ -21,6 +21,11 @@ HELP = {"fpr95": "share of OOD samples accepted at the threshold keeping 95% of 
         "aupr_out": "average precision with OOD as the positive class; average"}
 
 
+#: what the intervals' slot says while they are bootstrapped in the background
+COMPUTING = (f"95% bootstrap intervals: computing ({uncertainty.RESAMPLES} resamples in the "
+             "background)")
+
+
 def _counts(ci: BootstrapCI) -> str:
     return (f"ID {ci.n_id} images, OOD {sum(ci.n_ood.values())} images over "
             f"{len(ci.n_ood)} set(s)")
@@ -100,8 +105,7 @@ def render(ctx: Context) -> None:
                    label)
     if ci is None:
         ci = common.await_value(lambda: uncertainty.ci_soon(ctx.bundle, result), about,
-                                f"95% bootstrap intervals: computing ({uncertainty.RESAMPLES} "
-                                "resamples in the background)")
+                                COMPUTING)
         if ci is not None:
             _numbers(cards, about, table, frame, avg, acc, result, ci, "")
 
@@ -113,8 +117,7 @@ def _numbers(cards, about, table, frame, avg, acc, result: EvalResult, ci, suffi
     with cards.container():
         _cards(avg, acc, ci if isinstance(ci, BootstrapCI) else None, suffix)
     if ci is None:
-        about.caption(f"95% bootstrap intervals: computing ({uncertainty.RESAMPLES} "
-                      "resamples in the background); they appear here and in the table.")
+        about.caption(f"{COMPUTING}; they appear here and in the table.")
     elif isinstance(ci, BaseException):
         about.caption(plain(f"95% bootstrap intervals unavailable: {cache.error_text(ci)}"))
     else:
