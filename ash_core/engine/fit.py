@@ -41,6 +41,7 @@ from ash_core.diskcache import (
 from ash_core.engine.store import FeatureStore
 from ash_core.errors import CubeCacheError, ParameterError
 from ash_core.features import FitData, get_feature_score
+from ash_core.features import base as features_base
 from ash_core.features.base import FeatureScore, State
 from ash_core.maths.draws import SCHEME as DRAW_SCHEME
 from ash_core.methods import Shaper
@@ -176,9 +177,9 @@ def feature_scorer(store: FeatureStore, shaper: Shaper, setting: Setting,
         x = store.shaped_features(shaper, name, in_use)
         logits = store.shaped_logits(shaper, name, in_use) if shaper.spec.keeps_features \
             else store.logits(x, head)
-        if rank is None:
+        if rank is None or table.nbytes(x.shape[0], state, rank) > features_base.TABLE_MAX_BYTES:
             scores = spec.score(x, logits, head, state, score_params)
-        else:  # the table of the first ``rank`` serves every value up to it (ScoreTable)
+        else:  # the table ``rank`` serves every value it holds (ScoreTable)
             kept = store.table((slot, name, rank),
                                lambda: table.make(x, logits, head, state, rank))
             scores = table.read(kept, score_params)

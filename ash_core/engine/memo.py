@@ -42,12 +42,23 @@ class Once:
 
 class Recent(Once):
     """``Once`` that keeps the ``size`` most recently used values only (for values of
-    megabytes each, made per setting: a score's per-split tables)."""
+    megabytes each, made per setting: a score's per-split tables), and of those no more
+    than ``max_bytes`` in total by ``nbytes(value)`` (the most recent is always kept)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int | None = None,
+                 nbytes: Callable[[Any], int] = lambda value: 0) -> None:
         super().__init__()
         self.size = size
+        self.max_bytes = max_bytes
+        self._nbytes = nbytes
         self._used: list[Hashable] = []
+
+    def _over(self) -> bool:
+        if len(self._used) > self.size:
+            return True
+        if self.max_bytes is None or len(self._used) <= 1:
+            return False
+        return sum(self._nbytes(self._values.get(k)) for k in self._used) > self.max_bytes
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         value = super().get(key, make)
@@ -55,7 +66,7 @@ class Recent(Once):
             if key in self._used:
                 self._used.remove(key)
             self._used.append(key)
-            while len(self._used) > self.size:
+            while self._over():
                 old = self._used.pop(0)
                 self._values.pop(old, None)
                 self._locks.pop(old, None)

@@ -54,9 +54,11 @@ BASE_LOGITS_CACHE_VALUES = 32 * 2**20
 #: Rank orders (int16 per unit) are kept per split up to this many units in total.
 ORDER_CACHE_UNITS = 64 * 2**20
 #: the shaper that shapes nothing (the unshaped logits' scorer)
-#: per-split tables of scores on features kept (KNN's: 8 MB per 10,000 rows): three
-#: settings of a bundle of eight splits
+#: per-split tables of scores on features kept (KNN's: 8 MB per 10,000 rows at k <= 200,
+#: 40 MB up to 1000; ViM's: 8 (D - 1) bytes a row): three settings of a bundle of eight
+#: splits, and at most ``TABLES_MAX_BYTES`` of them in total
 TABLES_KEPT = 24
+TABLES_MAX_BYTES = 1024 * 2**20
 NO_SHAPING = create_method("none")
 
 Head = tuple[torch.Tensor, torch.Tensor]
@@ -82,6 +84,17 @@ def check_features(split: Split, x: torch.Tensor) -> None:
         )
 
 
+def table_nbytes(value: Any) -> int:
+    """The bytes of the arrays in a score's table (a tensor, an array or a tuple)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple):
+        return sum(table_nbytes(v) for v in value)
+    return 0
+
+
 def leaves_logits(shaper: Shaper) -> bool:
     """Whether ``shaper`` changes neither the features nor the head: its logits are the
     unshaped ones (it may still bring its own score, e.g. GEN)."""
@@ -103,7 +116,8 @@ class FeatureStore:
         self._orders: dict[str, torch.Tensor] = {}
         self._unshaped = Once()  # (split, score) -> (predictions, scores)
         self._derived = Once()  # ``once``: fitted cutoffs and states
-        self._tables = Recent(TABLES_KEPT)  # ``table``: a score's per-split tables
+        # ``table``: a score's per-split tables
+        self._tables = Recent(TABLES_KEPT, TABLES_MAX_BYTES, table_nbytes)
 
     @property
     def id_name(self) -> str:

@@ -54,17 +54,25 @@ FitFn = Callable[[FitData, Mapping[str, float]], State]
 ScoreFn = Callable[..., torch.Tensor]
 
 
+#: a split's table is made only up to this size; a larger one (a 2048-d 100k-row split's
+#: ViM table, 1.6 GB) is not made: that split is scored on its own, one chunk at a time
+TABLE_MAX_BYTES = 256 * 2**20
+
+
 @dataclass(frozen=True)
 class ScoreTable:
     """Per split, the work that many values of a parameter share, made once and read per
     value: ``key(params, state)`` names the table that serves ``params`` (None: score
     them on their own), ``make(features, logits, head, state, key)`` makes it and
     ``read(table, params)`` gives the scores, bit for bit those of ``score`` (KNN: the
-    distances to the first 200 neighbours serve every k <= 200)."""
+    distances to the first 200 neighbours serve every k <= 200; ViM: the running sums of
+    squared projections serve every dim). ``nbytes(rows, state, key)``: a split's table
+    size; above ``TABLE_MAX_BYTES`` the split is scored on its own."""
 
     key: Callable[[Mapping[str, float], State], Hashable | None]
     make: Callable[..., Any]
     read: Callable[[Any, Mapping[str, float]], torch.Tensor]
+    nbytes: Callable[[int, State, Hashable], int]
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,10 @@ def _check_k(k: int, n: int) -> None:
 def nearest_distances(features: torch.Tensor, state: State, k: int) -> torch.Tensor:
     """Each row's ``k`` smallest squared distances to the normalised id_fit bank, ascending
     ``[N, k]``: float64 for binarised rows (exact, module doc), else float32. Column
-    ``j`` does not depend on ``k`` (the same distances, selected), so one table of the
-    first K serves every k <= K (``table_rank``)."""
+    ``j`` does not depend on ``k`` for k >= 2 (the same distances, selected; faiss's heap
+    below k = 100 and its reservoir above give the same columns, checked on the demo
+    bundles' features up to k = 1000), so one table of the first K serves every k <= K
+    (``table_rank``)."""
     bank = np.array(state["bank"], dtype=np.float32)
     _check_k(k, bank.shape[0])
     bank_signs = sign_pattern(torch.from_numpy(bank))
@@ -174,27 +176,40 @@ def kth_score(table: torch.Tensor, params: Mapping[str, float]) -> torch.Tensor:
 
 def score_knn(features: torch.Tensor, logits: torch.Tensor, head, state: State,
               params: Mapping[str, float]) -> torch.Tensor:
-    return kth_score(nearest_distances(features, state, int(params["k"])), params)
+    # k = 1 reads the first of two neighbours: faiss computes a single nearest neighbour
+    # with another kernel, whose distances differ from those of k >= 2 in the last bit,
+    # and every table holds at least two
+    k = int(params["k"])
+    searched = max(k, min(2, int(np.shape(state["bank"])[0])))
+    return kth_score(nearest_distances(features, state, searched), params)
 
 
-#: the neighbours one table holds: every k from 2 up to it is then a column lookup
-#: (OpenOOD's grid up to 200 and the paper's CIFAR k = 50); a larger k is scored on its own
-TABLE_RANK = 200
+#: the neighbours a table holds, by tier: every k up to a tier's rank is a column read of
+#: that tier's table, made the first time a k needs it. The first tier (OpenOOD's grid up
+#: to 200, the paper's CIFAR k = 50) is cheap; the second (ImageNet's k = 1000) costs
+#: faiss 1.45x (tinyimagenet_mobilenetv2) to 2.0x (cifar10_resnet20) the first's search
+#: and 5x its memory, so it is made only when k first exceeds 200. A larger k is scored
+#: on its own.
+TABLE_RANKS = (200, 1000)
 
 
 def table_rank(params: Mapping[str, float], state: State) -> int | None:
     """The neighbours of the table that serves ``k`` (None: ``k`` is scored on its own)."""
-    rank, k = min(TABLE_RANK, int(np.shape(state["bank"])[0])), int(params["k"])
-    # k = 1 on its own: faiss computes a single nearest neighbour with another kernel,
-    # whose distances can differ from the table's in the last bit
-    return rank if 1 < k <= rank else None
+    n, k = int(np.shape(state["bank"])[0]), int(params["k"])
+    _check_k(k, n)
+    return next((min(rank, n) for rank in TABLE_RANKS if k <= min(rank, n)), None)
+
+
+def table_bytes(rows: int, state: State, rank: int) -> int:
+    """A split's table: float32 distances (float64 for binarised rows, the larger)."""
+    return rows * rank * 8
 
 
 KNN = register_feature_score(FeatureScore(
     "knn", "KNN: minus the squared distance to the k-th nearest normalised id_fit feature",
     fit_knn, score_knn, fit_params=(),
     table=ScoreTable(table_rank, lambda x, logits, head, state, rank:
-                     nearest_distances(x, state, rank), kth_score),
+                     nearest_distances(x, state, rank), kth_score, table_bytes),
     params=(ParamSpec("k", 50, 1, 1_000_001, "neighbour rank (the k-th nearest id_fit feature)",
                       kind="int", recommended={"cifar10": 50, "imagenet": 1000},
                       search_grid=(1, 10, 20, 50, 100, 200, 500, 1000)),),
