@@ -27,7 +27,7 @@ the first move is a disk read plus a lookup, printed beside the exact replay.
 ``--compare [--batches 2]``: the cube's cost per layer, the tail computed in the NCHW layout
 against the channels-last layout the tails use (``ash_core.layers.tails.channels_last``),
 interleaved on the same first batches of the ID split at every p 0..99, with the full
-cube's time projected from the batches timed.
+cube's tail time projected from the rows timed.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def compare(bundle, layers: list[str], batches: int, method: str = "ash-s") -> N
     and in the channels-last one (interleaved per p), and each projected to the full cube."""
     maps = open_layers(bundle)
     splits = [bundle.id_split, *bundle.select_ood(None)]
-    total = sum(-(-len(s) // BATCH) for s in splits)
+    rows = sum(len(s) for s in splits)
     shapers = [create_method(method, p=float(p)) for p in EVERY_P]
     for layer in layers:
         new = maps.tail(layer)
@@ -140,9 +140,9 @@ def compare(bundle, layers: list[str], batches: int, method: str = "ash-s") -> N
                         t0 = time.perf_counter()
                         run(y)
                         spent[name] += time.perf_counter() - t0
-        n = min(batches, total)
-        print(f"{layer}: tail over {n} batches x {len(shapers)} p: " + "; ".join(
-            f"{k} {v:.1f} s (cube of {total} batches ~{v * total / n:.0f} s)"
+        n = min(len(stored), batches * BATCH)
+        print(f"{layer}: tail over {n} rows x {len(shapers)} p: " + "; ".join(
+            f"{k} {v:.1f} s (cube of {rows} rows ~{v * rows / n:.0f} s)"
             for k, v in spent.items()) + f"; channels-last / NCHW "
             f"{spent['channels-last'] / spent['NCHW']:.2f}; load average {load_average()}",
             flush=True)
