@@ -113,7 +113,7 @@ class _TorchvisionResNetTail(nn.Module):
         self.model, self.later = model, TV_STAGES[TV_STAGES.index(layer) + 1:]
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        out = channels_last(m)
+        out = channels_last(m) if self.later else m
         for name in self.later:
             out = getattr(self.model, name)(out)
         return self.model.fc(torch.flatten(self.model.avgpool(out), 1))
