@@ -46,7 +46,10 @@ bundles: setup
 # "Where to ASH" maps (layer1..3 + tails) for the CIFAR-10 ResNet demos, and the token maps of
 # blocks.0..3 for the hybrid ViT when its trained weights are in weights/ (else a note says how
 # to train them), on a spread subset of rows, into git-ignored cached_features/<name>.layers
-# (a few minutes on 2 CPU cores).
+# (a few minutes on 2 CPU cores), then ResNet-20's ASH-S layer cubes (any p at its inner
+# layers a lookup in the dashboard from the first move): about 830 s CPU, 11 min wall on the
+# shared 2 cores at load 3 (two worker processes). Skip them with
+# `$(PY) scripts/build_layer_bundles.py --no-cubes`; `--cubes all` builds every bundle's.
 layers: setup
 	$(PY) scripts/build_layer_bundles.py
 

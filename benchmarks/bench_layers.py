@@ -20,12 +20,21 @@ the layer control does when p moves on the grid at an inner layer (the shaped an
 every integer p, read from the disk cache beside the bundle or built, timed), then the median
 over off-grid p moves of what the layer control computes (the shaped and unshaped
 ``EvalResult``) from the cube, against one exact replay at an off-grid p (what a move cost
-before the cube); the lookup is checked equal to the exact replay bit for bit.
+before the cube); the lookup is checked equal to the exact replay bit for bit. After
+``make layers`` (which prebuilds the cubes of the dashboard's default variant for ResNet-20)
+the first move is a disk read plus a lookup, printed beside the exact replay.
+
+``--compare [--batches 2]``: the cube's cost per layer, the tail computed in the NCHW layout
+against the channels-last layout the tails use (``ash_core.layers.tails.channels_last``),
+interleaved on the same first batches of the ID split at every p 0..99, with the full
+cube's tail time projected from the rows timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import statistics
 import subprocess
 import sys
@@ -39,7 +48,11 @@ import torch  # noqa: E402
 
 from ash_core import Setting, load_bundle  # noqa: E402
 from ash_core.layers import LayerEvaluator, layer_result, layer_sweep  # noqa: E402
-from ash_core.layers.cube import layer_cube  # noqa: E402
+from ash_core.layers.cube import EVERY_P, layer_cube  # noqa: E402
+from ash_core.layers.replay import BATCH, _shape  # noqa: E402
+from ash_core.layers.store import open_layers  # noqa: E402
+from ash_core.maths.shaping import rank_order  # noqa: E402
+from ash_core.methods import create_method  # noqa: E402
 
 BUNDLES = ("cifar10_resnet20", "cifar10_resnet56")
 
@@ -68,11 +81,21 @@ def any_p(bundle, layers: list[str], device: str, method: str = "ash-s") -> bool
     for layer in layers:
         t0, c0 = time.perf_counter(), time.process_time()
         cube = layer_cube(bundle, method, layer, device=device)
+        read = time.perf_counter() - t0
         how = "read from the disk cache" if cube.cached else "built"
-        print(f"{layer}: cube over p = 0..99 {how} in {time.perf_counter() - t0:.1f} s wall, "
+        print(f"{layer}: cube over p = 0..99 {how} in {read:.2f} s wall, "
               f"{time.process_time() - c0:.1f} s CPU; load average {load_average()}",
               flush=True)
         ev = LayerEvaluator(bundle, layer, device=device)
+        t0 = time.perf_counter()
+        layer_result(ev, Setting(method, {"p": MOVES[0]}), sweep=cube)
+        layer_result(ev, Setting("none"), sweep=cube)
+        first = read + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layer_result(ev, Setting(method, {"p": MOVES[0]}))
+        print(f"{layer}: first move to p = {MOVES[0]} ({'cube ' + how if cube.cached else 'cube built first'}"
+              f" + lookup): {1000 * first:.0f} ms | exact replay at that p: "
+              f"{time.perf_counter() - t0:.1f} s; load average {load_average()}", flush=True)
         times = []
         for p in MOVES:
             t0 = time.perf_counter()
@@ -92,6 +115,37 @@ def any_p(bundle, layers: list[str], device: str, method: str = "ash-s") -> bool
               f"cube) {before:.1f} s; lookup == exact replay bit for bit: {same}; "
               f"load average {load_average()}", flush=True)
     return met
+
+
+def compare(bundle, layers: list[str], batches: int, method: str = "ash-s") -> None:
+    """Print per layer the tail's time over ``batches`` batches x every p in the NCHW layout
+    and in the channels-last one (interleaved per p), and each projected to the full cube."""
+    maps = open_layers(bundle)
+    splits = [bundle.id_split, *bundle.select_ood(None)]
+    rows = sum(len(s) for s in splits)
+    shapers = [create_method(method, p=float(p)) for p in EVERY_P]
+    for layer in layers:
+        new = maps.tail(layer)
+        old = copy.deepcopy(new.model).to(memory_format=torch.contiguous_format)
+        stored = maps.maps(layer, bundle.id_split.name)
+        spent = {"NCHW": 0.0, "channels-last": 0.0}
+        runs = (("NCHW", functools.partial(old.forward_from, layer)), ("channels-last", new))
+        with torch.inference_mode():
+            for i in range(0, min(len(stored), batches * BATCH), BATCH):
+                x = torch.from_numpy(stored[i:i + BATCH].astype("float32"))
+                order = rank_order(x.reshape(len(x), -1)).long()
+                for s in shapers:
+                    y = _shape(s, x.reshape(len(x), -1), order, "id", i).reshape(x.shape)
+                    for name, run in runs:
+                        t0 = time.perf_counter()
+                        run(y)
+                        spent[name] += time.perf_counter() - t0
+        n = min(len(stored), batches * BATCH)
+        print(f"{layer}: tail over {n} rows x {len(shapers)} p: " + "; ".join(
+            f"{k} {v:.1f} s (cube of {rows} rows ~{v * rows / n:.0f} s)"
+            for k, v in spent.items()) + f"; channels-last / NCHW "
+            f"{spent['channels-last'] / spent['NCHW']:.2f}; load average {load_average()}",
+            flush=True)
 
 
 def view_change_ms(sweep, p: float, rounds: int = 7) -> float:
@@ -142,8 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--any-p", action="store_true",
                     help="time moves of p off the grid at inner layers (the layer cube)")
     ap.add_argument("--layers", default="layer3,layer2,layer1",
-                    help="with --any-p: the inner layers, comma-separated")
+                    help="with --any-p/--compare: the inner layers, comma-separated")
+    ap.add_argument("--compare", action="store_true",
+                    help="time the tail in the NCHW and the channels-last layout per layer")
+    ap.add_argument("--batches", type=int, default=2, help="with --compare: batches timed")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}")
     names = BUNDLES[:1] if args.quick else BUNDLES
     names = [args.only] if args.only else names
@@ -154,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} is missing: run `make layers` first", file=sys.stderr)
             return 2
         bundle = load_bundle(path)
+        if args.compare:
+            compare(bundle, args.layers.split(","), args.batches)
+            continue
         if args.any_p:
             if not any_p(bundle, args.layers.split(","), args.device):
                 return 1

@@ -5,7 +5,8 @@ offers a layer; at an inner layer a setting's numbers are ``ash_core.layers.laye
 shaping after that block, replayed through the network's tail. With the energy score, any p
 of the slider is a lookup in the layer's cube (``ash_core.layers.cube``: the sweep at every
 integer p, built once per bundle, variant and layer in the background, at most one build
-per cube, and cached on disk beside the bundle); until it is ready, p on the layer grid
+per cube, and cached on disk beside the bundle; ``make layers`` prebuilds ResNet-20's ASH-S
+cubes, which are then read from disk); until it is ready, p on the layer grid
 (0..95 step 5) is a lookup in the layer's sweep (shared with the "Where to ASH" view) and
 other p are replayed exactly (seconds; cached), shown with the build's progress. Other
 scores are replayed exactly. Lookups equal the exact replay bit for bit.

@@ -27,8 +27,9 @@ from ash_core.maths.draws import SCHEME as DRAW_SCHEME
 from ash_core.methods import get_method
 
 #: bump when the replay's numbers or the entry's layout change (2: batch norms folded into
-#: the tail's convolutions; 3: entries keyed and checked as every disk-cache entry)
-VERSION = 3
+#: the tail's convolutions; 3: entries keyed and checked as every disk-cache entry; 4: conv
+#: tails computed in the channels-last layout)
+VERSION = 4
 KEY_FIELD = "ash_layer_sweep"
 Arrays = dict[str, np.ndarray]
 

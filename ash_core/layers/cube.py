@@ -12,16 +12,22 @@ background job for the dashboard, once per bundle, variant and layer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
-from ash_core.bundle import Bundle
+from ash_core.bundle import Bundle, load_bundle
 from ash_core.layers.replay import BATCH
 from ash_core.layers.sweep import LAYER_GRID, LayerSweep, layer_sweep
 
 #: every p the dashboard's integer slider can take (the ASH variants' range [0, 100))
 EVERY_P = tuple(range(0, 100))
+#: the two sweeps a cube joins, each its own disk-cache entry: the layer grid (shared with
+#: "Where to ASH") and the other integer p; ``make layers`` builds them in parallel
+PARTS = (tuple(float(p) for p in LAYER_GRID),
+         tuple(float(p) for p in EVERY_P if p not in LAYER_GRID))
 Progress = Callable[[int, int], None]
 
 
@@ -31,7 +37,7 @@ def layer_cube(bundle: Bundle, method: str, layer: str, seed: int = 0, device: s
     """The sweep of ``method`` at ``layer`` over ``EVERY_P`` (a ``LayerSweep`` whose grid is
     0..99). ``progress(done, total)`` counts tail passes over batches: the grid's 20 p per
     batch, then the other 80 (a grid sweep read from disk starts the bar at its share)."""
-    rest = [float(p) for p in EVERY_P if p not in LAYER_GRID]
+    rest = list(PARTS[1])
     n_grid, n_all = len(LAYER_GRID), len(LAYER_GRID) + len(rest)
     def grid_phase(done: int, total: int) -> None:
         progress(done * n_grid, total * n_all)
@@ -44,6 +50,18 @@ def layer_cube(bundle: Bundle, method: str, layer: str, seed: int = 0, device: s
     other = layer_sweep(bundle, [layer], method, rest, seed, device, batch, cache,
                         progress=rest_phase)
     return join(grid, other)
+
+
+def build_part(path: str, layer: str, grid: tuple[float, ...], method: str,
+               device: str = "auto", threads: int = 1) -> tuple[str, int, float, float, bool]:
+    """One of a cube's sweeps (``PARTS``) built into the disk cache of the bundle at ``path``,
+    on ``threads`` torch threads (a worker process's job: ``make layers`` runs one per core;
+    the replay's numbers do not depend on the thread count). Returns (layer, p count, wall s,
+    CPU s, whether it was read from the cache)."""
+    torch.set_num_threads(threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sweep = layer_sweep(load_bundle(path), [layer], method, grid, device=device)
+    return layer, len(grid), time.perf_counter() - t0, time.process_time() - c0, sweep.cached
 
 
 def join(a: LayerSweep, b: LayerSweep) -> LayerSweep:

@@ -87,13 +87,24 @@ def tail_state(arch: str, model: nn.Module, layer: str) -> dict[str, np.ndarray]
             if k.startswith(prefixes) and not k.endswith("num_batches_tracked")}
 
 
+def channels_last(m: torch.Tensor) -> torch.Tensor:
+    """``m`` in the channels-last layout the conv tails compute in: oneDNN's convolutions on
+    NHWC maps take about 15% less time than on NCHW ones (``benchmarks/bench_layers.py
+    --compare``), the same function up to float rounding; every replay of a tail takes this
+    one path, so the cube, the sweep and the exact replay agree bit for bit. A tail without
+    convolutions (the last stage's: pooling and the head) keeps NCHW, where the copy would
+    be all the change."""
+    return m.contiguous(memory_format=torch.channels_last)
+
+
 class _CifarTail(nn.Module):
     def __init__(self, model: nn.Module, layer: str):
         super().__init__()
         self.model, self.layer = model, layer
+        self.convs = layer != model.STAGES[-1]
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_from(self.layer, m)
+        return self.model.forward_from(self.layer, channels_last(m) if self.convs else m)
 
 
 class _TorchvisionResNetTail(nn.Module):
@@ -102,7 +113,7 @@ class _TorchvisionResNetTail(nn.Module):
         self.model, self.later = model, TV_STAGES[TV_STAGES.index(layer) + 1:]
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        out = m
+        out = channels_last(m) if self.later else m
         for name in self.later:
             out = getattr(self.model, name)(out)
         return self.model.fc(torch.flatten(self.model.avgpool(out), 1))
@@ -139,7 +150,8 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
 def build_tail(arch: str, layer: str, num_classes: int, state: Mapping[str, np.ndarray],
                model_args: Mapping[str, Any] | None = None) -> nn.Module:
     """The tail of ``layer`` in eval mode with ``state`` loaded (every needed key checked),
-    batch norms folded into their convolutions (``fold_batch_norms``). A timm ``arch`` is
+    batch norms folded into their convolutions (``fold_batch_norms``), weights and maps in
+    the channels-last layout (``channels_last``). A timm ``arch`` is
     built from its ``create_model`` arguments ``model_args`` (its head size among them)."""
     if vit.is_timm(arch):
         return vit.build_tail(arch, layer, state, model_args)
@@ -148,7 +160,7 @@ def build_tail(arch: str, layer: str, num_classes: int, state: Mapping[str, np.n
     need = [k for k in model.state_dict()
             if k.startswith(prefixes) and not k.endswith("num_batches_tracked")]
     load_tail_weights(model, need, state, arch, layer)
-    fold_batch_norms(model.eval())
+    fold_batch_norms(model.eval()).to(memory_format=torch.channels_last)
     tail = _CifarTail(model, layer) if arch in CIFAR_RESNETS else \
         _TorchvisionResNetTail(model, layer)
     return tail.eval()
