@@ -19,8 +19,12 @@ Prints per (bundle, method, parameter) the median, min and max of both against t
 goal, with the CPU model and the load average before and after (the machine may be
 shared: read medians, and compare runs made under a similar load).
 
-    python benchmarks/bench_params.py [--bundle DIR ...] [--case METHOD:PARAM ...]
+    python benchmarks/bench_params.py [--bundle DIR ...] [--case METHOD:PARAM[=V/V/...] ...]
                                       [--moves 3] [--quick]
+
+``--case knn:k=1/150/500`` moves to the values given (from the default) instead of one step
+at a time: the values a table serves away from the default (KNN's k = 1 and its second tier
+above 200, whose first move makes that tier).
 
 Needs Chromium at /usr/bin/chromium (or BROWSER_PATH) and Playwright.
 """
@@ -110,6 +114,15 @@ def values_for(method: str, param: str, moves: int, dim: int) -> tuple[float, li
     return start, [c.widget_value(v) for v in out]
 
 
+def _given(text: str) -> list[float] | None:
+    """The values of ``--case M:P=V/V/...`` ([] when none are given; None when one is not a
+    number)."""
+    try:
+        return [float(v) for v in text.split("/")] if text else []
+    except ValueError:
+        return None
+
+
 def _url_value(param: str, value: float) -> str:
     return f"{value:g}" if param == "p" else f"{param}:{value:g}"
 
@@ -174,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         bundles, cases, args.moves = bundles[:1], args.case or list(QUICK_CASES), 2
     for case in cases:
-        if case.count(":") != 1:
-            print(f"error: --case {case!r} must be METHOD:PARAM, e.g. knn:k", file=sys.stderr)
+        if case.count(":") != 1 or _given(case.partition("=")[2]) is None:
+            print(f"error: --case {case!r} must be METHOD:PARAM or METHOD:PARAM=V/V/..., "
+                  "e.g. knn:k or knn:k=1/150/500", file=sys.stderr)
             return 2
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} missing: install Debian's chromium or set BROWSER_PATH")
@@ -196,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 for case in cases:
-                    method, param = case.split(":")
+                    name, _, given = case.partition("=")
+                    method, param = name.split(":")
                     start, values = values_for(method, param, args.moves, dim)
+                    if given:
+                        values = _given(given)
                     answers, intervals = time_case(page, server, method, param, start, values)
                     worst = max(worst, statistics.median(answers))
                     print(f"  {Path(bundle).name:<26} {method:>12}:{param:<6} "
