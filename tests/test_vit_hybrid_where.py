@@ -90,6 +90,8 @@ def test_make_layers_without_the_trained_weights_says_how_to_train_them(
     monkeypatch.setattr(build, "layer_recipe", absent)
     built = []
     monkeypatch.setattr("ash_core.extract.extract", lambda cfg, log: built.append(cfg.name))
+    cubes = []  # make layers' cubes: ResNet-20's only (the extraction above is a stand-in)
+    monkeypatch.setattr(build, "build_cubes", lambda path, **kw: cubes.append(path.name))
     assert build.main(["--only", NAME]) == 2  # asked for by name: an error
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {NAME}: its weights ")
@@ -98,6 +100,7 @@ def test_make_layers_without_the_trained_weights_says_how_to_train_them(
     out = capsys.readouterr().out
     assert f"== skipping {NAME}: " in out and "`make layers`" in out
     assert built == ["cifar10_resnet20.layers", "cifar10_resnet56.layers"]
+    assert cubes == ["cifar10_resnet20.layers"]
 
 
 def test_a_fresh_process_replays_the_hybrids_blocks(where, capsys):
