@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from ash_core import load_bundle
+    from ash_core.reports.leaderboard import mode_for, unavailable_reason
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {load_text()} "
           f"(1/5/15 min) at the start", flush=True)
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(goal: answer median <= {GOAL_S} s)", flush=True)
     worst = 0.0
     for bundle in bundles:
-        dim = load_bundle(bundle).dim
+        loaded = load_bundle(bundle)
+        dim = loaded.dim
         proc, server = start_server(bundle)
         try:
             with sync_playwright() as p:
@@ -215,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                     start, values = values_for(method, param, args.moves, dim)
                     if given:
                         values = _given(given)
+                    why = unavailable_reason(loaded, method, mode_for(method, "local"))
+                    if why:  # the page says why and offers no control: nothing to time
+                        print(f"  {Path(bundle).name:<26} {method:>12}:{param:<6} "
+                              f"not offered: {why}", flush=True)
+                        continue
                     answers, intervals = time_case(page, server, method, param, start, values)
                     worst = max(worst, statistics.median(answers))
                     print(f"  {Path(bundle).name:<26} {method:>12}:{param:<6} "
